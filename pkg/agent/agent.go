@@ -1,0 +1,212 @@
+// Package agent is ikto-agent's composition root: it validates what it is
+// given, connects to NATS, claims the host's prefix, configures the WireGuard
+// device, then keeps the device's peers equal to the bucket's accepted records
+// until its context ends. It owns every long-lived part's lifetime; the parts
+// (store, peer, reconcile, wgdev, api) know nothing of each other.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/api"
+	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/backend"
+)
+
+// ErrEvicted means this host's record was deleted or its key revoked. The
+// agent has removed every peer and must not claim again by itself (exit 4).
+var ErrEvicted = errors.New("evicted")
+
+// ErrTakenOver means this host's prefix is now held by another public key.
+// It matches store.ErrAddressInUse too (exit 3).
+var ErrTakenOver = fmt.Errorf("prefix taken over by another key: %w", store.ErrAddressInUse)
+
+// Options are what Run needs besides the config.
+type Options struct {
+	// Socket is the admin socket path; empty means no socket (tests).
+	Socket string
+	// Log receives every event worth an operator's time.
+	Log *slog.Logger
+	// OpenDevice opens the WireGuard device; nil means the config's backend.
+	OpenDevice func(wgdev.Config) (wgdev.Device, error)
+	// Ready, when set, is called once the device carries the first snapshot.
+	Ready func()
+}
+
+// Agent is one running ikto-agent.
+type Agent struct {
+	cfg    *config.Config
+	opt    Options
+	log    *slog.Logger
+	key    wgtypes.Key
+	self   peer.Record
+	prefix netip.Prefix
+
+	nc  *nats.Conn
+	kv  jetstream.KeyValue
+	dev wgdev.Device
+
+	reconnected chan struct{}  // kicks the watcher to re-snapshot
+	published   atomic.Pointer[snapshot]
+}
+
+// Run is the whole life of an agent. It returns nil after ctx is cancelled
+// (the claim stays in the bucket, a kernel device keeps its peers), an error
+// matching store.ErrAddressInUse when another key holds the prefix, ErrEvicted
+// when this host was evicted, or another error that stops the agent.
+func Run(ctx context.Context, cfg *config.Config, opt Options) error {
+	a, err := newAgent(cfg, opt)
+	if err != nil {
+		return err
+	}
+	return a.run(ctx)
+}
+
+func newAgent(cfg *config.Config, opt Options) (*Agent, error) {
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	key, err := config.LoadPrivateKey(cfg.PrivateKeyPath)
+	if err != nil {
+		return nil, fmt.Errorf("private_key_path: %w", err)
+	}
+	name := cfg.Name
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	a := &Agent{
+		cfg: cfg, opt: opt, log: opt.Log, key: key, prefix: cfg.Prefix(),
+		reconnected: make(chan struct{}, 1),
+	}
+	a.self = peer.Record{
+		Name:             name,
+		PublicKey:        key.PublicKey().String(),
+		AdvertiseAddress: cfg.Advertise().String(),
+		AllowedIP:        a.prefix.String(),
+		WGPort:           cfg.WGPort,
+	}
+	a.published.Store(&snapshot{})
+	return a, nil
+}
+
+func (a *Agent) run(ctx context.Context) error {
+	// Find out now, before touching NATS or the device, whether another agent
+	// already serves this socket: that is almost always a second copy of us.
+	var sock net.Listener
+	if a.opt.Socket != "" {
+		l, err := api.Listen(a.opt.Socket)
+		if err != nil {
+			return err
+		}
+		sock = l
+		defer sock.Close()
+	}
+
+	if err := a.connect(ctx); err != nil {
+		return err
+	}
+	defer a.nc.Close()
+
+	if err := a.openBucket(ctx); err != nil {
+		return err
+	}
+	rev, err := a.claim(ctx)
+	if err != nil {
+		return err
+	}
+	a.log.Info("claimed prefix", "prefix", a.prefix, "key", peer.Key(a.prefix), "revision", rev)
+
+	if err := a.openDevice(); err != nil {
+		return err
+	}
+	defer a.dev.Close()
+
+	g, gctx := errgroup.WithContext(ctx)
+	batches := make(chan store.Batch, 16)
+	w := &store.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected}
+	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
+	g.Go(func() error { return a.loop(gctx, batches) })
+	if sock != nil {
+		g.Go(func() error { return api.Serve(gctx, sock, a.routes()) })
+	}
+	err = g.Wait()
+	if err == nil && ctx.Err() != nil {
+		a.log.Info("stopping; the claim stays in the bucket", "prefix", a.prefix)
+	}
+	return err
+}
+
+func (a *Agent) openDevice() error {
+	dc := wgdev.Config{
+		Name:       a.cfg.WGDevName,
+		PrivateKey: a.key,
+		ListenPort: a.cfg.WGPort,
+		Address:    a.cfg.DeviceAddress(),
+		MTU:        a.cfg.WGMTU,
+	}
+	open := a.opt.OpenDevice
+	if open == nil {
+		open = func(c wgdev.Config) (wgdev.Device, error) { return backend.Open(a.cfg.WGBackend, c, a.log) }
+	}
+	dev, err := open(dc)
+	if err != nil {
+		return fmt.Errorf("device %s: %w", dc.Name, err)
+	}
+	a.dev = dev
+	a.log.Info("device ready", "device", dev.Name(), "backend", dev.Backend(), "address", dc.Address, "port", dc.ListenPort)
+	return nil
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// retry calls f until it succeeds, ctx ends, or f returns a permanent error
+// (wrapped in permanent). Between attempts it waits a jittered, doubling delay.
+func retry(ctx context.Context, log *slog.Logger, what string, f func(context.Context) error) error {
+	delay := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(actx)
+		cancel()
+		var p permanentError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &p):
+			return p.err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		log.Warn(what+" failed; retrying", "attempt", attempt, "retry_in", delay.Round(time.Millisecond), "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(jitter(delay)):
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}
+
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }

@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/reconcile"
+	"github.com/ikto-mesh/ikto/pkg/store"
+)
+
+// snapshot is what the loop publishes for the status handler after each pass.
+type snapshot struct {
+	view          peer.View
+	synced        bool
+	lastReconcile time.Time
+}
+
+// loop owns the table and the reconciler. Watch batches and the resync timer
+// only wake it; each pass recomputes the desired peers from the whole table.
+// Nothing is applied before the first snapshot, so a restarting agent never
+// removes peers it has simply not heard about yet.
+func (a *Agent) loop(ctx context.Context, batches <-chan store.Batch) error {
+	table := peer.NewTable(peer.Rules{Mesh: a.cfg.Mesh(), Bits: a.cfg.SubnetPrefix}, a.key.PublicKey(), a.prefix)
+	rec := reconcile.New(a.dev)
+	logged := map[string]uint64{} // rejections already logged: key → revision
+	synced := false
+	resync := time.NewTicker(a.cfg.Resync())
+	defer resync.Stop()
+
+	for {
+		refresh := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case b := <-batches:
+			synced = applyBatch(table, b) || synced
+			// A burst of events becomes one pass: take what is already queued.
+		drain:
+			for {
+				select {
+				case b := <-batches:
+					synced = applyBatch(table, b) || synced
+				default:
+					break drain
+				}
+			}
+		case <-resync.C:
+			// While NATS is unreachable the device is left exactly as it is.
+			if !synced || !a.nc.IsConnected() {
+				continue
+			}
+			refresh = true
+		}
+		if !synced {
+			continue
+		}
+		first := a.published.Load().synced == false
+		if err := a.pass(table, rec, refresh, logged); err != nil {
+			return err
+		}
+		if first && a.opt.Ready != nil {
+			a.opt.Ready()
+		}
+	}
+}
+
+// applyBatch loads b into the table and reports whether it was a snapshot.
+func applyBatch(t *peer.Table, b store.Batch) bool {
+	if b.Snapshot {
+		t.Reset()
+	}
+	for _, e := range b.Entries {
+		if e.Deleted {
+			t.Delete(e.Key)
+		} else {
+			t.Put(e.Key, e.Value, e.Revision)
+		}
+	}
+	return b.Snapshot
+}
+
+// pass is one reconciliation. It returns an error only when the agent must
+// stop: this host was evicted or its prefix taken over. A failed device call
+// is logged and repaired by a later pass.
+func (a *Agent) pass(table *peer.Table, rec *reconcile.Reconciler, refresh bool, logged map[string]uint64) error {
+	view := table.Resolve()
+	a.logRejections(view, logged)
+
+	switch {
+	case view.SelfRevoked:
+		return a.evict(rec, view, "its public key "+a.self.PublicKey+" was revoked")
+	case view.SelfRejected != nil:
+		a.removeAll(rec)
+		return fmt.Errorf("the record at %s is no longer ours (%s): %w", a.prefix, view.SelfRejected.Detail, ErrTakenOver)
+	case view.Self == nil:
+		return a.evict(rec, view, "its record "+peer.Key(a.prefix)+" was deleted")
+	case view.Self.PublicKey != a.key.PublicKey():
+		a.removeAll(rec)
+		return fmt.Errorf("%s is now held by %q (public key %s): %w", a.prefix, view.Self.Name, view.Self.PublicKey, ErrTakenOver)
+	}
+
+	desired := a.desired(view)
+	res, err := rec.Apply(desired, refresh)
+	if err != nil {
+		a.log.Error("configure device failed; will retry", "device", a.dev.Name(), "err", err)
+	} else {
+		a.logPlan(res, view)
+	}
+	a.published.Store(&snapshot{view: view, synced: true, lastReconcile: time.Now()})
+	return nil
+}
+
+func (a *Agent) desired(view peer.View) map[wgtypes.Key]reconcile.Spec {
+	ka := time.Duration(a.cfg.PersistentKeepalive) * time.Second
+	out := make(map[wgtypes.Key]reconcile.Spec, len(view.Peers))
+	for k, p := range view.Peers {
+		out[k] = reconcile.Spec{PublicKey: k, Endpoint: p.Endpoint, AllowedIPs: []netip.Prefix{p.Prefix}, Keepalive: ka}
+	}
+	return out
+}
+
+func (a *Agent) evict(rec *reconcile.Reconciler, view peer.View, why string) error {
+	a.removeAll(rec)
+	a.log.Error("this host was evicted: "+why+"; every peer was removed. To rejoin, create a new key and prefix with ikto-init",
+		"prefix", a.prefix)
+	return fmt.Errorf("%s: %w", why, ErrEvicted)
+}
+
+func (a *Agent) removeAll(rec *reconcile.Reconciler) {
+	res, err := rec.Apply(nil, true)
+	if err != nil {
+		a.log.Error("remove peers failed", "device", a.dev.Name(), "err", err)
+		return
+	}
+	a.log.Info("removed every peer", "device", a.dev.Name(), "removed", len(res.Plan.Remove))
+}
+
+// logPlan logs each changed peer when there are few (the common case: a
+// join or a leave), and a summary when there are many (initial sync).
+func (a *Agent) logPlan(res reconcile.Result, view peer.View) {
+	p := res.Plan
+	n := len(p.Add) + len(p.Update) + len(p.Remove)
+	if n == 0 {
+		return
+	}
+	if n > 8 {
+		a.log.Info("peers configured", "added", len(p.Add), "updated", len(p.Update), "removed", len(p.Remove),
+			"peers", len(view.Peers), "took", res.Duration.Round(time.Microsecond))
+		return
+	}
+	for _, s := range p.Add {
+		r := view.Peers[s.PublicKey]
+		a.log.Info("peer added", "peer", r.Name, "prefix", r.Prefix, "endpoint", s.Endpoint, "key", r.Key)
+	}
+	for _, s := range p.Update {
+		r := view.Peers[s.PublicKey]
+		a.log.Info("peer updated", "peer", r.Name, "prefix", r.Prefix, "endpoint", s.Endpoint, "key", r.Key)
+	}
+	for _, k := range p.Remove {
+		a.log.Info("peer removed", "public_key", k.String())
+	}
+}
+
+// logRejections logs each rejected record once per revision.
+func (a *Agent) logRejections(view peer.View, logged map[string]uint64) {
+	seen := make(map[string]bool, len(view.Rejected))
+	for _, r := range view.Rejected {
+		seen[r.Key] = true
+		if rev, ok := logged[r.Key]; ok && rev == r.Revision {
+			continue
+		}
+		logged[r.Key] = r.Revision
+		a.log.Warn("record rejected", "key", r.Key, "revision", r.Revision, "reason", string(r.Reason), "detail", r.Detail)
+	}
+	for k := range logged {
+		if !seen[k] {
+			delete(logged, k)
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ikto-mesh/ikto/pkg/store"
+)
+
+// connect returns a connection that never gives up: nats.go's default of 60
+// reconnects ends in a closed connection and closed watch channels, which is
+// how ikto 0.3.0 lost its mesh after a long outage. While no server answers,
+// Connect still returns and nats.go keeps trying in the background.
+func (a *Agent) connect(ctx context.Context) error {
+	opts := []nats.Option{
+		nats.Name("ikto-agent " + a.self.Name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			return jitter(min(100*time.Millisecond<<min(attempts, 6), 5*time.Second))
+		}),
+		// Notice a dead server in ~10 s rather than the default 4 minutes.
+		nats.PingInterval(5 * time.Second),
+		nats.MaxPingsOutstanding(2),
+		nats.ConnectHandler(func(c *nats.Conn) {
+			a.log.Info("connected to NATS", "server", c.ConnectedUrlRedacted())
+			a.kickWatch()
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			a.log.Info("reconnected to NATS", "server", c.ConnectedUrlRedacted())
+			a.kickWatch()
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			a.log.Warn("lost NATS connection; the device keeps its peers", "err", err)
+		}),
+	}
+	if a.cfg.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(a.cfg.NATSCreds))
+	}
+	if a.cfg.NATSTLSCA != "" {
+		opts = append(opts, nats.RootCAs(a.cfg.NATSTLSCA))
+	}
+	if a.cfg.NATSTLSCert != "" {
+		opts = append(opts, nats.ClientCert(a.cfg.NATSTLSCert, a.cfg.NATSTLSKey))
+	}
+	urls := strings.Join(a.cfg.URLs(), ",")
+	nc, err := nats.Connect(urls, opts...)
+	if err != nil {
+		// With RetryOnFailedConnect only a bad option or URL gets here.
+		return fmt.Errorf("nats_url %s: %w", urls, err)
+	}
+	a.nc = nc
+	if !nc.IsConnected() {
+		a.log.Warn("no NATS server answers yet; retrying in the background", "nats_url", urls)
+	}
+	return nil
+}
+
+func (a *Agent) kickWatch() {
+	select {
+	case a.reconnected <- struct{}{}:
+	default:
+	}
+}
+
+// openBucket binds the bucket, creating it when missing (if the credentials
+// allow), retrying while NATS is unreachable.
+func (a *Agent) openBucket(ctx context.Context) error {
+	js, err := jetstream.New(a.nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	return retry(ctx, a.log, "open bucket "+a.cfg.NATSKV, func(ctx context.Context) error {
+		kv, err := store.OpenBucket(ctx, js, a.cfg.NATSKV, true, a.cfg.NATSKVReplicas)
+		if err != nil {
+			if isPermission(err) {
+				return permanentError{fmt.Errorf("%w; check the permissions of nats_creds", err)}
+			}
+			return err
+		}
+		a.kv = kv
+		return nil
+	})
+}
+
+// claim takes this host's prefix, retrying while NATS is unreachable. Another
+// key holding the prefix is final.
+func (a *Agent) claim(ctx context.Context) (uint64, error) {
+	var rev uint64
+	err := retry(ctx, a.log, "claim "+a.prefix.String(), func(ctx context.Context) error {
+		r, err := store.Claim(ctx, a.kv, a.self)
+		if errors.Is(err, store.ErrAddressInUse) || isPermission(err) {
+			return permanentError{err}
+		}
+		rev = r
+		return err
+	})
+	return rev, err
+}
+
+func isPermission(err error) bool {
+	return err != nil && (errors.Is(err, nats.ErrPermissionViolation) ||
+		strings.Contains(strings.ToLower(err.Error()), "permissions violation"))
+}
+
+// jitter spreads d over [d/2, d) so a fleet that lost its server does not
+// come back in lock step.
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}

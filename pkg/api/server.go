@@ -1,0 +1,79 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+)
+
+// DefaultSocket is where the agent listens unless told otherwise.
+const DefaultSocket = "/tmp/ikto.sock"
+
+// ErrSocketInUse is returned by Listen when another process answers on the socket.
+var ErrSocketInUse = errors.New("socket in use by a running agent")
+
+// Listen binds the unix socket at path with mode 0600. A socket file left by a
+// crashed agent (nobody answers) is replaced; one that answers is not.
+func Listen(path string) (net.Listener, error) {
+	if _, err := os.Lstat(path); err == nil {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("admin socket %s: %w; stop that agent or pass another -s", path, ErrSocketInUse)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("admin socket %s: remove stale socket: %w", path, err)
+		}
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("admin socket %s: chmod: %w", path, err)
+	}
+	return l, nil
+}
+
+// Routes maps "METHOD /path" to handlers; it is the whole API surface.
+type Routes map[string]http.Handler
+
+// Serve answers requests on l until ctx is done, then shuts down and removes
+// the socket file.
+func Serve(ctx context.Context, l net.Listener, routes Routes) error {
+	mux := http.NewServeMux()
+	for pattern, h := range routes {
+		mux.Handle(pattern, h)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("admin socket: %w", err)
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutCtx)
+	if a, ok := l.Addr().(*net.UnixAddr); ok {
+		os.Remove(a.Name)
+	}
+	return err
+}
+
+// JSON is a handler that serves what f returns as indented JSON.
+func JSON[T any](f func() T) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(f())
+	})
+}

@@ -1,0 +1,51 @@
+// Package api is the agent's local admin API (SPEC §6): HTTP/1.1 on a unix
+// socket with mode 0600, a handler map (GET /v1/status, GET /metrics), and the
+// client ikto-admin uses. The JSON types here are a contract: ikto-admin
+// status -o json prints them as they are.
+package api
+
+import (
+	"time"
+
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// Status is the body of GET /v1/status.
+type Status struct {
+	Self    peer.Record `json:"self"`
+	Backend string      `json:"backend"`
+	Device  string      `json:"device"`
+	NATS    NATSStatus  `json:"nats"`
+	// Synced is set once the first bucket snapshot has been applied.
+	Synced        bool         `json:"synced"`
+	LastReconcile *time.Time   `json:"last_reconcile,omitempty"`
+	Peers         []PeerStatus `json:"peers"`
+	Rejected      []Rejected   `json:"rejected"`
+}
+
+// NATSStatus is the agent's connection to the control plane.
+type NATSStatus struct {
+	Connected bool   `json:"connected"`
+	Server    string `json:"server,omitempty"`
+	Bucket    string `json:"bucket"`
+}
+
+// PeerStatus is one peer: its record fields (SPEC §3 names) and what the
+// device reports. Record is empty for a peer on the device that no accepted
+// record asks for (it is about to be removed).
+type PeerStatus struct {
+	peer.Record
+	Endpoint        string     `json:"endpoint"`
+	AllowedIPs      []string   `json:"allowed_ips"`
+	LatestHandshake *time.Time `json:"latest_handshake"`
+	RxBytes         int64      `json:"rx_bytes"`
+	TxBytes         int64      `json:"tx_bytes"`
+}
+
+// Rejected is a record the agent refuses to apply.
+type Rejected struct {
+	Key      string `json:"key"`
+	Revision uint64 `json:"revision"`
+	Reason   string `json:"reason"`
+	Detail   string `json:"detail"`
+}

@@ -1,0 +1,76 @@
+// Package cli holds what the three ikto binaries share at their edge: exit
+// codes, the version stamp, usage errors, and logger construction. Only the
+// mains use it.
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes shared by every ikto binary (SPEC §2).
+const (
+	ExitOK      = 0
+	ExitError   = 1
+	ExitUsage   = 2
+	ExitInUse   = 3 // ikto-agent: the prefix is held by another public key
+	ExitEvicted = 4 // ikto-agent: this host was evicted or its key revoked
+)
+
+// Version and Commit are stamped at build time with
+// -ldflags "-X github.com/ikto-mesh/ikto/pkg/cli.Version=… -X …Commit=…".
+var (
+	Version = "dev"
+	Commit  = "unknown"
+)
+
+// VersionString is what --version prints.
+func VersionString(binary string) string {
+	return fmt.Sprintf("%s %s (commit %s)", binary, Version, Commit)
+}
+
+// UsageError marks a bad command line (exit 2).
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Usagef returns a *UsageError.
+func Usagef(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// IsUsage reports whether err is a usage error.
+func IsUsage(err error) bool {
+	var u *UsageError
+	return errors.As(err, &u)
+}
+
+// NewLogger builds the slog logger for --log-format and --log-level.
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, Usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, Usagef("--log-format %q: want text or json", format)
+}
+
+// NoArgs is a cobra Args check that reports extra arguments as a usage error.
+func NoArgs(_ *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return Usagef("unexpected argument %q", args[0])
+	}
+	return nil
+}

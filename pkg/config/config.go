@@ -1,0 +1,166 @@
+// Package config reads, defaults and validates an ikto host's JSON configuration
+// (SPEC §2). The field names are those of ikto 0.3.0 and must not change; fields
+// added since are optional and default when absent. Validation errors name the
+// field that is wrong and, where there is one, the fix.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Defaults for fields that may be left out.
+const (
+	DefaultMeshCIDR       = "fd10::/16"
+	DefaultSubnetPrefix   = 48
+	DefaultDevName        = "wg-ikto"
+	DefaultPort           = 51820
+	DefaultBucket         = "ikto-mesh"
+	DefaultMTU            = 1420
+	DefaultResyncInterval = 30 * time.Second
+)
+
+// Backends a host may ask for in wg_backend.
+const (
+	BackendAuto      = "auto"
+	BackendKernel    = "kernel"
+	BackendUserspace = "userspace"
+)
+
+// Config is one host's configuration file. The first eleven fields are what
+// ikto-init prints; the rest are optional and omitted when empty.
+type Config struct {
+	Name             string `json:"name"`
+	AdvertiseAddress string `json:"advertise_address"`
+	PrivateAddress   string `json:"private_address"`
+	SubnetPrefix     int    `json:"subnet_prefix"`
+	MeshCIDR         string `json:"mesh_cidr"`
+	WGDevName        string `json:"wg_dev_name"`
+	WGPort           int    `json:"wg_port"`
+	PrivateKeyPath   string `json:"private_key_path"`
+	NATSCreds        string `json:"nats_creds"`
+	NATSURL          string `json:"nats_url"`
+	NATSKV           string `json:"nats_kv"`
+
+	WGBackend           string `json:"wg_backend,omitempty"`
+	WGMTU               int    `json:"wg_mtu,omitempty"`
+	PersistentKeepalive int    `json:"persistent_keepalive,omitempty"`
+	NATSTLSCA           string `json:"nats_tls_ca,omitempty"`
+	NATSTLSCert         string `json:"nats_tls_cert,omitempty"`
+	NATSTLSKey          string `json:"nats_tls_key,omitempty"`
+	NATSKVReplicas      int    `json:"nats_kv_replicas,omitempty"`
+	// ResyncInterval is a Go duration ("30s"): how often the agent re-reads the
+	// device and repairs drift even when nothing changed in the bucket.
+	ResyncInterval string       `json:"resync_interval,omitempty"`
+	StateDir       string       `json:"state_dir,omitempty"`
+	Hooks          []HookConfig `json:"hooks,omitempty"`
+}
+
+// HookConfig names one hook plugin (SPEC §5). Config is handed to the hook as is.
+type HookConfig struct {
+	Name   string          `json:"name"`
+	Path   string          `json:"path"`
+	Config json.RawMessage `json:"config,omitempty"`
+}
+
+// FieldError is a validation failure of one field.
+type FieldError struct {
+	Field string // JSON name of the field
+	Msg   string // what is wrong and, where there is one, the fix
+	Err   error  // the cause, if any (e.g. from reading a file the field names)
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// Unwrap lets errors.Is see the cause, e.g. os.ErrNotExist for a missing file.
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Load reads and parses the file at path, fills defaults and validates it.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	defer f.Close()
+	c, err := Parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes a configuration and fills defaults. Unknown fields are an error
+// that names them. It does not validate; call Validate.
+func Parse(r io.Reader) (*Config, error) {
+	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn):
+			return nil, fmt.Errorf("not valid JSON at byte %d: %w", syn.Offset, err)
+		case errors.As(err, &typ) && typ.Field == "":
+			return nil, fmt.Errorf("must be a JSON object, not %s", typ.Value)
+		case errors.As(err, &typ):
+			return nil, fieldErr(typ.Field, "must be a JSON %s, not %s", typ.Type, typ.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			name := strings.TrimPrefix(err.Error(), "json: unknown field ")
+			return nil, fieldErr(strings.Trim(name, `"`), "unknown field; remove it or check its spelling")
+		case errors.Is(err, io.EOF):
+			return nil, errors.New("empty file; generate one with ikto-init")
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return nil, errors.New("not valid JSON: it ends in the middle of a value (truncated file?)")
+		}
+		return nil, err
+	}
+	// Not dec.More(): it reports false for a stray '}' or ']'.
+	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
+		return nil, errors.New("trailing data after the JSON object")
+	}
+	c.SetDefaults()
+	return &c, nil
+}
+
+// SetDefaults fills every field that is empty and has a default.
+func (c *Config) SetDefaults() {
+	if c.MeshCIDR == "" {
+		c.MeshCIDR = DefaultMeshCIDR
+	}
+	if c.SubnetPrefix == 0 {
+		c.SubnetPrefix = DefaultSubnetPrefix
+	}
+	if c.WGDevName == "" {
+		c.WGDevName = DefaultDevName
+	}
+	if c.WGPort == 0 {
+		c.WGPort = DefaultPort
+	}
+	if c.NATSKV == "" {
+		c.NATSKV = DefaultBucket
+	}
+	if c.WGBackend == "" {
+		c.WGBackend = BackendAuto
+	}
+	if c.WGMTU == 0 {
+		c.WGMTU = DefaultMTU
+	}
+}

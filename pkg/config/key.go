@@ -1,0 +1,68 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// ErrKeyExists is returned by CreatePrivateKey when the file is already there.
+var ErrKeyExists = errors.New("key file exists")
+
+// LoadPrivateKey reads a WireGuard private key (base64, as `wg genkey` writes
+// it). The file must not be readable by group or others.
+func LoadPrivateKey(path string) (wgtypes.Key, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return wgtypes.Key{}, fmt.Errorf("key file %s does not exist; create it with ikto-init --private-key-path %s", path, path)
+		}
+		return wgtypes.Key{}, fmt.Errorf("key file %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return wgtypes.Key{}, fmt.Errorf("key file %s is not a regular file", path)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return wgtypes.Key{}, fmt.Errorf("key file %s is readable by group or others (mode %04o); run chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return wgtypes.Key{}, fmt.Errorf("key file %s: %w", path, err)
+	}
+	k, err := wgtypes.ParseKey(strings.TrimSpace(string(data)))
+	if err != nil {
+		return wgtypes.Key{}, fmt.Errorf("key file %s does not hold a base64 WireGuard key: %w", path, err)
+	}
+	if k == (wgtypes.Key{}) {
+		return wgtypes.Key{}, fmt.Errorf("key file %s holds the all-zero key", path)
+	}
+	return k, nil
+}
+
+// CreatePrivateKey writes a fresh private key to path with mode 0600. It never
+// overwrites: an existing file gives ErrKeyExists.
+func CreatePrivateKey(path string) (wgtypes.Key, error) {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		return wgtypes.Key{}, fmt.Errorf("generate key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return wgtypes.Key{}, fmt.Errorf("%s: %w", path, ErrKeyExists)
+		}
+		return wgtypes.Key{}, fmt.Errorf("create key file: %w", err)
+	}
+	if _, err := f.WriteString(k.String() + "\n"); err != nil {
+		f.Close()
+		os.Remove(path)
+		return wgtypes.Key{}, fmt.Errorf("write key file %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return wgtypes.Key{}, fmt.Errorf("write key file %s: %w", path, err)
+	}
+	return k, nil
+}

@@ -1,0 +1,241 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+var (
+	bucketName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+	devName    = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+)
+
+// Validate checks every field and returns the first problem as a *FieldError
+// (wrapped with its cause where there is one). It reads the key, creds and TLS
+// files named by the config, because a host whose files are wrong cannot start.
+func (c *Config) Validate() error {
+	for _, check := range []func() error{
+		c.validateAddressing, c.validateDevice, c.validateKeyFile, c.validateNATS,
+		c.validateAgentOptions, c.validateHooks,
+	} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateAddressing() error {
+	mesh, err := netip.ParsePrefix(c.MeshCIDR)
+	if err != nil {
+		return fieldErr("mesh_cidr", "%q is not a CIDR prefix (e.g. fd10::/16 or 100.64.0.0/10)", c.MeshCIDR)
+	}
+	if mesh.Masked() != mesh {
+		return fieldErr("mesh_cidr", "%q has host bits set; use %s", c.MeshCIDR, mesh.Masked())
+	}
+	if mesh.Addr().Is4In6() {
+		return fieldErr("mesh_cidr", "%q is an IPv4-mapped prefix; write it as plain IPv4", c.MeshCIDR)
+	}
+	max := mesh.Addr().BitLen()
+	if c.SubnetPrefix <= mesh.Bits() || c.SubnetPrefix > max {
+		return fieldErr("subnet_prefix", "%d must be longer than the mesh prefix /%d and at most /%d", c.SubnetPrefix, mesh.Bits(), max)
+	}
+	if c.PrivateAddress == "" {
+		return fieldErr("private_address", "missing; generate a free one with ikto-init")
+	}
+	addr, err := netip.ParseAddr(c.PrivateAddress)
+	if err != nil || addr.Zone() != "" {
+		return fieldErr("private_address", "%q is not an IP address", c.PrivateAddress)
+	}
+	if !mesh.Contains(addr) {
+		return fieldErr("private_address", "%s is outside mesh_cidr %s", addr, mesh)
+	}
+	if p := netip.PrefixFrom(addr, c.SubnetPrefix).Masked(); p.Addr() != addr {
+		return fieldErr("private_address", "%s is not aligned to subnet_prefix /%d; use %s", addr, c.SubnetPrefix, p.Addr())
+	}
+	if c.AdvertiseAddress == "" {
+		return fieldErr("advertise_address", "missing; set the underlay IP other hosts reach this one on")
+	}
+	adv, err := netip.ParseAddr(c.AdvertiseAddress)
+	if err != nil || adv.Zone() != "" {
+		return fieldErr("advertise_address", "%q is not an IP address", c.AdvertiseAddress)
+	}
+	if !peer.UsableUnicast(adv) {
+		return fieldErr("advertise_address", "%s is not a usable unicast address (unspecified, loopback, multicast or broadcast)", adv)
+	}
+	return nil
+}
+
+func (c *Config) validateDevice() error {
+	if !devName.MatchString(c.WGDevName) {
+		return fieldErr("wg_dev_name", "%q is not a valid interface name (1-15 letters, digits, '_', '.', '-')", c.WGDevName)
+	}
+	if c.WGPort < 1 || c.WGPort > 65535 {
+		return fieldErr("wg_port", "%d is not a UDP port (1-65535)", c.WGPort)
+	}
+	switch c.WGBackend {
+	case BackendAuto, BackendKernel, BackendUserspace:
+	default:
+		return fieldErr("wg_backend", "%q is not one of auto, kernel, userspace", c.WGBackend)
+	}
+	minMTU := 576
+	if c.Mesh().Addr().Is6() {
+		minMTU = 1280
+	}
+	if c.WGMTU < minMTU || c.WGMTU > 65535 {
+		return fieldErr("wg_mtu", "%d is out of range (%d-65535)", c.WGMTU, minMTU)
+	}
+	if c.PersistentKeepalive < 0 || c.PersistentKeepalive > 65535 {
+		return fieldErr("persistent_keepalive", "%d is out of range (0-65535 seconds, 0 = off)", c.PersistentKeepalive)
+	}
+	return nil
+}
+
+func (c *Config) validateKeyFile() error {
+	if c.PrivateKeyPath == "" {
+		return fieldErr("private_key_path", "missing; create a key with ikto-init --private-key-path FILE")
+	}
+	if _, err := LoadPrivateKey(c.PrivateKeyPath); err != nil {
+		return &FieldError{Field: "private_key_path", Msg: err.Error(), Err: err}
+	}
+	return nil
+}
+
+func (c *Config) validateNATS() error {
+	urls := c.URLs()
+	if len(urls) == 0 {
+		return fieldErr("nats_url", "missing; set the NATS server URL(s), e.g. nats://nats.example:4222")
+	}
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return fieldErr("nats_url", "%q is not a server URL (e.g. nats://host:4222)", raw)
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fieldErr("nats_url", "%q: scheme must be nats, tls, ws or wss", raw)
+		}
+	}
+	if !bucketName.MatchString(c.NATSKV) {
+		return fieldErr("nats_kv", "%q is not a valid bucket name (letters, digits, '_', '-')", c.NATSKV)
+	}
+	for field, path := range map[string]string{
+		"nats_creds": c.NATSCreds, "nats_tls_ca": c.NATSTLSCA,
+		"nats_tls_cert": c.NATSTLSCert, "nats_tls_key": c.NATSTLSKey,
+	} {
+		if path == "" {
+			continue
+		}
+		if err := readable(path); err != nil {
+			return &FieldError{Field: field, Msg: err.Error(), Err: err}
+		}
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		return fieldErr("nats_tls_cert", "nats_tls_cert and nats_tls_key must be set together")
+	}
+	if c.NATSKVReplicas < 0 || c.NATSKVReplicas > 5 {
+		return fieldErr("nats_kv_replicas", "%d is out of range (1-5, or 0 for the default of 1)", c.NATSKVReplicas)
+	}
+	return nil
+}
+
+func (c *Config) validateAgentOptions() error {
+	if c.ResyncInterval != "" {
+		d, err := time.ParseDuration(c.ResyncInterval)
+		if err != nil || d < 100*time.Millisecond {
+			return fieldErr("resync_interval", "%q must be a duration of at least 100ms, e.g. \"30s\"", c.ResyncInterval)
+		}
+	}
+	if c.StateDir != "" && !strings.HasPrefix(c.StateDir, "/") {
+		return fieldErr("state_dir", "%q must be an absolute path", c.StateDir)
+	}
+	return nil
+}
+
+func (c *Config) validateHooks() error {
+	seen := map[string]bool{}
+	for i, h := range c.Hooks {
+		field := fmt.Sprintf("hooks[%d]", i)
+		if h.Name == "" {
+			return fieldErr(field+".name", "missing; give every hook a unique name")
+		}
+		if seen[h.Name] {
+			return fieldErr(field+".name", "%q is used by another hook", h.Name)
+		}
+		seen[h.Name] = true
+		if !strings.HasPrefix(h.Path, "/") {
+			return fieldErr(field+".path", "%q must be an absolute path to the hook executable", h.Path)
+		}
+	}
+	return nil
+}
+
+func readable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("file %s does not exist", path)
+		}
+		return fmt.Errorf("cannot read %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// Mesh is the parsed mesh_cidr. Valid after Validate.
+func (c *Config) Mesh() netip.Prefix {
+	p, _ := netip.ParsePrefix(c.MeshCIDR)
+	return p
+}
+
+// Prefix is this host's claimed prefix: private_address/subnet_prefix.
+func (c *Config) Prefix() netip.Prefix {
+	a, _ := netip.ParseAddr(c.PrivateAddress)
+	return netip.PrefixFrom(a, c.SubnetPrefix)
+}
+
+// DeviceAddress is private_address with the mesh prefix length: the address the
+// device carries, so the kernel routes the whole mesh into it.
+func (c *Config) DeviceAddress() netip.Prefix {
+	a, _ := netip.ParseAddr(c.PrivateAddress)
+	return netip.PrefixFrom(a, c.Mesh().Bits())
+}
+
+// Advertise is the parsed advertise_address.
+func (c *Config) Advertise() netip.Addr {
+	a, _ := netip.ParseAddr(c.AdvertiseAddress)
+	return a.Unmap()
+}
+
+// URLs splits nats_url into its servers. The bare "nats://" that ikto-init
+// prints when it was given no URL counts as none.
+func (c *Config) URLs() []string {
+	var out []string
+	for _, u := range strings.Split(c.NATSURL, ",") {
+		u = strings.TrimSpace(u)
+		if u != "" && !strings.HasSuffix(u, "://") {
+			out = append(out, u)
+		}
+	}
+	if len(out) == 0 && strings.TrimSpace(c.NATSURL) != "" {
+		// Keep a lone "nats://" so validation can say what is wrong with it.
+		return []string{strings.TrimSpace(c.NATSURL)}
+	}
+	return out
+}
+
+// Resync is the drift-repair period.
+func (c *Config) Resync() time.Duration {
+	if d, err := time.ParseDuration(c.ResyncInterval); err == nil && d > 0 {
+		return d
+	}
+	return DefaultResyncInterval
+}

@@ -1,0 +1,126 @@
+package peer
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Reason says why a record was rejected. The values are stable: they are metric
+// label values and appear in logs.
+type Reason string
+
+// Rejection reasons, one per acceptance rule of SPEC §3.
+const (
+	ReasonTooLarge     Reason = "too_large"            // value larger than MaxValueSize
+	ReasonMalformed    Reason = "malformed"            // not a JSON object of the record's shape
+	ReasonBadPrefix    Reason = "bad_prefix"           // allowed_ip is not a canonical CIDR prefix
+	ReasonKeyMismatch  Reason = "key_mismatch"         // bucket key is not the encoding of allowed_ip
+	ReasonOutsideMesh  Reason = "outside_mesh"         // allowed_ip not inside mesh_cidr (includes ::/0)
+	ReasonWrongLength  Reason = "wrong_length"         // allowed_ip is not exactly subnet_prefix bits
+	ReasonBadPublicKey Reason = "bad_public_key"       // not a base64 32-byte key, or all zeros
+	ReasonRevoked      Reason = "revoked"              // public key has a revoked.* record
+	ReasonDuplicateKey Reason = "duplicate_public_key" // key already used by an older accepted record
+	ReasonOwnKey       Reason = "own_public_key"       // this host's key under a prefix it does not hold
+	ReasonBadEndpoint  Reason = "bad_endpoint"         // advertise_address not a usable unicast IP
+	ReasonBadPort      Reason = "bad_port"             // wg_port not 1-65535
+)
+
+// Reasons lists every Reason, for metrics that want a zero for each.
+var Reasons = []Reason{
+	ReasonTooLarge, ReasonMalformed, ReasonBadPrefix, ReasonKeyMismatch, ReasonOutsideMesh,
+	ReasonWrongLength, ReasonBadPublicKey, ReasonRevoked, ReasonDuplicateKey, ReasonOwnKey,
+	ReasonBadEndpoint, ReasonBadPort,
+}
+
+// MaxValueSize bounds a record's JSON. Real records are ~200 bytes; anything
+// near this is garbage or an attack and is not parsed.
+const MaxValueSize = 4096
+
+// Rejection is a record that may not be applied, and why.
+type Rejection struct {
+	Key      string
+	Revision uint64
+	Reason   Reason
+	Detail   string
+}
+
+func (r *Rejection) Error() string {
+	return fmt.Sprintf("record %s (revision %d) rejected: %s: %s", r.Key, r.Revision, r.Reason, r.Detail)
+}
+
+// Accepted is a record that passed the per-record rules, in parsed form.
+type Accepted struct {
+	Record
+	Key       string // bucket key
+	Revision  uint64
+	Prefix    netip.Prefix
+	PublicKey wgtypes.Key
+	Endpoint  netip.AddrPort
+}
+
+// Rules are the mesh-wide parameters every record is checked against.
+type Rules struct {
+	Mesh netip.Prefix // mesh_cidr
+	Bits int          // subnet_prefix
+}
+
+// Check applies the rules that need only the record itself. The set rules
+// (revoked, duplicate key, own key) are Table's.
+func (ru Rules) Check(key string, value []byte, rev uint64) (Accepted, *Rejection) {
+	reject := func(reason Reason, format string, args ...any) (Accepted, *Rejection) {
+		return Accepted{}, &Rejection{Key: key, Revision: rev, Reason: reason, Detail: fmt.Sprintf(format, args...)}
+	}
+	if len(value) > MaxValueSize {
+		return reject(ReasonTooLarge, "value is %d bytes, limit %d", len(value), MaxValueSize)
+	}
+	var r Record
+	if err := json.Unmarshal(value, &r); err != nil || !bytes.HasPrefix(bytes.TrimSpace(value), []byte("{")) {
+		return reject(ReasonMalformed, "value is not a JSON peer record")
+	}
+	p, err := netip.ParsePrefix(r.AllowedIP)
+	if err != nil || p.Addr().Zone() != "" {
+		return reject(ReasonBadPrefix, "allowed_ip %q is not a CIDR prefix", r.AllowedIP)
+	}
+	if p.Masked() != p || p.String() != r.AllowedIP || p.Addr().Is4In6() {
+		return reject(ReasonBadPrefix, "allowed_ip %q is not canonical (want %s)", r.AllowedIP, p.Masked())
+	}
+	if want := Key(p); key != want {
+		return reject(ReasonKeyMismatch, "key does not encode allowed_ip %s (want %s)", p, want)
+	}
+	if p.Addr().BitLen() != ru.Mesh.Addr().BitLen() || p.Bits() < ru.Mesh.Bits() || !ru.Mesh.Contains(p.Addr()) {
+		return reject(ReasonOutsideMesh, "allowed_ip %s is outside mesh %s", p, ru.Mesh)
+	}
+	if p.Bits() != ru.Bits {
+		return reject(ReasonWrongLength, "allowed_ip %s is not a /%d", p, ru.Bits)
+	}
+	pk, err := wgtypes.ParseKey(r.PublicKey)
+	if err != nil {
+		return reject(ReasonBadPublicKey, "public_key %q is not a base64 WireGuard key", r.PublicKey)
+	}
+	if pk == (wgtypes.Key{}) {
+		return reject(ReasonBadPublicKey, "public_key is all zeros")
+	}
+	adv, err := netip.ParseAddr(r.AdvertiseAddress)
+	if err != nil || adv.Zone() != "" || !UsableUnicast(adv) {
+		return reject(ReasonBadEndpoint, "advertise_address %q is not a usable unicast IP", r.AdvertiseAddress)
+	}
+	if r.WGPort < 1 || r.WGPort > 65535 {
+		return reject(ReasonBadPort, "wg_port %d is not 1-65535", r.WGPort)
+	}
+	return Accepted{
+		Record: r, Key: key, Revision: rev, Prefix: p, PublicKey: pk,
+		Endpoint: netip.AddrPortFrom(adv.Unmap(), uint16(r.WGPort)),
+	}, nil
+}
+
+// UsableUnicast reports whether other hosts could send WireGuard packets to a:
+// not unspecified, loopback, multicast or the IPv4 broadcast address.
+func UsableUnicast(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsValid() && !a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() &&
+		!a.IsInterfaceLocalMulticast() && !a.IsLinkLocalMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}

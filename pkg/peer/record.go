@@ -1,0 +1,80 @@
+// Package peer is the bucket's wire format (SPEC §3): the peer record, its key
+// encoding, the revocation record, and the acceptance rules that decide which
+// records an agent may apply to its device. A record that breaks a rule is
+// rejected with a Reason and never applied.
+package peer
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Key prefixes in the bucket.
+const (
+	PeersPrefix   = "peers."
+	RevokedPrefix = "revoked."
+)
+
+// Record is a host's claim: the value of its peers.<prefix> key. The JSON names
+// are shared with ikto 0.3.0; readers ignore fields they do not know.
+type Record struct {
+	Name             string `json:"name"`
+	PublicKey        string `json:"public_key"`
+	AdvertiseAddress string `json:"advertise_address"`
+	AllowedIP        string `json:"allowed_ip"`
+	WGPort           int    `json:"wg_port"`
+}
+
+// Revocation is the value of a revoked.<key> entry.
+type Revocation struct {
+	PublicKey string    `json:"public_key"`
+	AllowedIP string    `json:"allowed_ip"`
+	Name      string    `json:"name"`
+	RevokedAt time.Time `json:"revoked_at"`
+}
+
+// Key is the bucket key of the record that claims prefix:
+// peers.<base64url(canonical CIDR text), padded>.
+func Key(prefix netip.Prefix) string {
+	return PeersPrefix + base64.URLEncoding.EncodeToString([]byte(prefix.Masked().String()))
+}
+
+// RevokedKey is the bucket key that revokes a public key:
+// revoked.<base64url(32 raw key bytes), padded>.
+func RevokedKey(k wgtypes.Key) string {
+	return RevokedPrefix + base64.URLEncoding.EncodeToString(k[:])
+}
+
+// ParseRevokedKey returns the public key a revoked.* bucket key names.
+func ParseRevokedKey(key string) (wgtypes.Key, error) {
+	enc, ok := strings.CutPrefix(key, RevokedPrefix)
+	if !ok {
+		return wgtypes.Key{}, fmt.Errorf("%q is not a revocation key", key)
+	}
+	raw, err := base64.URLEncoding.DecodeString(enc)
+	if err != nil || len(raw) != wgtypes.KeyLen {
+		return wgtypes.Key{}, fmt.Errorf("%q does not encode a 32-byte public key", key)
+	}
+	return wgtypes.NewKey(raw)
+}
+
+// Encode is the JSON value stored for r.
+func (r Record) Encode() []byte {
+	b, _ := json.Marshal(r) // a struct of strings and ints always marshals
+	return b
+}
+
+// Prefix parses AllowedIP. It does not check acceptance; use Accept.
+func (r Record) Prefix() (netip.Prefix, error) { return netip.ParsePrefix(r.AllowedIP) }
+
+// Endpoint is advertise_address:wg_port.
+func (r Record) Endpoint() netip.AddrPort {
+	a, _ := netip.ParseAddr(r.AdvertiseAddress)
+	return netip.AddrPortFrom(a.Unmap(), uint16(r.WGPort))
+}

@@ -1,0 +1,59 @@
+// Package wgdev is the boundary between ikto and a WireGuard device. Device is
+// the small interface the agent drives; kernel/ (netlink + wgctrl), userspace/
+// (embedded wireguard-go) and fake/ (in memory, for unit tests and
+// control-plane benchmarks) implement it, and backend/ picks one for a config.
+package wgdev
+
+import (
+	"errors"
+	"net/netip"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Backend names, as reported by Device.Backend and shown in status.
+const (
+	BackendKernel    = "kernel"
+	BackendUserspace = "userspace"
+	BackendFake      = "fake"
+)
+
+// ErrNotSupported is returned when a backend cannot run on this machine (for
+// the kernel backend: no wireguard module).
+var ErrNotSupported = errors.New("wireguard backend not supported here")
+
+// Config is the device's own side: what Open makes sure of before any peer is
+// configured.
+type Config struct {
+	Name       string       // interface name, at most 15 bytes
+	PrivateKey wgtypes.Key  // the host's key
+	ListenPort int          // UDP port
+	Address    netip.Prefix // private_address with the mesh prefix length
+	MTU        int
+}
+
+// Device is one WireGuard interface.
+//
+// Open (in each backend) creates the interface or adopts an existing one of the
+// same name without touching its peers, sets key, port, address and MTU, and
+// brings it up; so opening again after an agent restart does not cut traffic.
+// All methods are safe for concurrent use.
+type Device interface {
+	// Name is the interface name.
+	Name() string
+	// Backend is BackendKernel, BackendUserspace or BackendFake.
+	Backend() string
+	// PublicKey is the device's public key.
+	PublicKey() wgtypes.Key
+	// Peers reports the live peers, with handshake time and byte counters.
+	Peers() ([]wgtypes.Peer, error)
+	// ConfigurePeers applies every change in one call. Changes are deltas: a
+	// PeerConfig with Remove drops that peer, any other adds or updates it (with
+	// ReplaceAllowedIPs when its allowed-ips are given). Peers not named are left
+	// alone. An empty slice is a no-op and must not touch the device.
+	ConfigurePeers(changes []wgtypes.PeerConfig) error
+	// Close releases the handle. A kernel device stays up with its peers (an
+	// agent restart must not cut traffic); a userspace device lives in this
+	// process and goes down with it. Close is idempotent.
+	Close() error
+}
