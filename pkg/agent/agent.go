@@ -26,7 +26,6 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/store"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
-	"github.com/ikto-mesh/ikto/pkg/wgdev/backend"
 )
 
 // ErrEvicted means this host's record was deleted or its key revoked. The
@@ -43,7 +42,8 @@ type Options struct {
 	Socket string
 	// Log receives every event worth an operator's time.
 	Log *slog.Logger
-	// OpenDevice opens the WireGuard device; nil means the config's backend.
+	// OpenDevice opens the WireGuard device (backend.Open in ikto-agent, a
+	// fake in tests). Required.
 	OpenDevice func(wgdev.Config) (wgdev.Device, error)
 	// Ready, when set, is called once the device carries the first snapshot.
 	Ready func()
@@ -62,7 +62,7 @@ type Agent struct {
 	kv  jetstream.KeyValue
 	dev wgdev.Device
 
-	reconnected chan struct{}  // kicks the watcher to re-snapshot
+	reconnected chan struct{} // kicks the watcher to re-snapshot
 	published   atomic.Pointer[snapshot]
 }
 
@@ -79,6 +79,9 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 }
 
 func newAgent(cfg *config.Config, opt Options) (*Agent, error) {
+	if opt.OpenDevice == nil {
+		return nil, errors.New("agent: Options.OpenDevice is required")
+	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
@@ -160,11 +163,7 @@ func (a *Agent) openDevice() error {
 		Address:    a.cfg.DeviceAddress(),
 		MTU:        a.cfg.WGMTU,
 	}
-	open := a.opt.OpenDevice
-	if open == nil {
-		open = func(c wgdev.Config) (wgdev.Device, error) { return backend.Open(a.cfg.WGBackend, c, a.log) }
-	}
-	dev, err := open(dc)
+	dev, err := a.opt.OpenDevice(dc)
 	if err != nil {
 		return fmt.Errorf("device %s: %w", dc.Name, err)
 	}

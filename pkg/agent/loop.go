@@ -51,7 +51,7 @@ func (a *Agent) loop(ctx context.Context, batches <-chan store.Batch) error {
 			}
 		case <-resync.C:
 			// While NATS is unreachable the device is left exactly as it is.
-			if !synced || !a.nc.IsConnected() {
+			if !synced || !a.connected() {
 				continue
 			}
 			refresh = true
@@ -68,6 +68,9 @@ func (a *Agent) loop(ctx context.Context, batches <-chan store.Batch) error {
 		}
 	}
 }
+
+// connected reports whether NATS is reachable right now.
+func (a *Agent) connected() bool { return a.nc != nil && a.nc.IsConnected() }
 
 // applyBatch loads b into the table and reports whether it was a snapshot.
 func applyBatch(t *peer.Table, b store.Batch) bool {

@@ -44,6 +44,9 @@ func (c *Config) validateAddressing() error {
 	if mesh.Addr().Is4In6() {
 		return fieldErr("mesh_cidr", "%q is an IPv4-mapped prefix; write it as plain IPv4", c.MeshCIDR)
 	}
+	if mesh.Bits() < 8 {
+		return fieldErr("mesh_cidr", "%s is wider than /8 and would route most of the Internet into the mesh; use a private range such as fd10::/16 or 100.64.0.0/10", mesh)
+	}
 	max := mesh.Addr().BitLen()
 	if c.SubnetPrefix <= mesh.Bits() || c.SubnetPrefix > max {
 		return fieldErr("subnet_prefix", "%d must be longer than the mesh prefix /%d and at most /%d", c.SubnetPrefix, mesh.Bits(), max)

@@ -1,0 +1,303 @@
+// Command ikto-init prints a new ikto configuration for one host (SPEC §2): the
+// eleven fields of ikto 0.3.0 with a random private_address inside the mesh. When
+// given a NATS server it skips prefixes already claimed in the bucket, and it can
+// create the host's WireGuard private key file.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// version is set at build time with -ldflags "-X main.version=v0.4.0".
+var version = ""
+
+// The same rules config.Validate applies, checked here so that a bad flag is a
+// usage error now rather than an agent that will not start later.
+var (
+	bucketName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+	devName    = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+)
+
+// usageError is a wrong flag, value or argument: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+// options are the command line: the configuration to print plus what to do
+// with it.
+type options struct {
+	cfg    config.Config
+	output string
+	force  bool
+}
+
+// run is the whole program; rnd is the source of the random prefix (nil means
+// crypto/rand) so that tests can predict the draws. It returns the exit code.
+func run(args []string, stdout, stderr io.Writer, rnd io.Reader) int {
+	o := &options{}
+	cmd := &cobra.Command{
+		Use:   "ikto-init [flags]",
+		Short: "Print a new ikto configuration for this host",
+		Long: `ikto-init prints a new ikto configuration for one host, with a random
+private_address inside the mesh. With --nats-url it skips addresses already
+claimed in the bucket; with --private-key-path it creates the key file if it
+does not exist (an existing key is never overwritten).
+
+  ikto-init --name host-a --advertise-address 192.0.2.10 \
+    --private-key-path /etc/ikto/wg.key --nats-url nats://nats:4222 > ikto.json`,
+		Version:       buildVersion(),
+		Args:          noArgs,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd.Context(), stdout, stderr, rnd)
+		},
+	}
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	o.bindFlags(cmd.Flags())
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	err := cmd.ExecuteContext(context.Background())
+	var usage usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "ikto-init: %v\nRun 'ikto-init --help' for usage.\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "ikto-init: %v\n", err)
+		return 1
+	}
+}
+
+func noArgs(_ *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("unexpected argument %q: ikto-init takes only flags", args[0])
+	}
+	return nil
+}
+
+func (o *options) bindFlags(fs *pflag.FlagSet) {
+	// 0.3.0 spelled two flags differently; both spellings keep working.
+	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		switch name {
+		case "mesh-ip-net":
+			name = "mesh-cidr"
+		case "subnet-prefix-length":
+			name = "subnet-prefix"
+		}
+		return pflag.NormalizedName(name)
+	})
+	c := &o.cfg
+	fs.StringVarP(&c.MeshCIDR, "mesh-cidr", "m", config.DefaultMeshCIDR, "the mesh prefix every host's subnet is drawn from (alias --mesh-ip-net)")
+	fs.IntVarP(&c.SubnetPrefix, "subnet-prefix", "p", config.DefaultSubnetPrefix, "length of each host's subnet, e.g. 24 in an IPv4 mesh (alias --subnet-prefix-length)")
+	fs.StringVar(&c.Name, "name", "", "the host's name in the mesh")
+	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "the underlay IP other hosts reach this one on")
+	fs.StringVar(&c.WGDevName, "wg-dev-name", config.DefaultDevName, "WireGuard interface name")
+	fs.IntVar(&c.WGPort, "wg-port", config.DefaultPort, "WireGuard UDP port")
+	fs.StringVar(&c.PrivateKeyPath, "private-key-path", "", "WireGuard private key file; created (mode 0600) if it does not exist")
+	fs.StringVar(&c.NATSURL, "nats-url", "nats://", "NATS server URL(s), comma-separated; when set, claimed prefixes are skipped")
+	fs.StringVar(&c.NATSCreds, "nats-creds", "", "NATS credentials file")
+	fs.StringVar(&c.NATSKV, "nats-kv", config.DefaultBucket, "NATS KV bucket holding the mesh")
+	fs.StringVarP(&o.output, "output", "o", "", "write the configuration to `FILE` (mode 0600) instead of stdout")
+	fs.BoolVar(&o.force, "force", false, "with -o, overwrite an existing file")
+}
+
+// validate checks what can be checked before the host exists: the addressing
+// plan, the names and the port. It returns the parsed mesh.
+func (o *options) validate() (netip.Prefix, error) {
+	c := &o.cfg
+	mesh, err := netip.ParsePrefix(c.MeshCIDR)
+	if err != nil {
+		return mesh, usagef("--mesh-cidr %q is not a CIDR prefix (e.g. fd10::/16 or 100.64.0.0/10)", c.MeshCIDR)
+	}
+	if mesh.Masked() != mesh {
+		return mesh, usagef("--mesh-cidr %s has host bits set; use %s", mesh, mesh.Masked())
+	}
+	if mesh.Addr().Is4In6() {
+		return mesh, usagef("--mesh-cidr %s is an IPv4-mapped prefix; write it as plain IPv4", mesh)
+	}
+	if max := mesh.Addr().BitLen(); c.SubnetPrefix <= mesh.Bits() || c.SubnetPrefix > max {
+		hint := ""
+		if mesh.Addr().Is4() {
+			hint = " (an IPv4 mesh needs one, e.g. -p 24)"
+		}
+		return mesh, usagef("--subnet-prefix %d must be longer than the mesh prefix /%d and at most /%d%s", c.SubnetPrefix, mesh.Bits(), max, hint)
+	}
+	if c.AdvertiseAddress != "" {
+		a, err := netip.ParseAddr(c.AdvertiseAddress)
+		if err != nil || a.Zone() != "" || !peer.UsableUnicast(a) {
+			return mesh, usagef("--advertise-address %q is not a usable unicast IP address", c.AdvertiseAddress)
+		}
+	}
+	if !devName.MatchString(c.WGDevName) {
+		return mesh, usagef("--wg-dev-name %q is not a valid interface name (1-15 letters, digits, '_', '.', '-')", c.WGDevName)
+	}
+	if c.WGPort < 1 || c.WGPort > 65535 {
+		return mesh, usagef("--wg-port %d is not a UDP port (1-65535)", c.WGPort)
+	}
+	if !bucketName.MatchString(c.NATSKV) {
+		return mesh, usagef("--nats-kv %q is not a valid bucket name (letters, digits, '_', '-')", c.NATSKV)
+	}
+	for _, raw := range o.natsServers() {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return mesh, usagef("--nats-url %q is not a server URL (e.g. nats://host:4222)", raw)
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return mesh, usagef("--nats-url %q: scheme must be nats, tls, ws or wss", raw)
+		}
+	}
+	return mesh, nil
+}
+
+// natsServers are the servers to check the draw against: none for the bare
+// "nats://" placeholder that is printed when no URL was given.
+func (o *options) natsServers() []string {
+	urls := o.cfg.URLs()
+	if len(urls) == 1 && strings.HasSuffix(urls[0], "://") {
+		return nil
+	}
+	return urls
+}
+
+func (o *options) run(ctx context.Context, stdout, stderr io.Writer, rnd io.Reader) error {
+	mesh, err := o.validate()
+	if err != nil {
+		return err
+	}
+	// Refuse early, before drawing or creating a key for a file we will not write.
+	if o.output != "" && !o.force {
+		if _, err := os.Lstat(o.output); err == nil {
+			return fmt.Errorf("-o %s: file exists; pass --force to overwrite it", o.output)
+		}
+	}
+
+	prefix, err := o.drawPrefix(ctx, mesh, rnd, stderr)
+	if err != nil {
+		return err
+	}
+	o.cfg.PrivateAddress = prefix.Addr().String()
+
+	if err := o.ensureKey(stderr); err != nil {
+		return err
+	}
+
+	out, err := json.MarshalIndent(&o.cfg, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode configuration: %w", err)
+	}
+	out = append(out, '\n')
+	if o.output == "" {
+		_, err := stdout.Write(out)
+		return err
+	}
+	return writeFile(o.output, out, o.force)
+}
+
+// ensureKey creates the private key file if it is named and missing. An
+// existing file is left alone, with a warning if the agent would refuse it.
+func (o *options) ensureKey(stderr io.Writer) error {
+	path := o.cfg.PrivateKeyPath
+	if path == "" {
+		return nil
+	}
+	if _, err := os.Lstat(path); err == nil {
+		if _, err := config.LoadPrivateKey(path); err != nil {
+			fmt.Fprintf(stderr, "ikto-init: warning: kept the existing %s, but the agent will refuse it: %v\n", path, err)
+		}
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("--private-key-path %s: %w", path, err)
+	}
+	k, err := config.CreatePrivateKey(path)
+	if errors.Is(err, config.ErrKeyExists) {
+		return nil // created by someone else since the Lstat: still never overwrite
+	}
+	if err != nil {
+		return fmt.Errorf("--private-key-path: %w", err)
+	}
+	fmt.Fprintf(stderr, "ikto-init: created private key %s (public key %s)\n", path, k.PublicKey())
+	return nil
+}
+
+// writeFile writes data to path with mode 0600. Without force it never
+// replaces a file (O_EXCL closes the race with the early check); with force it
+// replaces the file atomically, so a reader never sees half a configuration and
+// a file that was group-readable comes back 0600.
+func writeFile(path string, data []byte, force bool) error {
+	if !force {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("-o %s: file exists; pass --force to overwrite it", path)
+		}
+		if err != nil {
+			return fmt.Errorf("-o: %w", err)
+		}
+		if _, err := f.Write(data); err != nil {
+			f.Close()
+			return fmt.Errorf("-o %s: %w", path, err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("-o %s: %w", path, err)
+		}
+		return nil
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("-o %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op once renamed
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("-o %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("-o %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("-o %s: %w", path, err)
+	}
+	return nil
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}

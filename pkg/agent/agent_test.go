@@ -1,0 +1,352 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/api"
+	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
+)
+
+// host is one in-process agent on a fake device.
+type host struct {
+	cfg    *config.Config
+	dev    *fake.Device
+	opened chan struct{}
+	ready  chan struct{}
+	done   chan error
+	cancel context.CancelFunc
+	logs   *syncBuffer
+	socket string
+}
+
+func newConfig(t *testing.T, url, prefix string) *config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	keyPath := filepath.Join(dir, "key")
+	if _, err := config.CreatePrivateKey(keyPath); err != nil {
+		t.Fatal(err)
+	}
+	p := netip.MustParsePrefix(prefix)
+	cfg := &config.Config{
+		Name: "host-" + p.Addr().String(), AdvertiseAddress: "198.18.0.10", PrivateAddress: p.Addr().String(),
+		SubnetPrefix: 48, MeshCIDR: "fd10::/16", WGDevName: "wgtest", WGPort: 51820,
+		PrivateKeyPath: keyPath, NATSURL: url, NATSKV: "ikto-test", ResyncInterval: "100ms",
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// start runs an agent for cfg until the test ends.
+func start(t *testing.T, cfg *config.Config, dev *fake.Device) *host {
+	t.Helper()
+	h := &host{cfg: cfg, opened: make(chan struct{}), ready: make(chan struct{}), done: make(chan error, 1), logs: &syncBuffer{},
+		socket: filepath.Join(t.TempDir(), "ikto.sock")}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	var once sync.Once
+	opt := Options{
+		Socket: h.socket,
+		Log:    slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		OpenDevice: func(c wgdev.Config) (wgdev.Device, error) {
+			if dev == nil {
+				dev = fake.New(c)
+			}
+			h.dev = dev
+			close(h.opened)
+			// The agent closes its device on exit; tests inspect it after.
+			return keepOpen{dev}, nil
+		},
+		Ready: func() { once.Do(func() { close(h.ready) }) },
+	}
+	go func() { h.done <- Run(ctx, cfg, opt) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(10 * time.Second):
+			t.Error("agent did not stop within 10s of cancel")
+		}
+		if t.Failed() {
+			t.Logf("agent log:\n%s", h.logs.String())
+		}
+	})
+	return h
+}
+
+func (h *host) waitReady(t *testing.T) {
+	t.Helper()
+	select {
+	case <-h.ready:
+	case err := <-h.done:
+		t.Fatalf("agent exited before ready: %v\n%s", err, h.logs.String())
+	case <-time.After(15 * time.Second):
+		t.Fatalf("agent not ready within 15s\n%s", h.logs.String())
+	}
+}
+
+func (h *host) waitExit(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-h.done:
+		h.done <- err // keep it for Cleanup
+		return err
+	case <-time.After(15 * time.Second):
+		t.Fatalf("agent did not exit within 15s\n%s", h.logs.String())
+		return nil
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func peerPrefixes(t *testing.T, d wgdev.Device) map[string]bool {
+	t.Helper()
+	peers, err := d.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, p := range peers {
+		for _, n := range p.AllowedIPs {
+			out[n.String()] = true
+		}
+	}
+	return out
+}
+
+func putPeer(t *testing.T, kv jetstream.KeyValue, prefix string) wgtypes.Key {
+	t.Helper()
+	k, _ := wgtypes.GeneratePrivateKey()
+	r := peer.Record{Name: "remote-" + prefix, PublicKey: k.PublicKey().String(), AdvertiseAddress: "198.18.0.20", AllowedIP: prefix, WGPort: 51820}
+	if _, err := kv.Put(context.Background(), peer.Key(netip.MustParsePrefix(prefix)), r.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey()
+}
+
+func bucket(t *testing.T, url string) jetstream.KeyValue {
+	t.Helper()
+	_, js := natstest.Connect(t, url)
+	kv, err := store.OpenBucket(context.Background(), js, "ikto-test", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
+	s := natstest.Start(t)
+	kv := bucket(t, s.ClientURL())
+	putPeer(t, kv, "fd10:2::/48")
+	putPeer(t, kv, "fd10:3::/48")
+	kv.Put(context.Background(), peer.Key(netip.MustParsePrefix("fd10:4::/48")), []byte("garbage"))
+
+	h := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), nil)
+	h.waitReady(t)
+	if got := peerPrefixes(t, h.dev); len(got) != 2 || !got["fd10:2::/48"] || !got["fd10:3::/48"] {
+		t.Fatalf("device peers = %v, want fd10:2::/48 and fd10:3::/48", got)
+	}
+	e, err := kv.Get(context.Background(), peer.Key(netip.MustParsePrefix("fd10:1::/48")))
+	if err != nil || !strings.Contains(string(e.Value()), h.cfg.Name) {
+		t.Fatalf("own record = %v, %v; want it claimed", e, err)
+	}
+	putPeer(t, kv, "fd10:5::/48")
+	eventually(t, "new peer on device", func() bool { return peerPrefixes(t, h.dev)["fd10:5::/48"] })
+	kv.Delete(context.Background(), peer.Key(netip.MustParsePrefix("fd10:2::/48")))
+	eventually(t, "deleted peer gone", func() bool { return !peerPrefixes(t, h.dev)["fd10:2::/48"] })
+
+	st, err := api.NewClient(h.socket).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Synced || st.Backend != wgdev.BackendFake || st.Self.Name != h.cfg.Name || len(st.Peers) != 2 || !st.NATS.Connected {
+		t.Fatalf("status = %+v, want synced, fake backend, self, 2 peers, connected", st)
+	}
+	if len(st.Rejected) != 1 || st.Rejected[0].Reason != string(peer.ReasonMalformed) {
+		t.Fatalf("status rejected = %+v, want one malformed record", st.Rejected)
+	}
+	if !strings.Contains(h.logs.String(), "reason=malformed") {
+		t.Fatalf("rejection not logged:\n%s", h.logs.String())
+	}
+}
+
+func TestAgentExitsInUseNamingTheHolder(t *testing.T) {
+	s := natstest.Start(t)
+	first := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), nil)
+	first.waitReady(t)
+	second := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), fake.New(wgdev.Config{Name: "wgtest2"}))
+	err := second.waitExit(t)
+	if !errors.Is(err, store.ErrAddressInUse) || !strings.Contains(err.Error(), "fd10:1::/48") || !strings.Contains(err.Error(), first.cfg.Name) {
+		t.Fatalf("second agent: %v; want address in use naming the prefix and %q", err, first.cfg.Name)
+	}
+	select {
+	case <-second.opened:
+		t.Fatal("the loser opened its device")
+	default:
+	}
+}
+
+func TestAgentEvictedWhenItsRecordIsDeleted(t *testing.T) {
+	s := natstest.Start(t)
+	kv := bucket(t, s.ClientURL())
+	putPeer(t, kv, "fd10:2::/48")
+	h := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), nil)
+	h.waitReady(t)
+	if err := kv.Delete(context.Background(), peer.Key(netip.MustParsePrefix("fd10:1::/48"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.waitExit(t); !errors.Is(err, ErrEvicted) {
+		t.Fatalf("Run = %v, want ErrEvicted", err)
+	}
+	if got := peerPrefixes(t, h.dev); len(got) != 0 {
+		t.Fatalf("evicted host still has peers %v", got)
+	}
+}
+
+func TestAgentEvictedWhenItsKeyIsRevoked(t *testing.T) {
+	s := natstest.Start(t)
+	kv := bucket(t, s.ClientURL())
+	h := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), nil)
+	h.waitReady(t)
+	k, _ := config.LoadPrivateKey(h.cfg.PrivateKeyPath)
+	if _, err := kv.Put(context.Background(), peer.RevokedKey(k.PublicKey()), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.waitExit(t); !errors.Is(err, ErrEvicted) {
+		t.Fatalf("Run = %v, want ErrEvicted", err)
+	}
+}
+
+// A restarted agent must not drop peers it has not heard about yet, and
+// must leave the device alone while NATS is down.
+func TestAgentLeavesDeviceAloneUntilSnapshotAndWhileNATSIsDown(t *testing.T) {
+	dir := t.TempDir()
+	s := natstest.StartOn(t, -1, dir)
+	port := s.Port()
+	kv := bucket(t, s.ClientURL())
+	cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
+	h := start(t, cfg, nil)
+	h.waitReady(t)
+	putPeer(t, kv, "fd10:2::/48")
+	eventually(t, "peer configured", func() bool { return peerPrefixes(t, h.dev)["fd10:2::/48"] })
+	calls := h.dev.Calls()
+
+	s.Shutdown()
+	s.WaitForShutdown()
+	// Ten resync periods with NATS down: no device call at all.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if h.dev.Calls() != calls || !peerPrefixes(t, h.dev)["fd10:2::/48"] {
+			t.Fatalf("device touched while NATS was down: calls %d→%d", calls, h.dev.Calls())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	s2 := natstest.StartOn(t, port, dir)
+	kv2 := bucket(t, s2.ClientURL())
+	putPeer(t, kv2, "fd10:3::/48")
+	eventually(t, "change after NATS returned", func() bool { return peerPrefixes(t, h.dev)["fd10:3::/48"] })
+	if !peerPrefixes(t, h.dev)["fd10:2::/48"] {
+		t.Fatal("peer lost across the outage")
+	}
+}
+
+func TestAgentStartsBeforeNATS(t *testing.T) {
+	dir := t.TempDir()
+	probe := natstest.StartOn(t, -1, t.TempDir())
+	port := probe.Port()
+	probe.Shutdown()
+	probe.WaitForShutdown()
+
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	h := start(t, newConfig(t, url, "fd10:1::/48"), nil)
+	eventually(t, "agent to say it is waiting", func() bool { return strings.Contains(h.logs.String(), "no NATS server answers yet") })
+	natstest.StartOn(t, port, dir)
+	h.waitReady(t)
+}
+
+func TestBurstIsOneDeviceCall(t *testing.T) {
+	cfg := newConfig(t, "nats://127.0.0.1:1", "fd10:1::/48")
+	a, err := newAgent(cfg, Options{Log: slog.New(slog.DiscardHandler), OpenDevice: func(wgdev.Config) (wgdev.Device, error) {
+		return nil, errors.New("not used: the test sets the device")
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := fake.New(wgdev.Config{Name: "wgtest"})
+	a.dev = dev
+	a.nc = nil
+	batches := make(chan store.Batch, 64)
+	self := peer.Record{Name: "self", PublicKey: a.self.PublicKey, AdvertiseAddress: "198.18.0.10", AllowedIP: "fd10:1::/48", WGPort: 51820}
+	batches <- store.Batch{Snapshot: true, Entries: []store.Entry{{Key: peer.Key(a.prefix), Value: self.Encode(), Revision: 1}}}
+	for i := range 40 {
+		prefix := fmt.Sprintf("fd10:%x::/48", 0x100+i)
+		k, _ := wgtypes.GeneratePrivateKey()
+		r := peer.Record{Name: prefix, PublicKey: k.PublicKey().String(), AdvertiseAddress: "198.18.0.20", AllowedIP: prefix, WGPort: 51820}
+		batches <- store.Batch{Entries: []store.Entry{{Key: peer.Key(netip.MustParsePrefix(prefix)), Value: r.Encode(), Revision: uint64(2 + i)}}}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.loop(ctx, batches) }()
+	eventually(t, "40 peers", func() bool { return len(peerPrefixes(t, dev)) == 40 })
+	if dev.Calls() != 1 {
+		t.Fatalf("41 queued batches took %d device calls, want 1", dev.Calls())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// keepOpen ignores Close so a test can read the device after the agent ends.
+type keepOpen struct{ *fake.Device }
+
+func (keepOpen) Close() error { return nil }
+
+// syncBuffer is a log sink that tests read while the agent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
