@@ -19,6 +19,8 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/backend"
 )
 
 func main() {
@@ -56,7 +58,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix(), "device", cfg.WGDevName, "nats_url", cfg.NATSURL)
-			return agent.Run(ctx, cfg, agent.Options{Socket: socket, Log: log})
+			return agent.Run(ctx, cfg, agent.Options{
+				Socket: socket,
+				Log:    log,
+				OpenDevice: func(c wgdev.Config) (wgdev.Device, error) {
+					return backend.Open(cfg.WGBackend, c, log)
+				},
+			})
 		},
 	}
 	cmd.SetArgs(args)

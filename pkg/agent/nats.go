@@ -38,6 +38,9 @@ func (a *Agent) connect(ctx context.Context) error {
 			a.kickWatch()
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return // our own Close at shutdown
+			}
 			a.log.Warn("lost NATS connection; the device keeps its peers", "err", err)
 		}),
 	}

@@ -20,12 +20,13 @@ func (a *Agent) routes() api.Routes {
 func (a *Agent) Status() api.Status {
 	snap := a.published.Load()
 	st := api.Status{
-		Self:    a.self,
-		Backend: a.dev.Backend(),
-		Device:  a.dev.Name(),
-		NATS:    api.NATSStatus{Connected: a.nc.IsConnected(), Bucket: a.cfg.NATSKV},
-		Synced:  snap.synced,
-		Peers:   []api.PeerStatus{},
+		Self:     a.self,
+		Backend:  a.dev.Backend(),
+		Device:   a.dev.Name(),
+		NATS:     api.NATSStatus{Connected: a.nc.IsConnected(), Bucket: a.cfg.NATSKV},
+		Synced:   snap.synced,
+		Peers:    []api.PeerStatus{},
+		Rejected: []api.Rejected{},
 	}
 	if st.NATS.Connected {
 		st.NATS.Server = a.nc.ConnectedUrlRedacted()
