@@ -89,7 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ikto-agent: %v\n", err)
 		return cli.ExitInUse
 	case errors.Is(err, agent.ErrEvicted):
-		fmt.Fprintf(stderr, "ikto-agent: evicted: %v; create a new identity with ikto-init to rejoin\n", err)
+		fmt.Fprintf(stderr, "ikto-agent: %v; create a new key and prefix with ikto-init to rejoin\n", err)
 		return cli.ExitEvicted
 	default:
 		fmt.Fprintf(stderr, "ikto-agent: %v\n", err)

@@ -112,7 +112,7 @@ func (a *Agent) pass(table *peer.Table, rec *reconcile.Reconciler, refresh bool,
 	if err != nil {
 		a.log.Error("configure device failed; will retry", "device", a.dev.Name(), "err", err)
 	} else {
-		a.logPlan(res, view)
+		a.logPlan(res, view, a.published.Load().view)
 	}
 	a.published.Store(&snapshot{view: view, synced: true, lastReconcile: time.Now()})
 	return nil
@@ -131,7 +131,7 @@ func (a *Agent) evict(rec *reconcile.Reconciler, view peer.View, why string) err
 	a.removeAll(rec)
 	a.log.Error("this host was evicted: "+why+"; every peer was removed. To rejoin, create a new key and prefix with ikto-init",
 		"prefix", a.prefix)
-	return fmt.Errorf("%s: %w", why, ErrEvicted)
+	return fmt.Errorf("%w: %s", ErrEvicted, why)
 }
 
 func (a *Agent) removeAll(rec *reconcile.Reconciler) {
@@ -145,7 +145,7 @@ func (a *Agent) removeAll(rec *reconcile.Reconciler) {
 
 // logPlan logs each changed peer when there are few (the common case: a
 // join or a leave), and a summary when there are many (initial sync).
-func (a *Agent) logPlan(res reconcile.Result, view peer.View) {
+func (a *Agent) logPlan(res reconcile.Result, view, prev peer.View) {
 	p := res.Plan
 	n := len(p.Add) + len(p.Update) + len(p.Remove)
 	if n == 0 {
@@ -165,7 +165,11 @@ func (a *Agent) logPlan(res reconcile.Result, view peer.View) {
 		a.log.Info("peer updated", "peer", r.Name, "prefix", r.Prefix, "endpoint", s.Endpoint, "key", r.Key)
 	}
 	for _, k := range p.Remove {
-		a.log.Info("peer removed", "public_key", k.String())
+		if r, ok := prev.Peers[k]; ok {
+			a.log.Info("peer removed", "peer", r.Name, "prefix", r.Prefix, "key", r.Key)
+		} else {
+			a.log.Info("peer removed", "public_key", k.String(), "why", "not in the bucket")
+		}
 	}
 }
 

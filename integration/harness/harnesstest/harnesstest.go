@@ -1,0 +1,210 @@
+// Package harnesstest adapts package harness to tests: every helper takes a
+// testing.TB, fails the test on error, and registers t.Cleanup for what it
+// made. When a test fails, the logs of the agents it started are printed
+// before the network is torn down.
+package harnesstest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/pkg/config"
+)
+
+// RequireEnv is the environment variable that turns a missing prerequisite
+// from a skip into a failure (for CI, where a skipped suite would hide it).
+const RequireEnv = "IKTO_REQUIRE_INTEGRATION"
+
+// Require skips the test when the machine cannot run the harness, or fails
+// it when IKTO_REQUIRE_INTEGRATION=1.
+func Require(tb testing.TB) {
+	tb.Helper()
+	if err := harness.CheckPrerequisites(); err != nil {
+		if os.Getenv(RequireEnv) == "1" {
+			tb.Fatalf("%v (%s=1)", err, RequireEnv)
+		}
+		tb.Skip(err)
+	}
+}
+
+// Network checks the prerequisites, creates a network and closes it when the
+// test ends, printing every agent's log first if the test failed.
+func Network(tb testing.TB) *harness.Network {
+	tb.Helper()
+	return NetworkWithOptions(tb, harness.NetworkOptions{})
+}
+
+// NetworkWithOptions is Network with options.
+func NetworkWithOptions(tb testing.TB, opts harness.NetworkOptions) *harness.Network {
+	tb.Helper()
+	Require(tb)
+	n, err := harness.NewNetworkWithOptions(opts)
+	if err != nil {
+		tb.Fatalf("network: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			tb.Errorf("close network %s: %v", n.Suffix, err)
+		}
+	})
+	tb.Logf("network %s: underlay %s, mesh %s, dir %s", n.Suffix, n.Subnet, n.Mesh, n.Dir)
+	return n
+}
+
+// AddHost adds a host or fails the test.
+func AddHost(tb testing.TB, n *harness.Network, name string) *harness.Host {
+	tb.Helper()
+	h, err := n.AddHost(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return h
+}
+
+// NATS starts an embedded server on the network's gateway (random port,
+// store in a temp dir) and shuts it down when the test ends.
+func NATS(tb testing.TB, n *harness.Network) *harness.NATS {
+	tb.Helper()
+	s := NewNATS(tb, n)
+	if err := s.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// NewNATS prepares a server on a port picked now but does not start it: for
+// "the agent starts before NATS" tests, which call Start later.
+func NewNATS(tb testing.TB, n *harness.Network) *harness.NATS {
+	tb.Helper()
+	s, err := harness.NewNATS(harness.NATSOptions{Host: n.Gateway, StoreDir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Shutdown)
+	return s
+}
+
+// Bucket opens (or creates) the bucket on s and closes it when the test ends.
+func Bucket(tb testing.TB, s *harness.NATS, bucket string) *harness.Bucket {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := harness.OpenBucket(ctx, s.URL(), bucket)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// StartAgent starts an agent on h with cfg. Its log is printed if the test
+// fails; Network.Close stops it.
+func StartAgent(tb testing.TB, bins *harness.Binaries, h *harness.Host, cfg config.Config, extra ...string) *harness.Agent {
+	tb.Helper()
+	a, err := h.StartAgent(bins, cfg, extra...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Registered after the network's and the NATS server's cleanups, so it
+	// runs before them: the agent stops while its server is still up (an
+	// agent that loses NATS at teardown only adds noise to its log), and its
+	// log is printed before the network's directory goes.
+	tb.Cleanup(func() {
+		if err := a.Stop(agentStopGrace); err != nil {
+			tb.Errorf("stop %s: %v", a.Name, err)
+		}
+		if tb.Failed() {
+			tb.Logf("---- %s (pid %d), log without wireguard-go's own lines:\n%s", a.Name, a.PID, agentLogTail(a, 60))
+		}
+	})
+	return a
+}
+
+// agentLogTail is the last n lines of the agent's log, leaving out
+// wireguard-go's verbose chatter, which would bury the agent's own lines.
+func agentLogTail(a *harness.Agent, n int) string {
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(a.Logs(), "\n"), "\n") {
+		if !strings.Contains(l, "source=wireguard-go") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// agentStopGrace is how long an agent may take to stop on SIGTERM at the
+// end of a test before it is killed.
+const agentStopGrace = 5 * time.Second
+
+// WaitFor is harness.WaitFor that fails the test on timeout.
+func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) error) {
+	tb.Helper()
+	if err := harness.WaitFor(context.Background(), timeout, cond); err != nil {
+		tb.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// The binaries are built once per test binary, on first use, into a
+// directory Main removes.
+var (
+	binOnce sync.Once
+	bins    *harness.Binaries
+	binErr  error
+	binDir  string
+)
+
+// Binaries returns the built ikto binaries (or IKTO_BIN_DIR's), building them
+// on the first call of the run. It fails the test if one of names (default
+// ikto-agent) is missing.
+func Binaries(tb testing.TB, names ...string) *harness.Binaries {
+	tb.Helper()
+	Require(tb)
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ikto-bin-")
+		if err != nil {
+			binErr = fmt.Errorf("binary dir: %w", err)
+			return
+		}
+		binDir = dir
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		start := time.Now()
+		bins, binErr = harness.BuildBinaries(ctx, dir)
+		tb.Logf("built binaries in %s", time.Since(start).Round(time.Millisecond))
+	})
+	if bins == nil {
+		tb.Fatalf("binaries: %v", binErr)
+	}
+	if len(names) == 0 {
+		names = []string{harness.AgentBinary}
+	}
+	for _, name := range names {
+		if _, err := bins.Path(name); err != nil {
+			tb.Fatalf("binaries: %v", err)
+		}
+	}
+	return bins
+}
+
+// Main runs the tests and removes the binaries afterwards:
+//
+//	func TestMain(m *testing.M) { os.Exit(harnesstest.Main(m)) }
+func Main(m *testing.M) int {
+	code := m.Run()
+	if binDir != "" {
+		if err := os.RemoveAll(binDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(os.Stderr, "remove %s: %v\n", binDir, err)
+		}
+	}
+	return code
+}

@@ -1,0 +1,146 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/pkg/config"
+)
+
+// Timeouts of the scenarios. Agents resync every 2s and watch events apply
+// at once, so these are generous bounds, not expected durations.
+const (
+	convergeTimeout = 30 * time.Second
+	pingTimeout     = 30 * time.Second
+	exitTimeout     = 30 * time.Second
+)
+
+const bucketName = "ikto-mesh"
+
+// mesh is one scenario's world: a network, a NATS server, the test's own
+// handle on the bucket, and the agents started so far, by host name.
+type mesh struct {
+	t      *testing.T
+	net    *harness.Network
+	nats   *harness.NATS
+	bucket *harness.Bucket
+	bins   *harness.Binaries
+	agents map[string]*harness.Agent
+}
+
+// newMesh builds the world with NATS running and no host yet.
+func newMesh(t *testing.T) *mesh {
+	t.Helper()
+	m := newMeshNATSDown(t)
+	if err := m.nats.Start(); err != nil {
+		t.Fatal(err)
+	}
+	m.bucket = harnesstest.Bucket(t, m.nats, bucketName)
+	return m
+}
+
+// newMeshNATSDown is newMesh with the NATS port picked but the server not
+// started; the test starts it and opens the bucket itself.
+func newMeshNATSDown(t *testing.T) *mesh {
+	t.Helper()
+	bins := harnesstest.Binaries(t)
+	n := harnesstest.Network(t)
+	return &mesh{
+		t:      t,
+		net:    n,
+		nats:   harnesstest.NewNATS(t, n),
+		bins:   bins,
+		agents: map[string]*harness.Agent{},
+	}
+}
+
+// addHosts adds hosts by name.
+func (m *mesh) addHosts(names ...string) []*harness.Host {
+	m.t.Helper()
+	var hs []*harness.Host
+	for _, name := range names {
+		hs = append(hs, harnesstest.AddHost(m.t, m.net, name))
+	}
+	return hs
+}
+
+// config is the host's default configuration for this mesh.
+func (m *mesh) config(h *harness.Host) config.Config {
+	return h.Config(m.nats.URL(), bucketName)
+}
+
+// start starts an agent on h with its default configuration.
+func (m *mesh) start(h *harness.Host) *harness.Agent {
+	m.t.Helper()
+	return m.startWith(h, m.config(h))
+}
+
+func (m *mesh) startWith(h *harness.Host, cfg config.Config) *harness.Agent {
+	m.t.Helper()
+	a := harnesstest.StartAgent(m.t, m.bins, h, cfg, "--log-level", "debug")
+	m.agents[h.Name] = a
+	return a
+}
+
+// waitConverged waits until every host's device lists every other host of
+// hosts, and nothing else.
+func (m *mesh) waitConverged(hosts []*harness.Host) {
+	m.t.Helper()
+	harnesstest.WaitFor(m.t, convergeTimeout, "the mesh to converge", func(context.Context) error {
+		if err := m.exitedEarly(hosts); err != nil {
+			return err
+		}
+		return harness.CheckMesh(hosts)
+	})
+}
+
+// exitedEarly reports an agent of hosts that has exited: a wait for their
+// mesh can then never succeed, so the error is Permanent.
+func (m *mesh) exitedEarly(hosts []*harness.Host) error {
+	for _, h := range hosts {
+		if a := m.agents[h.Name]; a != nil {
+			if code, ok := a.ExitCode(); ok {
+				return harness.Permanent(fmt.Errorf("agent on %s exited with %d:\n%s", h.Name, code, a.LogTail(15)))
+			}
+		}
+	}
+	return nil
+}
+
+// pingAll checks that every host reaches every other host's private address
+// through WireGuard. The first packets wait for a handshake, so each pair is
+// retried until pingTimeout.
+func (m *mesh) pingAll(hosts []*harness.Host) {
+	m.t.Helper()
+	for _, from := range hosts {
+		for _, to := range hosts {
+			if from == to {
+				continue
+			}
+			what := fmt.Sprintf("%s to ping %s at %s", from.Name, to.Name, to.PrivateAddress)
+			harnesstest.WaitFor(m.t, pingTimeout, what, func(ctx context.Context) error {
+				if err := m.exitedEarly([]*harness.Host{from, to}); err != nil {
+					return err
+				}
+				_, err := from.Ping(ctx, to.PrivateAddress)
+				return err
+			})
+		}
+	}
+}
+
+// waitExit waits for the agent to exit and returns its code.
+func waitExit(t *testing.T, a *harness.Agent) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), exitTimeout)
+	defer cancel()
+	code, err := a.Wait(ctx)
+	if err != nil {
+		t.Fatalf("%s did not exit: %v\n%s", a.Name, err, a.LogTail(30))
+	}
+	return code
+}
