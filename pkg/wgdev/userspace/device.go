@@ -1,0 +1,135 @@
+// Package userspace is the wgdev.Device backed by wireguard-go embedded in
+// this process: a TUN interface, UDP sockets and a UAPI socket at
+// /var/run/wireguard/NAME.sock so `wg show` and wgctrl see the device. Peers
+// are read and configured in-process through the UAPI text protocol
+// (IpcGetOperation/IpcSetOperation), one set operation per ConfigurePeers
+// call however many peers it carries, never through the socket. The device
+// lives and dies with the process: Close removes the interface.
+package userspace
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
+)
+
+var _ wgdev.Device = (*Device)(nil)
+
+// Device is an embedded wireguard-go device.
+type Device struct {
+	name      string
+	publicKey wgtypes.Key
+	log       *slog.Logger
+	dev       *device.Device
+
+	// uapi serves `wg` and wgctrl; nil when the device was built without one
+	// (unit tests).
+	uapi       net.Listener
+	sockPath   string
+	acceptDone chan struct{}
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Name is the interface name.
+func (d *Device) Name() string { return d.name }
+
+// Backend is wgdev.BackendUserspace.
+func (d *Device) Backend() string { return wgdev.BackendUserspace }
+
+// PublicKey is the device's public key.
+func (d *Device) PublicKey() wgtypes.Key { return d.publicKey }
+
+// Peers reads the live peers through an in-process UAPI get.
+func (d *Device) Peers() ([]wgtypes.Peer, error) {
+	if d.closed.Load() {
+		return nil, fmt.Errorf("peers of %s: %w", d.name, net.ErrClosed)
+	}
+	var buf bytes.Buffer
+	if err := d.dev.IpcGetOperation(&buf); err != nil {
+		return nil, fmt.Errorf("peers of %s: %w", d.name, err)
+	}
+	peers, err := parsePeers(&buf)
+	if err != nil {
+		return nil, fmt.Errorf("peers of %s: %w", d.name, err)
+	}
+	return peers, nil
+}
+
+// ConfigurePeers applies changes in one in-process UAPI set. Like the kernel,
+// wireguard-go applies lines in order and stops at the first bad one, so a
+// failed call may have applied the changes before it; the agent's next
+// reconcile pass repairs that.
+func (d *Device) ConfigurePeers(changes []wgtypes.PeerConfig) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	if d.closed.Load() {
+		return fmt.Errorf("configure peers on %s: %w", d.name, net.ErrClosed)
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(changes) * 200) // about one peer's worth of lines each
+	if err := writePeerConfigs(&buf, changes); err != nil {
+		return fmt.Errorf("configure peers on %s: %w", d.name, err)
+	}
+	if err := d.dev.IpcSetOperation(&buf); err != nil {
+		return fmt.Errorf("configure peers on %s: %w", d.name, err)
+	}
+	return nil
+}
+
+// Close stops serving the UAPI socket, removes it, and closes the device,
+// which removes the TUN interface. Close is idempotent.
+func (d *Device) Close() error {
+	d.closeOnce.Do(func() {
+		d.closed.Store(true)
+		var errs []error
+		if d.uapi != nil {
+			// ipc.UAPIListener.Close races its own inotify goroutine and can
+			// report a pipe it has already closed; the listener is closed
+			// either way.
+			if err := d.uapi.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+				errs = append(errs, fmt.Errorf("close uapi socket: %w", err))
+			}
+			<-d.acceptDone
+			// The listener unlinks its path on close, but one adopted from a
+			// file may not; make sure no stale socket is left for `wg` to find.
+			if err := os.Remove(d.sockPath); err != nil && !os.IsNotExist(err) {
+				errs = append(errs, fmt.Errorf("remove %s: %w", d.sockPath, err))
+			}
+		}
+		d.dev.Close()
+		if len(errs) > 0 {
+			d.closeErr = fmt.Errorf("close %s: %w", d.name, errors.Join(errs...))
+		}
+		d.log.Debug("wireguard device closed", "device", d.name)
+	})
+	return d.closeErr
+}
+
+// serveUAPI answers `wg` and wgctrl until the listener closes.
+func (d *Device) serveUAPI() {
+	defer close(d.acceptDone)
+	for {
+		c, err := d.uapi.Accept()
+		if err != nil {
+			if !d.closed.Load() {
+				d.log.Warn("uapi socket stopped", "device", d.name, "err", err)
+			}
+			return
+		}
+		go d.dev.IpcHandle(c)
+	}
+}
