@@ -23,6 +23,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/api"
 	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/metrics"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/store"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
@@ -62,6 +63,7 @@ type Agent struct {
 	kv  jetstream.KeyValue
 	dev wgdev.Device
 
+	metrics     *metrics.Agent
 	reconnected chan struct{} // kicks the watcher to re-snapshot
 	published   atomic.Pointer[snapshot]
 }
@@ -96,6 +98,7 @@ func newAgent(cfg *config.Config, opt Options) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, opt: opt, log: opt.Log, key: key, prefix: cfg.Prefix(),
 		reconnected: make(chan struct{}, 1),
+		metrics:     metrics.NewAgent(),
 	}
 	a.self = peer.Record{
 		Name:             name,

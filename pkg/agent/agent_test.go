@@ -194,6 +194,22 @@ func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
 	if len(st.Rejected) != 1 || st.Rejected[0].Reason != string(peer.ReasonMalformed) {
 		t.Fatalf("status rejected = %+v, want one malformed record", st.Rejected)
 	}
+	body, err := api.NewClient(h.socket).Get(context.Background(), "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`ikto_records_rejected{reason="malformed"} 1`,
+		`ikto_record_rejections_total{reason="malformed"} 1`,
+		`ikto_records_rejected{reason="outside_mesh"} 0`,
+		"ikto_peers_configured 2", "ikto_peers_desired 2", "ikto_nats_connected 1",
+		"ikto_watch_snapshots_total 1", `ikto_peer_changes_total{op="remove"} 1`,
+		"ikto_reconcile_duration_seconds_count",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 	if !strings.Contains(h.logs.String(), "reason=malformed") {
 		t.Fatalf("rejection not logged:\n%s", h.logs.String())
 	}

@@ -38,13 +38,13 @@ func (a *Agent) loop(ctx context.Context, batches <-chan store.Batch) error {
 		case <-ctx.Done():
 			return nil
 		case b := <-batches:
-			synced = applyBatch(table, b) || synced
+			synced = a.applyBatch(table, b) || synced
 			// A burst of events becomes one pass: take what is already queued.
 		drain:
 			for {
 				select {
 				case b := <-batches:
-					synced = applyBatch(table, b) || synced
+					synced = a.applyBatch(table, b) || synced
 				default:
 					break drain
 				}
@@ -73,9 +73,12 @@ func (a *Agent) loop(ctx context.Context, batches <-chan store.Batch) error {
 func (a *Agent) connected() bool { return a.nc != nil && a.nc.IsConnected() }
 
 // applyBatch loads b into the table and reports whether it was a snapshot.
-func applyBatch(t *peer.Table, b store.Batch) bool {
+func (a *Agent) applyBatch(t *peer.Table, b store.Batch) bool {
 	if b.Snapshot {
 		t.Reset()
+		a.metrics.WatchSnapshots.Inc()
+	} else {
+		a.metrics.WatchEvents.Add(float64(len(b.Entries)))
 	}
 	for _, e := range b.Entries {
 		if e.Deleted {
@@ -108,10 +111,18 @@ func (a *Agent) pass(table *peer.Table, rec *reconcile.Reconciler, refresh bool,
 	}
 
 	desired := a.desired(view)
+	a.metrics.PeersDesired.Set(float64(len(desired)))
 	res, err := rec.Apply(desired, refresh)
+	a.metrics.ReconcileDuration.Observe(res.Duration.Seconds())
 	if err != nil {
+		a.metrics.Reconciles.WithLabelValues("error").Inc()
 		a.log.Error("configure device failed; will retry", "device", a.dev.Name(), "err", err)
 	} else {
+		a.metrics.Reconciles.WithLabelValues("ok").Inc()
+		a.metrics.PeersConfigured.Set(float64(len(desired)))
+		a.metrics.PeerChanges.WithLabelValues("add").Add(float64(len(res.Plan.Add)))
+		a.metrics.PeerChanges.WithLabelValues("update").Add(float64(len(res.Plan.Update)))
+		a.metrics.PeerChanges.WithLabelValues("remove").Add(float64(len(res.Plan.Remove)))
 		a.logPlan(res, view, a.published.Load().view)
 	}
 	a.published.Store(&snapshot{view: view, synced: true, lastReconcile: time.Now()})
@@ -173,20 +184,26 @@ func (a *Agent) logPlan(res reconcile.Result, view, prev peer.View) {
 	}
 }
 
-// logRejections logs each rejected record once per revision.
+// logRejections logs and counts each rejected record once per revision.
 func (a *Agent) logRejections(view peer.View, logged map[string]uint64) {
 	seen := make(map[string]bool, len(view.Rejected))
+	now := make(map[peer.Reason]int, len(peer.Reasons))
 	for _, r := range view.Rejected {
 		seen[r.Key] = true
+		now[r.Reason]++
 		if rev, ok := logged[r.Key]; ok && rev == r.Revision {
 			continue
 		}
 		logged[r.Key] = r.Revision
+		a.metrics.Rejections.WithLabelValues(string(r.Reason)).Inc()
 		a.log.Warn("record rejected", "key", r.Key, "revision", r.Revision, "reason", string(r.Reason), "detail", r.Detail)
 	}
 	for k := range logged {
 		if !seen[k] {
 			delete(logged, k)
 		}
+	}
+	for _, r := range peer.Reasons {
+		a.metrics.RecordsRejected.WithLabelValues(string(r)).Set(float64(now[r]))
 	}
 }

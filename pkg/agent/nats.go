@@ -31,13 +31,17 @@ func (a *Agent) connect(ctx context.Context) error {
 		nats.MaxPingsOutstanding(2),
 		nats.ConnectHandler(func(c *nats.Conn) {
 			a.log.Info("connected to NATS", "server", c.ConnectedUrlRedacted())
+			a.metrics.NATSConnected.Set(1)
 			a.kickWatch()
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			a.log.Info("reconnected to NATS", "server", c.ConnectedUrlRedacted())
+			a.metrics.NATSConnected.Set(1)
+			a.metrics.NATSReconnects.Inc()
 			a.kickWatch()
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			a.metrics.NATSConnected.Set(0)
 			if err == nil {
 				return // our own Close at shutdown
 			}
@@ -60,7 +64,9 @@ func (a *Agent) connect(ctx context.Context) error {
 		return fmt.Errorf("nats_url %s: %w", urls, err)
 	}
 	a.nc = nc
-	if !nc.IsConnected() {
+	if nc.IsConnected() {
+		a.metrics.NATSConnected.Set(1)
+	} else {
 		a.log.Warn("no NATS server answers yet; retrying in the background", "nats_url", urls)
 	}
 	return nil

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"net/http"
 	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/api"
@@ -11,7 +10,7 @@ import (
 func (a *Agent) routes() api.Routes {
 	return api.Routes{
 		"GET /v1/status": api.JSON(a.Status),
-		"GET /metrics":   http.NotFoundHandler(),
+		"GET /metrics":   a.metrics.Handler(),
 	}
 }
 

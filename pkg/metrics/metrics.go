@@ -1,0 +1,101 @@
+// Package metrics defines the agent's Prometheus metrics (SPEC §6). Each agent
+// has its own registry, so several agents can run in one process (tests,
+// benchmarks) without colliding; GET /metrics serves it.
+package metrics
+
+import (
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// Agent is every metric an agent exports.
+type Agent struct {
+	reg *prometheus.Registry
+
+	PeersDesired      prometheus.Gauge
+	PeersConfigured   prometheus.Gauge
+	RecordsRejected   *prometheus.GaugeVec   // rejected records in the bucket now, by reason
+	Rejections        *prometheus.CounterVec // rejections seen, once per record revision, by reason
+	WatchEvents       prometheus.Counter
+	WatchSnapshots    prometheus.Counter
+	Reconciles        *prometheus.CounterVec // by result: ok | error
+	ReconcileDuration prometheus.Histogram
+	PeerChanges       *prometheus.CounterVec // by op: add | update | remove
+	NATSConnected     prometheus.Gauge
+	NATSReconnects    prometheus.Counter
+	heartbeatAt       atomic.Int64           // unix nanos of the last heartbeat written, 0 = never
+	HookFailures      *prometheus.CounterVec // by hook
+}
+
+// NewAgent registers the agent's metrics (and the Go runtime and process
+// collectors) in a fresh registry.
+func NewAgent() *Agent {
+	m := &Agent{
+		reg:             prometheus.NewRegistry(),
+		PeersDesired:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "ikto_peers_desired", Help: "Peers the accepted bucket records ask for."}),
+		PeersConfigured: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ikto_peers_configured", Help: "Peers on the WireGuard device after the last reconcile."}),
+		RecordsRejected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ikto_records_rejected", Help: "Bucket records currently rejected, by reason."}, []string{"reason"}),
+		Rejections:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ikto_record_rejections_total", Help: "Record revisions rejected, by reason (each revision counted once)."}, []string{"reason"}),
+		WatchEvents:     prometheus.NewCounter(prometheus.CounterOpts{Name: "ikto_watch_events_total", Help: "Bucket updates received from the watch."}),
+		WatchSnapshots:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ikto_watch_snapshots_total", Help: "Full bucket snapshots loaded (start and every reconnect)."}),
+		Reconciles:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ikto_reconcile_runs_total", Help: "Reconcile passes, by result."}, []string{"result"}),
+		ReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ikto_reconcile_duration_seconds", Help: "Time of one reconcile pass, device call included.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10), // 50µs .. 13s
+		}),
+		PeerChanges:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ikto_peer_changes_total", Help: "Peer changes applied to the device, by op."}, []string{"op"}),
+		NATSConnected:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "ikto_nats_connected", Help: "1 while connected to a NATS server."}),
+		NATSReconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "ikto_nats_reconnects_total", Help: "Reconnections to NATS."}),
+		HookFailures:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ikto_hook_failures_total", Help: "Hook calls that failed, timed out or crashed, by hook."}, []string{"hook"}),
+	}
+	m.reg.MustRegister(
+		m.PeersDesired, m.PeersConfigured, m.RecordsRejected, m.Rejections, m.WatchEvents, m.WatchSnapshots,
+		m.Reconciles, m.ReconcileDuration, m.PeerChanges, m.NATSConnected, m.NATSReconnects,
+		m.HookFailures,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ikto_heartbeat_age_seconds",
+			Help: "Seconds since this agent last wrote its heartbeat; -1 before the first.",
+		}, m.heartbeatAge),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	// Every reason and op exists from the start, so a dashboard sees zeros
+	// instead of missing series.
+	for _, r := range peer.Reasons {
+		m.RecordsRejected.WithLabelValues(string(r))
+		m.Rejections.WithLabelValues(string(r))
+	}
+	for _, op := range []string{"add", "update", "remove"} {
+		m.PeerChanges.WithLabelValues(op)
+	}
+	for _, res := range []string{"ok", "error"} {
+		m.Reconciles.WithLabelValues(res)
+	}
+	return m
+}
+
+// HeartbeatWritten records a successful heartbeat write at t.
+func (m *Agent) HeartbeatWritten(t time.Time) { m.heartbeatAt.Store(t.UnixNano()) }
+
+func (m *Agent) heartbeatAge() float64 {
+	at := m.heartbeatAt.Load()
+	if at == 0 {
+		return -1
+	}
+	return time.Since(time.Unix(0, at)).Seconds()
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Agent) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Registry is the agent's registry (tests gather from it).
+func (m *Agent) Registry() *prometheus.Registry { return m.reg }
