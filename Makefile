@@ -10,7 +10,7 @@ CMDS      := ikto-agent ikto-init ikto-admin
 MODULES   := $(shell $(GO) list -m -f '{{.Dir}}')
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build test unit integration vet demo fuzz-smoke clean
+.PHONY: all build install test unit integration vet demo fuzz-smoke clean
 
 all: build
 
@@ -20,6 +20,15 @@ build:
 		echo "build bin/$$c"; \
 		$(GO) build -C cmd/$$c -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$c . || exit 1; \
 	done
+
+# make install PREFIX=/usr/local: the binaries and the systemd unit (its
+# ExecStart points at $(PREFIX)/bin). DESTDIR stages into a package root.
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0755 $(addprefix $(BIN)/,$(CMDS)) $(DESTDIR)$(PREFIX)/bin/
+	sed 's#/usr/local/bin/#$(PREFIX)/bin/#' dist/systemd/ikto-agent.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/ikto-agent.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/ikto-agent.service
 
 # make test: unit and integration tests of every module. Integration tests need
 # root, /dev/net/tun, iproute2 and ping; with IKTO_REQUIRE_INTEGRATION=1 (CI)
