@@ -59,8 +59,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			defer stop()
 			log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix(), "device", cfg.WGDevName, "nats_url", cfg.NATSURL)
 			return agent.Run(ctx, cfg, agent.Options{
-				Socket: socket,
-				Log:    log,
+				Socket:  socket,
+				Log:     log,
+				Version: cli.Version,
 				OpenDevice: func(c wgdev.Config) (wgdev.Device, error) {
 					return backend.Open(cfg.WGBackend, c, log)
 				},

@@ -46,6 +46,8 @@ type Options struct {
 	// OpenDevice opens the WireGuard device (backend.Open in ikto-agent, a
 	// fake in tests). Required.
 	OpenDevice func(wgdev.Config) (wgdev.Device, error)
+	// Version is reported in heartbeats.
+	Version string
 	// Ready, when set, is called once the device carries the first snapshot.
 	Ready func()
 }
@@ -148,6 +150,7 @@ func (a *Agent) run(ctx context.Context) error {
 	w := &store.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected}
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
 	g.Go(func() error { return a.loop(gctx, batches) })
+	g.Go(func() error { return a.heartbeat(gctx) })
 	if sock != nil {
 		g.Go(func() error { return api.Serve(gctx, sock, a.routes()) })
 	}

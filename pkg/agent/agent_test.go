@@ -210,6 +210,17 @@ func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	// The heartbeat goes to the live bucket, never the peers bucket.
+	_, js := natstest.Connect(t, s.ClientURL())
+	live, err := store.OpenLiveBucket(context.Background(), js, "ikto-test", false, 0)
+	if err != nil {
+		t.Fatalf("live bucket: %v", err)
+	}
+	eventually(t, "heartbeat", func() bool {
+		hbs, err := store.Heartbeats(context.Background(), live)
+		hb, ok := hbs[netip.MustParsePrefix("fd10:1::/48")]
+		return err == nil && ok && hb.Name == h.cfg.Name && time.Since(hb.At) < time.Minute
+	})
 	if !strings.Contains(h.logs.String(), "reason=malformed") {
 		t.Fatalf("rejection not logged:\n%s", h.logs.String())
 	}
