@@ -1,0 +1,140 @@
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Heartbeats live in their own bucket, LiveBucket(main): agents watch the
+// whole main bucket, and a write every few seconds per host there would wake
+// every agent of the fleet for nothing. The claim's revision is never touched,
+// so compare-and-set on claims and evictions keeps its meaning.
+const (
+	liveSuffix = "-live"
+	// HeartbeatPrefix starts every heartbeat key.
+	HeartbeatPrefix = "hb."
+	// HeartbeatMaxAge is the live bucket's MaxAge: a host silent for a day
+	// has no heartbeat at all, and `list` falls back to "never".
+	HeartbeatMaxAge = 24 * time.Hour
+)
+
+// Heartbeat is the value of hb.<prefix>: who wrote it, when, and with which
+// agent version.
+type Heartbeat struct {
+	PublicKey string    `json:"public_key"`
+	Name      string    `json:"name"`
+	At        time.Time `json:"at"`
+	Version   string    `json:"version,omitempty"`
+}
+
+// LiveBucket is the name of the heartbeat bucket that goes with the main
+// bucket mainBucket.
+func LiveBucket(mainBucket string) string { return mainBucket + liveSuffix }
+
+// HeartbeatKey is the key of prefix's heartbeat: hb. + the same padded
+// base64url encoding as the claim's key (peer.Key).
+func HeartbeatKey(prefix netip.Prefix) string {
+	return HeartbeatPrefix + base64.URLEncoding.EncodeToString([]byte(prefix.Masked().String()))
+}
+
+// ParseHeartbeatKey returns the prefix a hb.* key names.
+func ParseHeartbeatKey(key string) (netip.Prefix, error) {
+	enc, ok := strings.CutPrefix(key, HeartbeatPrefix)
+	if !ok {
+		return netip.Prefix{}, fmt.Errorf("%q is not a heartbeat key", key)
+	}
+	raw, err := base64.URLEncoding.DecodeString(enc)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q does not encode a prefix: %w", key, err)
+	}
+	p, err := netip.ParsePrefix(string(raw))
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q does not encode a prefix: %w", key, err)
+	}
+	return p.Masked(), nil
+}
+
+// OpenLiveBucket binds the heartbeat bucket of mainBucket, creating it when
+// missing and create is set: a plain KV bucket (History 1, MaxAge 24h), which
+// nats-server 2.9 supports. replicas 0 means 1.
+func OpenLiveBucket(ctx context.Context, js jetstream.JetStream, mainBucket string, create bool, replicas int) (jetstream.KeyValue, error) {
+	name := LiveBucket(mainBucket)
+	kv, err := js.KeyValue(ctx, name)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("open heartbeat bucket %s: %w", name, err)
+	}
+	if !create {
+		return nil, fmt.Errorf("open heartbeat bucket %s: %w", name, ErrBucketMissing)
+	}
+	if replicas == 0 {
+		replicas = 1
+	}
+	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      name,
+		Description: "ikto mesh: agent heartbeats (liveness for ikto-admin list)",
+		History:     1,
+		TTL:         HeartbeatMaxAge,
+		Replicas:    replicas,
+	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		return js.KeyValue(ctx, name) // another agent created it meanwhile
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create heartbeat bucket %s (replicas %d): %w", name, replicas, err)
+	}
+	return kv, nil
+}
+
+// PutHeartbeat writes prefix's heartbeat. It is a plain Put: the last writer
+// wins, which is right for "the latest sign of life".
+func PutHeartbeat(ctx context.Context, kv jetstream.KeyValue, prefix netip.Prefix, hb Heartbeat) error {
+	val, err := json.Marshal(hb)
+	if err != nil {
+		return fmt.Errorf("heartbeat %s: %w", prefix, err)
+	}
+	key := HeartbeatKey(prefix)
+	if _, err := kv.Put(ctx, key, val); err != nil {
+		return fmt.Errorf("heartbeat %s: put %s in bucket %s: %w", prefix, key, kv.Bucket(), err)
+	}
+	return nil
+}
+
+// Heartbeats returns the latest heartbeat of every prefix. A nil kv (the
+// bucket does not exist: no agent has written one yet) is an empty map, not
+// an error; entries that do not decode are skipped.
+func Heartbeats(ctx context.Context, kv jetstream.KeyValue) (map[netip.Prefix]Heartbeat, error) {
+	out := map[netip.Prefix]Heartbeat{}
+	if kv == nil {
+		return out, nil
+	}
+	entries, err := Scan(ctx, kv, HeartbeatPrefix+">")
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return out, nil // deleted after it was opened
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		p, err := ParseHeartbeatKey(e.Key())
+		if err != nil {
+			continue
+		}
+		var hb Heartbeat
+		if json.Unmarshal(e.Value(), &hb) != nil {
+			continue
+		}
+		out[p] = hb
+	}
+	return out, nil
+}
