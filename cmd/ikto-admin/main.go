@@ -1,24 +1,177 @@
-// Command ikto-admin will be the operator tool (list, evict, status; SPEC §2).
-// Until it is built it says so instead of pretending.
+// Command ikto-admin is the operator tool (SPEC §2): it lists the mesh from
+// the bucket, evicts and un-revokes hosts, prunes hosts that stopped sending
+// heartbeats, and shows one agent's view over its admin socket. It talks to
+// NATS directly, so it needs no agent on the operator's machine, and it never
+// creates a bucket: that is the agents' to configure.
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
+	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/ikto-mesh/ikto/pkg/cli"
+	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
+// app is the command line shared by every subcommand, and the clock (tests
+// pin it so that "last seen 5m ago" is predictable).
+type app struct {
+	natsURL    string
+	natsCreds  string
+	natsKV     string
+	configPath string
+	output     string
+	timeout    time.Duration
+
+	// TLS comes only from -c: an operator with TLS to NATS has a host config.
+	tlsCA, tlsCert, tlsKey string
+	// meshCIDR and subnetPrefix come from -c unless given as flags on list.
+	cfg *config.Config
+
+	stdout, stderr io.Writer
+	now            func() time.Time
+}
+
+// run is the whole program; it returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 1 && args[0] == "--version" {
-		fmt.Fprintln(stdout, cli.VersionString("ikto-admin"))
+	return runAt(args, stdout, stderr, time.Now)
+}
+
+func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
+	a := &app{stdout: stdout, stderr: stderr, now: now}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(context.Background())
+	switch {
+	case err == nil:
 		return cli.ExitOK
+	case cli.IsUsage(err):
+		fmt.Fprintf(stderr, "ikto-admin: %v\nRun 'ikto-admin --help' for usage.\n", err)
+		return cli.ExitUsage
+	default:
+		fmt.Fprintf(stderr, "ikto-admin: %v\n", err)
+		return cli.ExitError
 	}
-	fmt.Fprintln(stderr, "ikto-admin: not built yet: list, evict and status arrive with the operator issue.\n"+
-		"Meanwhile: `curl --unix-socket /tmp/ikto.sock http://ikto/v1/status` shows an agent's view,\n"+
-		"and `nats kv ls ikto-mesh` lists the bucket's keys.")
-	return cli.ExitError
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ikto-admin <command> [flags]",
+		Short: "Operate an ikto mesh: list, evict, unrevoke, prune, status",
+		Long: `ikto-admin operates an ikto mesh. list, evict, unrevoke and prune talk to the
+NATS bucket (take the server from --nats-url or from a host's config with -c);
+status asks the local agent over its admin socket.
+
+  ikto-admin -c /etc/ikto/ikto.json list
+  ikto-admin --nats-url nats://nats-1:4222 evict fd10:2082:5bc1::1
+  ikto-admin status -o json`,
+		Version:       cli.VersionString("ikto-admin"),
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// A root that runs makes cobra hand unknown commands to Args, where
+		// they become usage errors (exit 2) instead of plain errors.
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return cli.Usagef("unknown command %q; commands: list, evict, unrevoke, prune, status", args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.SetOut(a.stderr)
+			_ = cmd.Help()
+			return cli.Usagef("no command given")
+		},
+		PersistentPreRunE: func(*cobra.Command, []string) error { return a.checkOutput() },
+	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &cli.UsageError{Err: err} })
+
+	f := root.PersistentFlags()
+	f.StringVar(&a.natsURL, "nats-url", "", "NATS server URL(s), comma-separated (default: nats_url of -c)")
+	f.StringVar(&a.natsCreds, "nats-creds", "", "NATS credentials file (default: nats_creds of -c)")
+	f.StringVar(&a.natsKV, "nats-kv", config.DefaultBucket, "the mesh's KV bucket (default: nats_kv of -c)")
+	f.StringVarP(&a.configPath, "config", "c", "", "take the NATS settings and the mesh from this host `ikto.json`")
+	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	f.DurationVar(&a.timeout, "timeout", 5*time.Second, "how long to wait for NATS or the agent")
+
+	root.AddCommand(a.listCommand(), a.evictCommand(), a.unrevokeCommand(), a.pruneCommand(), a.statusCommand())
+	for _, c := range root.Commands() {
+		c.SilenceErrors, c.SilenceUsage = true, true
+	}
+	return root
+}
+
+func (a *app) checkOutput() error {
+	switch a.output {
+	case "table", "json":
+		return nil
+	}
+	return cli.Usagef("-o %q: want table or json", a.output)
+}
+
+// exactArgs is cobra.ExactArgs as a usage error that says what is expected.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return cli.Usagef("%s takes %s, got %d arguments", cmd.Name(), what, len(args))
+		}
+		return nil
+	}
+}
+
+// noArgs is cli.NoArgs naming the command.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return cli.Usagef("%s: unexpected argument %q", cmd.Name(), args[0])
+	}
+	return nil
+}
+
+// loadConfig reads -c without validating it: an operator's machine may lack
+// the host's key file, and only the NATS settings and the mesh matter here.
+// Flags given explicitly win over the file.
+func (a *app) loadConfig(cmd *cobra.Command) error {
+	if a.configPath == "" || a.cfg != nil {
+		return nil
+	}
+	f, err := os.Open(a.configPath)
+	if err != nil {
+		return fmt.Errorf("-c %s: %w", a.configPath, err)
+	}
+	defer f.Close()
+	c, err := config.Parse(f)
+	if err != nil {
+		return fmt.Errorf("-c %s: %w", a.configPath, err)
+	}
+	a.cfg = c
+	flags := cmd.Flags()
+	if !flags.Changed("nats-url") {
+		a.natsURL = c.NATSURL
+	}
+	if !flags.Changed("nats-creds") {
+		a.natsCreds = c.NATSCreds
+	}
+	if !flags.Changed("nats-kv") {
+		a.natsKV = c.NATSKV
+	}
+	a.tlsCA, a.tlsCert, a.tlsKey = c.NATSTLSCA, c.NATSTLSCert, c.NATSTLSKey
+	return nil
+}
+
+// withTimeout bounds one command's network work by --timeout.
+func (a *app) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if a.timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, a.timeout)
 }

@@ -271,6 +271,17 @@ func TestAgentEvictedWhenItsKeyIsRevoked(t *testing.T) {
 	if err := h.waitExit(t); !errors.Is(err, ErrEvicted) {
 		t.Fatalf("Run = %v, want ErrEvicted", err)
 	}
+	// Restarted with the revoked key, it refuses before claiming again.
+	if err := kv.Delete(context.Background(), peer.Key(netip.MustParsePrefix("fd10:1::/48"))); err != nil {
+		t.Fatal(err)
+	}
+	again := start(t, h.cfg, fake.New(wgdev.Config{Name: "wgtest"}))
+	if err := again.waitExit(t); !errors.Is(err, ErrEvicted) {
+		t.Fatalf("restart with a revoked key: Run = %v, want ErrEvicted", err)
+	}
+	if _, err := kv.Get(context.Background(), peer.Key(netip.MustParsePrefix("fd10:1::/48"))); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("revoked agent put its record back: %v", err)
+	}
 }
 
 // A restarted agent must not drop peers it has not heard about yet, and

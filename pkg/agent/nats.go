@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/store"
 )
 
@@ -104,6 +105,13 @@ func (a *Agent) openBucket(ctx context.Context) error {
 func (a *Agent) claim(ctx context.Context) (uint64, error) {
 	var rev uint64
 	err := retry(ctx, a.log, "claim "+a.prefix.String(), func(ctx context.Context) error {
+		// A revoked key must not put its record back: that would leave a
+		// claim every agent rejects.
+		if _, err := a.kv.Get(ctx, peer.RevokedKey(a.key.PublicKey())); err == nil {
+			return permanentError{fmt.Errorf("%w: public key %s is revoked", ErrEvicted, a.self.PublicKey)}
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+			return err
+		}
 		r, err := store.Claim(ctx, a.kv, a.self)
 		if errors.Is(err, store.ErrAddressInUse) || isPermission(err) {
 			return permanentError{err}

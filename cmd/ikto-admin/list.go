@@ -1,0 +1,292 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/cli"
+	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/store"
+)
+
+// onlineWindow: an agent heartbeats every 10 s, so three missed beats mean
+// it is gone (or cut off from NATS).
+const onlineWindow = 30 * time.Second
+
+// Row states.
+const (
+	stateValid    = "valid"
+	stateRejected = "rejected"
+	stateRevoked  = "revoked"
+)
+
+// row is one line of list: a peers.* record as agents would judge it, or a
+// revocation whose record is gone (an evicted host). The JSON is a contract
+// for scripts: the record fields keep their SPEC §3 names.
+type row struct {
+	peer.Record
+	Key      string     `json:"key"`
+	Revision uint64     `json:"revision"`
+	Created  *time.Time `json:"created"`
+	State    string     `json:"state"`
+	Reason   string     `json:"reason"`
+	Detail   string     `json:"detail"`
+	LastSeen *time.Time `json:"last_seen"`
+	Online   bool       `json:"online"`
+	Version  string     `json:"agent_version,omitempty"`
+}
+
+// bucketEntry is what list needs of a KV entry.
+type bucketEntry struct {
+	Key      string
+	Value    []byte
+	Revision uint64
+	Created  time.Time
+}
+
+func (a *app) listCommand() *cobra.Command {
+	var meshCIDR string
+	var subnetPrefix int
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List every peer record in the bucket: valid, rejected (and why) or revoked, with liveness",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The rules come from -c or flags: check them before going to NATS.
+			if err := a.loadConfig(cmd); err != nil {
+				return err
+			}
+			rules, err := a.rules(cmd, meshCIDR, subnetPrefix)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.withTimeout(cmd.Context())
+			defer cancel()
+			m, err := a.openMesh(ctx, cmd)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			rows, err := a.collectRows(ctx, m, rules)
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return writeJSON(a.stdout, rows)
+			}
+			return writeListTable(a.stdout, rows, a.now())
+		},
+	}
+	cmd.Flags().StringVar(&meshCIDR, "mesh-cidr", config.DefaultMeshCIDR, "the mesh, to judge records by (default: mesh_cidr of -c)")
+	cmd.Flags().IntVar(&subnetPrefix, "subnet-prefix", config.DefaultSubnetPrefix, "every host's prefix length (default: subnet_prefix of -c)")
+	return cmd
+}
+
+// rules are the acceptance rules: from -c unless the flags say otherwise.
+func (a *app) rules(cmd *cobra.Command, meshCIDR string, bits int) (peer.Rules, error) {
+	if a.cfg != nil {
+		if !cmd.Flags().Changed("mesh-cidr") {
+			meshCIDR = a.cfg.MeshCIDR
+		}
+		if !cmd.Flags().Changed("subnet-prefix") {
+			bits = a.cfg.SubnetPrefix
+		}
+	}
+	mesh, err := netip.ParsePrefix(meshCIDR)
+	if err != nil || mesh.Masked() != mesh {
+		return peer.Rules{}, cli.Usagef("--mesh-cidr %q is not a canonical CIDR prefix (e.g. fd10::/16)", meshCIDR)
+	}
+	if bits <= mesh.Bits() || bits > mesh.Addr().BitLen() {
+		return peer.Rules{}, cli.Usagef("--subnet-prefix %d must be longer than the mesh's /%d and at most /%d", bits, mesh.Bits(), mesh.Addr().BitLen())
+	}
+	return peer.Rules{Mesh: mesh, Bits: bits}, nil
+}
+
+// collectRows reads records, revocations and heartbeats.
+func (a *app) collectRows(ctx context.Context, m *mesh, rules peer.Rules) ([]row, error) {
+	raw, err := store.Scan(ctx, m.kv, peer.PeersPrefix+">")
+	if err != nil {
+		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
+	}
+	entries := make([]bucketEntry, 0, len(raw))
+	for _, e := range raw {
+		entries = append(entries, bucketEntry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Created: e.Created()})
+	}
+	revs, err := store.Revocations(ctx, m.kv)
+	if err != nil {
+		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
+	}
+	hbs, err := store.Heartbeats(ctx, m.live)
+	if err != nil {
+		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
+	}
+	return buildRows(entries, revs, hbs, rules, a.now()), nil
+}
+
+// buildRows judges every record as an agent would — the per-record rules and
+// the set rules of peer.Table, with no host of its own — and adds a row for
+// each revoked key no record carries any more.
+func buildRows(entries []bucketEntry, revs map[wgtypes.Key]peer.Revocation, hbs map[netip.Prefix]store.Heartbeat, rules peer.Rules, now time.Time) []row {
+	table := peer.NewTable(rules, wgtypes.Key{}, netip.Prefix{})
+	for _, e := range entries {
+		table.Put(e.Key, e.Value, e.Revision)
+	}
+	for k := range revs {
+		table.Put(peer.RevokedKey(k), nil, 0)
+	}
+	rejected := map[string]peer.Rejection{}
+	for _, r := range table.Resolve().Rejected {
+		rejected[r.Key] = r
+	}
+
+	rows := make([]row, 0, len(entries)+len(revs))
+	carried := map[string]bool{}
+	for _, e := range entries {
+		r := row{Key: e.Key, Revision: e.Revision, State: stateValid}
+		_ = json.Unmarshal(e.Value, &r.Record) // a malformed value shows as rejected, fields empty
+		if !e.Created.IsZero() {
+			created := e.Created.UTC()
+			r.Created = &created
+		}
+		if rej, ok := rejected[e.Key]; ok {
+			r.State, r.Reason, r.Detail = stateRejected, string(rej.Reason), rej.Detail
+			if rej.Reason == peer.ReasonRevoked {
+				r.State = stateRevoked
+			}
+		}
+		carried[r.PublicKey] = true
+		r.setLiveness(hbs, now)
+		rows = append(rows, r)
+	}
+	for k, rv := range revs {
+		if carried[k.String()] {
+			continue
+		}
+		r := row{
+			Record: peer.Record{Name: rv.Name, PublicKey: k.String(), AllowedIP: rv.AllowedIP},
+			Key:    peer.RevokedKey(k), State: stateRevoked, Reason: string(peer.ReasonRevoked),
+			Detail: "evicted; no record left",
+		}
+		if !rv.RevokedAt.IsZero() {
+			r.Detail = "evicted " + rv.RevokedAt.UTC().Format(time.RFC3339) + "; no record left"
+		}
+		r.setLiveness(hbs, now)
+		rows = append(rows, r)
+	}
+	slices.SortFunc(rows, func(x, y row) int {
+		px, _ := netip.ParsePrefix(x.AllowedIP)
+		py, _ := netip.ParsePrefix(y.AllowedIP)
+		if c := px.Addr().Compare(py.Addr()); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(px.Bits(), py.Bits()); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.Key, y.Key)
+	})
+	return rows
+}
+
+// setLiveness takes the heartbeat at the row's prefix, if the same public
+// key wrote it: a former holder's heartbeat says nothing about this one.
+func (r *row) setLiveness(hbs map[netip.Prefix]store.Heartbeat, now time.Time) {
+	p, err := netip.ParsePrefix(r.AllowedIP)
+	if err != nil {
+		return
+	}
+	hb, ok := hbs[p.Masked()]
+	if !ok || hb.PublicKey != r.PublicKey || hb.At.IsZero() {
+		return
+	}
+	at := hb.At.UTC()
+	r.LastSeen = &at
+	r.Online = now.Sub(at) < onlineWindow
+	r.Version = hb.Version
+}
+
+func (r row) liveness(now time.Time) string {
+	switch {
+	case r.Online:
+		return "online"
+	case r.LastSeen == nil:
+		return "never"
+	}
+	return "last seen " + ago(now.Sub(*r.LastSeen)) + " ago"
+}
+
+func (r row) stateText() string {
+	if r.State == stateRejected {
+		return r.State + ": " + r.Reason
+	}
+	return r.State
+}
+
+func (r row) endpoint() string {
+	if r.AdvertiseAddress == "" {
+		return ""
+	}
+	if a, err := netip.ParseAddr(r.AdvertiseAddress); err == nil {
+		return netip.AddrPortFrom(a, uint16(r.WGPort)).String()
+	}
+	return r.AdvertiseAddress + ":" + strconv.Itoa(r.WGPort)
+}
+
+// writeListTable prints aligned columns, then why each rejected record is
+// rejected (the detail is too long for a column).
+func writeListTable(w io.Writer, rows []row, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPREFIX\tENDPOINT\tPUBLIC-KEY\tSTATE\tLIVENESS")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n",
+			dash(r.Name), dash(r.AllowedIP), dash(r.endpoint()), dash(r.PublicKey), r.stateText(), r.liveness(now))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if r.State != stateValid {
+			fmt.Fprintf(w, "%s %s (revision %d): %s\n", r.Key, r.State, r.Revision, r.Detail)
+		}
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ago is a duration as an operator reads it: 45s, 5m, 3h, 2d.
+func ago(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return strconv.Itoa(int(d/time.Second)) + "s"
+	case d < time.Hour:
+		return strconv.Itoa(int(d/time.Minute)) + "m"
+	case d < 48*time.Hour:
+		return strconv.Itoa(int(d/time.Hour)) + "h"
+	}
+	return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+}

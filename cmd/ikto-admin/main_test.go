@@ -1,0 +1,553 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/api"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/store"
+)
+
+// now is the pinned clock of the formatting tests.
+var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+// exec runs ikto-admin with args and a pinned clock.
+func exec(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	return execAt(t, func() time.Time { return now }, args...)
+}
+
+func execAt(t *testing.T, clock func() time.Time, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := runAt(args, &out, &errb, clock)
+	return code, out.String(), errb.String()
+}
+
+// testKey is a fixed key pair, so that listings are predictable.
+func testKey(t *testing.T, seed byte) wgtypes.Key {
+	t.Helper()
+	raw := bytes.Repeat([]byte{seed}, wgtypes.KeyLen)
+	k, err := wgtypes.NewKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wgtypes.Key(k).PublicKey()
+}
+
+// startNATS runs an embedded JetStream server on loopback and a random port
+// and returns its URL and a JetStream handle; both go away with the test.
+func startNATS(t *testing.T) (string, jetstream.JetStream) {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		t.Fatal("nats-server not ready in 10s")
+	}
+	t.Cleanup(s.Shutdown)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.ClientURL(), js
+}
+
+func openBucket(t *testing.T, js jetstream.JetStream) jetstream.KeyValue {
+	t.Helper()
+	kv, err := store.OpenBucket(context.Background(), js, "ikto-mesh", true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+func record(t *testing.T, name, prefix string, seed byte, adv string, port int) peer.Record {
+	t.Helper()
+	return peer.Record{Name: name, PublicKey: testKey(t, seed).String(), AdvertiseAddress: adv, AllowedIP: prefix, WGPort: port}
+}
+
+func put(t *testing.T, kv jetstream.KeyValue, r peer.Record) uint64 {
+	t.Helper()
+	rev, err := kv.Put(context.Background(), peer.Key(netip.MustParsePrefix(r.AllowedIP)), r.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+func heartbeat(t *testing.T, live jetstream.KeyValue, r peer.Record, at time.Time) {
+	t.Helper()
+	hb := store.Heartbeat{PublicKey: r.PublicKey, Name: r.Name, At: at, Version: "v0.4.0"}
+	if err := store.PutHeartbeat(context.Background(), live, netip.MustParsePrefix(r.AllowedIP), hb); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command given"},
+		{[]string{"bogus"}, `unknown command "bogus"`},
+		{[]string{"list", "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"list", "extra"}, `unexpected argument "extra"`},
+		{[]string{"-o", "yaml", "list"}, `-o "yaml": want table or json`},
+		{[]string{"--timeout", "soon", "list"}, "invalid argument"},
+		{[]string{"evict"}, "evict takes one address or prefix, got 0 arguments"},
+		{[]string{"evict", "a", "b"}, "got 2 arguments"},
+		{[]string{"evict", "not-an-ip"}, `"not-an-ip" is not an IP address or prefix`},
+		{[]string{"evict", "fe80::1%eth0"}, "is not an IP address or prefix"},
+		{[]string{"unrevoke"}, "unrevoke takes one public key"},
+		{[]string{"unrevoke", "AAAA"}, `"AAAA" is not a WireGuard public key`},
+		{[]string{"prune"}, "prune needs --offline-for"},
+		{[]string{"prune", "--offline-for", "-1h"}, "prune needs --offline-for"},
+		{[]string{"status", "x"}, `unexpected argument "x"`},
+		{[]string{"list"}, "no NATS server: pass --nats-url"},
+		{[]string{"list", "--nats-url", "nats://127.0.0.1:1", "--mesh-cidr", "fd10::1/16"}, "--mesh-cidr"},
+	} {
+		code, stdout, stderr := exec(t, tc.args...)
+		if code != 2 || !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "ikto-admin --help") {
+			t.Errorf("ikto-admin %q: exit %d, stderr %q; want exit 2 and %q", tc.args, code, stderr, tc.want)
+		}
+		if stdout != "" {
+			t.Errorf("ikto-admin %q wrote to stdout: %q", tc.args, stdout)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, _ := exec(t, "--version")
+	if code != 0 || !strings.HasPrefix(stdout, "ikto-admin ") || !strings.Contains(stdout, "commit") {
+		t.Errorf("--version: exit %d, %q", code, stdout)
+	}
+}
+
+func TestNATSUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "nats://" + l.Addr().String()
+	l.Close() // a port nobody listens on
+	for _, cmd := range [][]string{{"list"}, {"evict", "fd10::1"}, {"unrevoke", testKey(t, 1).String()}, {"prune", "--offline-for", "1h"}} {
+		code, _, stderr := exec(t, append(cmd, "--nats-url", url, "--timeout", "2s")...)
+		if code != 1 || !strings.Contains(stderr, "NATS server "+url) {
+			t.Errorf("%s with NATS down: exit %d, stderr %q; want 1 naming %s", cmd[0], code, stderr, url)
+		}
+	}
+}
+
+func TestMissingBucket(t *testing.T) {
+	url, _ := startNATS(t)
+	code, _, stderr := exec(t, "list", "--nats-url", url, "--nats-kv", "nope")
+	if code != 1 || !strings.Contains(stderr, "bucket nope does not exist") {
+		t.Errorf("list of a missing bucket: exit %d, %q", code, stderr)
+	}
+}
+
+// fillMesh puts a small mesh in the bucket: two healthy hosts (one online,
+// one silent for 5 minutes), one that never sent a heartbeat, a record with
+// a bad port, a duplicate public key, a record whose key is revoked and a
+// revoked host whose record is gone.
+func fillMesh(t *testing.T, kv, live jetstream.KeyValue) map[string]peer.Record {
+	t.Helper()
+	ctx := context.Background()
+	recs := map[string]peer.Record{
+		"alpha":   record(t, "alpha", "fd10:1::/48", 1, "198.18.0.2", 51820),
+		"bravo":   record(t, "bravo", "fd10:2::/48", 2, "198.18.0.3", 51820),
+		"charlie": record(t, "charlie", "fd10:3::/48", 3, "198.18.0.4", 51821),
+		"badport": record(t, "badport", "fd10:4::/48", 4, "198.18.0.5", 0),
+		"dup":     record(t, "dup", "fd10:5::/48", 1, "198.18.0.6", 51820),
+		"revoked": record(t, "revoked", "fd10:6::/48", 6, "198.18.0.7", 51820),
+	}
+	for _, name := range []string{"alpha", "bravo", "charlie", "badport", "dup", "revoked"} {
+		put(t, kv, recs[name])
+	}
+	heartbeat(t, live, recs["alpha"], now.Add(-5*time.Second))
+	heartbeat(t, live, recs["bravo"], now.Add(-5*time.Minute))
+	// A heartbeat at charlie's prefix by another key says nothing about charlie.
+	heartbeat(t, live, peer.Record{Name: "old", PublicKey: testKey(t, 9).String(), AllowedIP: "fd10:3::/48"}, now)
+	for _, seed := range []byte{6, 7} {
+		r := peer.Record{Name: "revoked", AllowedIP: "fd10:6::/48"}
+		if seed == 7 {
+			r = peer.Record{Name: "gone", AllowedIP: "fd10:7::/48"}
+		}
+		if err := store.Revoke(ctx, kv, testKey(t, seed), r, now.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return recs
+}
+
+func TestListTable(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	live, err := store.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillMesh(t, kv, live)
+
+	code, stdout, stderr := exec(t, "list", "--nats-url", url)
+	if code != 0 {
+		t.Fatalf("list: exit %d: %s", code, stderr)
+	}
+	k := func(seed byte) string { return testKey(t, seed).String() }
+	want := "" +
+		"NAME     PREFIX       ENDPOINT          PUBLIC-KEY                                    STATE                           LIVENESS\n" +
+		"alpha    fd10:1::/48  198.18.0.2:51820  " + k(1) + "  valid                           online\n" +
+		"bravo    fd10:2::/48  198.18.0.3:51820  " + k(2) + "  valid                           last seen 5m ago\n" +
+		"charlie  fd10:3::/48  198.18.0.4:51821  " + k(3) + "  valid                           never\n" +
+		"badport  fd10:4::/48  198.18.0.5:0      " + k(4) + "  rejected: bad_port              never\n" +
+		"dup      fd10:5::/48  198.18.0.6:51820  " + k(1) + "  rejected: duplicate_public_key  never\n" +
+		"revoked  fd10:6::/48  198.18.0.7:51820  " + k(6) + "  revoked                         never\n" +
+		"gone     fd10:7::/48  -                 " + k(7) + "  revoked                         never\n" +
+		peer.Key(netip.MustParsePrefix("fd10:4::/48")) + " rejected (revision 4): wg_port 0 is not 1-65535\n" +
+		peer.Key(netip.MustParsePrefix("fd10:5::/48")) + " rejected (revision 5): public key already used by " + peer.Key(netip.MustParsePrefix("fd10:1::/48")) + "\n" +
+		peer.Key(netip.MustParsePrefix("fd10:6::/48")) + " revoked (revision 6): public key " + k(6) + " is revoked\n" +
+		peer.RevokedKey(testKey(t, 7)) + " revoked (revision 0): evicted 2026-11-24T11:00:00Z; no record left\n"
+	if diff := cmp.Diff(want, stdout); diff != "" {
+		t.Errorf("list table (-want +got):\n%s", diff)
+	}
+}
+
+func TestListJSON(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	live, err := store.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := fillMesh(t, kv, live)
+
+	code, stdout, stderr := exec(t, "-o", "json", "list", "--nats-url", url)
+	if code != 0 {
+		t.Fatalf("list -o json: exit %d: %s", code, stderr)
+	}
+	var got []map[string]any
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("list -o json is not a JSON array: %v\n%s", err, stdout)
+	}
+	if len(got) != 7 {
+		t.Fatalf("%d rows, want 7:\n%s", len(got), stdout)
+	}
+	byName := map[string]map[string]any{}
+	for _, r := range got {
+		for _, f := range []string{"name", "public_key", "advertise_address", "allowed_ip", "wg_port", "key", "revision", "state", "reason", "last_seen", "online"} {
+			if _, ok := r[f]; !ok {
+				t.Errorf("row %v lacks %q", r["name"], f)
+			}
+		}
+		byName[r["name"].(string)] = r
+	}
+	alpha := byName["alpha"]
+	want := map[string]any{
+		"name": "alpha", "public_key": recs["alpha"].PublicKey, "advertise_address": "198.18.0.2",
+		"allowed_ip": "fd10:1::/48", "wg_port": 51820.0, "key": peer.Key(netip.MustParsePrefix("fd10:1::/48")),
+		"revision": 1.0, "state": "valid", "reason": "", "detail": "",
+		"last_seen": now.Add(-5 * time.Second).Format(time.RFC3339), "online": true, "agent_version": "v0.4.0",
+	}
+	delete(alpha, "created") // the server's clock
+	if diff := cmp.Diff(want, alpha); diff != "" {
+		t.Errorf("alpha (-want +got):\n%s", diff)
+	}
+	for name, wantState := range map[string][2]any{
+		"bravo": {"valid", false}, "charlie": {"valid", false}, "badport": {"rejected", false},
+		"dup": {"rejected", false}, "revoked": {"revoked", false}, "gone": {"revoked", false},
+	} {
+		r := byName[name]
+		if r["state"] != wantState[0] || r["online"] != wantState[1] {
+			t.Errorf("%s: state %v online %v, want %v %v", name, r["state"], r["online"], wantState[0], wantState[1])
+		}
+	}
+	if byName["charlie"]["last_seen"] != nil || byName["bravo"]["last_seen"] != now.Add(-5*time.Minute).Format(time.RFC3339) {
+		t.Errorf("last_seen: charlie %v (want null), bravo %v", byName["charlie"]["last_seen"], byName["bravo"]["last_seen"])
+	}
+	if byName["badport"]["reason"] != "bad_port" || byName["dup"]["reason"] != "duplicate_public_key" {
+		t.Errorf("reasons: badport %v, dup %v", byName["badport"]["reason"], byName["dup"]["reason"])
+	}
+
+	// An empty bucket is an empty array, not null.
+	url2, js2 := startNATS(t)
+	openBucket(t, js2)
+	if code, stdout, _ := exec(t, "list", "-o", "json", "--nats-url", url2); code != 0 || strings.TrimSpace(stdout) != "[]" {
+		t.Errorf("empty bucket: exit %d, %q; want []", code, stdout)
+	}
+}
+
+// TestListRulesFromConfig: -c supplies the server, the bucket and the mesh
+// without the config being valid for an agent (no key file here).
+func TestListRulesFromConfig(t *testing.T) {
+	url, js := startNATS(t)
+	kv, err := store.OpenBucket(context.Background(), js, "other", true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, kv, record(t, "v4", "100.64.1.0/24", 1, "198.18.0.2", 51820))
+	cfg := filepath.Join(t.TempDir(), "ikto.json")
+	body := `{"nats_url": "` + url + `", "nats_kv": "other", "mesh_cidr": "100.64.0.0/10", "subnet_prefix": 24, "private_key_path": "/nonexistent"}`
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := exec(t, "-c", cfg, "list")
+	if code != 0 || !strings.Contains(stdout, "100.64.1.0/24") || !strings.Contains(stdout, " valid ") {
+		t.Errorf("list -c: exit %d\n%s%s", code, stdout, stderr)
+	}
+	// The default mesh rejects it: the rules really come from -c.
+	code, stdout, _ = exec(t, "list", "--nats-url", url, "--nats-kv", "other")
+	if code != 0 || !strings.Contains(stdout, "rejected: outside_mesh") {
+		t.Errorf("list without -c: exit %d\n%s", code, stdout)
+	}
+	code, _, stderr = exec(t, "-c", filepath.Join(t.TempDir(), "missing.json"), "list")
+	if code != 1 || !strings.Contains(stderr, "missing.json") {
+		t.Errorf("missing -c: exit %d, %q", code, stderr)
+	}
+}
+
+func TestEvict(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	ctx := context.Background()
+	alpha := record(t, "alpha", "fd10:1::/48", 1, "198.18.0.2", 51820)
+	bravo := record(t, "bravo", "fd10:2::/48", 2, "198.18.0.3", 51820)
+	put(t, kv, alpha)
+	rev := put(t, kv, bravo)
+	bravoKey := peer.Key(netip.MustParsePrefix(bravo.AllowedIP))
+
+	code, stdout, stderr := exec(t, "evict", "fd10:2::1", "--dry-run", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "would evict bravo fd10:2::/48") || !strings.Contains(stdout, "dry run") {
+		t.Errorf("evict --dry-run: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if e, err := kv.Get(ctx, bravoKey); err != nil || e.Revision() != rev {
+		t.Fatalf("after --dry-run, bravo's record: %v", err)
+	}
+
+	code, stdout, stderr = exec(t, "evict", "fd10:2::1", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicted bravo") {
+		t.Fatalf("evict: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := kv.Get(ctx, bravoKey); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("bravo's record after evict: %v, want deleted", err)
+	}
+	revs, err := store.Revocations(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rv := revs[testKey(t, 2)]; rv.Name != "bravo" || rv.AllowedIP != "fd10:2::/48" || len(revs) != 1 {
+		t.Errorf("revocations after evict = %v", revs)
+	}
+
+	// Now nobody holds it: exit 1 with the address in the message.
+	code, _, stderr = exec(t, "evict", "fd10:2::1", "--nats-url", url)
+	if code != 1 || !strings.Contains(stderr, "no host holds fd10:2::1") {
+		t.Errorf("evict of a free address: exit %d, %q", code, stderr)
+	}
+	// The prefix itself works as well as an address in it.
+	code, stdout, stderr = exec(t, "evict", "fd10:1::/48", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicted alpha") {
+		t.Errorf("evict by prefix: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+func TestUnrevoke(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	pk := testKey(t, 3)
+	if err := store.Revoke(context.Background(), kv, pk, peer.Record{Name: "c"}, now); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := exec(t, "unrevoke", pk.String(), "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "unrevoked "+pk.String()) {
+		t.Errorf("unrevoke: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if revs, _ := store.Revocations(context.Background(), kv); len(revs) != 0 {
+		t.Errorf("revocations after unrevoke = %v", revs)
+	}
+	code, _, stderr = exec(t, "unrevoke", pk.String(), "--nats-url", url)
+	if code != 1 || !strings.Contains(stderr, "is not revoked") {
+		t.Errorf("unrevoke of a key not revoked: exit %d, %q", code, stderr)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	live, err := store.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	wall := time.Now()
+	fresh := record(t, "fresh", "fd10:1::/48", 1, "198.18.0.2", 51820)
+	stale := record(t, "stale", "fd10:2::/48", 2, "198.18.0.3", 51820)
+	silent := record(t, "silent", "fd10:3::/48", 3, "198.18.0.4", 51820) // new record, no heartbeat yet
+	for _, r := range []peer.Record{fresh, stale, silent} {
+		put(t, kv, r)
+	}
+	heartbeat(t, live, fresh, wall.Add(-time.Minute))
+	heartbeat(t, live, stale, wall.Add(-2*time.Hour))
+
+	clock := func() time.Time { return wall }
+	code, stdout, stderr := execAt(t, clock, "prune", "--offline-for", "1h", "--dry-run", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "would evict stale fd10:2::/48") || strings.Contains(stdout, "fresh") || strings.Contains(stdout, "silent") {
+		t.Errorf("prune --dry-run: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = execAt(t, clock, "prune", "--offline-for", "1h", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicting stale") || !strings.Contains(stdout, "last seen 2h ago") {
+		t.Errorf("prune: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := kv.Get(ctx, peer.Key(netip.MustParsePrefix(stale.AllowedIP))); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("stale record after prune: %v, want deleted", err)
+	}
+	if revs, _ := store.Revocations(ctx, kv); len(revs) != 1 || revs[testKey(t, 2)].Name != "stale" {
+		t.Errorf("revocations after prune = %v, want stale's key", revs)
+	}
+	for _, r := range []peer.Record{fresh, silent} {
+		if _, err := kv.Get(ctx, peer.Key(netip.MustParsePrefix(r.AllowedIP))); err != nil {
+			t.Errorf("%s after prune: %v, want kept", r.Name, err)
+		}
+	}
+	// Two hours on, the record that never sent a heartbeat is old enough too.
+	later := func() time.Time { return wall.Add(2 * time.Hour) }
+	code, stdout, _ = execAt(t, later, "prune", "--offline-for", "1h", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicting silent") || !strings.Contains(stdout, "no heartbeat") {
+		t.Errorf("later prune: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = execAt(t, clock, "prune", "--offline-for", "1h", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "no host has been silent for longer than 1h0m0s") {
+		t.Errorf("prune with nothing to do: exit %d\n%s", code, stdout)
+	}
+}
+
+// serveStatus answers GET /v1/status on a unix socket in a temp dir.
+func serveStatus(t *testing.T, st api.Status) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: api.JSON(func() api.Status { return st })}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+func cannedStatus() api.Status {
+	rec := now.Add(-3 * time.Second)
+	hs := now.Add(-90 * time.Second)
+	return api.Status{
+		Self:    peer.Record{Name: "alpha", PublicKey: "SELFKEY=", AdvertiseAddress: "198.18.0.2", AllowedIP: "fd10:1::/48", WGPort: 51820},
+		Backend: "userspace", Device: "wg-ikto",
+		NATS:   api.NATSStatus{Connected: true, Server: "nats://198.18.0.1:4222", Bucket: "ikto-mesh"},
+		Synced: true, LastReconcile: &rec,
+		Peers: []api.PeerStatus{
+			{Record: peer.Record{Name: "bravo", PublicKey: "BRAVO=", AdvertiseAddress: "198.18.0.3", AllowedIP: "fd10:2::/48", WGPort: 51820},
+				Endpoint: "198.18.0.3:51820", AllowedIPs: []string{"fd10:2::/48"}, LatestHandshake: &hs, RxBytes: 1536, TxBytes: 100},
+			{Endpoint: "198.18.0.9:51820", AllowedIPs: []string{"fd10:9::/48"}},
+		},
+		Rejected: []api.Rejected{{Key: "peers.x", Revision: 7, Reason: "bad_port", Detail: "wg_port 0 is not 1-65535"}},
+	}
+}
+
+func TestStatusTable(t *testing.T) {
+	sock := serveStatus(t, cannedStatus())
+	code, stdout, stderr := exec(t, "status", "-s", sock)
+	if code != 0 {
+		t.Fatalf("status: exit %d: %s", code, stderr)
+	}
+	want := "" +
+		"self            alpha fd10:1::/48 (public key SELFKEY=)\n" +
+		"endpoint        198.18.0.2:51820\n" +
+		"backend         userspace\n" +
+		"device          wg-ikto\n" +
+		"nats            connected to nats://198.18.0.1:4222 (bucket ikto-mesh)\n" +
+		"synced          yes\n" +
+		"last reconcile  2026-11-24T11:59:57Z (3s ago)\n" +
+		"\n" +
+		"2 peers\n" +
+		"NAME   PREFIX       ENDPOINT          HANDSHAKE  RX       TX\n" +
+		"bravo  fd10:2::/48  198.18.0.3:51820  1m ago     1.5 KiB  100 B\n" +
+		"-      fd10:9::/48  198.18.0.9:51820  never      0 B      0 B\n" +
+		"\n" +
+		"1 rejected records\n" +
+		"KEY      REVISION  REASON    DETAIL\n" +
+		"peers.x  7         bad_port  wg_port 0 is not 1-65535\n"
+	if diff := cmp.Diff(want, stdout); diff != "" {
+		t.Errorf("status table (-want +got):\n%s", diff)
+	}
+}
+
+func TestStatusJSON(t *testing.T) {
+	want := cannedStatus()
+	sock := serveStatus(t, want)
+	code, stdout, stderr := exec(t, "status", "-s", sock, "-o", "json")
+	if code != 0 {
+		t.Fatalf("status -o json: exit %d: %s", code, stderr)
+	}
+	var got api.Status
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("status -o json: %v\n%s", err, stdout)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("status -o json (-want +got):\n%s", diff)
+	}
+	for _, f := range []string{`"name"`, `"public_key"`, `"advertise_address"`, `"allowed_ip"`, `"wg_port"`, `"latest_handshake"`, `"rx_bytes"`} {
+		if !strings.Contains(stdout, f) {
+			t.Errorf("status -o json lacks %s", f)
+		}
+	}
+}
+
+func TestStatusNoAgent(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	code, _, stderr := exec(t, "status", "-s", sock)
+	if code != 1 || !strings.Contains(stderr, sock) {
+		t.Errorf("status without an agent: exit %d, %q; want 1 naming the socket", code, stderr)
+	}
+}
+
+func TestAgo(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		-time.Second: "0s", 45 * time.Second: "45s", 5*time.Minute + 10*time.Second: "5m",
+		3 * time.Hour: "3h", 47 * time.Hour: "47h", 72 * time.Hour: "3d",
+	} {
+		if got := ago(d); got != want {
+			t.Errorf("ago(%s) = %q, want %q", d, got, want)
+		}
+	}
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ikto-mesh/ikto/pkg/api"
+)
+
+func (a *app) statusCommand() *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "status [-s SOCKET]",
+		Short: "Show the local agent's view over its admin socket: self, backend, NATS, peers",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := a.withTimeout(cmd.Context())
+			defer cancel()
+			st, err := api.NewClient(socket).Status(ctx)
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return writeJSON(a.stdout, st)
+			}
+			return writeStatusTable(a.stdout, st, a.now())
+		},
+	}
+	cmd.Flags().StringVarP(&socket, "socket", "s", api.DefaultSocket, "the agent's admin socket")
+	return cmd
+}
+
+// writeStatusTable prints the agent's header as "field  value" lines, then
+// one aligned line per peer and per rejected record.
+func writeStatusTable(w io.Writer, st api.Status, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	self := st.Self
+	fmt.Fprintf(tw, "self\t%s %s (public key %s)\n", hostName(self), dash(self.AllowedIP), dash(self.PublicKey))
+	fmt.Fprintf(tw, "endpoint\t%s\n", dash(row{Record: self}.endpoint()))
+	fmt.Fprintf(tw, "backend\t%s\n", dash(st.Backend))
+	fmt.Fprintf(tw, "device\t%s\n", dash(st.Device))
+	nats := "disconnected"
+	if st.NATS.Connected {
+		nats = "connected to " + dash(st.NATS.Server)
+	}
+	fmt.Fprintf(tw, "nats\t%s (bucket %s)\n", nats, dash(st.NATS.Bucket))
+	fmt.Fprintf(tw, "synced\t%s\n", yesNo(st.Synced))
+	last := "never"
+	if st.LastReconcile != nil {
+		last = st.LastReconcile.UTC().Format(time.RFC3339) + " (" + ago(now.Sub(*st.LastReconcile)) + " ago)"
+	}
+	fmt.Fprintf(tw, "last reconcile\t%s\n", last)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(w, "\n%d peers\n", len(st.Peers))
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPREFIX\tENDPOINT\tHANDSHAKE\tRX\tTX")
+	for _, p := range st.Peers {
+		prefix := p.AllowedIP
+		if prefix == "" && len(p.AllowedIPs) > 0 {
+			prefix = p.AllowedIPs[0] // a peer no record asks for: what the device has
+		}
+		hs := "never"
+		if p.LatestHandshake != nil && !p.LatestHandshake.IsZero() {
+			hs = ago(now.Sub(*p.LatestHandshake)) + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dash(p.Name), dash(prefix), dash(p.Endpoint), hs, humanBytes(p.RxBytes), humanBytes(p.TxBytes))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Rejected) > 0 {
+		fmt.Fprintf(w, "\n%d rejected records\n", len(st.Rejected))
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "KEY\tREVISION\tREASON\tDETAIL")
+		for _, r := range st.Rejected {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", r.Key, r.Revision, r.Reason, r.Detail)
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// humanBytes is a byte count in IEC units: 0 B, 512 B, 1.5 KiB, 20.0 MiB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

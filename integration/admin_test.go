@@ -1,0 +1,223 @@
+package integration_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// adminTimeout bounds one ikto-admin run.
+const adminTimeout = 30 * time.Second
+
+// adminRow is the part of a `list -o json` row these tests check.
+type adminRow struct {
+	Name             string  `json:"name"`
+	PublicKey        string  `json:"public_key"`
+	AdvertiseAddress string  `json:"advertise_address"`
+	AllowedIP        string  `json:"allowed_ip"`
+	WGPort           int     `json:"wg_port"`
+	Key              string  `json:"key"`
+	Revision         uint64  `json:"revision"`
+	State            string  `json:"state"`
+	Reason           string  `json:"reason"`
+	LastSeen         *string `json:"last_seen"`
+	Online           bool    `json:"online"`
+}
+
+// runAdmin runs ikto-admin from the root namespace (where the NATS server
+// listens on the bridge) and returns its exit code and output.
+func runAdmin(t *testing.T, bins *harness.Binaries, args ...string) (int, string, string) {
+	t.Helper()
+	bin, err := bins.Path(harness.AdminBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("ikto-admin %q: %v", args, err)
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+// listRows runs `list -o json` and decodes it, by host name.
+func listRows(t *testing.T, bins *harness.Binaries, cfgPath string) map[string]adminRow {
+	t.Helper()
+	rows, err := tryListRows(t, bins, cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+func tryListRows(t *testing.T, bins *harness.Binaries, cfgPath string) (map[string]adminRow, error) {
+	t.Helper()
+	code, stdout, stderr := runAdmin(t, bins, "-c", cfgPath, "-o", "json", "list")
+	if code != 0 {
+		return nil, fmt.Errorf("ikto-admin list exited %d: %s", code, stderr)
+	}
+	var rows []adminRow
+	if err := json.Unmarshal([]byte(stdout), &rows); err != nil {
+		return nil, fmt.Errorf("ikto-admin list -o json: %w\n%s", err, stdout)
+	}
+	byName := map[string]adminRow{}
+	for _, r := range rows {
+		byName[r.Name] = r
+	}
+	if len(byName) != len(rows) {
+		return nil, fmt.Errorf("ikto-admin list -o json has duplicate names:\n%s", stdout)
+	}
+	return byName, nil
+}
+
+func TestAdminListAndEvict(t *testing.T) {
+	m := newMesh(t)
+	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
+	hosts := m.addHosts("alpha", "bravo", "charlie", "delta")
+	for _, h := range hosts {
+		m.start(h)
+	}
+	m.waitConverged(hosts)
+	// The operator uses a host's config: it names the server, the bucket and
+	// the mesh the records are judged by.
+	cfgPath := m.agents["alpha"].ConfigPath
+
+	rows := listRows(t, bins, cfgPath)
+	if len(rows) != len(hosts) {
+		t.Errorf("list shows %d rows, want %d: %+v", len(rows), len(hosts), rows)
+	}
+	for _, h := range hosts {
+		r := rows[h.Name]
+		want := adminRow{
+			Name: h.Name, PublicKey: h.PublicKey.String(), AdvertiseAddress: h.Addr.String(),
+			AllowedIP: h.Prefix().String(), WGPort: 51820, Key: peer.Key(h.Prefix()), State: "valid",
+			Revision: r.Revision, LastSeen: r.LastSeen, Online: r.Online,
+		}
+		if r != want || r.Revision == 0 {
+			t.Errorf("list row of %s = %+v, want %+v", h.Name, r, want)
+		}
+	}
+
+	// Every agent writes a heartbeat at start and every 10 s.
+	harnesstest.WaitFor(t, convergeTimeout, "every host online in list", func(context.Context) error {
+		rows, err := tryListRows(t, bins, cfgPath)
+		if err != nil {
+			return err
+		}
+		for _, h := range hosts {
+			if r := rows[h.Name]; !r.Online || r.LastSeen == nil {
+				return fmt.Errorf("%s: online %v, last_seen %v", h.Name, r.Online, r.LastSeen)
+			}
+		}
+		return nil
+	})
+
+	// Evict delta by an address inside its prefix.
+	alpha, delta := hosts[0], hosts[3]
+	target := delta.PrivateAddress.Next().String()
+	code, stdout, stderr := runAdmin(t, bins, "-c", cfgPath, "evict", target, "--dry-run")
+	if code != 0 || !strings.Contains(stdout, "would evict delta") {
+		t.Fatalf("evict --dry-run exited %d:\n%s%s", code, stdout, stderr)
+	}
+	if code, stdout, stderr = runAdmin(t, bins, "-c", cfgPath, "evict", target); code != 0 {
+		t.Fatalf("evict %s exited %d:\n%s%s", target, code, stdout, stderr)
+	}
+	t.Logf("evict: %s", stdout)
+	if code := waitExit(t, m.agents[delta.Name]); code != 4 {
+		t.Errorf("evicted agent exited %d, want 4\n%s", code, m.agents[delta.Name].LogTail(20))
+	}
+	m.waitConverged(hosts[:3])
+	ctx := context.Background()
+	if _, err := m.bucket.Get(ctx, peer.RevokedKey(delta.PublicKey)); err != nil {
+		t.Errorf("revocation of delta's key: %v", err)
+	}
+
+	// Started again with the same key, delta refuses to run.
+	a := m.start(delta)
+	if code := waitExit(t, a); code != 4 {
+		t.Errorf("agent restarted with a revoked key exited %d, want 4\n%s", code, a.LogTail(20))
+	}
+	if logs := a.Logs(); !strings.Contains(logs, "ikto-init") {
+		t.Errorf("the refusal does not say how to rejoin (ikto-init):\n%s", a.LogTail(10))
+	}
+	// Whatever the restart left in the bucket, the others never take delta back.
+	m.waitConverged(hosts[:3])
+	if err := harness.CheckDevice(alpha, hosts[:3]); err != nil {
+		t.Error(err)
+	}
+	rows = listRows(t, bins, cfgPath)
+	if r := rows["delta"]; r.State != "revoked" || r.PublicKey != delta.PublicKey.String() {
+		t.Errorf("delta in list after evict = %+v, want state revoked", r)
+	}
+	for _, h := range hosts[:3] {
+		if rows[h.Name].State != "valid" {
+			t.Errorf("%s in list after evict = %+v, want valid", h.Name, rows[h.Name])
+		}
+	}
+
+	// status reads one agent over its socket; -o json is the api.Status object.
+	code, stdout, stderr = runAdmin(t, bins, "status", "-s", alpha.SocketPath, "-o", "json")
+	var st harness.Status
+	if err := json.Unmarshal([]byte(stdout), &st); code != 0 || err != nil {
+		t.Errorf("status -o json exited %d (%v):\n%s%s", code, err, stdout, stderr)
+	} else if st.Self.Name != "alpha" || len(st.Peers) != 2 || !st.NATS.Connected {
+		t.Errorf("status of alpha: self %q, %d peers, nats connected %v; want alpha, 2, true", st.Self.Name, len(st.Peers), st.NATS.Connected)
+	}
+	if code, stdout, _ = runAdmin(t, bins, "status", "-s", alpha.SocketPath); code != 0 || !strings.Contains(stdout, "HANDSHAKE") || !strings.Contains(stdout, "charlie") {
+		t.Errorf("status table exited %d:\n%s", code, stdout)
+	}
+
+	// An address nobody holds: exit 1 naming it; a non-address: exit 2.
+	free := freeAddress(t, m, hosts)
+	code, _, stderr = runAdmin(t, bins, "-c", cfgPath, "evict", free.String())
+	if code != 1 || !strings.Contains(stderr, "no host holds "+free.String()) {
+		t.Errorf("evict of %s (free) exited %d: %s", free, code, stderr)
+	}
+	if code, _, stderr = runAdmin(t, bins, "-c", cfgPath, "evict", "not-an-address"); code != 2 {
+		t.Errorf("evict not-an-address exited %d, want 2: %s", code, stderr)
+	}
+}
+
+// freeAddress is an address inside the mesh that no host's prefix holds.
+func freeAddress(t *testing.T, m *mesh, hosts []*harness.Host) netip.Addr {
+	t.Helper()
+	a := m.net.Mesh.Addr()
+	for range 1 << 16 {
+		a = a.Next()
+		held := false
+		for _, h := range hosts {
+			held = held || h.Prefix().Contains(a)
+		}
+		if !held && m.net.Mesh.Contains(a) {
+			return a
+		}
+		// Jump to the next /48: addresses inside one prefix share its fate.
+		b := a.As16()
+		b[5]++
+		if b[5] == 0 {
+			b[4]++
+		}
+		for i := 6; i < 16; i++ {
+			b[i] = 0
+		}
+		a = netip.AddrFrom16(b)
+	}
+	t.Fatal("no free /48 in the mesh")
+	return netip.Addr{}
+}
