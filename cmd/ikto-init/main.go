@@ -11,39 +11,20 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
-	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
-// version is set at build time with -ldflags "-X main.version=v0.4.0".
-var version = ""
-
-// The same rules config.Validate applies, checked here so that a bad flag is a
-// usage error now rather than an agent that will not start later.
-var (
-	bucketName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
-	devName    = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
-)
-
-// usageError is a wrong flag, value or argument: exit code 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func usagef(format string, args ...any) error {
-	return usageError{fmt.Errorf(format, args...)}
-}
+// usagef is a wrong flag, value or argument: exit code 2.
+var usagef = cli.Usagef
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
@@ -71,7 +52,7 @@ does not exist (an existing key is never overwritten).
 
   ikto-init --name host-a --advertise-address 192.0.2.10 \
     --private-key-path /etc/ikto/wg.key --nats-url nats://nats:4222 > ikto.json`,
-		Version:       buildVersion(),
+		Version:       cli.Version + " (commit " + cli.Commit + ")",
 		Args:          noArgs,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -83,19 +64,18 @@ does not exist (an existing key is never overwritten).
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
 	o.bindFlags(cmd.Flags())
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &cli.UsageError{Err: err} })
 
 	err := cmd.ExecuteContext(context.Background())
-	var usage usageError
 	switch {
 	case err == nil:
-		return 0
-	case errors.As(err, &usage):
+		return cli.ExitOK
+	case cli.IsUsage(err):
 		fmt.Fprintf(stderr, "ikto-init: %v\nRun 'ikto-init --help' for usage.\n", err)
-		return 2
+		return cli.ExitUsage
 	default:
 		fmt.Fprintf(stderr, "ikto-init: %v\n", err)
-		return 1
+		return cli.ExitError
 	}
 }
 
@@ -159,24 +139,18 @@ func (o *options) validate() (netip.Prefix, error) {
 			return mesh, usagef("--advertise-address %q is not a usable unicast IP address", c.AdvertiseAddress)
 		}
 	}
-	if !devName.MatchString(c.WGDevName) {
+	if !config.ValidDevName(c.WGDevName) {
 		return mesh, usagef("--wg-dev-name %q is not a valid interface name (1-15 letters, digits, '_', '.', '-')", c.WGDevName)
 	}
 	if c.WGPort < 1 || c.WGPort > 65535 {
 		return mesh, usagef("--wg-port %d is not a UDP port (1-65535)", c.WGPort)
 	}
-	if !bucketName.MatchString(c.NATSKV) {
+	if !config.ValidBucketName(c.NATSKV) {
 		return mesh, usagef("--nats-kv %q is not a valid bucket name (letters, digits, '_', '-')", c.NATSKV)
 	}
 	for _, raw := range o.natsServers() {
-		u, err := url.Parse(raw)
-		if err != nil || u.Host == "" {
-			return mesh, usagef("--nats-url %q is not a server URL (e.g. nats://host:4222)", raw)
-		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return mesh, usagef("--nats-url %q: scheme must be nats, tls, ws or wss", raw)
+		if err := config.ValidNATSURL(raw); err != nil {
+			return mesh, usagef("--nats-url %v", err)
 		}
 	}
 	return mesh, nil
@@ -290,14 +264,4 @@ func writeFile(path string, data []byte, force bool) error {
 		return fmt.Errorf("-o %s: %w", path, err)
 	}
 	return nil
-}
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
 }

@@ -59,7 +59,7 @@ func (a *Agent) loop(ctx context.Context, batches <-chan store.Batch) error {
 		if !synced {
 			continue
 		}
-		first := a.published.Load().synced == false
+		first := !a.published.Load().synced
 		if err := a.pass(table, rec, refresh, logged); err != nil {
 			return err
 		}

@@ -18,6 +18,25 @@ var (
 	devName    = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
 )
 
+// ValidDevName reports whether name can be a WireGuard interface name.
+func ValidDevName(name string) bool { return devName.MatchString(name) }
+
+// ValidBucketName reports whether name can be a NATS KV bucket name.
+func ValidBucketName(name string) bool { return bucketName.MatchString(name) }
+
+// ValidNATSURL checks one server URL of nats_url.
+func ValidNATSURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not a server URL (e.g. nats://host:4222)", raw)
+	}
+	switch u.Scheme {
+	case "nats", "tls", "ws", "wss":
+		return nil
+	}
+	return fmt.Errorf("%q: scheme must be nats, tls, ws or wss", raw)
+}
+
 // Validate checks every field and returns the first problem as a *FieldError
 // (wrapped with its cause where there is one). It reads the key, creds and TLS
 // files named by the config, because a host whose files are wrong cannot start.
@@ -118,14 +137,8 @@ func (c *Config) validateNATS() error {
 		return fieldErr("nats_url", "missing; set the NATS server URL(s), e.g. nats://nats.example:4222")
 	}
 	for _, raw := range urls {
-		u, err := url.Parse(raw)
-		if err != nil || u.Host == "" {
-			return fieldErr("nats_url", "%q is not a server URL (e.g. nats://host:4222)", raw)
-		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return fieldErr("nats_url", "%q: scheme must be nats, tls, ws or wss", raw)
+		if err := ValidNATSURL(raw); err != nil {
+			return &FieldError{Field: "nats_url", Msg: err.Error()}
 		}
 	}
 	if !bucketName.MatchString(c.NATSKV) {
