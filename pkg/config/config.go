@@ -64,9 +64,25 @@ type Config struct {
 
 // HookConfig names one hook plugin (SPEC §5). Config is handed to the hook as is.
 type HookConfig struct {
-	Name   string          `json:"name"`
-	Path   string          `json:"path"`
-	Config json.RawMessage `json:"config,omitempty"`
+	Name string `json:"name"`
+	Path string `json:"path"`
+	// SHA256, when set, pins the executable: the agent refuses to start a
+	// binary whose hex SHA-256 differs.
+	SHA256 string `json:"sha256,omitempty"`
+	// Timeout is a Go duration bounding each call into the hook (default 10s).
+	Timeout string          `json:"timeout,omitempty"`
+	Config  json.RawMessage `json:"config,omitempty"`
+}
+
+// DefaultHookTimeout bounds each call into a hook when its config gives none.
+const DefaultHookTimeout = 10 * time.Second
+
+// CallTimeout is the hook's per-call timeout.
+func (h HookConfig) CallTimeout() time.Duration {
+	if d, err := time.ParseDuration(h.Timeout); err == nil && d > 0 {
+		return d
+	}
+	return DefaultHookTimeout
 }
 
 // FieldError is a validation failure of one field.

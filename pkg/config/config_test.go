@@ -272,6 +272,8 @@ func TestValidateErrors(t *testing.T) {
 			map[string]any{"name": "route", "path": "/bin/true"},
 			map[string]any{"name": "route", "path": "/bin/false"},
 		}), "hooks[1].name", []string{`"route"`, "another hook"}},
+		{"hook bad sha256", goodV6, set("hooks", []any{map[string]any{"name": "route", "path": "/bin/true", "sha256": "abc"}}), "hooks[0].sha256", []string{"64 hex digits", "sha256sum"}},
+		{"hook bad timeout", goodV6, set("hooks", []any{map[string]any{"name": "route", "path": "/bin/true", "timeout": "5"}}), "hooks[0].timeout", []string{"duration"}},
 		{"hook relative path", goodV6, set("hooks", []any{map[string]any{"name": "route", "path": "ikto-hook-route"}}), "hooks[0].path", []string{"absolute path"}},
 	}
 	for _, tt := range tests {
@@ -326,7 +328,7 @@ func TestParseErrors(t *testing.T) {
 		words []string
 	}{
 		{"unknown field", `{"name":"a","wg_prot":51820}`, "wg_prot", []string{"unknown field", "spelling"}},
-		{"unknown hook field", `{"hooks":[{"name":"a","path":"/x","timeout":3}]}`, "timeout", []string{"unknown field"}},
+		{"unknown hook field", `{"hooks":[{"name":"a","path":"/x","timeuot":"3s"}]}`, "timeuot", []string{"unknown field"}},
 		{"wrong type", `{"subnet_prefix":"48"}`, "subnet_prefix", []string{"must be a JSON int", "string"}},
 		{"wrong type string", `{"name":7}`, "name", []string{"must be a JSON string", "number"}},
 		{"wrong type hook", `{"hooks":[{"name":7}]}`, "hooks.name", []string{"must be a JSON string"}},

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -190,6 +193,19 @@ func (c *Config) validateHooks() error {
 		seen[h.Name] = true
 		if !strings.HasPrefix(h.Path, "/") {
 			return fieldErr(field+".path", "%q must be an absolute path to the hook executable", h.Path)
+		}
+		if h.SHA256 != "" {
+			if b, err := hex.DecodeString(h.SHA256); err != nil || len(b) != sha256.Size {
+				return fieldErr(field+".sha256", "%q must be 64 hex digits, e.g. the first word of `sha256sum %s`", h.SHA256, h.Path)
+			}
+		}
+		if h.Timeout != "" {
+			if d, err := time.ParseDuration(h.Timeout); err != nil || d < 10*time.Millisecond {
+				return fieldErr(field+".timeout", "%q must be a duration of at least 10ms, e.g. \"10s\"", h.Timeout)
+			}
+		}
+		if len(h.Config) > 0 && !json.Valid(h.Config) {
+			return fieldErr(field+".config", "must be a JSON value")
 		}
 	}
 	return nil

@@ -1,0 +1,3 @@
+module github.com/ikto-mesh/ikto/plugins/sdk
+
+go 1.26.0
