@@ -151,6 +151,7 @@ func (a *Agent) run(ctx context.Context) error {
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
 	g.Go(func() error { return a.loop(gctx, batches) })
 	g.Go(func() error { return a.heartbeat(gctx) })
+	g.Go(func() error { return a.runHooks(gctx) })
 	if sock != nil {
 		g.Go(func() error { return api.Serve(gctx, sock, a.routes()) })
 	}

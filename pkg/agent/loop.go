@@ -124,6 +124,7 @@ func (a *Agent) pass(table *peer.Table, rec *reconcile.Reconciler, refresh bool,
 		a.metrics.PeerChanges.WithLabelValues("update").Add(float64(len(res.Plan.Update)))
 		a.metrics.PeerChanges.WithLabelValues("remove").Add(float64(len(res.Plan.Remove)))
 		a.logPlan(res, view, a.published.Load().view)
+		a.notifyHooks(view)
 	}
 	a.published.Store(&snapshot{view: view, synced: true, lastReconcile: time.Now()})
 	return nil
@@ -152,6 +153,7 @@ func (a *Agent) removeAll(rec *reconcile.Reconciler) {
 		return
 	}
 	a.log.Info("removed every peer", "device", a.dev.Name(), "removed", len(res.Plan.Remove))
+	a.notifyHooks(peer.View{})
 }
 
 // logPlan logs each changed peer when there are few (the common case: a
