@@ -7,6 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X github.com/ikto-mesh/ikto/pkg/cli.Version=$(VERSION) -X github.com/ikto-mesh/ikto/pkg/cli.Commit=$(COMMIT)
 CMDS      := ikto-agent ikto-init ikto-admin
+HOOKS     := route firewall exec
 MODULES   := $(shell $(GO) list -m -f '{{.Dir}}')
 TESTFLAGS ?= -count=1 -timeout 20m
 
@@ -20,6 +21,10 @@ build:
 		echo "build bin/$$c"; \
 		$(GO) build -C cmd/$$c -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$c . || exit 1; \
 	done
+	@for h in $(HOOKS); do \
+		echo "build bin/ikto-hook-$$h"; \
+		$(GO) build -C plugins/$$h -trimpath -ldflags '-s -w' -o $(BIN)/ikto-hook-$$h . || exit 1; \
+	done
 
 # make install PREFIX=/usr/local: the binaries and the systemd unit (its
 # ExecStart points at $(PREFIX)/bin). DESTDIR stages into a package root.
@@ -27,6 +32,8 @@ PREFIX ?= /usr/local
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 0755 $(addprefix $(BIN)/,$(CMDS)) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/lib/ikto
+	install -m 0755 $(addprefix $(BIN)/ikto-hook-,$(HOOKS)) $(DESTDIR)$(PREFIX)/lib/ikto/
 	sed 's#/usr/local/bin/#$(PREFIX)/bin/#' dist/systemd/ikto-agent.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/ikto-agent.service
 	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/ikto-agent.service
 
@@ -54,6 +61,26 @@ demo: build
 FUZZTIME ?= 10s
 fuzz-smoke:
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzRandomPrefix$$' -fuzztime $(FUZZTIME) ./ipam
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./peer
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzTable$$' -fuzztime $(FUZZTIME) ./peer
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzParseValidate$$' -fuzztime $(FUZZTIME) ./config
+
+# make proto: regenerate the hook SDK's gRPC code (committed) from
+# plugins/sdk/proto. Needs protoc (apt-get install -y protobuf-compiler; the
+# committed code was made with libprotoc 3.21.12). The Go plugins are pinned
+# here and installed into bin/tools, not into $PATH.
+PROTOC_GEN_GO      := v1.36.12
+PROTOC_GEN_GO_GRPC := v1.6.2
+TOOLS              := $(BIN)/tools
+.PHONY: proto
+proto:
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC)
+	cd plugins/sdk && protoc --proto_path=proto \
+		--plugin=protoc-gen-go=$(TOOLS)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(TOOLS)/protoc-gen-go-grpc \
+		--go_out=. --go_opt=module=github.com/ikto-mesh/ikto/plugins/sdk \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/ikto-mesh/ikto/plugins/sdk \
+		ikto/hook/v1/hook.proto
 
 clean:
 	rm -rf $(BIN)

@@ -31,3 +31,5 @@ require (
 )
 
 replace github.com/ikto-mesh/ikto/pkg => ../pkg
+
+replace github.com/ikto-mesh/ikto/plugins/sdk => ../plugins/sdk

@@ -27,3 +27,5 @@ require (
 )
 
 replace github.com/ikto-mesh/ikto/pkg => ../../pkg
+
+replace github.com/ikto-mesh/ikto/plugins/sdk => ../../plugins/sdk

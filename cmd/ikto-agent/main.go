@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -57,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix(), "device", cfg.WGDevName, "nats_url", cfg.NATSURL)
+			log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix(), "device", cfg.WGDevName, "nats_url", redactURLs(cfg.URLs()))
 			return agent.Run(ctx, cfg, agent.Options{
 				Socket:  socket,
 				Log:     log,
@@ -86,6 +88,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case cli.IsUsage(err):
 		fmt.Fprintf(stderr, "ikto-agent: %v\nRun 'ikto-agent --help' for usage.\n", err)
 		return cli.ExitUsage
+	case errors.Is(err, agent.ErrTakenOver):
+		// Someone wrote over a claim this agent held: the fix is an
+		// operator's, not a new prefix.
+		fmt.Fprintf(stderr, "ikto-agent: %v; if that host should not hold it, remove it with ikto-admin evict and restart this agent\n", err)
+		return cli.ExitInUse
 	case errors.Is(err, store.ErrAddressInUse):
 		fmt.Fprintf(stderr, "ikto-agent: %v\n", err)
 		return cli.ExitInUse
@@ -96,4 +103,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ikto-agent: %v\n", err)
 		return cli.ExitError
 	}
+}
+
+// redactURLs joins the servers of nats_url for the log with any password in
+// them masked: a log is read by more people than the config file.
+func redactURLs(urls []string) string {
+	out := make([]string, len(urls))
+	for i, raw := range urls {
+		out[i] = raw
+		if u, err := url.Parse(raw); err == nil {
+			if _, hasPassword := u.User.Password(); u.User != nil && !hasPassword {
+				u.User = url.User("xxxxx") // a lone user part is a token
+			}
+			out[i] = u.Redacted()
+		}
+	}
+	return strings.Join(out, ",")
 }

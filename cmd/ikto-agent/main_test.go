@@ -78,3 +78,19 @@ func TestConfigErrorsExit1NamingTheProblem(t *testing.T) {
 		})
 	}
 }
+
+func TestRedactURLs(t *testing.T) {
+	tests := []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"nats://a:4222"}, "nats://a:4222"},
+		{[]string{"nats://ikto-host:s3cret@a:4222", "tls://b:4222"}, "nats://ikto-host:xxxxx@a:4222,tls://b:4222"},
+		{[]string{"nats://s3cret-token@a:4222"}, "nats://xxxxx@a:4222"},
+	}
+	for _, tt := range tests {
+		if got := redactURLs(tt.in); got != tt.want {
+			t.Errorf("redactURLs(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

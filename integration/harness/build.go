@@ -12,15 +12,28 @@ import (
 	"time"
 )
 
-// The binaries BuildBinaries knows, by name (= their directory under cmd/).
+// The binaries BuildBinaries knows, by name.
 const (
 	AgentBinary = "ikto-agent"
 	InitBinary  = "ikto-init"
 	AdminBinary = "ikto-admin"
+
+	RouteHookBinary    = "ikto-hook-route"
+	FirewallHookBinary = "ikto-hook-firewall"
+	ExecHookBinary     = "ikto-hook-exec"
 )
 
 // AllBinaries is every binary of the repository, in build order.
-var AllBinaries = []string{AgentBinary, InitBinary, AdminBinary}
+var AllBinaries = []string{AgentBinary, InitBinary, AdminBinary, RouteHookBinary, FirewallHookBinary, ExecHookBinary}
+
+// sourceDir is where a binary's main package lives, relative to the
+// repository root: cmd/NAME, or plugins/X for ikto-hook-X.
+func sourceDir(name string) string {
+	if hook, ok := strings.CutPrefix(name, "ikto-hook-"); ok {
+		return filepath.Join("plugins", hook)
+	}
+	return filepath.Join("cmd", name)
+}
 
 // buildTimeout bounds one `go build`; a cold build of the agent on two cores
 // takes about a minute.
@@ -45,7 +58,8 @@ func (b *Binaries) Path(name string) (string, error) {
 }
 
 // BuildBinaries builds names (all of AllBinaries when none are given) into
-// dir, each from its own module: `go build -C <repo>/cmd/NAME -o dir/NAME .`.
+// dir, each from its own module: `go build -C <repo>/cmd/NAME -o dir/NAME .`
+// (plugins/X for the hook ikto-hook-X).
 // When IKTO_BIN_DIR is set it builds nothing and uses the binaries there.
 // The error joins every binary that failed; the Binaries still serves the
 // ones that built, so a test needing only the agent can go on.
@@ -82,7 +96,7 @@ func BuildBinaries(ctx context.Context, dir string, names ...string) (*Binaries,
 func buildOne(ctx context.Context, root, dir, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
-	src := filepath.Join(root, "cmd", name)
+	src := filepath.Join(root, sourceDir(name))
 	cmd := exec.CommandContext(ctx, "go", "build", "-C", src, "-o", filepath.Join(dir, name), ".")
 	out, err := cmd.CombinedOutput()
 	if err != nil {

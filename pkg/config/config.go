@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -101,6 +102,9 @@ func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
+// maxConfigSize bounds what Parse reads.
+const maxConfigSize = 1 << 20
+
 // Load reads and parses the file at path, fills defaults and validates it.
 func Load(path string) (*Config, error) {
 	f, err := os.Open(path)
@@ -121,9 +125,13 @@ func Load(path string) (*Config, error) {
 // Parse decodes a configuration and fills defaults. Unknown fields are an error
 // that names them. It does not validate; call Validate.
 func Parse(r io.Reader) (*Config, error) {
-	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	data, err := io.ReadAll(io.LimitReader(r, maxConfigSize+1))
 	if err != nil {
 		return nil, err
+	}
+	if len(data) > maxConfigSize {
+		// Parsing a prefix of it would report a truncation that is not there.
+		return nil, fmt.Errorf("larger than %d bytes; a host's config is a few kilobytes at most", maxConfigSize)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -139,8 +147,12 @@ func Parse(r io.Reader) (*Config, error) {
 		case errors.As(err, &typ):
 			return nil, fieldErr(typ.Field, "must be a JSON %s, not %s", typ.Type, typ.Value)
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			name := strings.TrimPrefix(err.Error(), "json: unknown field ")
-			return nil, fieldErr(strings.Trim(name, `"`), "unknown field; remove it or check its spelling")
+			quoted := strings.TrimPrefix(err.Error(), "json: unknown field ")
+			name, uerr := strconv.Unquote(quoted)
+			if uerr != nil || name == "" {
+				return nil, fmt.Errorf("unknown field %s; remove it", quoted)
+			}
+			return nil, fieldErr(name, "unknown field; remove it or check its spelling")
 		case errors.Is(err, io.EOF):
 			return nil, errors.New("empty file; generate one with ikto-init")
 		case errors.Is(err, io.ErrUnexpectedEOF):

@@ -18,7 +18,7 @@ type files struct {
 	dir, key, worldKey, notKey, zeroKey, creds, ca, cert, tlsKey string
 }
 
-func newFiles(t *testing.T) files {
+func newFiles(t testing.TB) files {
 	t.Helper()
 	dir := t.TempDir()
 	fx := files{
@@ -39,11 +39,12 @@ func newFiles(t *testing.T) files {
 	if err != nil {
 		t.Fatal(err)
 	}
+	certPEM, keyPEM := selfSignedPEM(t)
 	for path, content := range map[string]string{
 		fx.worldKey: string(k),
 		fx.notKey:   "this is not a key\n",
 		fx.zeroKey:  "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
-		fx.creds:    "creds", fx.ca: "ca", fx.cert: "cert", fx.tlsKey: "key",
+		fx.creds:    userCreds(t), fx.ca: certPEM, fx.cert: certPEM, fx.tlsKey: keyPEM,
 	} {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)

@@ -23,18 +23,21 @@ func LoadPrivateKey(path string) (wgtypes.Key, error) {
 		return wgtypes.Key{}, fmt.Errorf("key file %s: %w", path, err)
 	}
 	if !st.Mode().IsRegular() {
-		return wgtypes.Key{}, fmt.Errorf("key file %s is not a regular file", path)
+		return wgtypes.Key{}, fmt.Errorf("key file %s is not a regular file (it is a %s); give the path of the key file itself", path, fileKind(st.Mode()))
 	}
 	if st.Mode().Perm()&0o077 != 0 {
 		return wgtypes.Key{}, fmt.Errorf("key file %s is readable by group or others (mode %04o); run chmod 600 %s", path, st.Mode().Perm(), path)
 	}
 	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrPermission) {
+		return wgtypes.Key{}, fmt.Errorf("key file %s cannot be read by this user (uid %d): %w; run ikto-agent as root or give the file to its user (chown)", path, os.Geteuid(), err)
+	}
 	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("key file %s: %w", path, err)
 	}
 	k, err := wgtypes.ParseKey(strings.TrimSpace(string(data)))
 	if err != nil {
-		return wgtypes.Key{}, fmt.Errorf("key file %s does not hold a base64 WireGuard key: %w", path, err)
+		return wgtypes.Key{}, fmt.Errorf("key file %s does not hold a base64 WireGuard key (%w); it must hold one key as `wg genkey` prints it", path, err)
 	}
 	if k == (wgtypes.Key{}) {
 		return wgtypes.Key{}, fmt.Errorf("key file %s holds the all-zero key", path)

@@ -4,11 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -94,7 +92,10 @@ func (c *Config) validateAddressing() error {
 		return fieldErr("advertise_address", "%q is not an IP address", c.AdvertiseAddress)
 	}
 	if !peer.UsableUnicast(adv) {
-		return fieldErr("advertise_address", "%s is not a usable unicast address (unspecified, loopback, multicast or broadcast)", adv)
+		return fieldErr("advertise_address", "%s is not a usable unicast address (unspecified, loopback, multicast, broadcast or IPv6 link-local)", adv)
+	}
+	if mesh.Contains(adv.Unmap()) {
+		return fieldErr("advertise_address", "%s is inside mesh_cidr %s; set the underlay IP other hosts reach this one on, not a mesh address", adv, mesh)
 	}
 	return nil
 }
@@ -147,19 +148,8 @@ func (c *Config) validateNATS() error {
 	if !bucketName.MatchString(c.NATSKV) {
 		return fieldErr("nats_kv", "%q is not a valid bucket name (letters, digits, '_', '-')", c.NATSKV)
 	}
-	for field, path := range map[string]string{
-		"nats_creds": c.NATSCreds, "nats_tls_ca": c.NATSTLSCA,
-		"nats_tls_cert": c.NATSTLSCert, "nats_tls_key": c.NATSTLSKey,
-	} {
-		if path == "" {
-			continue
-		}
-		if err := readable(path); err != nil {
-			return &FieldError{Field: field, Msg: err.Error(), Err: err}
-		}
-	}
-	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
-		return fieldErr("nats_tls_cert", "nats_tls_cert and nats_tls_key must be set together")
+	if err := c.validateNATSFiles(); err != nil {
+		return err
 	}
 	if c.NATSKVReplicas < 0 || c.NATSKVReplicas > 5 {
 		return fieldErr("nats_kv_replicas", "%d is out of range (1-5, or 0 for the default of 1)", c.NATSKVReplicas)
@@ -209,17 +199,6 @@ func (c *Config) validateHooks() error {
 		}
 	}
 	return nil
-}
-
-func readable(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("file %s does not exist", path)
-		}
-		return fmt.Errorf("cannot read %s: %w", path, err)
-	}
-	return f.Close()
 }
 
 // Mesh is the parsed mesh_cidr. Valid after Validate.

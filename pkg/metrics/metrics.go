@@ -32,6 +32,8 @@ type Agent struct {
 	NATSReconnects    prometheus.Counter
 	heartbeatAt       atomic.Int64           // unix nanos of the last heartbeat written, 0 = never
 	HookFailures      *prometheus.CounterVec // by hook
+	HookRestarts      *prometheus.CounterVec // by hook
+	HookUp            *prometheus.GaugeVec   // by hook
 }
 
 // NewAgent registers the agent's metrics (and the Go runtime and process
@@ -54,11 +56,13 @@ func NewAgent() *Agent {
 		NATSConnected:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "ikto_nats_connected", Help: "1 while connected to a NATS server."}),
 		NATSReconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "ikto_nats_reconnects_total", Help: "Reconnections to NATS."}),
 		HookFailures:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ikto_hook_failures_total", Help: "Hook calls that failed, timed out or crashed, by hook."}, []string{"hook"}),
+		HookRestarts:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ikto_hook_restarts_total", Help: "Hook processes started again after a failure, by hook."}, []string{"hook"}),
+		HookUp:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ikto_hook_up", Help: "1 while the hook's process runs and has taken its configuration, by hook."}, []string{"hook"}),
 	}
 	m.reg.MustRegister(
 		m.PeersDesired, m.PeersConfigured, m.RecordsRejected, m.Rejections, m.WatchEvents, m.WatchSnapshots,
 		m.Reconciles, m.ReconcileDuration, m.PeerChanges, m.NATSConnected, m.NATSReconnects,
-		m.HookFailures,
+		m.HookFailures, m.HookRestarts, m.HookUp,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ikto_heartbeat_age_seconds",
 			Help: "Seconds since this agent last wrote its heartbeat; -1 before the first.",

@@ -108,6 +108,11 @@ func (ru Rules) Check(key string, value []byte, rev uint64) (Accepted, *Rejectio
 	if err != nil || adv.Zone() != "" || !UsableUnicast(adv) {
 		return reject(ReasonBadEndpoint, "advertise_address %q is not a usable unicast IP", r.AdvertiseAddress)
 	}
+	// An endpoint inside the mesh would be reached through the device itself:
+	// WireGuard would wrap its own packets in a loop.
+	if ru.Mesh.Contains(adv.Unmap()) {
+		return reject(ReasonBadEndpoint, "advertise_address %s is inside mesh %s; it must be an underlay address", adv, ru.Mesh)
+	}
 	if r.WGPort < 1 || r.WGPort > 65535 {
 		return reject(ReasonBadPort, "wg_port %d is not 1-65535", r.WGPort)
 	}
@@ -117,10 +122,17 @@ func (ru Rules) Check(key string, value []byte, rev uint64) (Accepted, *Rejectio
 	}, nil
 }
 
+// thisNetwork is 0.0.0.0/8 (RFC 1122 "this host on this network"): a source
+// address only, never a destination.
+var thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
+
 // UsableUnicast reports whether other hosts could send WireGuard packets to a:
-// not unspecified, loopback, multicast or the IPv4 broadcast address.
+// not unspecified, loopback, multicast, the IPv4 broadcast address or 0.0.0.0/8,
+// and not IPv6 link-local, which needs a zone that a record cannot carry.
 func UsableUnicast(a netip.Addr) bool {
 	a = a.Unmap()
 	return a.IsValid() && !a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() &&
-		!a.IsInterfaceLocalMulticast() && !a.IsLinkLocalMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+		!a.IsInterfaceLocalMulticast() && !a.IsLinkLocalMulticast() &&
+		a != netip.AddrFrom4([4]byte{255, 255, 255, 255}) && !thisNetwork.Contains(a) &&
+		!(a.Is6() && a.IsLinkLocalUnicast())
 }

@@ -1,0 +1,452 @@
+package integration_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// hostileWorld is what a hostile record is made from: the running mesh, a
+// /48 of the mesh no host holds, and a record for it that every rule accepts
+// until a case breaks one.
+type hostileWorld struct {
+	m     *mesh
+	hosts []*harness.Host
+	free  netip.Prefix
+	good  peer.Record
+}
+
+// hostileCase is one record that breaks one acceptance rule of SPEC §3.
+type hostileCase struct {
+	name string
+	// record is the bucket key and value to put.
+	record func(w *hostileWorld) (key string, value []byte)
+	// reason is how every agent must count it, except the agent whose public
+	// key it reuses (keyOf), which counts it as its own key elsewhere.
+	reason peer.Reason
+	keyOf  string
+}
+
+// with is the world's good record, changed by f, under the key of its
+// allowed_ip as written.
+func (w *hostileWorld) with(f func(r *peer.Record)) (string, []byte) {
+	r := w.good
+	f(&r)
+	return rawKey(r.AllowedIP), r.Encode()
+}
+
+// rawKey is peers. + the padded base64url of text, canonical or not.
+func rawKey(text string) string {
+	return peer.PeersPrefix + base64.URLEncoding.EncodeToString([]byte(text))
+}
+
+func hostileCases() []hostileCase {
+	endpoint := func(addr string) func(w *hostileWorld) (string, []byte) {
+		return func(w *hostileWorld) (string, []byte) {
+			return w.with(func(r *peer.Record) { r.AdvertiseAddress = addr })
+		}
+	}
+	port := func(p int) func(w *hostileWorld) (string, []byte) {
+		return func(w *hostileWorld) (string, []byte) { return w.with(func(r *peer.Record) { r.WGPort = p }) }
+	}
+	prefix := func(f func(w *hostileWorld) string) func(w *hostileWorld) (string, []byte) {
+		return func(w *hostileWorld) (string, []byte) {
+			p := f(w)
+			return w.with(func(r *peer.Record) { r.AllowedIP = p })
+		}
+	}
+	alpha := func(w *hostileWorld) netip.Prefix { return w.hosts[0].Prefix() }
+	return []hostileCase{
+		{"not JSON", func(w *hostileWorld) (string, []byte) {
+			return peer.Key(w.free), []byte("this is not a peer record")
+		}, peer.ReasonMalformed, ""},
+		{"huge value", func(w *hostileWorld) (string, []byte) {
+			return w.with(func(r *peer.Record) { r.Name = strings.Repeat("x", 512<<10) })
+		}, peer.ReasonTooLarge, ""},
+		{"another host's prefix under a key that is not its encoding", func(w *hostileWorld) (string, []byte) {
+			_, v := w.with(func(r *peer.Record) { r.AllowedIP = alpha(w).String() })
+			return peer.Key(w.free), v
+		}, peer.ReasonKeyMismatch, ""},
+		{"another host's prefix spelled out", prefix(func(w *hostileWorld) string {
+			return alpha(w).Addr().StringExpanded() + "/48"
+		}), peer.ReasonBadPrefix, ""},
+		{"prefix outside the mesh", prefix(func(*hostileWorld) string { return "fc00:1:2::/48" }), peer.ReasonOutsideMesh, ""},
+		{"v6 default route", prefix(func(*hostileWorld) string { return "::/0" }), peer.ReasonOutsideMesh, ""},
+		{"v4 default route", prefix(func(*hostileWorld) string { return "0.0.0.0/0" }), peer.ReasonOutsideMesh, ""},
+		{"prefix covering another host's", prefix(func(w *hostileWorld) string {
+			return netip.PrefixFrom(alpha(w).Addr(), 32).Masked().String()
+		}), peer.ReasonWrongLength, ""},
+		{"the whole mesh", prefix(func(w *hostileWorld) string { return w.m.net.Mesh.String() }), peer.ReasonWrongLength, ""},
+		{"prefix narrower than subnet_prefix", prefix(func(w *hostileWorld) string {
+			return netip.PrefixFrom(w.free.Addr(), 64).String()
+		}), peer.ReasonWrongLength, ""},
+		{"another host's public key", func(w *hostileWorld) (string, []byte) {
+			return w.with(func(r *peer.Record) { r.PublicKey = w.hosts[1].PublicKey.String() })
+		}, peer.ReasonDuplicateKey, "bravo"},
+		{"all-zero public key", func(w *hostileWorld) (string, []byte) {
+			return w.with(func(r *peer.Record) { r.PublicKey = wgtypes.Key{}.String() })
+		}, peer.ReasonBadPublicKey, ""},
+		{"unspecified v4 endpoint", endpoint("0.0.0.0"), peer.ReasonBadEndpoint, ""},
+		{"unspecified v6 endpoint", endpoint("::"), peer.ReasonBadEndpoint, ""},
+		{"multicast endpoint", endpoint("224.0.0.1"), peer.ReasonBadEndpoint, ""},
+		{"loopback endpoint", endpoint("127.0.0.1"), peer.ReasonBadEndpoint, ""},
+		{"link-local v6 endpoint", endpoint("fe80::1"), peer.ReasonBadEndpoint, ""},
+		{"endpoint inside the mesh", func(w *hostileWorld) (string, []byte) {
+			return w.with(func(r *peer.Record) { r.AdvertiseAddress = w.hosts[0].PrivateAddress.Next().String() })
+		}, peer.ReasonBadEndpoint, ""},
+		{"port 0", port(0), peer.ReasonBadPort, ""},
+		{"port 65536", port(65536), peer.ReasonBadPort, ""},
+	}
+}
+
+// TestHostileRecords puts one hostile record at a time into a running
+// three-host mesh. For each, every agent must reject it with its reason,
+// count it once (also across later reconcile passes), log it once, keep
+// running, and leave its device exactly as it was; removing the record
+// clears the count and changes nothing either. The mesh still carries
+// traffic at the end.
+func TestHostileRecords(t *testing.T) {
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo", "charlie")
+	for _, h := range hosts {
+		m.start(h)
+	}
+	m.waitConverged(hosts)
+	key, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := netip.PrefixFrom(freeAddress(t, m, hosts), 48).Masked()
+	w := &hostileWorld{m: m, hosts: hosts, free: free, good: peer.Record{
+		Name: "mallory", PublicKey: key.PublicKey().String(), AdvertiseAddress: unusedUnderlay(m).String(),
+		AllowedIP: free.String(), WGPort: 51820,
+	}}
+	for _, tc := range hostileCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := m.exitedEarly(hosts); err != nil {
+				t.Fatal(err) // an earlier case broke the mesh: nothing here would mean anything
+			}
+			key, value := tc.record(w)
+			checkRejectedEverywhere(t, w, tc, key, value)
+		})
+	}
+	t.Run("control: the unbroken record is accepted", func(t *testing.T) {
+		checkAcceptedEverywhere(t, w)
+	})
+	m.pingAll(hosts)
+}
+
+// checkAcceptedEverywhere puts the world's good record, which every case
+// above broke in one way: every device must list it as a peer, and drop it
+// again when it is deleted. It shows that the rejections above are the
+// agents' verdicts on the broken field, not on the record as a whole.
+func checkAcceptedEverywhere(t *testing.T, w *hostileWorld) {
+	t.Helper()
+	ctx := context.Background()
+	key := peer.Key(w.free)
+	if _, err := w.m.bucket.Put(ctx, key, w.good.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	extra := map[string]harness.PeerView{w.good.PublicKey: {AllowedIPs: w.good.AllowedIP, Endpoint: w.good.Endpoint().String()}}
+	harnesstest.WaitFor(t, convergeTimeout, "every agent to add the good record", func(context.Context) error {
+		if err := w.m.exitedEarly(w.hosts); err != nil {
+			return err
+		}
+		for _, h := range w.hosts {
+			if err := checkPeers(h, w.hosts, extra); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err := w.m.bucket.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	w.m.waitConverged(w.hosts)
+}
+
+// TestHostileTakeover overwrites alpha's claim with a record for another
+// public key, as a writer with bucket access but no regard for the claim
+// protocol can (a Create, which the protocol uses, is refused). The record
+// at peers.<prefix> is the claim (SPEC §3), so the other agents follow it:
+// they cannot tell an overwrite from an eviction and a new claim, and must
+// agree whatever they have seen. alpha, whose prefix is now held by another
+// key, removes its peers and exits 3 naming the holder. Nothing of it stays:
+// once an operator evicts the intruder (key revoked, record deleted) and
+// alpha's agent restarts, alpha holds its prefix again, the mesh carries
+// traffic, and no device lists the intruder.
+func TestHostileTakeover(t *testing.T) {
+	m := newMesh(t)
+	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
+	hosts := m.addHosts("alpha", "bravo", "charlie")
+	for _, h := range hosts {
+		m.start(h)
+	}
+	m.waitConverged(hosts)
+	alpha, rest := hosts[0], hosts[1:]
+	ctx := context.Background()
+	intruder := overwriteClaim(t, m, alpha)
+
+	if code := waitExit(t, m.agents[alpha.Name]); code != 3 {
+		t.Fatalf("alpha's agent exited %d after the takeover, want 3\n%s", code, m.agents[alpha.Name].LogTail(20))
+	}
+	t.Logf("alpha's agent exited 3: %s", m.agents[alpha.Name].LogTail(1))
+	for _, want := range []string{alpha.Prefix().String(), `"intruder"`, intruder.PublicKey, "ikto-admin evict"} {
+		if !strings.Contains(m.agents[alpha.Name].Logs(), want) {
+			t.Errorf("alpha's exit message does not name %s:\n%s", want, m.agents[alpha.Name].LogTail(10))
+		}
+	}
+	harnesstest.WaitFor(t, convergeTimeout, "bravo and charlie to follow the bucket", func(context.Context) error {
+		if err := m.exitedEarly(rest); err != nil {
+			return err
+		}
+		for _, h := range rest {
+			if err := checkPeers(h, rest, map[string]harness.PeerView{intruder.PublicKey: {
+				AllowedIPs: intruder.AllowedIP, Endpoint: intruder.Endpoint().String(),
+			}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	// The operator's repair: evict whoever holds alpha's address now.
+	code, stdout, stderr := runAdmin(t, bins, "-c", m.agents[rest[0].Name].ConfigPath, "evict", alpha.PrivateAddress.String())
+	if code != 0 {
+		t.Fatalf("evict the intruder exited %d:\n%s%s", code, stdout, stderr)
+	}
+	m.waitConverged(rest)
+	m.start(alpha)
+	m.waitConverged(hosts)
+	m.pingAll(hosts)
+	rec, err := m.bucket.Record(ctx, alpha.Prefix())
+	if err != nil || rec.PublicKey != alpha.PublicKey.String() {
+		t.Fatalf("alpha's record after its restart: %+v, %v", rec, err)
+	}
+	if _, err := m.bucket.Get(ctx, peer.RevokedKey(mustParseKey(t, intruder.PublicKey))); err != nil {
+		t.Errorf("the intruder's key is not revoked: %v", err)
+	}
+}
+
+// overwriteClaim puts a record for a fresh key over h's claim, after
+// checking that the claim protocol's Create would be refused.
+func overwriteClaim(t *testing.T, m *mesh, h *harness.Host) peer.Record {
+	t.Helper()
+	priv, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	intruder := peer.Record{Name: "intruder", PublicKey: priv.PublicKey().String(),
+		AdvertiseAddress: unusedUnderlay(m).String(), AllowedIP: h.Prefix().String(), WGPort: 51820}
+	ctx, key := context.Background(), peer.Key(h.Prefix())
+	if _, err := m.bucket.Create(ctx, key, intruder.Encode()); !errors.Is(err, jetstream.ErrKeyExists) {
+		t.Fatalf("Create over %s's claim: %v, want %v", h.Name, err, jetstream.ErrKeyExists)
+	}
+	if _, err := m.bucket.Put(ctx, key, intruder.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	return intruder
+}
+
+func mustParseKey(t *testing.T, s string) wgtypes.Key {
+	t.Helper()
+	k, err := wgtypes.ParseKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// checkPeers is nil when h's device lists exactly the other hosts of mesh
+// and extra, by public key.
+func checkPeers(h *harness.Host, mesh []*harness.Host, extra map[string]harness.PeerView) error {
+	want := map[string]harness.PeerView{}
+	for _, p := range mesh {
+		if p != h {
+			want[p.PublicKey.String()] = p.ExpectedView()
+		}
+	}
+	maps.Copy(want, extra)
+	got, err := harness.DeviceView(h.DevName)
+	if err != nil {
+		return err
+	}
+	if !maps.Equal(want, got) {
+		return fmt.Errorf("device %s of %s:\nwant %v\n got %v", h.DevName, h.Name, want, got)
+	}
+	return nil
+}
+
+// checkRejectedEverywhere puts the record and checks every agent's handling
+// of it, then deletes it and checks again.
+func checkRejectedEverywhere(t *testing.T, w *hostileWorld, tc hostileCase, key string, value []byte) {
+	t.Helper()
+	ctx := context.Background()
+	rw := &rejectionWatch{w: w, tc: tc, key: key, before: map[string]float64{}}
+	for _, h := range w.hosts {
+		rw.before[h.Name] = mustMetric(t, h, rejectionsTotal(rw.reasonOf(h)))
+	}
+	var err error
+	if rw.rev, err = w.m.bucket.Put(ctx, key, value); err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+	harnesstest.WaitFor(t, convergeTimeout, "every agent to reject the record", func(ctx context.Context) error {
+		return rw.steady(ctx, 1)
+	})
+	// Once per revision: two more reconcile passes on every agent (resyncs
+	// re-resolve the whole table) count and log nothing new.
+	runs := map[string]float64{}
+	for _, h := range w.hosts {
+		runs[h.Name] = mustMetric(t, h, reconcileRuns)
+	}
+	harnesstest.WaitFor(t, convergeTimeout, "two more reconcile passes on every agent", func(ctx context.Context) error {
+		if err := rw.steady(ctx, 1); err != nil {
+			return harness.Permanent(err)
+		}
+		return morePasses(ctx, w.hosts, runs, 2)
+	})
+	for _, h := range w.hosts {
+		if n := rejectionLogLines(w.m.agents[h.Name].Logs(), key, rw.rev); n != 1 {
+			t.Errorf("%s logged the rejection of %s revision %d %d times, want once", h.Name, key, rw.rev, n)
+		}
+	}
+	if err := w.m.bucket.Delete(ctx, key); err != nil {
+		t.Fatalf("delete %s: %v", key, err)
+	}
+	harnesstest.WaitFor(t, convergeTimeout, "every agent to forget the removed record", func(ctx context.Context) error {
+		return rw.steady(ctx, 0)
+	})
+}
+
+// rejectionWatch follows one hostile record through every agent's metrics.
+type rejectionWatch struct {
+	w      *hostileWorld
+	tc     hostileCase
+	key    string
+	rev    uint64
+	before map[string]float64 // each agent's rejections total before the put
+}
+
+// reasonOf is the reason h must give.
+func (rw *rejectionWatch) reasonOf(h *harness.Host) peer.Reason {
+	if h.Name == rw.tc.keyOf {
+		return peer.ReasonOwnKey
+	}
+	return rw.tc.reason
+}
+
+// steady is nil when every agent runs, has its device as before the record,
+// has counted the record's revision exactly once, and reports gauge records
+// rejected for its reason now (1 while it is there, 0 once removed). Any
+// damage, or a second count, is Permanent.
+func (rw *rejectionWatch) steady(ctx context.Context, gauge float64) error {
+	if err := rw.w.m.exitedEarly(rw.w.hosts); err != nil {
+		return err
+	}
+	for _, h := range rw.w.hosts {
+		if err := harness.CheckDevice(h, rw.w.hosts); err != nil {
+			return harness.Permanent(err)
+		}
+		reason := rw.reasonOf(h)
+		total, err := metricValue(ctx, h.SocketPath, rejectionsTotal(reason))
+		if err != nil {
+			return err
+		}
+		if want := rw.before[h.Name] + 1; total > want {
+			return harness.Permanent(fmt.Errorf("%s counted revision %d %v times", h.Name, rw.rev, total-rw.before[h.Name]))
+		} else if total < want {
+			return fmt.Errorf("%s: rejections total %v, want %v", h.Name, total, want)
+		}
+		now, err := metricValue(ctx, h.SocketPath, fmt.Sprintf("ikto_records_rejected{reason=%q}", reason))
+		if err != nil {
+			return err
+		}
+		if now != gauge {
+			return fmt.Errorf("%s: %s records rejected now: %v, want %v", h.Name, reason, now, gauge)
+		}
+	}
+	return nil
+}
+
+// reconcileRuns is the series counting an agent's successful passes.
+const reconcileRuns = `ikto_reconcile_runs_total{result="ok"}`
+
+// morePasses is nil once every host's agent has made n passes more than runs.
+func morePasses(ctx context.Context, hosts []*harness.Host, runs map[string]float64, n float64) error {
+	for _, h := range hosts {
+		r, err := metricValue(ctx, h.SocketPath, reconcileRuns)
+		if err != nil {
+			return err
+		}
+		if r < runs[h.Name]+n {
+			return fmt.Errorf("%s: %v reconcile passes since, want %v", h.Name, r-runs[h.Name], n)
+		}
+	}
+	return nil
+}
+
+func rejectionsTotal(r peer.Reason) string {
+	return fmt.Sprintf("ikto_record_rejections_total{reason=%q}", r)
+}
+
+// rejectionLogLines counts the "record rejected" lines about key at rev.
+func rejectionLogLines(logs, key string, rev uint64) int {
+	n := 0
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, `msg="record rejected"`) && strings.Contains(line, key) &&
+			strings.Contains(line, fmt.Sprintf("revision=%d ", rev)) {
+			n++
+		}
+	}
+	return n
+}
+
+// unusedUnderlay is an underlay address no host has: a hostile record's
+// endpoint, reachable by nobody.
+func unusedUnderlay(m *mesh) netip.Addr {
+	a := m.net.Subnet.Addr()
+	for range 250 {
+		a = a.Next()
+	}
+	return a
+}
+
+func mustMetric(t *testing.T, h *harness.Host, series string) float64 {
+	t.Helper()
+	v, err := metricValue(context.Background(), h.SocketPath, series)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// metricValue reads one series (name{labels} exactly as printed) from the
+// agent's /metrics over its socket.
+func metricValue(ctx context.Context, socket, series string) (float64, error) {
+	body, err := harness.SocketGet(ctx, socket, "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no series %s in /metrics", socket, series)
+}

@@ -1,0 +1,188 @@
+package integration_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/store"
+)
+
+// deniedWriteTimeout bounds a write the server is expected to refuse: a
+// refused JetStream publish may surface as a timeout rather than an error.
+const deniedWriteTimeout = 3 * time.Second
+
+// privilegeWorld is a mesh whose NATS server runs the documented
+// least-privilege configuration.
+type privilegeWorld struct {
+	m              *mesh
+	srv            *harness.ConfNATS
+	hosts          []*harness.Host
+	hostURL, opURL string
+	hostPW         string
+	hostViolations []string // what the host user's refused attempts logged
+}
+
+// TestLeastPrivilege runs nats-server with exactly the configuration the
+// README documents (harness/least-privilege.conf): hosts that only have the
+// host user create the buckets, join and mesh without a single permission
+// violation, but cannot revoke a key; the operator user can list and evict.
+func TestLeastPrivilege(t *testing.T) {
+	w := newPrivilegeWorld(t)
+	// Join: no bucket exists yet, so the first agent creates both.
+	for _, h := range w.hosts {
+		w.m.startWith(h, h.Config(w.hostURL, bucketName))
+	}
+	w.m.waitConverged(w.hosts)
+	w.m.pingAll(w.hosts)
+	harnesstest.WaitFor(t, convergeTimeout, "every host's first heartbeat", func(ctx context.Context) error {
+		return heartbeatsWritten(ctx, w.hosts)
+	})
+	if v := w.srv.Violations(); len(v) > 0 {
+		t.Fatalf("hosts needed more than the documented permissions:\n%s", strings.Join(v, "\n"))
+	}
+	for _, h := range w.hosts {
+		if logs := w.m.agents[h.Name].Logs(); strings.Contains(logs, w.hostPW) {
+			t.Errorf("agent on %s logged the NATS password", h.Name)
+		}
+	}
+	w.checkHostCannotRevoke(t)
+	w.checkOperatorEvicts(t)
+}
+
+func newPrivilegeWorld(t *testing.T) *privilegeWorld {
+	t.Helper()
+	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
+	n := harnesstest.Network(t)
+	hostPW, opPW := randomSecret(t), randomSecret(t)
+	t.Setenv("IKTO_HOST_PASSWORD", hostPW)
+	t.Setenv("IKTO_OPERATOR_PASSWORD", opPW)
+	srv, err := harness.StartConfNATS(harness.NATSOptions{Host: n.Gateway, StoreDir: t.TempDir()}, harness.LeastPrivilegeConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	m := &mesh{t: t, net: n, bins: bins, agents: map[string]*harness.Agent{}}
+	return &privilegeWorld{
+		m: m, srv: srv, hosts: m.addHosts("alpha", "bravo", "charlie"), hostPW: hostPW,
+		hostURL: srv.URL(harness.HostUser, hostPW), opURL: srv.URL(harness.OperatorUser, opPW),
+	}
+}
+
+// checkHostCannotRevoke tries, as the host user, to revoke bravo's key,
+// directly and through ikto-admin evict: both must fail, leave no
+// revocation, and change nothing in the mesh.
+func (w *privilegeWorld) checkHostCannotRevoke(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	bravo := w.hosts[1]
+	op := openBucketAs(t, w.opURL, bucketName)
+	hostKV := openBucketAs(t, w.hostURL, bucketName)
+	live := openBucketAs(t, w.opURL, store.LiveBucket(bucketName))
+	for _, h := range w.hosts {
+		if _, err := live.Get(ctx, store.HeartbeatKey(h.Prefix())); err != nil {
+			t.Errorf("heartbeat of %s, read as the operator: %v", h.Name, err)
+		}
+	}
+
+	rv, _ := json.Marshal(peer.Revocation{PublicKey: bravo.PublicKey.String(), AllowedIP: bravo.Prefix().String(), Name: "bravo", RevokedAt: time.Now().UTC()})
+	wctx, cancel := context.WithTimeout(ctx, deniedWriteTimeout)
+	_, err := hostKV.Create(wctx, peer.RevokedKey(bravo.PublicKey), rv)
+	cancel()
+	if err == nil {
+		t.Fatalf("the host user wrote %s", peer.RevokedKey(bravo.PublicKey))
+	}
+	t.Logf("host user writing revoked.*: %v", err)
+	code, stdout, stderr := runAdmin(t, w.m.bins, "--nats-url", w.hostURL, "evict", bravo.PrivateAddress.String())
+	if code == 0 {
+		t.Fatalf("ikto-admin evict as the host user succeeded:\n%s%s", stdout, stderr)
+	}
+	if !strings.Contains(strings.ToLower(stderr), "permission") {
+		t.Errorf("evict as the host user failed without saying it lacks permission:\n%s", stderr)
+	}
+	if _, err := op.Get(ctx, peer.RevokedKey(bravo.PublicKey)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("bravo's key after the host user's attempts: %v, want no revocation", err)
+	}
+	if err := w.m.exitedEarly(w.hosts); err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.CheckMesh(w.hosts); err != nil {
+		t.Fatalf("the host user's attempts changed the mesh: %v", err)
+	}
+	w.hostViolations = w.srv.Violations()
+	for _, v := range w.hostViolations {
+		if !strings.Contains(v, "user:"+harness.HostUser) || !strings.Contains(v, ".revoked.") {
+			t.Errorf("unexpected permission violation: %s", v)
+		}
+	}
+	if len(w.hostViolations) == 0 {
+		t.Errorf("the server logged no violation for the host user's writes to revoked.*")
+	}
+}
+
+// checkOperatorEvicts lists and evicts charlie as the operator user, which
+// must need nothing beyond its documented permissions.
+func (w *privilegeWorld) checkOperatorEvicts(t *testing.T) {
+	t.Helper()
+	charlie := w.hosts[2]
+	if code, stdout, stderr := runAdmin(t, w.m.bins, "--nats-url", w.opURL, "-o", "json", "list"); code != 0 {
+		t.Fatalf("list as the operator exited %d:\n%s%s", code, stdout, stderr)
+	}
+	if code, stdout, stderr := runAdmin(t, w.m.bins, "--nats-url", w.opURL, "evict", charlie.PrivateAddress.String()); code != 0 {
+		t.Fatalf("evict as the operator exited %d:\n%s%s", code, stdout, stderr)
+	}
+	if code := waitExit(t, w.m.agents[charlie.Name]); code != 4 {
+		t.Fatalf("evicted agent exited %d, want 4\n%s", code, w.m.agents[charlie.Name].LogTail(20))
+	}
+	w.m.waitConverged(w.hosts[:2])
+	if v := w.srv.Violations(); len(v) != len(w.hostViolations) {
+		t.Errorf("the operator needed more than the documented permissions:\n%s", strings.Join(v[len(w.hostViolations):], "\n"))
+	}
+}
+
+// heartbeatsWritten is nil once every host's agent reports a heartbeat
+// written (ikto_heartbeat_age_seconds is -1 before the first).
+func heartbeatsWritten(ctx context.Context, hosts []*harness.Host) error {
+	for _, h := range hosts {
+		age, err := metricValue(ctx, h.SocketPath, "ikto_heartbeat_age_seconds")
+		if err != nil {
+			return err
+		}
+		if age < 0 {
+			return errors.New(h.Name + ": no heartbeat written yet")
+		}
+	}
+	return nil
+}
+
+// openBucketAs opens bucket with the user in url.
+func openBucketAs(t *testing.T, url, bucket string) *harness.Bucket {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := harness.OpenBucket(ctx, url, bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func randomSecret(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}

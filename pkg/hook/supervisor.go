@@ -1,0 +1,198 @@
+package hook
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/plugins/sdk"
+)
+
+// supervisor keeps one hook running: one process at a time, restarted with
+// backoff after every failure.
+type supervisor struct {
+	host    *Host
+	cfg     config.HookConfig
+	node    sdk.Node
+	timeout time.Duration
+	pin     []byte // sha256 the executable must have; nil = not pinned
+	pinErr  error
+	log     *slog.Logger
+	wake    chan struct{} // 1-buffered: a newer state is waiting
+}
+
+func newSupervisor(h *Host, hc config.HookConfig, node sdk.Node) *supervisor {
+	node.Config = hc.Config
+	s := &supervisor{
+		host: h, cfg: hc, node: node, timeout: hc.CallTimeout(),
+		log:  h.opt.Log.With("hook", hc.Name),
+		wake: make(chan struct{}, 1),
+	}
+	if hc.SHA256 != "" {
+		// config.Validate has checked it; this guards a caller that did not.
+		if s.pin, s.pinErr = hex.DecodeString(hc.SHA256); s.pinErr != nil {
+			s.pinErr = fmt.Errorf("hooks[].sha256 of %s: %w", hc.Name, s.pinErr)
+		}
+	}
+	return s
+}
+
+func (s *supervisor) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run starts the hook and restarts it after each failure until ctx ends.
+// hard bounds every call, also the ones made while stopping.
+func (s *supervisor) run(ctx, hard context.Context, dir string) {
+	bo := &backoff.ExponentialBackOff{
+		InitialInterval:     s.host.opt.MinBackoff,
+		RandomizationFactor: 0.2,
+		Multiplier:          2,
+		MaxInterval:         s.host.opt.MaxBackoff,
+	}
+	for failures := 0; ; failures++ {
+		if failures > 0 {
+			s.count(s.host.opt.Metrics.Restarts)
+		}
+		began := time.Now()
+		err := s.session(ctx, hard, dir)
+		if err == nil { // ctx ended and the hook was stopped
+			return
+		}
+		s.count(s.host.opt.Metrics.Failures)
+		if time.Since(began) >= s.host.opt.Healthy {
+			bo.Reset()
+		}
+		wait := bo.NextBackOff()
+		s.log.Error("hook failed; restarting it", "err", err, "failures", failures+1, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// session is the life of one hook process. It returns nil when ctx ended and
+// the hook was stopped, or why the process had to be killed.
+func (s *supervisor) session(ctx, hard context.Context, dir string) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	if s.pinErr != nil {
+		return s.pinErr
+	}
+	p, err := startProcess(s, dir)
+	if err != nil {
+		return err
+	}
+	s.log.Info("hook started", "path", s.cfg.Path, "pid", p.pid)
+	var applied *state // what this process last applied successfully
+	err = s.serve(ctx, hard, p, &applied)
+	s.setUp(false)
+	if ctx.Err() == nil {
+		p.kill()
+		return err
+	}
+	// The agent is stopping. A hook whose last call failed may still be
+	// busy with it or broken, so it gets no further call; a healthy one
+	// gets the newest state, then Stop.
+	if err == nil {
+		if err := s.applyLatest(hard, p, &applied); err != nil {
+			s.log.Warn("hook did not take the last state before stopping", "err", err)
+		} else if err := s.call(hard, "stop", p.hook.Stop); err != nil {
+			s.log.Warn("hook Stop failed", "err", err)
+		}
+	}
+	p.kill()
+	s.log.Info("hook stopped", "pid", p.pid)
+	return nil
+}
+
+// errDead marks a session that ended because the process exited.
+var errDead = errors.New("hook process exited")
+
+// serve configures the process, then applies every new state until ctx ends
+// (nil) or something fails. Calls are bounded by hard and the hook's
+// timeout, not by ctx, so one in flight when ctx ends completes.
+func (s *supervisor) serve(ctx, hard context.Context, p *process, applied **state) error {
+	configure := func(c context.Context) error { return p.hook.Configure(c, s.node) }
+	if err := s.call(hard, "configure", configure); err != nil {
+		return p.explain(err)
+	}
+	s.setUp(true)
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := s.applyLatest(hard, p, applied); err != nil {
+			return p.explain(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.exited:
+			return p.explain(errDead)
+		case <-s.wake:
+		}
+	}
+}
+
+// applyLatest hands the process the newest state, as the difference from
+// what it last applied (everything is Added for a fresh process), unless it
+// has that state already or there is none yet.
+func (s *supervisor) applyLatest(ctx context.Context, p *process, applied **state) error {
+	st := s.host.latest()
+	if st == nil || (*applied != nil && (*applied).gen == st.gen) {
+		return nil
+	}
+	var prev []sdk.Peer
+	if *applied != nil {
+		prev = (*applied).peers
+	}
+	chg := sdk.Diff(prev, st.peers)
+	err := s.call(ctx, "apply", func(c context.Context) error { return p.hook.Apply(c, chg) })
+	if err != nil {
+		return err
+	}
+	*applied = st
+	s.log.Debug("hook applied", "peers", len(chg.Peers), "added", len(chg.Added), "updated", len(chg.Updated), "removed", len(chg.Removed))
+	return nil
+}
+
+// call makes one call bounded by the hook's timeout.
+func (s *supervisor) call(ctx context.Context, op string, f func(context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	err := f(cctx)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return fmt.Errorf("%s timed out after %s (hooks[].timeout): %w", op, s.timeout, err)
+	}
+	return err
+}
+
+func (s *supervisor) count(v *prometheus.CounterVec) {
+	if v != nil {
+		v.WithLabelValues(s.cfg.Name).Inc()
+	}
+}
+
+func (s *supervisor) setUp(up bool) {
+	if g := s.host.opt.Metrics.Up; g != nil {
+		v := 0.0
+		if up {
+			v = 1
+		}
+		g.WithLabelValues(s.cfg.Name).Set(v)
+	}
+}

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/ikto-mesh/ikto/plugins/sdk"
+)
+
+// script writes an executable /bin/sh script into dir and returns its path.
+func script(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// configJSON is the hook config running argv with timeout ("" for default).
+func configJSON(t *testing.T, command any, timeout string) json.RawMessage {
+	t.Helper()
+	m := map[string]any{"command": command}
+	if timeout != "" {
+		m["timeout"] = timeout
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func testNode(config json.RawMessage) sdk.Node {
+	return sdk.Node{
+		Self: sdk.Peer{
+			Name:      "self",
+			PublicKey: "c2VsZnNlbGZzZWxmc2VsZnNlbGZzZWxmc2VsZnNlbGY=",
+			Endpoint:  netip.MustParseAddrPort("[fd00::1]:51820"),
+			Prefix:    netip.MustParsePrefix("fd10:1::/48"),
+		},
+		Mesh:         netip.MustParsePrefix("fd10::/16"),
+		Device:       "wg-ikto",
+		ListenPort:   51820,
+		Config:       config,
+		AgentVersion: "1.2.3",
+	}
+}
+
+func testPeer(i int) sdk.Peer {
+	return sdk.Peer{
+		Name:      fmt.Sprintf("host-%d", i),
+		PublicKey: fmt.Sprintf("key-%d", i),
+		Endpoint:  netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(i)}), 51820),
+		Prefix:    netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x10, 0, byte(i)}), 48),
+	}
+}
+
+// configured is an exec hook configured with config, logging into the
+// returned buffer.
+func configured(t *testing.T, config json.RawMessage) (*execHook, *logBuffer) {
+	t.Helper()
+	h, logs := newTestHook(t)
+	if err := h.Configure(context.Background(), testNode(config)); err != nil {
+		t.Fatalf("Configure(%s): %v", config, err)
+	}
+	return h, logs
+}
+
+func newTestHook(t *testing.T) (*execHook, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("hook log:\n%s", logs)
+		}
+	})
+	return newExecHook(hclog.New(&hclog.LoggerOptions{Output: logs, JSONFormat: true, Level: hclog.Debug})), logs
+}
+
+// logBuffer collects a logger's JSON lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// entries are the decoded log lines with the message msg.
+func (b *logBuffer) entries(msg string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(b.String(), "\n") {
+		var e map[string]any
+		if json.Unmarshal([]byte(line), &e) == nil && e["@message"] == msg {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not so after %s", what, timeout)
+		}
+		<-tick.C
+	}
+}
+
+// processGone reports whether pid has exited: no longer in /proc, or a
+// zombie waiting for a parent (init, in a container maybe never) to reap it.
+func processGone(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	// The state follows the parenthesised command name.
+	i := bytes.LastIndexByte(stat, ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X'
+}
+
+// readPIDs reads the whitespace-separated PIDs a script wrote to path.
+func readPIDs(t *testing.T, path string) []int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("pid file %s: %v", path, err)
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
