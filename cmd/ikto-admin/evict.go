@@ -80,7 +80,7 @@ func hostName(r peer.Record) string {
 	if r.Name == "" {
 		return "(unnamed)"
 	}
-	return r.Name
+	return dash(r.Name)
 }
 
 func describe(h store.Holder) string {

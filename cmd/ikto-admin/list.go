@@ -9,8 +9,10 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -269,9 +271,16 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// dash is s for a table cell: "-" when empty, and, because records are
+// written by anyone with bucket access, with control characters (terminal
+// escapes, newlines, tabs that would break the columns) shown quoted as Go
+// escapes instead of reaching the operator's terminal.
 func dash(s string) string {
 	if s == "" {
 		return "-"
+	}
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
 	}
 	return s
 }

@@ -551,3 +551,21 @@ func TestAgo(t *testing.T) {
 		}
 	}
 }
+
+// Record names come from anyone with bucket access: control characters must
+// not reach the operator's terminal raw.
+func TestDashQuotesControlCharacters(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", "-"},
+		{"host-a", "host-a"},
+		{"häst ünïcode", "häst ünïcode"},
+		{"evil\x1b[2Jname", `"evil\x1b[2Jname"`},
+		{"two\nlines", `"two\nlines"`},
+		{"tab\tbed", `"tab\tbed"`},
+	}
+	for _, tt := range tests {
+		if got := dash(tt.in); got != tt.want {
+			t.Errorf("dash(%q) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}
