@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -31,6 +32,20 @@ type NATSOptions struct {
 	// StoreDir is the JetStream directory (a temp dir), kept across
 	// restarts so the bucket survives them.
 	StoreDir string
+	// ServerName names the server; empty is "ikto-test". The servers of
+	// a cluster need distinct names.
+	ServerName string
+	// Cluster, when its Name is set, makes the server a member of a
+	// JetStream cluster; NewCluster fills it in.
+	Cluster ClusterMember
+}
+
+// ClusterMember is one server's part of a cluster: its route port and the
+// route address of every member (itself included, which the server skips).
+type ClusterMember struct {
+	Name   string
+	Port   int
+	Routes []netip.AddrPort
 }
 
 // NATS is an embedded nats-server with JetStream that can be stopped and
@@ -89,15 +104,7 @@ func (n *NATS) Start() error {
 	if n.srv != nil && n.srv.Running() {
 		return nil
 	}
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "ikto-test",
-		Host:       n.opts.Host.String(),
-		Port:       n.opts.Port,
-		JetStream:  true,
-		StoreDir:   n.opts.StoreDir,
-		NoLog:      true,
-		NoSigs:     true,
-	})
+	srv, err := server.NewServer(n.serverOptions())
 	if err != nil {
 		return fmt.Errorf("nats %s: %w", n.Addr(), err)
 	}
@@ -108,6 +115,28 @@ func (n *NATS) Start() error {
 	}
 	n.srv = srv
 	return nil
+}
+
+func (n *NATS) serverOptions() *server.Options {
+	o := &server.Options{
+		ServerName: n.opts.ServerName,
+		Host:       n.opts.Host.String(),
+		Port:       n.opts.Port,
+		JetStream:  true,
+		StoreDir:   n.opts.StoreDir,
+		NoLog:      true,
+		NoSigs:     true,
+	}
+	if o.ServerName == "" {
+		o.ServerName = "ikto-test"
+	}
+	if c := n.opts.Cluster; c.Name != "" {
+		o.Cluster = server.ClusterOpts{Name: c.Name, Host: n.opts.Host.String(), Port: c.Port}
+		for _, r := range c.Routes {
+			o.Routes = append(o.Routes, &url.URL{Scheme: "nats-route", Host: r.String()})
+		}
+	}
+	return o
 }
 
 // Shutdown stops the server and waits until it is gone. Clients see the
@@ -146,26 +175,56 @@ func (n *NATS) URL() string {
 	return "nats://" + net.JoinHostPort(n.opts.Host.String(), strconv.Itoa(n.opts.Port))
 }
 
+// Name is the server's name.
+func (n *NATS) Name() string { return n.serverOptions().ServerName }
+
+// jetStreamState reports whether the server is running, leads its
+// cluster's JetStream meta group, and is current with it (a single running
+// server is all three).
+func (n *NATS) jetStreamState() (running, leader, current bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.srv == nil || !n.srv.Running() {
+		return false, false, false
+	}
+	if n.opts.Cluster.Name == "" {
+		return true, true, true
+	}
+	return true, n.srv.JetStreamIsLeader(), n.srv.JetStreamIsCurrent()
+}
+
 // Bucket is a test's own handle on the agents' KV bucket.
 type Bucket struct {
 	jetstream.KeyValue
 	Conn *nats.Conn
 }
 
-// OpenBucket connects to url and opens bucket, creating it (with default
-// settings) when it does not exist yet.
-func OpenBucket(ctx context.Context, url, bucket string) (*Bucket, error) {
-	nc, err := nats.Connect(url, nats.Name("ikto-harness"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+// OpenBucket connects to natsURL (one server, or several comma-separated) and
+// opens bucket, creating it (with default settings) when it does not exist
+// yet.
+func OpenBucket(ctx context.Context, natsURL, bucket string) (*Bucket, error) {
+	return openBucket(ctx, natsURL, bucket, true)
+}
+
+// OpenExistingBucket is OpenBucket for a bucket the agents create (with
+// their nats_kv_replicas): it fails with jetstream.ErrBucketNotFound instead
+// of creating it.
+func OpenExistingBucket(ctx context.Context, natsURL, bucket string) (*Bucket, error) {
+	return openBucket(ctx, natsURL, bucket, false)
+}
+
+func openBucket(ctx context.Context, natsURL, bucket string, create bool) (*Bucket, error) {
+	nc, err := nats.Connect(natsURL, nats.Name("ikto-harness"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+		return nil, fmt.Errorf("connect to nats %s: %w", natsURL, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("jetstream on %s: %w", url, err)
+		return nil, fmt.Errorf("jetstream on %s: %w", natsURL, err)
 	}
 	kv, err := js.KeyValue(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
+	if create && errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket})
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			kv, err = js.KeyValue(ctx, bucket) // an agent made it meanwhile
@@ -173,9 +232,22 @@ func OpenBucket(ctx context.Context, url, bucket string) (*Bucket, error) {
 	}
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("open bucket %s on %s: %w", bucket, url, err)
+		return nil, fmt.Errorf("open bucket %s on %s: %w", bucket, natsURL, err)
 	}
 	return &Bucket{KeyValue: kv, Conn: nc}, nil
+}
+
+// Replicas is the number of replicas the bucket's stream has.
+func (b *Bucket) Replicas(ctx context.Context) (int, error) {
+	st, err := b.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("status of bucket %s: %w", b.Bucket(), err)
+	}
+	js, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return 0, fmt.Errorf("status of bucket %s: unexpected type %T", b.Bucket(), st)
+	}
+	return js.StreamInfo().Config.Replicas, nil
 }
 
 // Close closes the connection.

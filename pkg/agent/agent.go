@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -25,6 +26,8 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/metrics"
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/reconcile"
+	"github.com/ikto-mesh/ikto/pkg/state"
 	"github.com/ikto-mesh/ikto/pkg/store"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
@@ -68,6 +71,15 @@ type Agent struct {
 	metrics     *metrics.Agent
 	reconnected chan struct{} // kicks the watcher to re-snapshot
 	published   atomic.Pointer[snapshot]
+
+	// saver keeps the last accepted mesh in state_dir; nil without one.
+	saver *state.Saver
+	// saved is the accepted set (key → revision) last offered to saver,
+	// so a pass that changed nothing writes nothing. Owned by the loop.
+	saved map[string]uint64
+	// restored is set when the device was opened from the snapshot before
+	// the claim: a claim that then fails must take the peers back off.
+	restored bool
 }
 
 // Run is the whole life of an agent. It returns nil after ctx is cancelled
@@ -110,6 +122,9 @@ func newAgent(cfg *config.Config, opt Options) (*Agent, error) {
 		WGPort:           cfg.WGPort,
 	}
 	a.published.Store(&snapshot{})
+	if cfg.StateDir != "" {
+		a.saver = state.NewSaver(state.Path(cfg.StateDir, cfg.WGDevName), a.log)
+	}
 	return a, nil
 }
 
@@ -126,28 +141,49 @@ func (a *Agent) run(ctx context.Context) error {
 		defer sock.Close()
 	}
 
+	// The data plane before the control plane: NATS may not answer for a
+	// long while, and the other hosts still hold our claim and send to us.
+	if err := a.restore(); err != nil {
+		return err
+	}
+	defer a.closeDevice()
+
 	if err := a.connect(ctx); err != nil {
 		return err
 	}
 	defer a.nc.Close()
 
+	if err := a.join(ctx); err != nil {
+		return err
+	}
+	return a.serve(ctx, sock)
+}
+
+// join opens the bucket, claims the prefix and opens the device (unless the
+// snapshot already did), retrying while NATS is unreachable.
+func (a *Agent) join(ctx context.Context) error {
 	if err := a.openBucket(ctx); err != nil {
 		return err
 	}
 	rev, err := a.claim(ctx)
 	if err != nil {
+		a.lostClaim(err)
 		return err
 	}
 	a.log.Info("claimed prefix", "prefix", a.prefix, "key", peer.Key(a.prefix), "revision", rev)
-
-	if err := a.openDevice(); err != nil {
-		return err
+	if a.dev == nil {
+		return a.openDevice()
 	}
-	defer a.dev.Close()
+	return nil
+}
 
+// serve runs the long-lived parts until ctx ends or one of them fails.
+func (a *Agent) serve(ctx context.Context, sock net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
 	batches := make(chan store.Batch, 16)
-	w := &store.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected}
+	// The watch is probed once per resync: drift of the watch itself (a
+	// consumer lost with a cluster member) is repaired like the device's.
+	w := &store.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected, Probe: a.cfg.Resync(), Connected: a.connected}
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
 	g.Go(func() error { return a.loop(gctx, batches) })
 	g.Go(func() error { return a.heartbeat(gctx) })
@@ -155,7 +191,10 @@ func (a *Agent) run(ctx context.Context) error {
 	if sock != nil {
 		g.Go(func() error { return api.Serve(gctx, sock, a.routes()) })
 	}
-	err = g.Wait()
+	if a.saver != nil {
+		g.Go(func() error { return a.saver.Run(gctx) })
+	}
+	err := g.Wait()
 	if err == nil && ctx.Err() != nil {
 		a.log.Info("stopping; the claim stays in the bucket", "prefix", a.prefix)
 	}
@@ -177,6 +216,102 @@ func (a *Agent) openDevice() error {
 	a.dev = dev
 	a.log.Info("device ready", "device", dev.Name(), "backend", dev.Backend(), "address", dc.Address, "port", dc.ListenPort)
 	return nil
+}
+
+func (a *Agent) closeDevice() {
+	if a.dev != nil {
+		a.dev.Close()
+	}
+}
+
+// identity is what this agent's snapshot is bound to.
+func (a *Agent) identity() state.Identity {
+	return state.Identity{
+		Device:    a.cfg.WGDevName,
+		PublicKey: a.key.PublicKey(),
+		Prefix:    a.prefix,
+		Rules:     peer.Rules{Mesh: a.cfg.Mesh(), Bits: a.cfg.SubnetPrefix},
+	}
+}
+
+// restore opens the device and puts back the peers of the snapshot in
+// state_dir, before NATS is asked anything, when there is a snapshot written
+// for this device, key, prefix and mesh whose every record still passes the
+// rules. It only adds peers: any the device already has (a kernel device that
+// outlived the agent) stay as they are until the bucket says otherwise, so a
+// restart never takes a working peer away. A missing, foreign or corrupt
+// snapshot is logged and ignored; only failing to open the device is an error.
+func (a *Agent) restore() error {
+	if a.saver == nil {
+		return nil
+	}
+	path := a.saver.Path()
+	snap, err := state.Load(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	var peers map[wgtypes.Key]peer.Accepted
+	if err == nil {
+		peers, err = snap.Peers(a.identity())
+	}
+	if err != nil {
+		a.log.Warn("not restoring the mesh snapshot; the device waits for NATS", "path", path, "err", err)
+		return nil
+	}
+	if err := a.openDevice(); err != nil {
+		return err
+	}
+	a.restored = true
+	added, err := a.addMissing(peers)
+	if err != nil {
+		a.log.Error("restore the mesh snapshot failed; the device waits for NATS", "path", path, "device", a.dev.Name(), "err", err)
+		return nil
+	}
+	a.log.Info("restored the mesh from the snapshot until NATS answers", "path", path, "saved_at", snap.SavedAt,
+		"peers", len(peers), "added", added)
+	return nil
+}
+
+// addMissing configures the peers the device lacks, in one call.
+func (a *Agent) addMissing(peers map[wgtypes.Key]peer.Accepted) (int, error) {
+	have, err := a.dev.Peers()
+	if err != nil {
+		return 0, fmt.Errorf("read peers of %s: %w", a.dev.Name(), err)
+	}
+	adds := reconcile.Plan{Add: reconcile.PlanPeers(a.desired(peers), reconcile.FromDevice(have)).Add}
+	if err := a.dev.ConfigurePeers(adds.PeerConfigs()); err != nil {
+		return 0, fmt.Errorf("configure %d peers on %s: %w", len(adds.Add), a.dev.Name(), err)
+	}
+	return len(adds.Add), nil
+}
+
+// lostClaim cleans up after a claim that failed for good. A host whose
+// prefix is held by another key, or whose key is revoked, takes off the peers
+// it restored and forgets its snapshot: it is no longer part of that mesh.
+// Any other failure (a stop, a permission error) leaves the device as it is.
+func (a *Agent) lostClaim(err error) {
+	if !errors.Is(err, store.ErrAddressInUse) && !errors.Is(err, ErrEvicted) {
+		return
+	}
+	a.discardSnapshot()
+	if !a.restored {
+		return
+	}
+	res, rerr := reconcile.New(a.dev).Apply(nil, true)
+	if rerr != nil {
+		a.log.Error("remove the restored peers failed", "device", a.dev.Name(), "err", rerr)
+		return
+	}
+	a.log.Info("removed the peers restored from the snapshot", "device", a.dev.Name(), "removed", len(res.Plan.Remove))
+}
+
+func (a *Agent) discardSnapshot() {
+	if a.saver == nil {
+		return
+	}
+	if err := a.saver.Discard(); err != nil {
+		a.log.Warn("remove the mesh snapshot failed", "err", err)
+	}
 }
 
 func ignoreCanceled(err error) error {

@@ -210,13 +210,15 @@ func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	// The heartbeat goes to the live bucket, never the peers bucket.
+	// The heartbeat goes to the live bucket, never the peers bucket. The
+	// agent creates that bucket with its first beat, which runs beside the
+	// loop: it may not exist yet.
 	_, js := natstest.Connect(t, s.ClientURL())
-	live, err := store.OpenLiveBucket(context.Background(), js, "ikto-test", false, 0)
-	if err != nil {
-		t.Fatalf("live bucket: %v", err)
-	}
 	eventually(t, "heartbeat", func() bool {
+		live, err := store.OpenLiveBucket(context.Background(), js, "ikto-test", false, 0)
+		if err != nil {
+			return false
+		}
 		hbs, err := store.Heartbeats(context.Background(), live)
 		hb, ok := hbs[netip.MustParsePrefix("fd10:1::/48")]
 		return err == nil && ok && hb.Name == h.cfg.Name && time.Since(hb.At) < time.Minute

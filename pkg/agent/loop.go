@@ -110,7 +110,7 @@ func (a *Agent) pass(table *peer.Table, rec *reconcile.Reconciler, refresh bool,
 		return fmt.Errorf("%s is now held by %q (public key %s): %w", a.prefix, view.Self.Name, view.Self.PublicKey, ErrTakenOver)
 	}
 
-	desired := a.desired(view)
+	desired := a.desired(view.Peers)
 	a.metrics.PeersDesired.Set(float64(len(desired)))
 	res, err := rec.Apply(desired, refresh)
 	a.metrics.ReconcileDuration.Observe(res.Duration.Seconds())
@@ -125,15 +125,16 @@ func (a *Agent) pass(table *peer.Table, rec *reconcile.Reconciler, refresh bool,
 		a.metrics.PeerChanges.WithLabelValues("remove").Add(float64(len(res.Plan.Remove)))
 		a.logPlan(res, view, a.published.Load().view)
 		a.notifyHooks(view)
+		a.saveSnapshot(view.Peers)
 	}
 	a.published.Store(&snapshot{view: view, synced: true, lastReconcile: time.Now()})
 	return nil
 }
 
-func (a *Agent) desired(view peer.View) map[wgtypes.Key]reconcile.Spec {
+func (a *Agent) desired(peers map[wgtypes.Key]peer.Accepted) map[wgtypes.Key]reconcile.Spec {
 	ka := time.Duration(a.cfg.PersistentKeepalive) * time.Second
-	out := make(map[wgtypes.Key]reconcile.Spec, len(view.Peers))
-	for k, p := range view.Peers {
+	out := make(map[wgtypes.Key]reconcile.Spec, len(peers))
+	for k, p := range peers {
 		out[k] = reconcile.Spec{PublicKey: k, Endpoint: p.Endpoint, AllowedIPs: []netip.Prefix{p.Prefix}, Keepalive: ka}
 	}
 	return out
@@ -146,7 +147,39 @@ func (a *Agent) evict(rec *reconcile.Reconciler, view peer.View, why string) err
 	return fmt.Errorf("%w: %s", ErrEvicted, why)
 }
 
+// saveSnapshot hands the accepted set to the snapshot writer when it differs
+// from the last one handed over (by key and revision): a resync or a record
+// that changed nothing costs no write. The device was just configured with
+// these peers, so the snapshot never runs ahead of it.
+func (a *Agent) saveSnapshot(peers map[wgtypes.Key]peer.Accepted) {
+	if a.saver == nil || sameRevisions(a.saved, peers) {
+		return
+	}
+	a.saved = make(map[string]uint64, len(peers))
+	list := make([]peer.Accepted, 0, len(peers))
+	for _, p := range peers {
+		a.saved[p.Key] = p.Revision
+		list = append(list, p)
+	}
+	a.saver.Offer(a.identity(), list)
+}
+
+func sameRevisions(saved map[string]uint64, peers map[wgtypes.Key]peer.Accepted) bool {
+	if saved == nil || len(saved) != len(peers) {
+		return false
+	}
+	for _, p := range peers {
+		if rev, ok := saved[p.Key]; !ok || rev != p.Revision {
+			return false
+		}
+	}
+	return true
+}
+
+// removeAll takes every peer off the device and forgets the snapshot: this
+// host is out of the mesh, and a restart must not bring the mesh back.
 func (a *Agent) removeAll(rec *reconcile.Reconciler) {
+	a.discardSnapshot()
 	res, err := rec.Apply(nil, true)
 	if err != nil {
 		a.log.Error("remove peers failed", "device", a.dev.Name(), "err", err)

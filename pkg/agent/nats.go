@@ -89,10 +89,12 @@ func (a *Agent) openBucket(ctx context.Context) error {
 	}
 	return retry(ctx, a.log, "open bucket "+a.cfg.NATSKV, func(ctx context.Context) error {
 		kv, err := store.OpenBucket(ctx, js, a.cfg.NATSKV, true, a.cfg.NATSKVReplicas)
-		if err != nil {
-			if isPermission(err) {
-				return permanentError{fmt.Errorf("%w; check the permissions of nats_creds", err)}
-			}
+		switch {
+		case isPermission(err):
+			return permanentError{fmt.Errorf("%w; check the permissions of nats_creds", err)}
+		case errors.Is(err, store.ErrReplicasNotSupported):
+			return permanentError{err}
+		case err != nil:
 			return err
 		}
 		a.kv = kv

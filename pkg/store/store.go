@@ -36,8 +36,18 @@ func (e *InUseError) Is(target error) bool { return target == ErrAddressInUse }
 // the caller may not create it.
 var ErrBucketMissing = errors.New("bucket does not exist")
 
+// ErrReplicasNotSupported is returned by OpenBucket when it was asked for a
+// replicated bucket on a server that is not part of a JetStream cluster: a
+// configuration error that retrying cannot fix.
+var ErrReplicasNotSupported = errors.New("the NATS server is not a JetStream cluster")
+
+// jsErrReplicasNotSupported is nats-server's "replicas > 1 not supported in
+// non-clustered mode"; nats.go has no constant for it.
+const jsErrReplicasNotSupported jetstream.ErrorCode = 10074
+
 // OpenBucket binds to the bucket name, creating it with the given number of
-// replicas (0 = 1) when it is missing and create is set.
+// replicas (0 = 1) when it is missing and create is set. An existing bucket is
+// used as it is, whatever its replicas.
 func OpenBucket(ctx context.Context, js jetstream.JetStream, name string, create bool, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, name)
 	if err == nil {
@@ -61,6 +71,11 @@ func OpenBucket(ctx context.Context, js jetstream.JetStream, name string, create
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		// Another agent created it between our two calls.
 		return js.KeyValue(ctx, name)
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrReplicasNotSupported {
+		return nil, fmt.Errorf("create bucket %s with nats_kv_replicas %d: %w; set nats_kv_replicas to 1, or list the cluster's servers in nats_url",
+			name, replicas, ErrReplicasNotSupported)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create bucket %s (replicas %d): %w", name, replicas, err)
@@ -122,10 +137,13 @@ func decodeHolder(v []byte) (peer.Record, error) {
 	return r, err
 }
 
-// isWrongRevision reports a compare-and-set that lost: the key moved on.
+// isWrongRevision reports a compare-and-set that lost: the key moved on. A
+// replicated bucket (nats_kv_replicas > 1) answers with its own code for the
+// same thing.
 func isWrongRevision(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Delete removes key if it is still at revision rev (compare-and-set).

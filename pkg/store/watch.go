@@ -38,6 +38,22 @@ type Watcher struct {
 	Restart <-chan struct{}
 	// Backoff bounds the delay between failed attempts (default 100ms..5s).
 	MinBackoff, MaxBackoff time.Duration
+	// Probe, when set, is how often a running watch is checked against the
+	// bucket's stream (one stream-info request). On a cluster, the watch's
+	// consumer lives on one member; when that member goes away while our
+	// own connection stays up, nats.go notices only after missed
+	// heartbeats and a retry (10 to 30 s). A watch that has still not
+	// delivered, one probe later, a revision the stream already held is
+	// dropped and the bucket re-read.
+	Probe time.Duration
+	// Connected, when set, says whether probing makes sense right now; the
+	// agent passes its connection state, so an outage sends no requests.
+	Connected func() bool
+
+	// stallRestart is the stream sequence the last stall restart was for:
+	// a sequence the watch can never deliver (a message removed outside
+	// the KV API) must not cause a restart every probe.
+	stallRestart uint64
 }
 
 // Run sends a Snapshot batch each time it (re)subscribes and then update
@@ -48,11 +64,15 @@ type Watcher struct {
 func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
 	backoff := w.minBackoff()
 	for {
+		start := time.Now()
 		ok := w.watchOnce(ctx, out)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if ok {
+		// Only a watch that delivered its snapshot and then lived a while
+		// resets the backoff: one that ends right after each snapshot
+		// would otherwise re-read the whole bucket ten times a second.
+		if ok && time.Since(start) >= w.maxBackoff() {
 			backoff = w.minBackoff()
 		}
 		delay := backoff/2 + rand.N(backoff/2+1)
@@ -78,69 +98,175 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- Batch) bool {
 		w.Log.Warn("watch bucket failed; retrying", "bucket", w.KV.Bucket(), "err", err)
 		return false
 	}
-	defer kw.Stop()
+	// One watch at a time: this one ends before the next is made.
+	defer stopWatch(kw)
 	updates := kw.Updates()
 
-	snap := Batch{Snapshot: true}
-	for snapDone := false; !snapDone; {
+	snap, seen, ok := w.readSnapshot(ctx, updates)
+	if !ok {
+		return false
+	}
+	if send(ctx, out, snap) {
+		w.follow(ctx, out, updates, seen)
+	}
+	return true
+}
+
+// readSnapshot collects the watch's initial values up to nats.go's nil
+// marker. seen is the highest revision delivered, deletions included.
+func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.KeyValueEntry) (snap Batch, seen uint64, ok bool) {
+	snap.Snapshot = true
+	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return snap, seen, false
 		case <-w.Restart:
-			return false
+			return snap, seen, false
 		case e, open := <-updates:
 			if !open {
 				w.Log.Warn("watch closed during snapshot; retrying", "bucket", w.KV.Bucket())
-				return false
+				return snap, seen, false
 			}
 			if e == nil {
-				snapDone = true
-				break
+				return snap, seen, true
 			}
-			if ent := toEntry(e); !ent.Deleted {
+			ent := toEntry(e)
+			seen = max(seen, ent.Revision)
+			if !ent.Deleted {
 				snap.Entries = append(snap.Entries, ent)
 			}
 		}
 	}
-	if !send(ctx, out, snap) {
-		return true
+}
+
+// follow sends update batches until the watch should end: ctx is done, a
+// Restart kick, the channel closed, or a probe found the watch stalled.
+func (w *Watcher) follow(ctx context.Context, out chan<- Batch, updates <-chan jetstream.KeyValueEntry, seen uint64) {
+	var probe <-chan time.Time
+	if w.Probe > 0 {
+		t := time.NewTicker(w.Probe)
+		defer t.Stop()
+		probe = t.C
 	}
+	var (
+		suspect  uint64 // a sequence the stream held at the last probe, beyond seen
+		progress bool   // entries arrived since the last probe
+	)
 	for {
 		select {
 		case <-ctx.Done():
-			return true
+			return
 		case <-w.Restart:
 			w.Log.Info("re-reading bucket after reconnect", "bucket", w.KV.Bucket())
-			return true
+			return
+		case <-probe:
+			if w.stalled(ctx, seen, progress, &suspect) {
+				return
+			}
+			progress = false
 		case e, open := <-updates:
 			if !open {
 				w.Log.Warn("watch closed; re-subscribing", "bucket", w.KV.Bucket())
-				return true
+				return
 			}
 			if e == nil {
 				continue
 			}
-			b := Batch{Entries: []Entry{toEntry(e)}}
-			// Take whatever else is already queued: a burst becomes one batch.
-		drain:
-			for len(b.Entries) < maxBatch {
-				select {
-				case e, open := <-updates:
-					if !open {
-						break drain
-					}
-					if e != nil {
-						b.Entries = append(b.Entries, toEntry(e))
-					}
-				default:
-					break drain
-				}
+			b := nextBatch(e, updates)
+			progress = true
+			for _, ent := range b.Entries {
+				seen = max(seen, ent.Revision)
 			}
 			if !send(ctx, out, b) {
-				return true
+				return
 			}
 		}
 	}
+}
+
+// nextBatch is e plus whatever else is already queued: a burst becomes one
+// batch.
+func nextBatch(e jetstream.KeyValueEntry, updates <-chan jetstream.KeyValueEntry) Batch {
+	b := Batch{Entries: []Entry{toEntry(e)}}
+	for len(b.Entries) < maxBatch {
+		select {
+		case e, open := <-updates:
+			if !open {
+				return b
+			}
+			if e != nil {
+				b.Entries = append(b.Entries, toEntry(e))
+			}
+		default:
+			return b
+		}
+	}
+	return b
+}
+
+// probeTimeout bounds one stream-info request of a probe.
+const probeTimeout = 5 * time.Second
+
+// stalled is one probe. The watch is stalled when a sequence the stream held
+// at the previous probe is still beyond what the watch delivered, and nothing
+// at all arrived in between: a whole probe period for an update that
+// normally arrives in milliseconds. (A watch that delivers, only slowly, is
+// busy, not lost.)
+func (w *Watcher) stalled(ctx context.Context, seen uint64, progress bool, suspect *uint64) bool {
+	if w.Connected != nil && !w.Connected() {
+		*suspect = 0 // the reconnect kick re-reads the bucket anyway
+		return false
+	}
+	if *suspect > seen && !progress && *suspect != w.stallRestart {
+		w.Log.Warn("watch fell behind the bucket (its consumer is gone); re-reading it",
+			"bucket", w.KV.Bucket(), "delivered", seen, "stream_sequence", *suspect)
+		w.stallRestart = *suspect
+		return true
+	}
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	st, err := w.KV.Status(pctx)
+	if err != nil {
+		return false // NATS trouble is the connection's to report
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return false
+	}
+	*suspect = 0
+	if last := bs.StreamInfo().State.LastSeq; last > seen {
+		*suspect = last
+	}
+	return false
+}
+
+// drainTimeout bounds how long an abandoned watch is read after Stop.
+const drainTimeout = time.Minute
+
+// stopWatch ends a watch and reads what nats.go still delivers to it until it
+// closes the channel. nats.go's delivery goroutine blocks on a full updates
+// channel; without a reader it would stay blocked, holding the watch's
+// buffered messages, for the life of the process, once per abandoned watch.
+func stopWatch(kw jetstream.KeyWatcher) {
+	updates := kw.Updates()
+	go func() {
+		timeout := time.NewTimer(drainTimeout)
+		defer timeout.Stop()
+		for {
+			select {
+			case _, open := <-updates:
+				if !open {
+					return
+				}
+			case <-timeout.C:
+				return
+			}
+		}
+	}()
+	// Stop also deletes the consumer on the server; with the connection
+	// down that fails, and the server drops the consumer once it sees no
+	// interest.
+	_ = kw.Stop()
 }
 
 func send(ctx context.Context, out chan<- Batch, b Batch) bool {

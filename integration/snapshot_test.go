@@ -1,0 +1,89 @@
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/pkg/config"
+)
+
+// An agent restarted while NATS is down brings its userspace device back
+// with its peers from the snapshot in state_dir, and traffic flows before
+// NATS returns; then it claims, syncs, and follows later changes.
+func TestRestartWhileNATSIsDown(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo", "charlie")
+	withState := func(h *harness.Host) config.Config {
+		cfg := m.config(h)
+		cfg.StateDir = filepath.Join(h.Dir, "state")
+		return cfg
+	}
+	for _, h := range hosts {
+		m.startWith(h, withState(h))
+	}
+	m.waitConverged(hosts)
+	bravo := hosts[1]
+	snapshot := filepath.Join(bravo.Dir, "state", bravo.DevName+".json")
+	harnesstest.WaitFor(t, convergeTimeout, "bravo's snapshot", func(context.Context) error {
+		st, err := os.Stat(snapshot)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm() != 0o600 {
+			return harness.Permanent(errors.New("snapshot mode is " + st.Mode().String() + ", want -rw-------"))
+		}
+		return nil
+	})
+
+	m.nats.Shutdown()
+	old := m.agents[bravo.Name]
+	if err := old.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, old); code != 0 {
+		t.Fatalf("bravo's agent exited %d on SIGTERM, want 0", code)
+	}
+	// Its userspace device went with it: what comes back is the snapshot's.
+	if _, err := harness.DeviceView(bravo.DevName); err == nil {
+		t.Fatal("bravo's device outlived its agent")
+	}
+
+	restarted := time.Now()
+	a := m.startWith(bravo, withState(bravo))
+	harnesstest.WaitFor(t, convergeTimeout, "bravo's peers restored while NATS is down", func(context.Context) error {
+		if err := m.exitedEarly(hosts); err != nil {
+			return err
+		}
+		return harness.CheckDevice(bravo, hosts)
+	})
+	t.Logf("bravo's device had its peers back %s after its agent started, NATS down", time.Since(restarted).Round(time.Millisecond))
+	m.pingAll(hosts)
+	t.Logf("all pairs ping %s after bravo's agent started, NATS down", time.Since(restarted).Round(time.Millisecond))
+	if m.nats.Running() {
+		t.Fatal("NATS is running: the restore proved nothing")
+	}
+	if !strings.Contains(a.Logs(), "restored the mesh from the snapshot") {
+		t.Errorf("bravo's agent does not say it restored its mesh:\n%s", a.LogTail(20))
+	}
+
+	if err := m.nats.Start(); err != nil {
+		t.Fatal(err)
+	}
+	delta := m.addHosts("delta")[0]
+	m.startWith(delta, withState(delta))
+	hosts = append(hosts, delta)
+	m.waitConverged(hosts)
+	m.pingAll(hosts)
+	harnesstest.WaitFor(t, convergeTimeout, "bravo's status after NATS returned", func(ctx context.Context) error {
+		return checkStatus(ctx, bravo, len(hosts)-1)
+	})
+}

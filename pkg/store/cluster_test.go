@@ -1,0 +1,164 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// startCluster runs a 3-server JetStream cluster on 127.0.0.1 with random
+// ports and temporary stores, and returns its client URLs.
+func startCluster(t *testing.T) string {
+	t.Helper()
+	const size = 3
+	var routes []string
+	ports := make([]int, size)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i]))
+	}
+	var urls []string
+	servers := make([]*server.Server, size)
+	for i := range servers {
+		s, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("s%d", i), Host: "127.0.0.1", Port: -1,
+			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+			Cluster: server.ClusterOpts{Name: "ikto-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Start()
+		t.Cleanup(s.Shutdown)
+		servers[i] = s
+	}
+	for _, s := range servers {
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("cluster server not ready in 10s")
+		}
+		urls = append(urls, s.ClientURL())
+	}
+	return strings.Join(urls, ",")
+}
+
+// openReplicated creates the R3 bucket, retrying while the cluster elects
+// its leaders.
+func openReplicated(t *testing.T, url string) jetstream.KeyValue {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		kv, err := OpenBucket(ctx, js, "ikto-test", true, 3)
+		cancel()
+		if err == nil {
+			st, err := kv.Status(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas; r != 3 {
+				t.Fatalf("bucket has %d replicas, want 3", r)
+			}
+			return kv
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("create R3 bucket: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// On a replicated bucket a lost compare-and-set has its own error code; the
+// claim must still see it as "someone else wrote first", never as a failure.
+func TestClaimOnAReplicatedBucket(t *testing.T) {
+	kv := openReplicated(t, startCluster(t))
+	ctx := context.Background()
+	const racers = 8
+
+	// Different keys racing for one prefix: exactly one wins.
+	var recs []peer.Record
+	for i := range racers {
+		recs = append(recs, newRecord(t, fmt.Sprint("racer-", i), "fd10:1::/48"))
+	}
+	errs := race(racers, func(i int) error { _, err := Claim(ctx, kv, recs[i]); return err })
+	var won, inUse int
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case errors.Is(err, ErrAddressInUse):
+			inUse++
+		default:
+			t.Errorf("claim: %v", err)
+		}
+	}
+	if won != 1 || inUse != racers-1 {
+		t.Fatalf("%d won and %d were told in use, want 1 and %d", won, inUse, racers-1)
+	}
+
+	// One key refreshing its claim from a few places at once (an agent and
+	// its restarted self): every Update that loses retries and wins. (Each
+	// round of the race has one winner, so the racers stay well below the
+	// claim's bound on rounds.)
+	same := newRecord(t, "alpha", "fd10:2::/48")
+	for i, err := range race(3, func(int) error { _, err := Claim(ctx, kv, same); return err }) {
+		if err != nil {
+			t.Errorf("refresh %d of the same claim: %v", i, err)
+		}
+	}
+	e, err := kv.Get(ctx, peer.Key(netip.MustParsePrefix(same.AllowedIP)))
+	if err != nil || string(e.Value()) != string(same.Encode()) {
+		t.Fatalf("stored %s (%v), want alpha's record", e.Value(), err)
+	}
+
+	// The same, without a race: what the replicated bucket answers to a
+	// stale revision is what Claim and Evict take as a lost CAS.
+	_, err = kv.Update(ctx, e.Key(), same.Encode(), e.Revision()-1)
+	if !isWrongRevision(err) {
+		t.Fatalf("update at a stale revision: %v, want a wrong-revision error", err)
+	}
+	if err := Delete(ctx, kv, e.Key(), e.Revision()-1); !isWrongRevision(err) {
+		t.Fatalf("delete at a stale revision: %v, want a wrong-revision error", err)
+	}
+}
+
+// race runs f(0..n-1) at once and returns their errors.
+func race(n int, f func(i int) error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = f(i)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return errs
+}

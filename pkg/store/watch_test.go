@@ -1,0 +1,300 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// runWatcher runs w until the test ends and returns its batches.
+func runWatcher(t *testing.T, w *Watcher) <-chan Batch {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan Batch)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, out) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run = %v, want context.Canceled", err)
+		}
+	})
+	return out
+}
+
+func putRecords(t *testing.T, kv jetstream.KeyValue, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		r := newRecord(t, fmt.Sprint("h", i), fmt.Sprintf("fd10:%x::/48", i))
+		if _, err := kv.Put(context.Background(), peer.Key(netip.MustParsePrefix(r.AllowedIP)), r.Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A kick drops the watch before the next one is made, so however often the
+// agent reconnects the bucket's stream carries one consumer for it.
+func TestWatcherHoldsOneWatchAcrossRestarts(t *testing.T) {
+	s := natstest.Start(t)
+	_, js := natstest.Connect(t, s.ClientURL())
+	ctx := context.Background()
+	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putRecords(t, kv, 1, 3)
+	restart := make(chan struct{}, 1)
+	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+
+	const kicks = 20
+	for i := 0; i <= kicks; i++ {
+		if b := recv(t, out); !b.Snapshot || len(b.Entries) != 3 {
+			t.Fatalf("batch %d = %d entries, snapshot %v; want a snapshot of 3", i, len(b.Entries), b.Snapshot)
+		}
+		if n := consumers(t, js, kv.Bucket()); n != 1 {
+			t.Fatalf("after %d restarts the bucket's stream has %d consumers, want 1", i, n)
+		}
+		if i < kicks {
+			restart <- struct{}{}
+		}
+	}
+}
+
+func consumers(t *testing.T, js jetstream.JetStream, bucket string) int {
+	t.Helper()
+	st, err := js.Stream(context.Background(), "KV_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Consumers
+}
+
+// A watch abandoned while nats.go is blocked handing it updates must not
+// leave that delivery goroutine blocked for ever.
+func TestWatcherLeavesNoDeliveryBlocked(t *testing.T) {
+	kv := newBucket(t)
+	restart := make(chan struct{}, 1)
+	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	recv(t, out)
+	for round := range 4 {
+		// More updates than the watch's channel holds, not read: the
+		// delivery goroutine fills the channel and blocks; then the kick.
+		putRecords(t, kv, 1000*(round+1), 600)
+		restart <- struct{}{}
+		for b := recv(t, out); !b.Snapshot; b = recv(t, out) {
+		}
+	}
+	// Only the live watch may have a delivery in the callback; poll, since
+	// an abandoned one unblocks when the drain reaches it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := blockedDeliveries()
+		if n <= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d watch deliveries still blocked after their watches were stopped", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// blockedDeliveries counts goroutines stuck sending in a KV watch callback.
+func blockedDeliveries() int {
+	var b bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+	n := 0
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		if strings.Contains(g, "chan send") && strings.Contains(g, "WatchFiltered.func") {
+			n++
+		}
+	}
+	return n
+}
+
+// The agent kicks the watcher on every reconnect; a server restart (same
+// port, same store) then costs one fresh snapshot, and later updates flow.
+func TestWatcherFollowsAServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := natstest.StartOn(t, -1, dir)
+	port := s.Port()
+	restart := make(chan struct{}, 1)
+	kick := func(*nats.Conn) {
+		select {
+		case restart <- struct{}{}:
+		default:
+		}
+	}
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectHandler(kick))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	kv, err := OpenBucket(context.Background(), js, "ikto-test", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putRecords(t, kv, 1, 2)
+	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart})
+	if b := recv(t, out); len(b.Entries) != 2 {
+		t.Fatalf("first snapshot has %d entries, want 2", len(b.Entries))
+	}
+
+	for range 2 {
+		s.Shutdown()
+		s.WaitForShutdown()
+		s = natstest.StartOn(t, port, dir)
+		if b := recv(t, out); !b.Snapshot || len(b.Entries) != 2 {
+			t.Fatalf("after a server restart: %+v, want a snapshot of 2", b)
+		}
+	}
+	putRecords(t, kv, 3, 1)
+	if b := recv(t, out); b.Snapshot || len(b.Entries) != 1 {
+		t.Fatalf("update after the restarts = %+v, want the new record", b)
+	}
+}
+
+// countingKV counts WatchAll calls on a real bucket.
+type countingKV struct {
+	jetstream.KeyValue
+	mu    sync.Mutex
+	calls []time.Time
+}
+
+func (c *countingKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	c.mu.Lock()
+	c.calls = append(c.calls, time.Now())
+	c.mu.Unlock()
+	return c.KeyValue.WatchAll(ctx, opts...)
+}
+
+func (c *countingKV) attempts() []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]time.Time(nil), c.calls...)
+}
+
+// When nats.go gives up on a connection it closes the watch's channel; a
+// watcher that re-reads a closed channel or re-watches at once would spin.
+// This one backs off, doubling, until it is stopped.
+func TestWatcherBacksOffOnAClosedConnection(t *testing.T) {
+	s := natstest.Start(t)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	real, err := OpenBucket(context.Background(), js, "ikto-test", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := &countingKV{KeyValue: real}
+	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), MinBackoff: 20 * time.Millisecond, MaxBackoff: 160 * time.Millisecond})
+	recv(t, out)
+	nc.Close()
+
+	const want = 6
+	deadline := time.Now().Add(10 * time.Second)
+	for len(kv.attempts()) < want+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d watch attempts in 10s after the connection closed; the watcher gave up", len(kv.attempts()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Attempts 2..7 follow delays of at least 10, 20, 40, 80, 80 ms (half
+	// of each doubling backoff): a spin would make them microseconds apart.
+	calls := kv.attempts()
+	if took := calls[want].Sub(calls[1]); took < 230*time.Millisecond {
+		t.Fatalf("%d watch attempts within %s on a closed connection: not backing off", want, took)
+	}
+}
+
+// stallingKV hands out real watches, but the first one stops delivering after
+// its snapshot, as a watch does whose consumer lived on a cluster member that
+// went away while the client's own connection stayed up.
+type stallingKV struct {
+	jetstream.KeyValue
+	mu      sync.Mutex
+	watches int
+}
+
+func (s *stallingKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	kw, err := s.KeyValue.WatchAll(ctx, opts...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watches++
+	if err != nil || s.watches > 1 {
+		return kw, err
+	}
+	return newStalledWatch(kw), nil
+}
+
+// stalledWatch forwards a real watch's snapshot and nothing after it.
+type stalledWatch struct {
+	jetstream.KeyWatcher
+	out chan jetstream.KeyValueEntry
+}
+
+func newStalledWatch(kw jetstream.KeyWatcher) *stalledWatch {
+	s := &stalledWatch{KeyWatcher: kw, out: make(chan jetstream.KeyValueEntry, 256)}
+	go func() {
+		defer close(s.out)
+		for e := range kw.Updates() {
+			if e == nil {
+				s.out <- nil
+				break
+			}
+			s.out <- e
+		}
+		for range kw.Updates() { // swallow the rest until Stop closes it
+		}
+	}()
+	return s
+}
+
+func (s *stalledWatch) Updates() <-chan jetstream.KeyValueEntry { return s.out }
+
+func TestWatcherProbeRestartsAStalledWatch(t *testing.T) {
+	real := newBucket(t)
+	putRecords(t, real, 1, 2)
+	kv := &stallingKV{KeyValue: real}
+	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Probe: 50 * time.Millisecond, MinBackoff: time.Millisecond})
+	if b := recv(t, out); !b.Snapshot || len(b.Entries) != 2 {
+		t.Fatalf("first batch = %+v, want a snapshot of 2", b)
+	}
+	// The stalled watch never delivers this; only a fresh watch can.
+	putRecords(t, real, 3, 1)
+	b := recv(t, out)
+	if !b.Snapshot || len(b.Entries) != 3 {
+		t.Fatalf("after the stall = %+v, want a fresh snapshot of 3", b)
+	}
+	// The fresh watch is healthy: updates flow and the probe leaves it be.
+	putRecords(t, real, 4, 1)
+	if b := recv(t, out); b.Snapshot || len(b.Entries) != 1 {
+		t.Fatalf("update on the fresh watch = %+v, want one entry", b)
+	}
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	if kv.watches != 2 {
+		t.Fatalf("%d watches, want 2: one stalled, one fresh", kv.watches)
+	}
+}
