@@ -150,7 +150,10 @@ func runBadAgent(t *testing.T, h *harness.Host, agent, path, socket string, asNo
 	defer cancel()
 	argv := []string{"ip", "netns", "exec", h.Namespace, agent, "-c", path, "-s", socket}
 	if asNobody {
+		// The binary may sit under a directory nobody cannot enter (a
+		// checkout in /root): run a copy from a directory anyone may.
 		argv = argv[4:]
+		argv[0] = copyForNobody(t, agent)
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -168,6 +171,29 @@ func runBadAgent(t *testing.T, h *harness.Host, agent, path, socket string, asNo
 		t.Fatalf("run agent: %v", err)
 	}
 	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+// copyForNobody copies the executable at path into a fresh directory that
+// every user may enter, removed when the test ends.
+func copyForNobody(t *testing.T, path string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ikto-nobody-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, filepath.Base(path))
+	if err := os.WriteFile(dst, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }
 
 // newBadConfigFiles makes the files the cases name, in a directory that the

@@ -8,10 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -59,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix(), "device", cfg.WGDevName, "nats_url", redactURLs(cfg.URLs()))
+			log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix(), "device", cfg.WGDevName, "nats_url", cfg.RedactedURLs())
 			return agent.Run(ctx, cfg, agent.Options{
 				Socket:  socket,
 				Log:     log,
@@ -105,18 +103,3 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// redactURLs joins the servers of nats_url for the log with any password in
-// them masked: a log is read by more people than the config file.
-func redactURLs(urls []string) string {
-	out := make([]string, len(urls))
-	for i, raw := range urls {
-		out[i] = raw
-		if u, err := url.Parse(raw); err == nil {
-			if _, hasPassword := u.User.Password(); u.User != nil && !hasPassword {
-				u.User = url.User("xxxxx") // a lone user part is a token
-			}
-			out[i] = u.Redacted()
-		}
-	}
-	return strings.Join(out, ",")
-}

@@ -89,8 +89,8 @@ func TestRedactURLs(t *testing.T) {
 		{[]string{"nats://s3cret-token@a:4222"}, "nats://xxxxx@a:4222"},
 	}
 	for _, tt := range tests {
-		if got := redactURLs(tt.in); got != tt.want {
-			t.Errorf("redactURLs(%q) = %q, want %q", tt.in, got, tt.want)
+		if got := config.RedactURLs(tt.in); got != tt.want {
+			t.Errorf("RedactURLs(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }

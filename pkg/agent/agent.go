@@ -24,6 +24,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/api"
 	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/hook"
 	"github.com/ikto-mesh/ikto/pkg/metrics"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/reconcile"
@@ -80,6 +81,8 @@ type Agent struct {
 	// restored is set when the device was opened from the snapshot before
 	// the claim: a claim that then fails must take the peers back off.
 	restored bool
+	// hooks runs the hook plugins for the agent's whole life.
+	hooks *hook.Host
 }
 
 // Run is the whole life of an agent. It returns nil after ctx is cancelled
@@ -125,6 +128,7 @@ func newAgent(cfg *config.Config, opt Options) (*Agent, error) {
 	if cfg.StateDir != "" {
 		a.saver = state.NewSaver(state.Path(cfg.StateDir, cfg.WGDevName), a.log)
 	}
+	a.hooks = a.newHookHost()
 	return a, nil
 }
 
@@ -140,6 +144,17 @@ func (a *Agent) run(ctx context.Context) error {
 		sock = l
 		defer sock.Close()
 	}
+
+	// Hooks run for the agent's whole life, so that a mesh restored from
+	// the snapshot gets its routes and firewall sets while NATS is down.
+	// They stop last: each gets the final state (none, after an eviction).
+	hooksCtx, stopHooks := context.WithCancel(ctx)
+	hooksDone := make(chan struct{})
+	go func() {
+		defer close(hooksDone)
+		_ = a.runHooks(hooksCtx) // a failing hook never ends the agent
+	}()
+	defer func() { stopHooks(); <-hooksDone }()
 
 	// The data plane before the control plane: NATS may not answer for a
 	// long while, and the other hosts still hold our claim and send to us.
@@ -187,7 +202,6 @@ func (a *Agent) serve(ctx context.Context, sock net.Listener) error {
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
 	g.Go(func() error { return a.loop(gctx, batches) })
 	g.Go(func() error { return a.heartbeat(gctx) })
-	g.Go(func() error { return a.runHooks(gctx) })
 	if sock != nil {
 		g.Go(func() error { return api.Serve(gctx, sock, a.routes()) })
 	}
@@ -269,6 +283,7 @@ func (a *Agent) restore() error {
 	}
 	a.log.Info("restored the mesh from the snapshot until NATS answers", "path", path, "saved_at", snap.SavedAt,
 		"peers", len(peers), "added", added)
+	a.notifyHooks(peer.View{Peers: peers})
 	return nil
 }
 
@@ -303,6 +318,7 @@ func (a *Agent) lostClaim(err error) {
 		return
 	}
 	a.log.Info("removed the peers restored from the snapshot", "device", a.dev.Name(), "removed", len(res.Plan.Remove))
+	a.notifyHooks(peer.View{})
 }
 
 func (a *Agent) discardSnapshot() {

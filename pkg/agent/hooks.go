@@ -3,26 +3,11 @@ package agent
 import (
 	"context"
 	"net/netip"
-	"sync"
 
 	"github.com/ikto-mesh/ikto/pkg/hook"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 )
-
-// hookHosts holds each running Agent's hook host. Stopgap until Agent has a
-// `hooks *hook.Host` field set in newAgent (agent.go is not this file's to
-// change): runHooks and notifyHooks start concurrently, and both need the
-// same host, whichever comes first.
-var hookHosts sync.Map // *Agent → *hook.Host
-
-func (a *Agent) hookHost() *hook.Host {
-	if h, ok := hookHosts.Load(a); ok {
-		return h.(*hook.Host)
-	}
-	h, _ := hookHosts.LoadOrStore(a, a.newHookHost())
-	return h.(*hook.Host)
-}
 
 // newHookHost prepares (but does not start) the configured hooks.
 func (a *Agent) newHookHost() *hook.Host {
@@ -53,8 +38,7 @@ func (a *Agent) newHookHost() *hook.Host {
 // them (each gets the last state and Stop, and is killed after a grace
 // period). A failing hook never ends it.
 func (a *Agent) runHooks(ctx context.Context) error {
-	defer hookHosts.Delete(a)
-	return a.hookHost().Run(ctx)
+	return a.hooks.Run(ctx)
 }
 
 // notifyHooks hands the peers the device now carries to every hook. It never
@@ -67,5 +51,5 @@ func (a *Agent) notifyHooks(view peer.View) {
 	for _, p := range view.Peers {
 		peers = append(peers, sdk.Peer{Name: p.Name, PublicKey: p.PublicKey.String(), Endpoint: p.Endpoint, Prefix: p.Prefix})
 	}
-	a.hookHost().Update(sdk.SortPeers(peers))
+	a.hooks.Update(sdk.SortPeers(peers))
 }

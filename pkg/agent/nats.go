@@ -41,6 +41,21 @@ func (a *Agent) connect(ctx context.Context) error {
 			a.metrics.NATSReconnects.Inc()
 			a.kickWatch()
 		}),
+		// Asynchronous errors (a denied subject, a slow consumer) would
+		// otherwise go to nats.go's default handler on stderr, unlogged.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			a.log.Warn("NATS error", "subject", subject, "err", err)
+		}),
+		nats.ClosedHandler(func(c *nats.Conn) {
+			a.metrics.NATSConnected.Set(0)
+			if err := c.LastError(); err != nil {
+				a.log.Error("NATS connection closed for good", "err", err)
+			}
+		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			a.metrics.NATSConnected.Set(0)
 			if err == nil {
@@ -58,19 +73,40 @@ func (a *Agent) connect(ctx context.Context) error {
 	if a.cfg.NATSTLSCert != "" {
 		opts = append(opts, nats.ClientCert(a.cfg.NATSTLSCert, a.cfg.NATSTLSKey))
 	}
-	urls := strings.Join(a.cfg.URLs(), ",")
-	nc, err := nats.Connect(urls, opts...)
+	nc, err := nats.Connect(strings.Join(a.cfg.URLs(), ","), opts...)
 	if err != nil {
 		// With RetryOnFailedConnect only a bad option or URL gets here.
-		return fmt.Errorf("nats_url %s: %w", urls, err)
+		return fmt.Errorf("nats_url %s: %w", a.cfg.RedactedURLs(), err)
 	}
 	a.nc = nc
+	if err := a.closedForGood(); err != nil {
+		return err
+	}
 	if nc.IsConnected() {
 		a.metrics.NATSConnected.Set(1)
 	} else {
-		a.log.Warn("no NATS server answers yet; retrying in the background", "nats_url", urls)
+		a.log.Warn("no NATS server answers yet; retrying in the background", "nats_url", a.cfg.RedactedURLs())
 	}
 	return nil
+}
+
+// closedForGood is nil while nats.go is connected or still trying; once it
+// has closed the connection (it does that on a repeated authentication
+// failure, never for an unreachable server) it is the final error, naming
+// what to fix. Retrying would only repeat "connection closed" forever.
+func (a *Agent) closedForGood() error {
+	if !a.nc.IsClosed() {
+		return nil
+	}
+	err := a.nc.LastError()
+	if err == nil {
+		err = nats.ErrConnectionClosed
+	}
+	fix := "check the user and password in nats_url, or nats_creds"
+	if isPermission(err) {
+		fix = "check the permissions of the NATS user (see the README's least-privilege section)"
+	}
+	return fmt.Errorf("NATS at %s closed the connection: %w; %s", a.cfg.RedactedURLs(), err, fix)
 }
 
 func (a *Agent) kickWatch() {
@@ -88,7 +124,15 @@ func (a *Agent) openBucket(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	return retry(ctx, a.log, "open bucket "+a.cfg.NATSKV, func(ctx context.Context) error {
+		if err := a.closedForGood(); err != nil {
+			return permanentError{err}
+		}
 		kv, err := store.OpenBucket(ctx, js, a.cfg.NATSKV, true, a.cfg.NATSKVReplicas)
+		if err != nil && !isPermission(err) && isPermission(a.nc.LastError()) {
+			// A denied JetStream request is never answered: it looks like a
+			// timeout, and only the connection's last error tells.
+			err = fmt.Errorf("%w (%w)", err, a.nc.LastError())
+		}
 		switch {
 		case isPermission(err):
 			return permanentError{fmt.Errorf("%w; check the permissions of nats_creds", err)}
@@ -107,6 +151,9 @@ func (a *Agent) openBucket(ctx context.Context) error {
 func (a *Agent) claim(ctx context.Context) (uint64, error) {
 	var rev uint64
 	err := retry(ctx, a.log, "claim "+a.prefix.String(), func(ctx context.Context) error {
+		if err := a.closedForGood(); err != nil {
+			return permanentError{err}
+		}
 		// A revoked key must not put its record back: that would leave a
 		// claim every agent rejects.
 		if _, err := a.kv.Get(ctx, peer.RevokedKey(a.key.PublicKey())); err == nil {
@@ -115,6 +162,9 @@ func (a *Agent) claim(ctx context.Context) (uint64, error) {
 			return err
 		}
 		r, err := store.Claim(ctx, a.kv, a.self)
+		if err != nil && !isPermission(err) && isPermission(a.nc.LastError()) {
+			err = fmt.Errorf("%w (%w); check the permissions of the NATS user", err, a.nc.LastError())
+		}
 		if errors.Is(err, store.ErrAddressInUse) || isPermission(err) {
 			return permanentError{err}
 		}

@@ -250,3 +250,23 @@ func (c *Config) Resync() time.Duration {
 	}
 	return DefaultResyncInterval
 }
+
+// RedactedURLs is nats_url for logs and messages, with any password or token
+// in it masked: a log is read by more people than the config file.
+func (c *Config) RedactedURLs() string { return RedactURLs(c.URLs()) }
+
+// RedactURLs joins urls with any password in them masked; a lone user part is
+// a token and is masked too.
+func RedactURLs(urls []string) string {
+	out := make([]string, len(urls))
+	for i, raw := range urls {
+		out[i] = raw
+		if u, err := url.Parse(raw); err == nil {
+			if _, hasPassword := u.User.Password(); u.User != nil && !hasPassword {
+				u.User = url.User("xxxxx")
+			}
+			out[i] = u.Redacted()
+		}
+	}
+	return strings.Join(out, ",")
+}
