@@ -82,5 +82,23 @@ proto:
 		--go-grpc_out=. --go-grpc_opt=module=github.com/ikto-mesh/ikto/plugins/sdk \
 		ikto/hook/v1/hook.proto
 
+# make bench: the benchmark suite (integration/bench, README "Performance"):
+# propagation through 100, 1,000 and 10,000 agents, initial sync of 10,000
+# records, idle cost, a 10-host mesh in network namespaces and data-plane
+# throughput. Prints one table and writes $(BENCH_OUT); about 5 minutes.
+# Needs root, iproute2, iputils-ping, /dev/net/tun, iperf3, wireguard-go and
+# wireguard-tools. make bench-smoke runs every scenario at a size that takes
+# seconds (CI), so the benchmark code cannot rot. The bench module builds
+# on its own (GOWORK=off), like every module.
+BENCH_OUT ?= $(CURDIR)/bench/results.json
+.PHONY: bench bench-smoke bench-bin
+bench-bin: build
+	cd integration/bench && GOWORK=off $(GO) build -o $(BIN)/ikto-bench ./cmd/ikto-bench
+	cd integration/bench && GOWORK=off $(GO) build -o $(BIN)/ikto-bench-agent ./cmd/ikto-bench-agent
+bench: bench-bin
+	IKTO_BIN_DIR=$(BIN) $(BIN)/ikto-bench -o $(BENCH_OUT)
+bench-smoke: bench-bin
+	IKTO_BIN_DIR=$(BIN) $(BIN)/ikto-bench -smoke -o $(CURDIR)/bench/smoke.json
+
 clean:
 	rm -rf $(BIN)

@@ -15,13 +15,25 @@ import (
 
 // snapshot is what the loop publishes for the status handler after each pass.
 type snapshot struct {
-	view          peer.View
+	// table's View is the outcome of the last pass, built only when the
+	// status handler asks (it is the one Table method safe from there).
+	table         *peer.Table
 	synced        bool
 	lastReconcile time.Time
 }
 
+// view is the outcome of the last pass; empty before the first.
+func (s *snapshot) view() peer.View {
+	if s.table == nil {
+		return peer.View{}
+	}
+	return s.table.View()
+}
+
 // loop owns the table and the reconciler. Watch batches and the resync timer
-// only wake it; each pass recomputes the desired peers from the whole table.
+// only wake it; each pass re-decides the records that changed and hands the
+// peers that changed to the reconciler, so a watch event costs O(changes)
+// whatever the size of the mesh; a resync pass compares the whole device.
 // Nothing is applied before the first snapshot, so a restarting agent never
 // removes peers it has simply not heard about yet.
 func (a *Agent) loop(ctx context.Context, batches <-chan store.Batch) error {
@@ -94,40 +106,52 @@ func (a *Agent) applyBatch(t *peer.Table, b store.Batch) bool {
 // stop: this host was evicted or its prefix taken over. A failed device call
 // is logged and repaired by a later pass.
 func (a *Agent) pass(table *peer.Table, rec *reconcile.Reconciler, refresh bool, logged map[string]uint64) error {
-	view := table.Resolve()
-	a.logRejections(view, logged)
+	d := table.Update()
+	a.logRejections(d.Rejected, logged)
 
 	switch {
-	case view.SelfRevoked:
-		return a.evict(rec, view, "its public key "+a.self.PublicKey+" was revoked")
-	case view.SelfRejected != nil:
+	case d.SelfRevoked:
+		return a.evict(rec, "its public key "+a.self.PublicKey+" was revoked")
+	case d.SelfRejected != nil:
 		a.removeAll(rec)
-		return fmt.Errorf("the record at %s is no longer ours (%s): %w", a.prefix, view.SelfRejected.Detail, ErrTakenOver)
-	case view.Self == nil:
-		return a.evict(rec, view, "its record "+peer.Key(a.prefix)+" was deleted")
-	case view.Self.PublicKey != a.key.PublicKey():
+		return fmt.Errorf("the record at %s is no longer ours (%s): %w", a.prefix, d.SelfRejected.Detail, ErrTakenOver)
+	case d.Self == nil:
+		return a.evict(rec, "its record "+peer.Key(a.prefix)+" was deleted")
+	case d.Self.PublicKey != table.SelfKey():
 		a.removeAll(rec)
-		return fmt.Errorf("%s is now held by %q (public key %s): %w", a.prefix, view.Self.Name, view.Self.PublicKey, ErrTakenOver)
+		return fmt.Errorf("%s is now held by %q (public key %s): %w", a.prefix, d.Self.Name, d.Self.PublicKey, ErrTakenOver)
 	}
 
-	desired := a.desired(view.Peers)
-	a.metrics.PeersDesired.Set(float64(len(desired)))
-	res, err := rec.Apply(desired, refresh)
+	ka := time.Duration(a.cfg.PersistentKeepalive) * time.Second
+	for _, c := range d.Changes {
+		if c.New == nil {
+			rec.Unset(c.PublicKey)
+			continue
+		}
+		rec.Set(reconcile.Spec{PublicKey: c.PublicKey, Endpoint: c.New.Endpoint, AllowedIPs: []netip.Prefix{c.New.Prefix}, Keepalive: ka})
+	}
+	a.metrics.PeersDesired.Set(float64(d.Peers))
+	res, err := rec.Sync(refresh)
 	a.metrics.ReconcileDuration.Observe(res.Duration.Seconds())
 	if err != nil {
 		a.metrics.Reconciles.WithLabelValues("error").Inc()
 		a.log.Error("configure device failed; will retry", "device", a.dev.Name(), "err", err)
 	} else {
 		a.metrics.Reconciles.WithLabelValues("ok").Inc()
-		a.metrics.PeersConfigured.Set(float64(len(desired)))
+		a.metrics.PeersConfigured.Set(float64(rec.Len()))
 		a.metrics.PeerChanges.WithLabelValues("add").Add(float64(len(res.Plan.Add)))
 		a.metrics.PeerChanges.WithLabelValues("update").Add(float64(len(res.Plan.Update)))
 		a.metrics.PeerChanges.WithLabelValues("remove").Add(float64(len(res.Plan.Remove)))
-		a.logPlan(res, view, a.published.Load().view)
-		a.notifyHooks(view)
-		a.saveSnapshot(view.Peers)
+		a.logPlan(res, table, d)
+		// Both want every peer: the View is built only for them.
+		if len(a.cfg.Hooks) > 0 {
+			a.notifyHooks(table.View())
+		}
+		if a.saver != nil {
+			a.saveSnapshot(table.View().Peers)
+		}
 	}
-	a.published.Store(&snapshot{view: view, synced: true, lastReconcile: time.Now()})
+	a.published.Store(&snapshot{table: table, synced: true, lastReconcile: time.Now()})
 	return nil
 }
 
@@ -140,7 +164,7 @@ func (a *Agent) desired(peers map[wgtypes.Key]peer.Accepted) map[wgtypes.Key]rec
 	return out
 }
 
-func (a *Agent) evict(rec *reconcile.Reconciler, view peer.View, why string) error {
+func (a *Agent) evict(rec *reconcile.Reconciler, why string) error {
 	a.removeAll(rec)
 	a.log.Error("this host was evicted: "+why+"; every peer was removed. To rejoin, create a new key and prefix with ikto-init",
 		"prefix", a.prefix)
@@ -191,7 +215,7 @@ func (a *Agent) removeAll(rec *reconcile.Reconciler) {
 
 // logPlan logs each changed peer when there are few (the common case: a
 // join or a leave), and a summary when there are many (initial sync).
-func (a *Agent) logPlan(res reconcile.Result, view, prev peer.View) {
+func (a *Agent) logPlan(res reconcile.Result, table *peer.Table, d peer.Delta) {
 	p := res.Plan
 	n := len(p.Add) + len(p.Update) + len(p.Remove)
 	if n == 0 {
@@ -199,19 +223,19 @@ func (a *Agent) logPlan(res reconcile.Result, view, prev peer.View) {
 	}
 	if n > 8 {
 		a.log.Info("peers configured", "added", len(p.Add), "updated", len(p.Update), "removed", len(p.Remove),
-			"peers", len(view.Peers), "took", res.Duration.Round(time.Microsecond))
+			"peers", d.Peers, "took", res.Duration.Round(time.Microsecond))
 		return
 	}
 	for _, s := range p.Add {
-		r := view.Peers[s.PublicKey]
+		r, _ := table.Peer(s.PublicKey)
 		a.log.Info("peer added", "peer", r.Name, "prefix", r.Prefix, "endpoint", s.Endpoint, "key", r.Key)
 	}
 	for _, s := range p.Update {
-		r := view.Peers[s.PublicKey]
+		r, _ := table.Peer(s.PublicKey)
 		a.log.Info("peer updated", "peer", r.Name, "prefix", r.Prefix, "endpoint", s.Endpoint, "key", r.Key)
 	}
 	for _, k := range p.Remove {
-		if r, ok := prev.Peers[k]; ok {
+		if r := removed(d, k); r != nil {
 			a.log.Info("peer removed", "peer", r.Name, "prefix", r.Prefix, "key", r.Key)
 		} else {
 			a.log.Info("peer removed", "public_key", k.String(), "why", "not in the bucket")
@@ -219,11 +243,22 @@ func (a *Agent) logPlan(res reconcile.Result, view, prev peer.View) {
 	}
 }
 
+// removed is the record whose peer k this pass took away, if the bucket
+// still had it at the previous pass.
+func removed(d peer.Delta, k wgtypes.Key) *peer.Accepted {
+	for _, c := range d.Changes {
+		if c.PublicKey == k {
+			return c.Old
+		}
+	}
+	return nil
+}
+
 // logRejections logs and counts each rejected record once per revision.
-func (a *Agent) logRejections(view peer.View, logged map[string]uint64) {
-	seen := make(map[string]bool, len(view.Rejected))
+func (a *Agent) logRejections(rejected []peer.Rejection, logged map[string]uint64) {
+	seen := make(map[string]bool, len(rejected))
 	now := make(map[peer.Reason]int, len(peer.Reasons))
-	for _, r := range view.Rejected {
+	for _, r := range rejected {
 		seen[r.Key] = true
 		now[r.Reason]++
 		if rev, ok := logged[r.Key]; ok && rev == r.Revision {

@@ -34,7 +34,8 @@ func (a *Agent) Status() api.Status {
 		t := snap.lastReconcile
 		st.LastReconcile = &t
 	}
-	for _, r := range snap.view.Rejected {
+	view := snap.view()
+	for _, r := range view.Rejected {
 		st.Rejected = append(st.Rejected, api.Rejected{Key: r.Key, Revision: r.Revision, Reason: string(r.Reason), Detail: r.Detail})
 	}
 	peers, err := a.dev.Peers()
@@ -44,7 +45,7 @@ func (a *Agent) Status() api.Status {
 	specs := reconcile.FromDevice(peers)
 	for _, p := range peers {
 		ps := api.PeerStatus{RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes, AllowedIPs: []string{}}
-		if rec, ok := snap.view.Peers[p.PublicKey]; ok {
+		if rec, ok := view.Peers[p.PublicKey]; ok {
 			ps.Record = rec.Record
 		} else {
 			ps.PublicKey = p.PublicKey.String()

@@ -1,29 +1,77 @@
 package peer
 
 import (
+	"bytes"
+	"maps"
 	"net/netip"
-	"sort"
+	"slices"
+	"strings"
+	"sync"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // Table holds the bucket's peers.* and revoked.* entries as an agent last saw
-// them and resolves which records are accepted. It is not safe for concurrent
-// use; the agent's loop owns it.
+// them and resolves which records are accepted.
+//
+// Resolution is incremental: Put and Delete note which public keys they
+// touched, and Update re-decides only those, so a watch event costs
+// O(records sharing its public key), not O(bucket). The set rules only ever
+// relate records with the same public key (the older revision keeps it; a
+// revoked or own key rejects all of them), which is what makes that exact.
+//
+// A Table is not safe for concurrent use, except View, which may be called
+// from any goroutine (the admin socket's status handler).
 type Table struct {
 	rules      Rules
 	selfKey    wgtypes.Key
 	selfPrefix netip.Prefix
+	selfEntry  string // Key(selfPrefix)
 
 	entries map[string]entry
 	revoked map[wgtypes.Key]bool
-	dirty   bool
-	view    View
+	// groups indexes the candidates (records that pass the per-record rules,
+	// other than the one at selfEntry) by public key, each group in
+	// resolution order: oldest revision first, then bucket key.
+	groups map[wgtypes.Key][]member
+	// recordRej are the per-record rejections, by bucket key.
+	recordRej map[string]Rejection
+
+	dirty     map[wgtypes.Key]struct{} // groups to re-decide at the next Update
+	selfDirty bool
+	rejDirty  bool // rejected must be rebuilt
+
+	// setRej are the rejections by the set rules, by bucket key.
+	setRej map[string]Rejection
+
+	// The outcome of the last Update; mu guards it against View.
+	mu          sync.Mutex
+	peers       map[wgtypes.Key]Accepted
+	self        *Accepted
+	selfRej     *Rejection
+	selfRevoked bool
+	rejected    []Rejection // recordRej and setRej in key order; never modified once built
+	view        *View       // built on demand, dropped by any change
 }
 
 type entry struct {
 	acc Accepted
 	rej *Rejection
+}
+
+type member struct {
+	key string
+	rev uint64
+}
+
+func (m member) compare(o member) int {
+	if m.rev != o.rev {
+		if m.rev < o.rev {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(m.key, o.key)
 }
 
 // View is the outcome of resolving a Table.
@@ -42,19 +90,54 @@ type View struct {
 	Rejected []Rejection
 }
 
+// Change is one public key whose accepted peer appeared, changed (any new
+// revision) or went away.
+type Change struct {
+	PublicKey wgtypes.Key
+	Old, New  *Accepted // nil: no accepted peer before / after
+}
+
+// Delta is what Update reports: a View's self fields and rejections, and
+// instead of every peer, the peers that changed since the previous Update.
+type Delta struct {
+	Changes      []Change // in public key order
+	Peers        int      // accepted peers now
+	Self         *Accepted
+	SelfRejected *Rejection
+	SelfRevoked  bool
+	// Rejected is every rejected record in key order. It is shared between
+	// calls until the rejections change: do not modify it.
+	Rejected []Rejection
+}
+
 // NewTable returns an empty table for a host with public key self that claims
 // prefix selfPrefix.
 func NewTable(rules Rules, self wgtypes.Key, selfPrefix netip.Prefix) *Table {
-	t := &Table{rules: rules, selfKey: self, selfPrefix: selfPrefix}
+	t := &Table{
+		rules: rules, selfKey: self, selfPrefix: selfPrefix, selfEntry: Key(selfPrefix),
+		peers: map[wgtypes.Key]Accepted{}, setRej: map[string]Rejection{},
+		dirty: map[wgtypes.Key]struct{}{},
+	}
 	t.Reset()
 	return t
 }
 
-// Reset forgets every entry, before a fresh snapshot is loaded.
+// Reset forgets every entry, before a fresh snapshot is loaded. The outcome
+// changes only at the next Update, which reports just the peers the snapshot
+// really changed.
 func (t *Table) Reset() {
+	for pk := range t.groups {
+		t.dirty[pk] = struct{}{}
+	}
+	for pk := range t.revoked {
+		t.dirty[pk] = struct{}{}
+	}
 	t.entries = map[string]entry{}
 	t.revoked = map[wgtypes.Key]bool{}
-	t.dirty = true
+	t.groups = map[wgtypes.Key][]member{}
+	t.recordRej = map[string]Rejection{}
+	clear(t.setRej)
+	t.selfDirty, t.rejDirty = true, true
 }
 
 // Put records the value of key at revision rev. Keys outside peers.* and
@@ -63,14 +146,15 @@ func (t *Table) Put(key string, value []byte, rev uint64) {
 	switch {
 	case len(key) > len(PeersPrefix) && key[:len(PeersPrefix)] == PeersPrefix:
 		acc, rej := t.rules.Check(key, value, rev)
+		t.unindex(key)
 		t.entries[key] = entry{acc: acc, rej: rej}
-		t.dirty = true
+		t.index(key)
 	case len(key) > len(RevokedPrefix) && key[:len(RevokedPrefix)] == RevokedPrefix:
 		// The key alone revokes: a revocation whose value is damaged still
 		// revokes, which is the safe side.
-		if k, err := ParseRevokedKey(key); err == nil {
+		if k, err := ParseRevokedKey(key); err == nil && !t.revoked[k] {
 			t.revoked[k] = true
-			t.dirty = true
+			t.touch(k)
 		}
 	}
 }
@@ -78,72 +162,239 @@ func (t *Table) Put(key string, value []byte, rev uint64) {
 // Delete forgets key.
 func (t *Table) Delete(key string) {
 	if _, ok := t.entries[key]; ok {
+		t.unindex(key)
 		delete(t.entries, key)
-		t.dirty = true
 		return
 	}
 	if k, err := ParseRevokedKey(key); err == nil && t.revoked[k] {
 		delete(t.revoked, k)
-		t.dirty = true
+		t.touch(k)
+	}
+}
+
+// touch marks the group of pk, and self when pk is this host's key.
+func (t *Table) touch(pk wgtypes.Key) {
+	t.dirty[pk] = struct{}{}
+	if pk == t.selfKey {
+		t.selfDirty = true
+	}
+}
+
+// index adds the entry at key to the indexes.
+func (t *Table) index(key string) {
+	e := t.entries[key]
+	switch {
+	case e.rej != nil:
+		t.recordRej[key] = *e.rej
+		t.rejDirty = true
+		t.selfDirty = t.selfDirty || key == t.selfEntry
+	case key == t.selfEntry:
+		t.selfDirty = true
+	default:
+		m := member{key: key, rev: e.acc.Revision}
+		g := t.groups[e.acc.PublicKey]
+		i, _ := slices.BinarySearchFunc(g, m, member.compare)
+		t.groups[e.acc.PublicKey] = slices.Insert(g, i, m)
+		t.dirty[e.acc.PublicKey] = struct{}{}
+	}
+}
+
+// unindex removes the entry at key, if any, from the indexes.
+func (t *Table) unindex(key string) {
+	e, ok := t.entries[key]
+	switch {
+	case !ok:
+	case e.rej != nil:
+		delete(t.recordRej, key)
+		t.rejDirty = true
+		t.selfDirty = t.selfDirty || key == t.selfEntry
+	case key == t.selfEntry:
+		t.selfDirty = true
+	default:
+		// A set-rule rejection is re-made, if it still holds, when the key
+		// is indexed again.
+		if _, ok := t.setRej[key]; ok {
+			delete(t.setRej, key)
+			t.rejDirty = true
+		}
+		pk := e.acc.PublicKey
+		g := t.groups[pk]
+		if i, found := slices.BinarySearchFunc(g, member{key: key, rev: e.acc.Revision}, member.compare); found {
+			g = slices.Delete(g, i, i+1)
+		}
+		if len(g) == 0 {
+			delete(t.groups, pk)
+		} else {
+			t.groups[pk] = g
+		}
+		t.dirty[pk] = struct{}{}
 	}
 }
 
 // Len is the number of peers.* entries held, accepted or not.
 func (t *Table) Len() int { return len(t.entries) }
 
-// Resolve applies the set rules and returns the accepted peers. The result is
-// cached until the next Put, Delete or Reset; callers must not modify it.
-func (t *Table) Resolve() View {
-	if !t.dirty {
-		return t.view
+// SelfKey is this host's public key, as given to NewTable.
+func (t *Table) SelfKey() wgtypes.Key { return t.selfKey }
+
+// Peer is the accepted peer with public key k as of the last Update.
+func (t *Table) Peer(k wgtypes.Key) (Accepted, bool) {
+	p, ok := t.peers[k]
+	return p, ok
+}
+
+// Update re-decides what changed since the last Update and reports it.
+func (t *Table) Update() Delta {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.selfDirty {
+		t.updateSelf()
 	}
-	selfKeyStr := Key(t.selfPrefix)
-	v := View{Peers: make(map[wgtypes.Key]Accepted, len(t.entries)), SelfRevoked: t.revoked[t.selfKey]}
-	cands := make([]Accepted, 0, len(t.entries))
-	for key, e := range t.entries {
+	var changes []Change
+	for pk := range t.dirty {
+		old, had := t.peers[pk]
+		now, has := t.decide(pk)
+		switch {
+		case has && (!had || now != old):
+			t.peers[pk] = now
+		case had && !has:
+			delete(t.peers, pk)
+		default:
+			continue
+		}
+		c := Change{PublicKey: pk}
+		if had {
+			c.Old = &old
+		}
+		if has {
+			c.New = &now
+		}
+		changes = append(changes, c)
+	}
+	if len(t.dirty) > 64 {
+		// A cleared map keeps its size, and ranging over it would cost as
+		// much as the snapshot that grew it, on every later Update.
+		t.dirty = map[wgtypes.Key]struct{}{}
+	} else {
+		clear(t.dirty)
+	}
+	slices.SortFunc(changes, func(a, b Change) int { return bytes.Compare(a.PublicKey[:], b.PublicKey[:]) })
+	if len(changes) > 0 {
+		t.view = nil
+	}
+	if t.rejDirty {
+		t.rebuildRejected()
+	}
+	return Delta{
+		Changes: changes, Peers: len(t.peers),
+		Self: t.self, SelfRejected: t.selfRej, SelfRevoked: t.selfRevoked, Rejected: t.rejected,
+	}
+}
+
+// updateSelf re-reads the entry at this host's prefix. Whoever holds it keeps
+// its public key against every other record, so a change of holder re-decides
+// the old and the new holder's groups.
+func (t *Table) updateSelf() {
+	var self *Accepted
+	var selfRej *Rejection
+	if e, ok := t.entries[t.selfEntry]; ok {
 		if e.rej != nil {
-			v.Rejected = append(v.Rejected, *e.rej)
-			if key == selfKeyStr {
-				rej := *e.rej
-				v.SelfRejected = &rej
+			r := *e.rej
+			selfRej = &r
+		} else {
+			a := e.acc
+			self = &a
+		}
+	}
+	if t.self != nil {
+		t.dirty[t.self.PublicKey] = struct{}{}
+	}
+	if self != nil {
+		t.dirty[self.PublicKey] = struct{}{}
+	}
+	t.self, t.selfRej, t.selfRevoked = self, selfRej, t.revoked[t.selfKey]
+	t.selfDirty = false
+	t.view = nil
+}
+
+// decide applies the set rules to the group of pk, in resolution order, and
+// returns the accepted peer, if any. It records the rejections it makes and
+// withdraws the ones that no longer hold.
+func (t *Table) decide(pk wgtypes.Key) (Accepted, bool) {
+	var winner *Accepted
+	for _, m := range t.groups[pk] {
+		c := t.entries[m.key].acc
+		var rej Rejection
+		switch {
+		case pk == t.selfKey:
+			rej = rejection(c, ReasonOwnKey, "public key is this host's own, which holds "+t.selfPrefix.String())
+		case t.revoked[pk]:
+			rej = rejection(c, ReasonRevoked, "public key "+pk.String()+" is revoked")
+		case t.self != nil && t.self.PublicKey == pk:
+			rej = rejection(c, ReasonDuplicateKey, "public key already used by "+t.self.Key)
+		case winner != nil:
+			rej = rejection(c, ReasonDuplicateKey, "public key already used by "+winner.Key)
+		default:
+			winner = &c
+			if _, ok := t.setRej[m.key]; ok {
+				delete(t.setRej, m.key)
+				t.rejDirty = true
 			}
 			continue
 		}
-		if key == selfKeyStr {
-			self := e.acc
-			v.Self = &self
-			continue
-		}
-		cands = append(cands, e.acc)
-	}
-	// The older revision keeps a public key (SPEC §3); ties cannot happen in
-	// one bucket, but sort by key too so the outcome never depends on map order.
-	sort.Slice(cands, func(i, j int) bool {
-		if cands[i].Revision != cands[j].Revision {
-			return cands[i].Revision < cands[j].Revision
-		}
-		return cands[i].Key < cands[j].Key
-	})
-	holder := map[wgtypes.Key]string{}
-	if v.Self != nil {
-		holder[v.Self.PublicKey] = v.Self.Key
-	}
-	for _, c := range cands {
-		switch {
-		case c.PublicKey == t.selfKey:
-			v.Rejected = append(v.Rejected, rejection(c, ReasonOwnKey, "public key is this host's own, which holds "+t.selfPrefix.String()))
-		case t.revoked[c.PublicKey]:
-			v.Rejected = append(v.Rejected, rejection(c, ReasonRevoked, "public key "+c.PublicKey.String()+" is revoked"))
-		case holder[c.PublicKey] != "":
-			v.Rejected = append(v.Rejected, rejection(c, ReasonDuplicateKey, "public key already used by "+holder[c.PublicKey]))
-		default:
-			holder[c.PublicKey] = c.Key
-			v.Peers[c.PublicKey] = c
+		if old, ok := t.setRej[m.key]; !ok || old != rej {
+			t.setRej[m.key] = rej
+			t.rejDirty = true
 		}
 	}
-	sort.Slice(v.Rejected, func(i, j int) bool { return v.Rejected[i].Key < v.Rejected[j].Key })
-	t.view, t.dirty = v, false
-	return v
+	if winner == nil {
+		return Accepted{}, false
+	}
+	return *winner, true
+}
+
+func (t *Table) rebuildRejected() {
+	rej := make([]Rejection, 0, len(t.recordRej)+len(t.setRej))
+	rej = slices.AppendSeq(rej, maps.Values(t.recordRej))
+	rej = slices.AppendSeq(rej, maps.Values(t.setRej))
+	if len(rej) == 0 {
+		rej = nil
+	}
+	slices.SortFunc(rej, func(a, b Rejection) int { return strings.Compare(a.Key, b.Key) })
+	if !slices.Equal(rej, t.rejected) {
+		t.rejected = rej
+		t.view = nil
+	}
+	t.rejDirty = false
+}
+
+// View is the outcome of the last Update. It is built on the first call
+// after a change (O(peers)) and shared until the next one; callers must not
+// modify it.
+func (t *Table) View() View {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.view == nil {
+		v := View{Peers: maps.Clone(t.peers), SelfRevoked: t.selfRevoked, Rejected: t.rejected}
+		if t.self != nil {
+			s := *t.self
+			v.Self = &s
+		}
+		if t.selfRej != nil {
+			r := *t.selfRej
+			v.SelfRejected = &r
+		}
+		t.view = &v
+	}
+	return *t.view
+}
+
+// Resolve is Update followed by View, for callers that want the whole
+// outcome rather than the changes. The result is cached until the next Put,
+// Delete or Reset; callers must not modify it.
+func (t *Table) Resolve() View {
+	t.Update()
+	return t.View()
 }
 
 func rejection(a Accepted, r Reason, detail string) Rejection {

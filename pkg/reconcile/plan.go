@@ -1,7 +1,7 @@
 // Package reconcile turns "which peers the bucket says" and "which peers the
 // device has" into the smallest list of per-peer changes, and applies it in one
 // device call. PlanPeers is pure; Reconciler keeps a cache of the device's state
-// so a watch event costs a map diff, not a device dump.
+// so a watch event costs a diff of the peers it changed, not a device dump.
 package reconcile
 
 import (
@@ -56,10 +56,7 @@ func PlanPeers(desired, actual map[wgtypes.Key]Spec) Plan {
 			p.Remove = append(p.Remove, k)
 		}
 	}
-	bySpecKey := func(a, b Spec) int { return compareKeys(a.PublicKey, b.PublicKey) }
-	slices.SortFunc(p.Add, bySpecKey)
-	slices.SortFunc(p.Update, bySpecKey)
-	slices.SortFunc(p.Remove, compareKeys)
+	p.sort()
 	return p
 }
 

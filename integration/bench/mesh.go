@@ -1,0 +1,364 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ikto-mesh/ikto/integration/bench/agentstats"
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// MeshConfig sizes the real-mesh scenario.
+type MeshConfig struct {
+	Hosts    int // agents launched together
+	Launches int // times the whole mesh is launched from an empty bucket
+	Joins    int // hosts that join the running mesh, one at a time
+}
+
+// Polling of the devices: every read is answered by the agent that owns the
+// device, so launches (which last ~100 ms) are polled every few ms, and a
+// join is polled tightly only from the moment its claim is in the bucket.
+const (
+	launchPoll    = 5 * time.Millisecond
+	joinPoll      = time.Millisecond
+	meshTimeout   = time.Minute
+	meshBucket    = "ikto-mesh"
+	meshPingStart = 1000 // ICMP echo ids: meshPingStart + host index
+)
+
+// meshRun holds one scenario's world and its observers.
+type meshRun struct {
+	log     *slog.Logger
+	w       *world
+	kv      jetstream.KeyValue
+	bins    *Binaries
+	hosts   []*harness.Host
+	joiners []*harness.Host
+	poll    *devicePoller
+	pingers []*pinger
+	agents  []*harness.Agent
+}
+
+// Mesh launches Hosts real ikto-agent processes (userspace WireGuard), each
+// in its own network namespace, against a pre-created bucket, and measures
+// the launch → every device lists every peer, and → every ordered pair
+// answers a ping over WireGuard; then Joins hosts join the running mesh one
+// after another (claim in the bucket → on every device); and the agents'
+// peak RSS.
+func Mesh(ctx context.Context, bins *Binaries, mc MeshConfig, log *slog.Logger) (figs []Figure, err error) {
+	m, err := newMeshRun(ctx, bins, mc)
+	if err != nil {
+		return nil, err
+	}
+	m.log = log
+	defer func() { err = errors.Join(err, m.close()) }()
+
+	var listAll, listEach, pingAll, pingEach, cpu []float64
+	for l := range mc.Launches {
+		if l > 0 {
+			if err := m.reset(ctx); err != nil {
+				return nil, err
+			}
+		}
+		r, err := m.launch(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("launch %d: %w", l+1, err)
+		}
+		listAll = append(listAll, slices.Max(r.listed))
+		listEach = append(listEach, r.listed...)
+		pingAll = append(pingAll, r.allPairs)
+		pingEach = append(pingEach, r.pairs...)
+		cpu = append(cpu, r.cpu...)
+		log.Info("mesh launched", "hosts", mc.Hosts, "listed_ms", slices.Max(r.listed), "pinged_ms", r.allPairs)
+	}
+	var claimed, started []float64
+	for _, j := range m.joiners {
+		c, s, err := m.join(ctx, j)
+		if err != nil {
+			return nil, fmt.Errorf("join of %s: %w", j.Name, err)
+		}
+		claimed, started = append(claimed, c), append(started, s)
+	}
+	peak, anon, err := m.memory()
+	if err != nil {
+		return nil, err
+	}
+	n := fmt.Sprintf("%d hosts", mc.Hosts)
+	return []Figure{
+		NewFigure("netns mesh", n+": launch → every device lists every peer", "ms", listAll, AtMost(StatMedian, 100)).withRef("117 ms"),
+		NewFigure("netns mesh", n+": launch → a device lists every peer, each", "ms", listEach, nil),
+		NewFigure("netns mesh", n+": launch → all pairs answer ping", "ms", pingAll, AtMost(StatMedian, 1000)),
+		NewFigure("netns mesh", n+": launch → a pair answers ping, each", "ms", pingEach, nil),
+		NewFigure("netns mesh", n+": agent CPU time, exec → mesh listed", "ms", cpu, nil),
+		NewFigure("netns mesh", fmt.Sprintf("join of host %d: claim → on every device", mc.Hosts+1), "ms", claimed, AtMost(StatMedian, 10)).withRef("15–29 ms"),
+		NewFigure("netns mesh", fmt.Sprintf("join of host %d: agent start → on every device", mc.Hosts+1), "ms", started, nil),
+		NewFigure("netns mesh", fmt.Sprintf("agent peak RSS, %d peers, userspace device incl.", mc.Hosts-1), "MB", peak, AtMost(StatMax, 20)).withRef("15.6 + 5.3 MB"),
+		NewFigure("netns mesh", fmt.Sprintf("agent RSS, anonymous (not the binary), %d peers", mc.Hosts-1), "MB", anon, nil),
+	}, nil
+}
+
+func (f Figure) withRef(ref string) Figure {
+	f.Reference = ref
+	return f
+}
+
+func newMeshRun(ctx context.Context, bins *Binaries, mc MeshConfig) (m *meshRun, err error) {
+	m = &meshRun{bins: bins}
+	// Pinned neighbours: ARP on the bridge is not ikto's to measure.
+	if m.w, err = newWorld(harness.NetworkOptions{StaticNeighbours: true}); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, m.close())
+		}
+	}()
+	// A deployed mesh has its bucket; the launch measures the agents.
+	if m.kv, err = m.w.bucket(ctx, meshBucket); err != nil {
+		return nil, err
+	}
+	for i := range mc.Hosts {
+		h, err := m.w.net.AddHost(fmt.Sprintf("h%02d", i+1))
+		if err != nil {
+			return nil, err
+		}
+		m.hosts = append(m.hosts, h)
+		p, err := newPinger(h, meshPingStart+i)
+		if err != nil {
+			return nil, err
+		}
+		m.pingers = append(m.pingers, p)
+	}
+	for i := range mc.Joins {
+		h, err := m.w.net.AddHost(fmt.Sprintf("j%d", i+1))
+		if err != nil {
+			return nil, err
+		}
+		m.joiners = append(m.joiners, h)
+	}
+	m.poll, err = newDevicePoller()
+	return m, err
+}
+
+func (m *meshRun) close() error {
+	var errs []error
+	for _, p := range m.pingers {
+		errs = append(errs, p.close())
+	}
+	if m.poll != nil {
+		errs = append(errs, m.poll.close())
+	}
+	if m.w != nil {
+		errs = append(errs, m.w.close())
+	}
+	return errors.Join(errs...)
+}
+
+// start runs an agent on h with the default resync period (the harness's
+// 2 s is for tests) and returns it.
+func (m *meshRun) start(h *harness.Host) (*harness.Agent, error) {
+	cfg := h.Config(m.w.nats.URL(), meshBucket)
+	cfg.ResyncInterval = ""
+	return h.StartAgent(m.bins.Binaries, cfg)
+}
+
+// exited reports the first of agents that stopped, with its log.
+func exited(agents ...*harness.Agent) func() error {
+	return func() error {
+		for _, a := range agents {
+			if code, ok := a.ExitCode(); ok {
+				return fmt.Errorf("%s exited with %d:\n%s", a.Name, code, a.LogTail(15))
+			}
+		}
+		return nil
+	}
+}
+
+// launchResult is one launch, in ms after it.
+type launchResult struct {
+	listed   []float64 // each device listed every other host
+	pairs    []float64 // each ordered pair first answered a ping
+	allPairs float64   // the last pair answered
+	cpu      []float64 // CPU time each agent had used when every device listed every host
+}
+
+// launch starts every host's agent at once and returns, in ms after the
+// start, when each device listed every other host, and when the last pair
+// answered a ping.
+func (m *meshRun) launch(ctx context.Context) (l launchResult, err error) {
+	m.agents = make([]*harness.Agent, len(m.hosts))
+	var g errgroup.Group
+	start := time.Now()
+	for i, h := range m.hosts {
+		g.Go(func() (err error) {
+			m.agents[i], err = m.start(h)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return l, err
+	}
+	pinged := make(chan error, 1)
+	var lastReply time.Time
+	go func() {
+		var pg errgroup.Group
+		replies := make([]time.Time, len(m.pingers))
+		for i, p := range m.pingers {
+			pg.Go(func() (err error) {
+				replies[i], err = p.pingUntilAnswered(ctx, m.privateAddrs(p.host), meshTimeout)
+				return err
+			})
+		}
+		err := pg.Wait()
+		if err == nil {
+			lastReply = slices.MaxFunc(replies, time.Time.Compare)
+		}
+		pinged <- err
+	}()
+	listed, err := m.poll.waitUntil(ctx, m.hosts, launchPoll, meshTimeout, func(h *harness.Host, v map[string]harness.PeerView) bool {
+		return listsExactly(expected(h, m.hosts))(h, v)
+	}, exited(m.agents...))
+	// What each agent spent to get there, before the pings add to it.
+	for _, a := range m.agents {
+		cpu, cerr := ProcessCPU(a.PID)
+		err = errors.Join(err, cerr)
+		l.cpu = append(l.cpu, ms(cpu))
+	}
+	if perr := <-pinged; err == nil {
+		err = perr
+	}
+	if err != nil {
+		return l, err
+	}
+	for _, t := range listed {
+		l.listed = append(l.listed, ms(t.Sub(start)))
+	}
+	l.pairs, l.allPairs = m.pairReplies(start), ms(lastReply.Sub(start))
+	return l, nil
+}
+
+// pairReplies is, for every ordered pair, when it first answered a ping (in
+// ms after start); each is logged at debug level.
+func (m *meshRun) pairReplies(start time.Time) []float64 {
+	var out []float64
+	for _, p := range m.pingers {
+		p.mu.Lock()
+		for _, h := range m.hosts {
+			if t, ok := p.first[h.PrivateAddress]; ok && h != p.host {
+				out = append(out, ms(t.Sub(start)))
+				m.log.Debug("first ping reply", "from", p.host.Name, "to", h.Name, "after", t.Sub(start).Round(time.Millisecond))
+			}
+		}
+		p.mu.Unlock()
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// privateAddrs are the addresses of every host but from.
+func (m *meshRun) privateAddrs(from *harness.Host) []netip.Addr {
+	var out []netip.Addr
+	for _, h := range m.hosts {
+		if h != from {
+			out = append(out, h.PrivateAddress)
+		}
+	}
+	return out
+}
+
+// reset stops every agent and empties the bucket, for the next launch.
+func (m *meshRun) reset(ctx context.Context) error {
+	if err := m.w.net.StopProcesses(); err != nil {
+		return err
+	}
+	keys, err := m.kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", meshBucket, err)
+	}
+	for k := range keys.Keys() {
+		if err := m.kv.Delete(ctx, k); err != nil {
+			return fmt.Errorf("delete %s: %w", k, err)
+		}
+	}
+	for _, p := range m.pingers {
+		p.reset()
+	}
+	return nil
+}
+
+// join starts an agent on j while the mesh runs and returns, in ms, the
+// time from its claim reaching the bucket and from its start to the moment
+// every device of the mesh lists it. Then j leaves again (stopped, record
+// deleted, gone from every device).
+func (m *meshRun) join(ctx context.Context, j *harness.Host) (fromClaim, fromStart float64, err error) {
+	key := peer.Key(j.Prefix())
+	kw, err := m.kv.Watch(ctx, key, jetstream.UpdatesOnly())
+	if err != nil {
+		return 0, 0, fmt.Errorf("watch %s: %w", key, err)
+	}
+	defer kw.Stop()
+	start := time.Now()
+	a, err := m.start(j)
+	if err != nil {
+		return 0, 0, err
+	}
+	var claimAt time.Time
+	select {
+	case e := <-kw.Updates():
+		claimAt = time.Now()
+		if e == nil || e.Operation() != jetstream.KeyValuePut {
+			return 0, 0, fmt.Errorf("watch %s: unexpected %v", key, e)
+		}
+	case <-a.Done():
+		return 0, 0, exited(a)()
+	case <-time.After(meshTimeout):
+		return 0, 0, fmt.Errorf("no claim of %s after %s", key, meshTimeout)
+	}
+	want := j.ExpectedView()
+	listed, err := m.poll.waitUntil(ctx, m.hosts, joinPoll, meshTimeout, func(_ *harness.Host, v map[string]harness.PeerView) bool {
+		return v[j.PublicKey.String()] == want
+	}, exited(append(m.agents, a)...))
+	if err != nil {
+		return 0, 0, err
+	}
+	last := slices.MaxFunc(slices.Collect(maps.Values(listed)), time.Time.Compare)
+	return ms(last.Sub(claimAt)), ms(last.Sub(start)), m.leave(ctx, a, key)
+}
+
+func (m *meshRun) leave(ctx context.Context, a *harness.Agent, key string) error {
+	if err := a.Stop(closeGrace); err != nil {
+		return err
+	}
+	if err := m.kv.Delete(ctx, key); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	pub := a.Host.PublicKey.String()
+	_, err := m.poll.waitUntil(ctx, m.hosts, launchPoll, meshTimeout, func(_ *harness.Host, v map[string]harness.PeerView) bool {
+		_, there := v[pub]
+		return !there
+	}, exited(m.agents...))
+	return err
+}
+
+// memory is each running agent's peak and anonymous RSS, in MB.
+func (m *meshRun) memory() (peak, anon []float64, err error) {
+	for _, a := range m.agents {
+		mem, err := agentstats.ReadMemory(a.PID)
+		if err != nil {
+			return nil, nil, err
+		}
+		peak, anon = append(peak, mb(mem.PeakRSS)), append(anon, mb(mem.AnonRSS))
+	}
+	return peak, anon, nil
+}
