@@ -241,7 +241,9 @@ func TestHooksRouteFirewallExec(t *testing.T) {
 			return err
 		}
 		var payload struct {
-			Node  struct{ AllowedIP string `json:"allowed_ip"` } `json:"node"`
+			Node struct {
+				AllowedIP string `json:"allowed_ip"`
+			} `json:"node"`
 			Peers []struct {
 				Name      string `json:"name"`
 				PublicKey string `json:"public_key"`

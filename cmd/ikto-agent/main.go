@@ -102,4 +102,3 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitError
 	}
 }
-
