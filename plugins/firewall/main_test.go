@@ -3,35 +3,15 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/google/nftables"
-	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/go-plugin"
 
 	"github.com/ikto-mesh/ikto/plugins/firewall/internal/nstest"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
 )
-
-// buildHook builds this command once into the test's temporary directory.
-func buildHook(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go toolchain not in PATH: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "ikto-hook-firewall")
-	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // TestBinary runs the built hook as the agent does, as a go-plugin
 // subprocess, started inside a namespace of the test's own so that it
@@ -39,27 +19,10 @@ func buildHook(t *testing.T) string {
 // somehow ran in the host's namespace could not touch anyone's table.
 func TestBinary(t *testing.T) {
 	ns := nstest.New(t)
-	bin := buildHook(t)
+	bin := sdktest.Build(t)
 	table := fmt.Sprintf("iktotest%08x", rand.Uint32())
-
-	cfg := sdk.ClientConfig(exec.Command(bin))
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "firewall-hook", Output: os.Stderr, Level: hclog.Warn})
-	client := plugin.NewClient(cfg)
-	t.Cleanup(client.Kill)
-	var rpc plugin.ClientProtocol
 	// A child process starts in the namespace of the thread that forks it.
-	err := ns.Do(func() error {
-		var err error
-		rpc, err = client.Client()
-		return err
-	})
-	if err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	hook, err := sdk.Dispense(rpc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hook := sdktest.Launch(t, bin, sdktest.LaunchOptions{Within: ns.Do})
 
 	if err := hook.Configure(t.Context(), sdktest.Node(`{"table": "`+table+`"}`)); err != nil {
 		t.Fatalf("Configure: %v", err)
