@@ -17,6 +17,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/api"
 	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
 	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/store"
@@ -32,7 +33,7 @@ type host struct {
 	ready  chan struct{}
 	done   chan error
 	cancel context.CancelFunc
-	logs   *syncBuffer
+	logs   *logbuf.Buffer
 	socket string
 }
 
@@ -59,7 +60,7 @@ func newConfig(t *testing.T, url, prefix string) *config.Config {
 // start runs an agent for cfg until the test ends.
 func start(t *testing.T, cfg *config.Config, dev *fake.Device) *host {
 	t.Helper()
-	h := &host{cfg: cfg, opened: make(chan struct{}), ready: make(chan struct{}), done: make(chan error, 1), logs: &syncBuffer{},
+	h := &host{cfg: cfg, opened: make(chan struct{}), ready: make(chan struct{}), done: make(chan error, 1), logs: &logbuf.Buffer{},
 		socket: filepath.Join(t.TempDir(), "ikto.sock")}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
@@ -372,21 +373,3 @@ func TestBurstIsOneDeviceCall(t *testing.T) {
 type keepOpen struct{ *fake.Device }
 
 func (keepOpen) Close() error { return nil }
-
-// syncBuffer is a log sink that tests read while the agent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

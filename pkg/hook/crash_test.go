@@ -11,6 +11,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/hook/hooktest"
+	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
 	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
 )
 
@@ -38,7 +39,7 @@ func TestHookDiesWithTheAgent(t *testing.T) {
 	agent := exec.Command(os.Args[0], "-test.run=^$")
 	// The killed agent cannot remove its socket directory: keep it in ours.
 	agent.Env = append(os.Environ(), helperEnv+"="+dir, "IKTO_HOOK_TEST_RECORDER="+recorderPath, "TMPDIR="+t.TempDir())
-	agent.Stderr = &syncBuffer{}
+	agent.Stderr = &logbuf.Buffer{}
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,9 @@
 package hook
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/hook/hooktest"
+	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
 )
@@ -33,7 +31,7 @@ type testHost struct {
 	*Host
 	hooks   map[string]*testHook
 	metrics Metrics
-	logs    *syncBuffer
+	logs    *logbuf.Buffer
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -51,7 +49,7 @@ var testNode = sdk.Node{
 // any hook process still there so a failing test leaves nothing behind.
 func startHost(t *testing.T, hooks ...*testHook) *testHost {
 	t.Helper()
-	th := &testHost{hooks: map[string]*testHook{}, logs: &syncBuffer{}, done: make(chan error, 1)}
+	th := &testHost{hooks: map[string]*testHook{}, logs: &logbuf.Buffer{}, done: make(chan error, 1)}
 	th.metrics = Metrics{
 		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f"}, []string{"hook"}),
 		Restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "r"}, []string{"hook"}),
@@ -162,22 +160,3 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) contains(sub string) bool { return strings.Contains(s.String(), sub) }

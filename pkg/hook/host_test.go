@@ -53,7 +53,7 @@ func TestConfigureThenApply(t *testing.T) {
 	}
 	// The hook's own log line (hclog JSON on its stderr) is in the host's
 	// log, tagged with the hook's name and keeping its fields.
-	if !th.logs.contains(`level=INFO msg="recorder configured" hook=rec`) || !th.logs.contains("device=wgtest0") {
+	if !th.logs.Contains(`level=INFO msg="recorder configured" hook=rec`) || !th.logs.Contains("device=wgtest0") {
 		t.Errorf("the hook's log line did not reach the host's log")
 	}
 }
@@ -83,7 +83,7 @@ func TestFailedHookIsRestartedWithFullState(t *testing.T) {
 				syscall.Kill(pids(t, h.dir)[0], syscall.SIGKILL)
 			}
 			waitFor(t, "two failures", func() bool { return th.failures("flaky") >= 2 })
-			if !th.logs.contains(tt.logged) {
+			if !th.logs.Contains(tt.logged) {
 				t.Errorf("log does not name the failure %q", tt.logged)
 			}
 			hooktest.Behave(t, h.dir, tt.op, tt.act)
@@ -134,7 +134,7 @@ func TestKilledHookIsRestarted(t *testing.T) {
 	if th.failures("rec") != 1 || th.restarts("rec") != 1 {
 		t.Errorf("failures = %v, restarts = %v; want 1, 1", th.failures("rec"), th.restarts("rec"))
 	}
-	if !th.logs.contains("signal: killed") {
+	if !th.logs.Contains("signal: killed") {
 		t.Error("the log does not say how the hook died")
 	}
 }
@@ -170,7 +170,7 @@ func TestHungHookDoesNotBlockOthers(t *testing.T) {
 		t.Fatalf("stuck hook: last call %+v, failures %v; want a hanging apply, no failure yet", c[len(c)-1], th.failures("stuck"))
 	}
 	th.stop(t) // Cleanup checks that every process is gone
-	if !th.logs.contains(`msg="hook stopped" hook=stuck`) || !th.logs.contains(`msg="hook stopped" hook=fast`) {
+	if !th.logs.Contains(`msg="hook stopped" hook=stuck`) || !th.logs.Contains(`msg="hook stopped" hook=fast`) {
 		t.Error("not every hook was stopped")
 	}
 }
@@ -226,7 +226,7 @@ func TestPinnedHash(t *testing.T) {
 				t.Fatalf("a hook with the wrong hash ran: %+v", calls)
 			}
 			for _, s := range []string{recorderPath, sum, wrong} {
-				if !th.logs.contains(s) {
+				if !th.logs.Contains(s) {
 					t.Errorf("log does not name %s", s)
 				}
 			}

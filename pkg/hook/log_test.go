@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
 )
 
 // go-plugin's own messages are debug chatter; the hook's relayed lines keep
@@ -27,7 +29,7 @@ func TestHclogSlog(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var buf syncBuffer
+			var buf logbuf.Buffer
 			base := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{
 				Level:       slog.LevelDebug,
 				ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr { return dropTime(a) },

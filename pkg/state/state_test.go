@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -287,7 +287,7 @@ func TestSaverFlushesOnStopAndRetriesFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := Path(blocked, id.Device)
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	s := NewSaver(path, slog.New(slog.NewTextHandler(logs, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -327,24 +327,6 @@ func TestSaverFlushesOnStopAndRetriesFailures(t *testing.T) {
 	if !strings.Contains(logs.String(), "mesh snapshot written again") {
 		t.Errorf("recovery not logged:\n%s", logs.String())
 	}
-}
-
-// syncBuffer is a log sink the test reads while the saver writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func peersOnDisk(path string, id Identity, n int) error {
