@@ -34,30 +34,25 @@ not start again with that key.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.withTimeout(cmd.Context())
-			defer cancel()
-			m, err := a.openMesh(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			h, err := store.FindHolder(ctx, m.kv, target)
-			if errors.Is(err, store.ErrNoHolder) {
-				return fmt.Errorf("no host holds %s in bucket %s; `ikto-admin list` shows who holds what", args[0], m.kv.Bucket())
-			}
-			if err != nil {
-				return err
-			}
-			if dryRun {
-				fmt.Fprintf(a.stdout, "would evict %s: %s\n(dry run: nothing changed)\n", describe(h), plan(h))
+			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
+				h, err := store.FindHolder(ctx, m.kv, target)
+				if errors.Is(err, store.ErrNoHolder) {
+					return fmt.Errorf("no host holds %s in bucket %s; `ikto-admin list` shows who holds what", args[0], m.kv.Bucket())
+				}
+				if err != nil {
+					return err
+				}
+				if dryRun {
+					fmt.Fprintf(a.stdout, "would evict %s: %s\n(dry run: nothing changed)\n", describe(h), plan(h))
+					return nil
+				}
+				fmt.Fprintf(a.stdout, "evicting %s: %s\n", describe(h), plan(h))
+				if err := store.Evict(ctx, m.kv, h.Key, h.Revision, h.Record); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "evicted %s; every agent drops it and its own agent exits 4 (%s)\n", hostName(h.Record), rejoinHint)
 				return nil
-			}
-			fmt.Fprintf(a.stdout, "evicting %s: %s\n", describe(h), plan(h))
-			if err := store.Evict(ctx, m.kv, h.Key, h.Revision, h.Record); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "evicted %s; every agent drops it and its own agent exits 4 (%s)\n", hostName(h.Record), rejoinHint)
-			return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be evicted and change nothing")
@@ -110,21 +105,16 @@ func (a *app) unrevokeCommand() *cobra.Command {
 			if err != nil {
 				return cli.Usagef("%q is not a WireGuard public key (44 characters of base64)", args[0])
 			}
-			ctx, cancel := a.withTimeout(cmd.Context())
-			defer cancel()
-			m, err := a.openMesh(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			if err := store.Unrevoke(ctx, m.kv, pk); err != nil {
-				if errors.Is(err, store.ErrNotRevoked) {
-					return fmt.Errorf("public key %s is not revoked in bucket %s; `ikto-admin list` marks revoked keys", pk, m.kv.Bucket())
+			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
+				if err := store.Unrevoke(ctx, m.kv, pk); err != nil {
+					if errors.Is(err, store.ErrNotRevoked) {
+						return fmt.Errorf("public key %s is not revoked in bucket %s; `ikto-admin list` marks revoked keys", pk, m.kv.Bucket())
+					}
+					return err
 				}
-				return err
-			}
-			fmt.Fprintf(a.stdout, "unrevoked %s; a host with this key may claim a prefix again\n", pk)
-			return nil
+				fmt.Fprintf(a.stdout, "unrevoked %s; a host with this key may claim a prefix again\n", pk)
+				return nil
+			})
 		},
 	}
 }
@@ -145,14 +135,9 @@ Nothing is evicted automatically: run it when you mean it, --dry-run first.`,
 			if offlineFor <= 0 {
 				return cli.Usagef("prune needs --offline-for DURATION (e.g. 24h), longer than zero")
 			}
-			ctx, cancel := a.withTimeout(cmd.Context())
-			defer cancel()
-			m, err := a.openMesh(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			return a.prune(ctx, m, offlineFor, dryRun)
+			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
+				return a.prune(ctx, m, offlineFor, dryRun)
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&offlineFor, "offline-for", 0, "evict hosts silent for longer than this (e.g. 30m, 24h)")

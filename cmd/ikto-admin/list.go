@@ -74,21 +74,16 @@ func (a *app) listCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.withTimeout(cmd.Context())
-			defer cancel()
-			m, err := a.openMesh(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			rows, err := a.collectRows(ctx, m, rules)
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return writeJSON(a.stdout, rows)
-			}
-			return writeListTable(a.stdout, rows, a.now())
+			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
+				rows, err := a.collectRows(ctx, m, rules)
+				if err != nil {
+					return err
+				}
+				if a.output == "json" {
+					return writeJSON(a.stdout, rows)
+				}
+				return writeListTable(a.stdout, rows, a.now())
+			})
 		},
 	}
 	cmd.Flags().StringVar(&meshCIDR, "mesh-cidr", config.DefaultMeshCIDR, "the mesh, to judge records by (default: mesh_cidr of -c)")

@@ -164,6 +164,12 @@ func TestNATSUnreachable(t *testing.T) {
 			t.Errorf("%s with NATS down: exit %d, stderr %q; want 1 naming %s", cmd[0], code, stderr, url)
 		}
 	}
+	// A password in the URL is masked in the message.
+	withPassword := strings.Replace(url, "nats://", "nats://ops:s3cret@", 1)
+	code, _, stderr := exec(t, "list", "--nats-url", withPassword, "--timeout", "2s")
+	if masked := strings.Replace(url, "nats://", "nats://ops:xxxxx@", 1); code != 1 || !strings.Contains(stderr, masked) || strings.Contains(stderr, "s3cret") {
+		t.Errorf("list with a password and NATS down: exit %d, stderr %q; want 1 naming %s", code, stderr, masked)
+	}
 }
 
 func TestMissingBucket(t *testing.T) {

@@ -26,6 +26,19 @@ type mesh struct {
 
 func (m *mesh) Close() { m.nc.Close() }
 
+// withMesh runs f with the mesh open and the command's timeout applied, and
+// closes the connection afterwards.
+func (a *app) withMesh(cmd *cobra.Command, f func(ctx context.Context, m *mesh) error) error {
+	ctx, cancel := a.withTimeout(cmd.Context())
+	defer cancel()
+	m, err := a.openMesh(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return f(ctx, m)
+}
+
 // openMesh reads -c, connects to NATS once (an operator wants an answer, not
 // a retry loop) and opens the bucket and, when it exists, the heartbeat bucket.
 func (a *app) openMesh(ctx context.Context, cmd *cobra.Command) (*mesh, error) {
@@ -36,7 +49,8 @@ func (a *app) openMesh(ctx context.Context, cmd *cobra.Command) (*mesh, error) {
 	if len(urls) == 0 || strings.HasSuffix(urls[0], "://") {
 		return nil, cli.Usagef("no NATS server: pass --nats-url nats://HOST:4222 or -c with a host's ikto.json")
 	}
-	server := strings.Join(urls, ",")
+	// server names the servers in messages, with any password masked.
+	server := config.RedactURLs(urls)
 	opts := []nats.Option{nats.Name("ikto-admin"), nats.NoReconnect()}
 	if a.timeout > 0 {
 		opts = append(opts, nats.Timeout(a.timeout))
@@ -50,7 +64,7 @@ func (a *app) openMesh(ctx context.Context, cmd *cobra.Command) (*mesh, error) {
 	if a.tlsCert != "" {
 		opts = append(opts, nats.ClientCert(a.tlsCert, a.tlsKey))
 	}
-	nc, err := nats.Connect(server, opts...)
+	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("NATS server %s: %w; check --nats-url (or nats_url in -c) and that the server is running", server, err)
 	}
