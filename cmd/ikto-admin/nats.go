@@ -45,7 +45,7 @@ func (a *app) openMesh(ctx context.Context, cmd *cobra.Command) (*mesh, error) {
 	if err := a.loadConfig(cmd); err != nil {
 		return nil, err
 	}
-	urls := (&config.Config{NATSURL: a.natsURL}).URLs()
+	urls := config.SplitURLs(a.natsURL)
 	if len(urls) == 0 || strings.HasSuffix(urls[0], "://") {
 		return nil, cli.Usagef("no NATS server: pass --nats-url nats://HOST:4222 or -c with a host's ikto.json")
 	}

@@ -42,7 +42,7 @@ func writeStatusTable(w io.Writer, st api.Status, now time.Time) error {
 	self := st.Self
 	fmt.Fprintf(tw, "self\t%s %s (public key %s)\n", hostName(self), dash(self.AllowedIP), dash(self.PublicKey))
 	fmt.Fprintf(tw, "endpoint\t%s\n", dash(row{Record: self}.endpoint()))
-	fmt.Fprintf(tw, "backend\t%s\n", dash(st.Backend))
+	fmt.Fprintf(tw, "backend\t%s\n", dash(string(st.Backend)))
 	fmt.Fprintf(tw, "device\t%s\n", dash(st.Device))
 	nats := "disconnected"
 	if st.NATS.Connected {

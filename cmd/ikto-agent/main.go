@@ -57,13 +57,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix(), "device", cfg.WGDevName, "nats_url", cfg.RedactedURLs())
+			log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix, "device", cfg.Device.Name, "nats_url", cfg.NATS.Redacted())
 			return agent.Run(ctx, cfg, agent.Options{
 				Socket:  socket,
 				Log:     log,
 				Version: cli.Version,
 				OpenDevice: func(c wgdev.Config) (wgdev.Device, error) {
-					return backend.Open(cfg.WGBackend, c, log)
+					return backend.Open(cfg.Device.Backend, c, log)
 				},
 			})
 		},

@@ -159,7 +159,7 @@ func (o *options) validate() (netip.Prefix, error) {
 // natsServers are the servers to check the draw against: none for the bare
 // "nats://" placeholder that is printed when no URL was given.
 func (o *options) natsServers() []string {
-	urls := o.cfg.URLs()
+	urls := config.SplitURLs(o.cfg.NATSURL)
 	if len(urls) == 1 && strings.HasSuffix(urls[0], "://") {
 		return nil
 	}

@@ -38,7 +38,7 @@ const agentsStartTimeout = 10 * time.Minute
 // the whole fleet: otherwise N agents starting one after another make N²
 // watch events, which says nothing about a running mesh and takes minutes.
 // It returns when every agent has configured its first snapshot.
-func startAgents(ctx context.Context, cfgs []*config.Config, log *slog.Logger) (*simAgents, error) {
+func startAgents(ctx context.Context, cfgs []*config.Settings, log *slog.Logger) (*simAgents, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &simAgents{cancel: cancel, exited: make(chan error, len(cfgs)), count: len(cfgs), devs: make([]*probedDevice, len(cfgs))}
 	claimed := make(chan struct{})

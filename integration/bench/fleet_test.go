@@ -86,8 +86,12 @@ func TestFleetAgentConfigValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Prefix() != f.Prefix(idx) {
-		t.Fatalf("config claims %s, want %s", c.Prefix(), f.Prefix(idx))
+	s, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Prefix != f.Prefix(idx) {
+		t.Fatalf("config claims %s, want %s", s.Prefix, f.Prefix(idx))
 	}
 }
 

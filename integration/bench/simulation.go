@@ -136,13 +136,15 @@ func (e *propagationEnv) fill(ctx context.Context, n int) error {
 }
 
 func (e *propagationEnv) startAgents(ctx context.Context, n int) (*simAgents, error) {
-	cfgs := make([]*config.Config, n)
+	cfgs := make([]*config.Settings, n)
 	for i := range cfgs {
 		c, err := e.fleet.AgentConfig(e.dir, e.fleet.Next(), e.url, e.bucket, "")
 		if err != nil {
 			return nil, err
 		}
-		cfgs[i] = c
+		if cfgs[i], err = c.Resolve(); err != nil {
+			return nil, err
+		}
 	}
 	return startAgents(ctx, cfgs, agentLogger(e.log))
 }

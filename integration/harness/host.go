@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -84,7 +85,7 @@ func (h *Host) Config(natsURL, bucket string) config.Config {
 		PrivateKeyPath:   h.KeyPath,
 		NATSURL:          natsURL,
 		NATSKV:           bucket,
-		WGBackend:        config.BackendUserspace,
+		WGBackend:        string(wgdev.KindUserspace),
 		ResyncInterval:   "2s",
 	}
 	return c

@@ -58,7 +58,7 @@ type Options struct {
 
 // Agent is one running ikto-agent.
 type Agent struct {
-	cfg    *config.Config
+	set    *config.Settings
 	opt    Options
 	log    *slog.Logger
 	key    wgtypes.Key
@@ -89,7 +89,7 @@ type Agent struct {
 // (the claim stays in the bucket, a kernel device keeps its peers), an error
 // matching store.ErrAddressInUse when another key holds the prefix, ErrEvicted
 // when this host was evicted, or another error that stops the agent.
-func Run(ctx context.Context, cfg *config.Config, opt Options) error {
+func Run(ctx context.Context, cfg *config.Settings, opt Options) error {
 	a, err := newAgent(cfg, opt)
 	if err != nil {
 		return err
@@ -97,36 +97,36 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	return a.run(ctx)
 }
 
-func newAgent(cfg *config.Config, opt Options) (*Agent, error) {
+func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 	if opt.OpenDevice == nil {
 		return nil, errors.New("agent: Options.OpenDevice is required")
 	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
-	key, err := config.LoadPrivateKey(cfg.PrivateKeyPath)
+	key, err := config.LoadPrivateKey(set.PrivateKeyPath)
 	if err != nil {
 		return nil, fmt.Errorf("private_key_path: %w", err)
 	}
-	name := cfg.Name
+	name := set.Name
 	if name == "" {
 		name, _ = os.Hostname()
 	}
 	a := &Agent{
-		cfg: cfg, opt: opt, log: opt.Log, key: key, prefix: cfg.Prefix(),
+		set: set, opt: opt, log: opt.Log, key: key, prefix: set.Prefix,
 		reconnected: make(chan struct{}, 1),
 		metrics:     metrics.NewAgent(),
 	}
 	a.self = peer.Record{
 		Name:             name,
 		PublicKey:        key.PublicKey().String(),
-		AdvertiseAddress: cfg.Advertise().String(),
+		AdvertiseAddress: set.Advertise.String(),
 		AllowedIP:        a.prefix.String(),
-		WGPort:           cfg.WGPort,
+		WGPort:           set.Device.Port,
 	}
 	a.published.Store(&snapshot{})
-	if cfg.StateDir != "" {
-		a.saver = state.NewSaver(state.Path(cfg.StateDir, cfg.WGDevName), a.log)
+	if set.StateDir != "" {
+		a.saver = state.NewSaver(state.Path(set.StateDir, set.Device.Name), a.log)
 	}
 	a.hooks = a.newHookHost()
 	return a, nil
@@ -198,7 +198,7 @@ func (a *Agent) serve(ctx context.Context, sock net.Listener) error {
 	batches := make(chan store.Batch, 16)
 	// The watch is probed once per resync: drift of the watch itself (a
 	// consumer lost with a cluster member) is repaired like the device's.
-	w := &store.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected, Probe: a.cfg.Resync(), Connected: a.connected}
+	w := &store.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected, Probe: a.set.Resync, Connected: a.connected}
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
 	g.Go(func() error { return a.loop(gctx, batches) })
 	g.Go(func() error { return a.heartbeat(gctx) })
@@ -217,11 +217,11 @@ func (a *Agent) serve(ctx context.Context, sock net.Listener) error {
 
 func (a *Agent) openDevice() error {
 	dc := wgdev.Config{
-		Name:       a.cfg.WGDevName,
+		Name:       a.set.Device.Name,
 		PrivateKey: a.key,
-		ListenPort: a.cfg.WGPort,
-		Address:    a.cfg.DeviceAddress(),
-		MTU:        a.cfg.WGMTU,
+		ListenPort: a.set.Device.Port,
+		Address:    a.set.Device.Address,
+		MTU:        a.set.Device.MTU,
 	}
 	dev, err := a.opt.OpenDevice(dc)
 	if err != nil {
@@ -241,10 +241,10 @@ func (a *Agent) closeDevice() {
 // identity is what this agent's snapshot is bound to.
 func (a *Agent) identity() state.Identity {
 	return state.Identity{
-		Device:    a.cfg.WGDevName,
+		Device:    a.set.Device.Name,
 		PublicKey: a.key.PublicKey(),
 		Prefix:    a.prefix,
-		Rules:     peer.Rules{Mesh: a.cfg.Mesh(), Bits: a.cfg.SubnetPrefix},
+		Rules:     peer.Rules{Mesh: a.set.Mesh, Bits: a.set.Prefix.Bits()},
 	}
 }
 

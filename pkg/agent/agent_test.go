@@ -79,7 +79,7 @@ func start(t *testing.T, cfg *config.Config, dev *fake.Device) *host {
 		},
 		Ready: func() { once.Do(func() { close(h.ready) }) },
 	}
-	go func() { h.done <- Run(ctx, cfg, opt) }()
+	go func() { h.done <- Run(ctx, settings(t, cfg), opt) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -189,7 +189,7 @@ func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.Synced || st.Backend != wgdev.BackendFake || st.Self.Name != h.cfg.Name || len(st.Peers) != 2 || !st.NATS.Connected {
+	if !st.Synced || st.Backend != wgdev.KindFake || st.Self.Name != h.cfg.Name || len(st.Peers) != 2 || !st.NATS.Connected {
 		t.Fatalf("status = %+v, want synced, fake backend, self, 2 peers, connected", st)
 	}
 	if len(st.Rejected) != 1 || st.Rejected[0].Reason != string(peer.ReasonMalformed) {
@@ -337,7 +337,7 @@ func TestAgentStartsBeforeNATS(t *testing.T) {
 
 func TestBurstIsOneDeviceCall(t *testing.T) {
 	cfg := newConfig(t, "nats://127.0.0.1:1", "fd10:1::/48")
-	a, err := newAgent(cfg, Options{Log: slog.New(slog.DiscardHandler), OpenDevice: func(wgdev.Config) (wgdev.Device, error) {
+	a, err := newAgent(settings(t, cfg), Options{Log: slog.New(slog.DiscardHandler), OpenDevice: func(wgdev.Config) (wgdev.Device, error) {
 		return nil, errors.New("not used: the test sets the device")
 	}})
 	if err != nil {
@@ -373,3 +373,13 @@ func TestBurstIsOneDeviceCall(t *testing.T) {
 type keepOpen struct{ *fake.Device }
 
 func (keepOpen) Close() error { return nil }
+
+// settings is cfg resolved, for a config the test knows to be valid.
+func settings(t *testing.T, cfg *config.Config) *config.Settings {
+	t.Helper()
+	s, err := cfg.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

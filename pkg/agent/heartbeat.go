@@ -34,10 +34,10 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 			switch {
 			case err != nil && !failing && ctx.Err() == nil:
 				a.log.Warn("heartbeat write failed; the mesh is unaffected, ikto-admin list will show this host as offline",
-					"bucket", store.LiveBucket(a.cfg.NATSKV), "err", err)
+					"bucket", store.LiveBucket(a.set.NATS.Bucket), "err", err)
 				failing = true
 			case err == nil && failing:
-				a.log.Info("heartbeat written again", "bucket", store.LiveBucket(a.cfg.NATSKV))
+				a.log.Info("heartbeat written again", "bucket", store.LiveBucket(a.set.NATS.Bucket))
 				failing = false
 			}
 		}
@@ -53,7 +53,7 @@ func (a *Agent) beat(ctx context.Context, js jetstream.JetStream, live *jetstrea
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if *live == nil {
-		kv, err := store.OpenLiveBucket(ctx, js, a.cfg.NATSKV, true, a.cfg.NATSKVReplicas)
+		kv, err := store.OpenLiveBucket(ctx, js, a.set.NATS.Bucket, true, a.set.NATS.Replicas)
 		if err != nil {
 			return err
 		}

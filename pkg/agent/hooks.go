@@ -14,17 +14,17 @@ func (a *Agent) newHookHost() *hook.Host {
 	self := sdk.Peer{
 		Name:      a.self.Name,
 		PublicKey: a.self.PublicKey,
-		Endpoint:  netip.AddrPortFrom(a.cfg.Advertise(), uint16(a.cfg.WGPort)),
+		Endpoint:  netip.AddrPortFrom(a.set.Advertise, uint16(a.set.Device.Port)),
 		Prefix:    a.prefix,
 	}
 	node := sdk.Node{
 		Self:         self,
-		Mesh:         a.cfg.Mesh(),
-		Device:       a.cfg.WGDevName,
-		ListenPort:   a.cfg.WGPort,
+		Mesh:         a.set.Mesh,
+		Device:       a.set.Device.Name,
+		ListenPort:   a.set.Device.Port,
 		AgentVersion: a.opt.Version,
 	}
-	return hook.New(a.cfg.Hooks, node, hook.Options{
+	return hook.New(a.set.Hooks, node, hook.Options{
 		Log: a.log,
 		Metrics: hook.Metrics{
 			Failures: a.metrics.HookFailures,
@@ -44,7 +44,7 @@ func (a *Agent) runHooks(ctx context.Context) error {
 // notifyHooks hands the peers the device now carries to every hook. It never
 // blocks the loop: each hook takes the newest set when it is ready.
 func (a *Agent) notifyHooks(view peer.View) {
-	if len(a.cfg.Hooks) == 0 {
+	if len(a.set.Hooks) == 0 {
 		return
 	}
 	peers := make([]sdk.Peer, 0, len(view.Peers))

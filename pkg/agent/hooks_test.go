@@ -50,7 +50,7 @@ func TestHookSeesTheMesh(t *testing.T) {
 	calls := hooktest.Calls(t, dir)
 	node := calls[0].Node
 	if calls[0].Op != "configure" || node.Self.Prefix != netip.MustParsePrefix("fd10:1::/48") || node.Device != cfg.WGDevName ||
-		node.Mesh != cfg.Mesh() || node.Self.Endpoint != netip.MustParseAddrPort("198.18.0.10:51820") {
+		node.Mesh != settings(t, cfg).Mesh || node.Self.Endpoint != netip.MustParseAddrPort("198.18.0.10:51820") {
 		t.Fatalf("first call = %+v node %+v, want configure with this host", calls[0], node)
 	}
 	first := calls[1].Change

@@ -37,11 +37,11 @@ func (s *snapshot) view() peer.View {
 // Nothing is applied before the first snapshot, so a restarting agent never
 // removes peers it has simply not heard about yet.
 func (a *Agent) loop(ctx context.Context, batches <-chan store.Batch) error {
-	table := peer.NewTable(peer.Rules{Mesh: a.cfg.Mesh(), Bits: a.cfg.SubnetPrefix}, a.key.PublicKey(), a.prefix)
+	table := peer.NewTable(peer.Rules{Mesh: a.set.Mesh, Bits: a.set.Prefix.Bits()}, a.key.PublicKey(), a.prefix)
 	rec := reconcile.New(a.dev)
 	logged := map[string]uint64{} // rejections already logged: key → revision
 	synced := false
-	resync := time.NewTicker(a.cfg.Resync())
+	resync := time.NewTicker(a.set.Resync)
 	defer resync.Stop()
 
 	for {
@@ -122,7 +122,7 @@ func (a *Agent) pass(table *peer.Table, rec *reconcile.Reconciler, refresh bool,
 		return fmt.Errorf("%s is now held by %q (public key %s): %w", a.prefix, d.Self.Name, d.Self.PublicKey, ErrTakenOver)
 	}
 
-	ka := time.Duration(a.cfg.PersistentKeepalive) * time.Second
+	ka := a.set.Keepalive
 	for _, c := range d.Changes {
 		if c.New == nil {
 			rec.Unset(c.PublicKey)
@@ -144,7 +144,7 @@ func (a *Agent) pass(table *peer.Table, rec *reconcile.Reconciler, refresh bool,
 		a.metrics.PeerChanges.WithLabelValues("remove").Add(float64(len(res.Plan.Remove)))
 		a.logPlan(res, table, d)
 		// Both want every peer: the View is built only for them.
-		if len(a.cfg.Hooks) > 0 {
+		if len(a.set.Hooks) > 0 {
 			a.notifyHooks(table.View())
 		}
 		if a.saver != nil {
@@ -156,7 +156,7 @@ func (a *Agent) pass(table *peer.Table, rec *reconcile.Reconciler, refresh bool,
 }
 
 func (a *Agent) desired(peers map[wgtypes.Key]peer.Accepted) map[wgtypes.Key]reconcile.Spec {
-	ka := time.Duration(a.cfg.PersistentKeepalive) * time.Second
+	ka := a.set.Keepalive
 	out := make(map[wgtypes.Key]reconcile.Spec, len(peers))
 	for k, p := range peers {
 		out[k] = reconcile.Spec{PublicKey: k, Endpoint: p.Endpoint, AllowedIPs: []netip.Prefix{p.Prefix}, Keepalive: ka}

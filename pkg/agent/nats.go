@@ -64,19 +64,19 @@ func (a *Agent) connect(ctx context.Context) error {
 			a.log.Warn("lost NATS connection; the device keeps its peers", "err", err)
 		}),
 	}
-	if a.cfg.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(a.cfg.NATSCreds))
+	if a.set.NATS.Creds != "" {
+		opts = append(opts, nats.UserCredentials(a.set.NATS.Creds))
 	}
-	if a.cfg.NATSTLSCA != "" {
-		opts = append(opts, nats.RootCAs(a.cfg.NATSTLSCA))
+	if a.set.NATS.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(a.set.NATS.TLSCA))
 	}
-	if a.cfg.NATSTLSCert != "" {
-		opts = append(opts, nats.ClientCert(a.cfg.NATSTLSCert, a.cfg.NATSTLSKey))
+	if a.set.NATS.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(a.set.NATS.TLSCert, a.set.NATS.TLSKey))
 	}
-	nc, err := nats.Connect(strings.Join(a.cfg.URLs(), ","), opts...)
+	nc, err := nats.Connect(strings.Join(a.set.NATS.URLs, ","), opts...)
 	if err != nil {
 		// With RetryOnFailedConnect only a bad option or URL gets here.
-		return fmt.Errorf("nats_url %s: %w", a.cfg.RedactedURLs(), err)
+		return fmt.Errorf("nats_url %s: %w", a.set.NATS.Redacted(), err)
 	}
 	a.nc = nc
 	if err := a.closedForGood(); err != nil {
@@ -85,7 +85,7 @@ func (a *Agent) connect(ctx context.Context) error {
 	if nc.IsConnected() {
 		a.metrics.NATSConnected.Set(1)
 	} else {
-		a.log.Warn("no NATS server answers yet; retrying in the background", "nats_url", a.cfg.RedactedURLs())
+		a.log.Warn("no NATS server answers yet; retrying in the background", "nats_url", a.set.NATS.Redacted())
 	}
 	return nil
 }
@@ -106,7 +106,7 @@ func (a *Agent) closedForGood() error {
 	if isPermission(err) {
 		fix = "check the permissions of the NATS user (see the README's least-privilege section)"
 	}
-	return fmt.Errorf("NATS at %s closed the connection: %w; %s", a.cfg.RedactedURLs(), err, fix)
+	return fmt.Errorf("NATS at %s closed the connection: %w; %s", a.set.NATS.Redacted(), err, fix)
 }
 
 func (a *Agent) kickWatch() {
@@ -123,11 +123,11 @@ func (a *Agent) openBucket(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	return retry(ctx, a.log, "open bucket "+a.cfg.NATSKV, func(ctx context.Context) error {
+	return retry(ctx, a.log, "open bucket "+a.set.NATS.Bucket, func(ctx context.Context) error {
 		if err := a.closedForGood(); err != nil {
 			return permanentError{err}
 		}
-		kv, err := store.OpenBucket(ctx, js, a.cfg.NATSKV, true, a.cfg.NATSKVReplicas)
+		kv, err := store.OpenBucket(ctx, js, a.set.NATS.Bucket, true, a.set.NATS.Replicas)
 		if err != nil && !isPermission(err) && isPermission(a.nc.LastError()) {
 			// A denied JetStream request is never answered: it looks like a
 			// timeout, and only the connection's last error tells.

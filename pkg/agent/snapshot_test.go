@@ -40,8 +40,8 @@ func identityOf(t *testing.T, cfg *config.Config) state.Identity {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return state.Identity{Device: cfg.WGDevName, PublicKey: k.PublicKey(), Prefix: cfg.Prefix(),
-		Rules: peer.Rules{Mesh: cfg.Mesh(), Bits: cfg.SubnetPrefix}}
+	return state.Identity{Device: cfg.WGDevName, PublicKey: k.PublicKey(), Prefix: settings(t, cfg).Prefix,
+		Rules: peer.Rules{Mesh: settings(t, cfg).Mesh, Bits: cfg.SubnetPrefix}}
 }
 
 // snapshotPrefixes reads the agent's snapshot back as the agent would.
@@ -268,7 +268,7 @@ func TestRestoredPeersRemovedWhenTheClaimFails(t *testing.T) {
 		want error
 	}{
 		{"prefix held by another key", func(t *testing.T, kv jetstream.KeyValue, cfg *config.Config) {
-			putPeer(t, kv, cfg.Prefix().String())
+			putPeer(t, kv, settings(t, cfg).Prefix.String())
 		}, store.ErrAddressInUse},
 		{"key revoked", func(t *testing.T, kv jetstream.KeyValue, cfg *config.Config) {
 			if _, err := kv.Put(context.Background(), peer.RevokedKey(identityOf(t, cfg).PublicKey), []byte(`{}`)); err != nil {
@@ -316,7 +316,7 @@ func TestEvictionRemovesTheSnapshot(t *testing.T) {
 	h := start(t, cfg, nil)
 	h.waitReady(t)
 	eventually(t, "the snapshot", func() bool { _, err := snapshotPrefixes(t, cfg); return err == nil })
-	if err := kv.Delete(context.Background(), peer.Key(cfg.Prefix())); err != nil {
+	if err := kv.Delete(context.Background(), peer.Key(settings(t, cfg).Prefix)); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.waitExit(t); !errors.Is(err, ErrEvicted) {

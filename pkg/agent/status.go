@@ -22,7 +22,7 @@ func (a *Agent) Status() api.Status {
 		Self:     a.self,
 		Backend:  a.dev.Backend(),
 		Device:   a.dev.Name(),
-		NATS:     api.NATSStatus{Connected: a.nc.IsConnected(), Bucket: a.cfg.NATSKV},
+		NATS:     api.NATSStatus{Connected: a.nc.IsConnected(), Bucket: a.set.NATS.Bucket},
 		Synced:   snap.synced,
 		Peers:    []api.PeerStatus{},
 		Rejected: []api.Rejected{},

@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
 // Status is the body of GET /v1/status.
 type Status struct {
 	Self    peer.Record `json:"self"`
-	Backend string      `json:"backend"`
+	Backend wgdev.Kind  `json:"backend"`
 	Device  string      `json:"device"`
 	NATS    NATSStatus  `json:"nats"`
 	// Synced is set once the first bucket snapshot has been applied.

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
 // Defaults for fields that may be left out.
@@ -25,13 +27,6 @@ const (
 	DefaultBucket         = "ikto-mesh"
 	DefaultMTU            = 1420
 	DefaultResyncInterval = 30 * time.Second
-)
-
-// Backends a host may ask for in wg_backend.
-const (
-	BackendAuto      = "auto"
-	BackendKernel    = "kernel"
-	BackendUserspace = "userspace"
 )
 
 // Config is one host's configuration file. The first eleven fields are what
@@ -78,14 +73,6 @@ type HookConfig struct {
 // DefaultHookTimeout bounds each call into a hook when its config gives none.
 const DefaultHookTimeout = 10 * time.Second
 
-// CallTimeout is the hook's per-call timeout.
-func (h HookConfig) CallTimeout() time.Duration {
-	if d, err := time.ParseDuration(h.Timeout); err == nil && d > 0 {
-		return d
-	}
-	return DefaultHookTimeout
-}
-
 // FieldError is a validation failure of one field.
 type FieldError struct {
 	Field string // JSON name of the field
@@ -105,8 +92,9 @@ func fieldErr(field, format string, args ...any) error {
 // maxConfigSize bounds what Parse reads.
 const maxConfigSize = 1 << 20
 
-// Load reads and parses the file at path, fills defaults and validates it.
-func Load(path string) (*Config, error) {
+// Load reads and parses the file at path, fills defaults, validates it and
+// returns it resolved.
+func Load(path string) (*Settings, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -116,10 +104,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	if err := c.Validate(); err != nil {
+	s, err := c.Resolve()
+	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	return c, nil
+	return s, nil
 }
 
 // Parse decodes a configuration and fills defaults. Unknown fields are an error
@@ -186,7 +175,7 @@ func (c *Config) SetDefaults() {
 		c.NATSKV = DefaultBucket
 	}
 	if c.WGBackend == "" {
-		c.WGBackend = BackendAuto
+		c.WGBackend = string(wgdev.KindAuto)
 	}
 	if c.WGMTU == 0 {
 		c.WGMTU = DefaultMTU

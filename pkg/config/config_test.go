@@ -385,12 +385,15 @@ func TestParseDefaults(t *testing.T) {
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("Parse defaults (-want +got):\n%s", diff)
 	}
-	if got := c.Resync(); got != 30*time.Second {
-		t.Errorf("Resync() = %v, want 30s", got)
-	}
-
 	// Given values are kept, not replaced by defaults.
 	fx := newFiles(t)
+	c, err = parseMap(t, goodV4(fx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, c).Resync; got != 30*time.Second {
+		t.Errorf("Resync = %v, want 30s", got)
+	}
 	m := goodV4(fx)
 	m["wg_dev_name"], m["wg_port"], m["nats_kv"] = "wg0", 4500, "other"
 	m["wg_backend"], m["wg_mtu"], m["resync_interval"] = "kernel", 1380, "5s"
@@ -398,7 +401,7 @@ func TestParseDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.MeshCIDR, c.SubnetPrefix, c.WGDevName, c.WGPort, c.NATSKV, c.WGBackend, c.WGMTU, c.Resync()}
+	got := []any{c.MeshCIDR, c.SubnetPrefix, c.WGDevName, c.WGPort, c.NATSKV, c.WGBackend, c.WGMTU, resolve(t, c).Resync}
 	wantKept := []any{"100.64.0.0/10", 24, "wg0", 4500, "other", "kernel", 1380, 5 * time.Second}
 	if diff := cmp.Diff(wantKept, got); diff != "" {
 		t.Errorf("Parse replaced given values (-want +got):\n%s", diff)
@@ -421,18 +424,18 @@ func TestDerivedValues(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := tt.base(fx)
-			m["nats_url"] = tt.url
 			c, err := parseMap(t, m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := []string{c.Mesh().String(), c.Prefix().String(), c.DeviceAddress().String(), c.Advertise().String()}
+			s := resolve(t, c)
+			got := []string{s.Mesh.String(), s.Prefix.String(), s.Device.Address.String(), s.Advertise.String()}
 			want := []string{tt.mesh, tt.prefix, tt.device, tt.advertise}
 			if diff := cmp.Diff(want, got); diff != "" {
-				t.Errorf("Mesh, Prefix, DeviceAddress, Advertise (-want +got):\n%s", diff)
+				t.Errorf("Mesh, Prefix, Device.Address, Advertise (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(tt.urls, c.URLs()); diff != "" {
-				t.Errorf("URLs() (-want +got):\n%s", diff)
+			if diff := cmp.Diff(tt.urls, SplitURLs(tt.url)); diff != "" {
+				t.Errorf("SplitURLs (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -457,8 +460,8 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(%s): %v", good, err)
 	}
-	if c.Prefix() != netip.MustParsePrefix("fd10:2082:5bc1::/48") {
-		t.Errorf("Load(%s).Prefix() = %s", good, c.Prefix())
+	if p := c.Prefix; p != netip.MustParsePrefix("fd10:2082:5bc1::/48") {
+		t.Errorf("Load(%s) claims %s", good, p)
 	}
 
 	bad := goodV6(fx)
@@ -578,4 +581,14 @@ func TestLoadPrivateKeyErrors(t *testing.T) {
 	if _, err := LoadPrivateKey(fx.key); err == nil || !strings.Contains(err.Error(), "0640") {
 		t.Errorf("LoadPrivateKey(mode 0640) = %v, want a mode error", err)
 	}
+}
+
+// resolve is c.Resolve for a config the test knows to be valid.
+func resolve(t *testing.T, c *Config) *Settings {
+	t.Helper()
+	s, err := c.Resolve()
+	if err != nil {
+		t.Fatalf("Resolve: %v", err)
+	}
+	return s
 }

@@ -106,7 +106,11 @@ func configFields() *regexp.Regexp {
 // checkValid asserts what an agent relies on in a validated config.
 func checkValid(t *testing.T, c *Config) {
 	t.Helper()
-	mesh, prefix, dev := c.Mesh(), c.Prefix(), c.DeviceAddress()
+	s, err := c.Resolve()
+	if err != nil {
+		t.Fatalf("Validate passed, Resolve failed: %v", err)
+	}
+	mesh, prefix, dev := s.Mesh, s.Prefix, s.Device.Address
 	switch {
 	case !mesh.IsValid() || mesh.Masked() != mesh || mesh.Addr().Is4In6():
 		t.Fatalf("valid config with mesh %q", c.MeshCIDR)
@@ -114,22 +118,22 @@ func checkValid(t *testing.T, c *Config) {
 		t.Fatalf("valid config claims %s in mesh %s", prefix, mesh)
 	case dev.Addr() != prefix.Addr() || dev.Bits() != mesh.Bits():
 		t.Fatalf("valid config puts %s on the device for prefix %s in mesh %s", dev, prefix, mesh)
-	case !peer.UsableUnicast(c.Advertise()) || mesh.Contains(c.Advertise()):
+	case !peer.UsableUnicast(s.Advertise) || mesh.Contains(s.Advertise):
 		t.Fatalf("valid config advertises %q", c.AdvertiseAddress)
 	case c.WGPort < 1 || c.WGPort > 65535 || c.WGMTU < 576 || c.PersistentKeepalive < 0:
 		t.Fatalf("valid config with port %d, mtu %d, keepalive %d", c.WGPort, c.WGMTU, c.PersistentKeepalive)
-	case len(c.URLs()) == 0 || !ValidDevName(c.WGDevName) || !ValidBucketName(c.NATSKV):
-		t.Fatalf("valid config with urls %q, device %q, bucket %q", c.URLs(), c.WGDevName, c.NATSKV)
-	case c.Resync() < 100*time.Millisecond:
-		t.Fatalf("valid config resyncs every %s", c.Resync())
+	case len(s.NATS.URLs) == 0 || !ValidDevName(c.WGDevName) || !ValidBucketName(c.NATSKV):
+		t.Fatalf("valid config with urls %q, device %q, bucket %q", s.NATS.URLs, c.WGDevName, c.NATSKV)
+	case s.Resync < 100*time.Millisecond:
+		t.Fatalf("valid config resyncs every %s", s.Resync)
 	}
-	for _, u := range c.URLs() {
+	for _, u := range s.NATS.URLs {
 		if err := ValidNATSURL(u); err != nil {
 			t.Fatalf("valid config with server %q: %v", u, err)
 		}
 	}
 	// The record this host would publish passes the rules other agents apply.
-	rec := peer.Record{Name: c.Name, PublicKey: strings.Repeat("A", 42) + "E=", AdvertiseAddress: c.Advertise().String(), AllowedIP: prefix.String(), WGPort: c.WGPort}
+	rec := peer.Record{Name: c.Name, PublicKey: strings.Repeat("A", 42) + "E=", AdvertiseAddress: s.Advertise.String(), AllowedIP: prefix.String(), WGPort: c.WGPort}
 	if _, rej := (peer.Rules{Mesh: mesh, Bits: c.SubnetPrefix}).Check(peer.Key(prefix), rec.Encode(), 1); rej != nil {
 		t.Fatalf("valid config's own record is rejected by its mesh: %v", rej)
 	}

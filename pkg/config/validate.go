@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
 var (
@@ -42,18 +43,26 @@ func ValidNATSURL(raw string) error {
 // (wrapped with its cause where there is one). It reads the key, creds and TLS
 // files named by the config, because a host whose files are wrong cannot start.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{
-		c.validateAddressing, c.validateDevice, c.validateKeyFile, c.validateNATS,
-		c.validateAgentOptions, c.validateHooks,
-	} {
-		if err := check(); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := c.Resolve()
+	return err
 }
 
-func (c *Config) validateAddressing() error {
+// Resolve validates the config and returns it in typed form: the one place
+// where its strings are parsed. Errors are those of Validate.
+func (c *Config) Resolve() (*Settings, error) {
+	s := &Settings{Name: c.Name, PrivateKeyPath: c.PrivateKeyPath, StateDir: c.StateDir}
+	for _, check := range []func(*Settings) error{
+		c.resolveAddressing, c.resolveDevice, c.validateKeyFile, c.resolveNATS,
+		c.resolveAgentOptions, c.resolveHooks,
+	} {
+		if err := check(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (c *Config) resolveAddressing(s *Settings) error {
 	mesh, err := netip.ParsePrefix(c.MeshCIDR)
 	if err != nil {
 		return fieldErr("mesh_cidr", "%q is not a CIDR prefix (e.g. fd10::/16 or 100.64.0.0/10)", c.MeshCIDR)
@@ -97,23 +106,26 @@ func (c *Config) validateAddressing() error {
 	if mesh.Contains(adv.Unmap()) {
 		return fieldErr("advertise_address", "%s is inside mesh_cidr %s; set the underlay IP other hosts reach this one on, not a mesh address", adv, mesh)
 	}
+	s.Mesh = mesh
+	s.Prefix = netip.PrefixFrom(addr, c.SubnetPrefix)
+	s.Advertise = adv.Unmap()
+	s.Device.Address = netip.PrefixFrom(addr, mesh.Bits())
 	return nil
 }
 
-func (c *Config) validateDevice() error {
+func (c *Config) resolveDevice(s *Settings) error {
 	if !devName.MatchString(c.WGDevName) {
 		return fieldErr("wg_dev_name", "%q is not a valid interface name (1-15 letters, digits, '_', '.', '-')", c.WGDevName)
 	}
 	if c.WGPort < 1 || c.WGPort > 65535 {
 		return fieldErr("wg_port", "%d is not a UDP port (1-65535)", c.WGPort)
 	}
-	switch c.WGBackend {
-	case BackendAuto, BackendKernel, BackendUserspace:
-	default:
-		return fieldErr("wg_backend", "%q is not one of auto, kernel, userspace", c.WGBackend)
+	kind, err := wgdev.ParseKind(c.WGBackend)
+	if err != nil {
+		return fieldErr("wg_backend", "%v", err)
 	}
 	minMTU := 576
-	if c.Mesh().Addr().Is6() {
+	if s.Mesh.Addr().Is6() {
 		minMTU = 1280
 	}
 	if c.WGMTU < minMTU || c.WGMTU > 65535 {
@@ -122,10 +134,12 @@ func (c *Config) validateDevice() error {
 	if c.PersistentKeepalive < 0 || c.PersistentKeepalive > 65535 {
 		return fieldErr("persistent_keepalive", "%d is out of range (0-65535 seconds, 0 = off)", c.PersistentKeepalive)
 	}
+	s.Device.Name, s.Device.Port, s.Device.MTU, s.Device.Backend = c.WGDevName, c.WGPort, c.WGMTU, kind
+	s.Keepalive = time.Duration(c.PersistentKeepalive) * time.Second
 	return nil
 }
 
-func (c *Config) validateKeyFile() error {
+func (c *Config) validateKeyFile(*Settings) error {
 	if c.PrivateKeyPath == "" {
 		return fieldErr("private_key_path", "missing; create a key with ikto-init --private-key-path FILE")
 	}
@@ -135,8 +149,8 @@ func (c *Config) validateKeyFile() error {
 	return nil
 }
 
-func (c *Config) validateNATS() error {
-	urls := c.URLs()
+func (c *Config) resolveNATS(s *Settings) error {
+	urls := SplitURLs(c.NATSURL)
 	if len(urls) == 0 {
 		return fieldErr("nats_url", "missing; set the NATS server URL(s), e.g. nats://nats.example:4222")
 	}
@@ -154,15 +168,21 @@ func (c *Config) validateNATS() error {
 	if c.NATSKVReplicas < 0 || c.NATSKVReplicas > 5 {
 		return fieldErr("nats_kv_replicas", "%d is out of range (1-5, or 0 for the default of 1)", c.NATSKVReplicas)
 	}
+	s.NATS = NATS{
+		URLs: urls, Creds: c.NATSCreds, TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey,
+		Bucket: c.NATSKV, Replicas: max(c.NATSKVReplicas, 1),
+	}
 	return nil
 }
 
-func (c *Config) validateAgentOptions() error {
+func (c *Config) resolveAgentOptions(s *Settings) error {
+	s.Resync = DefaultResyncInterval
 	if c.ResyncInterval != "" {
 		d, err := time.ParseDuration(c.ResyncInterval)
 		if err != nil || d < 100*time.Millisecond {
 			return fieldErr("resync_interval", "%q must be a duration of at least 100ms, e.g. \"30s\"", c.ResyncInterval)
 		}
+		s.Resync = d
 	}
 	if c.StateDir != "" && !strings.HasPrefix(c.StateDir, "/") {
 		return fieldErr("state_dir", "%q must be an absolute path", c.StateDir)
@@ -170,7 +190,7 @@ func (c *Config) validateAgentOptions() error {
 	return nil
 }
 
-func (c *Config) validateHooks() error {
+func (c *Config) resolveHooks(s *Settings) error {
 	seen := map[string]bool{}
 	for i, h := range c.Hooks {
 		field := fmt.Sprintf("hooks[%d]", i)
@@ -184,76 +204,45 @@ func (c *Config) validateHooks() error {
 		if !strings.HasPrefix(h.Path, "/") {
 			return fieldErr(field+".path", "%q must be an absolute path to the hook executable", h.Path)
 		}
+		hook := Hook{Name: h.Name, Path: h.Path, Timeout: DefaultHookTimeout, Config: h.Config}
 		if h.SHA256 != "" {
-			if b, err := hex.DecodeString(h.SHA256); err != nil || len(b) != sha256.Size {
+			b, err := hex.DecodeString(h.SHA256)
+			if err != nil || len(b) != sha256.Size {
 				return fieldErr(field+".sha256", "%q must be 64 hex digits, e.g. the first word of `sha256sum %s`", h.SHA256, h.Path)
 			}
+			hook.SHA256 = b
 		}
 		if h.Timeout != "" {
-			if d, err := time.ParseDuration(h.Timeout); err != nil || d < 10*time.Millisecond {
+			d, err := time.ParseDuration(h.Timeout)
+			if err != nil || d < 10*time.Millisecond {
 				return fieldErr(field+".timeout", "%q must be a duration of at least 10ms, e.g. \"10s\"", h.Timeout)
 			}
+			hook.Timeout = d
 		}
 		if len(h.Config) > 0 && !json.Valid(h.Config) {
 			return fieldErr(field+".config", "must be a JSON value")
 		}
+		s.Hooks = append(s.Hooks, hook)
 	}
 	return nil
 }
 
-// Mesh is the parsed mesh_cidr. Valid after Validate.
-func (c *Config) Mesh() netip.Prefix {
-	p, _ := netip.ParsePrefix(c.MeshCIDR)
-	return p
-}
-
-// Prefix is this host's claimed prefix: private_address/subnet_prefix.
-func (c *Config) Prefix() netip.Prefix {
-	a, _ := netip.ParseAddr(c.PrivateAddress)
-	return netip.PrefixFrom(a, c.SubnetPrefix)
-}
-
-// DeviceAddress is private_address with the mesh prefix length: the address the
-// device carries, so the kernel routes the whole mesh into it.
-func (c *Config) DeviceAddress() netip.Prefix {
-	a, _ := netip.ParseAddr(c.PrivateAddress)
-	return netip.PrefixFrom(a, c.Mesh().Bits())
-}
-
-// Advertise is the parsed advertise_address.
-func (c *Config) Advertise() netip.Addr {
-	a, _ := netip.ParseAddr(c.AdvertiseAddress)
-	return a.Unmap()
-}
-
-// URLs splits nats_url into its servers. The bare "nats://" that ikto-init
-// prints when it was given no URL counts as none.
-func (c *Config) URLs() []string {
+// SplitURLs splits a nats_url value into its servers. The bare "nats://"
+// that ikto-init prints when it was given no URL counts as none.
+func SplitURLs(natsURL string) []string {
 	var out []string
-	for _, u := range strings.Split(c.NATSURL, ",") {
+	for _, u := range strings.Split(natsURL, ",") {
 		u = strings.TrimSpace(u)
 		if u != "" && !strings.HasSuffix(u, "://") {
 			out = append(out, u)
 		}
 	}
-	if len(out) == 0 && strings.TrimSpace(c.NATSURL) != "" {
+	if len(out) == 0 && strings.TrimSpace(natsURL) != "" {
 		// Keep a lone "nats://" so validation can say what is wrong with it.
-		return []string{strings.TrimSpace(c.NATSURL)}
+		return []string{strings.TrimSpace(natsURL)}
 	}
 	return out
 }
-
-// Resync is the drift-repair period.
-func (c *Config) Resync() time.Duration {
-	if d, err := time.ParseDuration(c.ResyncInterval); err == nil && d > 0 {
-		return d
-	}
-	return DefaultResyncInterval
-}
-
-// RedactedURLs is nats_url for logs and messages, with any password or token
-// in it masked: a log is read by more people than the config file.
-func (c *Config) RedactedURLs() string { return RedactURLs(c.URLs()) }
 
 // RedactURLs joins urls with any password in them masked; a lone user part is
 // a token and is masked too.

@@ -23,7 +23,7 @@ const helperEnv = "IKTO_HOOK_TEST_AGENT_DIR"
 func runHelperAgent() int {
 	dir := os.Getenv(helperEnv)
 	rec := os.Getenv("IKTO_HOOK_TEST_RECORDER")
-	h := New([]config.HookConfig{{Name: "orphan", Path: rec, Config: hooktest.Config(dir)}}, testNode,
+	h := New([]config.Hook{{Name: "orphan", Path: rec, Timeout: config.DefaultHookTimeout, Config: hooktest.Config(dir)}}, testNode,
 		Options{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	h.Update(sdktest.Peers(1))
 	if err := h.Run(context.Background()); err != nil {

@@ -2,6 +2,7 @@ package hook
 
 import (
 	"context"
+	"encoding/hex"
 	"log/slog"
 	"net/netip"
 	"syscall"
@@ -55,11 +56,12 @@ func startHost(t *testing.T, hooks ...*testHook) *testHost {
 		Restarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "r"}, []string{"hook"}),
 		Up:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "u"}, []string{"hook"}),
 	}
-	var cfgs []config.HookConfig
+	var cfgs []config.Hook
 	for _, h := range hooks {
 		h.dir = t.TempDir()
 		th.hooks[h.name] = h
-		cfgs = append(cfgs, config.HookConfig{Name: h.name, Path: recorderPath, SHA256: h.sha256, Timeout: h.timeout, Config: hooktest.Config(h.dir)})
+		hc := config.HookConfig{Name: h.name, Path: recorderPath, SHA256: h.sha256, Timeout: h.timeout, Config: hooktest.Config(h.dir)}
+		cfgs = append(cfgs, resolveHook(t, hc))
 	}
 	log := slog.New(slog.NewTextHandler(th.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	th.Host = New(cfgs, testNode, Options{
@@ -159,4 +161,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// resolveHook is hc as the agent would hand it over, after config.Resolve.
+func resolveHook(t *testing.T, hc config.HookConfig) config.Hook {
+	t.Helper()
+	h := config.Hook{Name: hc.Name, Path: hc.Path, Timeout: config.DefaultHookTimeout, Config: hc.Config}
+	if hc.SHA256 != "" {
+		sum, err := hex.DecodeString(hc.SHA256)
+		if err != nil {
+			t.Fatalf("sha256 %q: %v", hc.SHA256, err)
+		}
+		h.SHA256 = sum
+	}
+	if hc.Timeout != "" {
+		d, err := time.ParseDuration(hc.Timeout)
+		if err != nil {
+			t.Fatalf("timeout %q: %v", hc.Timeout, err)
+		}
+		h.Timeout = d
+	}
+	return h
 }

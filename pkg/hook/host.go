@@ -87,7 +87,7 @@ type state struct {
 
 // New returns a host for hooks on node. Each hook is handed node with its own
 // config in Node.Config.
-func New(hooks []config.HookConfig, node sdk.Node, opt Options) *Host {
+func New(hooks []config.Hook, node sdk.Node, opt Options) *Host {
 	opt.setDefaults()
 	h := &Host{opt: opt}
 	for _, hc := range hooks {

@@ -2,7 +2,6 @@ package hook
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,29 +18,25 @@ import (
 // backoff after every failure.
 type supervisor struct {
 	host    *Host
-	cfg     config.HookConfig
+	cfg     config.Hook
 	node    sdk.Node
 	timeout time.Duration
 	pin     []byte // sha256 the executable must have; nil = not pinned
-	pinErr  error
 	log     *slog.Logger
 	wake    chan struct{} // 1-buffered: a newer state is waiting
 }
 
-func newSupervisor(h *Host, hc config.HookConfig, node sdk.Node) *supervisor {
+func newSupervisor(h *Host, hc config.Hook, node sdk.Node) *supervisor {
 	node.Config = hc.Config
-	s := &supervisor{
-		host: h, cfg: hc, node: node, timeout: hc.CallTimeout(),
+	timeout := hc.Timeout
+	if timeout <= 0 {
+		timeout = config.DefaultHookTimeout
+	}
+	return &supervisor{
+		host: h, cfg: hc, node: node, timeout: timeout, pin: hc.SHA256,
 		log:  h.opt.Log.With("hook", hc.Name),
 		wake: make(chan struct{}, 1),
 	}
-	if hc.SHA256 != "" {
-		// config.Validate has checked it; this guards a caller that did not.
-		if s.pin, s.pinErr = hex.DecodeString(hc.SHA256); s.pinErr != nil {
-			s.pinErr = fmt.Errorf("hooks[].sha256 of %s: %w", hc.Name, s.pinErr)
-		}
-	}
-	return s
 }
 
 func (s *supervisor) kick() {
@@ -88,9 +83,6 @@ func (s *supervisor) run(ctx, hard context.Context, dir string) {
 func (s *supervisor) session(ctx, hard context.Context, dir string) error {
 	if ctx.Err() != nil {
 		return nil
-	}
-	if s.pinErr != nil {
-		return s.pinErr
 	}
 	p, err := startProcess(s, dir)
 	if err != nil {

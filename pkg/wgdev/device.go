@@ -6,17 +6,36 @@ package wgdev
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// Backend names, as reported by Device.Backend and shown in status.
+// Kind names a backend: what wg_backend asks for (auto, kernel, userspace)
+// and what Device.Backend reports (kernel, userspace, fake). It is the one
+// list of backend names; config, backend selection and status use it.
+type Kind string
+
+// The backends.
 const (
-	BackendKernel    = "kernel"
-	BackendUserspace = "userspace"
-	BackendFake      = "fake"
+	KindAuto      Kind = "auto" // the kernel module when it is there, else userspace
+	KindKernel    Kind = "kernel"
+	KindUserspace Kind = "userspace"
+	KindFake      Kind = "fake" // in memory, tests and benchmarks only
 )
+
+// ParseKind reads a wg_backend value; "" is KindAuto. Only the kinds a
+// config may ask for are accepted (not fake).
+func ParseKind(s string) (Kind, error) {
+	switch k := Kind(s); k {
+	case "":
+		return KindAuto, nil
+	case KindAuto, KindKernel, KindUserspace:
+		return k, nil
+	}
+	return "", fmt.Errorf("%q is not one of %s, %s, %s", s, KindAuto, KindKernel, KindUserspace)
+}
 
 // ErrNotSupported is returned when a backend cannot run on this machine (for
 // the kernel backend: no wireguard module).
@@ -41,8 +60,8 @@ type Config struct {
 type Device interface {
 	// Name is the interface name.
 	Name() string
-	// Backend is BackendKernel, BackendUserspace or BackendFake.
-	Backend() string
+	// Backend is KindKernel, KindUserspace or KindFake.
+	Backend() Kind
 	// PublicKey is the device's public key.
 	PublicKey() wgtypes.Key
 	// Peers reports the live peers, with handshake time and byte counters.

@@ -16,16 +16,9 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/wgdev/userspace"
 )
 
-// Kinds accepted by Open, as written in the config's wg_backend.
-const (
-	KindAuto      = "auto"
-	KindKernel    = wgdev.BackendKernel
-	KindUserspace = wgdev.BackendUserspace
-)
-
-// Open opens cfg.Name with the backend kind names ("" means auto) and logs
+// Open opens cfg.Name with the backend kind ("" means auto) and logs
 // the one it chose under the key "backend". A nil log means slog.Default().
-func Open(kind string, cfg wgdev.Config, log *slog.Logger) (wgdev.Device, error) {
+func Open(kind wgdev.Kind, cfg wgdev.Config, log *slog.Logger) (wgdev.Device, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -53,24 +46,24 @@ type openers struct {
 	userspace func(wgdev.Config, *slog.Logger) (wgdev.Device, error)
 }
 
-func open(kind string, cfg wgdev.Config, log *slog.Logger, o openers) (wgdev.Device, error) {
+func open(kind wgdev.Kind, cfg wgdev.Config, log *slog.Logger, o openers) (wgdev.Device, error) {
 	var (
 		d   wgdev.Device
 		err error
 	)
 	switch kind {
-	case KindKernel:
+	case wgdev.KindKernel:
 		d, err = o.kernel(cfg)
-	case KindUserspace:
+	case wgdev.KindUserspace:
 		d, err = o.userspace(cfg, log)
-	case KindAuto, "":
+	case wgdev.KindAuto, "":
 		d, err = o.kernel(cfg)
 		if errors.Is(err, wgdev.ErrNotSupported) {
 			log.Info("kernel wireguard not available, using userspace", "device", cfg.Name, "err", err)
 			d, err = o.userspace(cfg, log)
 		}
 	default:
-		return nil, fmt.Errorf("open %s: unknown wg_backend %q (want %s, %s or %s)", cfg.Name, kind, KindAuto, KindKernel, KindUserspace)
+		return nil, fmt.Errorf("open %s: unknown wg_backend %q (want %s, %s or %s)", cfg.Name, kind, wgdev.KindAuto, wgdev.KindKernel, wgdev.KindUserspace)
 	}
 	if err != nil {
 		return nil, err

@@ -17,10 +17,10 @@ import (
 // fakeBackend is a fake device that reports a chosen backend name.
 type fakeBackend struct {
 	*fake.Device
-	backend string
+	backend wgdev.Kind
 }
 
-func (f fakeBackend) Backend() string { return f.backend }
+func (f fakeBackend) Backend() wgdev.Kind { return f.backend }
 
 func TestOpen(t *testing.T) {
 	notSupported := fmt.Errorf("open wg0: create wireguard link wg0: %w", wgdev.ErrNotSupported)
@@ -29,11 +29,11 @@ func TestOpen(t *testing.T) {
 
 	tests := []struct {
 		name         string
-		kind         string
+		kind         wgdev.Kind
 		kernelErr    error
 		userspaceErr error
 		wantCalls    []string
-		wantBackend  string
+		wantBackend  wgdev.Kind
 		wantErr      error
 		wantLog      string
 	}{

@@ -54,8 +54,8 @@ func New(cfg wgdev.Config) *Device {
 // Name is the interface name given to New.
 func (d *Device) Name() string { return d.name }
 
-// Backend is wgdev.BackendFake.
-func (d *Device) Backend() string { return wgdev.BackendFake }
+// Backend is wgdev.KindFake.
+func (d *Device) Backend() wgdev.Kind { return wgdev.KindFake }
 
 // PublicKey is the public half of the key given to New.
 func (d *Device) PublicKey() wgtypes.Key { return d.publicKey }

@@ -34,8 +34,8 @@ type Device struct {
 // Name is the interface name.
 func (d *Device) Name() string { return d.name }
 
-// Backend is wgdev.BackendKernel.
-func (d *Device) Backend() string { return wgdev.BackendKernel }
+// Backend is wgdev.KindKernel.
+func (d *Device) Backend() wgdev.Kind { return wgdev.KindKernel }
 
 // PublicKey is the device's public key.
 func (d *Device) PublicKey() wgtypes.Key { return d.publicKey }

@@ -250,7 +250,7 @@ func TestOpen(t *testing.T) {
 			if err != nil {
 				t.Fatalf("open: %v", err)
 			}
-			if d.Name() != cfg.Name || d.PublicKey() != priv.PublicKey() || d.Backend() != wgdev.BackendKernel {
+			if d.Name() != cfg.Name || d.PublicKey() != priv.PublicKey() || d.Backend() != wgdev.KindKernel {
 				t.Errorf("identity = %s %s %s", d.Name(), d.Backend(), d.PublicKey())
 			}
 		})

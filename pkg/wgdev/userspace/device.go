@@ -46,8 +46,8 @@ type Device struct {
 // Name is the interface name.
 func (d *Device) Name() string { return d.name }
 
-// Backend is wgdev.BackendUserspace.
-func (d *Device) Backend() string { return wgdev.BackendUserspace }
+// Backend is wgdev.KindUserspace.
+func (d *Device) Backend() wgdev.Kind { return wgdev.KindUserspace }
 
 // PublicKey is the device's public key.
 func (d *Device) PublicKey() wgtypes.Key { return d.publicKey }

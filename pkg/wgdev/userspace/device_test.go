@@ -192,7 +192,7 @@ func TestEmptyConfigureAndClose(t *testing.T) {
 	if err := d.ConfigurePeers(nil); err != nil {
 		t.Errorf("ConfigurePeers(nil) = %v", err)
 	}
-	if d.PublicKey() != priv.PublicKey() || d.Name() != "wgtest0" || d.Backend() != wgdev.BackendUserspace {
+	if d.PublicKey() != priv.PublicKey() || d.Name() != "wgtest0" || d.Backend() != wgdev.KindUserspace {
 		t.Errorf("identity = %s %s %s", d.Name(), d.Backend(), d.PublicKey())
 	}
 	for i := range 2 {

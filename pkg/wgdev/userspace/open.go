@@ -62,7 +62,7 @@ func Open(cfg wgdev.Config, log *slog.Logger) (*Device, error) {
 		return nil, fmt.Errorf("open %s: %w", cfg.Name, err)
 	}
 	opened = true
-	log.Debug("wireguard device open", "device", cfg.Name, "backend", wgdev.BackendUserspace, "port", cfg.ListenPort)
+	log.Debug("wireguard device open", "device", cfg.Name, "backend", wgdev.KindUserspace, "port", cfg.ListenPort)
 	return d, nil
 }
 
