@@ -15,7 +15,7 @@ import (
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
-	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 )
 
 // deniedWriteTimeout bounds a write the server is expected to refuse: a
@@ -88,9 +88,9 @@ func (w *privilegeWorld) checkHostCannotRevoke(t *testing.T) {
 	bravo := w.hosts[1]
 	op := openBucketAs(t, w.opURL, bucketName)
 	hostKV := openBucketAs(t, w.hostURL, bucketName)
-	live := openBucketAs(t, w.opURL, store.LiveBucket(bucketName))
+	live := openBucketAs(t, w.opURL, bucket.LiveBucket(bucketName))
 	for _, h := range w.hosts {
-		if _, err := live.Get(ctx, store.HeartbeatKey(h.Prefix())); err != nil {
+		if _, err := live.Get(ctx, bucket.HeartbeatKey(h.Prefix())); err != nil {
 			t.Errorf("heartbeat of %s, read as the operator: %v", h.Name, err)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/peer"
-	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 )
 
 const rejoinHint = "to rejoin, the host needs a new key and prefix from ikto-init"
@@ -35,8 +35,8 @@ not start again with that key.`,
 				return err
 			}
 			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
-				h, err := store.FindHolder(ctx, m.kv, target)
-				if errors.Is(err, store.ErrNoHolder) {
+				h, err := bucket.FindHolder(ctx, m.kv, target)
+				if errors.Is(err, bucket.ErrNoHolder) {
 					return fmt.Errorf("no host holds %s in bucket %s; `ikto-admin list` shows who holds what", args[0], m.kv.Bucket())
 				}
 				if err != nil {
@@ -47,7 +47,7 @@ not start again with that key.`,
 					return nil
 				}
 				fmt.Fprintf(a.stdout, "evicting %s: %s\n", describe(h), plan(h))
-				if err := store.Evict(ctx, m.kv, h.Key, h.Revision, h.Record); err != nil {
+				if err := bucket.Evict(ctx, m.kv, h.Key, h.Revision, h.Record); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "evicted %s; every agent drops it and its own agent exits 4 (%s)\n", hostName(h.Record), rejoinHint)
@@ -78,7 +78,7 @@ func hostName(r peer.Record) string {
 	return dash(r.Name)
 }
 
-func describe(h store.Holder) string {
+func describe(h bucket.Holder) string {
 	prefix := "-"
 	if h.Prefix.IsValid() {
 		prefix = h.Prefix.String()
@@ -87,7 +87,7 @@ func describe(h store.Holder) string {
 		hostName(h.Record), prefix, dash(h.Record.PublicKey), h.Key, h.Revision)
 }
 
-func plan(h store.Holder) string {
+func plan(h bucket.Holder) string {
 	pk, err := wgtypes.ParseKey(h.Record.PublicKey)
 	if err != nil || pk == (wgtypes.Key{}) {
 		return "delete " + h.Key + " (its public key is not a valid key, so there is nothing to revoke)"
@@ -106,8 +106,8 @@ func (a *app) unrevokeCommand() *cobra.Command {
 				return cli.Usagef("%q is not a WireGuard public key (44 characters of base64)", args[0])
 			}
 			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
-				if err := store.Unrevoke(ctx, m.kv, pk); err != nil {
-					if errors.Is(err, store.ErrNotRevoked) {
+				if err := bucket.Unrevoke(ctx, m.kv, pk); err != nil {
+					if errors.Is(err, bucket.ErrNotRevoked) {
 						return fmt.Errorf("public key %s is not revoked in bucket %s; `ikto-admin list` marks revoked keys", pk, m.kv.Bucket())
 					}
 					return err
@@ -148,11 +148,11 @@ Nothing is evicted automatically: run it when you mean it, --dry-run first.`,
 // prune evicts the silent hosts one by one; a failed eviction does not stop
 // the others, and the command fails at the end naming them.
 func (a *app) prune(ctx context.Context, m *mesh, offlineFor time.Duration, dryRun bool) error {
-	entries, err := store.Scan(ctx, m.kv, peer.PeersPrefix+">")
+	entries, err := bucket.Scan(ctx, m.kv, peer.PeersPrefix+">")
 	if err != nil {
 		return fmt.Errorf("NATS server %s: %w", m.server, err)
 	}
-	hbs, err := store.Heartbeats(ctx, m.live)
+	hbs, err := bucket.Heartbeats(ctx, m.live)
 	if err != nil {
 		return fmt.Errorf("NATS server %s: %w", m.server, err)
 	}
@@ -160,7 +160,7 @@ func (a *app) prune(ctx context.Context, m *mesh, offlineFor time.Duration, dryR
 	var failed []string
 	pruned := 0
 	for _, e := range entries {
-		h := store.Holder{Key: e.Key(), Revision: e.Revision()}
+		h := bucket.Holder{Key: e.Key(), Revision: e.Revision()}
 		_ = json.Unmarshal(e.Value(), &h.Record) // garbage has no heartbeat: judged by age
 		r := row{Record: h.Record}
 		r.setLiveness(hbs, now)
@@ -180,7 +180,7 @@ func (a *app) prune(ctx context.Context, m *mesh, offlineFor time.Duration, dryR
 			continue
 		}
 		fmt.Fprintf(a.stdout, "evicting %s: %s\n", describe(h), why)
-		if err := store.Evict(ctx, m.kv, h.Key, h.Revision, h.Record); err != nil {
+		if err := bucket.Evict(ctx, m.kv, h.Key, h.Revision, h.Record); err != nil {
 			fmt.Fprintf(a.stderr, "ikto-admin: %v\n", err)
 			failed = append(failed, h.Key)
 		}

@@ -20,7 +20,7 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/peer"
-	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 )
 
 // onlineWindow: an agent heartbeats every 10 s, so three missed beats mean
@@ -113,7 +113,7 @@ func (a *app) rules(cmd *cobra.Command, meshCIDR string, bits int) (peer.Rules, 
 
 // collectRows reads records, revocations and heartbeats.
 func (a *app) collectRows(ctx context.Context, m *mesh, rules peer.Rules) ([]row, error) {
-	raw, err := store.Scan(ctx, m.kv, peer.PeersPrefix+">")
+	raw, err := bucket.Scan(ctx, m.kv, peer.PeersPrefix+">")
 	if err != nil {
 		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
 	}
@@ -121,11 +121,11 @@ func (a *app) collectRows(ctx context.Context, m *mesh, rules peer.Rules) ([]row
 	for _, e := range raw {
 		entries = append(entries, bucketEntry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Created: e.Created()})
 	}
-	revs, err := store.Revocations(ctx, m.kv)
+	revs, err := bucket.Revocations(ctx, m.kv)
 	if err != nil {
 		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
 	}
-	hbs, err := store.Heartbeats(ctx, m.live)
+	hbs, err := bucket.Heartbeats(ctx, m.live)
 	if err != nil {
 		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
 	}
@@ -135,7 +135,7 @@ func (a *app) collectRows(ctx context.Context, m *mesh, rules peer.Rules) ([]row
 // buildRows judges every record as an agent would — the per-record rules and
 // the set rules of peer.Table, with no host of its own — and adds a row for
 // each revoked key no record carries any more.
-func buildRows(entries []bucketEntry, revs map[wgtypes.Key]peer.Revocation, hbs map[netip.Prefix]store.Heartbeat, rules peer.Rules, now time.Time) []row {
+func buildRows(entries []bucketEntry, revs map[wgtypes.Key]peer.Revocation, hbs map[netip.Prefix]bucket.Heartbeat, rules peer.Rules, now time.Time) []row {
 	table := peer.NewTable(rules, wgtypes.Key{}, netip.Prefix{})
 	for _, e := range entries {
 		table.Put(e.Key, e.Value, e.Revision)
@@ -198,7 +198,7 @@ func buildRows(entries []bucketEntry, revs map[wgtypes.Key]peer.Revocation, hbs 
 
 // setLiveness takes the heartbeat at the row's prefix, if the same public
 // key wrote it: a former holder's heartbeat says nothing about this one.
-func (r *row) setLiveness(hbs map[netip.Prefix]store.Heartbeat, now time.Time) {
+func (r *row) setLiveness(hbs map[netip.Prefix]bucket.Heartbeat, now time.Time) {
 	p, err := netip.ParsePrefix(r.AllowedIP)
 	if err != nil {
 		return

@@ -22,7 +22,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/api"
 	"github.com/ikto-mesh/ikto/pkg/peer"
-	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 )
 
 // now is the pinned clock of the formatting tests.
@@ -82,7 +82,7 @@ func startNATS(t *testing.T) (string, jetstream.JetStream) {
 
 func openBucket(t *testing.T, js jetstream.JetStream) jetstream.KeyValue {
 	t.Helper()
-	kv, err := store.OpenBucket(context.Background(), js, "ikto-mesh", true, 1)
+	kv, err := bucket.OpenBucket(context.Background(), js, "ikto-mesh", true, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +105,8 @@ func put(t *testing.T, kv jetstream.KeyValue, r peer.Record) uint64 {
 
 func heartbeat(t *testing.T, live jetstream.KeyValue, r peer.Record, at time.Time) {
 	t.Helper()
-	hb := store.Heartbeat{PublicKey: r.PublicKey, Name: r.Name, At: at, Version: "v0.4.0"}
-	if err := store.PutHeartbeat(context.Background(), live, netip.MustParsePrefix(r.AllowedIP), hb); err != nil {
+	hb := bucket.Heartbeat{PublicKey: r.PublicKey, Name: r.Name, At: at, Version: "v0.4.0"}
+	if err := bucket.PutHeartbeat(context.Background(), live, netip.MustParsePrefix(r.AllowedIP), hb); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -207,7 +207,7 @@ func fillMesh(t *testing.T, kv, live jetstream.KeyValue) map[string]peer.Record 
 		if seed == 7 {
 			r = peer.Record{Name: "gone", AllowedIP: "fd10:7::/48"}
 		}
-		if err := store.Revoke(ctx, kv, testKey(t, seed), r, now.Add(-time.Hour)); err != nil {
+		if err := bucket.Revoke(ctx, kv, testKey(t, seed), r, now.Add(-time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -217,7 +217,7 @@ func fillMesh(t *testing.T, kv, live jetstream.KeyValue) map[string]peer.Record 
 func TestListTable(t *testing.T) {
 	url, js := startNATS(t)
 	kv := openBucket(t, js)
-	live, err := store.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
+	live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestListTable(t *testing.T) {
 func TestListJSON(t *testing.T) {
 	url, js := startNATS(t)
 	kv := openBucket(t, js)
-	live, err := store.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
+	live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +314,7 @@ func TestListJSON(t *testing.T) {
 // without the config being valid for an agent (no key file here).
 func TestListRulesFromConfig(t *testing.T) {
 	url, js := startNATS(t)
-	kv, err := store.OpenBucket(context.Background(), js, "other", true, 1)
+	kv, err := bucket.OpenBucket(context.Background(), js, "other", true, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestEvict(t *testing.T) {
 	if _, err := kv.Get(ctx, bravoKey); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("bravo's record after evict: %v, want deleted", err)
 	}
-	revs, err := store.Revocations(ctx, kv)
+	revs, err := bucket.Revocations(ctx, kv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,14 +388,14 @@ func TestUnrevoke(t *testing.T) {
 	url, js := startNATS(t)
 	kv := openBucket(t, js)
 	pk := testKey(t, 3)
-	if err := store.Revoke(context.Background(), kv, pk, peer.Record{Name: "c"}, now); err != nil {
+	if err := bucket.Revoke(context.Background(), kv, pk, peer.Record{Name: "c"}, now); err != nil {
 		t.Fatal(err)
 	}
 	code, stdout, stderr := exec(t, "unrevoke", pk.String(), "--nats-url", url)
 	if code != 0 || !strings.Contains(stdout, "unrevoked "+pk.String()) {
 		t.Errorf("unrevoke: exit %d\n%s%s", code, stdout, stderr)
 	}
-	if revs, _ := store.Revocations(context.Background(), kv); len(revs) != 0 {
+	if revs, _ := bucket.Revocations(context.Background(), kv); len(revs) != 0 {
 		t.Errorf("revocations after unrevoke = %v", revs)
 	}
 	code, _, stderr = exec(t, "unrevoke", pk.String(), "--nats-url", url)
@@ -407,7 +407,7 @@ func TestUnrevoke(t *testing.T) {
 func TestPrune(t *testing.T) {
 	url, js := startNATS(t)
 	kv := openBucket(t, js)
-	live, err := store.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
+	live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +434,7 @@ func TestPrune(t *testing.T) {
 	if _, err := kv.Get(ctx, peer.Key(netip.MustParsePrefix(stale.AllowedIP))); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("stale record after prune: %v, want deleted", err)
 	}
-	if revs, _ := store.Revocations(ctx, kv); len(revs) != 1 || revs[testKey(t, 2)].Name != "stale" {
+	if revs, _ := bucket.Revocations(ctx, kv); len(revs) != 1 || revs[testKey(t, 2)].Name != "stale" {
 		t.Errorf("revocations after prune = %v, want stale's key", revs)
 	}
 	for _, r := range []peer.Record{fresh, silent} {

@@ -6,25 +6,23 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/config"
-	"github.com/ikto-mesh/ikto/pkg/store"
 )
 
 // mesh is an open connection to the mesh's buckets.
 type mesh struct {
-	nc     *nats.Conn
-	js     jetstream.JetStream
+	conn   *bucket.Conn
 	kv     jetstream.KeyValue
 	live   jetstream.KeyValue // nil until an agent has written a heartbeat
 	server string
 }
 
-func (m *mesh) Close() { m.nc.Close() }
+func (m *mesh) Close() { m.conn.Close() }
 
 // withMesh runs f with the mesh open and the command's timeout applied, and
 // closes the connection afterwards.
@@ -36,7 +34,8 @@ func (a *app) withMesh(cmd *cobra.Command, f func(ctx context.Context, m *mesh) 
 		return err
 	}
 	defer m.Close()
-	return f(ctx, m)
+	// A request the server denied is never answered: say why it timed out.
+	return m.conn.Explain(f(ctx, m))
 }
 
 // openMesh reads -c, connects to NATS once (an operator wants an answer, not
@@ -49,46 +48,28 @@ func (a *app) openMesh(ctx context.Context, cmd *cobra.Command) (*mesh, error) {
 	if len(urls) == 0 || strings.HasSuffix(urls[0], "://") {
 		return nil, cli.Usagef("no NATS server: pass --nats-url nats://HOST:4222 or -c with a host's ikto.json")
 	}
-	// server names the servers in messages, with any password masked.
-	server := config.RedactURLs(urls)
-	opts := []nats.Option{nats.Name("ikto-admin"), nats.NoReconnect()}
-	if a.timeout > 0 {
-		opts = append(opts, nats.Timeout(a.timeout))
-	}
-	if a.natsCreds != "" {
-		opts = append(opts, nats.UserCredentials(a.natsCreds))
-	}
-	if a.tlsCA != "" {
-		opts = append(opts, nats.RootCAs(a.tlsCA))
-	}
-	if a.tlsCert != "" {
-		opts = append(opts, nats.ClientCert(a.tlsCert, a.tlsKey))
-	}
-	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
+	settings := config.NATS{URLs: urls, Creds: a.natsCreds, TLSCA: a.tlsCA, TLSCert: a.tlsCert, TLSKey: a.tlsKey, Bucket: a.natsKV}
+	conn, err := bucket.Dial(settings, bucket.Client{Name: "ikto-admin", Timeout: a.timeout})
 	if err != nil {
-		return nil, fmt.Errorf("NATS server %s: %w; check --nats-url (or nats_url in -c) and that the server is running", server, err)
+		return nil, fmt.Errorf("%w; check --nats-url (or nats_url in -c) and that the server is running", err)
 	}
-	m := &mesh{nc: nc, server: server}
-	if m.js, err = jetstream.New(nc); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("NATS server %s: jetstream: %w", server, err)
-	}
-	m.kv, err = store.OpenBucket(ctx, m.js, a.natsKV, false, 0)
-	if errors.Is(err, store.ErrBucketMissing) {
-		nc.Close()
-		return nil, fmt.Errorf("bucket %s does not exist on NATS server %s; check --nats-kv (the first agent creates it)", a.natsKV, server)
+	m := &mesh{conn: conn, server: conn.Servers}
+	m.kv, err = conn.Mesh(ctx, false)
+	if errors.Is(err, bucket.ErrBucketMissing) {
+		conn.Close()
+		return nil, fmt.Errorf("bucket %s does not exist on NATS server %s; check --nats-kv (the first agent creates it)", a.natsKV, m.server)
 	}
 	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("NATS server %s: %w", server, err)
+		conn.Close()
+		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
 	}
-	m.live, err = store.OpenLiveBucket(ctx, m.js, a.natsKV, false, 0)
-	if errors.Is(err, store.ErrBucketMissing) {
+	m.live, err = conn.Live(ctx, false)
+	if errors.Is(err, bucket.ErrBucketMissing) {
 		m.live, err = nil, nil
 	}
 	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("NATS server %s: %w", server, err)
+		conn.Close()
+		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
 	}
 	return m, nil
 }

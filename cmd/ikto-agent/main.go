@@ -18,7 +18,7 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/api"
 	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/config"
-	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/backend"
 )
@@ -91,7 +91,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// operator's, not a new prefix.
 		fmt.Fprintf(stderr, "ikto-agent: %v; if that host should not hold it, remove it with ikto-admin evict and restart this agent\n", err)
 		return cli.ExitInUse
-	case errors.Is(err, store.ErrAddressInUse):
+	case errors.Is(err, bucket.ErrAddressInUse):
 		fmt.Fprintf(stderr, "ikto-agent: %v\n", err)
 		return cli.ExitInUse
 	case errors.Is(err, agent.ErrEvicted):

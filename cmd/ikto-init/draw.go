@@ -9,11 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/ipam"
-	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
 const (
@@ -47,14 +47,16 @@ func (o *options) drawPrefix(ctx context.Context, mesh netip.Prefix, rnd io.Read
 
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
-	kv, closeConn, err := openBucket(ctx, servers, o.cfg.NATSCreds, o.cfg.NATSKV)
+	kv, closeConn, err := openBucket(ctx, config.NATS{URLs: servers, Creds: o.cfg.NATSCreds, Bucket: o.cfg.NATSKV})
 	if err != nil {
 		warn(err)
 		return ipam.RandomPrefix(mesh, o.cfg.SubnetPrefix, rnd)
 	}
 	defer closeConn()
 
-	p, err := drawFree(ctx, mesh, o.cfg.SubnetPrefix, rnd, claimedIn(kv))
+	p, err := drawFree(ctx, mesh, o.cfg.SubnetPrefix, rnd, func(ctx context.Context, p netip.Prefix) (bool, error) {
+		return bucket.Claimed(ctx, kv, p)
+	})
 	switch {
 	case errors.Is(err, errMeshFull):
 		return p, fmt.Errorf("%w: %d random /%d prefixes in %s were all claimed in bucket %s on %s; use a larger --mesh-cidr or a longer --subnet-prefix",
@@ -86,47 +88,20 @@ func drawFree(ctx context.Context, mesh netip.Prefix, bits int, rnd io.Reader, c
 	return netip.Prefix{}, errMeshFull
 }
 
-// claimedIn reports a prefix claimed when its record exists and is not deleted.
-func claimedIn(kv jetstream.KeyValue) claimedFunc {
-	return func(ctx context.Context, p netip.Prefix) (bool, error) {
-		e, err := kv.Get(ctx, peer.Key(p))
-		if errors.Is(err, jetstream.ErrKeyNotFound) { // also a deleted or purged key
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		return e.Operation() == jetstream.KeyValuePut, nil
-	}
-}
-
 // openBucket connects to NATS and opens the existing bucket; it never creates
 // one, since the bucket's settings are the agents' to choose.
-func openBucket(ctx context.Context, servers []string, creds, bucket string) (jetstream.KeyValue, func(), error) {
-	opts := []nats.Option{
-		nats.Name("ikto-init"),
-		nats.Timeout(natsTimeout),
-		nats.NoReconnect(),
-	}
-	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
-	}
-	nc, err := nats.Connect(strings.Join(servers, ","), opts...)
+func openBucket(ctx context.Context, s config.NATS) (jetstream.KeyValue, func(), error) {
+	conn, err := bucket.Dial(s, bucket.Client{Name: "ikto-init", Timeout: natsTimeout})
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect: %w", err)
+		return nil, nil, err
 	}
-	js, err := jetstream.New(nc)
+	kv, err := conn.Mesh(ctx, false)
 	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
-	}
-	kv, err := js.KeyValue(ctx, bucket)
-	if err != nil {
-		nc.Close()
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, nil, fmt.Errorf("bucket %s does not exist (the first agent creates it; check --nats-kv)", bucket)
+		conn.Close()
+		if errors.Is(err, bucket.ErrBucketMissing) {
+			return nil, nil, fmt.Errorf("bucket %s does not exist (the first agent creates it; check --nats-kv)", s.Bucket)
 		}
-		return nil, nil, fmt.Errorf("open bucket %s: %w", bucket, err)
+		return nil, nil, err
 	}
-	return kv, nc.Close, nil
+	return kv, conn.Close, nil
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/pkg/config"
-	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 )
 
 // Garbage collection of the simulation: this process's one heap holds every
@@ -79,8 +79,8 @@ type propagationEnv struct {
 	log    *slog.Logger
 }
 
-func newPropagationEnv(ctx context.Context, bucket string, log *slog.Logger) (e *propagationEnv, err error) {
-	e = &propagationEnv{bucket: bucket, log: log}
+func newPropagationEnv(ctx context.Context, name string, log *slog.Logger) (e *propagationEnv, err error) {
+	e = &propagationEnv{bucket: name, log: log}
 	defer func() {
 		if err != nil {
 			e.close()
@@ -100,7 +100,7 @@ func newPropagationEnv(ctx context.Context, bucket string, log *slog.Logger) (e 
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	// The bucket as an agent creates it.
-	if e.kv, err = store.OpenBucket(ctx, e.js, bucket, true, 1); err != nil {
+	if e.kv, err = bucket.OpenBucket(ctx, e.js, name, true, 1); err != nil {
 		return nil, err
 	}
 	if e.fleet, err = NewFleet(benchMesh, config.DefaultSubnetPrefix); err != nil {

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
-	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 )
 
 // BenchAgentBinary is the agent-core-in-a-process of cmd/ikto-bench-agent.
@@ -108,7 +108,7 @@ func newWorld(opts harness.NetworkOptions) (w *world, err error) {
 
 // bucket opens name as an agent would, creating it.
 func (w *world) bucket(ctx context.Context, name string) (jetstream.KeyValue, error) {
-	return store.OpenBucket(ctx, w.js, name, true, 1)
+	return bucket.OpenBucket(ctx, w.js, name, true, 1)
 }
 
 // close stops every process the network started while NATS is still up,

@@ -16,11 +16,11 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/api"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
 	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
-	"github.com/ikto-mesh/ikto/pkg/store"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
 )
@@ -154,10 +154,10 @@ func putPeer(t *testing.T, kv jetstream.KeyValue, prefix string) wgtypes.Key {
 	return k.PublicKey()
 }
 
-func bucket(t *testing.T, url string) jetstream.KeyValue {
+func openBucket(t *testing.T, url string) jetstream.KeyValue {
 	t.Helper()
 	_, js := natstest.Connect(t, url)
-	kv, err := store.OpenBucket(context.Background(), js, "ikto-test", true, 0)
+	kv, err := bucket.OpenBucket(context.Background(), js, "ikto-test", true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func bucket(t *testing.T, url string) jetstream.KeyValue {
 
 func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
 	s := natstest.Start(t)
-	kv := bucket(t, s.ClientURL())
+	kv := openBucket(t, s.ClientURL())
 	putPeer(t, kv, "fd10:2::/48")
 	putPeer(t, kv, "fd10:3::/48")
 	kv.Put(context.Background(), peer.Key(netip.MustParsePrefix("fd10:4::/48")), []byte("garbage"))
@@ -216,11 +216,11 @@ func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
 	// loop: it may not exist yet.
 	_, js := natstest.Connect(t, s.ClientURL())
 	eventually(t, "heartbeat", func() bool {
-		live, err := store.OpenLiveBucket(context.Background(), js, "ikto-test", false, 0)
+		live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-test", false, 0)
 		if err != nil {
 			return false
 		}
-		hbs, err := store.Heartbeats(context.Background(), live)
+		hbs, err := bucket.Heartbeats(context.Background(), live)
 		hb, ok := hbs[netip.MustParsePrefix("fd10:1::/48")]
 		return err == nil && ok && hb.Name == h.cfg.Name && time.Since(hb.At) < time.Minute
 	})
@@ -235,7 +235,7 @@ func TestAgentExitsInUseNamingTheHolder(t *testing.T) {
 	first.waitReady(t)
 	second := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), fake.New(wgdev.Config{Name: "wgtest2"}))
 	err := second.waitExit(t)
-	if !errors.Is(err, store.ErrAddressInUse) || !strings.Contains(err.Error(), "fd10:1::/48") || !strings.Contains(err.Error(), first.cfg.Name) {
+	if !errors.Is(err, bucket.ErrAddressInUse) || !strings.Contains(err.Error(), "fd10:1::/48") || !strings.Contains(err.Error(), first.cfg.Name) {
 		t.Fatalf("second agent: %v; want address in use naming the prefix and %q", err, first.cfg.Name)
 	}
 	select {
@@ -247,7 +247,7 @@ func TestAgentExitsInUseNamingTheHolder(t *testing.T) {
 
 func TestAgentEvictedWhenItsRecordIsDeleted(t *testing.T) {
 	s := natstest.Start(t)
-	kv := bucket(t, s.ClientURL())
+	kv := openBucket(t, s.ClientURL())
 	putPeer(t, kv, "fd10:2::/48")
 	h := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), nil)
 	h.waitReady(t)
@@ -264,7 +264,7 @@ func TestAgentEvictedWhenItsRecordIsDeleted(t *testing.T) {
 
 func TestAgentEvictedWhenItsKeyIsRevoked(t *testing.T) {
 	s := natstest.Start(t)
-	kv := bucket(t, s.ClientURL())
+	kv := openBucket(t, s.ClientURL())
 	h := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), nil)
 	h.waitReady(t)
 	k, _ := config.LoadPrivateKey(h.cfg.PrivateKeyPath)
@@ -293,7 +293,7 @@ func TestAgentLeavesDeviceAloneUntilSnapshotAndWhileNATSIsDown(t *testing.T) {
 	dir := t.TempDir()
 	s := natstest.StartOn(t, -1, dir)
 	port := s.Port()
-	kv := bucket(t, s.ClientURL())
+	kv := openBucket(t, s.ClientURL())
 	cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
 	h := start(t, cfg, nil)
 	h.waitReady(t)
@@ -313,7 +313,7 @@ func TestAgentLeavesDeviceAloneUntilSnapshotAndWhileNATSIsDown(t *testing.T) {
 	}
 
 	s2 := natstest.StartOn(t, port, dir)
-	kv2 := bucket(t, s2.ClientURL())
+	kv2 := openBucket(t, s2.ClientURL())
 	putPeer(t, kv2, "fd10:3::/48")
 	eventually(t, "change after NATS returned", func() bool { return peerPrefixes(t, h.dev)["fd10:3::/48"] })
 	if !peerPrefixes(t, h.dev)["fd10:2::/48"] {
@@ -333,40 +333,6 @@ func TestAgentStartsBeforeNATS(t *testing.T) {
 	eventually(t, "agent to say it is waiting", func() bool { return strings.Contains(h.logs.String(), "no NATS server answers yet") })
 	natstest.StartOn(t, port, dir)
 	h.waitReady(t)
-}
-
-func TestBurstIsOneDeviceCall(t *testing.T) {
-	cfg := newConfig(t, "nats://127.0.0.1:1", "fd10:1::/48")
-	a, err := newAgent(settings(t, cfg), Options{Log: slog.New(slog.DiscardHandler), OpenDevice: func(wgdev.Config) (wgdev.Device, error) {
-		return nil, errors.New("not used: the test sets the device")
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev := fake.New(wgdev.Config{Name: "wgtest"})
-	a.dev = dev
-	a.nc = nil
-	batches := make(chan store.Batch, 64)
-	self := peer.Record{Name: "self", PublicKey: a.self.PublicKey, AdvertiseAddress: "198.18.0.10", AllowedIP: "fd10:1::/48", WGPort: 51820}
-	batches <- store.Batch{Snapshot: true, Entries: []store.Entry{{Key: peer.Key(a.prefix), Value: self.Encode(), Revision: 1}}}
-	for i := range 40 {
-		prefix := fmt.Sprintf("fd10:%x::/48", 0x100+i)
-		k, _ := wgtypes.GeneratePrivateKey()
-		r := peer.Record{Name: prefix, PublicKey: k.PublicKey().String(), AdvertiseAddress: "198.18.0.20", AllowedIP: prefix, WGPort: 51820}
-		batches <- store.Batch{Entries: []store.Entry{{Key: peer.Key(netip.MustParsePrefix(prefix)), Value: r.Encode(), Revision: uint64(2 + i)}}}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- a.loop(ctx, batches) }()
-	eventually(t, "40 peers", func() bool { return len(peerPrefixes(t, dev)) == 40 })
-	if dev.Calls() != 1 {
-		t.Fatalf("41 queued batches took %d device calls, want 1", dev.Calls())
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
 }
 
 // keepOpen ignores Close so a test can read the device after the agent ends.

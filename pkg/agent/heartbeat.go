@@ -6,7 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 )
 
 // HeartbeatEvery is how often an agent writes its heartbeat. ikto-admin list
@@ -18,26 +18,23 @@ const HeartbeatEvery = 10 * time.Second
 // traffic and the claim's revision never moves. Failures are logged when the
 // state changes, not on every tick, and never stop the agent.
 func (a *Agent) heartbeat(ctx context.Context) error {
-	js, err := jetstream.New(a.nc)
-	if err != nil {
-		return err
-	}
 	tick := time.NewTicker(HeartbeatEvery)
 	defer tick.Stop()
 	var (
 		live    jetstream.KeyValue
 		failing bool
 	)
+	liveBucket := bucket.LiveBucket(a.set.NATS.Bucket)
 	for {
-		if a.connected() {
-			err := a.beat(ctx, js, &live)
+		if a.conn.Connected() {
+			err := a.beat(ctx, &live)
 			switch {
 			case err != nil && !failing && ctx.Err() == nil:
 				a.log.Warn("heartbeat write failed; the mesh is unaffected, ikto-admin list will show this host as offline",
-					"bucket", store.LiveBucket(a.set.NATS.Bucket), "err", err)
+					"bucket", liveBucket, "err", err)
 				failing = true
 			case err == nil && failing:
-				a.log.Info("heartbeat written again", "bucket", store.LiveBucket(a.set.NATS.Bucket))
+				a.log.Info("heartbeat written again", "bucket", liveBucket)
 				failing = false
 			}
 		}
@@ -49,19 +46,19 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) beat(ctx context.Context, js jetstream.JetStream, live *jetstream.KeyValue) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+func (a *Agent) beat(ctx context.Context, live *jetstream.KeyValue) error {
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
 	if *live == nil {
-		kv, err := store.OpenLiveBucket(ctx, js, a.set.NATS.Bucket, true, a.set.NATS.Replicas)
+		kv, err := a.conn.Live(ctx, true)
 		if err != nil {
 			return err
 		}
 		*live = kv
 	}
 	now := time.Now().UTC()
-	hb := store.Heartbeat{PublicKey: a.self.PublicKey, Name: a.self.Name, At: now, Version: a.opt.Version}
-	if err := store.PutHeartbeat(ctx, *live, a.prefix, hb); err != nil {
+	hb := bucket.Heartbeat{PublicKey: a.self.PublicKey, Name: a.self.Name, At: now, Version: a.opt.Version}
+	if err := bucket.PutHeartbeat(ctx, *live, a.set.Prefix, hb); err != nil {
 		return err
 	}
 	a.metrics.HeartbeatWritten(now)

@@ -1,8 +1,9 @@
 package agent
 
 import (
-	"context"
 	"net/netip"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/hook"
 	"github.com/ikto-mesh/ikto/pkg/peer"
@@ -15,7 +16,7 @@ func (a *Agent) newHookHost() *hook.Host {
 		Name:      a.self.Name,
 		PublicKey: a.self.PublicKey,
 		Endpoint:  netip.AddrPortFrom(a.set.Advertise, uint16(a.set.Device.Port)),
-		Prefix:    a.prefix,
+		Prefix:    a.set.Prefix,
 	}
 	node := sdk.Node{
 		Self:         self,
@@ -34,22 +35,11 @@ func (a *Agent) newHookHost() *hook.Host {
 	})
 }
 
-// runHooks supervises the configured hook plugins until ctx ends, then stops
-// them (each gets the last state and Stop, and is killed after a grace
-// period). A failing hook never ends it.
-func (a *Agent) runHooks(ctx context.Context) error {
-	return a.hooks.Run(ctx)
-}
-
-// notifyHooks hands the peers the device now carries to every hook. It never
-// blocks the loop: each hook takes the newest set when it is ready.
-func (a *Agent) notifyHooks(view peer.View) {
-	if len(a.set.Hooks) == 0 {
-		return
+// hookPeers is the accepted set as hooks see it.
+func hookPeers(peers map[wgtypes.Key]peer.Accepted) []sdk.Peer {
+	out := make([]sdk.Peer, 0, len(peers))
+	for _, p := range peers {
+		out = append(out, sdk.Peer{Name: p.Name, PublicKey: p.PublicKey.String(), Endpoint: p.Endpoint, Prefix: p.Prefix})
 	}
-	peers := make([]sdk.Peer, 0, len(view.Peers))
-	for _, p := range view.Peers {
-		peers = append(peers, sdk.Peer{Name: p.Name, PublicKey: p.PublicKey.String(), Endpoint: p.Endpoint, Prefix: p.Prefix})
-	}
-	a.hooks.Update(sdk.SortPeers(peers))
+	return sdk.SortPeers(out)
 }

@@ -16,7 +16,7 @@ import (
 // configured, sees a host join, and is stopped and gone when the agent stops.
 func TestHookSeesTheMesh(t *testing.T) {
 	s := natstest.Start(t)
-	kv := bucket(t, s.ClientURL())
+	kv := openBucket(t, s.ClientURL())
 	early := putPeer(t, kv, "fd10:2::/48")
 
 	dir := t.TempDir()

@@ -20,7 +20,7 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/state"
-	"github.com/ikto-mesh/ikto/pkg/store"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
 )
@@ -80,7 +80,7 @@ func TestSnapshotRestoresTheMeshWhileNATSIsDown(t *testing.T) {
 	dir := t.TempDir()
 	s := natstest.StartOn(t, -1, dir)
 	port := s.Port()
-	kv := bucket(t, s.ClientURL())
+	kv := openBucket(t, s.ClientURL())
 	putPeer(t, kv, "fd10:2::/48")
 	putPeer(t, kv, "fd10:3::/48")
 	cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
@@ -125,7 +125,7 @@ func TestSnapshotRestoresTheMeshWhileNATSIsDown(t *testing.T) {
 	eventually(t, "the stale peer removed", func() bool {
 		return samePrefixes(peerPrefixes(t, second.dev), "fd10:2::/48")
 	})
-	putPeer(t, bucket(t, s2.ClientURL()), "fd10:4::/48")
+	putPeer(t, openBucket(t, s2.ClientURL()), "fd10:4::/48")
 	eventually(t, "a later join applied and saved", func() bool {
 		got, err := snapshotPrefixes(t, cfg)
 		return samePrefixes(peerPrefixes(t, second.dev), "fd10:2::/48", "fd10:4::/48") &&
@@ -136,7 +136,7 @@ func TestSnapshotRestoresTheMeshWhileNATSIsDown(t *testing.T) {
 // Resync passes that change nothing write nothing; a change writes once.
 func TestSnapshotWrittenOnlyWhenTheMeshChanges(t *testing.T) {
 	s := natstest.Start(t)
-	kv := bucket(t, s.ClientURL())
+	kv := openBucket(t, s.ClientURL())
 	putPeer(t, kv, "fd10:2::/48")
 	cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
 	cfg.StateDir = t.TempDir()
@@ -269,7 +269,7 @@ func TestRestoredPeersRemovedWhenTheClaimFails(t *testing.T) {
 	}{
 		{"prefix held by another key", func(t *testing.T, kv jetstream.KeyValue, cfg *config.Config) {
 			putPeer(t, kv, settings(t, cfg).Prefix.String())
-		}, store.ErrAddressInUse},
+		}, bucket.ErrAddressInUse},
 		{"key revoked", func(t *testing.T, kv jetstream.KeyValue, cfg *config.Config) {
 			if _, err := kv.Put(context.Background(), peer.RevokedKey(identityOf(t, cfg).PublicKey), []byte(`{}`)); err != nil {
 				t.Fatal(err)
@@ -278,7 +278,7 @@ func TestRestoredPeersRemovedWhenTheClaimFails(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := natstest.Start(t)
-			kv := bucket(t, s.ClientURL())
+			kv := openBucket(t, s.ClientURL())
 			cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
 			cfg.StateDir = t.TempDir()
 			snap := state.New(identityOf(t, cfg), []peer.Accepted{accepted(t, "fd10:2::/48"), accepted(t, "fd10:3::/48")}, time.Now())
@@ -309,7 +309,7 @@ func TestRestoredPeersRemovedWhenTheClaimFails(t *testing.T) {
 // not bring back a mesh it no longer belongs to.
 func TestEvictionRemovesTheSnapshot(t *testing.T) {
 	s := natstest.Start(t)
-	kv := bucket(t, s.ClientURL())
+	kv := openBucket(t, s.ClientURL())
 	putPeer(t, kv, "fd10:2::/48")
 	cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
 	cfg.StateDir = t.TempDir()
@@ -335,7 +335,7 @@ func TestAgentExitsWhenReplicasNeedACluster(t *testing.T) {
 	cfg.NATSKVReplicas = 3
 	h := start(t, cfg, nil)
 	err := h.waitExit(t)
-	if !errors.Is(err, store.ErrReplicasNotSupported) || !strings.Contains(err.Error(), "nats_kv_replicas") {
+	if !errors.Is(err, bucket.ErrReplicasNotSupported) || !strings.Contains(err.Error(), "nats_kv_replicas") {
 		t.Fatalf("Run = %v, want ErrReplicasNotSupported naming nats_kv_replicas", err)
 	}
 }

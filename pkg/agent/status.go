@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/api"
+	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/reconcile"
 )
 
@@ -14,33 +15,39 @@ func (a *Agent) routes() api.Routes {
 	}
 }
 
-// Status is the agent's view for GET /v1/status: the published snapshot of the
-// bucket joined with what the device reports now.
+// Status is the agent's view for GET /v1/status: the last outcome of the
+// controller joined with what the device reports now. It reads only the
+// outcome, which no later pass changes, so the accepted set, synced and the
+// time of the last reconcile shown together always belong together.
 func (a *Agent) Status() api.Status {
-	snap := a.published.Load()
+	o := a.last.Load()
+	dev := a.ctl.Device()
 	st := api.Status{
 		Self:     a.self,
-		Backend:  a.dev.Backend(),
-		Device:   a.dev.Name(),
-		NATS:     api.NATSStatus{Connected: a.nc.IsConnected(), Bucket: a.set.NATS.Bucket},
-		Synced:   snap.synced,
+		Backend:  dev.Backend(),
+		Device:   dev.Name(),
+		NATS:     api.NATSStatus{Connected: a.conn.Connected(), Bucket: a.set.NATS.Bucket},
+		Synced:   o.Synced(),
 		Peers:    []api.PeerStatus{},
 		Rejected: []api.Rejected{},
 	}
 	if st.NATS.Connected {
-		st.NATS.Server = a.nc.ConnectedUrlRedacted()
+		st.NATS.Server = a.conn.NC.ConnectedUrlRedacted()
 	}
-	if snap.synced {
-		t := snap.lastReconcile
+	if o.Synced() {
+		t := o.At
 		st.LastReconcile = &t
 	}
-	view := snap.view()
+	var view peer.View
+	if o.View != nil {
+		view = *o.View
+	}
 	for _, r := range view.Rejected {
 		st.Rejected = append(st.Rejected, api.Rejected{Key: r.Key, Revision: r.Revision, Reason: string(r.Reason), Detail: r.Detail})
 	}
-	peers, err := a.dev.Peers()
+	peers, err := dev.Peers()
 	if err != nil {
-		a.log.Warn("status: read device peers", "device", a.dev.Name(), "err", err)
+		a.log.Warn("status: read device peers", "device", dev.Name(), "err", err)
 	}
 	specs := reconcile.FromDevice(peers)
 	for _, p := range peers {

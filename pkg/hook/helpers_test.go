@@ -15,6 +15,7 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/hook/hooktest"
 	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
+	"github.com/ikto-mesh/ikto/pkg/retry"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
 )
@@ -66,7 +67,7 @@ func startHost(t *testing.T, hooks ...*testHook) *testHost {
 	log := slog.New(slog.NewTextHandler(th.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	th.Host = New(cfgs, testNode, Options{
 		Log: log, Metrics: th.metrics, Grace: 2 * time.Second,
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Backoff: retry.Policy{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	th.cancel = cancel

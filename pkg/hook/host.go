@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/retry"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 )
 
@@ -40,13 +41,16 @@ type Options struct {
 	// call in flight, take the last state and Stop before they are killed.
 	// Default 5s.
 	Grace time.Duration
-	// MinBackoff and MaxBackoff bound the jittered, doubling wait before a
-	// failed hook is restarted. Defaults 250ms and 30s.
-	MinBackoff, MaxBackoff time.Duration
+	// Backoff spaces the restarts of a failing hook. Default RestartPolicy.
+	Backoff retry.Policy
 	// Healthy is how long a process must have served for its failure to
-	// restart the backoff from MinBackoff. Default 1m.
+	// restart the backoff from its shortest delay. Default 1m.
 	Healthy time.Duration
 }
+
+// RestartPolicy spaces the restarts of a failing hook: quickly at first, then
+// no more than twice a minute.
+var RestartPolicy = retry.Policy{Min: 250 * time.Millisecond, Max: 30 * time.Second}
 
 func (o *Options) setDefaults() {
 	if o.Log == nil {
@@ -55,11 +59,8 @@ func (o *Options) setDefaults() {
 	if o.Grace <= 0 {
 		o.Grace = 5 * time.Second
 	}
-	if o.MinBackoff <= 0 {
-		o.MinBackoff = 250 * time.Millisecond
-	}
-	if o.MaxBackoff < o.MinBackoff {
-		o.MaxBackoff = max(30*time.Second, o.MinBackoff)
+	if o.Backoff.Max == 0 {
+		o.Backoff = RestartPolicy
 	}
 	if o.Healthy <= 0 {
 		o.Healthy = time.Minute

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ikto-mesh/ikto/pkg/config"
@@ -49,12 +48,7 @@ func (s *supervisor) kick() {
 // run starts the hook and restarts it after each failure until ctx ends.
 // hard bounds every call, also the ones made while stopping.
 func (s *supervisor) run(ctx, hard context.Context, dir string) {
-	bo := &backoff.ExponentialBackOff{
-		InitialInterval:     s.host.opt.MinBackoff,
-		RandomizationFactor: 0.2,
-		Multiplier:          2,
-		MaxInterval:         s.host.opt.MaxBackoff,
-	}
+	bo := s.host.opt.Backoff.New()
 	for failures := 0; ; failures++ {
 		if failures > 0 {
 			s.count(s.host.opt.Metrics.Restarts)

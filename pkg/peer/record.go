@@ -5,14 +5,9 @@
 package peer
 
 import (
-	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"net/netip"
-	"strings"
 	"time"
-
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // Key prefixes in the bucket.
@@ -37,31 +32,6 @@ type Revocation struct {
 	AllowedIP string    `json:"allowed_ip"`
 	Name      string    `json:"name"`
 	RevokedAt time.Time `json:"revoked_at"`
-}
-
-// Key is the bucket key of the record that claims prefix:
-// peers.<base64url(canonical CIDR text), padded>.
-func Key(prefix netip.Prefix) string {
-	return PeersPrefix + base64.URLEncoding.EncodeToString([]byte(prefix.Masked().String()))
-}
-
-// RevokedKey is the bucket key that revokes a public key:
-// revoked.<base64url(32 raw key bytes), padded>.
-func RevokedKey(k wgtypes.Key) string {
-	return RevokedPrefix + base64.URLEncoding.EncodeToString(k[:])
-}
-
-// ParseRevokedKey returns the public key a revoked.* bucket key names.
-func ParseRevokedKey(key string) (wgtypes.Key, error) {
-	enc, ok := strings.CutPrefix(key, RevokedPrefix)
-	if !ok {
-		return wgtypes.Key{}, fmt.Errorf("%q is not a revocation key", key)
-	}
-	raw, err := base64.URLEncoding.DecodeString(enc)
-	if err != nil || len(raw) != wgtypes.KeyLen {
-		return wgtypes.Key{}, fmt.Errorf("%q does not encode a 32-byte public key", key)
-	}
-	return wgtypes.NewKey(raw)
 }
 
 // Encode is the JSON value stored for r.

@@ -76,6 +76,38 @@ func (r *Reconciler) Sync(refresh bool) (Result, error) {
 	return r.pass(refresh, false)
 }
 
+// AddMissing configures the peers of add that the device lacks, in one
+// call, and leaves every peer the device already has as it is: a restore
+// must never take a working peer away or change it on the word of a file.
+// The desired set is unchanged, and the device is read again by the next
+// pass, which then compares every peer.
+func (r *Reconciler) AddMissing(add map[wgtypes.Key]Spec) (Result, error) {
+	start := time.Now()
+	res := Result{Refresh: true}
+	peers, err := r.dev.Peers()
+	r.actual = nil
+	if err != nil {
+		res.Duration = time.Since(start)
+		return res, fmt.Errorf("read peers of %s: %w", r.dev.Name(), err)
+	}
+	res.Plan = Plan{Add: PlanPeers(add, FromDevice(peers)).Add}
+	err = r.configure(res.Plan)
+	res.Duration = time.Since(start)
+	return res, err
+}
+
+// configure applies a non-empty plan to the device: the one place a plan
+// reaches it.
+func (r *Reconciler) configure(p Plan) error {
+	if p.Empty() {
+		return nil
+	}
+	if err := r.dev.ConfigurePeers(p.PeerConfigs()); err != nil {
+		return fmt.Errorf("configure %d peer changes on %s: %w", len(p.Add)+len(p.Update)+len(p.Remove), r.dev.Name(), err)
+	}
+	return nil
+}
+
 func (r *Reconciler) pass(refresh, whole bool) (Result, error) {
 	start := time.Now()
 	res := Result{Refresh: refresh || r.actual == nil}
@@ -97,11 +129,11 @@ func (r *Reconciler) pass(refresh, whole bool) (Result, error) {
 		res.Plan = planKeys(r.desired, r.actual, dirty)
 	}
 	if !res.Plan.Empty() {
-		if err := r.dev.ConfigurePeers(res.Plan.PeerConfigs()); err != nil {
+		if err := r.configure(res.Plan); err != nil {
 			// What the device holds now is unknown: read it on the next pass.
 			r.actual = nil
 			res.Duration = time.Since(start)
-			return res, fmt.Errorf("configure %d peer changes on %s: %w", len(res.Plan.Add)+len(res.Plan.Update)+len(res.Plan.Remove), r.dev.Name(), err)
+			return res, err
 		}
 		if whole {
 			r.actual = maps.Clone(r.desired)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // Retry bounds for a snapshot that could not be written (disk full, read-only
@@ -29,6 +30,11 @@ type Saver struct {
 	mu        sync.Mutex // guards pending and discarded
 	pending   *offer
 	discarded bool
+
+	// offered is the accepted set (key → revision) last handed to
+	// OfferPeers, so a pass that changed nothing writes nothing. Only
+	// OfferPeers's caller touches it.
+	offered map[string]uint64
 
 	// wmu serialises writing and removing the file, so that a write in
 	// flight when Discard is called cannot bring the file back after it.
@@ -68,6 +74,35 @@ func (s *Saver) Offer(id Identity, peers []peer.Accepted) {
 	case s.kick <- struct{}{}:
 	default:
 	}
+}
+
+// OfferPeers is Offer for the accepted set as the controller reports it,
+// when it differs from the set last offered (by key and revision): a resync
+// or a record that changed nothing costs no write. Call it from one
+// goroutine.
+func (s *Saver) OfferPeers(id Identity, peers map[wgtypes.Key]peer.Accepted) {
+	if sameRevisions(s.offered, peers) {
+		return
+	}
+	s.offered = make(map[string]uint64, len(peers))
+	list := make([]peer.Accepted, 0, len(peers))
+	for _, p := range peers {
+		s.offered[p.Key] = p.Revision
+		list = append(list, p)
+	}
+	s.Offer(id, list)
+}
+
+func sameRevisions(offered map[string]uint64, peers map[wgtypes.Key]peer.Accepted) bool {
+	if offered == nil || len(offered) != len(peers) {
+		return false
+	}
+	for _, p := range peers {
+		if rev, ok := offered[p.Key]; !ok || rev != p.Revision {
+			return false
+		}
+	}
+	return true
 }
 
 // Discard drops any queued snapshot, removes the file, and makes the Saver

@@ -1,4 +1,4 @@
-package store
+package bucket
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/retry"
 )
 
 func newBucket(t *testing.T) jetstream.KeyValue {
@@ -187,7 +188,7 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 	}
 	restart := make(chan struct{}, 1)
 	out := make(chan Batch)
-	w := &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, MinBackoff: time.Millisecond}
+	w := &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}}
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, out) }()
 

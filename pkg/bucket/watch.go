@@ -1,11 +1,11 @@
-package store
+package bucket
 
 import (
 	"context"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
+	"github.com/ikto-mesh/ikto/pkg/retry"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -24,6 +24,9 @@ type Batch struct {
 	Entries  []Entry
 }
 
+// WatchPolicy spaces the watcher's attempts to re-subscribe.
+var WatchPolicy = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+
 // maxBatch bounds one update batch so a flood of writes cannot grow a slice
 // without limit; the receiver coalesces consecutive batches anyway.
 const maxBatch = 4096
@@ -36,8 +39,8 @@ type Watcher struct {
 	// snapshot. The agent kicks it on every NATS reconnect: an ordered-consumer
 	// watch would only notice a restarted server after missed heartbeats.
 	Restart <-chan struct{}
-	// Backoff bounds the delay between failed attempts (default 100ms..5s).
-	MinBackoff, MaxBackoff time.Duration
+	// Backoff spaces failed attempts (zero means WatchPolicy).
+	Backoff retry.Policy
 	// Probe, when set, is how often a running watch is checked against the
 	// bucket's stream (one stream-info request). On a cluster, the watch's
 	// consumer lives on one member; when that member goes away while our
@@ -62,7 +65,11 @@ type Watcher struct {
 // Restart kick each lead to a new watch after a jittered backoff, so a dead
 // server costs a few wakeups a second at most, never a spin.
 func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
-	backoff := w.minBackoff()
+	policy := w.Backoff
+	if policy.Max == 0 {
+		policy = WatchPolicy
+	}
+	delays := policy.New()
 	for {
 		start := time.Now()
 		ok := w.watchOnce(ctx, out)
@@ -72,16 +79,14 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
 		// Only a watch that delivered its snapshot and then lived a while
 		// resets the backoff: one that ends right after each snapshot
 		// would otherwise re-read the whole bucket ten times a second.
-		if ok && time.Since(start) >= w.maxBackoff() {
-			backoff = w.minBackoff()
+		if ok && time.Since(start) >= policy.Max {
+			delays.Reset()
 		}
-		delay := backoff/2 + rand.N(backoff/2+1)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(delay):
+		case <-time.After(delays.NextBackOff()):
 		}
-		backoff = min(backoff*2, w.maxBackoff())
 	}
 }
 
@@ -286,18 +291,4 @@ func toEntry(e jetstream.KeyValueEntry) Entry {
 		ent.Value = e.Value()
 	}
 	return ent
-}
-
-func (w *Watcher) minBackoff() time.Duration {
-	if w.MinBackoff > 0 {
-		return w.MinBackoff
-	}
-	return 100 * time.Millisecond
-}
-
-func (w *Watcher) maxBackoff() time.Duration {
-	if w.MaxBackoff > 0 {
-		return w.MaxBackoff
-	}
-	return 5 * time.Second
 }

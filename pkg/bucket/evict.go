@@ -1,13 +1,11 @@
-package store
+package bucket
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -117,16 +115,8 @@ func holderPrefix(key string, rec peer.Record) (netip.Prefix, bool) {
 	if p, err := netip.ParsePrefix(rec.AllowedIP); err == nil {
 		return p.Masked(), true
 	}
-	enc, ok := strings.CutPrefix(key, peer.PeersPrefix)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	raw, err := base64.URLEncoding.DecodeString(enc)
-	if err != nil {
-		return netip.Prefix{}, false
-	}
-	p, err := netip.ParsePrefix(string(raw))
-	return p.Masked(), err == nil
+	p, err := peer.ParseKey(key)
+	return p, err == nil
 }
 
 // Evict removes a host for good: it revokes rec's public key, then deletes

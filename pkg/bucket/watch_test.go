@@ -1,4 +1,4 @@
-package store
+package bucket
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/retry"
 )
 
 // runWatcher runs w until the test ends and returns its batches.
@@ -58,7 +59,7 @@ func TestWatcherHoldsOneWatchAcrossRestarts(t *testing.T) {
 	}
 	putRecords(t, kv, 1, 3)
 	restart := make(chan struct{}, 1)
-	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, Backoff: retry.Policy{Min: time.Millisecond, Max: 10 * time.Millisecond}})
 
 	const kicks = 20
 	for i := 0; i <= kicks; i++ {
@@ -92,7 +93,7 @@ func consumers(t *testing.T, js jetstream.JetStream, bucket string) int {
 func TestWatcherLeavesNoDeliveryBlocked(t *testing.T) {
 	kv := newBucket(t)
 	restart := make(chan struct{}, 1)
-	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, Backoff: retry.Policy{Min: time.Millisecond, Max: 10 * time.Millisecond}})
 	recv(t, out)
 	for round := range 4 {
 		// More updates than the watch's channel holds, not read: the
@@ -208,7 +209,7 @@ func TestWatcherBacksOffOnAClosedConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	kv := &countingKV{KeyValue: real}
-	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), MinBackoff: 20 * time.Millisecond, MaxBackoff: 160 * time.Millisecond})
+	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Backoff: retry.Policy{Min: 20 * time.Millisecond, Max: 160 * time.Millisecond}})
 	recv(t, out)
 	nc.Close()
 
@@ -277,7 +278,7 @@ func TestWatcherProbeRestartsAStalledWatch(t *testing.T) {
 	real := newBucket(t)
 	putRecords(t, real, 1, 2)
 	kv := &stallingKV{KeyValue: real}
-	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Probe: 50 * time.Millisecond, MinBackoff: time.Millisecond})
+	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Probe: 50 * time.Millisecond, Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}})
 	if b := recv(t, out); !b.Snapshot || len(b.Entries) != 2 {
 		t.Fatalf("first batch = %+v, want a snapshot of 2", b)
 	}

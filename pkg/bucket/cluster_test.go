@@ -1,4 +1,4 @@
-package store
+package bucket
 
 import (
 	"context"
@@ -82,7 +82,19 @@ func openReplicated(t *testing.T, url string) jetstream.KeyValue {
 			if r := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas; r != 3 {
 				t.Fatalf("bucket has %d replicas, want 3", r)
 			}
-			return kv
+			// A new R3 stream answers reads (direct get) only once its
+			// replicas are up; until then a Get has no responders, which
+			// the agent retries and these tests must not race.
+			for {
+				_, err := kv.Get(context.Background(), "peers.probe")
+				if errors.Is(err, jetstream.ErrKeyNotFound) {
+					return kv
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("R3 bucket does not answer reads: %v", err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("create R3 bucket: %v", err)

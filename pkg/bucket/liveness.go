@@ -1,8 +1,7 @@
-package store
+package bucket
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -39,11 +39,9 @@ type Heartbeat struct {
 // bucket mainBucket.
 func LiveBucket(mainBucket string) string { return mainBucket + liveSuffix }
 
-// HeartbeatKey is the key of prefix's heartbeat: hb. + the same padded
-// base64url encoding as the claim's key (peer.Key).
-func HeartbeatKey(prefix netip.Prefix) string {
-	return HeartbeatPrefix + base64.URLEncoding.EncodeToString([]byte(prefix.Masked().String()))
-}
+// HeartbeatKey is the key of prefix's heartbeat: hb. + the same encoding of
+// the prefix as the claim's key (peer.Key).
+func HeartbeatKey(prefix netip.Prefix) string { return HeartbeatPrefix + peer.EncodePrefix(prefix) }
 
 // ParseHeartbeatKey returns the prefix a hb.* key names.
 func ParseHeartbeatKey(key string) (netip.Prefix, error) {
@@ -51,13 +49,9 @@ func ParseHeartbeatKey(key string) (netip.Prefix, error) {
 	if !ok {
 		return netip.Prefix{}, fmt.Errorf("%q is not a heartbeat key", key)
 	}
-	raw, err := base64.URLEncoding.DecodeString(enc)
+	p, err := peer.DecodePrefix(enc)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q does not encode a prefix: %w", key, err)
-	}
-	p, err := netip.ParsePrefix(string(raw))
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q does not encode a prefix: %w", key, err)
+		return netip.Prefix{}, fmt.Errorf("heartbeat key %s: %w", key, err)
 	}
 	return p.Masked(), nil
 }

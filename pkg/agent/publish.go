@@ -1,0 +1,31 @@
+package agent
+
+import (
+	"github.com/ikto-mesh/ikto/pkg/mesh"
+)
+
+// publish hands one outcome to everything that follows the mesh. It runs in
+// the controller's goroutine and never blocks: the hooks and the snapshot
+// saver only take the newest state and do their work elsewhere.
+func (a *Agent) publish(o mesh.Outcome) {
+	a.metrics.Observe(o)
+	first := !a.last.Load().Synced() && o.Synced()
+	a.last.Store(&o)
+	if o.DeviceErr != nil {
+		return // the device is not known to carry this outcome's peers
+	}
+	if o.View != nil && len(a.set.Hooks) > 0 {
+		a.hooks.Update(hookPeers(o.View.Peers))
+	}
+	switch {
+	case a.saver == nil:
+	case o.Verdict != mesh.Member:
+		// Out of the mesh: a restart must not bring the mesh back.
+		a.discardSnapshot()
+	case o.Synced() && o.View != nil:
+		a.saver.OfferPeers(a.identity(), o.View.Peers)
+	}
+	if first && a.opt.Ready != nil {
+		a.opt.Ready()
+	}
+}

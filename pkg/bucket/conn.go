@@ -1,0 +1,222 @@
+package bucket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/retry"
+)
+
+// Client says who is connecting and how hard the connection tries.
+type Client struct {
+	// Name is shown to the server (connz) as the client's name.
+	Name string
+	// Persistent is the agent's connection: it never gives up. Dial returns
+	// even when no server answers yet and nats.go keeps trying in the
+	// background, reconnects forever with Reconnect's delays, and a dead
+	// server is noticed in about ten seconds. Otherwise (ikto-admin,
+	// ikto-init) Dial makes one attempt bounded by Timeout and the
+	// connection does not reconnect: an operator wants an answer.
+	Persistent bool
+	// Reconnect spaces reconnect attempts (Persistent only; zero means
+	// ReconnectPolicy).
+	Reconnect retry.Policy
+	// Timeout bounds connecting (zero means nats.go's default).
+	Timeout time.Duration
+	// Log receives connection events; nil discards them.
+	Log *slog.Logger
+	// OnConnect is called on every (re)connection, OnDisconnect when the
+	// connection drops or closes. Either may be nil.
+	OnConnect    func(reconnect bool)
+	OnDisconnect func()
+}
+
+// ReconnectPolicy is how a persistent connection spaces its reconnect
+// attempts: quickly at first, never more than a few seconds apart.
+var ReconnectPolicy = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+
+// Conn is an open connection to the mesh's NATS servers.
+type Conn struct {
+	NC *nats.Conn
+	JS jetstream.JetStream
+	// Servers names the servers for messages, passwords masked.
+	Servers string
+	nats    config.NATS
+}
+
+// Options are the nats.go options for s and c: the only place ikto builds
+// them, for all three binaries.
+func Options(s config.NATS, c Client) []nats.Option {
+	log := c.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opts := []nats.Option{
+		nats.Name(c.Name),
+		// Asynchronous errors (a denied subject, a slow consumer) would
+		// otherwise go to nats.go's default handler on stderr, unlogged.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn("NATS error", "subject", subject, "err", err)
+		}),
+	}
+	if c.Timeout > 0 {
+		opts = append(opts, nats.Timeout(c.Timeout))
+	}
+	if s.Creds != "" {
+		opts = append(opts, nats.UserCredentials(s.Creds))
+	}
+	if s.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(s.TLSCA))
+	}
+	if s.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(s.TLSCert, s.TLSKey))
+	}
+	if !c.Persistent {
+		return append(opts, nats.NoReconnect())
+	}
+	return append(opts, persistentOptions(c, log)...)
+}
+
+// persistentOptions keep the agent's connection for its whole life: nats.go's
+// default of 60 reconnects ends in a closed connection and closed watch
+// channels, which is how ikto 0.3.0 lost its mesh after a long outage.
+func persistentOptions(c Client, log *slog.Logger) []nats.Option {
+	policy := c.Reconnect
+	if policy.Max == 0 {
+		policy = ReconnectPolicy
+	}
+	delays := policy.New() // used only from nats.go's reconnect goroutine
+	notify := func(f func()) {
+		if f != nil {
+			f()
+		}
+	}
+	return []nats.Option{
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			if attempts <= 1 {
+				delays.Reset() // a new outage starts from the shortest delay
+			}
+			return delays.NextBackOff()
+		}),
+		// Notice a dead server in ~10 s rather than the default 4 minutes.
+		nats.PingInterval(5 * time.Second),
+		nats.MaxPingsOutstanding(2),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info("connected to NATS", "server", nc.ConnectedUrlRedacted())
+			if c.OnConnect != nil {
+				c.OnConnect(false)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+			if c.OnConnect != nil {
+				c.OnConnect(true)
+			}
+		}),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			notify(c.OnDisconnect)
+			if err := nc.LastError(); err != nil {
+				log.Error("NATS connection closed for good", "err", err)
+			}
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			notify(c.OnDisconnect)
+			if err == nil {
+				return // our own Close at shutdown
+			}
+			log.Warn("lost NATS connection; the device keeps its peers", "err", err)
+		}),
+	}
+}
+
+// Dial connects to the servers of s. A persistent client gets a connection
+// even when no server answers yet (it keeps trying); only a bad option, URL
+// or file is an error then. Any other client gets an error naming the
+// servers when none answers.
+func Dial(s config.NATS, c Client) (*Conn, error) {
+	servers := s.Redacted()
+	nc, err := nats.Connect(strings.Join(s.URLs, ","), Options(s, c)...)
+	if err != nil {
+		if c.Persistent {
+			return nil, fmt.Errorf("nats_url %s: %w", servers, err)
+		}
+		return nil, fmt.Errorf("NATS server %s: %w", servers, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("NATS server %s: jetstream: %w", servers, err)
+	}
+	return &Conn{NC: nc, JS: js, Servers: servers, nats: s}, nil
+}
+
+// Close closes the connection.
+func (c *Conn) Close() { c.NC.Close() }
+
+// Connected reports whether a server answers right now.
+func (c *Conn) Connected() bool { return c.NC.IsConnected() }
+
+// ClosedForGood is nil while the connection is up or still trying. Once
+// nats.go has closed it — it does that on a repeated authentication failure,
+// never for an unreachable server — it is the final error, naming what to
+// fix: retrying would only repeat "connection closed" forever.
+func (c *Conn) ClosedForGood() error {
+	if !c.NC.IsClosed() {
+		return nil
+	}
+	err := c.NC.LastError()
+	if err == nil {
+		err = nats.ErrConnectionClosed
+	}
+	fix := "check the user and password in nats_url, or nats_creds"
+	if errors.Is(err, nats.ErrPermissionViolation) {
+		err = fmt.Errorf("%w: %w", ErrPermission, err)
+		fix = "check the permissions of the NATS user (see the README's least-privilege section)"
+	}
+	return fmt.Errorf("NATS at %s closed the connection: %w; %s", c.Servers, err, fix)
+}
+
+// Explain makes a failed request's error say what it was: a JetStream
+// request the server denied is never answered, so it looks like a timeout,
+// and only the connection's last error tells. The result matches
+// ErrPermission when the server refused.
+func (c *Conn) Explain(err error) error {
+	switch {
+	case err == nil || errors.Is(err, ErrPermission):
+		return err
+	case errors.Is(err, nats.ErrPermissionViolation):
+		return fmt.Errorf("%w: %w", ErrPermission, err)
+	}
+	if last := c.NC.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+		return fmt.Errorf("%w (%w: %w)", err, ErrPermission, last)
+	}
+	return err
+}
+
+// Mesh opens the mesh's bucket, creating it (with the configured replicas)
+// when it is missing and create is set.
+func (c *Conn) Mesh(ctx context.Context, create bool) (jetstream.KeyValue, error) {
+	kv, err := OpenBucket(ctx, c.JS, c.nats.Bucket, create, c.nats.Replicas)
+	return kv, c.Explain(err)
+}
+
+// Live opens the heartbeat bucket that goes with the mesh's, creating it
+// when it is missing and create is set.
+func (c *Conn) Live(ctx context.Context, create bool) (jetstream.KeyValue, error) {
+	kv, err := OpenLiveBucket(ctx, c.JS, c.nats.Bucket, create, c.nats.Replicas)
+	return kv, c.Explain(err)
+}

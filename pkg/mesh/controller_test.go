@@ -1,0 +1,198 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
+)
+
+var selfPrefix = netip.MustParsePrefix("fd10:1::/48")
+
+// world is a controller on a fake device, for the host fd10:1::/48.
+type world struct {
+	key wgtypes.Key
+	dev *fake.Device
+	ctl *Controller
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{key: newKey(t), dev: fake.New(wgdev.Config{Name: "wgtest"})}
+	w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: peer.Rules{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48}},
+		w.dev, Options{KeepView: true})
+	return w
+}
+
+func (w *world) selfEntry(rev uint64) bucket.Entry {
+	r := peer.Record{Name: "self", PublicKey: w.key.String(), AdvertiseAddress: "198.18.0.10", AllowedIP: selfPrefix.String(), WGPort: 51820}
+	return bucket.Entry{Key: peer.Key(selfPrefix), Value: r.Encode(), Revision: rev}
+}
+
+// hostEntry is the record of another host, holding fd10:<n>::/48.
+func hostEntry(t *testing.T, n int, rev uint64) (bucket.Entry, wgtypes.Key) {
+	t.Helper()
+	k := newKey(t)
+	p := netip.MustParsePrefix(fmt.Sprintf("fd10:%x::/48", n))
+	r := peer.Record{Name: p.String(), PublicKey: k.String(), AdvertiseAddress: "198.18.0.20", AllowedIP: p.String(), WGPort: 51820}
+	return bucket.Entry{Key: peer.Key(p), Value: r.Encode(), Revision: rev}, k
+}
+
+func devicePrefixes(t *testing.T, d wgdev.Device) []string {
+	t.Helper()
+	peers, err := d.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range peers {
+		for _, n := range p.AllowedIPs {
+			out = append(out, n.String())
+		}
+	}
+	return out
+}
+
+// A burst of watch batches queued behind a snapshot costs one device call.
+func TestBurstIsOneDeviceCall(t *testing.T) {
+	w := newWorld(t)
+	batches := make(chan bucket.Batch, 64)
+	batches <- bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1)}}
+	for i := range 40 {
+		e, _ := hostEntry(t, 0x100+i, uint64(2+i))
+		batches <- bucket.Batch{Entries: []bucket.Entry{e}}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	outcomes := make(chan Outcome, 4)
+	done := make(chan error, 1)
+	go func() {
+		done <- w.ctl.Run(ctx, Inputs{Batches: batches, Resync: time.Hour, Publish: func(o Outcome) { outcomes <- o }})
+	}()
+	o := <-outcomes
+	if got := len(devicePrefixes(t, w.dev)); got != 40 || o.Peers != 40 || o.Configured != 40 || o.Events != 40 || o.Snapshots != 1 {
+		t.Fatalf("after the burst: %d peers on the device, outcome %+v", got, o)
+	}
+	if w.dev.Calls() != 1 {
+		t.Fatalf("41 queued batches took %d device calls, want 1", w.dev.Calls())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Outcomes are immutable: a later pass never changes what an earlier one
+// reported, so a reader on another goroutine sees one consistent pass.
+func TestOutcomeIsNotChangedByLaterPasses(t *testing.T) {
+	w := newWorld(t)
+	a, _ := hostEntry(t, 2, 2)
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), a}})
+	first := w.ctl.Pass(false)
+	if first.View == nil || len(first.View.Peers) != 1 {
+		t.Fatalf("first pass view = %+v, want one peer", first.View)
+	}
+	b, _ := hostEntry(t, 3, 3)
+	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{b, {Key: a.Key, Revision: 4, Deleted: true}}})
+	second := w.ctl.Pass(false)
+	if len(first.View.Peers) != 1 || len(second.View.Peers) != 1 || first.Seq >= second.Seq {
+		t.Fatalf("views after the second pass: first %d peers (seq %d), second %d (seq %d)",
+			len(first.View.Peers), first.Seq, len(second.View.Peers), second.Seq)
+	}
+	if d := cmp.Diff([]string{"fd10:3::/48"}, devicePrefixes(t, w.dev)); d != "" {
+		t.Errorf("device after the second pass (-want +got):\n%s", d)
+	}
+}
+
+// Restore only adds: a peer the device already has keeps its configuration,
+// and one the snapshot lacks stays until the bucket's first pass.
+func TestRestoreOnlyAdds(t *testing.T) {
+	w := newWorld(t)
+	kept, keptKey := hostEntry(t, 2, 2)
+	_, strayKey := hostEntry(t, 9, 9)
+	stray := wgtypes.PeerConfig{PublicKey: strayKey, AllowedIPs: []net.IPNet{mustIPNet(t, "fd10:9::/48")}}
+	if err := w.dev.ConfigurePeers([]wgtypes.PeerConfig{stray}); err != nil {
+		t.Fatal(err)
+	}
+	snap := map[wgtypes.Key]peer.Accepted{}
+	for _, e := range []bucket.Entry{kept} {
+		acc, rej := peer.Rules{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48}.Check(e.Key, e.Value, e.Revision)
+		if rej != nil {
+			t.Fatal(rej)
+		}
+		snap[acc.PublicKey] = acc
+	}
+	o := w.ctl.Restore(snap)
+	if o.State != StateRestored || o.DeviceErr != nil || len(o.Plan.Add) != 1 || len(o.Plan.Remove) != 0 || o.Plan.Add[0].PublicKey != keptKey {
+		t.Fatalf("restore outcome %+v", o)
+	}
+	if d := cmp.Diff([]string{"fd10:2::/48", "fd10:9::/48"}, sorted(devicePrefixes(t, w.dev))); d != "" {
+		t.Errorf("device after restore (-want +got):\n%s", d)
+	}
+	// The bucket's first pass has the last word: the stray peer goes.
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), kept}})
+	if o := w.ctl.Pass(false); o.DeviceErr != nil || len(o.Plan.Remove) != 1 || o.Plan.Remove[0] != strayKey {
+		t.Fatalf("first pass after restore: %+v", o)
+	}
+}
+
+// Losing the claim stands down: every peer goes, and the outcome carries the
+// error that ends the agent.
+func TestVerdictStandsDown(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(w *world) bucket.Entry
+		want   error
+	}{
+		{"deleted", func(w *world) bucket.Entry {
+			return bucket.Entry{Key: peer.Key(selfPrefix), Revision: 5, Deleted: true}
+		}, ErrEvicted},
+		{"taken over", func(w *world) bucket.Entry {
+			e, _ := hostEntry(t, 1, 5) // another key's record at our prefix
+			return e
+		}, bucket.ErrAddressInUse},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			a, _ := hostEntry(t, 2, 2)
+			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), a}})
+			if o := w.ctl.Pass(false); o.Err() != nil || len(devicePrefixes(t, w.dev)) != 1 {
+				t.Fatalf("first pass: %+v", o)
+			}
+			w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{tc.change(w)}})
+			o := w.ctl.Pass(false)
+			if !errors.Is(o.Err(), tc.want) || o.State != StateStandingDown || len(o.View.Peers) != 0 {
+				t.Fatalf("outcome after %s: state %s, err %v, view %+v", tc.name, o.State, o.Err(), o.View)
+			}
+			if got := devicePrefixes(t, w.dev); len(got) != 0 {
+				t.Errorf("device still has %v", got)
+			}
+		})
+	}
+}
+
+func mustIPNet(t *testing.T, s string) net.IPNet {
+	t.Helper()
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *n
+}
+
+func sorted(s []string) []string {
+	slices.Sort(s)
+	return s
+}

@@ -1,0 +1,67 @@
+package mesh
+
+import (
+	"context"
+	"time"
+
+	"github.com/ikto-mesh/ikto/pkg/bucket"
+)
+
+// Inputs are what wakes the controller's loop, and where its outcomes go.
+type Inputs struct {
+	// Batches come from the bucket's watch: a snapshot, then updates.
+	Batches <-chan bucket.Batch
+	// Resync is how often the device is read and drift repaired.
+	Resync time.Duration
+	// Connected says whether NATS answers: while it does not, the device
+	// is left exactly as it is, drift included.
+	Connected func() bool
+	// Publish receives every pass's outcome, in the loop's goroutine. It
+	// must not block: consumers take what they need and return.
+	Publish func(Outcome)
+}
+
+// Run is the controller's loop. Watch batches and the resync timer only wake
+// it; each wake-up is one pass over everything that changed (a burst of
+// batches becomes one pass). Nothing is applied before the first snapshot.
+// It returns nil when ctx ends, or the outcome's Err when this host is no
+// longer a member (its peers are gone by then).
+func (c *Controller) Run(ctx context.Context, in Inputs) error {
+	resync := time.NewTicker(in.Resync)
+	defer resync.Stop()
+	for {
+		refresh := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case b := <-in.Batches:
+			c.Load(b)
+			c.drain(in.Batches)
+		case <-resync.C:
+			if !c.loaded || (in.Connected != nil && !in.Connected()) {
+				continue
+			}
+			refresh = true
+		}
+		if !c.loaded {
+			continue
+		}
+		o := c.Pass(refresh)
+		in.Publish(o)
+		if err := o.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// drain loads the batches already queued, so a burst costs one pass.
+func (c *Controller) drain(batches <-chan bucket.Batch) {
+	for {
+		select {
+		case b := <-batches:
+			c.Load(b)
+		default:
+			return
+		}
+	}
+}
