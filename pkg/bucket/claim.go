@@ -6,17 +6,33 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/retry"
 )
 
 // claimAttempts bounds the Create/Get/Update loop. Each lost round means another
 // writer changed the key in between; more than a handful is not contention but
 // a bug, and must not spin.
 const claimAttempts = 8
+
+// contentionPolicy spaces the rounds of a claim that lost a compare-and-set.
+var contentionPolicy = retry.Policy{Min: 5 * time.Millisecond, Max: 200 * time.Millisecond}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
 
 // Claim takes rec's prefix for rec's public key (SPEC §3). A key with a
 // revoked.* record fails with ErrRevoked before anything is written. Then:
@@ -34,6 +50,7 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64,
 	}
 	key := peer.Key(prefix)
 	val := rec.Encode()
+	lost := contentionPolicy.New()
 	for range claimAttempts {
 		rev, err := kv.Create(ctx, key, val)
 		if err == nil {
@@ -60,6 +77,12 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64,
 		}
 		if !isWrongRevision(err) {
 			return 0, fmt.Errorf("claim %s: update %s at revision %d: %w", prefix, key, cur.Revision(), err)
+		}
+		// Lost to another writer. On a replicated bucket the next Get may
+		// be answered by a replica that has not seen that write yet: give
+		// it a moment rather than lose every round to the same stale read.
+		if err := sleep(ctx, lost.NextBackOff()); err != nil {
+			return 0, fmt.Errorf("claim %s: %w", prefix, err)
 		}
 	}
 	return 0, fmt.Errorf("claim %s: key %s kept changing under %d attempts", prefix, key, claimAttempts)

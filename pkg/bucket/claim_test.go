@@ -182,7 +182,8 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 	if _, err := Claim(ctx, kv, b); err != nil {
 		t.Fatal(err)
 	}
-	// A deleted key must not appear in a snapshot.
+	// A deleted key appears in a snapshot only as its marker: a delete on a
+	// host's own key is a command, a key never written is not.
 	if err := kv.Delete(ctx, peer.Key(netip.MustParsePrefix(b.AllowedIP))); err != nil {
 		t.Fatal(err)
 	}
@@ -193,8 +194,9 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 	go func() { done <- w.Run(ctx, out) }()
 
 	snap := recv(t, out)
-	if !snap.Snapshot || len(snap.Entries) != 1 || snap.Entries[0].Key != peer.Key(netip.MustParsePrefix(a.AllowedIP)) {
-		t.Fatalf("first batch = %+v, want a snapshot of alpha only", snap)
+	if !snap.Snapshot || len(snap.Entries) != 2 || snap.Entries[0].Key != peer.Key(netip.MustParsePrefix(a.AllowedIP)) || snap.Entries[0].Deleted ||
+		snap.Entries[1].Key != peer.Key(netip.MustParsePrefix(b.AllowedIP)) || !snap.Entries[1].Deleted || len(snap.Entries[1].Value) != 0 {
+		t.Fatalf("first batch = %+v, want a snapshot of alpha and bravo's delete marker", snap)
 	}
 	c := newRecord(t, "gamma", "fd10:3::/48")
 	if _, err := Claim(ctx, kv, c); err != nil {
@@ -211,8 +213,8 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 		t.Fatalf("update = %+v, want gamma's delete", up)
 	}
 	restart <- struct{}{}
-	if again := recv(t, out); !again.Snapshot || len(again.Entries) != 1 {
-		t.Fatalf("after restart = %+v, want a fresh snapshot of alpha", again)
+	if again := recv(t, out); !again.Snapshot || len(again.Entries) != 3 || again.Entries[0].Deleted {
+		t.Fatalf("after restart = %+v, want a fresh snapshot of alpha and two markers", again)
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {

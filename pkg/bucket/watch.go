@@ -17,8 +17,9 @@ type Entry struct {
 	Deleted  bool // deleted or purged; Value is empty
 }
 
-// Batch is what Watch hands the agent. A Snapshot batch is the whole bucket and
-// replaces everything the receiver knew; any other batch is updates in order.
+// Batch is what Watch hands the agent. A Snapshot batch is the whole bucket,
+// delete and purge markers included, and replaces everything the receiver
+// knew; any other batch is updates in order.
 type Batch struct {
 	Snapshot bool
 	Entries  []Entry
@@ -135,11 +136,11 @@ func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.Key
 			if e == nil {
 				return snap, seen, true
 			}
+			// Delete and purge markers are part of the snapshot: a marker
+			// on a host's own key is a command, its absence is not.
 			ent := toEntry(e)
 			seen = max(seen, ent.Revision)
-			if !ent.Deleted {
-				snap.Entries = append(snap.Entries, ent)
-			}
+			snap.Entries = append(snap.Entries, ent)
 		}
 	}
 }

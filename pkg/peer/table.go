@@ -39,6 +39,10 @@ type Table struct {
 
 	dirty     map[wgtypes.Key]struct{} // groups to re-decide at the next Update
 	selfDirty bool
+	// selfMarker is set while a delete or purge marker is the last word at
+	// this host's own key (as opposed to the key never having been written
+	// in this bucket): only the first is a command.
+	selfMarker bool
 	rejDirty  bool // rejected must be rebuilt
 
 	// setRej are the rejections by the set rules, by bucket key.
@@ -50,6 +54,7 @@ type Table struct {
 	self        *Accepted
 	selfRej     *Rejection
 	selfRevoked bool
+	selfDeleted bool
 	rejected    []Rejection // recordRej and setRej in key order; never modified once built
 	view        *View       // built on demand, dropped by any change
 }
@@ -86,6 +91,10 @@ type View struct {
 	SelfRejected *Rejection
 	// SelfRevoked is set when this host's public key is revoked.
 	SelfRevoked bool
+	// SelfDeleted is set when the last word at this host's prefix is a
+	// delete or purge marker, rather than the key never having been
+	// written (a re-created or restored bucket).
+	SelfDeleted bool
 	// Rejected lists every rejected record, in key order.
 	Rejected []Rejection
 }
@@ -105,6 +114,7 @@ type Delta struct {
 	Self         *Accepted
 	SelfRejected *Rejection
 	SelfRevoked  bool
+	SelfDeleted  bool
 	// Rejected is every rejected record in key order. It is shared between
 	// calls until the rejections change: do not modify it.
 	Rejected []Rejection
@@ -137,7 +147,7 @@ func (t *Table) Reset() {
 	t.groups = map[wgtypes.Key][]member{}
 	t.recordRej = map[string]Rejection{}
 	clear(t.setRej)
-	t.selfDirty, t.rejDirty = true, true
+	t.selfDirty, t.rejDirty, t.selfMarker = true, true, false
 }
 
 // Put records the value of key at revision rev. Keys outside peers.* and
@@ -145,6 +155,9 @@ func (t *Table) Reset() {
 func (t *Table) Put(key string, value []byte, rev uint64) {
 	switch {
 	case len(key) > len(PeersPrefix) && key[:len(PeersPrefix)] == PeersPrefix:
+		if key == t.selfEntry {
+			t.selfMarker = false
+		}
 		acc, rej := t.rules.Check(key, value, rev)
 		t.unindex(key)
 		t.entries[key] = entry{acc: acc, rej: rej}
@@ -159,8 +172,13 @@ func (t *Table) Put(key string, value []byte, rev uint64) {
 	}
 }
 
-// Delete forgets key.
+// Delete forgets key: a delete or purge marker is its last word. A marker at
+// this host's own key is remembered (Delta.SelfDeleted) even when the table
+// never held a value there, as in a snapshot that starts with the marker.
 func (t *Table) Delete(key string) {
+	if key == t.selfEntry && !t.selfMarker {
+		t.selfMarker, t.selfDirty = true, true
+	}
 	if _, ok := t.entries[key]; ok {
 		t.unindex(key)
 		delete(t.entries, key)
@@ -287,7 +305,7 @@ func (t *Table) Update() Delta {
 	}
 	return Delta{
 		Changes: changes, Peers: len(t.peers),
-		Self: t.self, SelfRejected: t.selfRej, SelfRevoked: t.selfRevoked, Rejected: t.rejected,
+		Self: t.self, SelfRejected: t.selfRej, SelfRevoked: t.selfRevoked, SelfDeleted: t.selfDeleted, Rejected: t.rejected,
 	}
 }
 
@@ -312,7 +330,7 @@ func (t *Table) updateSelf() {
 	if self != nil {
 		t.dirty[self.PublicKey] = struct{}{}
 	}
-	t.self, t.selfRej, t.selfRevoked = self, selfRej, t.revoked[t.selfKey]
+	t.self, t.selfRej, t.selfRevoked, t.selfDeleted = self, selfRej, t.revoked[t.selfKey], t.selfMarker && self == nil && selfRej == nil
 	t.selfDirty = false
 	t.view = nil
 }
@@ -375,7 +393,7 @@ func (t *Table) View() View {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.view == nil {
-		v := View{Peers: maps.Clone(t.peers), SelfRevoked: t.selfRevoked, Rejected: t.rejected}
+		v := View{Peers: maps.Clone(t.peers), SelfRevoked: t.selfRevoked, SelfDeleted: t.selfDeleted, Rejected: t.rejected}
 		if t.self != nil {
 			s := *t.self
 			v.Self = &s

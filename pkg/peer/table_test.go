@@ -171,6 +171,8 @@ type referenceModel struct {
 	values     map[string][]byte
 	revs       map[string]uint64
 	revoked    map[wgtypes.Key]bool
+	// markers are the keys whose last word is a delete marker.
+	markers map[string]bool
 }
 
 func (m *referenceModel) resolve() View {
@@ -214,6 +216,7 @@ func (m *referenceModel) resolve() View {
 		}
 	}
 	slices.SortFunc(v.Rejected, func(a, b Rejection) int { return strings.Compare(a.Key, b.Key) })
+	v.SelfDeleted = m.markers[selfKey] && v.Self == nil && v.SelfRejected == nil
 	return v
 }
 
@@ -260,7 +263,7 @@ func newTableDriver(t *testing.T, seed uint64) *tableDriver {
 	selfPrefix := netip.MustParsePrefix("fd10:1::/48")
 	d := &tableDriver{
 		t: t, rnd: rand.New(rand.NewPCG(seed, 1)),
-		ref:      &referenceModel{rules: rules6, self: self, selfPrefix: selfPrefix, values: map[string][]byte{}, revs: map[string]uint64{}, revoked: map[wgtypes.Key]bool{}},
+		ref:      &referenceModel{rules: rules6, self: self, selfPrefix: selfPrefix, values: map[string][]byte{}, revs: map[string]uint64{}, revoked: map[wgtypes.Key]bool{}, markers: map[string]bool{}},
 		resolved: NewTable(rules6, self, selfPrefix),
 		updated:  NewTable(rules6, self, selfPrefix),
 		replayed: map[wgtypes.Key]Accepted{},
@@ -279,12 +282,14 @@ func newTableDriver(t *testing.T, seed uint64) *tableDriver {
 func (d *tableDriver) put(key string, val []byte) {
 	d.rev++
 	d.ref.values[key], d.ref.revs[key] = val, d.rev
+	delete(d.ref.markers, key)
 	d.resolved.Put(key, val, d.rev)
 	d.updated.Put(key, val, d.rev)
 }
 
 func (d *tableDriver) del(key string) {
 	delete(d.ref.values, key)
+	d.ref.markers[key] = true
 	d.resolved.Delete(key)
 	d.updated.Delete(key)
 }
@@ -327,6 +332,7 @@ func (d *tableDriver) snapshot() {
 	if d.rnd.IntN(2) == 0 {
 		for key := range d.ref.values {
 			delete(d.ref.values, key)
+			d.ref.markers[key] = true
 			break
 		}
 	}
@@ -334,6 +340,12 @@ func (d *tableDriver) snapshot() {
 		tb.Reset()
 		for key, val := range d.ref.values {
 			tb.Put(key, val, d.ref.revs[key])
+		}
+		// A watch's snapshot carries the markers too.
+		for key := range d.ref.markers {
+			if strings.HasPrefix(key, PeersPrefix) {
+				tb.Delete(key)
+			}
 		}
 		for k := range d.ref.revoked {
 			tb.Put(RevokedKey(k), nil, 1)
@@ -366,7 +378,7 @@ func (d *tableDriver) check(step int) {
 	if diff := cmp.Diff(want.Peers, d.replayed, equateNetip); diff != "" {
 		d.t.Fatalf("step %d: peers replayed from Update's changes (-reference +replayed):\n%s", step, diff)
 	}
-	got := View{Peers: d.replayed, Self: delta.Self, SelfRejected: delta.SelfRejected, SelfRevoked: delta.SelfRevoked, Rejected: delta.Rejected}
+	got := View{Peers: d.replayed, Self: delta.Self, SelfRejected: delta.SelfRejected, SelfRevoked: delta.SelfRevoked, SelfDeleted: delta.SelfDeleted, Rejected: delta.Rejected}
 	if diff := cmp.Diff(want, got, equateNetip); diff != "" {
 		d.t.Fatalf("step %d: Update (-reference +delta):\n%s", step, diff)
 	}
