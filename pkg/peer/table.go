@@ -43,7 +43,7 @@ type Table struct {
 	// this host's own key (as opposed to the key never having been written
 	// in this bucket): only the first is a command.
 	selfMarker bool
-	rejDirty  bool // rejected must be rebuilt
+	rejDirty   bool // rejected must be rebuilt
 
 	// setRej are the rejections by the set rules, by bucket key.
 	setRej map[string]Rejection
