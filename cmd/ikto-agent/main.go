@@ -86,11 +86,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case cli.IsUsage(err):
 		fmt.Fprintf(stderr, "ikto-agent: %v\nRun 'ikto-agent --help' for usage.\n", err)
 		return cli.ExitUsage
-	case errors.Is(err, agent.ErrTakenOver):
-		// Someone wrote over a claim this agent held: the fix is an
-		// operator's, not a new prefix.
-		fmt.Fprintf(stderr, "ikto-agent: %v; if that host should not hold it, remove it with ikto-admin evict and restart this agent\n", err)
-		return cli.ExitInUse
 	case errors.Is(err, bucket.ErrAddressInUse):
 		fmt.Fprintf(stderr, "ikto-agent: %v\n", err)
 		return cli.ExitInUse

@@ -32,9 +32,6 @@ import (
 // ErrEvicted means this host's record was deleted or its key revoked (exit 4).
 var ErrEvicted = mesh.ErrEvicted
 
-// ErrTakenOver means this host's prefix is now held by another public key. It
-// matches bucket.ErrAddressInUse too (exit 3).
-var ErrTakenOver = mesh.ErrTakenOver
 
 // Options are what Run needs besides the settings.
 type Options struct {
@@ -59,9 +56,10 @@ type Agent struct {
 	key  wgtypes.Key
 	self peer.Record
 
-	conn *bucket.Conn
-	kv   jetstream.KeyValue
-	ctl  *mesh.Controller // nil until the device is open
+	conn   *bucket.Conn
+	kv     jetstream.KeyValue
+	ctl    *mesh.Controller // nil until the device is open
+	keeper *bucket.Keeper   // heals the claim in the bucket
 
 	metrics *metrics.Agent
 	hooks   *hook.Host
@@ -74,9 +72,10 @@ type Agent struct {
 
 // Run is the whole life of an agent. It returns nil after ctx is cancelled
 // (the claim stays in the bucket, a kernel device keeps its peers), an error
-// matching bucket.ErrAddressInUse when another key holds the prefix,
-// ErrEvicted when this host was evicted, or another error that stops the
-// agent.
+// matching bucket.ErrAddressInUse when another key holds the prefix at start,
+// ErrEvicted when this host was evicted (at start or later), or another error
+// that stops the agent. Loss of state while it runs — its record overwritten
+// or gone, the bucket deleted — is healed, not obeyed.
 func Run(ctx context.Context, set *config.Settings, opt Options) error {
 	a, err := newAgent(set, opt)
 	if err != nil {
@@ -187,8 +186,13 @@ func (a *Agent) serve(ctx context.Context, sock net.Listener) error {
 	batches := make(chan bucket.Batch, 16)
 	// The watch is probed once per resync: drift of the watch itself (a
 	// consumer lost with a cluster member) is repaired like the device's.
-	w := &bucket.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected, Probe: a.set.Resync, Connected: a.conn.Connected}
+	a.keeper = &bucket.Keeper{Conn: a.conn, KV: a.kv, Self: a.self, Log: a.log, Created: a.kickWatch,
+		Done: func(action string) { a.metrics.ClaimRepairs.WithLabelValues(action).Inc() }}
+	w := &bucket.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected, Probe: a.set.Resync, Connected: a.conn.Connected,
+		Missing: func() { a.keeper.Request(bucket.Repair{Bucket: true}) }}
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
+	g.Go(func() error { return a.keeper.Run(gctx) })
+	g.Go(func() error { return a.followStream(gctx) })
 	g.Go(func() error {
 		return a.ctl.Run(gctx, mesh.Inputs{Batches: batches, Resync: a.set.Resync, Connected: a.conn.Connected, Publish: a.publish})
 	})

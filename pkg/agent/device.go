@@ -90,10 +90,10 @@ func (a *Agent) restore() error {
 // it restored and forgets its snapshot: it is no longer part of that mesh.
 // Any other failure (a stop, a permission error) leaves the device as it is.
 func (a *Agent) lostClaim(err error) {
-	v := mesh.TakenOver
+	claim := mesh.ClaimLost
 	switch {
 	case errors.Is(err, mesh.ErrEvicted):
-		v = mesh.Evicted
+		claim = mesh.ClaimEvicted
 	case !errors.Is(err, bucket.ErrAddressInUse):
 		return
 	}
@@ -101,7 +101,7 @@ func (a *Agent) lostClaim(err error) {
 	if a.ctl == nil {
 		return
 	}
-	o := a.ctl.StandDown(v, err.Error())
+	o := a.ctl.StandDown(claim, err.Error())
 	if o.DeviceErr == nil {
 		a.log.Info("removed the peers restored from the snapshot", "device", a.ctl.Device().Name(), "removed", len(o.Plan.Remove))
 	}

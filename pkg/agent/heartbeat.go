@@ -59,6 +59,8 @@ func (a *Agent) beat(ctx context.Context, live *jetstream.KeyValue) error {
 	now := time.Now().UTC()
 	hb := bucket.Heartbeat{PublicKey: a.self.PublicKey, Name: a.self.Name, At: now, Version: a.opt.Version}
 	if err := bucket.PutHeartbeat(ctx, *live, a.set.Prefix, hb); err != nil {
+		// The bucket may have been deleted: open (or make) it again next time.
+		*live = nil
 		return err
 	}
 	a.metrics.HeartbeatWritten(now)

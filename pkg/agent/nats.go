@@ -108,3 +108,18 @@ func (a *Agent) retry(ctx context.Context, what string, f func(context.Context) 
 		a.log.Warn(what+" failed; retrying", "attempt", n, "retry_in", next.Round(time.Millisecond), "err", err)
 	}, f)
 }
+
+// followStream hears of the bucket being deleted (the keeper makes it again
+// and writes the record back) or made again (the watch re-reads it).
+func (a *Agent) followStream(ctx context.Context) error {
+	err := a.conn.FollowStream(ctx,
+		func() {
+			a.log.Warn("the bucket was deleted; the device keeps its peers while it is made again", "bucket", a.set.NATS.Bucket)
+			a.keeper.Request(bucket.Repair{Bucket: true})
+		},
+		a.kickWatch)
+	if err != nil {
+		a.log.Warn("cannot follow the bucket's stream advisories; a deleted bucket is noticed at the next probe", "err", err)
+	}
+	return nil
+}

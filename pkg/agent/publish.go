@@ -9,6 +9,9 @@ import (
 // saver only take the newest state and do their work elsewhere.
 func (a *Agent) publish(o mesh.Outcome) {
 	a.metrics.Observe(o)
+	if a.keeper != nil {
+		a.keeper.Request(o.Repair)
+	}
 	first := !a.last.Load().Synced() && o.Synced()
 	a.last.Store(&o)
 	if o.DeviceErr != nil {
@@ -19,7 +22,7 @@ func (a *Agent) publish(o mesh.Outcome) {
 	}
 	switch {
 	case a.saver == nil:
-	case o.Verdict != mesh.Member:
+	case o.State == mesh.StateStandingDown:
 		// Out of the mesh: a restart must not bring the mesh back.
 		a.discardSnapshot()
 	case o.Synced() && o.View != nil:

@@ -27,6 +27,8 @@ func (a *Agent) Status() api.Status {
 		Backend:  dev.Backend(),
 		Device:   dev.Name(),
 		NATS:     api.NATSStatus{Connected: a.conn.Connected(), Bucket: a.set.NATS.Bucket},
+		State:    string(o.State),
+		Claim:    string(o.Claim),
 		Synced:   o.Synced(),
 		Peers:    []api.PeerStatus{},
 		Rejected: []api.Rejected{},

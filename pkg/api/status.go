@@ -17,7 +17,14 @@ type Status struct {
 	Backend wgdev.Kind  `json:"backend"`
 	Device  string      `json:"device"`
 	NATS    NATSStatus  `json:"nats"`
-	// Synced is set once the first bucket snapshot has been applied.
+	// State is where the agent stands: "waiting for NATS", "restored from
+	// snapshot", "synced" or "standing down".
+	State string `json:"state"`
+	// Claim is the state of this host's own record: "held", "missing"
+	// (being written back), "contested" (being restored over another
+	// value), "lost" (another key kept winning) or "evicted".
+	Claim string `json:"claim,omitempty"`
+	// Synced is set while the device follows the bucket.
 	Synced        bool         `json:"synced"`
 	LastReconcile *time.Time   `json:"last_reconcile,omitempty"`
 	Peers         []PeerStatus `json:"peers"`

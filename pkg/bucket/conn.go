@@ -41,7 +41,9 @@ type Client struct {
 
 // ReconnectPolicy is how a persistent connection spaces its reconnect
 // attempts: quickly at first, never more than a few seconds apart.
-var ReconnectPolicy = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+// A server that comes back is found within a second: one TCP connect a
+// second per host is cheap, and the mesh's changes wait for it.
+var ReconnectPolicy = retry.Policy{Min: 100 * time.Millisecond, Max: time.Second}
 
 // Conn is an open connection to the mesh's NATS servers.
 type Conn struct {

@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -53,11 +54,18 @@ type Watcher struct {
 	// Connected, when set, says whether probing makes sense right now; the
 	// agent passes its connection state, so an outage sends no requests.
 	Connected func() bool
+	// Missing, when set, is called when the bucket turns out not to exist
+	// (deleted, or a server that lost its store): the agent makes it again.
+	Missing func()
 
 	// stallRestart is the stream sequence the last stall restart was for:
 	// a sequence the watch can never deliver (a message removed outside
 	// the KV API) must not cause a restart every probe.
 	stallRestart uint64
+	// created is when the bucket's stream was made, as the first probe of
+	// a watch saw it: a later probe that sees another time found the
+	// bucket deleted and made again under a watch that cannot notice.
+	created time.Time
 }
 
 // Run sends a Snapshot batch each time it (re)subscribes and then update
@@ -86,6 +94,10 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-w.Restart:
+			// A reconnect or a re-made bucket: read it again now, not
+			// after the delay a string of failures has built up.
+			delays.Reset()
 		case <-time.After(delays.NextBackOff()):
 		}
 	}
@@ -102,8 +114,12 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- Batch) bool {
 	kw, err := w.KV.WatchAll(ctx)
 	if err != nil {
 		w.Log.Warn("watch bucket failed; retrying", "bucket", w.KV.Bucket(), "err", err)
+		if isMissing(err) {
+			w.missing()
+		}
 		return false
 	}
+	w.created = time.Time{}
 	// One watch at a time: this one ends before the next is made.
 	defer stopWatch(kw)
 	updates := kw.Updates()
@@ -232,12 +248,23 @@ func (w *Watcher) stalled(ctx context.Context, seen uint64, progress bool, suspe
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	st, err := w.KV.Status(pctx)
+	if isMissing(err) {
+		w.Log.Warn("the bucket is gone; the device keeps its peers", "bucket", w.KV.Bucket())
+		w.missing()
+		return false
+	}
 	if err != nil {
 		return false // NATS trouble is the connection's to report
 	}
 	bs, ok := st.(*jetstream.KeyValueBucketStatus)
 	if !ok {
 		return false
+	}
+	if created := bs.StreamInfo().Created; w.created.IsZero() {
+		w.created = created
+	} else if !created.Equal(w.created) {
+		w.Log.Warn("the bucket was deleted and made again; re-reading it", "bucket", w.KV.Bucket())
+		return true
 	}
 	*suspect = 0
 	if last := bs.StreamInfo().State.LastSeq; last > seen {
@@ -273,6 +300,17 @@ func stopWatch(kw jetstream.KeyWatcher) {
 	// down that fails, and the server drops the consumer once it sees no
 	// interest.
 	_ = kw.Stop()
+}
+
+func (w *Watcher) missing() {
+	if w.Missing != nil {
+		w.Missing()
+	}
+}
+
+// isMissing reports an error that means the bucket's stream does not exist.
+func isMissing(err error) bool {
+	return errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 func send(ctx context.Context, out chan<- Batch, b Batch) bool {

@@ -54,7 +54,32 @@ type Controller struct {
 	logged            map[string]uint64 // rejections already reported: key → revision
 	seq               uint64
 	events, snapshots int // folded in since the last pass
+
+	// oursLast is set while the last record seen at our key was our own:
+	// only then is a delete there a command. The agent claimed before it
+	// watches, so it starts set.
+	oursLast bool
+	contest  contest
+	// vanished are peers whose records went without a delete — missing
+	// from a fresh snapshot (a re-created bucket), or overwritten by a value
+	// that is not a record: kept until their hosts write them back, another
+	// host's record is accepted at their keys, or the grace ends.
+	vanished map[wgtypes.Key]vanished
+	// snapKeys are the keys, markers included, of the snapshot loaded since
+	// the last pass; nil when none was.
+	snapKeys map[string]bool
 }
+
+// vanished is one peer kept after its record vanished.
+type vanished struct {
+	key   string
+	until time.Time
+}
+
+// VanishGrace is how long a peer whose record vanished without a delete
+// stays on the device: long enough for a live host to write its record back
+// into a re-created bucket, short enough that a dead host's peer goes.
+const VanishGrace = 30 * time.Second
 
 // New returns a controller for dev with an empty table. Nothing touches the
 // device until a pass, Restore or StandDown.
@@ -64,9 +89,11 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 	}
 	return &Controller{
 		self: self, log: opt.Log, dev: dev, keep: opt.KeepView,
-		table:  peer.NewTable(self.Rules, self.Key, self.Prefix),
-		rec:    reconcile.New(dev),
-		logged: map[string]uint64{},
+		table:    peer.NewTable(self.Rules, self.Key, self.Prefix),
+		rec:      reconcile.New(dev),
+		logged:   map[string]uint64{},
+		oursLast: true,
+		vanished: map[wgtypes.Key]vanished{},
 	}
 }
 
@@ -84,10 +111,14 @@ func (c *Controller) Load(b bucket.Batch) {
 		c.table.Reset()
 		c.loaded = true
 		c.snapshots++
+		c.snapKeys = make(map[string]bool, len(b.Entries))
 	} else {
 		c.events += len(b.Entries)
 	}
 	for _, e := range b.Entries {
+		if b.Snapshot {
+			c.snapKeys[e.Key] = true
+		}
 		if e.Deleted {
 			c.table.Delete(e.Key)
 		} else {
@@ -97,28 +128,101 @@ func (c *Controller) Load(b bucket.Batch) {
 }
 
 // Pass is one reconciliation: it re-decides the records that changed since
-// the last pass, hands the peers that changed to the reconciler (with
-// refresh, the device is read and compared whole, repairing drift), and
-// reports. A pass whose verdict is not Member has already stood down. A
-// failed device call is reported in DeviceErr and repaired by a later pass.
-// Call it only once Loaded.
+// the last pass, judges this host's own claim, hands the peers that changed
+// to the reconciler (with refresh, the device is read and compared whole,
+// repairing drift), and reports. An eviction stands down (Err is then set);
+// a missing or contested claim keeps the peers and asks for a Repair; a
+// contest lost stands down without ending the agent, until the record is
+// ours again. A failed device call is reported in DeviceErr and repaired by
+// a later pass. Call it only once Loaded.
 func (c *Controller) Pass(refresh bool) Outcome {
 	d := c.table.Update()
+	now := time.Now()
 	o := c.begin()
 	o.Refresh, o.Peers, o.Changes, o.Rejected = refresh, d.Peers, d.Changes, d.Rejected
 	o.NewRejections = c.noteRejections(d.Rejected)
-	if v, why := Decide(d, c.self.Key, c.self.Prefix); v != Member {
-		return c.standDown(o, v, why)
-	}
-	for _, ch := range d.Changes {
-		if ch.New == nil {
-			c.rec.Unset(ch.PublicKey)
-		} else {
-			c.rec.Set(c.spec(*ch.New))
+	o.Claim, o.Why = Judge(d, c.self.Key, c.self.Prefix, c.oursLast)
+	switch o.Claim {
+	case ClaimEvicted:
+		return c.standDown(o, ClaimEvicted, o.Why)
+	case ClaimHeld:
+		c.oursLast = true
+		o.Repair.Release = stale(d.Rejected)
+	case ClaimMissing:
+		o.Repair.Reclaim = true
+	case ClaimContested:
+		c.oursLast = false
+		if !c.contest.lost {
+			rev, giveUp := c.contest.next(foreignRevision(d), now)
+			if giveUp {
+				c.contest.lost = true
+				c.log.Error("another key keeps taking this host's prefix; standing down until the record is ours again. "+
+					"If that host should not hold it, evict it with ikto-admin evict", "prefix", c.self.Prefix, "why", o.Why)
+				c.dropVanished()
+				return c.standDown(o, ClaimLost, o.Why)
+			}
+			o.Repair.Defend = rev
+			c.log.Warn("this host's claim is contested; restoring its record", "prefix", c.self.Prefix, "why", o.Why, "revision", rev)
 		}
 	}
+	if c.contest.lost {
+		if o.Claim != ClaimHeld {
+			o.State, o.Claim, o.View = StateStandingDown, ClaimLost, &peer.View{}
+			return o
+		}
+		c.contest.held(now)
+		c.log.Info("this host's record is its own again; rejoining the mesh", "prefix", c.self.Prefix)
+		return c.resume(o)
+	}
+	if o.Claim == ClaimHeld {
+		c.contest.held(now)
+	}
+	c.applyChanges(d, now)
 	res, err := c.rec.Sync(refresh)
-	o.State, o.Plan, o.Refresh, o.Took, o.DeviceErr = StateSynced, res.Plan, res.Refresh, res.Duration, err
+	return c.finish(o, d, res, err)
+}
+
+// applyChanges hands the pass's peer changes to the reconciler. A peer whose
+// record went without a delete — missing from a fresh snapshot, or
+// overwritten by garbage — is kept for VanishGrace: absence is not a
+// command, and its host writes the record back.
+func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
+	for _, ch := range d.Changes {
+		switch {
+		case ch.New != nil:
+			delete(c.vanished, ch.PublicKey)
+			c.rec.Set(c.spec(*ch.New))
+		case ch.Old != nil && (c.snapKeys != nil && !c.snapKeys[ch.Old.Key] || c.table.Rejected(ch.Old.Key)):
+			c.vanished[ch.PublicKey] = vanished{key: ch.Old.Key, until: now.Add(VanishGrace)}
+			c.log.Warn("peer's record went without a delete; keeping the peer while its host writes it back",
+				"peer", ch.Old.Name, "prefix", ch.Old.Prefix, "key", ch.Old.Key, "for", VanishGrace)
+		default:
+			c.rec.Unset(ch.PublicKey)
+		}
+	}
+	for k, v := range c.vanished {
+		// Two peers must never carry one prefix: another host's record
+		// accepted at the key ends the wait at once.
+		holder, taken := c.table.AcceptedAt(v.key)
+		if now.After(v.until) || taken && holder.PublicKey != k {
+			c.rec.Unset(k)
+			delete(c.vanished, k)
+		}
+	}
+	c.snapKeys = nil
+}
+
+// dropVanished forgets the peers kept after their records vanished.
+func (c *Controller) dropVanished() {
+	for k := range c.vanished {
+		c.rec.Unset(k)
+	}
+	clear(c.vanished)
+}
+
+// finish completes the outcome of a pass that drove the device.
+func (c *Controller) finish(o Outcome, d peer.Delta, res reconcile.Result, err error) Outcome {
+	o.State, o.Plan, o.Refresh, o.Took, o.DeviceErr, o.Held = StateSynced, res.Plan, res.Refresh, res.Duration, err, len(c.vanished)
 	if err != nil {
 		c.log.Error("configure device failed; will retry", "device", c.dev.Name(), "err", err)
 	} else {
@@ -130,6 +234,18 @@ func (c *Controller) Pass(refresh bool) Outcome {
 		o.View = &v
 	}
 	return o
+}
+
+// resume puts every accepted peer back after a stand-down.
+func (c *Controller) resume(o Outcome) Outcome {
+	c.snapKeys = nil
+	v := c.table.View()
+	desired := make(map[wgtypes.Key]reconcile.Spec, len(v.Peers))
+	for k, p := range v.Peers {
+		desired[k] = c.spec(p)
+	}
+	res, err := c.rec.Apply(desired, true)
+	return c.finish(o, peer.Delta{Peers: len(v.Peers)}, res, err)
 }
 
 // Restore puts peers (the accepted records of a local snapshot) on the device
@@ -153,13 +269,13 @@ func (c *Controller) Restore(peers map[wgtypes.Key]peer.Accepted) Outcome {
 }
 
 // StandDown takes every peer off the device: this host is out of the mesh
-// (verdict v, for the reason why).
-func (c *Controller) StandDown(v Verdict, why string) Outcome {
-	return c.standDown(c.begin(), v, why)
+// (claim is ClaimEvicted or ClaimLost, for the reason why).
+func (c *Controller) StandDown(claim Claim, why string) Outcome {
+	return c.standDown(c.begin(), claim, why)
 }
 
-func (c *Controller) standDown(o Outcome, v Verdict, why string) Outcome {
-	o.State, o.Verdict, o.Why, o.View, o.Peers = StateStandingDown, v, why, &peer.View{}, 0
+func (c *Controller) standDown(o Outcome, claim Claim, why string) Outcome {
+	o.State, o.Claim, o.Why, o.View, o.Peers, o.Repair = StateStandingDown, claim, why, &peer.View{}, 0, bucket.Repair{}
 	res, err := c.rec.Apply(nil, true)
 	o.Plan, o.Refresh, o.Took, o.DeviceErr = res.Plan, true, res.Duration, err
 	if err != nil {
@@ -167,7 +283,7 @@ func (c *Controller) standDown(o Outcome, v Verdict, why string) Outcome {
 	} else {
 		c.log.Info("removed every peer", "device", c.dev.Name(), "removed", len(res.Plan.Remove))
 	}
-	if v == Evicted {
+	if claim == ClaimEvicted {
 		c.log.Error("this host was evicted: "+why+"; every peer was removed. To rejoin, create a new key and prefix with ikto-init",
 			"prefix", c.self.Prefix)
 	}

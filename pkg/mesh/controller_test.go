@@ -148,39 +148,46 @@ func TestRestoreOnlyAdds(t *testing.T) {
 	}
 }
 
-// Losing the claim stands down: every peer goes, and the outcome carries the
+// An eviction stands down: every peer goes, and the outcome carries the
 // error that ends the agent.
-func TestVerdictStandsDown(t *testing.T) {
+func TestEvictionStandsDown(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		change func(w *world) bucket.Entry
-		want   error
 	}{
 		{"deleted", func(w *world) bucket.Entry {
 			return bucket.Entry{Key: peer.Key(selfPrefix), Revision: 5, Deleted: true}
-		}, ErrEvicted},
-		{"taken over", func(w *world) bucket.Entry {
-			e, _ := hostEntry(t, 1, 5) // another key's record at our prefix
-			return e
-		}, bucket.ErrAddressInUse},
+		}},
+		{"revoked", func(w *world) bucket.Entry {
+			return bucket.Entry{Key: peer.RevokedKey(w.key), Value: []byte("{}"), Revision: 5}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
 			a, _ := hostEntry(t, 2, 2)
 			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), a}})
-			if o := w.ctl.Pass(false); o.Err() != nil || len(devicePrefixes(t, w.dev)) != 1 {
+			if o := w.ctl.Pass(false); o.Err() != nil || o.Claim != ClaimHeld || len(devicePrefixes(t, w.dev)) != 1 {
 				t.Fatalf("first pass: %+v", o)
 			}
 			w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{tc.change(w)}})
 			o := w.ctl.Pass(false)
-			if !errors.Is(o.Err(), tc.want) || o.State != StateStandingDown || len(o.View.Peers) != 0 {
-				t.Fatalf("outcome after %s: state %s, err %v, view %+v", tc.name, o.State, o.Err(), o.View)
+			if !errors.Is(o.Err(), ErrEvicted) || o.State != StateStandingDown || o.Claim != ClaimEvicted || len(o.View.Peers) != 0 {
+				t.Fatalf("outcome after %s: state %s, claim %s, err %v, view %+v", tc.name, o.State, o.Claim, o.Err(), o.View)
 			}
 			if got := devicePrefixes(t, w.dev); len(got) != 0 {
 				t.Errorf("device still has %v", got)
 			}
 		})
 	}
+}
+
+func newKey(t *testing.T) wgtypes.Key {
+	t.Helper()
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey()
 }
 
 func mustIPNet(t *testing.T, s string) net.IPNet {

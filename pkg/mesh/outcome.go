@@ -10,15 +10,10 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/reconcile"
 )
 
-// ErrEvicted means this host's record was deleted or its key revoked. The
-// controller has removed every peer; the agent must not claim again by itself
-// (exit 4).
+// ErrEvicted means this host's record was deleted (a delete marker on a
+// record that was its own) or its key revoked. The controller has removed
+// every peer; the agent must not claim again by itself (exit 4).
 var ErrEvicted = errors.New("evicted")
-
-// ErrTakenOver means this host's prefix is now held by another public key, or
-// by something that is not a record. It matches bucket.ErrAddressInUse too
-// (exit 3).
-var ErrTakenOver = fmt.Errorf("prefix taken over by another key: %w", bucket.ErrAddressInUse)
 
 // State is where the controller stands, as /v1/status shows it.
 type State string
@@ -26,28 +21,14 @@ type State string
 // The states, in the order a normal life goes through them.
 const (
 	// StateWaiting: no bucket snapshot has been applied yet.
-	StateWaiting State = "waiting"
+	StateWaiting State = "waiting for NATS"
 	// StateRestored: the device carries the peers of the local snapshot
 	// until the bucket answers.
-	StateRestored State = "restored"
+	StateRestored State = "restored from snapshot"
 	// StateSynced: the device follows the bucket.
 	StateSynced State = "synced"
 	// StateStandingDown: this host is out of the mesh and has no peers.
 	StateStandingDown State = "standing down"
-)
-
-// Verdict is what a pass decided about this host's own membership.
-type Verdict int
-
-// The verdicts.
-const (
-	// Member: the record at this host's prefix is its own.
-	Member Verdict = iota
-	// Evicted: its record was deleted or its key revoked (commands).
-	Evicted
-	// TakenOver: another key's record, or an unacceptable value, sits at
-	// its prefix.
-	TakenOver
 )
 
 // Outcome is what one pass did. It is immutable: hooks, the snapshot saver,
@@ -80,19 +61,21 @@ type Outcome struct {
 	Took    time.Duration
 	// DeviceErr is a failed device call; a later pass repairs it.
 	DeviceErr error
-	// Verdict and Why say whether this host is still a member, and why not.
-	Verdict Verdict
-	Why     string
+	// Claim is the state of this host's own claim, Why (unless held) the
+	// reason, and Repair what the bucket must be asked to heal it.
+	Claim  Claim
+	Why    string
+	Repair bucket.Repair
+	// Held counts peers kept on the device although their records vanished
+	// without a delete (a re-created bucket): their hosts write them back.
+	Held int
 }
 
-// Err is the error that ends the agent after this pass: ErrEvicted or
-// ErrTakenOver (with why), or nil.
+// Err is the error that ends the agent after this pass: ErrEvicted (with
+// why) after an eviction, else nil. Nothing else a pass sees stops an agent.
 func (o Outcome) Err() error {
-	switch o.Verdict {
-	case Evicted:
+	if o.Claim == ClaimEvicted {
 		return fmt.Errorf("%w: %s", ErrEvicted, o.Why)
-	case TakenOver:
-		return fmt.Errorf("%s: %w", o.Why, ErrTakenOver)
 	}
 	return nil
 }

@@ -15,9 +15,15 @@ func (m *Agent) Observe(o mesh.Outcome) {
 	if o.Events > 0 {
 		m.WatchEvents.Add(float64(o.Events))
 	}
+	contested := 0.0
+	if o.Claim == mesh.ClaimContested || o.Claim == mesh.ClaimLost {
+		contested = 1
+	}
+	m.ClaimContested.Set(contested)
 	if !o.Synced() {
 		return
 	}
+	m.PeersHeld.Set(float64(o.Held))
 	for _, r := range o.NewRejections {
 		m.Rejections.WithLabelValues(string(r.Reason)).Inc()
 	}

@@ -249,6 +249,24 @@ func (t *Table) unindex(key string) {
 	}
 }
 
+// Rejected reports whether the entry at key is a value the per-record rules
+// reject (garbage where a record was).
+func (t *Table) Rejected(key string) bool {
+	e, ok := t.entries[key]
+	return ok && e.rej != nil
+}
+
+// AcceptedAt is the accepted peer whose record is the one at key, as of the
+// last Update.
+func (t *Table) AcceptedAt(key string) (Accepted, bool) {
+	e, ok := t.entries[key]
+	if !ok || e.rej != nil {
+		return Accepted{}, false
+	}
+	p, ok := t.peers[e.acc.PublicKey]
+	return p, ok && p.Key == key
+}
+
 // Len is the number of peers.* entries held, accepted or not.
 func (t *Table) Len() int { return len(t.entries) }
 

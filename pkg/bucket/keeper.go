@@ -1,0 +1,232 @@
+package bucket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/retry"
+)
+
+// Repair is what the mesh controller asks of the bucket to heal this host's
+// claim. The zero Repair asks nothing.
+type Repair struct {
+	// Bucket: the bucket is gone; create it again (where permitted) with
+	// the agent's settings, then write the record back.
+	Bucket bool
+	// Reclaim: no record is at our key; write ours with Create, so a real
+	// race for the prefix still has exactly one winner.
+	Reclaim bool
+	// Defend: a value that is not our record sits at our key at this
+	// revision; put ours back with Update on it (compare-and-set).
+	Defend uint64
+	// Release: records of our key under other prefixes (the host moved);
+	// delete each with compare-and-set.
+	Release []Stale
+}
+
+// Stale is a record to delete if it is still at Revision.
+type Stale struct {
+	Key      string
+	Revision uint64
+}
+
+// Empty reports whether r asks nothing.
+func (r Repair) Empty() bool { return !r.Bucket && !r.Reclaim && r.Defend == 0 && len(r.Release) == 0 }
+
+// RepairPolicy spaces the attempts of a repair that failed (NATS trouble,
+// a bucket this host may not create).
+var RepairPolicy = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+
+// Keeper carries out repairs of this host's claim, one at a time, off the
+// controller's goroutine. A newer request replaces one not yet done, except
+// that a request to re-create the bucket is kept until it is done.
+type Keeper struct {
+	Conn *Conn
+	KV   jetstream.KeyValue
+	// Self is this host's record.
+	Self peer.Record
+	Log  *slog.Logger
+	// Created is called after the bucket was created again, so the watch
+	// re-reads it at once.
+	Created func()
+	// Done is called with each repair action carried out ("bucket",
+	// "reclaim", "defend", "release"), for metrics.
+	Done func(action string)
+
+	mu      sync.Mutex
+	pending Repair
+	wake    chan struct{}
+	once    sync.Once
+}
+
+func (k *Keeper) init() { k.once.Do(func() { k.wake = make(chan struct{}, 1) }) }
+
+// Request asks for r; it never blocks.
+func (k *Keeper) Request(r Repair) {
+	if r.Empty() {
+		return
+	}
+	k.init()
+	k.mu.Lock()
+	r.Bucket = r.Bucket || k.pending.Bucket
+	k.pending = r
+	k.mu.Unlock()
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run carries out requests until ctx ends. A failed repair is tried again
+// with RepairPolicy's delays until it succeeds or a newer request replaces it.
+func (k *Keeper) Run(ctx context.Context) error {
+	k.init()
+	delays := RepairPolicy.New()
+	var (
+		again  <-chan time.Time
+		failed Repair
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-k.wake:
+		case <-again:
+			k.mu.Lock()
+			if k.pending.Empty() {
+				k.pending = failed
+			} else {
+				k.pending.Bucket = k.pending.Bucket || failed.Bucket
+			}
+			k.mu.Unlock()
+		}
+		again = nil
+		k.mu.Lock()
+		r := k.pending
+		k.pending = Repair{}
+		k.mu.Unlock()
+		if r.Empty() {
+			continue
+		}
+		if err := k.repair(ctx, r); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			wait := delays.NextBackOff()
+			k.Log.Warn("repair of this host's claim failed; retrying", "retry_in", wait.Round(time.Millisecond), "err", err)
+			failed, again = r, time.After(wait)
+			continue
+		}
+		delays.Reset()
+	}
+}
+
+const repairTimeout = 5 * time.Second
+
+func (k *Keeper) repair(ctx context.Context, r Repair) error {
+	ctx, cancel := context.WithTimeout(ctx, repairTimeout)
+	defer cancel()
+	if r.Bucket {
+		if err := k.recreate(ctx); err != nil {
+			return err
+		}
+		r.Reclaim = true
+	}
+	if r.Reclaim {
+		if err := k.reclaim(ctx); err != nil {
+			return err
+		}
+	}
+	if r.Defend != 0 {
+		if err := k.defend(ctx, r.Defend); err != nil {
+			return err
+		}
+	}
+	for _, s := range r.Release {
+		if err := k.release(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recreate makes the bucket again with the agent's settings. A host that
+// may not create it says so and keeps waiting for an operator.
+func (k *Keeper) recreate(ctx context.Context) error {
+	if _, err := k.Conn.Mesh(ctx, true); err != nil {
+		if errors.Is(err, ErrPermission) {
+			return fmt.Errorf("bucket %s is missing and this host may not create it (ikto-admin init-bucket does): %w", k.KV.Bucket(), err)
+		}
+		return err
+	}
+	k.Log.Warn("the bucket was gone; this host made sure it exists again and writes its record back", "bucket", k.KV.Bucket())
+	k.done("bucket")
+	if k.Created != nil {
+		k.Created()
+	}
+	return nil
+}
+
+func (k *Keeper) key() string {
+	p, _ := k.Self.Prefix()
+	return peer.Key(p)
+}
+
+// reclaim writes this host's record where there is none. Someone else's
+// value there is not ours to overwrite: the watch shows it, and the
+// controller decides.
+func (k *Keeper) reclaim(ctx context.Context) error {
+	_, err := k.KV.Create(ctx, k.key(), k.Self.Encode())
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists):
+		return nil
+	case err != nil:
+		return fmt.Errorf("write back %s: %w", k.key(), k.Conn.Explain(err))
+	}
+	k.Log.Warn("this host's record was missing from the bucket; wrote it back", "key", k.key(), "prefix", k.Self.AllowedIP)
+	k.done("reclaim")
+	return nil
+}
+
+// defend puts this host's record back over the value at revision rev. A
+// lost compare-and-set means a newer write: the controller sees it next.
+func (k *Keeper) defend(ctx context.Context, rev uint64) error {
+	_, err := k.KV.Update(ctx, k.key(), k.Self.Encode(), rev)
+	switch {
+	case isWrongRevision(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("restore %s over revision %d: %w", k.key(), rev, k.Conn.Explain(err))
+	}
+	k.Log.Warn("restored this host's record over a value that was not its own", "key", k.key(), "revision", rev)
+	k.done("defend")
+	return nil
+}
+
+// release deletes a stale record of this host's key left under a prefix it
+// no longer claims.
+func (k *Keeper) release(ctx context.Context, s Stale) error {
+	err := Delete(ctx, k.KV, s.Key, s.Revision)
+	switch {
+	case isWrongRevision(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("release the old claim: %w", k.Conn.Explain(err))
+	}
+	k.Log.Info("released this host's old claim: it moved", "key", s.Key, "prefix", k.Self.AllowedIP)
+	k.done("release")
+	return nil
+}
+
+func (k *Keeper) done(action string) {
+	if k.Done != nil {
+		k.Done(action)
+	}
+}

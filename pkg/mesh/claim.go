@@ -1,0 +1,120 @@
+package mesh
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// Claim is the state of this host's own claim, as the controller judges what
+// the bucket says at its prefix. Only explicit, attributable writes are
+// commands (a delete marker on a record that was ours, a revocation of our
+// key); loss of state is healed.
+type Claim string
+
+// The claim states.
+const (
+	// ClaimHeld: our valid record is at our key.
+	ClaimHeld Claim = "held"
+	// ClaimMissing: nothing is at our key (a re-created or restored bucket),
+	// or a delete followed someone else's record there. We write ours back.
+	ClaimMissing Claim = "missing"
+	// ClaimContested: another key's record, or a value that is not a
+	// record, sits at our key. We restore ours on the revision we saw.
+	ClaimContested Claim = "contested"
+	// ClaimLost: another key kept winning the contest; this host stood
+	// down (no peers) and waits for its record to come back.
+	ClaimLost Claim = "lost"
+	// ClaimEvicted: our record was deleted, or our key revoked (commands).
+	ClaimEvicted Claim = "evicted"
+)
+
+// Judge reads what the bucket now says at this host's prefix — for public
+// key self; oursLast tells whether the last record this host saw there was
+// its own — and returns the claim's state and, unless held, why in words for
+// the log. It is the whole of the membership policy; Controller acts on it.
+func Judge(d peer.Delta, self wgtypes.Key, prefix netip.Prefix, oursLast bool) (Claim, string) {
+	switch {
+	case d.SelfRevoked:
+		return ClaimEvicted, "its public key " + self.String() + " was revoked"
+	case d.Self != nil && d.Self.PublicKey == self:
+		return ClaimHeld, ""
+	case d.SelfRejected != nil:
+		return ClaimContested, fmt.Sprintf("the record at %s is no longer ours (%s)", prefix, d.SelfRejected.Detail)
+	case d.Self != nil:
+		return ClaimContested, fmt.Sprintf("%s is now held by %q (public key %s)", prefix, d.Self.Name, d.Self.PublicKey)
+	case d.SelfDeleted && oursLast:
+		return ClaimEvicted, "its record " + peer.Key(prefix) + " was deleted"
+	case d.SelfDeleted:
+		return ClaimMissing, "the record another key held at " + prefix.String() + " was deleted"
+	}
+	return ClaimMissing, "there is no record at " + peer.Key(prefix) + " (a re-created or restored bucket)"
+}
+
+// maxDefends bounds how often one contest restores our record before this
+// host gives up and stands down: two hosts configured with one prefix would
+// otherwise overwrite each other for ever. One of them wins: the last to
+// write has not run out of defends.
+const maxDefends = 3
+
+// contestMemory is how long a held claim must stay quiet before a new
+// contest starts from zero defends.
+const contestMemory = time.Minute
+
+// contest is the controller's memory of fights over its prefix.
+type contest struct {
+	defends  int       // restores asked for in this contest
+	defended uint64    // revision of the foreign value last defended against
+	last     time.Time // when a defend was last asked for
+	lost     bool      // gave up: stood down until the record is ours again
+}
+
+// next decides the repair for a contested claim at revision rev: defend it,
+// or — once the defends are spent on newer foreign writes — give up.
+func (ct *contest) next(rev uint64, now time.Time) (defend uint64, giveUp bool) {
+	if rev == ct.defended {
+		return rev, false // the restore asked for has not landed yet
+	}
+	if ct.defends >= maxDefends {
+		return 0, true
+	}
+	ct.defends++
+	ct.defended, ct.last = rev, now
+	return rev, false
+}
+
+// held is called on every pass that finds the claim held.
+func (ct *contest) held(now time.Time) {
+	ct.lost = false
+	if ct.defends > 0 && now.Sub(ct.last) >= contestMemory {
+		*ct = contest{}
+	}
+}
+
+// stale are this host's key's records under other prefixes (it moved): they
+// are released once its own claim is held.
+func stale(rejected []peer.Rejection) []bucket.Stale {
+	var out []bucket.Stale
+	for _, r := range rejected {
+		if r.Reason == peer.ReasonOwnKey {
+			out = append(out, bucket.Stale{Key: r.Key, Revision: r.Revision})
+		}
+	}
+	return out
+}
+
+// foreignRevision is the revision of whatever is at our key in d.
+func foreignRevision(d peer.Delta) uint64 {
+	if d.Self != nil {
+		return d.Self.Revision
+	}
+	if d.SelfRejected != nil {
+		return d.SelfRejected.Revision
+	}
+	return 0
+}
