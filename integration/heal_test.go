@@ -1,0 +1,269 @@
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// The scenarios of issue 11: loss of state is healed, never obeyed. Each
+// builds its own network and NATS, so they run in parallel.
+
+// TestBucketDeletedUnderARunningMesh deletes the whole bucket (an operator's
+// `nats kv del`, a wiped server) under three meshed hosts pinging each other
+// 20 times a second. No agent exits, no packet is lost, the agents make the
+// bucket again and write their records back, and a host joining afterwards
+// reaches everyone.
+func TestBucketDeletedUnderARunningMesh(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo", "charlie")
+	for _, h := range hosts {
+		m.start(h)
+	}
+	m.waitConverged(hosts)
+	m.pingAll(hosts)
+	pingers := startLossPingers(t, hosts)
+
+	js, err := jetstream.New(m.bucket.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	deleted := time.Now()
+	if err := js.DeleteKeyValue(ctx, bucketName); err != nil {
+		t.Fatal(err)
+	}
+	var writable time.Duration
+	harnesstest.WaitFor(t, convergeTimeout, "the bucket to exist again", func(ctx context.Context) error {
+		if _, err := js.KeyValue(ctx, bucketName); err != nil {
+			return err
+		}
+		writable = time.Since(deleted)
+		return nil
+	})
+	harnesstest.WaitFor(t, convergeTimeout, "every live host's record back", func(ctx context.Context) error {
+		if err := m.exitedEarly(hosts); err != nil {
+			return err
+		}
+		return recordsOf(ctx, m, hosts)
+	})
+	back := time.Since(deleted)
+	t.Logf("bucket deleted: writable again after %s, every record back after %s (%s after writable)",
+		writable.Round(time.Millisecond), back.Round(time.Millisecond), (back - writable).Round(time.Millisecond))
+	if back-writable > 2*time.Second {
+		t.Errorf("records came back %s after the bucket was writable, want within 2s", back-writable)
+	}
+	m.waitConverged(hosts)
+
+	delta := m.addHosts("delta")[0]
+	m.start(delta)
+	all := append(hosts, delta)
+	m.waitConverged(all)
+	m.pingAll(all)
+	if lost := stopAll(t, pingers); lost != 0 {
+		t.Errorf("%d pings lost across the bucket's deletion, want 0", lost)
+	}
+	if err := m.exitedEarly(all); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recordsOf is nil when every host's own record is in the bucket.
+func recordsOf(ctx context.Context, m *mesh, hosts []*harness.Host) error {
+	for _, h := range hosts {
+		rec, err := m.bucket.Record(ctx, h.Prefix())
+		if err != nil {
+			return err
+		}
+		if rec.PublicKey != h.PublicKey.String() {
+			return fmt.Errorf("%s's prefix holds %s's key %s", h.Name, rec.Name, rec.PublicKey)
+		}
+	}
+	return nil
+}
+
+// TestClaimOverwrittenIsRestored overwrites alpha's record for a second —
+// first with garbage, then with another key's record — and puts it back, as
+// a careless script or a confused host might. alpha's agent restores its
+// record itself at once and never exits; the garbage costs no packet, since
+// the other agents keep alpha's peer while its record is not a record.
+func TestClaimOverwrittenIsRestored(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo", "charlie")
+	for _, h := range hosts {
+		m.start(h)
+	}
+	m.waitConverged(hosts)
+	m.pingAll(hosts)
+	alpha := hosts[0]
+	ctx := context.Background()
+	key := peer.Key(alpha.Prefix())
+	own, err := m.bucket.Record(ctx, alpha.Prefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		value    []byte
+		wantLoss bool
+	}{
+		{"garbage", []byte("not a record"), false},
+		{"another key's record", intruderRecord(t, m, alpha).Encode(), true},
+	} {
+		pingers := startLossPingers(t, hosts)
+		at := time.Now()
+		if _, err := m.bucket.Put(ctx, key, tc.value); err != nil {
+			t.Fatal(err)
+		}
+		harnesstest.WaitFor(t, convergeTimeout, "alpha to restore its record over "+tc.name, func(ctx context.Context) error {
+			return recordsOf(ctx, m, hosts[:1])
+		})
+		restored := time.Since(at)
+		// A second after the overwrite, whoever wrote it puts alpha's back.
+		harnesstest.WaitFor(t, 5*time.Second, "a second to pass", func(context.Context) error {
+			if time.Since(at) < time.Second {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		if _, err := m.bucket.Put(ctx, key, own.Encode()); err != nil {
+			t.Fatal(err)
+		}
+		m.waitConverged(hosts)
+		m.pingAll(hosts)
+		lost := stopAll(t, pingers)
+		t.Logf("%s over alpha's record: restored by its agent after %s; %d pings lost in all", tc.name, restored.Round(time.Millisecond), lost)
+		if lost != 0 && !tc.wantLoss {
+			t.Errorf("%d pings lost while alpha's record was %s, want 0", lost, tc.name)
+		}
+		if err := m.exitedEarly(hosts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := mustMetric(t, alpha, `ikto_claim_repairs_total{action="defend"}`); v < 2 {
+		t.Errorf("alpha counted %v defends, want at least 2", v)
+	}
+}
+
+// intruderRecord is a record for a fresh key at h's prefix.
+func intruderRecord(t *testing.T, m *mesh, h *harness.Host) peer.Record {
+	t.Helper()
+	return peer.Record{Name: "intruder", PublicKey: newPublicKey(t).String(),
+		AdvertiseAddress: unusedUnderlay(m).String(), AllowedIP: h.Prefix().String(), WGPort: 51820}
+}
+
+// TestReaddressedHostMovesItsClaim restarts alpha with the same key and a new
+// private_address. It claims the new prefix and deletes its old record; the
+// other hosts route the new prefix, and no record of the old one remains.
+func TestReaddressedHostMovesItsClaim(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo", "charlie")
+	for _, h := range hosts {
+		m.start(h)
+	}
+	m.waitConverged(hosts)
+	alpha := hosts[0]
+	old := alpha.Prefix()
+	if err := m.agents[alpha.Name].Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	alpha.PrivateAddress = freeAddress(t, m, hosts)
+	ctx := context.Background()
+	m.start(alpha)
+	var claimed time.Time
+	harnesstest.WaitFor(t, convergeTimeout, "alpha's new claim", func(ctx context.Context) error {
+		if err := recordsOf(ctx, m, hosts[:1]); err != nil {
+			return err
+		}
+		claimed = time.Now()
+		return nil
+	})
+	m.waitConverged(hosts)
+	routed := time.Since(claimed)
+	harnesstest.WaitFor(t, convergeTimeout, "alpha's old record to go", func(ctx context.Context) error {
+		_, err := m.bucket.Get(ctx, peer.Key(old))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		return fmt.Errorf("old record %s: %v", peer.Key(old), err)
+	})
+	t.Logf("alpha moved from %s to %s: every device routes the new prefix %s after its claim",
+		old, alpha.Prefix(), routed.Round(time.Millisecond))
+	m.pingAll(hosts)
+	if v := mustMetric(t, alpha, `ikto_claim_repairs_total{action="release"}`); v != 1 {
+		t.Errorf("alpha counted %v releases, want 1", v)
+	}
+	if _, err := m.bucket.Record(ctx, alpha.Prefix()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestJoinRightAfterNATSRestart stops NATS for 10 s under two hosts and
+// starts a third host the moment it is back: the existing agents reconnect
+// within a second, so the newcomer reaches them in about that, not after
+// their reconnect back-off.
+func TestJoinRightAfterNATSRestart(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo")
+	for _, h := range hosts {
+		m.start(h)
+	}
+	m.waitConverged(hosts)
+	m.nats.Shutdown()
+	down := time.Now()
+	harnesstest.WaitFor(t, time.Minute, "10 s of outage", func(context.Context) error {
+		if err := m.exitedEarly(hosts); err != nil {
+			return err
+		}
+		if time.Since(down) < 10*time.Second {
+			return errors.New("NATS still down")
+		}
+		return nil
+	})
+	if err := m.nats.Start(); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	charlie := m.addHosts("charlie")[0]
+	m.start(charlie)
+	var claimed time.Time
+	harnesstest.WaitFor(t, convergeTimeout, "charlie's claim", func(ctx context.Context) error {
+		if err := recordsOf(ctx, m, []*harness.Host{charlie}); err != nil {
+			return err
+		}
+		claimed = time.Now()
+		return nil
+	})
+	all := append(hosts, charlie)
+	for _, h := range hosts {
+		harnesstest.WaitFor(t, convergeTimeout, h.Name+" to list charlie", func(context.Context) error {
+			return harness.CheckDevice(h, all)
+		})
+		t.Logf("%s lists charlie %s after its claim (%s after NATS came back)", h.Name,
+			time.Since(claimed).Round(time.Millisecond), time.Since(up).Round(time.Millisecond))
+	}
+	m.waitConverged(all)
+	m.pingAll(all)
+}
+
+func newPublicKey(t *testing.T) wgtypes.Key {
+	t.Helper()
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey()
+}
