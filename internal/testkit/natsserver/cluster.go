@@ -41,7 +41,7 @@ type Cluster struct {
 }
 
 // NewCluster picks every server's client and route ports and prepares the
-// servers without starting them; see StartCluster.
+// servers without starting them; Start starts them.
 func NewCluster(opts ClusterOptions) (*Cluster, error) {
 	if !opts.Host.IsValid() {
 		opts.Host = loopback
@@ -85,19 +85,6 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 			return nil, err
 		}
 		c.Servers = append(c.Servers, n)
-	}
-	return c, nil
-}
-
-// StartCluster prepares a cluster and starts it.
-func StartCluster(opts ClusterOptions) (*Cluster, error) {
-	c, err := NewCluster(opts)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Start(); err != nil {
-		c.Shutdown()
-		return nil, err
 	}
 	return c, nil
 }

@@ -26,12 +26,7 @@ func Start(tb testing.TB) *natsserver.Server {
 // logger…); an empty StoreDir is a temporary directory.
 func StartWith(tb testing.TB, opts natsserver.Options) *natsserver.Server {
 	tb.Helper()
-	s, err := natsserver.Start(withStore(tb, opts))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(s.Shutdown)
-	return s
+	return newServer(tb, natsserver.Start, opts)
 }
 
 // New is StartWith without the start: the port is picked and the URL known
@@ -39,19 +34,23 @@ func StartWith(tb testing.TB, opts natsserver.Options) *natsserver.Server {
 // test calls s.Start when it is time.
 func New(tb testing.TB, opts natsserver.Options) *natsserver.Server {
 	tb.Helper()
-	s, err := natsserver.New(withStore(tb, opts))
+	return newServer(tb, natsserver.New, opts)
+}
+
+// newServer makes a server with create (natsserver.Start or New), its
+// store in a temporary directory unless opts names one, and shuts it down
+// when the test ends.
+func newServer(tb testing.TB, create func(natsserver.Options) (*natsserver.Server, error), opts natsserver.Options) *natsserver.Server {
+	tb.Helper()
+	if opts.StoreDir == "" {
+		opts.StoreDir = tb.TempDir()
+	}
+	s, err := create(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(s.Shutdown)
 	return s
-}
-
-func withStore(tb testing.TB, opts natsserver.Options) natsserver.Options {
-	if opts.StoreDir == "" {
-		opts.StoreDir = tb.TempDir()
-	}
-	return opts
 }
 
 // Cluster starts a JetStream cluster (3 servers unless opts says otherwise;
