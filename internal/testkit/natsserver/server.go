@@ -166,12 +166,13 @@ func (s *Server) Start() error {
 	return nil
 }
 
-// where names the server in errors, before its port may be known.
+// where names the server in errors, before its port may be known. The
+// caller holds s.mu.
 func (s *Server) where() string {
 	if s.opts.Port <= 0 {
 		return s.opts.Host.String()
 	}
-	return s.Addr().String()
+	return netip.AddrPortFrom(s.opts.Host, uint16(s.opts.Port)).String()
 }
 
 func (o Options) serverOptions() (*server.Options, error) {

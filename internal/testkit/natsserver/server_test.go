@@ -97,6 +97,21 @@ func TestConfigLoggerAndConfigure(t *testing.T) {
 	}
 }
 
+// A server nats-server refuses to build is an error naming where it would
+// have listened, not a hang.
+func TestStartErrorNamesTheAddress(t *testing.T) {
+	s, err := natsserver.New(natsserver.Options{StoreDir: t.TempDir(), ServerName: "no spaces allowed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err == nil || !strings.Contains(err.Error(), s.Addr().String()) {
+		t.Fatalf("Start = %v, want an error naming %s", err, s.Addr())
+	}
+	if s.Running() {
+		t.Fatal("running after a failed start")
+	}
+}
+
 func TestBadConfigFailsBeforeListening(t *testing.T) {
 	if _, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir(), Config: "authorization {"}); err == nil {
 		t.Fatal("started with a broken configuration")
