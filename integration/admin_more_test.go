@@ -17,6 +17,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/nats-io/nats.go/jetstream"
@@ -153,13 +154,13 @@ func TestAdminRevokedKeyRecordRejectedEverywhere(t *testing.T) {
 		for _, h := range rest {
 			view, err := harness.DeviceView(h.DevName)
 			if err != nil {
-				return harness.Permanent(err)
+				return testkit.Permanent(err)
 			}
 			if v, ok := view[revoked]; ok {
-				return harness.Permanent(fmt.Errorf("%s lists the revoked key %s: %+v", h.Name, revoked, v))
+				return testkit.Permanent(fmt.Errorf("%s lists the revoked key %s: %+v", h.Name, revoked, v))
 			}
 			if err := harness.CheckDevice(h, rest); err != nil {
-				return harness.Permanent(err)
+				return testkit.Permanent(err)
 			}
 			if wantMetric {
 				v, err := rejectedMetric(ctx, h.SocketPath, peer.ReasonRevoked)
@@ -176,7 +177,7 @@ func TestAdminRevokedKeyRecordRejectedEverywhere(t *testing.T) {
 
 	// The agents see the record through the watch at once; the metric
 	// follows their next resolve.
-	harnesstest.WaitFor(t, convergeTimeout, "both agents to count the revoked record", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "both agents to count the revoked record", func(ctx context.Context) error {
 		return check(ctx, true)
 	})
 
@@ -184,9 +185,9 @@ func TestAdminRevokedKeyRecordRejectedEverywhere(t *testing.T) {
 	// wait at once (Permanent), the wait itself ends after the window.
 	window := 3 * resyncPeriod
 	deadline := time.Now().Add(window)
-	harnesstest.WaitFor(t, window+convergeTimeout, "the revoked record to stay rejected for "+window.String(), func(ctx context.Context) error {
+	testkit.EventuallyContext(t, window+convergeTimeout, "the revoked record to stay rejected for "+window.String(), func(ctx context.Context) error {
 		if err := check(ctx, true); err != nil {
-			return harness.Permanent(err)
+			return testkit.Permanent(err)
 		}
 		if time.Now().Before(deadline) {
 			return errors.New("still observing")
@@ -212,7 +213,7 @@ func TestAdminPruneKilledAgent(t *testing.T) {
 	charlie, rest := hosts[2], hosts[:2]
 	ctx := context.Background()
 
-	harnesstest.WaitFor(t, convergeTimeout, "every host online in list", func(context.Context) error {
+	testkit.Eventually(t, convergeTimeout, "every host online in list", func() error {
 		rows, err := tryListRows(t, bins, cfgPath)
 		if err != nil {
 			return err
@@ -234,7 +235,7 @@ func TestAdminPruneKilledAgent(t *testing.T) {
 		t.Errorf("SIGKILLed agent exited %d, want -1 (signal)", code)
 	}
 
-	harnesstest.WaitFor(t, offlineTimeout, "charlie offline in list", func(context.Context) error {
+	testkit.Eventually(t, offlineTimeout, "charlie offline in list", func() error {
 		if err := m.exitedEarly(rest); err != nil {
 			return err
 		}
@@ -247,7 +248,7 @@ func TestAdminPruneKilledAgent(t *testing.T) {
 		}
 		for _, h := range rest {
 			if r := rows[h.Name]; !r.Online {
-				return harness.Permanent(fmt.Errorf("live host %s is offline in list: %+v", h.Name, r))
+				return testkit.Permanent(fmt.Errorf("live host %s is offline in list: %+v", h.Name, r))
 			}
 		}
 		return nil

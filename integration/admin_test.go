@@ -14,6 +14,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -115,7 +116,7 @@ func TestAdminListAndEvict(t *testing.T) {
 	}
 
 	// Every agent writes a heartbeat at start and every 10 s.
-	harnesstest.WaitFor(t, convergeTimeout, "every host online in list", func(context.Context) error {
+	testkit.Eventually(t, convergeTimeout, "every host online in list", func() error {
 		rows, err := tryListRows(t, bins, cfgPath)
 		if err != nil {
 			return err

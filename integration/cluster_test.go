@@ -12,6 +12,8 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
@@ -61,7 +63,7 @@ func TestClusterFailover(t *testing.T) {
 	m.startWith(echo, clusterConfig(echo))
 	hosts = append(hosts, echo)
 
-	harnesstest.WaitFor(t, convergeTimeout, "alpha to fail over", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "alpha to fail over", func(ctx context.Context) error {
 		st, err := alpha.Status(ctx)
 		switch {
 		case err != nil:
@@ -92,7 +94,7 @@ func TestClusterFailover(t *testing.T) {
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}
-	harnesstest.WaitFor(t, convergeTimeout, "one watch per agent", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "one watch per agent", func(ctx context.Context) error {
 		js, err := jetstream.New(b.Conn)
 		if err != nil {
 			return err
@@ -111,13 +113,13 @@ func TestClusterFailover(t *testing.T) {
 		return nil
 	})
 	for _, h := range hosts {
-		harnesstest.WaitFor(t, convergeTimeout, "status of "+h.Name, func(ctx context.Context) error {
+		testkit.EventuallyContext(t, convergeTimeout, "status of "+h.Name, func(ctx context.Context) error {
 			return checkStatus(ctx, h, len(hosts)-1)
 		})
 	}
 }
 
-func sameServer(c *harness.Cluster, url string, s *harness.NATS) bool {
+func sameServer(c *natsserver.Cluster, url string, s *natsserver.Server) bool {
 	got, err := c.ServerAt(url)
 	return err == nil && got == s
 }

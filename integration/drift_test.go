@@ -15,6 +15,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 )
 
 // driftResync is the agents' resync_interval in the drift test: repairs are
@@ -69,7 +70,7 @@ func TestDriftIsRepaired(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			harnesstest.WaitFor(t, convergeTimeout, "the agent to repair alpha's device", func(context.Context) error {
+			testkit.Eventually(t, convergeTimeout, "the agent to repair alpha's device", func() error {
 				if err := m.exitedEarly(hosts); err != nil {
 					return err
 				}
@@ -83,7 +84,7 @@ func TestDriftIsRepaired(t *testing.T) {
 	// While NATS is down the device is left exactly as it is, drift and
 	// all; once NATS answers again the drift goes.
 	m.nats.Shutdown()
-	harnesstest.WaitFor(t, convergeTimeout, "alpha to notice NATS is down", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "alpha to notice NATS is down", func(ctx context.Context) error {
 		st, err := alpha.Status(ctx)
 		if err == nil && st.NATS.Connected {
 			err = errors.New("still connected")
@@ -94,13 +95,13 @@ func TestDriftIsRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	left := time.Now()
-	harnesstest.WaitFor(t, convergeTimeout, "three resync periods without NATS", func(context.Context) error {
+	testkit.Eventually(t, convergeTimeout, "three resync periods without NATS", func() error {
 		peers, err := harness.DeviceView(alpha.DevName)
 		if err != nil {
-			return harness.Permanent(err)
+			return testkit.Permanent(err)
 		}
 		if _, ok := peers[bravo.PublicKey.String()]; ok {
-			return harness.Permanent(errors.New("alpha's device was changed while NATS was down"))
+			return testkit.Permanent(errors.New("alpha's device was changed while NATS was down"))
 		}
 		if time.Since(left) < 3*driftResync {
 			return errors.New("still watching")

@@ -11,7 +11,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
-	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -44,14 +44,14 @@ func TestBucketDeletedUnderARunningMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	var writable time.Duration
-	harnesstest.WaitFor(t, convergeTimeout, "the bucket to exist again", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "the bucket to exist again", func(ctx context.Context) error {
 		if _, err := js.KeyValue(ctx, bucketName); err != nil {
 			return err
 		}
 		writable = time.Since(deleted)
 		return nil
 	})
-	harnesstest.WaitFor(t, convergeTimeout, "every live host's record back", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "every live host's record back", func(ctx context.Context) error {
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
 		}
@@ -126,12 +126,12 @@ func TestClaimOverwrittenIsRestored(t *testing.T) {
 		if _, err := m.bucket.Put(ctx, key, tc.value); err != nil {
 			t.Fatal(err)
 		}
-		harnesstest.WaitFor(t, convergeTimeout, "alpha to restore its record over "+tc.name, func(ctx context.Context) error {
+		testkit.EventuallyContext(t, convergeTimeout, "alpha to restore its record over "+tc.name, func(ctx context.Context) error {
 			return recordsOf(ctx, m, hosts[:1])
 		})
 		restored := time.Since(at)
 		// A second after the overwrite, whoever wrote it puts alpha's back.
-		harnesstest.WaitFor(t, 5*time.Second, "a second to pass", func(context.Context) error {
+		testkit.EventuallyContext(t, 5*time.Second, "a second to pass", func(context.Context) error {
 			if time.Since(at) < time.Second {
 				return errors.New("not yet")
 			}
@@ -183,7 +183,7 @@ func TestReaddressedHostMovesItsClaim(t *testing.T) {
 	ctx := context.Background()
 	m.start(alpha)
 	var claimed time.Time
-	harnesstest.WaitFor(t, convergeTimeout, "alpha's new claim", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "alpha's new claim", func(ctx context.Context) error {
 		if err := recordsOf(ctx, m, hosts[:1]); err != nil {
 			return err
 		}
@@ -192,7 +192,7 @@ func TestReaddressedHostMovesItsClaim(t *testing.T) {
 	})
 	m.waitConverged(hosts)
 	routed := time.Since(claimed)
-	harnesstest.WaitFor(t, convergeTimeout, "alpha's old record to go", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "alpha's old record to go", func(ctx context.Context) error {
 		_, err := m.bucket.Get(ctx, peer.Key(old))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil
@@ -224,7 +224,7 @@ func TestJoinRightAfterNATSRestart(t *testing.T) {
 	m.waitConverged(hosts)
 	m.nats.Shutdown()
 	down := time.Now()
-	harnesstest.WaitFor(t, time.Minute, "10 s of outage", func(context.Context) error {
+	testkit.EventuallyContext(t, time.Minute, "10 s of outage", func(context.Context) error {
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
 		}
@@ -240,7 +240,7 @@ func TestJoinRightAfterNATSRestart(t *testing.T) {
 	charlie := m.addHosts("charlie")[0]
 	m.start(charlie)
 	var claimed time.Time
-	harnesstest.WaitFor(t, convergeTimeout, "charlie's claim", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "charlie's claim", func(ctx context.Context) error {
 		if err := recordsOf(ctx, m, []*harness.Host{charlie}); err != nil {
 			return err
 		}
@@ -249,7 +249,7 @@ func TestJoinRightAfterNATSRestart(t *testing.T) {
 	})
 	all := append(hosts, charlie)
 	for _, h := range hosts {
-		harnesstest.WaitFor(t, convergeTimeout, h.Name+" to list charlie", func(context.Context) error {
+		testkit.EventuallyContext(t, convergeTimeout, h.Name+" to list charlie", func(context.Context) error {
 			return harness.CheckDevice(h, all)
 		})
 		t.Logf("%s lists charlie %s after its claim (%s after NATS came back)", h.Name,

@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
-	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
@@ -179,7 +179,7 @@ func checkHooks(ctx context.Context, h *harness.Host, mesh []*harness.Host) erro
 // the others.
 func (m *mesh) waitHooksConverged(hosts []*harness.Host) {
 	m.t.Helper()
-	harnesstest.WaitFor(m.t, convergeTimeout, "devices, routes and nft sets to converge", func(ctx context.Context) error {
+	testkit.EventuallyContext(m.t, convergeTimeout, "devices, routes and nft sets to converge", func(ctx context.Context) error {
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
 		}
@@ -235,7 +235,7 @@ func TestHooksRouteFirewallExec(t *testing.T) {
 
 	// The exec hook got JSON that lists the peers.
 	alpha := hosts[0]
-	harnesstest.WaitFor(t, convergeTimeout, "the exec hook's payload to list bravo and charlie", func(context.Context) error {
+	testkit.Eventually(t, convergeTimeout, "the exec hook's payload to list bravo and charlie", func() error {
 		raw, err := os.ReadFile(filepath.Join(alpha.Dir, "exec-payload.json"))
 		if err != nil {
 			return err
@@ -278,7 +278,7 @@ func TestHooksRouteFirewallExec(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	harnesstest.WaitFor(t, convergeTimeout, "the outsider's probes counted as drops", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "the outsider's probes counted as drops", func(ctx context.Context) error {
 		n, err := nftCounter(ctx, alpha, "wg_port_drops")
 		if err != nil {
 			return err
@@ -313,7 +313,7 @@ func TestHooksRouteFirewallExec(t *testing.T) {
 		"table", strconv.Itoa(hookRouteTable), "dev", alpha.DevName); err != nil {
 		t.Fatal(err)
 	}
-	harnesstest.WaitFor(t, convergeTimeout, "a new route hook with the routes restored", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "a new route hook with the routes restored", func(ctx context.Context) error {
 		pid, err := hookPID(agent, harness.RouteHookBinary)
 		if err != nil {
 			return err
@@ -374,7 +374,7 @@ func TestHookTimeoutDelaysNothing(t *testing.T) {
 	slowCfg, _ := json.Marshal(map[string]any{"command": []string{"/bin/sleep", "600"}, "timeout": "10m"})
 	cfg.Hooks = append(cfg.Hooks[:1], config.HookConfig{Name: "slow", Path: execPath, Timeout: "20s", Config: slowCfg})
 	m.startWith(alpha, cfg)
-	harnesstest.WaitFor(t, convergeTimeout, "the slow hook to be up", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "the slow hook to be up", func(ctx context.Context) error {
 		v, err := metricValue(ctx, alpha.SocketPath, `ikto_hook_up{hook="slow"}`)
 		if err == nil && v != 1 {
 			err = fmt.Errorf("ikto_hook_up{hook=\"slow\"} = %v", v)
@@ -383,7 +383,7 @@ func TestHookTimeoutDelaysNothing(t *testing.T) {
 	})
 
 	m.start(bravo)
-	harnesstest.WaitFor(t, convergeTimeout, "bravo on alpha's device and in its routes", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "bravo on alpha's device and in its routes", func(ctx context.Context) error {
 		if err := harness.CheckDevice(alpha, []*harness.Host{alpha, bravo}); err != nil {
 			return err
 		}
@@ -405,7 +405,7 @@ func TestHookTimeoutDelaysNothing(t *testing.T) {
 	}
 
 	// The stuck call does end: it times out, is counted, and the hook restarts.
-	harnesstest.WaitFor(t, 60*time.Second, "the slow hook's call to time out", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, 60*time.Second, "the slow hook's call to time out", func(ctx context.Context) error {
 		v, err := metricValue(ctx, alpha.SocketPath, `ikto_hook_failures_total{hook="slow"}`)
 		if err == nil && v < 1 {
 			err = fmt.Errorf("ikto_hook_failures_total{hook=\"slow\"} = %v", v)

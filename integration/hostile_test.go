@@ -18,6 +18,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -163,7 +164,7 @@ func checkAcceptedEverywhere(t *testing.T, w *hostileWorld) {
 		t.Fatal(err)
 	}
 	extra := map[string]harness.PeerView{w.good.PublicKey: {AllowedIPs: w.good.AllowedIP, Endpoint: w.good.Endpoint().String()}}
-	harnesstest.WaitFor(t, convergeTimeout, "every agent to add the good record", func(context.Context) error {
+	testkit.Eventually(t, convergeTimeout, "every agent to add the good record", func() error {
 		if err := w.m.exitedEarly(w.hosts); err != nil {
 			return err
 		}
@@ -211,7 +212,7 @@ func TestHostileTakeover(t *testing.T) {
 			t.Errorf("alpha's exit message does not name %s:\n%s", want, m.agents[alpha.Name].LogTail(10))
 		}
 	}
-	harnesstest.WaitFor(t, convergeTimeout, "bravo and charlie to follow the bucket", func(context.Context) error {
+	testkit.Eventually(t, convergeTimeout, "bravo and charlie to follow the bucket", func() error {
 		if err := m.exitedEarly(rest); err != nil {
 			return err
 		}
@@ -305,7 +306,7 @@ func checkRejectedEverywhere(t *testing.T, w *hostileWorld, tc hostileCase, key 
 	if rw.rev, err = w.m.bucket.Put(ctx, key, value); err != nil {
 		t.Fatalf("put %s: %v", key, err)
 	}
-	harnesstest.WaitFor(t, convergeTimeout, "every agent to reject the record", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "every agent to reject the record", func(ctx context.Context) error {
 		return rw.steady(ctx, 1)
 	})
 	// Once per revision: two more reconcile passes on every agent (resyncs
@@ -314,9 +315,9 @@ func checkRejectedEverywhere(t *testing.T, w *hostileWorld, tc hostileCase, key 
 	for _, h := range w.hosts {
 		runs[h.Name] = mustMetric(t, h, reconcileRuns)
 	}
-	harnesstest.WaitFor(t, convergeTimeout, "two more reconcile passes on every agent", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "two more reconcile passes on every agent", func(ctx context.Context) error {
 		if err := rw.steady(ctx, 1); err != nil {
-			return harness.Permanent(err)
+			return testkit.Permanent(err)
 		}
 		return morePasses(ctx, w.hosts, runs, 2)
 	})
@@ -328,7 +329,7 @@ func checkRejectedEverywhere(t *testing.T, w *hostileWorld, tc hostileCase, key 
 	if err := w.m.bucket.Delete(ctx, key); err != nil {
 		t.Fatalf("delete %s: %v", key, err)
 	}
-	harnesstest.WaitFor(t, convergeTimeout, "every agent to forget the removed record", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "every agent to forget the removed record", func(ctx context.Context) error {
 		return rw.steady(ctx, 0)
 	})
 }
@@ -360,7 +361,7 @@ func (rw *rejectionWatch) steady(ctx context.Context, gauge float64) error {
 	}
 	for _, h := range rw.w.hosts {
 		if err := harness.CheckDevice(h, rw.w.hosts); err != nil {
-			return harness.Permanent(err)
+			return testkit.Permanent(err)
 		}
 		reason := rw.reasonOf(h)
 		total, err := metricValue(ctx, h.SocketPath, rejectionsTotal(reason))
@@ -368,7 +369,7 @@ func (rw *rejectionWatch) steady(ctx context.Context, gauge float64) error {
 			return err
 		}
 		if want := rw.before[h.Name] + 1; total > want {
-			return harness.Permanent(fmt.Errorf("%s counted revision %d %v times", h.Name, rw.rev, total-rw.before[h.Name]))
+			return testkit.Permanent(fmt.Errorf("%s counted revision %d %v times", h.Name, rw.rev, total-rw.before[h.Name]))
 		} else if total < want {
 			return fmt.Errorf("%s: rejections total %v, want %v", h.Name, total, want)
 		}

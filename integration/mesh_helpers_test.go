@@ -8,6 +8,8 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
@@ -26,7 +28,7 @@ const bucketName = "ikto-mesh"
 type mesh struct {
 	t      *testing.T
 	net    *harness.Network
-	nats   *harness.NATS
+	nats   *natsserver.Server
 	bucket *harness.Bucket
 	bins   *harness.Binaries
 	agents map[string]*harness.Agent
@@ -90,7 +92,7 @@ func (m *mesh) startWith(h *harness.Host, cfg config.Config) *harness.Agent {
 // hosts, and nothing else.
 func (m *mesh) waitConverged(hosts []*harness.Host) {
 	m.t.Helper()
-	harnesstest.WaitFor(m.t, convergeTimeout, "the mesh to converge", func(context.Context) error {
+	testkit.Eventually(m.t, convergeTimeout, "the mesh to converge", func() error {
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
 		}
@@ -104,7 +106,7 @@ func (m *mesh) exitedEarly(hosts []*harness.Host) error {
 	for _, h := range hosts {
 		if a := m.agents[h.Name]; a != nil {
 			if code, ok := a.ExitCode(); ok {
-				return harness.Permanent(fmt.Errorf("agent on %s exited with %d:\n%s", h.Name, code, a.LogTail(15)))
+				return testkit.Permanent(fmt.Errorf("agent on %s exited with %d:\n%s", h.Name, code, a.LogTail(15)))
 			}
 		}
 	}
@@ -122,7 +124,7 @@ func (m *mesh) pingAll(hosts []*harness.Host) {
 				continue
 			}
 			what := fmt.Sprintf("%s to ping %s at %s", from.Name, to.Name, to.PrivateAddress)
-			harnesstest.WaitFor(m.t, pingTimeout, what, func(ctx context.Context) error {
+			testkit.EventuallyContext(m.t, pingTimeout, what, func(ctx context.Context) error {
 				if err := m.exitedEarly([]*harness.Host{from, to}); err != nil {
 					return err
 				}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -29,7 +30,7 @@ func TestThreeHostsFormAMesh(t *testing.T) {
 	m.pingAll(hosts)
 
 	for _, h := range hosts {
-		harnesstest.WaitFor(t, convergeTimeout, "status of "+h.Name, func(ctx context.Context) error {
+		testkit.EventuallyContext(t, convergeTimeout, "status of "+h.Name, func(ctx context.Context) error {
 			return checkStatus(ctx, h, len(hosts)-1)
 		})
 		st, err := os.Stat(h.SocketPath)
@@ -118,7 +119,7 @@ func TestPrefixHeldByAnotherKey(t *testing.T) {
 	alpha, intruder := hosts[0], hosts[1]
 	m.start(alpha)
 	ctx := context.Background()
-	harnesstest.WaitFor(t, convergeTimeout, "alpha's claim", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "alpha's claim", func(ctx context.Context) error {
 		_, err := m.bucket.Record(ctx, alpha.Prefix())
 		return err
 	})
@@ -173,7 +174,7 @@ func TestAgentStartsBeforeNATS(t *testing.T) {
 	for _, h := range hosts {
 		m.start(h)
 	}
-	harnesstest.WaitFor(t, exitTimeout, "agents to retry NATS", func(context.Context) error {
+	testkit.Eventually(t, exitTimeout, "agents to retry NATS", func() error {
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
 		}
@@ -241,7 +242,7 @@ func TestNATSOutageLeavesDevicesAlone(t *testing.T) {
 
 	m.nats.Shutdown()
 	for _, h := range hosts {
-		harnesstest.WaitFor(t, convergeTimeout, h.Name+" to notice NATS is down", func(ctx context.Context) error {
+		testkit.EventuallyContext(t, convergeTimeout, h.Name+" to notice NATS is down", func(ctx context.Context) error {
 			st, err := h.Status(ctx)
 			if err != nil {
 				return err
@@ -254,7 +255,7 @@ func TestNATSOutageLeavesDevicesAlone(t *testing.T) {
 	}
 	// Two resync periods without NATS must not touch the devices.
 	deadline := time.Now().Add(5 * time.Second)
-	harnesstest.WaitFor(t, 10*time.Second, "the devices to stay as they were", func(context.Context) error {
+	testkit.Eventually(t, 10*time.Second, "the devices to stay as they were", func() error {
 		for _, h := range hosts {
 			if err := harness.CheckDevice(h, hosts); err != nil {
 				t.Fatalf("while NATS is down: %v", err)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
-	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 )
 
 // The scenarios of this package's new files (outage, cluster, snapshot,
@@ -62,12 +62,12 @@ func natsOutage(t *testing.T, d time.Duration) {
 	cpuBefore := agentCPU(t, m, hosts)
 	down := time.Now()
 	m.nats.Shutdown()
-	harnesstest.WaitFor(t, d+convergeTimeout, "the outage to last "+d.String(), func(ctx context.Context) error {
+	testkit.EventuallyContext(t, d+convergeTimeout, "the outage to last "+d.String(), func(ctx context.Context) error {
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
 		}
 		if err := harness.CheckMesh(hosts); err != nil {
-			return harness.Permanent(fmt.Errorf("device changed while NATS was down: %w", err))
+			return testkit.Permanent(fmt.Errorf("device changed while NATS was down: %w", err))
 		}
 		if time.Since(down) < d {
 			return errors.New("NATS still down")

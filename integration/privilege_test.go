@@ -14,6 +14,8 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
@@ -45,7 +47,7 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	w.m.waitConverged(w.hosts)
 	w.m.pingAll(w.hosts)
-	harnesstest.WaitFor(t, convergeTimeout, "every host's first heartbeat", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "every host's first heartbeat", func(ctx context.Context) error {
 		return heartbeatsWritten(ctx, w.hosts)
 	})
 	if v := w.srv.Violations(); len(v) > 0 {
@@ -67,7 +69,7 @@ func newPrivilegeWorld(t *testing.T) *privilegeWorld {
 	hostPW, opPW := randomSecret(t), randomSecret(t)
 	t.Setenv("IKTO_HOST_PASSWORD", hostPW)
 	t.Setenv("IKTO_OPERATOR_PASSWORD", opPW)
-	srv, err := harness.StartConfNATS(harness.NATSOptions{Host: n.Gateway, StoreDir: t.TempDir()}, harness.LeastPrivilegeConf)
+	srv, err := harness.StartConfNATS(natsserver.Options{Host: n.Gateway, StoreDir: t.TempDir()}, harness.LeastPrivilegeConf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +77,7 @@ func newPrivilegeWorld(t *testing.T) *privilegeWorld {
 	m := &mesh{t: t, net: n, bins: bins, agents: map[string]*harness.Agent{}}
 	return &privilegeWorld{
 		m: m, srv: srv, hosts: m.addHosts("alpha", "bravo", "charlie"), hostPW: hostPW,
-		hostURL: srv.URL(harness.HostUser, hostPW), opURL: srv.URL(harness.OperatorUser, opPW),
+		hostURL: srv.UserURL(harness.HostUser, hostPW), opURL: srv.UserURL(harness.OperatorUser, opPW),
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
@@ -105,9 +106,9 @@ func TestRaceTenAgentsOnePrefix(t *testing.T) {
 		}
 		checkLoser(t, m.agents[h.Name], winner)
 	}
-	harnesstest.WaitFor(t, convergeTimeout, "the winner to report itself synced", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "the winner to report itself synced", func(ctx context.Context) error {
 		if code, exited := m.agents[winner.Name].ExitCode(); exited {
-			return harness.Permanent(fmt.Errorf("the winner exited %d", code))
+			return testkit.Permanent(fmt.Errorf("the winner exited %d", code))
 		}
 		st, err := winner.Status(ctx)
 		if err != nil {
@@ -124,7 +125,7 @@ func TestRaceTenAgentsOnePrefix(t *testing.T) {
 // returns the host of the one still running.
 func soleSurvivor(t *testing.T, m *mesh, hosts []*harness.Host) *harness.Host {
 	t.Helper()
-	harnesstest.WaitFor(t, raceTimeout, "all agents but one to exit", func(context.Context) error {
+	testkit.Eventually(t, raceTimeout, "all agents but one to exit", func() error {
 		exited := 0
 		for _, h := range hosts {
 			if m.agents[h.Name].Exited() {
@@ -200,7 +201,7 @@ func TestRaceTwentyAgentsDistinctPrefixes(t *testing.T) {
 		cfgs[i] = m.config(h)
 	}
 	startTogether(t, m, hosts, cfgs)
-	harnesstest.WaitFor(t, raceTimeout, "twenty agents to form a full mesh", func(context.Context) error {
+	testkit.Eventually(t, raceTimeout, "twenty agents to form a full mesh", func() error {
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
 		}
@@ -208,7 +209,7 @@ func TestRaceTwentyAgentsDistinctPrefixes(t *testing.T) {
 	})
 	for i, from := range hosts {
 		to := hosts[(i+1)%len(hosts)]
-		harnesstest.WaitFor(t, pingTimeout, from.Name+" to ping "+to.Name, func(ctx context.Context) error {
+		testkit.EventuallyContext(t, pingTimeout, from.Name+" to ping "+to.Name, func(ctx context.Context) error {
 			_, err := from.Ping(ctx, to.PrivateAddress)
 			return err
 		})

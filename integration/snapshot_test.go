@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
-	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
@@ -33,13 +33,13 @@ func TestRestartWhileNATSIsDown(t *testing.T) {
 	m.waitConverged(hosts)
 	bravo := hosts[1]
 	snapshot := filepath.Join(bravo.Dir, "state", bravo.DevName+".json")
-	harnesstest.WaitFor(t, convergeTimeout, "bravo's snapshot", func(context.Context) error {
+	testkit.Eventually(t, convergeTimeout, "bravo's snapshot", func() error {
 		st, err := os.Stat(snapshot)
 		if err != nil {
 			return err
 		}
 		if st.Mode().Perm() != 0o600 {
-			return harness.Permanent(errors.New("snapshot mode is " + st.Mode().String() + ", want -rw-------"))
+			return testkit.Permanent(errors.New("snapshot mode is " + st.Mode().String() + ", want -rw-------"))
 		}
 		return nil
 	})
@@ -59,7 +59,7 @@ func TestRestartWhileNATSIsDown(t *testing.T) {
 
 	restarted := time.Now()
 	a := m.startWith(bravo, withState(bravo))
-	harnesstest.WaitFor(t, convergeTimeout, "bravo's peers restored while NATS is down", func(context.Context) error {
+	testkit.Eventually(t, convergeTimeout, "bravo's peers restored while NATS is down", func() error {
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
 		}
@@ -83,7 +83,7 @@ func TestRestartWhileNATSIsDown(t *testing.T) {
 	hosts = append(hosts, delta)
 	m.waitConverged(hosts)
 	m.pingAll(hosts)
-	harnesstest.WaitFor(t, convergeTimeout, "bravo's status after NATS returned", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, convergeTimeout, "bravo's status after NATS returned", func(ctx context.Context) error {
 		return checkStatus(ctx, bravo, len(hosts)-1)
 	})
 }

@@ -7,6 +7,7 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/go-plugin v1.8.0
+	github.com/ikto-mesh/ikto/internal/testkit v0.0.0-00010101000000-000000000000
 	github.com/ikto-mesh/ikto/plugins/sdk v0.0.0-00010101000000-000000000000
 	github.com/nats-io/jwt/v2 v2.8.2
 	github.com/nats-io/nats-server/v2 v2.15.2
@@ -56,5 +57,7 @@ require (
 	google.golang.org/grpc v1.85.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/ikto-mesh/ikto/internal/testkit => ../internal/testkit
 
 replace github.com/ikto-mesh/ikto/plugins/sdk => ../plugins/sdk

@@ -15,11 +15,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/api"
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
@@ -56,28 +55,9 @@ func testKey(t *testing.T, seed byte) wgtypes.Key {
 // and returns its URL and a JetStream handle; both go away with the test.
 func startNATS(t *testing.T) (string, jetstream.JetStream) {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		t.Fatal("nats-server not ready in 10s")
-	}
-	t.Cleanup(s.Shutdown)
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.ClientURL(), js
+	s := natstest.Start(t)
+	_, js := natstest.Connect(t, s.URL())
+	return s.URL(), js
 }
 
 func openBucket(t *testing.T, js jetstream.JetStream) jetstream.KeyValue {

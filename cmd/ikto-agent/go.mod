@@ -51,6 +51,8 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
+replace github.com/ikto-mesh/ikto/internal/testkit => ../../internal/testkit
+
 replace github.com/ikto-mesh/ikto/pkg => ../../pkg
 
 replace github.com/ikto-mesh/ikto/plugins/sdk => ../../plugins/sdk

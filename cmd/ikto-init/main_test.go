@@ -15,10 +15,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/ipam"
 	"github.com/ikto-mesh/ikto/pkg/peer"
@@ -380,38 +379,9 @@ func TestPrivateKeyFile(t *testing.T) {
 	}
 }
 
-// startNATS runs a JetStream server on a random loopback port for one test.
-func startNATS(t *testing.T) *server.Server {
+func createBucket(t *testing.T, url, name string) jetstream.KeyValue {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
-}
-
-func createBucket(t *testing.T, s *server.Server, name string) jetstream.KeyValue {
-	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, url)
 	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: name, History: 5})
 	if err != nil {
 		t.Fatal(err)
@@ -428,9 +398,8 @@ func claim(t *testing.T, kv jetstream.KeyValue, p netip.Prefix) {
 }
 
 func TestNATSSkipsClaimedPrefixes(t *testing.T) {
-	s := startNATS(t)
-	kv := createBucket(t, s, "ikto-mesh")
-	url := s.ClientURL()
+	url := natstest.Start(t).URL()
+	kv := createBucket(t, url, "ikto-mesh")
 
 	t.Run("first draw claimed", func(t *testing.T) {
 		d := draws(t, 1, "fd10::/16", 48, 2)

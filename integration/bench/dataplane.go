@@ -17,6 +17,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 )
 
 // DataPlaneConfig sizes the throughput scenario.
@@ -139,7 +140,7 @@ func (d *dataPlane) setUp(ctx context.Context, bins *Binaries) (err error) {
 			return err
 		}
 		// Connecting also completes the WireGuard handshakes before timing.
-		err := harness.WaitFor(ctx, 30*time.Second, func(ctx context.Context) error { return d.a.DialTCP(ctx, t) })
+		err := testkit.Poll(ctx, 30*time.Second, func(ctx context.Context) error { return d.a.DialTCP(ctx, t) })
 		if err != nil {
 			return fmt.Errorf("iperf3 server for %s at %s: %w", path, t, err)
 		}
@@ -198,7 +199,7 @@ func (d *dataPlane) startHand(ctx context.Context) (addrA, addrB netip.Addr, err
 			return addrA, addrB, err
 		}
 		dev := handDevice(h)
-		if err := harness.WaitFor(ctx, 10*time.Second, func(context.Context) error { _, err := os.Stat(uapiPath(dev)); return err }); err != nil {
+		if err := testkit.Poll(ctx, 10*time.Second, func(context.Context) error { _, err := os.Stat(uapiPath(dev)); return err }); err != nil {
 			return addrA, addrB, fmt.Errorf("wireguard-go on %s: %w", h.Name, err)
 		}
 	}

@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/ikto-mesh/ikto/integration v0.0.0-00010101000000-000000000000
+	github.com/ikto-mesh/ikto/internal/testkit v0.0.0-00010101000000-000000000000
 	github.com/ikto-mesh/ikto/pkg v0.0.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
@@ -57,6 +58,7 @@ require (
 
 replace (
 	github.com/ikto-mesh/ikto/integration => ../
+	github.com/ikto-mesh/ikto/internal/testkit => ../../internal/testkit
 	github.com/ikto-mesh/ikto/pkg => ../../pkg
 	github.com/ikto-mesh/ikto/plugins/sdk => ../../plugins/sdk
 )

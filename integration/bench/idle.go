@@ -9,6 +9,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/bench/agentstats"
 	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
@@ -83,9 +84,9 @@ func startSyncedAgent(ctx context.Context, w *world, bins *Binaries, peers int) 
 	if err != nil {
 		return nil, err
 	}
-	return a, harness.WaitFor(ctx, time.Minute, func(context.Context) error {
+	return a, testkit.Poll(ctx, time.Minute, func(context.Context) error {
 		if err := exited(a)(); err != nil {
-			return harness.Permanent(err)
+			return testkit.Permanent(err)
 		}
 		got, err := harness.DevicePeers(h.DevName)
 		if err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 )
 
 // The environment of a re-executed bench binary: which role it plays, and
@@ -45,8 +46,8 @@ func RunChild() (handled bool, err error) {
 	}
 }
 
-// natsReady bounds how long a server may take to accept clients.
-const natsReady = 10 * time.Second
+// natsReady bounds how long the child may take to announce its server.
+const natsReady = 15 * time.Second
 
 // serveNATS runs a JetStream server on 127.0.0.1 and a free port, prints its
 // URL on one line, and serves until stdin ends (the parent closed it or died)
@@ -55,29 +56,19 @@ func serveNATS(storeDir string, stdin io.Reader, stdout io.Writer) error {
 	if storeDir == "" {
 		return fmt.Errorf("%s is not set", natsStoreEnv)
 	}
-	srv, err := server.NewServer(&server.Options{
+	srv, err := natsserver.Start(natsserver.Options{
 		ServerName: "ikto-bench",
-		Host:       "127.0.0.1",
-		Port:       -1,
-		JetStream:  true,
 		StoreDir:   storeDir,
-		NoLog:      true,
-		NoSigs:     true,
 		// nats-server 2.12 and later allow 1,000 consumers per stream unless
 		// told otherwise, and every agent's watch is one: a fleet larger
 		// than that needs this setting (or a stream max_consumers).
-		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
+		Configure: func(o *server.Options) { o.JetStreamLimits.DefaultMaxConsumers = -1 },
 	})
 	if err != nil {
 		return fmt.Errorf("nats-server: %w", err)
 	}
-	srv.Start()
 	defer srv.Shutdown()
-	if !srv.ReadyForConnections(natsReady) {
-		return fmt.Errorf("nats-server: not ready after %s", natsReady)
-	}
-	port := srv.Addr().(*net.TCPAddr).Port
-	if _, err := fmt.Fprintf(stdout, "nats://127.0.0.1:%d\n", port); err != nil {
+	if _, err := fmt.Fprintln(stdout, srv.URL()); err != nil {
 		return fmt.Errorf("announce nats-server: %w", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
@@ -139,7 +130,7 @@ func StartNATSProcess(ctx context.Context, dir string) (*NATSProcess, error) {
 	}()
 	select {
 	case p.URL = <-line:
-	case <-time.After(natsReady + 5*time.Second):
+	case <-time.After(natsReady):
 	case <-ctx.Done():
 	}
 	if !strings.HasPrefix(p.URL, "nats://") {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 )
 
@@ -76,7 +77,7 @@ func BuildBinaries(ctx context.Context, dir string) (*Binaries, error) {
 // to that), and close removes everything it made.
 type world struct {
 	net  *harness.Network
-	nats *harness.NATS
+	nats *natsserver.Server
 	nc   *nats.Conn
 	js   jetstream.JetStream
 }
@@ -94,7 +95,7 @@ func newWorld(opts harness.NetworkOptions) (w *world, err error) {
 			err = errors.Join(err, w.close())
 		}
 	}()
-	if w.nats, err = harness.StartNATS(harness.NATSOptions{Host: w.net.Gateway, StoreDir: filepath.Join(w.net.Dir, "nats")}); err != nil {
+	if w.nats, err = natsserver.Start(natsserver.Options{Host: w.net.Gateway, StoreDir: filepath.Join(w.net.Dir, "nats")}); err != nil {
 		return nil, err
 	}
 	if w.nc, err = nats.Connect(w.nats.URL(), nats.Name("ikto-bench")); err != nil {

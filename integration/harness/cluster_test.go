@@ -10,6 +10,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 )
 
 // The cluster serves an R3 bucket from inside a namespace, keeps it
@@ -53,7 +54,7 @@ func TestClusterKeepsAnR3BucketThroughAMemberRestart(t *testing.T) {
 		if got := len(c.Running()); got != 2 {
 			t.Fatalf("%d members running with one down, want 2", got)
 		}
-		harnesstest.WaitFor(t, 30*time.Second, "a write with "+down.Name()+" down", func(ctx context.Context) error {
+		testkit.EventuallyContext(t, 30*time.Second, "a write with "+down.Name()+" down", func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
 			_, err := r3.Put(ctx, "k", []byte{byte(i)})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 )
 
 func TestUnderlay(t *testing.T) {
@@ -78,7 +79,7 @@ func TestNATSFromNamespace(t *testing.T) {
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	harnesstest.WaitFor(t, 10*time.Second, "the value after a restart", func(ctx context.Context) error {
+	testkit.EventuallyContext(t, 10*time.Second, "the value after a restart", func(ctx context.Context) error {
 		e, err := bkt.Get(ctx, "k")
 		if err != nil {
 			return err

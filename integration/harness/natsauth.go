@@ -3,13 +3,10 @@ package harness
 import (
 	_ "embed" // the least-privilege config ships as a file beside this one
 	"fmt"
-	"net"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 )
 
 // LeastPrivilegeConf is least-privilege.conf: the nats-server configuration
@@ -26,64 +23,32 @@ const (
 )
 
 // ConfNATS is an embedded nats-server configured from nats-server
-// configuration text, as an operator would run it, listening where opts
-// says. It records every permission violation the server logs, so a test can
-// show that clients needed nothing beyond what the configuration grants.
+// configuration text, as an operator would run it. It records every
+// permission violation the server logs, so a test can show that clients
+// needed nothing beyond what the configuration grants.
 type ConfNATS struct {
-	srv *server.Server
+	*natsserver.Server
 	log *violationLog
 }
 
 // StartConfNATS starts a server from conf (nats-server configuration syntax;
-// $VARIABLES not defined in it are read from the environment) on opts.Host
-// and a free port, with JetStream in opts.StoreDir.
-func StartConfNATS(opts NATSOptions, conf string) (*ConfNATS, error) {
-	o := &server.Options{}
-	if err := o.ProcessConfigString(conf); err != nil {
-		return nil, fmt.Errorf("nats config: %w", err)
+// $VARIABLES not defined in it are read from the environment) where opts
+// says, with JetStream in opts.StoreDir.
+func StartConfNATS(opts natsserver.Options, conf string) (*ConfNATS, error) {
+	log := &violationLog{}
+	opts.Config, opts.Logger = conf, log
+	if opts.ServerName == "" {
+		opts.ServerName = "ikto-test-auth"
 	}
-	port := opts.Port
-	if port <= 0 {
-		p, err := FreePort(opts.Host)
-		if err != nil {
-			return nil, err
-		}
-		port = p
-	}
-	o.ServerName = "ikto-test-auth"
-	o.Host, o.Port = opts.Host.String(), port
-	o.JetStream, o.StoreDir = true, opts.StoreDir
-	o.NoSigs = true
-	srv, err := server.NewServer(o)
+	s, err := natsserver.Start(opts)
 	if err != nil {
-		return nil, fmt.Errorf("nats %s:%d: %w", opts.Host, port, err)
+		return nil, err
 	}
-	n := &ConfNATS{srv: srv, log: &violationLog{}}
-	srv.SetLoggerV2(n.log, false, false, false)
-	srv.Start()
-	if !srv.ReadyForConnections(natsReadyTimeout) {
-		srv.Shutdown()
-		return nil, fmt.Errorf("nats %s:%d: not ready after %s", opts.Host, port, natsReadyTimeout)
-	}
-	return n, nil
-}
-
-// URL is the client URL carrying user and password.
-func (n *ConfNATS) URL(user, password string) string {
-	addr := n.srv.Addr().(*net.TCPAddr)
-	u := url.URL{Scheme: "nats", User: url.UserPassword(user, password), Host: net.JoinHostPort(addr.IP.String(), strconv.Itoa(addr.Port))}
-	return u.String()
+	return &ConfNATS{Server: s, log: log}, nil
 }
 
 // Violations returns the permission violations logged so far.
 func (n *ConfNATS) Violations() []string { return n.log.violations() }
-
-// Close shuts the server down and waits until it is gone.
-func (n *ConfNATS) Close() error {
-	n.srv.Shutdown()
-	n.srv.WaitForShutdown()
-	return nil
-}
 
 // violationLog is a server.Logger that keeps only permission violations.
 type violationLog struct {

@@ -3,7 +3,6 @@ package harness
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,45 +12,6 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
-
-// pollInterval is how often WaitFor re-checks its condition.
-const pollInterval = 100 * time.Millisecond
-
-// WaitFor calls cond until it returns nil, ctx ends, or timeout passes. cond
-// returns why the wait is not over yet; on timeout that last reason is in the
-// error, so a failed wait says what it was waiting for. An error marked with
-// Permanent ends the wait at once: it can never succeed.
-func WaitFor(ctx context.Context, timeout time.Duration, cond func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	var last error
-	for {
-		last = cond(ctx)
-		if last == nil {
-			return nil
-		}
-		var perm *permanentError
-		if errors.As(last, &perm) {
-			return perm.err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("gave up after %s: %w", timeout, last)
-		case <-tick.C:
-		}
-	}
-}
-
-type permanentError struct{ err error }
-
-func (e *permanentError) Error() string { return e.err.Error() }
-func (e *permanentError) Unwrap() error { return e.err }
-
-// Permanent marks a WaitFor condition's error as final: WaitFor returns it
-// at once instead of polling on (an agent that exited will not converge).
-func Permanent(err error) error { return &permanentError{err: err} }
 
 // DevicePeers reads a device's live peers through wgctrl from the root
 // namespace: a userspace device's control socket lives in the shared

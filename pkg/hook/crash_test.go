@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/hook/hooktest"
 	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
@@ -50,12 +51,12 @@ func TestHookDiesWithTheAgent(t *testing.T) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	waitFor(t, "the stand-in agent's hook to apply", func() bool { return lastApply(hooktest.Calls(t, dir), 0) != nil })
+	testkit.Eventually(t, waitTimeout, "the stand-in agent's hook to apply", testkit.True(func() bool { return lastApply(hooktest.Calls(t, dir), 0) != nil }))
 	hookPID := pids(t, dir)[0]
 
 	if err := agent.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	_ = agent.Wait()
-	waitFor(t, fmt.Sprintf("hook process %d to die with its agent", hookPID), func() bool { return !hooktest.Alive(hookPID) })
+	testkit.Eventually(t, waitTimeout, fmt.Sprintf("hook process %d to die with its agent", hookPID), testkit.True(func() bool { return !hooktest.Alive(hookPID) }))
 }

@@ -152,17 +152,9 @@ func lastApply(calls []hooktest.Call, pid int) *hooktest.Call {
 	return nil
 }
 
-// waitFor polls cond until it holds or 20s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 20s waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitTimeout bounds every wait on a hook: generous, since a restart
+// includes backoff and a process start on a loaded machine.
+const waitTimeout = 20 * time.Second
 
 // resolveHook is hc as the agent would hand it over, after config.Resolve.
 func resolveHook(t *testing.T, hc config.HookConfig) config.Hook {

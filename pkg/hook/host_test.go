@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/hook/hooktest"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
@@ -27,12 +28,12 @@ func TestConfigureThenApply(t *testing.T) {
 	th := startHost(t, &testHook{name: "rec"})
 	a, b := sdktest.Peers(3), append(sdktest.Peers(2), sdktest.Peer(9))
 	th.Update(a)
-	waitFor(t, "first apply", func() bool { return lastApply(th.calls(t, "rec"), 0) != nil })
+	testkit.Eventually(t, waitTimeout, "first apply", testkit.True(func() bool { return lastApply(th.calls(t, "rec"), 0) != nil }))
 	th.Update(b)
-	waitFor(t, "second apply", func() bool {
+	testkit.Eventually(t, waitTimeout, "second apply", testkit.True(func() bool {
 		c := lastApply(th.calls(t, "rec"), 0)
 		return c != nil && len(c.Change.Peers) == 3 && c.Change.Peers[2] == sdktest.Peer(9)
-	})
+	}))
 
 	calls := th.calls(t, "rec")
 	if len(calls) != 3 || calls[0].Op != "configure" {
@@ -75,29 +76,29 @@ func TestFailedHookIsRestartedWithFullState(t *testing.T) {
 			th := startHost(t, h)
 			peers := sdktest.Peers(4)
 			th.Update(peers)
-			waitFor(t, "a first good apply", func() bool { return lastApply(th.calls(t, "flaky"), 0) != nil })
+			testkit.Eventually(t, waitTimeout, "a first good apply", testkit.True(func() bool { return lastApply(th.calls(t, "flaky"), 0) != nil }))
 
 			hooktest.Misbehave(t, h.dir, tt.op, tt.act, "no table 100")
 			th.Update(peers[:3]) // wakes the hook; a failed configure needs a restart first
 			if tt.op == "configure" {
 				syscall.Kill(pids(t, h.dir)[0], syscall.SIGKILL)
 			}
-			waitFor(t, "two failures", func() bool { return th.failures("flaky") >= 2 })
+			testkit.Eventually(t, waitTimeout, "two failures", testkit.True(func() bool { return th.failures("flaky") >= 2 }))
 			if !th.logs.Contains(tt.logged) {
 				t.Errorf("log does not name the failure %q", tt.logged)
 			}
 			hooktest.Behave(t, h.dir, tt.op, tt.act)
 
 			var good *hooktest.Call
-			waitFor(t, "a restarted process to take the full state", func() bool {
+			testkit.Eventually(t, waitTimeout, "a restarted process to take the full state", testkit.True(func() bool {
 				ps := pids(t, h.dir)
 				good = lastApply(th.calls(t, "flaky"), ps[len(ps)-1])
 				return len(ps) >= 3 && good != nil
-			})
+			}))
 			if diff := cmp.Diff(sdk.Diff(nil, peers[:3]), *good.Change, cmpNet); diff != "" {
 				t.Errorf("restarted hook's first apply is not the full state (-want +got):\n%s", diff)
 			}
-			waitFor(t, "up again", func() bool { return th.up("flaky") == 1 })
+			testkit.Eventually(t, waitTimeout, "up again", testkit.True(func() bool { return th.up("flaky") == 1 }))
 			if th.restarts("flaky") < 2 {
 				t.Errorf("restarts = %v, want ≥ 2", th.restarts("flaky"))
 			}
@@ -117,17 +118,17 @@ func TestKilledHookIsRestarted(t *testing.T) {
 	th := startHost(t, &testHook{name: "rec"})
 	peers := sdktest.Peers(3)
 	th.Update(peers)
-	waitFor(t, "first apply", func() bool { return lastApply(th.calls(t, "rec"), 0) != nil })
+	testkit.Eventually(t, waitTimeout, "first apply", testkit.True(func() bool { return lastApply(th.calls(t, "rec"), 0) != nil }))
 	first := pids(t, th.hooks["rec"].dir)[0]
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	var again *hooktest.Call
-	waitFor(t, "a new process with the full state", func() bool {
+	testkit.Eventually(t, waitTimeout, "a new process with the full state", testkit.True(func() bool {
 		ps := pids(t, th.hooks["rec"].dir)
 		again = lastApply(th.calls(t, "rec"), ps[len(ps)-1])
 		return len(ps) == 2 && again != nil
-	})
+	}))
 	if diff := cmp.Diff(sdk.Diff(nil, peers), *again.Change, cmpNet); diff != "" {
 		t.Errorf("restarted hook's apply (-want +got):\n%s", diff)
 	}
@@ -145,16 +146,16 @@ func TestHungHookDoesNotBlockOthers(t *testing.T) {
 	stuck := &testHook{name: "stuck", timeout: "1h"}
 	th := startHost(t, stuck, &testHook{name: "fast"})
 	th.Update(sdktest.Peers(1))
-	waitFor(t, "both hooks' first apply", func() bool {
+	testkit.Eventually(t, waitTimeout, "both hooks' first apply", testkit.True(func() bool {
 		return lastApply(th.calls(t, "stuck"), 0) != nil && lastApply(th.calls(t, "fast"), 0) != nil
-	})
+	}))
 	hooktest.Misbehave(t, stuck.dir, "apply", "hang", "")
 	for n := 2; n <= 6; n++ {
 		th.Update(sdktest.Peers(n))
-		waitFor(t, fmt.Sprintf("fast to apply %d peers", n), func() bool {
+		testkit.Eventually(t, waitTimeout, fmt.Sprintf("fast to apply %d peers", n), testkit.True(func() bool {
 			c := lastApply(th.calls(t, "fast"), 0)
 			return c != nil && len(c.Change.Peers) == n
-		})
+		}))
 	}
 	// fast saw the states in order, never an older one after a newer.
 	last := 0
@@ -180,9 +181,9 @@ func TestHungHookDoesNotBlockOthers(t *testing.T) {
 func TestStopDeliversLastStateThenStops(t *testing.T) {
 	th := startHost(t, &testHook{name: "a"}, &testHook{name: "b"})
 	th.Update(sdktest.Peers(2))
-	waitFor(t, "first applies", func() bool {
+	testkit.Eventually(t, waitTimeout, "first applies", testkit.True(func() bool {
 		return lastApply(th.calls(t, "a"), 0) != nil && lastApply(th.calls(t, "b"), 0) != nil
-	})
+	}))
 	th.Update(sdktest.Peers(5))
 	th.stop(t)
 	for _, name := range []string{"a", "b"} {
@@ -218,10 +219,10 @@ func TestPinnedHash(t *testing.T) {
 			th := startHost(t, h)
 			th.Update(sdktest.Peers(1))
 			if tt.starts {
-				waitFor(t, "the hook to run", func() bool { return lastApply(th.calls(t, "pinned"), 0) != nil })
+				testkit.Eventually(t, waitTimeout, "the hook to run", testkit.True(func() bool { return lastApply(th.calls(t, "pinned"), 0) != nil }))
 				return
 			}
-			waitFor(t, "two refused starts", func() bool { return th.failures("pinned") >= 2 })
+			testkit.Eventually(t, waitTimeout, "two refused starts", testkit.True(func() bool { return th.failures("pinned") >= 2 }))
 			if calls := th.calls(t, "pinned"); len(calls) != 0 {
 				t.Fatalf("a hook with the wrong hash ran: %+v", calls)
 			}

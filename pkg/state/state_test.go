@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
@@ -259,7 +260,7 @@ func TestSaverWritesTheLatestAndStopsAfterDiscard(t *testing.T) {
 	for n := 1; n <= 3; n++ {
 		s.Offer(id, values(mesh(t, n)))
 	}
-	waitFor(t, "the last snapshot on disk", func() error { return peersOnDisk(path, id, 3) })
+	testkit.Eventually(t, waitTimeout, "the last snapshot on disk", func() error { return peersOnDisk(path, id, 3) })
 
 	if err := s.Discard(); err != nil {
 		t.Fatal(err)
@@ -298,7 +299,7 @@ func TestSaverFlushesOnStopAndRetriesFailures(t *testing.T) {
 	}()
 
 	s.Offer(id, values(mesh(t, 2)))
-	waitFor(t, "the failure to be logged", func() error {
+	testkit.Eventually(t, waitTimeout, "the failure to be logged", func() error {
 		if !strings.Contains(logs.String(), "cannot write the mesh snapshot") {
 			return errors.New("not yet")
 		}
@@ -308,7 +309,7 @@ func TestSaverFlushesOnStopAndRetriesFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No new offer: the retry alone must land it.
-	waitFor(t, "the retried snapshot", func() error { return peersOnDisk(path, id, 2) })
+	testkit.Eventually(t, waitTimeout, "the retried snapshot", func() error { return peersOnDisk(path, id, 2) })
 	cancel()
 	<-done
 	done <- nil
@@ -344,18 +345,6 @@ func peersOnDisk(path string, id Identity, n int) error {
 	return nil
 }
 
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// waitTimeout bounds a wait for the saver: room for its first retry (one
+// second after a failed write) on a loaded machine.
+const waitTimeout = 10 * time.Second

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
 )
@@ -34,9 +35,9 @@ func TestBinaryServesHook(t *testing.T) {
 	if err := json.Unmarshal(mustRead(t, out), &got); err != nil || len(got.Added) != 2 {
 		t.Errorf("payload: %d added, err %v; want 2", len(got.Added), err)
 	}
-	waitFor(t, 10*time.Second, "the hook to log the command's output", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the hook to log the command's output", testkit.True(func() bool {
 		return strings.Contains(stderr.String(), "hello from the command")
-	})
+	}))
 	h.Kill() // waits for the process and its output streams
 	if s := stdout.String(); s != "" {
 		t.Errorf("the plugin's stdout carried %q", s)

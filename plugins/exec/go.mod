@@ -2,11 +2,14 @@ module github.com/ikto-mesh/ikto/plugins/exec
 
 go 1.26.0
 
+replace github.com/ikto-mesh/ikto/internal/testkit => ../../internal/testkit
+
 replace github.com/ikto-mesh/ikto/plugins/sdk => ../sdk
 
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/go-hclog v1.6.3
+	github.com/ikto-mesh/ikto/internal/testkit v0.0.0-00010101000000-000000000000
 	github.com/ikto-mesh/ikto/plugins/sdk v0.0.0-00010101000000-000000000000
 )
 
@@ -19,7 +22,7 @@ require (
 	github.com/mattn/go-isatty v0.0.17 // indirect
 	github.com/oklog/run v1.1.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
-	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 	google.golang.org/grpc v1.85.0 // indirect

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
@@ -117,20 +116,6 @@ func (b *logBuffer) entries(msg string) []map[string]any {
 		}
 	}
 	return out
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not so after %s", what, timeout)
-		}
-		<-tick.C
-	}
 }
 
 // processGone reports whether pid has exited: no longer in /proc, or a

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 )
 
@@ -167,7 +169,7 @@ func TestApplyKillsProcessGroup(t *testing.T) {
 				t.Fatalf("pid file holds %v, want the script's and its child's", got)
 			}
 			for _, pid := range got {
-				waitFor(t, 10*time.Second, "process "+strconv.Itoa(pid)+" to be killed", func() bool { return processGone(pid) })
+				testkit.Eventually(t, 10*time.Second, "process "+strconv.Itoa(pid)+" to be killed", testkit.True(func() bool { return processGone(pid) }))
 			}
 		})
 	}
@@ -239,18 +241,12 @@ func TestEmptyChangeRunsOnlyWhenNeeded(t *testing.T) {
 // (the test then fails on what the script did not write).
 func cancelOnceExists(ctx context.Context, cancel context.CancelFunc, path string) {
 	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	giveUp := time.After(30 * time.Second)
-	for !fileExists(path) {
-		select {
-		case <-ctx.Done():
-			return
-		case <-giveUp:
-			return
-		case <-tick.C:
+	_ = testkit.Poll(ctx, 30*time.Second, func(context.Context) error {
+		if !fileExists(path) {
+			return errors.New(path + " not written yet")
 		}
-	}
+		return nil
+	})
 }
 
 func mustRead(t *testing.T, path string) []byte {

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -76,7 +78,7 @@ func demo(ctx context.Context, out io.Writer, log *slog.Logger, keep bool) (err 
 	}()
 	log.Info("network up", "bridge", n.Bridge, "underlay", n.Subnet, "mesh", n.Mesh)
 
-	srv, err := harness.StartNATS(harness.NATSOptions{Host: n.Gateway, StoreDir: filepath.Join(n.Dir, "nats")})
+	srv, err := natsserver.Start(natsserver.Options{Host: n.Gateway, StoreDir: filepath.Join(n.Dir, "nats")})
 	if err != nil {
 		return err
 	}
@@ -115,7 +117,7 @@ func demo(ctx context.Context, out io.Writer, log *slog.Logger, keep bool) (err 
 }
 
 // startAgents adds the demo's hosts and starts an agent on each.
-func startAgents(n *harness.Network, srv *harness.NATS, bins *harness.Binaries, log *slog.Logger) ([]*harness.Host, []*harness.Agent, error) {
+func startAgents(n *harness.Network, srv *natsserver.Server, bins *harness.Binaries, log *slog.Logger) ([]*harness.Host, []*harness.Agent, error) {
 	var hosts []*harness.Host
 	var agents []*harness.Agent
 	for _, name := range hostNames {
@@ -137,10 +139,10 @@ func startAgents(n *harness.Network, srv *harness.NATS, bins *harness.Binaries, 
 // fails it prints the agents' logs, since they say why.
 func waitConverged(ctx context.Context, hosts []*harness.Host, agents []*harness.Agent, log *slog.Logger) error {
 	start := time.Now()
-	err := harness.WaitFor(ctx, convergeTimeout, func(context.Context) error {
+	err := testkit.Poll(ctx, convergeTimeout, func(context.Context) error {
 		for _, a := range agents {
 			if code, ok := a.ExitCode(); ok {
-				return harness.Permanent(fmt.Errorf("%s exited with %d", a.Name, code))
+				return testkit.Permanent(fmt.Errorf("%s exited with %d", a.Name, code))
 			}
 		}
 		return harness.CheckMesh(hosts)
@@ -189,7 +191,7 @@ func buildBinaries(ctx context.Context, log *slog.Logger) (bins *harness.Binarie
 }
 
 // printMesh prints every record of the bucket: what the agents claimed.
-func printMesh(ctx context.Context, out io.Writer, n *harness.Network, srv *harness.NATS) error {
+func printMesh(ctx context.Context, out io.Writer, n *harness.Network, srv *natsserver.Server) error {
 	b, err := harness.OpenBucket(ctx, srv.URL(), bucketName)
 	if err != nil {
 		return err
@@ -232,7 +234,7 @@ func printPings(ctx context.Context, out io.Writer, hosts []*harness.Host) int {
 				continue
 			}
 			var rtt time.Duration
-			err := harness.WaitFor(ctx, pingTimeout, func(ctx context.Context) error {
+			err := testkit.Poll(ctx, pingTimeout, func(ctx context.Context) error {
 				var err error
 				rtt, err = from.Ping(ctx, to.PrivateAddress)
 				return err

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
@@ -70,29 +72,20 @@ func AddHost(tb testing.TB, n *harness.Network, name string) *harness.Host {
 
 // NATS starts an embedded server on the network's gateway (random port,
 // store in a temp dir) and shuts it down when the test ends.
-func NATS(tb testing.TB, n *harness.Network) *harness.NATS {
+func NATS(tb testing.TB, n *harness.Network) *natsserver.Server {
 	tb.Helper()
-	s := NewNATS(tb, n)
-	if err := s.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	return s
+	return natstest.StartWith(tb, natsserver.Options{Host: n.Gateway})
 }
 
 // NewNATS prepares a server on a port picked now but does not start it: for
 // "the agent starts before NATS" tests, which call Start later.
-func NewNATS(tb testing.TB, n *harness.Network) *harness.NATS {
+func NewNATS(tb testing.TB, n *harness.Network) *natsserver.Server {
 	tb.Helper()
-	s, err := harness.NewNATS(harness.NATSOptions{Host: n.Gateway, StoreDir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(s.Shutdown)
-	return s
+	return natstest.New(tb, natsserver.Options{Host: n.Gateway})
 }
 
 // Bucket opens (or creates) the bucket on s and closes it when the test ends.
-func Bucket(tb testing.TB, s *harness.NATS, bucket string) *harness.Bucket {
+func Bucket(tb testing.TB, s *natsserver.Server, bucket string) *harness.Bucket {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -145,14 +138,6 @@ func agentLogTail(a *harness.Agent, n int) string {
 // agentStopGrace is how long an agent may take to stop on SIGTERM at the
 // end of a test before it is killed.
 const agentStopGrace = 5 * time.Second
-
-// WaitFor is harness.WaitFor that fails the test on timeout.
-func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) error) {
-	tb.Helper()
-	if err := harness.WaitFor(context.Background(), timeout, cond); err != nil {
-		tb.Fatalf("waiting for %s: %v", what, err)
-	}
-}
 
 // The binaries are built once per test binary, on first use, into a
 // directory Main removes.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -154,19 +153,4 @@ func vethPair(t *testing.T, a, b netns.NsHandle, nameA, nameB string, addrA, add
 			t.Fatalf("up %s: %v", end.name, err)
 		}
 	}
-}
-
-// eventually polls cond until it returns nil or the deadline passes; cond is
-// expected to block for a short while itself (a read deadline), so there is
-// no sleep here.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-	}
-	t.Fatalf("%s: not done after %s: %v", what, timeout, err)
 }

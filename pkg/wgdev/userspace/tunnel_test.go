@@ -13,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
@@ -129,7 +130,7 @@ func sendOverTunnel(t *testing.T, from, to *host, port int) {
 
 	msg := "hello from " + from.cfg.Name
 	buf := make([]byte, 100)
-	eventually(t, 15*time.Second, "datagram "+from.cfg.Name+" → "+to.cfg.Name, func() error {
+	testkit.Eventually(t, 15*time.Second, "datagram "+from.cfg.Name+" → "+to.cfg.Name, func() error {
 		if _, err := out.Write([]byte(msg)); err != nil {
 			return err
 		}

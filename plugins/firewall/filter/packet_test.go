@@ -1,6 +1,7 @@
 package filter_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/nftables"
 
+	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/plugins/firewall/filter"
 	"github.com/ikto-mesh/ikto/plugins/firewall/internal/nstest"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
@@ -174,8 +176,14 @@ func (l *packetLab) check(t *testing.T, pc packetCase) {
 		return err
 	}
 	if pc.dropBy == "" {
-		nstest.WaitFor(t, waitTime, pc.name+": packet arrives", func() (bool, error) {
-			return l.got(payload), send()
+		testkit.Eventually(t, waitTime, pc.name+": packet arrives", func() error {
+			if l.got(payload) {
+				return nil
+			}
+			if err := send(); err != nil {
+				return err
+			}
+			return errors.New("not received yet")
 		})
 		return
 	}
@@ -183,19 +191,21 @@ func (l *packetLab) check(t *testing.T, pc packetCase) {
 	l.dropped = append(l.dropped, payload)
 	l.mu.Unlock()
 	base, sent := readCounter(t, l.conn, "ikto", pc.dropBy), uint64(0)
-	nstest.WaitFor(t, waitTime, pc.name+": counter "+pc.dropBy+" moves", func() (bool, error) {
+	testkit.Eventually(t, waitTime, pc.name+": counter "+pc.dropBy+" moves", func() error {
 		if readCounter(t, l.conn, "ikto", pc.dropBy) > base {
-			return true, nil
+			return nil
 		}
-		err := send()
-		if err == nil {
-			sent++
+		if err := send(); err != nil {
+			return err
 		}
-		return false, err
+		sent++
+		return errors.New("counter has not moved yet")
 	})
-	nstest.WaitFor(t, waitTime, pc.name+": counter counts exactly the packets sent", func() (bool, error) {
-		got := readCounter(t, l.conn, "ikto", pc.dropBy) - base
-		return got == sent, fmt.Errorf("counted %d, sent %d", got, sent)
+	testkit.Eventually(t, waitTime, pc.name+": counter counts exactly the packets sent", func() error {
+		if got := readCounter(t, l.conn, "ikto", pc.dropBy) - base; got != sent {
+			return fmt.Errorf("counted %d, sent %d", got, sent)
+		}
+		return nil
 	})
 }
 

@@ -1,5 +1,5 @@
 // Package nstest gives the firewall hook's tests network namespaces of their
-// own, links between them and a deadline-polling helper.
+// own and links between them.
 //
 // The namespaces are unnamed: each exists only through the file descriptor
 // the test holds (and the threads inside it), so two test runs can never
@@ -10,14 +10,12 @@
 package nstest
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -226,31 +224,4 @@ func (ns *NS) ListenUDP(t testing.TB, addr netip.AddrPort) *net.UDPConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// errNotYet is what WaitFor reports when the deadline passes while cond
-// still says no.
-var errNotYet = errors.New("condition still false")
-
-// WaitFor polls cond until it is true or timeout passes, and then fails
-// the test with the last error cond returned.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	last := errNotYet
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		if err != nil {
-			last = err
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s, still waiting for %s: %v", timeout, what, last)
-		}
-		<-tick.C
-	}
 }

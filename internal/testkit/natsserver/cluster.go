@@ -1,4 +1,4 @@
-package harness
+package natsserver
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ikto-mesh/ikto/internal/testkit"
 )
 
 // clusterReadyTimeout bounds the wait for a cluster to elect its JetStream
@@ -19,8 +21,8 @@ const clusterReadyTimeout = 30 * time.Second
 // ClusterOptions says where an embedded JetStream cluster listens and keeps
 // its data.
 type ClusterOptions struct {
-	// Host is the address every server listens on (clients and routes):
-	// the network's Gateway, so that the namespaces reach it.
+	// Host is the address every server listens on (clients and routes);
+	// the zero value is 127.0.0.1.
 	Host netip.Addr
 	// Size is the number of servers; 0 means 3, the smallest cluster that
 	// keeps an R3 bucket writable with one server down.
@@ -35,14 +37,14 @@ type ClusterOptions struct {
 // server can be stopped and started again on its ports with its store, as a
 // member that went down and came back.
 type Cluster struct {
-	Servers []*NATS
+	Servers []*Server
 }
 
 // NewCluster picks every server's client and route ports and prepares the
-// servers without starting them; see StartCluster.
+// servers without starting them; Start starts them.
 func NewCluster(opts ClusterOptions) (*Cluster, error) {
 	if !opts.Host.IsValid() {
-		return nil, errors.New("nats cluster: no listen host")
+		opts.Host = loopback
 	}
 	if opts.Dir == "" {
 		return nil, errors.New("nats cluster: no store dir")
@@ -51,7 +53,7 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 		opts.Size = 3
 	}
 	if opts.Name == "" {
-		opts.Name = "ikto-test"
+		opts.Name = defaultName
 	}
 	// Every port is picked before any server starts: each server's routes
 	// name all the others, and a restart must find them where they were.
@@ -74,7 +76,7 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 		if err := os.MkdirAll(store, 0o700); err != nil {
 			return nil, fmt.Errorf("nats cluster: store dir: %w", err)
 		}
-		n, err := NewNATS(NATSOptions{
+		n, err := New(Options{
 			Host: opts.Host, Port: clients[i], StoreDir: store,
 			ServerName: fmt.Sprintf("%s-n%d", opts.Name, i+1),
 			Cluster:    ClusterMember{Name: opts.Name, Port: int(routes[i].Port()), Routes: routes},
@@ -83,19 +85,6 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 			return nil, err
 		}
 		c.Servers = append(c.Servers, n)
-	}
-	return c, nil
-}
-
-// StartCluster prepares a cluster and starts it.
-func StartCluster(opts ClusterOptions) (*Cluster, error) {
-	c, err := NewCluster(opts)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Start(); err != nil {
-		c.Shutdown()
-		return nil, err
 	}
 	return c, nil
 }
@@ -124,7 +113,7 @@ func (c *Cluster) Start() error {
 // running member is current with it: a member that has just restarted is
 // caught up before a test takes another one down.
 func (c *Cluster) WaitReady(ctx context.Context) error {
-	err := WaitFor(ctx, clusterReadyTimeout, func(context.Context) error {
+	err := testkit.Poll(ctx, clusterReadyTimeout, func(context.Context) error {
 		leaders := 0
 		for _, n := range c.Servers {
 			running, leader, current := n.jetStreamState()
@@ -157,7 +146,7 @@ func (c *Cluster) URL() string {
 
 // ServerAt is the member whose client URL (or host:port) is addr, as an
 // agent's status reports the server it is connected to.
-func (c *Cluster) ServerAt(addr string) (*NATS, error) {
+func (c *Cluster) ServerAt(addr string) (*Server, error) {
 	hostPort := strings.TrimPrefix(addr, "nats://")
 	for _, n := range c.Servers {
 		if n.Addr().String() == hostPort {
@@ -168,8 +157,8 @@ func (c *Cluster) ServerAt(addr string) (*NATS, error) {
 }
 
 // Running is the members that are up.
-func (c *Cluster) Running() []*NATS {
-	var up []*NATS
+func (c *Cluster) Running() []*Server {
+	var up []*Server
 	for _, n := range c.Servers {
 		if n.Running() {
 			up = append(up, n)

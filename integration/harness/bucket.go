@@ -1,0 +1,119 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket is a test's own handle on the agents' KV bucket.
+type Bucket struct {
+	jetstream.KeyValue
+	Conn *nats.Conn
+}
+
+// OpenBucket connects to natsURL (one server, or several comma-separated) and
+// opens bucket, creating it (with default settings) when it does not exist
+// yet.
+func OpenBucket(ctx context.Context, natsURL, bucket string) (*Bucket, error) {
+	return openBucket(ctx, natsURL, bucket, true)
+}
+
+// OpenExistingBucket is OpenBucket for a bucket the agents create (with
+// their nats_kv_replicas): it fails with jetstream.ErrBucketNotFound instead
+// of creating it.
+func OpenExistingBucket(ctx context.Context, natsURL, bucket string) (*Bucket, error) {
+	return openBucket(ctx, natsURL, bucket, false)
+}
+
+func openBucket(ctx context.Context, natsURL, bucket string, create bool) (*Bucket, error) {
+	nc, err := nats.Connect(natsURL, nats.Name("ikto-harness"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", natsURL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream on %s: %w", natsURL, err)
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	if create && errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, bucket) // an agent made it meanwhile
+		}
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("open bucket %s on %s: %w", bucket, natsURL, err)
+	}
+	return &Bucket{KeyValue: kv, Conn: nc}, nil
+}
+
+// Replicas is the number of replicas the bucket's stream has.
+func (b *Bucket) Replicas(ctx context.Context) (int, error) {
+	st, err := b.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("status of bucket %s: %w", b.Bucket(), err)
+	}
+	js, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return 0, fmt.Errorf("status of bucket %s: unexpected type %T", b.Bucket(), st)
+	}
+	return js.StreamInfo().Config.Replicas, nil
+}
+
+// Close closes the connection.
+func (b *Bucket) Close() error {
+	b.Conn.Close()
+	return nil
+}
+
+// Records decodes every peers.* entry, by key. Entries that do not decode
+// are skipped: the bucket may hold what a test put there on purpose.
+func (b *Bucket) Records(ctx context.Context) (map[string]peer.Record, error) {
+	keys, err := b.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list bucket %s: %w", b.Bucket(), err)
+	}
+	out := map[string]peer.Record{}
+	for key := range keys.Keys() {
+		if len(key) < len(peer.PeersPrefix) || key[:len(peer.PeersPrefix)] != peer.PeersPrefix {
+			continue
+		}
+		e, err := b.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get %s: %w", key, err)
+		}
+		var r peer.Record
+		if err := json.Unmarshal(e.Value(), &r); err != nil {
+			continue
+		}
+		out[key] = r
+	}
+	return out, nil
+}
+
+// Record reads the record of prefix.
+func (b *Bucket) Record(ctx context.Context, prefix netip.Prefix) (peer.Record, error) {
+	key := peer.Key(prefix)
+	e, err := b.Get(ctx, key)
+	if err != nil {
+		return peer.Record{}, fmt.Errorf("get %s (%s): %w", key, prefix, err)
+	}
+	var r peer.Record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return peer.Record{}, fmt.Errorf("decode %s (%s): %w", key, prefix, err)
+	}
+	return r, nil
+}
