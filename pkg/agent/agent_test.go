@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
@@ -15,11 +14,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/api"
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
-	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
@@ -117,17 +118,9 @@ func (h *host) waitExit(t *testing.T) error {
 	}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// waitTimeout bounds each wait on an agent: a pass, a watch event or a
+// reconnect, with room for a loaded machine.
+const waitTimeout = 15 * time.Second
 
 func peerPrefixes(t *testing.T, d wgdev.Device) map[string]bool {
 	t.Helper()
@@ -166,12 +159,12 @@ func openBucket(t *testing.T, url string) jetstream.KeyValue {
 
 func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
 	s := natstest.Start(t)
-	kv := openBucket(t, s.ClientURL())
+	kv := openBucket(t, s.URL())
 	putPeer(t, kv, "fd10:2::/48")
 	putPeer(t, kv, "fd10:3::/48")
 	kv.Put(context.Background(), peer.Key(netip.MustParsePrefix("fd10:4::/48")), []byte("garbage"))
 
-	h := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), nil)
+	h := start(t, newConfig(t, s.URL(), "fd10:1::/48"), nil)
 	h.waitReady(t)
 	if got := peerPrefixes(t, h.dev); len(got) != 2 || !got["fd10:2::/48"] || !got["fd10:3::/48"] {
 		t.Fatalf("device peers = %v, want fd10:2::/48 and fd10:3::/48", got)
@@ -181,9 +174,9 @@ func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
 		t.Fatalf("own record = %v, %v; want it claimed", e, err)
 	}
 	putPeer(t, kv, "fd10:5::/48")
-	eventually(t, "new peer on device", func() bool { return peerPrefixes(t, h.dev)["fd10:5::/48"] })
+	testkit.Eventually(t, waitTimeout, "new peer on device", testkit.True(func() bool { return peerPrefixes(t, h.dev)["fd10:5::/48"] }))
 	kv.Delete(context.Background(), peer.Key(netip.MustParsePrefix("fd10:2::/48")))
-	eventually(t, "deleted peer gone", func() bool { return !peerPrefixes(t, h.dev)["fd10:2::/48"] })
+	testkit.Eventually(t, waitTimeout, "deleted peer gone", testkit.True(func() bool { return !peerPrefixes(t, h.dev)["fd10:2::/48"] }))
 
 	st, err := api.NewClient(h.socket).Status(context.Background())
 	if err != nil {
@@ -214,8 +207,8 @@ func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
 	// The heartbeat goes to the live bucket, never the peers bucket. The
 	// agent creates that bucket with its first beat, which runs beside the
 	// loop: it may not exist yet.
-	_, js := natstest.Connect(t, s.ClientURL())
-	eventually(t, "heartbeat", func() bool {
+	_, js := natstest.Connect(t, s.URL())
+	testkit.Eventually(t, waitTimeout, "heartbeat", testkit.True(func() bool {
 		live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-test", false, 0)
 		if err != nil {
 			return false
@@ -223,7 +216,7 @@ func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
 		hbs, err := bucket.Heartbeats(context.Background(), live)
 		hb, ok := hbs[netip.MustParsePrefix("fd10:1::/48")]
 		return err == nil && ok && hb.Name == h.cfg.Name && time.Since(hb.At) < time.Minute
-	})
+	}))
 	if !strings.Contains(h.logs.String(), "reason=malformed") {
 		t.Fatalf("rejection not logged:\n%s", h.logs.String())
 	}
@@ -231,9 +224,9 @@ func TestAgentJoinsAndFollowsTheBucket(t *testing.T) {
 
 func TestAgentExitsInUseNamingTheHolder(t *testing.T) {
 	s := natstest.Start(t)
-	first := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), nil)
+	first := start(t, newConfig(t, s.URL(), "fd10:1::/48"), nil)
 	first.waitReady(t)
-	second := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), fake.New(wgdev.Config{Name: "wgtest2"}))
+	second := start(t, newConfig(t, s.URL(), "fd10:1::/48"), fake.New(wgdev.Config{Name: "wgtest2"}))
 	err := second.waitExit(t)
 	if !errors.Is(err, bucket.ErrAddressInUse) || !strings.Contains(err.Error(), "fd10:1::/48") || !strings.Contains(err.Error(), first.cfg.Name) {
 		t.Fatalf("second agent: %v; want address in use naming the prefix and %q", err, first.cfg.Name)
@@ -247,9 +240,9 @@ func TestAgentExitsInUseNamingTheHolder(t *testing.T) {
 
 func TestAgentEvictedWhenItsRecordIsDeleted(t *testing.T) {
 	s := natstest.Start(t)
-	kv := openBucket(t, s.ClientURL())
+	kv := openBucket(t, s.URL())
 	putPeer(t, kv, "fd10:2::/48")
-	h := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), nil)
+	h := start(t, newConfig(t, s.URL(), "fd10:1::/48"), nil)
 	h.waitReady(t)
 	if err := kv.Delete(context.Background(), peer.Key(netip.MustParsePrefix("fd10:1::/48"))); err != nil {
 		t.Fatal(err)
@@ -264,8 +257,8 @@ func TestAgentEvictedWhenItsRecordIsDeleted(t *testing.T) {
 
 func TestAgentEvictedWhenItsKeyIsRevoked(t *testing.T) {
 	s := natstest.Start(t)
-	kv := openBucket(t, s.ClientURL())
-	h := start(t, newConfig(t, s.ClientURL(), "fd10:1::/48"), nil)
+	kv := openBucket(t, s.URL())
+	h := start(t, newConfig(t, s.URL(), "fd10:1::/48"), nil)
 	h.waitReady(t)
 	k, _ := config.LoadPrivateKey(h.cfg.PrivateKeyPath)
 	if _, err := kv.Put(context.Background(), peer.RevokedKey(k.PublicKey()), []byte(`{}`)); err != nil {
@@ -290,48 +283,46 @@ func TestAgentEvictedWhenItsKeyIsRevoked(t *testing.T) {
 // A restarted agent must not drop peers it has not heard about yet, and
 // must leave the device alone while NATS is down.
 func TestAgentLeavesDeviceAloneUntilSnapshotAndWhileNATSIsDown(t *testing.T) {
-	dir := t.TempDir()
-	s := natstest.StartOn(t, -1, dir)
-	port := s.Port()
-	kv := openBucket(t, s.ClientURL())
-	cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
+	s := natstest.Start(t)
+	kv := openBucket(t, s.URL())
+	cfg := newConfig(t, s.URL(), "fd10:1::/48")
 	h := start(t, cfg, nil)
 	h.waitReady(t)
 	putPeer(t, kv, "fd10:2::/48")
-	eventually(t, "peer configured", func() bool { return peerPrefixes(t, h.dev)["fd10:2::/48"] })
+	testkit.Eventually(t, waitTimeout, "peer configured", testkit.True(func() bool { return peerPrefixes(t, h.dev)["fd10:2::/48"] }))
 	calls := h.dev.Calls()
 
 	s.Shutdown()
-	s.WaitForShutdown()
 	// Ten resync periods with NATS down: no device call at all.
 	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) {
+	testkit.Eventually(t, waitTimeout, "ten resync periods with NATS down", func() error {
 		if h.dev.Calls() != calls || !peerPrefixes(t, h.dev)["fd10:2::/48"] {
 			t.Fatalf("device touched while NATS was down: calls %d→%d", calls, h.dev.Calls())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		if time.Now().Before(deadline) {
+			return errors.New("still watching")
+		}
+		return nil
+	})
 
-	s2 := natstest.StartOn(t, port, dir)
-	kv2 := openBucket(t, s2.ClientURL())
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	kv2 := openBucket(t, s.URL())
 	putPeer(t, kv2, "fd10:3::/48")
-	eventually(t, "change after NATS returned", func() bool { return peerPrefixes(t, h.dev)["fd10:3::/48"] })
+	testkit.Eventually(t, waitTimeout, "change after NATS returned", testkit.True(func() bool { return peerPrefixes(t, h.dev)["fd10:3::/48"] }))
 	if !peerPrefixes(t, h.dev)["fd10:2::/48"] {
 		t.Fatal("peer lost across the outage")
 	}
 }
 
 func TestAgentStartsBeforeNATS(t *testing.T) {
-	dir := t.TempDir()
-	probe := natstest.StartOn(t, -1, t.TempDir())
-	port := probe.Port()
-	probe.Shutdown()
-	probe.WaitForShutdown()
-
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	h := start(t, newConfig(t, url, "fd10:1::/48"), nil)
-	eventually(t, "agent to say it is waiting", func() bool { return strings.Contains(h.logs.String(), "no NATS server answers yet") })
-	natstest.StartOn(t, port, dir)
+	s := natstest.New(t, natsserver.Options{})
+	h := start(t, newConfig(t, s.URL(), "fd10:1::/48"), nil)
+	testkit.Eventually(t, waitTimeout, "agent to say it is waiting", testkit.True(func() bool { return strings.Contains(h.logs.String(), "no NATS server answers yet") }))
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
 	h.waitReady(t)
 }
 

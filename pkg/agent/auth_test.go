@@ -2,30 +2,17 @@ package agent
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 )
 
 // startAuthServer runs a JetStream server that knows one user, ikto/secret.
-func startAuthServer(t *testing.T) *server.Server {
+func startAuthServer(t *testing.T) *natsserver.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		NoLog: true, NoSigs: true, Username: "ikto", Password: "secret",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
+	return natstest.StartWith(t, natsserver.Options{Config: `authorization { user: ikto, password: secret }`})
 }
 
 // A wrong password is not an outage: nats.go closes the connection for good,
@@ -33,7 +20,7 @@ func startAuthServer(t *testing.T) *server.Server {
 // closed" forever — and must not print the password it was given.
 func TestAgentStopsOnRejectedCredentials(t *testing.T) {
 	s := startAuthServer(t)
-	port := s.Addr().(*net.TCPAddr).Port
+	port := s.Port()
 	cfg := newConfig(t, fmt.Sprintf("nats://ikto:wrong-password@127.0.0.1:%d", port), "fd10:77::/48")
 	h := start(t, cfg, nil)
 	err := h.waitExit(t)

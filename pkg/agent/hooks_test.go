@@ -6,21 +6,22 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/api"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/hook/hooktest"
-	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
 )
 
 // A real hook process learns the node, gets the mesh after the device is
 // configured, sees a host join, and is stopped and gone when the agent stops.
 func TestHookSeesTheMesh(t *testing.T) {
 	s := natstest.Start(t)
-	kv := openBucket(t, s.ClientURL())
+	kv := openBucket(t, s.URL())
 	early := putPeer(t, kv, "fd10:2::/48")
 
 	dir := t.TempDir()
-	cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
+	cfg := newConfig(t, s.URL(), "fd10:1::/48")
 	cfg.Hooks = []config.HookConfig{{Name: "rec", Path: hooktest.Build(t, t.TempDir()), Config: hooktest.Config(dir)}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -46,7 +47,7 @@ func TestHookSeesTheMesh(t *testing.T) {
 		}
 		return false
 	}
-	eventually(t, "the hook to get the first peer", func() bool { return applied("fd10:2::/48") })
+	testkit.Eventually(t, waitTimeout, "the hook to get the first peer", testkit.True(func() bool { return applied("fd10:2::/48") }))
 	calls := hooktest.Calls(t, dir)
 	node := calls[0].Node
 	if calls[0].Op != "configure" || node.Self.Prefix != netip.MustParsePrefix("fd10:1::/48") || node.Device != cfg.WGDevName ||
@@ -59,7 +60,7 @@ func TestHookSeesTheMesh(t *testing.T) {
 	}
 
 	joined := putPeer(t, kv, "fd10:5::/48")
-	eventually(t, "the join to reach the hook", func() bool { return applied("fd10:2::/48", "fd10:5::/48") })
+	testkit.Eventually(t, waitTimeout, "the join to reach the hook", testkit.True(func() bool { return applied("fd10:2::/48", "fd10:5::/48") }))
 	var sawJoin bool
 	for _, c := range hooktest.Calls(t, dir) {
 		if c.Op == "apply" && len(c.Change.Added) == 1 && c.Change.Added[0].PublicKey == joined.String() {

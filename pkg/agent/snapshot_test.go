@@ -15,10 +15,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/api"
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/config"
-	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/state"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
@@ -77,21 +78,19 @@ func samePrefixes(got map[string]bool, want ...string) bool {
 // An agent restarted while NATS is down puts its peers back from the
 // snapshot at once; when NATS returns, the bucket has the last word.
 func TestSnapshotRestoresTheMeshWhileNATSIsDown(t *testing.T) {
-	dir := t.TempDir()
-	s := natstest.StartOn(t, -1, dir)
-	port := s.Port()
-	kv := openBucket(t, s.ClientURL())
+	s := natstest.Start(t)
+	kv := openBucket(t, s.URL())
 	putPeer(t, kv, "fd10:2::/48")
 	putPeer(t, kv, "fd10:3::/48")
-	cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
+	cfg := newConfig(t, s.URL(), "fd10:1::/48")
 	cfg.StateDir = filepath.Join(t.TempDir(), "state")
 
 	first := start(t, cfg, nil)
 	first.waitReady(t)
-	eventually(t, "the snapshot of two peers", func() bool {
+	testkit.Eventually(t, waitTimeout, "the snapshot of two peers", testkit.True(func() bool {
 		got, err := snapshotPrefixes(t, cfg)
 		return err == nil && samePrefixes(got, "fd10:2::/48", "fd10:3::/48")
-	})
+	}))
 	st, err := os.Stat(snapshotPath(cfg))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("snapshot %s: %v, mode %v; want mode 0600", snapshotPath(cfg), err, st.Mode())
@@ -105,53 +104,54 @@ func TestSnapshotRestoresTheMeshWhileNATSIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Shutdown()
-	s.WaitForShutdown()
 
 	second := start(t, cfg, fake.New(wgdev.Config{Name: cfg.WGDevName}))
-	eventually(t, "peers restored while NATS is down", func() bool {
+	testkit.Eventually(t, waitTimeout, "peers restored while NATS is down", testkit.True(func() bool {
 		select {
 		case <-second.opened:
 			return samePrefixes(peerPrefixes(t, second.dev), "fd10:2::/48", "fd10:3::/48")
 		default:
 			return false
 		}
-	})
+	}))
 	if !strings.Contains(second.logs.String(), "restored the mesh from the snapshot") {
 		t.Errorf("restore not logged:\n%s", second.logs.String())
 	}
 
-	s2 := natstest.StartOn(t, port, dir)
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
 	second.waitReady(t)
-	eventually(t, "the stale peer removed", func() bool {
+	testkit.Eventually(t, waitTimeout, "the stale peer removed", testkit.True(func() bool {
 		return samePrefixes(peerPrefixes(t, second.dev), "fd10:2::/48")
-	})
-	putPeer(t, openBucket(t, s2.ClientURL()), "fd10:4::/48")
-	eventually(t, "a later join applied and saved", func() bool {
+	}))
+	putPeer(t, openBucket(t, s.URL()), "fd10:4::/48")
+	testkit.Eventually(t, waitTimeout, "a later join applied and saved", testkit.True(func() bool {
 		got, err := snapshotPrefixes(t, cfg)
 		return samePrefixes(peerPrefixes(t, second.dev), "fd10:2::/48", "fd10:4::/48") &&
 			err == nil && samePrefixes(got, "fd10:2::/48", "fd10:4::/48")
-	})
+	}))
 }
 
 // Resync passes that change nothing write nothing; a change writes once.
 func TestSnapshotWrittenOnlyWhenTheMeshChanges(t *testing.T) {
 	s := natstest.Start(t)
-	kv := openBucket(t, s.ClientURL())
+	kv := openBucket(t, s.URL())
 	putPeer(t, kv, "fd10:2::/48")
-	cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
+	cfg := newConfig(t, s.URL(), "fd10:1::/48")
 	cfg.StateDir = t.TempDir()
 	h := start(t, cfg, nil)
 	h.waitReady(t)
-	eventually(t, "the first snapshot", func() bool {
+	testkit.Eventually(t, waitTimeout, "the first snapshot", testkit.True(func() bool {
 		got, err := snapshotPrefixes(t, cfg)
 		return err == nil && samePrefixes(got, "fd10:2::/48")
-	})
+	}))
 	before, err := os.Stat(snapshotPath(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	runs := reconcileRuns(t, h)
-	eventually(t, "five more resync passes", func() bool { return reconcileRuns(t, h) >= runs+5 })
+	testkit.Eventually(t, waitTimeout, "five more resync passes", testkit.True(func() bool { return reconcileRuns(t, h) >= runs+5 }))
 	after, err := os.Stat(snapshotPath(cfg))
 	if err != nil {
 		t.Fatal(err)
@@ -160,10 +160,10 @@ func TestSnapshotWrittenOnlyWhenTheMeshChanges(t *testing.T) {
 		t.Fatalf("snapshot rewritten by resync passes that changed nothing")
 	}
 	putPeer(t, kv, "fd10:3::/48")
-	eventually(t, "the change saved", func() bool {
+	testkit.Eventually(t, waitTimeout, "the change saved", testkit.True(func() bool {
 		got, err := snapshotPrefixes(t, cfg)
 		return err == nil && samePrefixes(got, "fd10:2::/48", "fd10:3::/48")
-	})
+	}))
 }
 
 func reconcileRuns(t *testing.T, h *host) int {
@@ -224,9 +224,9 @@ func TestSnapshotIgnoredUnlessItIsOurs(t *testing.T) {
 			}
 
 			h := start(t, cfg, nil)
-			eventually(t, "the snapshot to be refused", func() bool {
+			testkit.Eventually(t, waitTimeout, "the snapshot to be refused", testkit.True(func() bool {
 				return strings.Contains(h.logs.String(), "not restoring the mesh snapshot")
-			})
+			}))
 			if !strings.Contains(h.logs.String(), tc.why) {
 				t.Errorf("log does not say why (%q):\n%s", tc.why, h.logs.String())
 			}
@@ -278,8 +278,8 @@ func TestRestoredPeersRemovedWhenTheClaimFails(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := natstest.Start(t)
-			kv := openBucket(t, s.ClientURL())
-			cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
+			kv := openBucket(t, s.URL())
+			cfg := newConfig(t, s.URL(), "fd10:1::/48")
 			cfg.StateDir = t.TempDir()
 			snap := state.New(identityOf(t, cfg), []peer.Accepted{accepted(t, "fd10:2::/48"), accepted(t, "fd10:3::/48")}, time.Now())
 			if err := state.Save(snapshotPath(cfg), snap); err != nil {
@@ -309,13 +309,13 @@ func TestRestoredPeersRemovedWhenTheClaimFails(t *testing.T) {
 // not bring back a mesh it no longer belongs to.
 func TestEvictionRemovesTheSnapshot(t *testing.T) {
 	s := natstest.Start(t)
-	kv := openBucket(t, s.ClientURL())
+	kv := openBucket(t, s.URL())
 	putPeer(t, kv, "fd10:2::/48")
-	cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
+	cfg := newConfig(t, s.URL(), "fd10:1::/48")
 	cfg.StateDir = t.TempDir()
 	h := start(t, cfg, nil)
 	h.waitReady(t)
-	eventually(t, "the snapshot", func() bool { _, err := snapshotPrefixes(t, cfg); return err == nil })
+	testkit.Eventually(t, waitTimeout, "the snapshot", testkit.True(func() bool { _, err := snapshotPrefixes(t, cfg); return err == nil }))
 	if err := kv.Delete(context.Background(), peer.Key(settings(t, cfg).Prefix)); err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +331,7 @@ func TestEvictionRemovesTheSnapshot(t *testing.T) {
 // agent reports and exits on, instead of retrying for ever.
 func TestAgentExitsWhenReplicasNeedACluster(t *testing.T) {
 	s := natstest.Start(t)
-	cfg := newConfig(t, s.ClientURL(), "fd10:1::/48")
+	cfg := newConfig(t, s.URL(), "fd10:1::/48")
 	cfg.NATSKVReplicas = 3
 	h := start(t, cfg, nil)
 	err := h.waitExit(t)

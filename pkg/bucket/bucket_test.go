@@ -9,12 +9,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 )
 
 func TestOpenBucketReplicasOnASingleServer(t *testing.T) {
 	s := natstest.Start(t)
-	_, js := natstest.Connect(t, s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	_, err := OpenBucket(context.Background(), js, "ikto-test", true, 3)
 	if !errors.Is(err, ErrReplicasNotSupported) {
 		t.Fatalf("OpenBucket with 3 replicas on one server = %v, want ErrReplicasNotSupported", err)

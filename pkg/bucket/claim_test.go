@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/retry"
 )
@@ -21,7 +21,7 @@ import (
 func newBucket(t *testing.T) jetstream.KeyValue {
 	t.Helper()
 	s := natstest.Start(t)
-	_, js := natstest.Connect(t, s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	ctx := context.Background()
 	if _, err := OpenBucket(ctx, js, "ikto-test", false, 0); !errors.Is(err, ErrBucketMissing) {
 		t.Fatalf("OpenBucket without create = %v, want ErrBucketMissing", err)

@@ -4,17 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -22,85 +21,39 @@ import (
 // ports and temporary stores, and returns its client URLs.
 func startCluster(t *testing.T) string {
 	t.Helper()
-	const size = 3
-	var routes []string
-	ports := make([]int, size)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i]))
-	}
-	var urls []string
-	servers := make([]*server.Server, size)
-	for i := range servers {
-		s, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("s%d", i), Host: "127.0.0.1", Port: -1,
-			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-			Cluster: server.ClusterOpts{Name: "ikto-test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		t.Cleanup(s.Shutdown)
-		servers[i] = s
-	}
-	for _, s := range servers {
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("cluster server not ready in 10s")
-		}
-		urls = append(urls, s.ClientURL())
-	}
-	return strings.Join(urls, ",")
+	return natstest.Cluster(t, natsserver.ClusterOptions{}).URL()
 }
 
 // openReplicated creates the R3 bucket, retrying while the cluster elects
 // its leaders.
 func openReplicated(t *testing.T, url string) jetstream.KeyValue {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	_, js := natstest.Connect(t, url)
+	deadline := time.Now().Add(30 * time.Second)
+	var kv jetstream.KeyValue
+	testkit.EventuallyContext(t, time.Until(deadline), "the R3 bucket", func(ctx context.Context) (err error) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		kv, err = OpenBucket(ctx, js, "ikto-test", true, 3)
+		return err
+	})
+	st, err := kv.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		kv, err := OpenBucket(ctx, js, "ikto-test", true, 3)
-		cancel()
-		if err == nil {
-			st, err := kv.Status(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas; r != 3 {
-				t.Fatalf("bucket has %d replicas, want 3", r)
-			}
-			// A new R3 stream answers reads (direct get) only once its
-			// replicas are up; until then a Get has no responders, which
-			// the agent retries and these tests must not race.
-			for {
-				_, err := kv.Get(context.Background(), "peers.probe")
-				if errors.Is(err, jetstream.ErrKeyNotFound) {
-					return kv
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("R3 bucket does not answer reads: %v", err)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("create R3 bucket: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if r := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas; r != 3 {
+		t.Fatalf("bucket has %d replicas, want 3", r)
 	}
+	// A new R3 stream answers reads (direct get) only once its replicas
+	// are up; until then a Get has no responders, which the agent retries
+	// and these tests must not race.
+	testkit.EventuallyContext(t, time.Until(deadline), "the R3 bucket to answer reads", func(ctx context.Context) error {
+		if _, err := kv.Get(ctx, "peers.probe"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("R3 bucket does not answer reads: %v", err)
+		}
+		return nil
+	})
+	return kv
 }
 
 // On a replicated bucket a lost compare-and-set has its own error code; the

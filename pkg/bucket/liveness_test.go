@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -33,7 +33,7 @@ func TestHeartbeatKeyMatchesClaimKey(t *testing.T) {
 
 func TestHeartbeats(t *testing.T) {
 	s := natstest.Start(t)
-	_, js := natstest.Connect(t, s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	ctx := context.Background()
 
 	if got, err := Heartbeats(ctx, nil); err != nil || len(got) != 0 {

@@ -16,7 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ikto-mesh/ikto/pkg/internal/natstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/retry"
 )
@@ -51,7 +52,7 @@ func putRecords(t *testing.T, kv jetstream.KeyValue, from, n int) {
 // agent reconnects the bucket's stream carries one consumer for it.
 func TestWatcherHoldsOneWatchAcrossRestarts(t *testing.T) {
 	s := natstest.Start(t)
-	_, js := natstest.Connect(t, s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	ctx := context.Background()
 	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
 	if err != nil {
@@ -105,17 +106,12 @@ func TestWatcherLeavesNoDeliveryBlocked(t *testing.T) {
 	}
 	// Only the live watch may have a delivery in the callback; poll, since
 	// an abandoned one unblocks when the drain reaches it.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := blockedDeliveries()
-		if n <= 1 {
-			return
+	testkit.Eventually(t, 10*time.Second, "the stopped watches' deliveries to unblock", func() error {
+		if n := blockedDeliveries(); n > 1 {
+			return fmt.Errorf("%d watch deliveries still blocked after their watches were stopped", n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d watch deliveries still blocked after their watches were stopped", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // blockedDeliveries counts goroutines stuck sending in a KV watch callback.
@@ -134,9 +130,7 @@ func blockedDeliveries() int {
 // The agent kicks the watcher on every reconnect; a server restart (same
 // port, same store) then costs one fresh snapshot, and later updates flow.
 func TestWatcherFollowsAServerRestart(t *testing.T) {
-	dir := t.TempDir()
-	s := natstest.StartOn(t, -1, dir)
-	port := s.Port()
+	s := natstest.Start(t)
 	restart := make(chan struct{}, 1)
 	kick := func(*nats.Conn) {
 		select {
@@ -144,7 +138,7 @@ func TestWatcherFollowsAServerRestart(t *testing.T) {
 		default:
 		}
 	}
-	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectHandler(kick))
+	nc, err := nats.Connect(s.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectHandler(kick))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,8 +156,9 @@ func TestWatcherFollowsAServerRestart(t *testing.T) {
 
 	for range 2 {
 		s.Shutdown()
-		s.WaitForShutdown()
-		s = natstest.StartOn(t, port, dir)
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
 		if b := recv(t, out); !b.Snapshot || len(b.Entries) != 2 {
 			t.Fatalf("after a server restart: %+v, want a snapshot of 2", b)
 		}
@@ -199,7 +194,7 @@ func (c *countingKV) attempts() []time.Time {
 // This one backs off, doubling, until it is stopped.
 func TestWatcherBacksOffOnAClosedConnection(t *testing.T) {
 	s := natstest.Start(t)
-	nc, err := nats.Connect(s.ClientURL())
+	nc, err := nats.Connect(s.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,13 +209,12 @@ func TestWatcherBacksOffOnAClosedConnection(t *testing.T) {
 	nc.Close()
 
 	const want = 6
-	deadline := time.Now().Add(10 * time.Second)
-	for len(kv.attempts()) < want+1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d watch attempts in 10s after the connection closed; the watcher gave up", len(kv.attempts()))
+	testkit.Eventually(t, 10*time.Second, "watch attempts after the connection closed", func() error {
+		if n := len(kv.attempts()); n < want+1 {
+			return fmt.Errorf("only %d watch attempts; the watcher gave up", n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	// Attempts 2..7 follow delays of at least 10, 20, 40, 80, 80 ms (half
 	// of each doubling backoff): a spin would make them microseconds apart.
 	calls := kv.attempts()
