@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -64,6 +65,7 @@ func TestBucketDeletedUnderARunningMesh(t *testing.T) {
 		t.Errorf("records came back %s after the bucket was writable, want within 2s", back-writable)
 	}
 	m.waitConverged(hosts)
+	holdSteady(t, m, hosts, 2*time.Second)
 
 	delta := m.addHosts("delta")[0]
 	m.start(delta)
@@ -141,7 +143,7 @@ func TestClaimOverwrittenIsRestored(t *testing.T) {
 			t.Fatal(err)
 		}
 		m.waitConverged(hosts)
-		m.pingAll(hosts)
+		holdSteady(t, m, hosts, 2*time.Second)
 		lost := stopAll(t, pingers)
 		t.Logf("%s over alpha's record: restored by its agent after %s; %d pings lost in all", tc.name, restored.Round(time.Millisecond), lost)
 		if lost != 0 && !tc.wantLoss {
@@ -179,11 +181,14 @@ func TestReaddressedHostMovesItsClaim(t *testing.T) {
 	if err := m.agents[alpha.Name].Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	alpha.PrivateAddress = freeAddress(t, m, hosts)
+	alpha.PrivateAddress = netip.PrefixFrom(freeAddress(t, m, hosts), 48).Masked().Addr()
 	ctx := context.Background()
 	m.start(alpha)
 	var claimed time.Time
 	testkit.EventuallyContext(t, convergeTimeout, "alpha's new claim", func(ctx context.Context) error {
+		if err := m.exitedEarly(hosts); err != nil {
+			return err
+		}
 		if err := recordsOf(ctx, m, hosts[:1]); err != nil {
 			return err
 		}
@@ -266,4 +271,23 @@ func newPublicKey(t *testing.T) wgtypes.Key {
 		t.Fatal(err)
 	}
 	return k.PublicKey()
+}
+
+// holdSteady keeps checking for d that no agent exited and every device still
+// lists the mesh, so pingers running meanwhile see the settled mesh too.
+func holdSteady(t *testing.T, m *mesh, hosts []*harness.Host, d time.Duration) {
+	t.Helper()
+	until := time.Now().Add(d)
+	testkit.Eventually(t, d+convergeTimeout, "the mesh to stay whole for "+d.String(), func() error {
+		if err := m.exitedEarly(hosts); err != nil {
+			return err
+		}
+		if err := harness.CheckMesh(hosts); err != nil {
+			return testkit.Permanent(err)
+		}
+		if time.Now().Before(until) {
+			return errors.New("still watching")
+		}
+		return nil
+	})
 }

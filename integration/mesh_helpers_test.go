@@ -11,6 +11,7 @@ import (
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
 // Timeouts of the scenarios. Agents resync every 2s and watch events apply
@@ -32,6 +33,8 @@ type mesh struct {
 	bucket *harness.Bucket
 	bins   *harness.Binaries
 	agents map[string]*harness.Agent
+	// intruder is the record the hostile scenarios write over a claim.
+	intruder peer.Record
 }
 
 // newMesh builds the world with NATS running and no host yet.

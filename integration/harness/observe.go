@@ -48,6 +48,8 @@ type Status struct {
 		Connected bool   `json:"connected"`
 		Server    string `json:"server"`
 	} `json:"nats"`
+	State  string         `json:"state"`
+	Claim  string         `json:"claim"`
 	Synced bool           `json:"synced"`
 	Peers  []StatusPeer   `json:"peers"`
 	Raw    map[string]any `json:"-"`
