@@ -96,12 +96,14 @@ func (ct *contest) held(now time.Time) {
 	}
 }
 
-// stale are this host's key's records under other prefixes (it moved): they
-// are released once its own claim is held.
-func stale(rejected []peer.Rejection) []bucket.Stale {
+// stale are this host's key's records under other prefixes that are older
+// than its claim at revision held: it moved, and releases them once its own
+// claim is held. One written after the claim is not a leftover but someone
+// else's doing: it stays, rejected by every agent, for an operator to see.
+func stale(rejected []peer.Rejection, held uint64) []bucket.Stale {
 	var out []bucket.Stale
 	for _, r := range rejected {
-		if r.Reason == peer.ReasonOwnKey {
+		if r.Reason == peer.ReasonOwnKey && r.Revision < held {
 			out = append(out, bucket.Stale{Key: r.Key, Revision: r.Revision})
 		}
 	}

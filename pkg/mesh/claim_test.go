@@ -166,4 +166,13 @@ func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 	if d := cmp.Diff([]bucket.Stale{{Key: oldKey, Revision: 1}}, o.Repair.Release); d != "" || o.Claim != ClaimHeld {
 		t.Fatalf("claim %s, release (-want +got):\n%s", o.Claim, d)
 	}
+	// A record of our key written after our claim is no leftover of ours:
+	// it stays for an operator to see (every agent rejects it).
+	later := old
+	later.AllowedIP = "fd10:8::/48"
+	laterKey := peer.Key(netip.MustParsePrefix("fd10:8::/48"))
+	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: oldKey, Revision: 3, Deleted: true}, {Key: laterKey, Value: later.Encode(), Revision: 4}}})
+	if o := w.ctl.Pass(false); len(o.Repair.Release) != 0 || len(o.Rejected) != 1 || o.Rejected[0].Reason != peer.ReasonOwnKey {
+		t.Fatalf("a later record of our key: release %+v, rejected %+v", o.Repair.Release, o.Rejected)
+	}
 }

@@ -147,7 +147,7 @@ func (c *Controller) Pass(refresh bool) Outcome {
 		return c.standDown(o, ClaimEvicted, o.Why)
 	case ClaimHeld:
 		c.oursLast = true
-		o.Repair.Release = stale(d.Rejected)
+		o.Repair.Release = stale(d.Rejected, d.Self.Revision)
 	case ClaimMissing:
 		o.Repair.Reclaim = true
 	case ClaimContested:
