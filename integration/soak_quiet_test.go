@@ -1,0 +1,268 @@
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// quietTimeout bounds the wait for the mesh to settle once the chaos is
+// over: longer than mesh.VanishGrace (30 s), the longest a device may keep
+// a peer whose record vanished.
+const quietTimeout = 90 * time.Second
+
+// quietFigures is what the end of a soak measured.
+type quietFigures struct {
+	heal        time.Duration // chaos over → quiet
+	pings       []pairPing
+	lossFigures []pairLoss
+	leaks       []leakRow
+	// applied and intruders are the peer applications the log audit read,
+	// and those of intruder records among them.
+	applied, intruders int
+}
+
+// quiet ends the chaos: every server and killed agent comes back, and the
+// mesh must settle — every running agent synced with its claim held, every
+// device listing exactly the mesh, every record back, every evicted agent
+// gone with 4 — within quietTimeout. Then every pair pings, and the agents
+// that lived through the soak are checked for leaks.
+func (s *soak) quiet(w warmUp) quietFigures {
+	end := time.Now()
+	s.note("chaos over: starting every server and agent that is down")
+	if err := s.nats.startAll(); err != nil {
+		s.t.Fatalf("restart NATS after the chaos: %v", err)
+	}
+	s.runDue(true)
+	var q quietFigures
+	err := testkit.Poll(context.Background(), quietTimeout, func(ctx context.Context) error {
+		s.drainExits()
+		return s.settledMesh(ctx)
+	})
+	if err != nil {
+		s.model.violate("the mesh did not settle within %s of the chaos: %v", quietTimeout, err)
+		q.heal = -1
+		return q
+	}
+	quietAt := time.Now()
+	q.heal = quietAt.Sub(end)
+	s.note("quiet after %s", q.heal.Round(time.Millisecond))
+	q.pings = s.pingMatrix(s.live(), quietAt)
+	for _, p := range q.pings {
+		switch {
+		case p.err != nil:
+			s.model.violate("%s → %s: no reply within %s of quiet: %v", p.from, p.to, pingWait, p.err)
+		case p.took > s.cfg.pingBound:
+			s.model.violate("%s → %s: first reply %s after quiet, more than %s", p.from, p.to,
+				p.took.Round(time.Millisecond), s.cfg.pingBound)
+		}
+	}
+	q.leaks = s.checkLeaks()
+	return q
+}
+
+// settledMesh is nil once the mesh is quiet.
+func (s *soak) settledMesh(ctx context.Context) error {
+	live := s.live()
+	expect := harnessHosts(live)
+	// A host whose agent failed keeps its record, as a crashed host does:
+	// the others keep routing it.
+	for _, h := range s.hosts {
+		if own, _ := s.holdsOwn(h); h.state == hostFailed && own {
+			expect = append(expect, h.Host)
+		}
+	}
+	for _, h := range s.hosts {
+		if h.state == hostEvicted && h.agent != nil && !h.agent.Exited() {
+			return fmt.Errorf("evicted %s's agent (pid %d) still runs", h.Name, h.agent.PID)
+		}
+	}
+	for _, h := range live {
+		st, err := h.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if !st.Synced || !st.NATS.Connected || st.Claim != "held" {
+			return fmt.Errorf("%s: synced %v, nats connected %v, claim %q, state %q", h.Name, st.Synced, st.NATS.Connected, st.Claim, st.State)
+		}
+		if err := harness.CheckDevice(h.Host, expect); err != nil {
+			return err
+		}
+		if own, known := s.holdsOwn(h); !own || !known {
+			return fmt.Errorf("%s's record is not back at %s", h.Name, peer.Key(h.Prefix()))
+		}
+	}
+	return s.oldClaimsReleased(ctx, live)
+}
+
+// oldClaimsReleased is nil when no re-addressed host's key is left at a
+// prefix it moved away from.
+func (s *soak) oldClaimsReleased(ctx context.Context, live []*soakHost) error {
+	for _, old := range s.released {
+		r, err := s.bucket.Record(ctx, old)
+		if err != nil {
+			continue // gone, or not a record: released either way
+		}
+		for _, h := range live {
+			if r.PublicKey == h.PublicKey.String() {
+				return fmt.Errorf("%s's old claim %s is still in the bucket", h.Name, old)
+			}
+		}
+	}
+	return nil
+}
+
+// pingWait bounds one pair's wait for a first reply after quiet: far past
+// the bound, so that a slow pair's time is measured, not just failed.
+const pingWait = 15 * time.Second
+
+// pairPing is how long after quiet one host first reached another.
+type pairPing struct {
+	from, to string
+	took     time.Duration
+	err      error
+}
+
+var replyAt = regexp.MustCompile(`\[(\d+)\.(\d+)\] \d+ bytes from`)
+
+// pingMatrix pings every ordered pair at once, ten echo requests a second
+// until the first reply, and measures each pair's first reply from since.
+func (s *soak) pingMatrix(hosts []*soakHost, since time.Time) []pairPing {
+	var (
+		mu  sync.Mutex
+		out []pairPing
+		wg  sync.WaitGroup
+	)
+	for _, from := range hosts {
+		for _, to := range hosts {
+			if from == to {
+				continue
+			}
+			wg.Go(func() {
+				p := pairPing{from: from.Name, to: to.Name}
+				ctx, cancel := context.WithTimeout(context.Background(), pingWait+5*time.Second)
+				defer cancel()
+				out1, err := from.Exec(ctx, "ping", "-n", "-D", "-c1", "-i0.1",
+					"-w"+strconv.Itoa(int(pingWait/time.Second)), to.PrivateAddress.String())
+				if m := replyAt.FindStringSubmatch(out1); err == nil && m != nil {
+					sec, _ := strconv.ParseInt(m[1], 10, 64)
+					usec, _ := strconv.ParseInt(m[2], 10, 64)
+					p.took = time.Unix(sec, usec*1000).Sub(since)
+				} else if err == nil {
+					err = errors.New("no reply line in ping's output")
+				}
+				p.err = err
+				mu.Lock()
+				out = append(out, p)
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	return out
+}
+
+// leakSample is one agent's resources at one moment.
+type leakSample struct {
+	pid, fds, goroutines, peers int
+}
+
+// sampleLeak reads h's agent three times, 100 ms apart, and keeps the
+// smallest counts: the soak's own status and metrics requests, and a
+// heartbeat or resync in flight, add a descriptor or a goroutine for a
+// moment.
+func sampleLeak(ctx context.Context, h *soakHost) (leakSample, error) {
+	out := leakSample{pid: h.agent.PID, fds: -1, goroutines: -1}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for i := range 3 {
+		if i > 0 {
+			<-tick.C
+		}
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", out.pid))
+		if err != nil {
+			return out, fmt.Errorf("descriptors of %s's agent: %w", h.Name, err)
+		}
+		g, err := metricValue(ctx, h.SocketPath, "go_goroutines")
+		if err != nil {
+			return out, err
+		}
+		peers, err := harness.DevicePeers(h.DevName)
+		if err != nil {
+			return out, err
+		}
+		out.fds = minPositive(out.fds, len(fds))
+		out.goroutines = minPositive(out.goroutines, int(g))
+		out.peers = len(peers)
+	}
+	return out, nil
+}
+
+func minPositive(a, b int) int {
+	if a < 0 {
+		return b
+	}
+	return min(a, b)
+}
+
+// Leak tolerances. wireguard-go runs two goroutines per peer (its
+// sequential sender and receiver), so the goroutine budget follows the
+// peer count; goroutineSlack covers what comes and goes (a repair or
+// heartbeat in flight, an HTTP handler, nats.go's reconnect loop). A leak
+// of one goroutine or descriptor per NATS reconnect, restart of the watch
+// or device read would exceed these within a few dozen faults.
+const (
+	goroutinesPerPeer = 2
+	goroutineSlack    = 10
+	fdSlack           = 4
+)
+
+// leakRow is one agent's leak check.
+type leakRow struct {
+	host       string
+	warm, end  leakSample
+	reconnects float64
+	verdict    string
+}
+
+// checkLeaks compares, for each agent that ran from the warm-up to now
+// without a restart, its descriptors and goroutines with the baseline.
+func (s *soak) checkLeaks() []leakRow {
+	var rows []leakRow
+	for _, h := range s.hosts {
+		if h.baseline == nil || h.state != hostRunning || h.agent.PID != h.baseline.pid {
+			continue
+		}
+		end, err := sampleLeak(context.Background(), h)
+		if err != nil {
+			s.model.violate("leak check of %s: %v", h.Name, err)
+			continue
+		}
+		r := leakRow{host: h.Name, warm: *h.baseline, end: end, verdict: "ok"}
+		r.reconnects, _ = metricValue(context.Background(), h.SocketPath, "ikto_nats_reconnects_total")
+		gBudget := r.warm.goroutines + goroutinesPerPeer*(end.peers-r.warm.peers) + goroutineSlack
+		if end.goroutines > gBudget {
+			r.verdict = fmt.Sprintf("goroutines %d > %d", end.goroutines, gBudget)
+		}
+		if end.fds > r.warm.fds+fdSlack {
+			r.verdict = fmt.Sprintf("descriptors %d > %d", end.fds, r.warm.fds+fdSlack)
+		}
+		if r.verdict != "ok" {
+			s.model.violate("agent on %s grew: %s (warm-up %+v, end %+v)", h.Name, r.verdict, r.warm, end)
+		}
+		rows = append(rows, r)
+	}
+	if len(rows) == 0 {
+		s.model.violate("no agent lived through the soak: nothing to check for leaks")
+	}
+	return rows
+}

@@ -1,0 +1,170 @@
+package integration_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ikto-mesh/ikto/internal/testkit"
+)
+
+// soakStats counts what one topology's soak did.
+type soakStats struct {
+	injected, skipped map[string]int
+	starts            int // agent processes started
+	chaos             time.Duration
+	deviceHeals       []time.Duration
+	evictions         []*soakHost
+}
+
+// pairLoss is what a pinger between two steady hosts saw during the chaos.
+type pairLoss struct {
+	from, to string
+	loss     loss
+}
+
+func stopLossPingers(t *testing.T, ps []*lossPinger) []pairLoss {
+	t.Helper()
+	var out []pairLoss
+	for _, p := range ps {
+		out = append(out, pairLoss{from: p.from.Name, to: p.to.Name, loss: p.stop(t)})
+	}
+	return out
+}
+
+// auditLogs runs the log audit over every agent log of the soak.
+func (s *soak) auditLogs(q *quietFigures) {
+	for _, h := range s.hosts {
+		for _, a := range h.agents {
+			applied, intruders, err := auditLog(s.model, h.Name, a.LogPath)
+			if err != nil {
+				s.model.violate("audit of %s: %v", a.LogPath, err)
+			}
+			q.applied += applied
+			q.intruders += intruders
+		}
+	}
+}
+
+// report prints what the soak injected and measured.
+func (s *soak) report(q quietFigures) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "chaos soak (%s NATS), seed %d: %s of chaos, %d agent starts, %d hosts in all\n",
+		s.topo, s.cfg.topologySeed(s.topo), s.stats.chaos.Round(time.Millisecond), s.stats.starts, len(s.hosts))
+	fmt.Fprintf(&b, "  injected:")
+	total := 0
+	for _, k := range sortedKeys(s.stats.injected) {
+		fmt.Fprintf(&b, " %s=%d", k, s.stats.injected[k])
+		total += s.stats.injected[k]
+	}
+	fmt.Fprintf(&b, " (total %d)\n  skipped (nothing to act on):", total)
+	for _, k := range sortedKeys(s.stats.skipped) {
+		fmt.Fprintf(&b, " %s=%d", k, s.stats.skipped[k])
+	}
+	samples, peers := s.model.sampleCounts()
+	keys, longest := s.model.intruderReport()
+	fmt.Fprintf(&b, "\n  sampler: %d device reads, %d peers checked; log audit: %d peer applications checked\n", samples, peers, q.applied)
+	fmt.Fprintf(&b, "  intruder records (valid records of fresh keys over live claims, applied by design until restored): "+
+		"%d applications in logs, %d keys seen on devices, longest seen over %s\n", q.intruders, keys, longest.Round(time.Millisecond))
+	s.reportEvictions(&b)
+	if len(s.stats.deviceHeals) > 0 {
+		fmt.Fprintf(&b, "  devices recreated whole after deletion: %s\n", durations(s.stats.deviceHeals))
+	}
+	if q.heal >= 0 {
+		fmt.Fprintf(&b, "  time to quiet after the chaos: %s\n", q.heal.Round(time.Millisecond))
+	}
+	s.reportPings(&b, q.pings)
+	for _, l := range q.lossFigures {
+		fmt.Fprintf(&b, "  steady pinger %s → %s over the chaos (20/s): %s\n", l.from, l.to, l.loss)
+	}
+	for _, r := range q.leaks {
+		fmt.Fprintf(&b, "  leak check %s (pid %d, %v NATS reconnects): fds %d → %d, goroutines %d → %d, peers %d → %d: %s\n",
+			r.host, r.warm.pid, r.reconnects, r.warm.fds, r.end.fds, r.warm.goroutines, r.end.goroutines, r.warm.peers, r.end.peers, r.verdict)
+	}
+	fails := s.model.failures()
+	fmt.Fprintf(&b, "  invariant violations: %d", len(fails))
+	s.t.Log(b.String())
+	s.t.Logf("timeline (%d lines):\n%s", len(s.timeline), indent(s.timelineText(), "  "))
+}
+
+func (s *soak) reportEvictions(b *strings.Builder) {
+	var exits []time.Duration
+	for _, h := range s.stats.evictions {
+		if !h.exitedAt.IsZero() && h.exitedAt.After(h.evictedAt) {
+			exits = append(exits, h.exitedAt.Sub(h.evictedAt))
+		}
+	}
+	fmt.Fprintf(b, "  evictions: %d; agent exit 4 after evict returned: %s\n", len(s.stats.evictions), durations(exits))
+}
+
+// reportPings prints how long after quiet the pairs first answered.
+func (s *soak) reportPings(b *strings.Builder, pings []pairPing) {
+	var took []time.Duration
+	var slow []string
+	failed := 0
+	for _, p := range pings {
+		if p.err != nil {
+			failed++
+			continue
+		}
+		took = append(took, p.took)
+		if p.took > s.cfg.pingBound {
+			slow = append(slow, fmt.Sprintf("%s→%s %s", p.from, p.to, p.took.Round(time.Millisecond)))
+		}
+	}
+	fmt.Fprintf(b, "  pings after quiet: %d pairs, first reply %s; over %s: %d %v; no reply: %d\n",
+		len(pings), durations(took), s.cfg.pingBound, len(slow), slow, failed)
+}
+
+// durations is "min/median/max" of ds.
+func durations(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	ds = slices.Clone(ds)
+	slices.Sort(ds)
+	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	return fmt.Sprintf("min %s, median %s, max %s (n=%d)", r(ds[0]), r(ds[len(ds)/2]), r(ds[len(ds)-1]), len(ds))
+}
+
+func (s *soak) timelineText() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return joinLines(s.timeline)
+}
+
+func joinLines(lines []string) string { return strings.Join(lines, "\n") }
+
+// checkNothingLeft fails the test if anything of the network with suffix
+// outlived its Close: a namespace, a link, a WireGuard control socket.
+// Namespaces are freed asynchronously, so it polls briefly.
+func checkNothingLeft(t *testing.T, suffix string) {
+	t.Helper()
+	testkit.Eventually(t, 15*time.Second, "nothing left of network "+suffix, func() error {
+		var left []string
+		if out, err := exec.Command("ip", "netns", "list").Output(); err != nil {
+			return err
+		} else if strings.Contains(string(out), "ikto-"+suffix) {
+			left = append(left, "namespaces")
+		}
+		if out, err := exec.Command("ip", "-o", "link").Output(); err != nil {
+			return err
+		} else if strings.Contains(string(out), suffix) {
+			left = append(left, "links")
+		}
+		entries, _ := os.ReadDir("/var/run/wireguard")
+		for _, e := range entries {
+			if strings.Contains(e.Name(), suffix) {
+				left = append(left, "/var/run/wireguard/"+e.Name())
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("left behind: %v", left)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,100 @@
+package integration_test
+
+import (
+	"bufio"
+	"context"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+)
+
+// sampleEvery is how often the sampler reads every running device during the
+// chaos. A read is one UAPI round trip; eight of them four times a second
+// are a few percent of a core. Changes shorter than this can slip between
+// two samples: the log audit below sees every one the agents made.
+const sampleEvery = 250 * time.Millisecond
+
+// runSampler reads every target device until ctx ends, checking each read
+// against the model. Read errors are not violations: a device goes with its
+// agent, and comes back with the next.
+func runSampler(ctx context.Context, m *soakModel) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(sampleEvery)
+		defer tick.Stop()
+		for {
+			for _, t := range m.sampleTargets() {
+				if peers, err := harness.DevicePeers(t.dev); err == nil {
+					m.checkDevice(t, peers)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// The agents log every peer they put on or change on their device (a pass
+// with more than eight changes logs only a summary: the initial sync, or a
+// re-created bucket's snapshot).
+var (
+	peerApplied = regexp.MustCompile(`msg="peer (added|updated)"`)
+	logField    = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S+)`)
+)
+
+// auditLog checks every peer an agent applied, as its log tells it: never a
+// record the soak wrote as an attacker, except intruders (counted), and a
+// soak host only with a prefix it claimed. It returns the number of
+// applications it checked and the intruder ones.
+func auditLog(m *soakModel, host, path string) (applied, intruders int, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !peerApplied.MatchString(line) {
+			continue
+		}
+		applied++
+		fields := map[string]string{}
+		for _, m := range logField.FindAllStringSubmatch(line, -1) {
+			v := m[2]
+			if u, err := strconv.Unquote(v); err == nil {
+				v = u
+			}
+			fields[m[1]] = v
+		}
+		name, at := fields["peer"], fields["time"]
+		switch {
+		case strings.HasPrefix(name, hostileIntruder):
+			intruders++
+		case strings.HasPrefix(name, hostileGarbage), strings.HasPrefix(name, hostileForged):
+			m.violate("agent on %s applied the hostile record %s (%s at %s, log %s)", host, name, fields["prefix"], at, path)
+		default:
+			p, perr := netip.ParsePrefix(fields["prefix"])
+			known, ok := m.legitPrefix(name, p)
+			if perr != nil || !known || !ok {
+				m.violate("agent on %s applied peer %q with prefix %s, which it never claimed (at %s, log %s)", host, name, fields["prefix"], at, path)
+			}
+		}
+	}
+	return applied, intruders, sc.Err()
+}

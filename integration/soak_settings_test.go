@@ -1,0 +1,124 @@
+package integration_test
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// The chaos soak's knobs, all from the environment so that `make soak` and a
+// replay of a failed run need no code change. Every default is the short
+// form `make test` runs.
+const (
+	envSoakDuration = "IKTO_SOAK"               // total chaos time, split between the NATS topologies
+	envSoakSeed     = "IKTO_SOAK_SEED"          // the fault sequence's seed; printed by every run
+	envSoakNATS     = "IKTO_SOAK_NATS"          // both (default), single or cluster
+	envSoakHosts    = "IKTO_SOAK_HOSTS"         // hosts at the start; the mesh grows to 2 more
+	envSoakMax      = "IKTO_SOAK_MAX_FAULTS"    // a bound on faults per topology, whatever the time
+	envSoakDevice   = "IKTO_SOAK_DEVICE_FAULTS" // 1: delete WireGuard devices under running agents
+	envSoakPing     = "IKTO_SOAK_PING_BOUND"    // how soon after quiet every pair must answer a ping
+)
+
+// soakSettings is one run's configuration.
+type soakSettings struct {
+	chaos        time.Duration // chaos time per topology
+	seed         uint64
+	topologies   []string
+	hosts        int
+	maxFaults    int
+	deviceFaults bool
+	pingBound    time.Duration
+	// gap bounds the pause between two faults: about 1.5 faults a second,
+	// enough to overlap recoveries, few enough for two shared cores.
+	minGap, maxGap time.Duration
+}
+
+// Topologies of the NATS control plane.
+const (
+	topoSingle  = "single"
+	topoCluster = "cluster"
+)
+
+// defaultSoak is make test's form: 60 s of chaos in all, 30 s per topology,
+// so the test stays within about two and a half minutes of wall time.
+const defaultSoak = 60 * time.Second
+
+func soakSettingsFromEnv(t *testing.T) soakSettings {
+	t.Helper()
+	s := soakSettings{
+		chaos: defaultSoak, seed: uint64(time.Now().UnixNano()), topologies: []string{topoSingle, topoCluster},
+		hosts: 6, maxFaults: 5000, pingBound: 2 * time.Second,
+		minGap: 200 * time.Millisecond, maxGap: 1100 * time.Millisecond,
+	}
+	if v := os.Getenv(envSoakDuration); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("%s=%q: want a positive duration such as 10m", envSoakDuration, v)
+		}
+		s.chaos = d
+	}
+	if v := os.Getenv(envSoakSeed); v != "" {
+		seed, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", envSoakSeed, v, err)
+		}
+		s.seed = seed
+	}
+	switch v := os.Getenv(envSoakNATS); v {
+	case "", "both":
+	case topoSingle, topoCluster:
+		s.topologies = []string{v}
+	default:
+		t.Fatalf("%s=%q: want both, single or cluster", envSoakNATS, v)
+	}
+	s.chaos /= time.Duration(len(s.topologies))
+	s.hosts = envInt(t, envSoakHosts, s.hosts, 4, 20)
+	s.maxFaults = envInt(t, envSoakMax, s.maxFaults, 1, 1_000_000)
+	s.deviceFaults = os.Getenv(envSoakDevice) == "1"
+	if v := os.Getenv(envSoakPing); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("%s=%q: want a positive duration", envSoakPing, v)
+		}
+		s.pingBound = d
+	}
+	return s
+}
+
+func envInt(t *testing.T, name string, def, lo, hi int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		t.Fatalf("%s=%q: want an integer in [%d, %d]", name, v, lo, hi)
+	}
+	return n
+}
+
+// replay is the command line that runs the same fault sequence again.
+func (s soakSettings) replay() string {
+	topo := "both"
+	if len(s.topologies) == 1 {
+		topo = s.topologies[0]
+	}
+	line := fmt.Sprintf("%s=%s %s=%d %s=%s %s=%d %s=%d", envSoakDuration, s.chaos*time.Duration(len(s.topologies)),
+		envSoakSeed, s.seed, envSoakNATS, topo, envSoakHosts, s.hosts, envSoakMax, s.maxFaults)
+	if s.deviceFaults {
+		line += " " + envSoakDevice + "=1"
+	}
+	return line
+}
+
+// topologySeed keeps each topology's sequence the same whether it runs alone
+// or after the other.
+func (s soakSettings) topologySeed(topo string) uint64 {
+	if topo == topoCluster {
+		return s.seed ^ 0x9e3779b97f4a7c15
+	}
+	return s.seed
+}
