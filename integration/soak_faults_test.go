@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -120,8 +121,8 @@ func (s *soak) deleteDevice() (string, error) {
 		return "", errSkip("no running agent")
 	}
 	peers, err := harness.DevicePeers(h.DevName)
-	if err != nil {
-		return "", errSkip("device not there: " + err.Error())
+	if err != nil || !linkUp(h) {
+		return "", errSkip("device not there")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -141,7 +142,7 @@ func (s *soak) checkDeviceHeals() {
 			continue
 		}
 		peers, err := harness.DevicePeers(h.DevName)
-		if err != nil || len(peers) < h.delPeers {
+		if err != nil || len(peers) < h.delPeers || !linkUp(h) {
 			continue
 		}
 		took := time.Since(h.dels[0])
@@ -149,6 +150,15 @@ func (s *soak) checkDeviceHeals() {
 		s.note("%s's device back with %d peers after %s", h.Name, len(peers), took.Round(time.Millisecond))
 		h.dels = nil
 	}
+}
+
+// linkUp reports whether h's WireGuard link exists and is up. The device's
+// control socket may answer without it: wireguard-go outlives its TUN.
+func linkUp(h *soakHost) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := h.Exec(ctx, "ip", "-o", "link", "show", "dev", h.DevName)
+	return err == nil && strings.Contains(out, ",UP")
 }
 
 // join adds a host to the network and starts its agent.
@@ -207,6 +217,7 @@ func (s *soak) evict() (string, error) {
 	s.model.revoke(h.PublicKey)
 	s.released = append(s.released, h.Prefix())
 	s.stats.evictions = append(s.stats.evictions, h)
+	h.evictedRunning = was == hostRunning
 	return fmt.Sprintf("ikto-admin evict %s (%s, %s)", h.PrivateAddress, h.Name, was), nil
 }
 

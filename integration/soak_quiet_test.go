@@ -62,8 +62,9 @@ func (s *soak) quiet(w warmUp) quietFigures {
 		case p.err != nil:
 			s.model.violate("%s → %s: no reply within %s of quiet: %v", p.from, p.to, pingWait, p.err)
 		case p.took > s.cfg.pingBound:
-			s.model.violate("%s → %s: first reply %s after quiet, more than %s", p.from, p.to,
-				p.took.Round(time.Millisecond), s.cfg.pingBound)
+			from := map[bool]string{false: "quiet", true: "its start (the second direction)"}[p.reverse]
+			s.model.violate("%s → %s: first reply %s after %s, more than %s", p.from, p.to,
+				p.took.Round(time.Millisecond), from, s.cfg.pingBound)
 		}
 	}
 	q.leaks = s.checkLeaks()
@@ -96,6 +97,9 @@ func (s *soak) settledMesh(ctx context.Context) error {
 		}
 		if err := harness.CheckDevice(h.Host, expect); err != nil {
 			return err
+		}
+		if s.cfg.deviceFaults && !linkUp(h) {
+			return fmt.Errorf("%s's device %s is not up", h.Name, h.DevName)
 		}
 		if own, known := s.holdsOwn(h); !own || !known {
 			return fmt.Errorf("%s's record is not back at %s", h.Name, peer.Key(h.Prefix()))
@@ -130,42 +134,73 @@ type pairPing struct {
 	from, to string
 	took     time.Duration
 	err      error
+	reverse  bool // the second direction, measured from its own start
 }
 
 var replyAt = regexp.MustCompile(`\[(\d+)\.(\d+)\] \d+ bytes from`)
 
-// pingMatrix pings every ordered pair at once, ten echo requests a second
-// until the first reply, and measures each pair's first reply from since.
+// pingMatrix checks that every pair of hosts reaches the other, and
+// measures from since how long each took. An echo reply is a round trip, so
+// one direction proves the pair: each unordered pair is pinged from one end
+// (picked at random), all pairs at once, and then from the other end, whose
+// session is up by then. Pinging both ends of a pair at the same moment
+// (IKTO_SOAK_PING_BOTH=1) measures something else: WireGuard's handshake
+// when both ends initiate at once. Each end then consumes the other's
+// initiation, drops the response to its own, and holds only a responder
+// session it may not send on, until the 5 s REKEY_TIMEOUT retry.
 func (s *soak) pingMatrix(hosts []*soakHost, since time.Time) []pairPing {
+	var first, second [][2]*soakHost
+	for i, a := range hosts {
+		for _, b := range hosts[i+1:] {
+			if s.rng.IntN(2) == 0 {
+				a, b = b, a
+			}
+			first = append(first, [2]*soakHost{a, b})
+			if s.cfg.pingBoth {
+				first = append(first, [2]*soakHost{b, a})
+			} else {
+				second = append(second, [2]*soakHost{b, a})
+			}
+		}
+	}
+	out := pingPairs(first, since)
+	if len(second) > 0 {
+		for _, p := range pingPairs(second, time.Now()) {
+			p.reverse = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// pingPairs pings every pair at once, ten echo requests a second until the
+// first reply, and measures each pair's first reply from since.
+func pingPairs(pairs [][2]*soakHost, since time.Time) []pairPing {
 	var (
 		mu  sync.Mutex
 		out []pairPing
 		wg  sync.WaitGroup
 	)
-	for _, from := range hosts {
-		for _, to := range hosts {
-			if from == to {
-				continue
+	for _, pair := range pairs {
+		from, to := pair[0], pair[1]
+		wg.Go(func() {
+			p := pairPing{from: from.Name, to: to.Name}
+			ctx, cancel := context.WithTimeout(context.Background(), pingWait+5*time.Second)
+			defer cancel()
+			text, err := from.Exec(ctx, "ping", "-n", "-D", "-c1", "-i0.1",
+				"-w"+strconv.Itoa(int(pingWait/time.Second)), to.PrivateAddress.String())
+			if m := replyAt.FindStringSubmatch(text); err == nil && m != nil {
+				sec, _ := strconv.ParseInt(m[1], 10, 64)
+				usec, _ := strconv.ParseInt(m[2], 10, 64)
+				p.took = time.Unix(sec, usec*1000).Sub(since)
+			} else if err == nil {
+				err = errors.New("no reply line in ping's output")
 			}
-			wg.Go(func() {
-				p := pairPing{from: from.Name, to: to.Name}
-				ctx, cancel := context.WithTimeout(context.Background(), pingWait+5*time.Second)
-				defer cancel()
-				out1, err := from.Exec(ctx, "ping", "-n", "-D", "-c1", "-i0.1",
-					"-w"+strconv.Itoa(int(pingWait/time.Second)), to.PrivateAddress.String())
-				if m := replyAt.FindStringSubmatch(out1); err == nil && m != nil {
-					sec, _ := strconv.ParseInt(m[1], 10, 64)
-					usec, _ := strconv.ParseInt(m[2], 10, 64)
-					p.took = time.Unix(sec, usec*1000).Sub(since)
-				} else if err == nil {
-					err = errors.New("no reply line in ping's output")
-				}
-				p.err = err
-				mu.Lock()
-				out = append(out, p)
-				mu.Unlock()
-			})
-		}
+			p.err = err
+			mu.Lock()
+			out = append(out, p)
+			mu.Unlock()
+		})
 	}
 	wg.Wait()
 	return out

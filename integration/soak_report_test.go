@@ -94,30 +94,46 @@ func (s *soak) report(q quietFigures) {
 func (s *soak) reportEvictions(b *strings.Builder) {
 	var exits []time.Duration
 	for _, h := range s.stats.evictions {
-		if !h.exitedAt.IsZero() && h.exitedAt.After(h.evictedAt) {
+		if h.evictedRunning && !h.exitedAt.IsZero() {
 			exits = append(exits, h.exitedAt.Sub(h.evictedAt))
 		}
 	}
-	fmt.Fprintf(b, "  evictions: %d; agent exit 4 after evict returned: %s\n", len(s.stats.evictions), durations(exits))
+	fmt.Fprintf(b, "  evictions: %d; running agent's exit 4 after ikto-admin evict returned: %s\n", len(s.stats.evictions), durations(exits))
 }
 
 // reportPings prints how long after quiet the pairs first answered.
 func (s *soak) reportPings(b *strings.Builder, pings []pairPing) {
-	var took []time.Duration
-	var slow []string
-	failed := 0
-	for _, p := range pings {
-		if p.err != nil {
-			failed++
+	for _, reverse := range []bool{false, true} {
+		var took []time.Duration
+		var slow []string
+		failed, n := 0, 0
+		for _, p := range pings {
+			if p.reverse != reverse {
+				continue
+			}
+			n++
+			if p.err != nil {
+				failed++
+				continue
+			}
+			took = append(took, p.took)
+			if p.took > s.cfg.pingBound {
+				slow = append(slow, fmt.Sprintf("%s→%s %s", p.from, p.to, p.took.Round(time.Millisecond)))
+			}
+		}
+		if n == 0 {
 			continue
 		}
-		took = append(took, p.took)
-		if p.took > s.cfg.pingBound {
-			slow = append(slow, fmt.Sprintf("%s→%s %s", p.from, p.to, p.took.Round(time.Millisecond)))
+		what := "pings after quiet (one end of each pair, all at once)"
+		switch {
+		case reverse:
+			what = "then from the other end"
+		case s.cfg.pingBoth:
+			what = "pings after quiet (both ends of each pair, all at once)"
 		}
+		fmt.Fprintf(b, "  %s: %d, first reply %s; over %s: %d %v; no reply: %d\n",
+			what, n, durations(took), s.cfg.pingBound, len(slow), slow, failed)
 	}
-	fmt.Fprintf(b, "  pings after quiet: %d pairs, first reply %s; over %s: %d %v; no reply: %d\n",
-		len(pings), durations(took), s.cfg.pingBound, len(slow), slow, failed)
 }
 
 // durations is "min/median/max" of ds.

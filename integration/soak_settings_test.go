@@ -19,6 +19,7 @@ const (
 	envSoakMax      = "IKTO_SOAK_MAX_FAULTS"    // a bound on faults per topology, whatever the time
 	envSoakDevice   = "IKTO_SOAK_DEVICE_FAULTS" // 1: delete WireGuard devices under running agents
 	envSoakPing     = "IKTO_SOAK_PING_BOUND"    // how soon after quiet every pair must answer a ping
+	envSoakPingBoth = "IKTO_SOAK_PING_BOTH"     // 1: ping both ends of each pair at once (see pingMatrix)
 )
 
 // soakSettings is one run's configuration.
@@ -30,6 +31,7 @@ type soakSettings struct {
 	maxFaults    int
 	deviceFaults bool
 	pingBound    time.Duration
+	pingBoth     bool
 	// gap bounds the pause between two faults: about 1.5 faults a second,
 	// enough to overlap recoveries, few enough for two shared cores.
 	minGap, maxGap time.Duration
@@ -77,6 +79,7 @@ func soakSettingsFromEnv(t *testing.T) soakSettings {
 	s.hosts = envInt(t, envSoakHosts, s.hosts, 4, 20)
 	s.maxFaults = envInt(t, envSoakMax, s.maxFaults, 1, 1_000_000)
 	s.deviceFaults = os.Getenv(envSoakDevice) == "1"
+	s.pingBoth = os.Getenv(envSoakPingBoth) == "1"
 	if v := os.Getenv(envSoakPing); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -110,6 +113,9 @@ func (s soakSettings) replay() string {
 		envSoakSeed, s.seed, envSoakNATS, topo, envSoakHosts, s.hosts, envSoakMax, s.maxFaults)
 	if s.deviceFaults {
 		line += " " + envSoakDevice + "=1"
+	}
+	if s.pingBoth {
+		line += " " + envSoakPingBoth + "=1"
 	}
 	return line
 }

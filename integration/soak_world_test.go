@@ -78,6 +78,7 @@ type soakHost struct {
 	// evictedAt is when it was evicted, and exitedAt when its agent then
 	// exited 4.
 	evictedAt, exitedAt time.Time
+	evictedRunning      bool // its agent ran when it was evicted
 	// pending is set by a write on its key until the soak sees its own
 	// record there again: killing it meanwhile would make its restart meet
 	// a foreign value, which a starting agent refuses (exit 3) by design.

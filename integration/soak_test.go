@@ -1,0 +1,223 @@
+package integration_test
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
+)
+
+// TestSoak is issue 11's chaos soak. On a mesh of real agents in network
+// namespaces it injects, at random and for a bounded time and count, agent
+// SIGKILLs and restarts, NATS server stops and restarts (one server, then a
+// 3-server cluster), garbage, forged and intruder records at live hosts'
+// keys and free ones, joins, evictions with the real ikto-admin, re-addressed
+// hosts, bucket deletions and (with IKTO_SOAK_DEVICE_FAULTS=1) device
+// deletions. A sampler reads every device throughout. Then the chaos stops,
+// everything killed comes back, and it checks:
+//
+//  1. no prefix is routed to two keys on any device (sampled throughout);
+//  2. once the mesh is quiet, every pair of live hosts pings within
+//     IKTO_SOAK_PING_BOUND (2 s);
+//  3. no agent exited but the evicted ones, with 4;
+//  4. no device ever listed a record that breaks a rule or a forged copy of
+//     a host's key (sampled, and every peer the agents' logs say they applied);
+//  5. the agents that lived through it all hold no more descriptors or
+//     goroutines than after the warm-up, allowing for their peers.
+//
+// It prints the seed (IKTO_SOAK_SEED replays the fault sequence), what it
+// injected, and the figures. IKTO_SOAK sets the chaos time (default 60 s,
+// split between the topologies); `make soak` runs it for longer.
+func TestSoak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the chaos soak takes minutes")
+	}
+	cfg := soakSettingsFromEnv(t)
+	t.Logf("chaos soak: seed %d, %s of chaos per topology (%v); replay: %s",
+		cfg.seed, cfg.chaos, cfg.topologies, cfg.replay())
+	if !cfg.deviceFaults {
+		t.Logf("device deletions off (%s=1 turns them on)", envSoakDevice)
+	}
+	for _, topo := range cfg.topologies {
+		t.Run(topo, func(t *testing.T) { runSoak(t, cfg, topo) })
+	}
+}
+
+func runSoak(t *testing.T, cfg soakSettings, topo string) {
+	var suffix string
+	// Registered first, so it runs last: after the network is gone.
+	t.Cleanup(func() {
+		if suffix != "" {
+			checkNothingLeft(t, suffix)
+		}
+	})
+	s := newSoak(t, cfg, topo)
+	suffix = s.net.Suffix
+	t.Logf("%s: seed %d, %d hosts, %s of chaos", topo, cfg.topologySeed(topo), cfg.hosts, cfg.chaos)
+	w := s.warmUp()
+	stopSampler := runSampler(t.Context(), s.model)
+	s.runChaos()
+	q := s.quiet(w)
+	stopSampler()
+	q.lossFigures = stopLossPingers(t, w.pingers)
+	s.auditLogs(&q)
+	s.report(q)
+	if fails := s.model.failures(); len(fails) > 0 {
+		t.Errorf("%d invariant violations (seed %d; replay: %s):\n%s", len(fails), cfg.seed, cfg.replay(),
+			indent(joinLines(fails), "  "))
+	}
+}
+
+// newSoak builds the world: the network, NATS, the starting hosts with
+// their agents, the operator's config and the soak's handle on the bucket.
+func newSoak(t *testing.T, cfg soakSettings, topo string) *soak {
+	t.Helper()
+	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
+	n := harnesstest.Network(t)
+	seed := cfg.topologySeed(topo)
+	s := &soak{
+		t: t, cfg: cfg, topo: topo, rng: rand.New(rand.NewPCG(seed, seed>>1|1)), net: n,
+		nats: startSoakNATS(t, n, topo), bins: bins, start: time.Now(),
+		used: map[netip.Prefix]bool{}, exits: make(chan agentExit, 4096), stopped: map[*harness.Agent]string{},
+		stats: soakStats{injected: map[string]int{}, skipped: map[string]int{}},
+	}
+	s.model = newSoakModel(s.start)
+	// Registered after NATS, so it runs before NATS stops: agents stopping
+	// at the end do not see their server go first.
+	t.Cleanup(s.stopAgents)
+	for i := range cfg.hosts {
+		h := &soakHost{Host: harnesstest.AddHost(t, n, fmt.Sprintf("s%d", i+1)), state: hostDown, steady: i < 2}
+		s.used[h.Prefix()] = true
+		s.hosts = append(s.hosts, h)
+	}
+	for _, h := range s.hosts {
+		if err := s.startAgent(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.writeOperatorConfig(s.hosts[0])
+	s.openBucket()
+	return s
+}
+
+// stopAgents stops every agent still running, all at once.
+func (s *soak) stopAgents() {
+	var wg sync.WaitGroup
+	for _, h := range s.hosts {
+		if a := h.agent; a != nil && !a.Exited() {
+			wg.Go(func() { _ = a.Stop(5 * time.Second) })
+		}
+	}
+	wg.Wait()
+}
+
+// warmUp waits for the first mesh, pings every pair (so that every
+// session has had its handshake), takes each agent's baseline for the leak
+// check, and starts pingers between the steady hosts.
+func (s *soak) warmUp() warmUp {
+	hosts := harnessHosts(s.hosts)
+	testkit.Eventually(s.t, convergeTimeout, "the first mesh", func() error {
+		s.drainExits()
+		if fails := s.model.failures(); len(fails) > 0 {
+			return testkit.Permanent(fmt.Errorf("%s", joinLines(fails)))
+		}
+		return harness.CheckMesh(hosts)
+	})
+	pings := s.pingMatrix(s.live(), time.Now())
+	for _, p := range pings {
+		if p.err != nil {
+			s.t.Fatalf("warm-up: %s → %s: %v", p.from, p.to, p.err)
+		}
+	}
+	for _, h := range s.hosts {
+		b, err := sampleLeak(s.t.Context(), h)
+		if err != nil {
+			s.t.Fatalf("warm-up baseline of %s: %v", h.Name, err)
+		}
+		h.baseline = &b
+	}
+	var steady []*harness.Host
+	for _, h := range s.hosts {
+		if h.steady {
+			steady = append(steady, h.Host)
+		}
+	}
+	s.note("warm-up done: %d hosts meshed", len(hosts))
+	return warmUp{pingers: startLossPingers(s.t, steady), at: time.Now()}
+}
+
+// warmUp is what the warm-up leaves for the end.
+type warmUp struct {
+	pingers []*lossPinger
+	at      time.Time
+}
+
+// loopTick is how often the fault loop, between two faults, runs the
+// recoveries that are due, judges exits and looks for healed devices.
+const loopTick = 100 * time.Millisecond
+
+// runChaos injects faults until the chaos time is over or the fault budget
+// is spent.
+func (s *soak) runChaos() {
+	faults := soakFaults(s.cfg.deviceFaults)
+	var total float64
+	for _, f := range faults {
+		total += f.weight
+	}
+	began := time.Now()
+	deadline := began.Add(s.cfg.chaos)
+	tick := time.NewTicker(loopTick)
+	defer tick.Stop()
+	injected := 0
+	for injected < s.cfg.maxFaults {
+		next := time.Now().Add(s.between(s.cfg.minGap, s.cfg.maxGap))
+		for time.Now().Before(next) {
+			<-tick.C
+			s.drainExits()
+			s.runDue(false)
+			s.checkDeviceHeals()
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		// A fault that finds nothing to act on is counted as skipped and
+		// another is drawn, a few times at most.
+		for range 5 {
+			f := pickFault(faults, total, s.rng.Float64())
+			detail, err := f.inject(s)
+			var skip errSkip
+			switch {
+			case err == nil:
+				s.stats.injected[f.kind]++
+				injected++
+				s.note("%-13s %s", f.kind, detail)
+			case errors.As(err, &skip):
+				s.stats.skipped[f.kind]++
+				continue
+			default:
+				s.note("%-13s FAILED: %v", f.kind, err)
+				s.model.violate("inject %s: %v", f.kind, err)
+			}
+			break
+		}
+	}
+	s.stats.chaos = time.Since(began)
+}
+
+func pickFault(faults []soakFault, total, r float64) soakFault {
+	r *= total
+	for _, f := range faults {
+		if r < f.weight {
+			return f
+		}
+		r -= f.weight
+	}
+	return faults[len(faults)-1]
+}
