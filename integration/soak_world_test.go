@@ -302,6 +302,10 @@ func (s *soak) writeOperatorConfig(h *soakHost) {
 // made it (R3 on the cluster: the soak must not create it with defaults).
 func (s *soak) openBucket() {
 	testkit.EventuallyContext(s.t, convergeTimeout, "the agents' bucket", func(ctx context.Context) error {
+		// One attempt must not take the whole wait: a JetStream request
+		// sent during the cluster's first election may go unanswered.
+		ctx, cancel := context.WithTimeout(ctx, soakOpTimeout)
+		defer cancel()
 		b, err := harness.OpenExistingBucket(ctx, s.nats.url, bucketName)
 		if err != nil {
 			return err
