@@ -102,3 +102,5 @@ bench-smoke: bench-bin
 
 clean:
 	rm -rf $(BIN)
+
+include mk/soak.mk

@@ -244,7 +244,7 @@ func (s *soak) readdress() (string, error) {
 	}
 	old := h.Prefix()
 	h.PrivateAddress = s.freshPrefix().Addr()
-	s.released = append(s.released, old)
+	s.released, h.moved = append(s.released, old), append(h.moved, old)
 	if err := s.startAgent(h); err != nil {
 		return "", err
 	}

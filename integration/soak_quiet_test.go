@@ -108,16 +108,14 @@ func (s *soak) settledMesh(ctx context.Context) error {
 	return s.oldClaimsReleased(ctx, live)
 }
 
-// oldClaimsReleased is nil when no re-addressed host's key is left at a
-// prefix it moved away from.
+// oldClaimsReleased is nil when no re-addressed host's own record is left
+// at a prefix it moved away from. A forged copy of its key there is not its
+// record: it stays, rejected, as the agents leave it.
 func (s *soak) oldClaimsReleased(ctx context.Context, live []*soakHost) error {
-	for _, old := range s.released {
-		r, err := s.bucket.Record(ctx, old)
-		if err != nil {
-			continue // gone, or not a record: released either way
-		}
-		for _, h := range live {
-			if r.PublicKey == h.PublicKey.String() {
+	for _, h := range live {
+		for _, old := range h.moved {
+			r, err := s.bucket.Record(ctx, old)
+			if err == nil && r.PublicKey == h.PublicKey.String() && r.Name == h.Name {
 				return fmt.Errorf("%s's old claim %s is still in the bucket", h.Name, old)
 			}
 		}

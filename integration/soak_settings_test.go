@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,6 +21,7 @@ const (
 	envSoakDevice   = "IKTO_SOAK_DEVICE_FAULTS" // 1: delete WireGuard devices under running agents
 	envSoakPing     = "IKTO_SOAK_PING_BOUND"    // how soon after quiet every pair must answer a ping
 	envSoakPingBoth = "IKTO_SOAK_PING_BOTH"     // 1: ping both ends of each pair at once (see pingMatrix)
+	envSoakSkip     = "IKTO_SOAK_SKIP"          // fault kinds to leave out, comma-separated (e.g. forged)
 )
 
 // soakSettings is one run's configuration.
@@ -32,6 +34,7 @@ type soakSettings struct {
 	deviceFaults bool
 	pingBound    time.Duration
 	pingBoth     bool
+	skip         map[string]bool // fault kinds left out
 	// gap bounds the pause between two faults: about 1.5 faults a second,
 	// enough to overlap recoveries, few enough for two shared cores.
 	minGap, maxGap time.Duration
@@ -80,6 +83,19 @@ func soakSettingsFromEnv(t *testing.T) soakSettings {
 	s.maxFaults = envInt(t, envSoakMax, s.maxFaults, 1, 1_000_000)
 	s.deviceFaults = os.Getenv(envSoakDevice) == "1"
 	s.pingBoth = os.Getenv(envSoakPingBoth) == "1"
+	s.skip = map[string]bool{}
+	if v := os.Getenv(envSoakSkip); v != "" {
+		known := map[string]bool{}
+		for _, f := range soakFaults(true) {
+			known[f.kind] = true
+		}
+		for _, k := range strings.Split(v, ",") {
+			if !known[k] {
+				t.Fatalf("%s=%q: no fault kind %q", envSoakSkip, v, k)
+			}
+			s.skip[k] = true
+		}
+	}
 	if v := os.Getenv(envSoakPing); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -116,6 +132,9 @@ func (s soakSettings) replay() string {
 	}
 	if s.pingBoth {
 		line += " " + envSoakPingBoth + "=1"
+	}
+	if len(s.skip) > 0 {
+		line += " " + envSoakSkip + "=" + strings.Join(sortedKeys(s.skip), ",")
 	}
 	return line
 }

@@ -166,7 +166,15 @@ const loopTick = 100 * time.Millisecond
 // runChaos injects faults until the chaos time is over or the fault budget
 // is spent.
 func (s *soak) runChaos() {
-	faults := soakFaults(s.cfg.deviceFaults)
+	var faults []soakFault
+	for _, f := range soakFaults(s.cfg.deviceFaults) {
+		if !s.cfg.skip[f.kind] {
+			faults = append(faults, f)
+		}
+	}
+	if len(faults) == 0 {
+		s.t.Fatalf("%s leaves no fault kind", envSoakSkip)
+	}
 	var total float64
 	for _, f := range faults {
 		total += f.weight

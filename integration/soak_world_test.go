@@ -82,8 +82,13 @@ type soakHost struct {
 	// pending is set by a write on its key until the soak sees its own
 	// record there again: killing it meanwhile would make its restart meet
 	// a foreign value, which a starting agent refuses (exit 3) by design.
-	pending  bool
-	writes   writeChain
+	pending bool
+	writes  writeChain
+	// claimed is set once its current agent reported its claim held: until
+	// then a write on its key meets the agent's start-up claim, which
+	// refuses a foreign value (exit 3) by design.
+	claimed  bool
+	moved    []netip.Prefix // prefixes it left when re-addressed
 	baseline *leakSample
 	dels     []time.Time // device deletions not yet seen healed
 	delPeers int         // peers its device had when last deleted
@@ -147,7 +152,7 @@ func (s *soak) startAgent(h *soakHost) error {
 	if err != nil {
 		return err
 	}
-	h.agent, h.agents = a, append(h.agents, a)
+	h.agent, h.agents, h.claimed = a, append(h.agents, a), false
 	if h.state == hostDown {
 		h.state = hostRunning
 	}
@@ -272,6 +277,18 @@ func (s *soak) holdsOwn(h *soakHost) (own, known bool) {
 		h.pending = false
 	}
 	return own, true
+}
+
+// hasClaimed reports whether h's running agent got past its start-up claim.
+func (s *soak) hasClaimed(h *soakHost) bool {
+	if h.claimed || h.state != hostRunning {
+		return h.claimed && h.state == hostRunning
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), soakOpTimeout)
+	defer cancel()
+	st, err := h.Status(ctx)
+	h.claimed = err == nil && st.Synced && st.Claim == "held"
+	return h.claimed
 }
 
 // settled reports whether h may be killed, stopped or evicted now without

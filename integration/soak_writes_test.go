@@ -60,7 +60,7 @@ func (s *soak) hostileTarget(onHost float64) (*soakHost, netip.Prefix) {
 	now := time.Now()
 	var victims []*soakHost
 	for _, h := range s.live() {
-		if h.writes.allow(now) {
+		if h.writes.allow(now) && s.hasClaimed(h) {
 			victims = append(victims, h)
 		}
 	}
@@ -209,11 +209,12 @@ func (s *soak) writeForged() (string, error) {
 	if !s.nats.writable() {
 		return "", errSkip("NATS down")
 	}
-	owners := s.live()
-	if len(owners) < 2 {
-		return "", errSkip("fewer than two live hosts")
+	// The copy must be younger than the owner's record, which it cannot
+	// be told from otherwise: an owner still claiming is no owner yet.
+	owner := s.pickHost(s.live(), s.hasClaimed)
+	if owner == nil {
+		return "", errSkip("no live host has claimed")
 	}
-	owner := owners[s.rng.IntN(len(owners))]
 	victim, target := s.hostileTarget(0.5)
 	if victim == owner {
 		victim, target = nil, s.freshPrefix()
