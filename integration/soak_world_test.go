@@ -130,9 +130,12 @@ type dueAction struct {
 // election must not stall the fault loop.
 const soakOpTimeout = 2 * time.Second
 
-// note adds a line to the timeline, stamped with the time since the start.
+// note adds a line to the timeline, stamped with the time since the start
+// and the time of day.
 func (s *soak) note(format string, args ...any) {
-	line := fmt.Sprintf("+%7.3fs %s", time.Since(s.start).Seconds(), fmt.Sprintf(format, args...))
+	now := time.Now()
+	// The wall-clock time matches the agents' log lines.
+	line := fmt.Sprintf("+%7.3fs %s %s", now.Sub(s.start).Seconds(), now.UTC().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 	s.mu.Lock()
 	s.timeline = append(s.timeline, line)
 	s.mu.Unlock()
