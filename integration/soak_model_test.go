@@ -42,6 +42,8 @@ type soakModel struct {
 	sightings  map[wgtypes.Key]*sighting
 	samples    int
 	peersSeen  int
+	// evictedSeen is the longest a device listed a key after its eviction.
+	evictedSeen time.Duration
 }
 
 // sampleTarget is one device the sampler reads.
@@ -64,8 +66,11 @@ type sighting struct {
 }
 
 // revokeGrace is how long after `ikto-admin evict` returns a device may
-// still list the evicted key: the revocation travels through the watch.
-const revokeGrace = 3 * time.Second
+// still list the evicted key: the revocation travels through the watch, and
+// an agent that has just reconnected to a cluster whose member stopped
+// re-reads the bucket for up to 7 s (measured by the soak). A peer kept
+// longer is kept by a decision, not by the delay.
+const revokeGrace = 10 * time.Second
 
 func newSoakModel(start time.Time) *soakModel {
 	return &soakModel{
@@ -229,8 +234,11 @@ func (m *soakModel) judgePeer(p wgtypes.Peer, now time.Time) []string {
 				out = append(out, fmt.Sprintf("routes %s to %s, a prefix that host never claimed (a forged record applied)", pfx, m.nameOf(k)))
 			}
 		}
-		if at, ok := m.revoked[k]; ok && now.Sub(at) > revokeGrace {
-			out = append(out, fmt.Sprintf("lists %s %s after it was evicted", m.nameOf(k), now.Sub(at).Round(time.Millisecond)))
+		if at, ok := m.revoked[k]; ok {
+			m.evictedSeen = max(m.evictedSeen, now.Sub(at))
+			if now.Sub(at) > revokeGrace {
+				out = append(out, fmt.Sprintf("lists %s more than %s after it was evicted", m.nameOf(k), revokeGrace))
+			}
 		}
 	}
 	return out
@@ -266,10 +274,10 @@ func (m *soakModel) intruderReport() (keys int, longest time.Duration) {
 	return keys, longest
 }
 
-func (m *soakModel) sampleCounts() (samples, peers int) {
+func (m *soakModel) sampleCounts() (samples, peers int, evictedSeen time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.samples, m.peersSeen
+	return m.samples, m.peersSeen, m.evictedSeen
 }
 
 // short is a key's first characters, enough to tell keys apart in a message.

@@ -65,12 +65,12 @@ func (s *soak) report(q quietFigures) {
 	for _, k := range sortedKeys(s.stats.skipped) {
 		fmt.Fprintf(&b, " %s=%d", k, s.stats.skipped[k])
 	}
-	samples, peers := s.model.sampleCounts()
+	samples, peers, evictedSeen := s.model.sampleCounts()
 	keys, longest := s.model.intruderReport()
 	fmt.Fprintf(&b, "\n  sampler: %d device reads, %d peers checked; log audit: %d peer applications checked\n", samples, peers, q.applied)
 	fmt.Fprintf(&b, "  intruder records (valid records of fresh keys over live claims, applied by design until restored): "+
 		"%d applications in logs, %d keys seen on devices, longest seen over %s\n", q.intruders, keys, longest.Round(time.Millisecond))
-	s.reportEvictions(&b)
+	s.reportEvictions(&b, evictedSeen)
 	if len(s.stats.deviceHeals) > 0 {
 		fmt.Fprintf(&b, "  devices recreated whole after deletion: %s\n", durations(s.stats.deviceHeals))
 	}
@@ -91,14 +91,15 @@ func (s *soak) report(q quietFigures) {
 	s.t.Logf("timeline (%d lines):\n%s", len(s.timeline), indent(s.timelineText(), "  "))
 }
 
-func (s *soak) reportEvictions(b *strings.Builder) {
+func (s *soak) reportEvictions(b *strings.Builder, seen time.Duration) {
 	var exits []time.Duration
 	for _, h := range s.stats.evictions {
 		if h.evictedRunning && !h.exitedAt.IsZero() {
 			exits = append(exits, h.exitedAt.Sub(h.evictedAt))
 		}
 	}
-	fmt.Fprintf(b, "  evictions: %d; running agent's exit 4 after ikto-admin evict returned: %s\n", len(s.stats.evictions), durations(exits))
+	fmt.Fprintf(b, "  evictions: %d; running agent's exit 4 after ikto-admin evict returned: %s; evicted key last seen on a device %s after\n",
+		len(s.stats.evictions), durations(exits), seen.Round(time.Millisecond))
 }
 
 // reportPings prints how long after quiet the pairs first answered.

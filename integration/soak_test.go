@@ -66,6 +66,9 @@ func runSoak(t *testing.T, cfg soakSettings, topo string) {
 	s.runChaos()
 	q := s.quiet(w)
 	stopSampler()
+	if samples, _, _ := s.model.sampleCounts(); samples == 0 {
+		s.model.violate("the sampler read no device at all: nothing was checked during the chaos")
+	}
 	q.lossFigures = stopLossPingers(t, w.pingers)
 	s.auditLogs(&q)
 	s.report(q)
