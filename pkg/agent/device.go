@@ -28,6 +28,7 @@ func (a *Agent) openDevice() error {
 		return fmt.Errorf("device %s: %w", dc.Name, err)
 	}
 	a.log.Info("device ready", "device", dev.Name(), "backend", dev.Backend(), "address", dc.Address, "port", dc.ListenPort)
+	a.dev.Store(&devHandle{dev})
 	a.ctl = mesh.New(mesh.Self{
 		Key: a.key.PublicKey(), Prefix: a.set.Prefix, Rules: a.set.Rules(), Keepalive: a.set.Keepalive,
 	}, dev, mesh.Options{
@@ -116,3 +117,6 @@ func (a *Agent) discardSnapshot() {
 		a.log.Warn("remove the mesh snapshot failed", "err", err)
 	}
 }
+
+// devHandle carries the device to /v1/status.
+type devHandle struct{ wgdev.Device }

@@ -212,6 +212,14 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 	c.snapKeys = nil
 }
 
+// setKeepalive changes the keepalive of every peer; the next pass writes it.
+func (c *Controller) setKeepalive(d time.Duration) {
+	c.self.Keepalive = d
+	for _, p := range c.table.View().Peers {
+		c.rec.Set(c.spec(p))
+	}
+}
+
 // dropVanished forgets the peers kept after their records vanished.
 func (c *Controller) dropVanished() {
 	for k := range c.vanished {

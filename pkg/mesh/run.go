@@ -19,6 +19,14 @@ type Inputs struct {
 	// Publish receives every pass's outcome, in the loop's goroutine. It
 	// must not block: consumers take what they need and return.
 	Publish func(Outcome)
+	// Tune, when set, brings new run-time settings (a reloaded config).
+	Tune <-chan Tuning
+}
+
+// Tuning is what may change while the controller runs.
+type Tuning struct {
+	Resync    time.Duration
+	Keepalive time.Duration
 }
 
 // Run is the controller's loop. Watch batches and the resync timer only wake
@@ -42,6 +50,15 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 				continue
 			}
 			refresh = true
+		case t := <-in.Tune:
+			if t.Resync > 0 && t.Resync != in.Resync {
+				in.Resync = t.Resync
+				resync.Reset(t.Resync)
+			}
+			if t.Keepalive == c.self.Keepalive {
+				continue
+			}
+			c.setKeepalive(t.Keepalive)
 		}
 		if !c.loaded {
 			continue
