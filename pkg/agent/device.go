@@ -33,8 +33,9 @@ func (a *Agent) openDevice() error {
 		Key: a.key.PublicKey(), Prefix: a.set.Prefix, Rules: a.set.Rules(), Keepalive: a.set.Keepalive,
 	}, dev, mesh.Options{
 		Log: a.log,
-		// Only the hooks, the snapshot and the socket read every peer.
-		KeepView: len(a.set.Hooks) > 0 || a.saver != nil || a.opt.Socket != "",
+		// Only the hooks (also ones a reload may add), the snapshot and
+		// the socket read every peer.
+		KeepView: len(a.set.Hooks) > 0 || a.opt.Reload != nil || a.saver != nil || a.opt.Socket != "",
 	})
 	return nil
 }

@@ -20,7 +20,7 @@ func (a *Agent) publish(o mesh.Outcome) {
 	if o.DeviceErr != nil {
 		return // the device is not known to carry this outcome's peers
 	}
-	if o.View != nil && len(a.set.Hooks) > 0 {
+	if o.View != nil {
 		a.hooks.Update(hookPeers(o.View.Peers))
 	}
 	switch {
