@@ -458,8 +458,8 @@ func cannedStatus() api.Status {
 		State: "synced", Claim: "held", Synced: true, LastReconcile: &rec,
 		Peers: []api.PeerStatus{
 			{Record: peer.Record{Name: "bravo", PublicKey: "BRAVO=", AdvertiseAddress: "198.18.0.3", AllowedIP: "fd10:2::/48", WGPort: 51820},
-				Endpoint: "198.18.0.3:51820", AllowedIPs: []string{"fd10:2::/48"}, LatestHandshake: &hs, RxBytes: 1536, TxBytes: 100},
-			{Endpoint: "198.18.0.9:51820", AllowedIPs: []string{"fd10:9::/48"}},
+				Endpoint: "198.18.0.3:51820", AllowedIPs: []string{"fd10:2::/48"}, LatestHandshake: &hs, Handshake: "established", RxBytes: 1536, TxBytes: 100},
+			{Endpoint: "198.18.0.9:51820", AllowedIPs: []string{"fd10:9::/48"}, Handshake: "stale"},
 		},
 		Rejected: []api.Rejected{{Key: "peers.x", Revision: 7, Reason: "bad_port", Detail: "wg_port 0 is not 1-65535"}},
 	}
@@ -483,9 +483,9 @@ func TestStatusTable(t *testing.T) {
 		"last reconcile  2026-11-24T11:59:57Z (3s ago)\n" +
 		"\n" +
 		"2 peers\n" +
-		"NAME   PREFIX       ENDPOINT          HANDSHAKE  RX       TX\n" +
-		"bravo  fd10:2::/48  198.18.0.3:51820  1m ago     1.5 KiB  100 B\n" +
-		"-      fd10:9::/48  198.18.0.9:51820  never      0 B      0 B\n" +
+		"NAME   PREFIX       ENDPOINT          HANDSHAKE      RX       TX\n" +
+		"bravo  fd10:2::/48  198.18.0.3:51820  1m ago         1.5 KiB  100 B\n" +
+		"-      fd10:9::/48  198.18.0.9:51820  never (stale)  0 B      0 B\n" +
 		"\n" +
 		"1 rejected records\n" +
 		"KEY      REVISION  REASON    DETAIL\n" +

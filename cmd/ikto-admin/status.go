@@ -84,6 +84,12 @@ func writeStatusTable(w io.Writer, st api.Status, now time.Time) error {
 		if p.LatestHandshake != nil && !p.LatestHandshake.IsZero() {
 			hs = ago(now.Sub(*p.LatestHandshake)) + " ago"
 		}
+		switch {
+		case p.Handshake == "pending" && p.PendingSince != nil:
+			hs = "pending " + ago(now.Sub(*p.PendingSince))
+		case p.Handshake == "stale":
+			hs += " (stale)"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dash(p.Name), dash(prefix), dash(p.Endpoint), hs, humanBytes(p.RxBytes), humanBytes(p.TxBytes))
 	}
 	if err := tw.Flush(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/api"
+	"github.com/ikto-mesh/ikto/pkg/mesh"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/reconcile"
 )
@@ -74,6 +75,13 @@ func (a *Agent) Status() api.Status {
 		if !p.LastHandshakeTime.IsZero() {
 			t := p.LastHandshakeTime.UTC().Truncate(time.Second)
 			ps.LatestHandshake = &t
+		}
+		ps.Handshake = mesh.HandshakeStateStale
+		switch since, pending := o.Contacts[p.PublicKey]; {
+		case pending:
+			ps.Handshake, ps.PendingSince = mesh.HandshakeStatePending, &since
+		case mesh.SessionLive(p.LastHandshakeTime, time.Now()):
+			ps.Handshake = mesh.HandshakeStateEstablished
 		}
 		st.Peers = append(st.Peers, ps)
 	}

@@ -68,6 +68,10 @@ type Controller struct {
 	// snapKeys are the keys, markers included, of the snapshot loaded since
 	// the last pass; nil when none was.
 	snapKeys map[string]bool
+	// selfRev is the revision of this host's own record when last held;
+	// contacts are the peers whose first handshake is being orchestrated.
+	selfRev  uint64
+	contacts map[wgtypes.Key]*contact
 }
 
 // vanished is one peer kept after its record vanished.
@@ -94,6 +98,7 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 		logged:   map[string]uint64{},
 		oursLast: true,
 		vanished: map[wgtypes.Key]vanished{},
+		contacts: map[wgtypes.Key]*contact{},
 	}
 }
 
@@ -146,7 +151,7 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	case ClaimEvicted:
 		return c.standDown(o, ClaimEvicted, o.Why)
 	case ClaimHeld:
-		c.oursLast = true
+		c.oursLast, c.selfRev = true, d.Self.Revision
 		o.Repair.Release = stale(d.Rejected, d.Self.Revision)
 	case ClaimMissing:
 		o.Repair.Reclaim = true
@@ -187,10 +192,24 @@ func (c *Controller) Pass(refresh bool) Outcome {
 // overwritten by garbage — is kept for VanishGrace: absence is not a
 // command, and its host writes the record back.
 func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
+	var hs map[wgtypes.Key]time.Time
+	sessions := func() map[wgtypes.Key]time.Time {
+		if hs == nil {
+			hs = c.sessions()
+		}
+		return hs
+	}
 	for _, ch := range d.Changes {
+		if ch.New == nil {
+			delete(c.contacts, ch.PublicKey)
+		}
 		switch {
 		case ch.New != nil:
+			_, held := c.vanished[ch.PublicKey]
 			delete(c.vanished, ch.PublicKey)
+			if ch.Old == nil && !held {
+				c.beginContact(*ch.New, now, sessions)
+			}
 			c.rec.Set(c.spec(*ch.New))
 		case ch.Old != nil && (c.snapKeys != nil && !c.snapKeys[ch.Old.Key] || c.table.Rejected(ch.Old.Key)):
 			c.vanished[ch.PublicKey] = vanished{key: ch.Old.Key, until: now.Add(VanishGrace)}
@@ -231,6 +250,7 @@ func (c *Controller) dropVanished() {
 // finish completes the outcome of a pass that drove the device.
 func (c *Controller) finish(o Outcome, d peer.Delta, res reconcile.Result, err error) Outcome {
 	o.State, o.Plan, o.Refresh, o.Took, o.DeviceErr, o.Held = StateSynced, res.Plan, res.Refresh, res.Duration, err, len(c.vanished)
+	o.Contacts = c.pendingContacts()
 	if err != nil {
 		c.log.Error("configure device failed; will retry", "device", c.dev.Name(), "err", err)
 	} else {
@@ -306,7 +326,8 @@ func (c *Controller) begin() Outcome {
 	return o
 }
 
-// spec is how an accepted record is configured on the device.
+// spec is how an accepted record is configured on the device (during its
+// first contact, as contactSpec says).
 func (c *Controller) spec(p peer.Accepted) reconcile.Spec {
-	return reconcile.Spec{PublicKey: p.PublicKey, Endpoint: p.Endpoint, AllowedIPs: []netip.Prefix{p.Prefix}, Keepalive: c.self.Keepalive}
+	return c.contactSpec(reconcile.Spec{PublicKey: p.PublicKey, Endpoint: p.Endpoint, AllowedIPs: []netip.Prefix{p.Prefix}, Keepalive: c.self.Keepalive})
 }

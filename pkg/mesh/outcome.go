@@ -8,6 +8,7 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/reconcile"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // ErrEvicted means this host's record was deleted (a delete marker on a
@@ -69,6 +70,9 @@ type Outcome struct {
 	// Held counts peers kept on the device although their records vanished
 	// without a delete (a re-created bucket): their hosts write them back.
 	Held int
+	// Contacts are the peers whose first handshake is being orchestrated,
+	// and since when.
+	Contacts map[wgtypes.Key]time.Time
 }
 
 // Err is the error that ends the agent after this pass: ErrEvicted (with

@@ -37,11 +37,15 @@ type Tuning struct {
 func (c *Controller) Run(ctx context.Context, in Inputs) error {
 	resync := time.NewTicker(in.Resync)
 	defer resync.Stop()
+	var contacts <-chan time.Time // armed while first contacts are pending
 	for {
 		refresh := false
 		select {
 		case <-ctx.Done():
 			return nil
+		case now := <-contacts:
+			contacts = nil
+			c.checkContacts(now)
 		case b := <-in.Batches:
 			c.Load(b)
 			c.drain(in.Batches)
@@ -67,6 +71,9 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 		in.Publish(o)
 		if err := o.Err(); err != nil {
 			return err
+		}
+		if len(c.contacts) > 0 && contacts == nil {
+			contacts = time.After(contactPoll)
 		}
 	}
 }
