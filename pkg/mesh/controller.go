@@ -51,6 +51,7 @@ type Controller struct {
 	keep  bool
 
 	loaded            bool              // a snapshot of the bucket is in the table
+	revision          uint64            // the highest bucket revision folded in
 	logged            map[string]uint64 // rejections already reported: key → revision
 	seq               uint64
 	events, snapshots int // folded in since the last pass
@@ -117,10 +118,12 @@ func (c *Controller) Load(b bucket.Batch) {
 		c.loaded = true
 		c.snapshots++
 		c.snapKeys = make(map[string]bool, len(b.Entries))
+		c.revision = b.Revision
 	} else {
 		c.events += len(b.Entries)
 	}
 	for _, e := range b.Entries {
+		c.revision = max(c.revision, e.Revision)
 		if b.Snapshot {
 			c.snapKeys[e.Key] = true
 		}
@@ -321,7 +324,7 @@ func (c *Controller) standDown(o Outcome, claim Claim, why string) Outcome {
 // begin starts the outcome of a new pass with what every pass reports.
 func (c *Controller) begin() Outcome {
 	c.seq++
-	o := Outcome{Seq: c.seq, At: time.Now(), Events: c.events, Snapshots: c.snapshots}
+	o := Outcome{Seq: c.seq, At: time.Now(), Events: c.events, Snapshots: c.snapshots, Revision: c.revision}
 	c.events, c.snapshots = 0, 0
 	return o
 }

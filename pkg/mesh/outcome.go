@@ -38,6 +38,8 @@ const (
 type Outcome struct {
 	Seq   uint64 // passes so far, this one included
 	At    time.Time
+	// Revision is the highest bucket revision the table has taken in.
+	Revision uint64
 	State State
 	// View is the accepted set after the pass: the peers the device was
 	// configured with, self, and every rejected record. It is nil on
