@@ -27,7 +27,7 @@ const (
 	// never asked for by name: wg_backend auto and userspace adopt one that
 	// is there.
 	KindExternal Kind = "external"
-	KindFake      Kind = "fake" // in memory, tests and benchmarks only
+	KindFake     Kind = "fake" // in memory, tests and benchmarks only
 )
 
 // ParseKind reads a wg_backend value; "" is KindAuto. Only the kinds a
