@@ -131,13 +131,27 @@ func (ns *Namespace) StartWireguardGo(t testing.TB, name string) *Process {
 	}
 	defer f.Close()
 	cmd.Stdout, cmd.Stderr = f, f
-	// Pdeathsig: if the test binary dies, so does the device.
+	// Pdeathsig: if the test binary dies, so does the device. The kernel
+	// sends it when the *thread* that forked the child exits, and Do retires
+	// threads, so the child is started from a goroutine that keeps its
+	// thread locked, and so alive, until the child has exited.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	started := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		close(done)
+	}()
+	if err := <-started; err != nil {
 		t.Fatalf("start wireguard-go: %v", err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-done
