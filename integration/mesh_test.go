@@ -17,6 +17,7 @@ import (
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
 func TestThreeHostsFormAMesh(t *testing.T) {
@@ -52,8 +53,8 @@ func checkStatus(ctx context.Context, h *harness.Host, peers int) error {
 		st.Self.PublicKey != h.PublicKey.String() || st.Self.AdvertiseAddress != h.Addr.String() {
 		problems = append(problems, fmt.Sprintf("self = %+v", st.Self))
 	}
-	if st.Backend != "userspace" {
-		problems = append(problems, fmt.Sprintf("backend = %q, want userspace", st.Backend))
+	if want := harness.TestBackend(); st.Backend != string(want) && want != wgdev.KindAuto {
+		problems = append(problems, fmt.Sprintf("backend = %q, want %s", st.Backend, want))
 	}
 	if st.Device != h.DevName {
 		problems = append(problems, fmt.Sprintf("device = %q, want %q", st.Device, h.DevName))
