@@ -1,8 +1,12 @@
 package backend
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -80,5 +84,44 @@ func TestCheckAndOpenReal(t *testing.T) {
 	}
 	if out := ns.IP(t, "-o", "link", "show", "dev", names["foreign"]); strings.Contains(out, ",UP") {
 		t.Errorf("the refused bridge was touched: %s", out)
+	}
+}
+
+// A kernel WireGuard link under the name is adopted by auto and kernel and
+// refused by userspace. Only where the kernel has the module: the kernel
+// lane requires it (IKTO_TEST_WG_BACKEND=kernel); elsewhere it is skipped.
+func TestCheckAndOpenKernelLink(t *testing.T) {
+	netnstest.Require(t)
+	sfx := netnstest.Suffix(t)
+	ns := netnstest.NewNamespace(t, "iktk-"+sfx)
+	name := "iktk" + sfx
+	if out, err := exec.Command("ip", "-n", ns.Name, "link", "add", name, "type", "wireguard").CombinedOutput(); err != nil {
+		if os.Getenv("IKTO_TEST_WG_BACKEND") == "kernel" {
+			t.Fatalf("IKTO_TEST_WG_BACKEND=kernel but no wireguard link: %v: %s", err, out)
+		}
+		t.Skipf("no kernel wireguard here: %s", out)
+	}
+	for kind, wantErr := range map[wgdev.Kind]bool{wgdev.KindAuto: false, wgdev.KindKernel: false, wgdev.KindUserspace: true} {
+		err := ns.Do(func() error { return Check(kind, name) })
+		if got := errors.Is(err, ErrNameTaken); got != wantErr {
+			t.Errorf("Check(%s) on a kernel link = %v, want ErrNameTaken %t", kind, err, wantErr)
+		}
+	}
+	priv, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := wgdev.Config{Name: name, PrivateKey: priv, ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
+	var logs bytes.Buffer
+	var d wgdev.Device
+	if err := ns.Do(func() (err error) {
+		d, err = Open(wgdev.KindAuto, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+		return err
+	}); err != nil {
+		t.Fatalf("Open auto on a kernel link: %v", err)
+	}
+	d.Close()
+	if d.Backend() != wgdev.KindKernel || !strings.Contains(logs.String(), "adopted=true") {
+		t.Errorf("Backend() = %q, log %q; want kernel, adopted", d.Backend(), logs.String())
 	}
 }

@@ -1,0 +1,48 @@
+package kernellane
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseTestLog(t *testing.T) {
+	log := `=== RUN   TestA
+=== PAUSE TestA
+=== RUN   TestB
+    b_test.go:10: hello from B
+=== CONT  TestA
+    a_test.go:5: hello from A
+=== RUN   TestA/sub
+    a_test.go:7: sub says
+=== NAME  TestB
+    b_test.go:12: B again
+--- FAIL: TestB (1.50s)
+--- PASS: TestA (0.25s)
+    --- PASS: TestA/sub (0.10s)
+=== RUN   TestC
+--- SKIP: TestC (0.00s)
+FAIL
+`
+	results, output := ParseTestLog(log)
+	want := []TestResult{
+		{Name: "TestB", Status: "FAIL", Duration: 1500 * time.Millisecond},
+		{Name: "TestA", Status: "PASS", Duration: 250 * time.Millisecond},
+		{Name: "TestC", Status: "SKIP"},
+	}
+	if diff := cmp.Diff(want, results); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	if got := strings.Join(output["TestB"], "\n"); !strings.Contains(got, "hello from B") || !strings.Contains(got, "B again") || strings.Contains(got, "from A") {
+		t.Errorf("output of TestB:\n%s", got)
+	}
+	if got := strings.Join(output["TestA"], "\n"); !strings.Contains(got, "sub says") {
+		t.Errorf("output of TestA lacks its subtest's:\n%s", got)
+	}
+	outcome := Outcome([]string{"TestA", "TestD"}, results)
+	if outcome[0].Status != "PASS" || outcome[1].Status != "" {
+		t.Errorf("outcome = %+v", outcome)
+	}
+}
