@@ -11,8 +11,8 @@ import (
 
 // The 9p shares the guest mounts, and where.
 const (
-	rootTag  = "ikto-root"  // the host's /, read-only
-	laneTag  = "ikto-lane"  // the lane's work directory, writable
+	rootTag  = "ikto-root" // the host's /, read-only
+	laneTag  = "ikto-lane" // the lane's work directory, writable
 	laneDir  = "/run/ikto-lane"
 	guestCmd = laneDir + "/ikto-kernel-lane" // the lane's own binary, copied in
 	planFile = laneDir + "/plan.json"
