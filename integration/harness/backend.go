@@ -42,8 +42,7 @@ func checkBackend() error {
 	if wgdev.Kind(v) != wgdev.KindKernel {
 		return nil
 	}
-	kernelOnce.Do(func() { kernelErr = probeKernelWireGuard() })
-	return kernelErr
+	return KernelWireGuard()
 }
 
 var (
@@ -51,8 +50,14 @@ var (
 	kernelErr  error
 )
 
-// probeKernelWireGuard makes and deletes a wireguard link in a namespace of
-// its own.
+// KernelWireGuard is nil when this kernel can make a wireguard link (module
+// loaded or loadable), checked once per process by making one in a namespace
+// of its own; else the error wraps ErrMissingPrerequisite.
+func KernelWireGuard() error {
+	kernelOnce.Do(func() { kernelErr = probeKernelWireGuard() })
+	return kernelErr
+}
+
 func probeKernelWireGuard() error {
 	suffix, err := randomSuffix()
 	if err != nil {
@@ -64,8 +69,7 @@ func probeKernelWireGuard() error {
 	}
 	defer ip("netns", "del", ns)
 	if _, err := ip("-n", ns, "link", "add", "wg0", "type", "wireguard"); err != nil {
-		return fmt.Errorf("%w: %s=kernel but this kernel cannot make a wireguard link (no module?): %w",
-			ErrMissingPrerequisite, BackendEnv, err)
+		return fmt.Errorf("%w: this kernel cannot make a wireguard link (no module?): %w", ErrMissingPrerequisite, err)
 	}
 	return nil
 }

@@ -123,9 +123,16 @@ func runSuite(s Suite, env []string, reaper *reaper) SuiteResult {
 	return r
 }
 
+// FigureMarker marks a measurement a test logs for the lane to show (the
+// bench's restart figures).
+const FigureMarker = "figure: "
+
 // isProgressLine picks from `go test -v` output what is worth a console
-// line: top-level results and how the binary ended.
+// line: top-level results, figures and how the binary ended.
 func isProgressLine(l string) bool {
+	if strings.Contains(l, FigureMarker) {
+		return true
+	}
 	for _, p := range []string{"--- PASS: ", "--- FAIL: ", "--- SKIP: ", "panic: ", "FAIL", "PASS", "ok "} {
 		if strings.HasPrefix(l, p) {
 			return true

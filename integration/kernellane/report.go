@@ -43,6 +43,11 @@ func report(o Options, work string, plan Plan, expected map[string][]string, acc
 				fmt.Fprintf(o.Out, "---- output of %s:\n%s\n----\n", r.Name, lastLines(strings.Join(out, "\n"), failureLines))
 			}
 		}
+		for _, l := range strings.Split(string(log), "\n") {
+			if _, fig, ok := strings.Cut(l, FigureMarker); ok {
+				fmt.Fprintf(o.Out, "           %s%s\n", FigureMarker, fig)
+			}
+		}
 		// A binary that failed without a failed scenario (a panic between
 		// tests, a crash at exit) still fails the lane.
 		if sr.Err != "" || (sr.ExitCode != 0 && suiteFailed == 0) {

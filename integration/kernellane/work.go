@@ -56,12 +56,12 @@ func prepareWork(ctx context.Context, o Options, k Kernel, work string) (Plan, m
 		"IKTO_REQUIRE_INTEGRATION=1",
 	}}
 	expected := map[string][]string{}
-	add := func(name, moduleDir, pkg string, tests []string, parallel int) error {
+	add := func(name, moduleDir, pkg string, tests []string, parallel int, env ...string) error {
 		if len(tests) == 0 {
 			return nil
 		}
 		out := filepath.Join(work, name+".test")
-		if err := compileTests(ctx, filepath.Join(root, moduleDir), pkg, out); err != nil {
+		if err := compileTests(ctx, filepath.Join(root, moduleDir), pkg, out, env); err != nil {
 			return err
 		}
 		plan.Suites = append(plan.Suites, Suite{Name: name, Binary: laneDir + "/" + name + ".test",
@@ -86,6 +86,15 @@ func prepareWork(ctx context.Context, o Options, k Kernel, work string) (Plan, m
 	if err := add("integration", "integration", ".", scenarios, 2); err != nil {
 		return Plan{}, nil, err
 	}
+	// The bench's restart scenario, whose figures include the kernel's only
+	// here; its module builds outside the workspace.
+	benchTests, err := selected(o.Run, []string{"TestRestartScenario"})
+	if err != nil {
+		return Plan{}, nil, err
+	}
+	if err := add("bench", "integration/bench", ".", benchTests, 0, "GOWORK=off"); err != nil {
+		return Plan{}, nil, err
+	}
 	if len(plan.Suites) == 0 {
 		return Plan{}, nil, fmt.Errorf("-run %q matches no scenario", o.Run)
 	}
@@ -103,11 +112,13 @@ func prepareWork(ctx context.Context, o Options, k Kernel, work string) (Plan, m
 	return plan, expected, nil
 }
 
-// compileTests runs `go test -c` for pkg in the module at dir.
-func compileTests(ctx context.Context, dir, pkg, out string) error {
+// compileTests runs `go test -c` for pkg in the module at dir, with env
+// added to the environment.
+func compileTests(ctx context.Context, dir, pkg, out string, env []string) error {
 	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "test", "-C", dir, "-c", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go test -c %s in %s: %w\n%s", pkg, dir, err, strings.TrimSpace(string(b)))
 	}
