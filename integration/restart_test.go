@@ -42,16 +42,13 @@ func persistentDevice(t *testing.T, m *mesh, h *harness.Host) (config.Config, wg
 
 // An agent restarted (SIGTERM), crashed (SIGKILL) or upgraded (another
 // binary) on a kernel or an adopted external device loses no packet between
-// another host and this one, in either direction. The restarted host runs
-// the shipped hooks, as a production host would: the firewall hook removes
-// its table when it stops and installs it again when it starts.
+// another host and this one, in either direction.
 func TestRestartLosesNoPacket(t *testing.T) {
 	t.Parallel()
 	m := newMesh(t)
 	hosts := m.addHosts("alpha", "bravo")
 	alpha, bravo := hosts[0], hosts[1]
 	cfg, backend := persistentDevice(t, m, bravo)
-	cfg = withHooks(t, m.bins, bravo, cfg)
 	m.start(alpha)
 	m.startWith(bravo, cfg)
 	m.waitConverged(hosts)
