@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -40,7 +41,8 @@ func report(o Options, work string, plan Plan, expected map[string][]string, acc
 			failed++
 			suiteFailed++
 			if out := output[r.Name]; len(out) > 0 {
-				fmt.Fprintf(o.Out, "---- output of %s:\n%s\n----\n", r.Name, lastLines(strings.Join(out, "\n"), failureLines))
+				fmt.Fprintf(o.Out, "---- %s, its own lines:\n%s\n---- end of its output:\n%s\n----\n", r.Name,
+					strings.Join(ownLines(out), "\n"), lastLines(strings.Join(out, "\n"), failureLines))
 			}
 		}
 		for _, l := range strings.Split(string(log), "\n") {
@@ -57,6 +59,24 @@ func report(o Options, work string, plan Plan, expected map[string][]string, acc
 	}
 	fmt.Fprintf(o.Out, "kernel-lane: %d passed, %d failed\n", passed, failed)
 	return failed == 0, nil
+}
+
+// testLine is a line a test logged itself (t.Log, t.Error: "file_test.go:N:"),
+// as opposed to the agent logs a failing scenario prints after them.
+var testLine = regexp.MustCompile(`^\s+\S+_test\.go:\d+: `)
+
+// ownLines are the test's own lines of out, at most failureLines.
+func ownLines(out []string) []string {
+	var own []string
+	for _, l := range out {
+		if testLine.MatchString(l) {
+			own = append(own, l)
+		}
+	}
+	if len(own) > failureLines {
+		own = own[len(own)-failureLines:]
+	}
+	return own
 }
 
 func suiteResult(res GuestResult, name string) SuiteResult {
