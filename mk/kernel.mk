@@ -11,6 +11,8 @@
 # KERNEL_LANE_FLAGS passes flags through, e.g. KERNEL_LANE_FLAGS='-run Restart -keep -v'.
 KERNEL_LANE_FLAGS ?=
 .PHONY: test-kernel kernel-lane-bin
+# make test runs the lane too (after build and vet, before the module tests).
+test: test-kernel
 kernel-lane-bin:
 	$(GO) build -C integration -o $(BIN)/ikto-kernel-lane ./kernellane/cmd/ikto-kernel-lane
 test-kernel: build kernel-lane-bin
