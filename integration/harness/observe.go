@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl"
@@ -21,7 +23,11 @@ const pollInterval = 100 * time.Millisecond
 // returns why the wait is not over yet; on timeout that last reason is in the
 // error, so a failed wait says what it was waiting for. An error marked with
 // Permanent ends the wait at once: it can never succeed.
+//
+// timeout is multiplied by TimeScale, so a slow machine (the kernel lane's
+// emulated CPUs) stretches every bound at once.
 func WaitFor(ctx context.Context, timeout time.Duration, cond func(ctx context.Context) error) error {
+	timeout = Scaled(timeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(pollInterval)
@@ -42,6 +48,25 @@ func WaitFor(ctx context.Context, timeout time.Duration, cond func(ctx context.C
 		case <-tick.C:
 		}
 	}
+}
+
+// TimeScaleEnv stretches the harness's bounds on a slow machine: a number,
+// 1 (the default) or more. The kernel lane sets it, since its guest runs on
+// emulated CPUs.
+const TimeScaleEnv = "IKTO_TEST_TIME_SCALE"
+
+// TimeScale is TimeScaleEnv's value, 1 when it is unset or not a number >= 1.
+func TimeScale() float64 {
+	f, err := strconv.ParseFloat(os.Getenv(TimeScaleEnv), 64)
+	if err != nil || f < 1 {
+		return 1
+	}
+	return f
+}
+
+// Scaled is d multiplied by TimeScale.
+func Scaled(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * TimeScale())
 }
 
 type permanentError struct{ err error }

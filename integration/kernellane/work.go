@@ -55,6 +55,10 @@ func prepareWork(ctx context.Context, o Options, k Kernel, work string) (Plan, m
 	plan := Plan{Env: []string{
 		"IKTO_BIN_DIR=" + laneDir + "/bin",
 		harness.BackendEnv + "=kernel",
+		// Emulated CPUs, often shared with other work: every wait of the
+		// harness gets three times its bound (a bound, not a pace: a
+		// healthy scenario takes about as long as before).
+		harness.TimeScaleEnv + "=3",
 		// Inside the lane nothing may be skipped: a skip would pass unseen.
 		"IKTO_REQUIRE_INTEGRATION=1",
 	}}
