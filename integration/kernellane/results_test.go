@@ -46,3 +46,22 @@ FAIL
 		t.Errorf("outcome = %+v", outcome)
 	}
 }
+
+func TestProgressLinesAndPattern(t *testing.T) {
+	for line, want := range map[string]bool{
+		"--- PASS: TestA (1.00s)":                true,
+		"--- FAIL: TestA (1.00s)":                true,
+		"    --- PASS: TestA/sub (0.10s)":        false, // subtests stay in the log
+		"    x_test.go:3: figure: lost: 0 pings": true,
+		"panic: test timed out after 12m30s":     true,
+		"    x_test.go:9: hello":                 false,
+		"=== RUN   TestA":                        false,
+	} {
+		if got := isProgressLine(line); got != want {
+			t.Errorf("isProgressLine(%q) = %t, want %t", line, got, want)
+		}
+	}
+	if got := RunPattern([]string{"TestA", "TestB"}); got != "^(TestA|TestB)$" {
+		t.Errorf("RunPattern = %q", got)
+	}
+}
