@@ -9,6 +9,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"sync/atomic"
@@ -46,6 +47,10 @@ type Options struct {
 	Ready func()
 	// Reload, when set, brings the config re-read on SIGHUP.
 	Reload <-chan *config.Settings
+	// CheckDevice, when set, says whether the device name can be used at
+	// all (backend.Check in ikto-agent): a name held by something that is
+	// not WireGuard must stop the agent before it writes to the bucket.
+	CheckDevice func(name string) error
 }
 
 // Agent is one running ikto-agent.
@@ -167,6 +172,11 @@ func (a *Agent) run(ctx context.Context) error {
 	}
 	go a.watchdog(hooksCtx)
 
+	if a.opt.CheckDevice != nil {
+		if err := a.opt.CheckDevice(a.set.Device.Name); err != nil {
+			return fmt.Errorf("device %s: %w", a.set.Device.Name, err)
+		}
+	}
 	// The data plane before the control plane: NATS may not answer for a
 	// long while, and the other hosts still hold our claim and send to us.
 	if err := a.restore(); err != nil {
