@@ -141,6 +141,7 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 			return backend.Open(cfg.Device.Backend, c, log)
 		},
 		CheckDevice: func(name string) error { return backend.Check(cfg.Device.Backend, name) },
+		WatchDevice: backend.WatchRemoval,
 	})
 }
 

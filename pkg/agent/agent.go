@@ -47,6 +47,10 @@ type Options struct {
 	Ready func()
 	// Reload, when set, brings the config re-read on SIGHUP.
 	Reload <-chan *config.Settings
+	// WatchDevice, when set, returns a channel closed when the device named
+	// goes away (backend.WatchRemoval in ikto-agent); the agent then makes
+	// it again.
+	WatchDevice func(ctx context.Context, name string) (<-chan struct{}, error)
 	// CheckDevice, when set, says whether the device name can be used at
 	// all (backend.Check in ikto-agent): a name held by something that is
 	// not WireGuard must stop the agent before it writes to the bucket.
@@ -78,6 +82,8 @@ type Agent struct {
 	reconnected chan struct{}
 	// tune carries reloaded run-time settings to the controller.
 	tune chan mesh.Tuning
+	// lost and replaced carry a vanished device to the controller and back.
+	lost, replaced chan struct{}
 	// last is the latest outcome, for /v1/status.
 	last atomic.Pointer[mesh.Outcome]
 	// synced and ready are set once: the first synced pass (Options.Ready)
@@ -118,6 +124,8 @@ func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 		set: set, opt: opt, log: opt.Log, key: key,
 		reconnected: make(chan struct{}, 1),
 		tune:        make(chan mesh.Tuning, 1),
+		lost:        make(chan struct{}),
+		replaced:    make(chan struct{}, 1),
 		metrics:     metrics.NewAgent(),
 		self: peer.Record{
 			Name:             name,
@@ -228,8 +236,10 @@ func (a *Agent) serve(ctx context.Context) error {
 	g.Go(func() error { return a.keeper.Run(gctx) })
 	g.Go(func() error { return a.followStream(gctx) })
 	g.Go(func() error {
-		return a.ctl.Run(gctx, mesh.Inputs{Batches: batches, Resync: a.set.Resync, Connected: a.conn.Connected, Publish: a.publish, Tune: a.tune})
+		return a.ctl.Run(gctx, mesh.Inputs{Batches: batches, Resync: a.set.Resync, Connected: a.conn.Connected, Publish: a.publish, Tune: a.tune,
+			Lost: a.lost, Reopen: a.reopen, Replaced: func() { a.replaced <- struct{}{} }})
 	})
+	g.Go(func() error { return a.keepDevice(gctx) })
 	g.Go(func() error { return a.heartbeat(gctx) })
 	if a.saver != nil {
 		g.Go(func() error { return a.saver.Run(gctx) })

@@ -16,13 +16,7 @@ import (
 // openDevice opens the WireGuard device and puts the controller in charge of
 // it.
 func (a *Agent) openDevice() error {
-	dc := wgdev.Config{
-		Name:       a.set.Device.Name,
-		PrivateKey: a.key,
-		ListenPort: a.set.Device.Port,
-		Address:    a.set.Device.Address,
-		MTU:        a.set.Device.MTU,
-	}
+	dc := a.deviceConfig()
 	dev, err := a.opt.OpenDevice(dc)
 	if err != nil {
 		return fmt.Errorf("device %s: %w", dc.Name, err)
@@ -38,6 +32,17 @@ func (a *Agent) openDevice() error {
 		KeepView: len(a.set.Hooks) > 0 || a.opt.Reload != nil || a.saver != nil || a.opt.Socket != "",
 	})
 	return nil
+}
+
+// deviceConfig is the device's own side.
+func (a *Agent) deviceConfig() wgdev.Config {
+	return wgdev.Config{
+		Name:       a.set.Device.Name,
+		PrivateKey: a.key,
+		ListenPort: a.set.Device.Port,
+		Address:    a.set.Device.Address,
+		MTU:        a.set.Device.MTU,
+	}
 }
 
 func (a *Agent) closeDevice() {

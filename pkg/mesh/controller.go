@@ -106,6 +106,22 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 // Device is the device the controller drives.
 func (c *Controller) Device() wgdev.Device { return c.dev }
 
+// ReplaceDevice drives dev from now on, in place of a device that is gone
+// (deleted, or its process died). The next pass writes every peer to it, and
+// this host starts the first handshake with each: the other ends still hold
+// sessions with the old device and would not.
+func (c *Controller) ReplaceDevice(dev wgdev.Device) {
+	c.dev = dev
+	c.rec.Rebind(dev)
+	now := time.Now()
+	for k, p := range c.table.View().Peers {
+		c.contacts[k] = &contact{initiator: true, since: now, next: now.Add(contactRetry), wait: 2 * contactRetry}
+		if !c.contest.lost {
+			c.rec.Set(c.spec(p))
+		}
+	}
+}
+
 // Loaded reports whether a whole-bucket snapshot has been loaded: until then
 // a pass would remove peers it has simply not heard about yet.
 func (c *Controller) Loaded() bool { return c.loaded }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
 // Inputs are what wakes the controller's loop, and where its outcomes go.
@@ -21,6 +22,12 @@ type Inputs struct {
 	Publish func(Outcome)
 	// Tune, when set, brings new run-time settings (a reloaded config).
 	Tune <-chan Tuning
+	// Lost, when it fires, says the device is gone; Reopen makes a new one
+	// (retrying until ctx ends) and Replaced is told once it carries the
+	// mesh again.
+	Lost     <-chan struct{}
+	Reopen   func(context.Context) (wgdev.Device, error)
+	Replaced func()
 }
 
 // Tuning is what may change while the controller runs.
@@ -54,6 +61,26 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 				continue
 			}
 			refresh = true
+		case <-in.Lost:
+			dev, err := in.Reopen(ctx)
+			if err != nil {
+				return nil // only a stop ends Reopen
+			}
+			c.ReplaceDevice(dev)
+			if !c.loaded {
+				in.Replaced()
+				continue
+			}
+			o := c.Pass(true)
+			in.Publish(o)
+			in.Replaced()
+			if err := o.Err(); err != nil {
+				return err
+			}
+			if len(c.contacts) > 0 && contacts == nil {
+				contacts = time.After(contactPoll)
+			}
+			continue
 		case t := <-in.Tune:
 			if t.Resync > 0 && t.Resync != in.Resync {
 				in.Resync = t.Resync

@@ -187,6 +187,12 @@ func (r *Reconciler) resetDirty() {
 	}
 }
 
+// Rebind drives dev from now on, in place of a device that is gone: the
+// desired set stays, and the next pass reads dev and writes every peer.
+func (r *Reconciler) Rebind(dev wgdev.Device) {
+	r.dev, r.actual = dev, nil
+}
+
 // Invalidate forgets the cached device state; the next pass reads the device.
 func (r *Reconciler) Invalidate() { r.actual = nil }
 
