@@ -102,5 +102,5 @@ bench-smoke: bench-bin
 
 clean:
 	rm -rf $(BIN)
-
+include mk/kernel.mk
 include mk/soak.mk

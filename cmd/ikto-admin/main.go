@@ -104,7 +104,7 @@ status asks the local agent over its admin socket.
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&a.timeout, "timeout", 5*time.Second, "how long to wait for NATS or the agent")
 
-	root.AddCommand(a.listCommand(), a.evictCommand(), a.unrevokeCommand(), a.pruneCommand(), a.statusCommand())
+	root.AddCommand(a.listCommand(), a.evictCommand(), a.unrevokeCommand(), a.pruneCommand(), a.statusCommand(), a.healthCommand())
 	for _, c := range root.Commands() {
 		c.SilenceErrors, c.SilenceUsage = true, true
 	}

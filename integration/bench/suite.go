@@ -16,6 +16,7 @@ type Mode struct {
 	Idle        IdleConfig
 	Mesh        MeshConfig
 	DataPlane   DataPlaneConfig
+	Restart     RestartConfig
 }
 
 // Full is what `make bench` runs: the sizes and targets of the issue.
@@ -37,6 +38,7 @@ var Full = Mode{
 	Idle:      IdleConfig{Peers: 1_000, Window: 10 * time.Second, Windows: 6},
 	Mesh:      MeshConfig{Hosts: 10, Launches: 3, Joins: 5},
 	DataPlane: DataPlaneConfig{Rounds: 3, Seconds: 5 * time.Second},
+	Restart:   RestartConfig{Restarts: 5},
 }
 
 // Smoke is what CI runs (`make bench-smoke`): every scenario at a size that
@@ -51,10 +53,11 @@ var Smoke = Mode{
 	Idle:      IdleConfig{Peers: 100, Window: 2 * time.Second, Windows: 1},
 	Mesh:      MeshConfig{Hosts: 3, Launches: 1, Joins: 1},
 	DataPlane: DataPlaneConfig{Rounds: 1, Seconds: time.Second},
+	Restart:   RestartConfig{Restarts: 1},
 }
 
 // Scenarios names the parts of the suite, in the order they run.
-var Scenarios = []string{"propagation", "sync", "idle", "mesh", "dataplane"}
+var Scenarios = []string{"propagation", "sync", "idle", "mesh", "dataplane", "restart"}
 
 // Suite runs a Mode.
 type Suite struct {
@@ -134,6 +137,8 @@ func (s *Suite) runOne(ctx context.Context, name string, binaries func() (*Binar
 		return Mesh(ctx, bins, s.Mode.Mesh, s.Log)
 	case "dataplane":
 		return DataPlane(ctx, bins, s.Mode.DataPlane, s.Log)
+	case "restart":
+		return Restart(ctx, bins, s.Mode.Restart, s.Log)
 	}
 	return nil, fmt.Errorf("unknown scenario %q (have %v)", name, Scenarios)
 }
