@@ -120,10 +120,11 @@ func (s *soak) deleteDevice() (string, error) {
 	if h == nil {
 		return "", errSkip("no running agent")
 	}
-	peers, err := harness.DevicePeers(h.DevName)
+	dev, err := h.Device()
 	if err != nil || !linkUp(h) {
 		return "", errSkip("device not there")
 	}
+	peers := dev.Peers
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := h.Exec(ctx, "ip", "link", "del", h.DevName); err != nil {
@@ -141,10 +142,11 @@ func (s *soak) checkDeviceHeals() {
 		if len(h.dels) == 0 || h.state != hostRunning {
 			continue
 		}
-		peers, err := harness.DevicePeers(h.DevName)
-		if err != nil || len(peers) < h.delPeers || !linkUp(h) {
+		dev, err := h.Device()
+		if err != nil || len(dev.Peers) < h.delPeers || !linkUp(h) {
 			continue
 		}
+		peers := dev.Peers
 		took := time.Since(h.dels[0])
 		s.stats.deviceHeals = append(s.stats.deviceHeals, took)
 		s.note("%s's device back with %d peers after %s", h.Name, len(peers), took.Round(time.Millisecond))

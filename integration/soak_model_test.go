@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
 )
 
 // soakModel is what the soak knows to be legitimate, shared between the
@@ -48,8 +50,7 @@ type soakModel struct {
 
 // sampleTarget is one device the sampler reads.
 type sampleTarget struct {
-	host   string
-	dev    string
+	host   *harness.Host
 	prefix netip.Prefix // the host's own prefix: no peer may route it
 }
 
@@ -120,15 +121,18 @@ func (m *soakModel) unrevoke() {
 	clear(m.revoked)
 }
 
-// target starts (or, with dev empty, stops) sampling a host's device.
-func (m *soakModel) target(host, dev string, prefix netip.Prefix) {
+// target starts sampling a host's device, whose own prefix is prefix.
+func (m *soakModel) target(h *harness.Host, prefix netip.Prefix) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if dev == "" {
-		delete(m.targets, host)
-		return
-	}
-	m.targets[host] = sampleTarget{host: host, dev: dev, prefix: prefix}
+	m.targets[h.Name] = sampleTarget{host: h, prefix: prefix}
+}
+
+// untarget stops sampling a host's device: its agent is gone.
+func (m *soakModel) untarget(h *harness.Host) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.targets, h.Name)
 }
 
 func (m *soakModel) sampleTargets() []sampleTarget {
@@ -201,7 +205,7 @@ func (m *soakModel) checkDevice(t sampleTarget, peers []wgtypes.Peer) {
 	}
 	m.mu.Unlock()
 	for _, p := range problems {
-		m.violate("device of %s: %s", t.host, p)
+		m.violate("device of %s: %s", t.host.Name, p)
 	}
 }
 

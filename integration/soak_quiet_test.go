@@ -135,7 +135,7 @@ type pairPing struct {
 	reverse  bool // the second direction, measured from its own start
 }
 
-var replyAt = regexp.MustCompile(`\[(\d+)\.(\d+)\] \d+ bytes from`)
+var soakReplyAt = regexp.MustCompile(`\[(\d+)\.(\d+)\] \d+ bytes from`)
 
 // pingMatrix checks that every pair of hosts reaches the other, and
 // measures from since how long each took. An echo reply is a round trip, so
@@ -187,7 +187,7 @@ func pingPairs(pairs [][2]*soakHost, since time.Time) []pairPing {
 			defer cancel()
 			text, err := from.Exec(ctx, "ping", "-n", "-D", "-c1", "-i0.1",
 				"-w"+strconv.Itoa(int(pingWait/time.Second)), to.PrivateAddress.String())
-			if m := replyAt.FindStringSubmatch(text); err == nil && m != nil {
+			if m := soakReplyAt.FindStringSubmatch(text); err == nil && m != nil {
 				sec, _ := strconv.ParseInt(m[1], 10, 64)
 				usec, _ := strconv.ParseInt(m[2], 10, 64)
 				p.took = time.Unix(sec, usec*1000).Sub(since)
@@ -229,10 +229,11 @@ func sampleLeak(ctx context.Context, h *soakHost) (leakSample, error) {
 		if err != nil {
 			return out, err
 		}
-		peers, err := harness.DevicePeers(h.DevName)
+		dev, err := h.Device()
 		if err != nil {
 			return out, err
 		}
+		peers := dev.Peers
 		out.fds = minPositive(out.fds, len(fds))
 		out.goroutines = minPositive(out.goroutines, int(g))
 		out.peers = len(peers)

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/ikto-mesh/ikto/integration/harness"
 )
 
 // sampleEvery is how often the sampler reads every running device during the
@@ -31,8 +29,8 @@ func runSampler(ctx context.Context, m *soakModel) (stop func()) {
 		defer tick.Stop()
 		for {
 			for _, t := range m.sampleTargets() {
-				if peers, err := harness.DevicePeers(t.dev); err == nil {
-					m.checkDevice(t, peers)
+				if dev, err := t.host.Device(); err == nil {
+					m.checkDevice(t, dev.Peers)
 				}
 			}
 			select {

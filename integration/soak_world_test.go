@@ -160,7 +160,7 @@ func (s *soak) startAgent(h *soakHost) error {
 		h.state = hostRunning
 	}
 	s.stats.starts++
-	s.model.target(h.Name, h.DevName, h.Prefix())
+	s.model.target(h.Host, h.Prefix())
 	go func() {
 		<-a.Done()
 		code, _ := a.ExitCode()
@@ -177,7 +177,7 @@ func (s *soak) startAgent(h *soakHost) error {
 func (s *soak) stopAgent(h *soakHost, kill bool, why string) error {
 	a := h.agent
 	s.stopped[a] = why
-	s.model.target(h.Name, "", netip.Prefix{})
+	s.model.untarget(h.Host)
 	h.state = hostDown
 	if kill {
 		if err := a.Signal(syscall.SIGKILL); err != nil {
@@ -214,13 +214,13 @@ func (s *soak) judgeExit(e agentExit) {
 	if h.state == hostEvicted && e.code == 4 {
 		h.exitedAt = e.at
 		s.note("%s's agent (pid %d) exited 4 after its eviction", h.Name, e.agent.PID)
-		s.model.target(h.Name, "", netip.Prefix{})
+		s.model.untarget(h.Host)
 		return
 	}
 	s.note("UNEXPECTED: %s's agent (pid %d) exited %d", h.Name, e.agent.PID, e.code)
 	s.model.violate("agent on %s (pid %d, state %v) exited %d; log tail:\n%s", h.Name, e.agent.PID, h.state, e.code,
 		indent(soakLogTail(e.agent, 25), "    "))
-	s.model.target(h.Name, "", netip.Prefix{})
+	s.model.untarget(h.Host)
 	h.state = hostFailed
 }
 
