@@ -18,7 +18,7 @@ const (
 	envSoakNATS     = "IKTO_SOAK_NATS"          // both (default), single or cluster
 	envSoakHosts    = "IKTO_SOAK_HOSTS"         // hosts at the start; the mesh grows to 2 more
 	envSoakMax      = "IKTO_SOAK_MAX_FAULTS"    // a bound on faults per topology, whatever the time
-	envSoakDevice   = "IKTO_SOAK_DEVICE_FAULTS" // 1: delete WireGuard devices under running agents
+	envSoakDevice   = "IKTO_SOAK_DEVICE_FAULTS" // 0: do not delete WireGuard devices under running agents
 	envSoakPing     = "IKTO_SOAK_PING_BOUND"    // how soon after quiet every pair must answer a ping
 	envSoakPingBoth = "IKTO_SOAK_PING_BOTH"     // 1: ping both ends of each pair at once (see pingMatrix)
 	envSoakSkip     = "IKTO_SOAK_SKIP"          // fault kinds to leave out, comma-separated (e.g. forged)
@@ -81,7 +81,9 @@ func soakSettingsFromEnv(t *testing.T) soakSettings {
 	s.chaos /= time.Duration(len(s.topologies))
 	s.hosts = envInt(t, envSoakHosts, s.hosts, 4, 20)
 	s.maxFaults = envInt(t, envSoakMax, s.maxFaults, 1, 1_000_000)
-	s.deviceFaults = os.Getenv(envSoakDevice) == "1"
+	// The agent recreates a deleted device since 9e524fd; 0 leaves the
+	// fault out, for an agent from before.
+	s.deviceFaults = os.Getenv(envSoakDevice) != "0"
 	s.pingBoth = os.Getenv(envSoakPingBoth) == "1"
 	s.skip = map[string]bool{}
 	if v := os.Getenv(envSoakSkip); v != "" {
@@ -127,8 +129,8 @@ func (s soakSettings) replay() string {
 	}
 	line := fmt.Sprintf("%s=%s %s=%d %s=%s %s=%d %s=%d", envSoakDuration, s.chaos*time.Duration(len(s.topologies)),
 		envSoakSeed, s.seed, envSoakNATS, topo, envSoakHosts, s.hosts, envSoakMax, s.maxFaults)
-	if s.deviceFaults {
-		line += " " + envSoakDevice + "=1"
+	if !s.deviceFaults {
+		line += " " + envSoakDevice + "=0"
 	}
 	if s.pingBoth {
 		line += " " + envSoakPingBoth + "=1"
