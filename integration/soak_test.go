@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -44,7 +45,8 @@ import (
 // (replays a fault sequence), IKTO_SOAK_NATS, IKTO_SOAK_HOSTS,
 // IKTO_SOAK_MAX_FAULTS, IKTO_SOAK_SKIP (fault kinds to leave out),
 // IKTO_SOAK_DEVICE_FAULTS=0, IKTO_SOAK_PING_BOUND, IKTO_SOAK_PING_BOTH=1.
-// IKTO_KEEP_DIR=1 keeps the agents' logs, which failures point into.
+// A failed run keeps its directory (agents' logs, which the failures point
+// into); IKTO_KEEP_DIR=1 keeps it always.
 func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the chaos soak takes minutes")
@@ -61,15 +63,23 @@ func TestSoak(t *testing.T) {
 }
 
 func runSoak(t *testing.T, cfg soakSettings, topo string) {
-	var suffix string
+	var (
+		suffix      string
+		restoreKeep func()
+	)
 	// Registered first, so it runs last: after the network is gone.
 	t.Cleanup(func() {
+		if restoreKeep != nil {
+			restoreKeep()
+		}
 		if suffix != "" {
 			checkNothingLeft(t, suffix)
 		}
 	})
 	s := newSoak(t, cfg, topo)
 	suffix = s.net.Suffix
+	// Runs before the network's Close, which reads IKTO_KEEP_DIR.
+	t.Cleanup(func() { restoreKeep = keepLogsOnFailure(t, s.net.Dir) })
 	t.Logf("%s: seed %d, %d hosts, %s of chaos", topo, cfg.topologySeed(topo), cfg.hosts, cfg.chaos)
 	w := s.warmUp()
 	stopSampler := runSampler(t.Context(), s.model)
@@ -87,6 +97,22 @@ func runSoak(t *testing.T, cfg soakSettings, topo string) {
 			indent(joinLines(fails), "  "))
 	}
 }
+
+// keepLogsOnFailure has the network's Close keep its directory when the test
+// failed, and returns what undoes that for the tests after it.
+func keepLogsOnFailure(t *testing.T, dir string) (restore func()) {
+	if !t.Failed() || os.Getenv(keepDirEnv) != "" {
+		return nil
+	}
+	if err := os.Setenv(keepDirEnv, "1"); err != nil {
+		return nil
+	}
+	t.Logf("the agents' logs stay in %s", dir)
+	return func() { _ = os.Unsetenv(keepDirEnv) }
+}
+
+// keepDirEnv is the harness's switch that keeps a network's directory.
+const keepDirEnv = "IKTO_KEEP_DIR"
 
 // newSoak builds the world: the network, NATS, the starting hosts with
 // their agents, the operator's config and the soak's handle on the bucket.

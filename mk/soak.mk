@@ -3,8 +3,8 @@
 # SIGKILLs, NATS restarts, device deletions, hostile records, joins,
 # evictions, re-addressing and bucket deletions under a device sampler, then
 # the invariants and the figures. make test runs the same test for 60 s.
-# Needs root, like make integration. The agents' logs are kept (the failures
-# point into them); the run's directory is printed.
+# Needs root, like make integration. A failed run keeps its agents' logs (the
+# failures point into them) and prints where.
 #   SOAK_SEED=<n>         replay the fault sequence of a printed seed
 #   SOAK_NATS=single      one topology only (or cluster); default both
 #   SOAK_SKIP=forged,...  leave fault kinds out
@@ -16,7 +16,7 @@ SOAK_SKIP          ?=
 SOAK_DEVICE_FAULTS ?=
 .PHONY: soak
 soak: build
-	cd integration && IKTO_BIN_DIR=$(BIN) IKTO_REQUIRE_INTEGRATION=1 IKTO_KEEP_DIR=1 IKTO_SOAK=$(SOAK) \
+	cd integration && IKTO_BIN_DIR=$(BIN) IKTO_REQUIRE_INTEGRATION=1 IKTO_SOAK=$(SOAK) \
 		IKTO_SOAK_SEED=$(SOAK_SEED) IKTO_SOAK_NATS=$(SOAK_NATS) IKTO_SOAK_SKIP=$(SOAK_SKIP) \
 		IKTO_SOAK_DEVICE_FAULTS=$(SOAK_DEVICE_FAULTS) \
 		$(GO) test -count=1 -timeout 60m -v -run '^TestSoak$$' .
