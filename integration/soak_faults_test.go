@@ -71,7 +71,7 @@ func (s *soak) killAgent() (string, error) {
 		return "", errSkip("no agent to kill")
 	}
 	pid := h.agent.PID
-	if err := s.stopAgent(h, true, "SIGKILL"); err != nil {
+	if err := s.stopAgent(h, true); err != nil {
 		return "", err
 	}
 	after := s.between(100*time.Millisecond, 4*time.Second)
@@ -215,7 +215,7 @@ func (s *soak) evict() (string, error) {
 		return "", errSkip(fmt.Sprintf("ikto-admin evict %s: %v: %s", h.Name, err, out))
 	}
 	was := h.state
-	h.state, h.evictAt, h.evictedAt = hostEvicted, time.Now(), time.Now()
+	h.state, h.evictedAt, h.revoked = hostEvicted, time.Now(), true
 	s.model.revoke(h.PublicKey)
 	s.released = append(s.released, h.Prefix())
 	s.stats.evictions = append(s.stats.evictions, h)
@@ -241,7 +241,7 @@ func (s *soak) readdress() (string, error) {
 		return "", errSkip("no agent to re-address")
 	}
 	kill := s.rng.IntN(3) == 0
-	if err := s.stopAgent(h, kill, "re-address"); err != nil {
+	if err := s.stopAgent(h, kill); err != nil {
 		return "", err
 	}
 	old := h.Prefix()
@@ -280,8 +280,7 @@ func (s *soak) deleteBucket() (string, error) {
 	}
 	s.model.unrevoke()
 	for _, h := range s.hosts {
-		h.evictAt = time.Time{} // its revocation is gone
-		h.pending = false
+		h.revoked, h.pending = false, false
 	}
 	return "delete bucket " + bucketName, nil
 }

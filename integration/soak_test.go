@@ -124,7 +124,7 @@ func newSoak(t *testing.T, cfg soakSettings, topo string) *soak {
 	s := &soak{
 		t: t, cfg: cfg, topo: topo, rng: rand.New(rand.NewPCG(seed, seed>>1|1)), net: n,
 		nats: startSoakNATS(t, n, topo), bins: bins, start: time.Now(),
-		used: map[netip.Prefix]bool{}, exits: make(chan agentExit, 4096), stopped: map[*harness.Agent]string{},
+		used: map[netip.Prefix]bool{}, exits: make(chan agentExit, 4096), stopped: map[*harness.Agent]bool{},
 		stats: soakStats{injected: map[string]int{}, skipped: map[string]int{}},
 	}
 	s.model = newSoakModel(s.start)

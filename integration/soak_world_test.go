@@ -44,9 +44,9 @@ type soak struct {
 	released []netip.Prefix        // prefixes hosts left (moved or evicted): free keys with a past
 	joins    int
 	exits    chan agentExit
-	// stopped are the agents the soak killed or stopped itself, and why:
-	// their exits are no failure.
-	stopped map[*harness.Agent]string
+	// stopped are the agents the soak killed or stopped itself: their
+	// exits are no failure.
+	stopped map[*harness.Agent]bool
 	due     []dueAction
 	hostile int // serial number of hostile records
 
@@ -73,12 +73,14 @@ type soakHost struct {
 	state  hostState
 	// steady hosts are never killed, evicted or re-addressed: the leak
 	// check's subjects, and the pingers' ends during the chaos.
-	steady  bool
-	evictAt time.Time // when it was evicted; zero again once a deleted bucket took the revocation
+	steady bool
 	// evictedAt is when it was evicted, and exitedAt when its agent then
 	// exited 4.
 	evictedAt, exitedAt time.Time
 	evictedRunning      bool // its agent ran when it was evicted
+	// revoked is set while its revoked.* record is in the bucket (a
+	// deleted bucket takes it along).
+	revoked bool
 	// pending is set by a write on its key until the soak sees its own
 	// record there again: killing it meanwhile would make its restart meet
 	// a foreign value, which a starting agent refuses (exit 3) by design.
@@ -174,9 +176,9 @@ func (s *soak) startAgent(h *soakHost) error {
 
 // stopAgent ends h's agent — SIGKILL, or SIGTERM with kill false — and
 // marks the exit as the soak's doing.
-func (s *soak) stopAgent(h *soakHost, kill bool, why string) error {
+func (s *soak) stopAgent(h *soakHost, kill bool) error {
 	a := h.agent
-	s.stopped[a] = why
+	s.stopped[a] = true
 	s.model.untarget(h.Host)
 	h.state = hostDown
 	if kill {
@@ -206,7 +208,7 @@ func (s *soak) drainExits() {
 }
 
 func (s *soak) judgeExit(e agentExit) {
-	if _, ok := s.stopped[e.agent]; ok {
+	if s.stopped[e.agent] {
 		delete(s.stopped, e.agent)
 		return
 	}
@@ -242,17 +244,6 @@ func (s *soak) runDue(all bool) {
 	s.due = later
 }
 
-// nextDue is when the next recovery is due; zero if none is.
-func (s *soak) nextDue() time.Time {
-	var next time.Time
-	for _, d := range s.due {
-		if next.IsZero() || d.at.Before(next) {
-			next = d.at
-		}
-	}
-	return next
-}
-
 func (s *soak) schedule(after time.Duration, what string, run func() error) {
 	s.due = append(s.due, dueAction{at: time.Now().Add(after), what: what, run: run})
 }
@@ -284,8 +275,11 @@ func (s *soak) holdsOwn(h *soakHost) (own, known bool) {
 
 // hasClaimed reports whether h's running agent got past its start-up claim.
 func (s *soak) hasClaimed(h *soakHost) bool {
-	if h.claimed || h.state != hostRunning {
-		return h.claimed && h.state == hostRunning
+	if h.state != hostRunning {
+		return false
+	}
+	if h.claimed {
+		return true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), soakOpTimeout)
 	defer cancel()

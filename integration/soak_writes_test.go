@@ -192,7 +192,7 @@ func (s *soak) otherPrefix(p netip.Prefix) netip.Prefix {
 func (s *soak) revokedKey() (wgtypes.Key, bool) {
 	var ks []wgtypes.Key
 	for _, h := range s.hosts {
-		if h.state == hostEvicted && !h.evictAt.IsZero() {
+		if h.state == hostEvicted && h.revoked {
 			ks = append(ks, h.PublicKey)
 		}
 	}
