@@ -34,8 +34,9 @@ type soakModel struct {
 	// record until its victim restores its own (that is the design: a
 	// valid record is a valid record), so a sighting is counted, not failed.
 	intruders map[wgtypes.Key]netip.Prefix
-	// revoked are evicted keys, from when their eviction completed.
-	revoked map[wgtypes.Key]time.Time
+	// revoked are evicted keys whose revocation is in the bucket, from when
+	// their eviction completed; evicted are all of them, for good.
+	revoked, evicted map[wgtypes.Key]time.Time
 	// targets are the devices to sample: running agents' hosts.
 	targets map[string]sampleTarget
 
@@ -77,7 +78,7 @@ func newSoakModel(start time.Time) *soakModel {
 	return &soakModel{
 		start: start, legit: map[wgtypes.Key]map[netip.Prefix]bool{}, names: map[string]wgtypes.Key{},
 		garbage: map[wgtypes.Key]bool{}, intruders: map[wgtypes.Key]netip.Prefix{},
-		revoked: map[wgtypes.Key]time.Time{}, targets: map[string]sampleTarget{},
+		revoked: map[wgtypes.Key]time.Time{}, evicted: map[wgtypes.Key]time.Time{}, targets: map[string]sampleTarget{},
 		violations: map[string]*violation{}, sightings: map[wgtypes.Key]*sighting{},
 	}
 }
@@ -111,6 +112,7 @@ func (m *soakModel) revoke(k wgtypes.Key) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.revoked[k] = time.Now()
+	m.evicted[k] = m.revoked[k]
 }
 
 // unrevoke forgets the revocations: a deleted bucket takes its revoked.*
@@ -264,6 +266,14 @@ func (m *soakModel) legitPrefix(name string, p netip.Prefix) (known, ok bool) {
 	defer m.mu.Unlock()
 	k, known := m.names[name]
 	return known, known && m.legit[k][p]
+}
+
+// evictedAt is when host name was evicted, if it was.
+func (m *soakModel) evictedAt(name string) (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at, ok := m.evicted[m.names[name]]
+	return at, ok
 }
 
 // intruderReport summarises the intruder sightings: how many intruder keys

@@ -51,13 +51,16 @@ func runSampler(ctx context.Context, m *soakModel) (stop func()) {
 // re-created bucket's snapshot).
 var (
 	peerApplied = regexp.MustCompile(`msg="peer (added|updated)"`)
+	peerRemoved = regexp.MustCompile(`msg="peer removed"`)
 	logField    = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S+)`)
 )
 
 // auditLog checks every peer an agent applied, as its log tells it: never a
-// record the soak wrote as an attacker, except intruders (counted), and a
-// soak host only with a prefix it claimed. It returns the number of
-// applications it checked and the intruder ones.
+// record the soak wrote as an attacker, except intruders (counted); a soak
+// host only with a prefix it claimed; and never an evicted host again once
+// the agent had removed it after its eviction (an evicted agent never runs
+// again, so only stale state could bring it back). It returns the number
+// of applications it checked and the intruder ones.
 func auditLog(m *soakModel, host, path string) (applied, intruders int, err error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -66,21 +69,26 @@ func auditLog(m *soakModel, host, path string) (applied, intruders int, err erro
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	dropped := map[string]bool{} // evicted hosts this agent removed after their eviction
 	for sc.Scan() {
 		line := sc.Text()
-		if !peerApplied.MatchString(line) {
+		removed := peerRemoved.MatchString(line)
+		if !removed && !peerApplied.MatchString(line) {
+			continue
+		}
+		fields := logFields(line)
+		name, at := fields["peer"], fields["time"]
+		when, _ := time.Parse(time.RFC3339Nano, at)
+		evicted, wasEvicted := m.evictedAt(name)
+		if removed {
+			dropped[name] = dropped[name] || wasEvicted && when.After(evicted)
 			continue
 		}
 		applied++
-		fields := map[string]string{}
-		for _, m := range logField.FindAllStringSubmatch(line, -1) {
-			v := m[2]
-			if u, err := strconv.Unquote(v); err == nil {
-				v = u
-			}
-			fields[m[1]] = v
+		if dropped[name] {
+			m.violate("agent on %s applied the evicted %s again after it had removed it (%s at %s, log %s)",
+				host, name, fields["prefix"], at, path)
 		}
-		name, at := fields["peer"], fields["time"]
 		switch {
 		case strings.HasPrefix(name, hostileIntruder):
 			intruders++
@@ -95,4 +103,17 @@ func auditLog(m *soakModel, host, path string) (applied, intruders int, err erro
 		}
 	}
 	return applied, intruders, sc.Err()
+}
+
+// logFields is a log line's key=value pairs, values unquoted.
+func logFields(line string) map[string]string {
+	fields := map[string]string{}
+	for _, m := range logField.FindAllStringSubmatch(line, -1) {
+		v := m[2]
+		if u, err := strconv.Unquote(v); err == nil {
+			v = u
+		}
+		fields[m[1]] = v
+	}
+	return fields
 }
