@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,10 +44,20 @@ func (s *soak) quiet(w warmUp) quietFigures {
 		s.t.Fatalf("restart NATS after the chaos: %v", err)
 	}
 	s.runDue(true)
-	var q quietFigures
+	var (
+		q       quietFigures
+		waiting = map[string]time.Duration{} // what kept the mesh from quiet, and since when
+	)
 	err := testkit.Poll(context.Background(), quietTimeout, func(ctx context.Context) error {
 		s.drainExits()
-		return s.settledMesh(ctx)
+		err := s.settledMesh(ctx)
+		if err != nil {
+			reason := strings.SplitN(err.Error(), "\n", 2)[0]
+			if _, ok := waiting[reason]; !ok && len(waiting) < 6 {
+				waiting[reason] = time.Since(end)
+			}
+		}
+		return err
 	})
 	if err != nil {
 		s.model.violate("the mesh did not settle within %s of the chaos: %v", quietTimeout, err)
@@ -55,7 +66,11 @@ func (s *soak) quiet(w warmUp) quietFigures {
 	}
 	quietAt := time.Now()
 	q.heal = quietAt.Sub(end)
-	s.note("quiet after %s", q.heal.Round(time.Millisecond))
+	var why []string
+	for _, r := range sortedKeys(waiting) {
+		why = append(why, fmt.Sprintf("%q first seen +%s", r, waiting[r].Round(time.Millisecond)))
+	}
+	s.note("quiet after %s; waited on: %s", q.heal.Round(time.Millisecond), strings.Join(why, "; "))
 	q.pings = s.pingMatrix(s.live(), quietAt)
 	for _, p := range q.pings {
 		switch {
