@@ -52,7 +52,7 @@ does not exist (an existing key is never overwritten).
 
   ikto-init --name host-a --advertise-address 192.0.2.10 \
     --private-key-path /etc/ikto/wg.key --nats-url nats://nats:4222 > ikto.json`,
-		Version:       cli.Version + " (commit " + cli.Commit + ")",
+		Version:       cli.VersionString("ikto-init"),
 		Args:          noArgs,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -60,6 +60,7 @@ does not exist (an existing key is never overwritten).
 			return o.run(cmd.Context(), stdout, stderr, rnd)
 		},
 	}
+	cmd.SetVersionTemplate("{{.Version}}\n")
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
+	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/ipam"
 	"github.com/ikto-mesh/ikto/pkg/peer"
@@ -254,8 +255,8 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("--help: exit %d, stdout:\n%s", r.code, r.stdout)
 	}
 	r = runInit(t, nil, "--version")
-	if r.code != 0 || !strings.Contains(r.stdout, "ikto-init version ") {
-		t.Errorf("--version: exit %d, stdout %q", r.code, r.stdout)
+	if want := cli.VersionString("ikto-init") + "\n"; r.code != 0 || r.stdout != want {
+		t.Errorf("--version: exit %d, stdout %q; want %q", r.code, r.stdout, want)
 	}
 }
 
