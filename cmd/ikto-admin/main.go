@@ -47,6 +47,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 	a := &app{stdout: stdout, stderr: stderr, now: now}
 	root := a.rootCommand()
+	enableDocs(root)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

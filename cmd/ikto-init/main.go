@@ -61,6 +61,7 @@ does not exist (an existing key is never overwritten).
 		},
 	}
 	cmd.SetVersionTemplate("{{.Version}}\n")
+	enableDocs(cmd)
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
