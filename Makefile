@@ -101,5 +101,7 @@ bench: bench-bin
 bench-smoke: bench-bin
 	IKTO_BIN_DIR=$(BIN) $(BIN)/ikto-bench -smoke -o $(CURDIR)/bench/smoke.json
 
+include mk/package.mk
+
 clean:
 	rm -rf $(BIN)
