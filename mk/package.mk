@@ -71,3 +71,9 @@ package-root: build
 	@# The license, once the repository carries one.
 	if [ -f LICENSE ]; then install -D -m 0644 LICENSE $(PKG_ROOT)/usr/share/doc/ikto/copyright; fi
 	find $(PKG_ROOT) -exec touch -h -d @$(PKG_EPOCH) {} +
+
+# make clean also removes the packages and their staged tree.
+.PHONY: package-clean
+clean: package-clean
+package-clean:
+	rm -rf $(PKG_OUT)

@@ -36,6 +36,7 @@ type options struct {
 	cfg    config.Config
 	output string
 	force  bool
+	host   hostOptions // options.go: the optional fields, and NATS for the look-up
 }
 
 // run is the whole program; rnd is the source of the random prefix (nil means
@@ -112,6 +113,7 @@ func (o *options) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NATSKV, "nats-kv", config.DefaultBucket, "NATS KV bucket holding the mesh")
 	fs.StringVarP(&o.output, "output", "o", "", "write the configuration to `FILE` (mode 0600) instead of stdout")
 	fs.BoolVar(&o.force, "force", false, "with -o, overwrite an existing file")
+	o.bindHostFlags(fs)
 }
 
 // validate checks what can be checked before the host exists: the addressing
@@ -155,7 +157,7 @@ func (o *options) validate() (netip.Prefix, error) {
 			return mesh, usagef("--nats-url %v", err)
 		}
 	}
-	return mesh, nil
+	return mesh, o.validateHost()
 }
 
 // natsServers are the servers to check the draw against: none for the bare
@@ -171,6 +173,9 @@ func (o *options) natsServers() []string {
 func (o *options) run(ctx context.Context, stdout, stderr io.Writer, rnd io.Reader) error {
 	mesh, err := o.validate()
 	if err != nil {
+		return err
+	}
+	if err := o.resolveNATS(); err != nil {
 		return err
 	}
 	// Refuse early, before drawing or creating a key for a file we will not write.
@@ -216,6 +221,9 @@ func (o *options) ensureKey(stderr io.Writer) error {
 		return nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("--private-key-path %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("--private-key-path: %w", err)
 	}
 	k, err := config.CreatePrivateKey(path)
 	if errors.Is(err, config.ErrKeyExists) {

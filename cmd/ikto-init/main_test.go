@@ -375,8 +375,19 @@ func TestPrivateKeyFile(t *testing.T) {
 		t.Errorf("key %s created although ikto-init failed", unused)
 	}
 
-	if r := runInit(t, nil, "--private-key-path", filepath.Join(dir, "no", "dir", "wg.key")); r.code != 1 || !strings.Contains(r.stderr, "--private-key-path") {
-		t.Errorf("key in a missing directory: exit %d, stderr %q; want 1 naming --private-key-path", r.code, r.stderr)
+	// A missing directory is created, private to root (0700); one that
+	// cannot be is an error naming the flag.
+	nested := filepath.Join(dir, "no", "dir", "wg.key")
+	if _, r := mustRun(t, nil, "--private-key-path", nested); !strings.Contains(r.stderr, nested) {
+		t.Errorf("key in a missing directory: stderr %q, want it created", r.stderr)
+	}
+	for _, d := range []string{filepath.Join(dir, "no"), filepath.Join(dir, "no", "dir")} {
+		if st, err := os.Stat(d); err != nil || st.Mode().Perm() != 0o700 {
+			t.Errorf("directory %s: %v, err %v; want mode 0700", d, st.Mode(), err)
+		}
+	}
+	if r := runInit(t, nil, "--private-key-path", filepath.Join(other, "wg.key")); r.code != 1 || !strings.Contains(r.stderr, "--private-key-path") {
+		t.Errorf("key under a file: exit %d, stderr %q; want 1 naming --private-key-path", r.code, r.stderr)
 	}
 }
 
