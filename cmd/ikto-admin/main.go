@@ -107,7 +107,7 @@ status asks the local agent over its admin socket.
 	f.DurationVar(&a.timeout, "timeout", 5*time.Second, "how long to wait for NATS or the agent")
 	a.natsOpts.bind(f)
 
-	root.AddCommand(a.listCommand(), a.evictCommand(), a.unrevokeCommand(), a.pruneCommand(), a.statusCommand())
+	root.AddCommand(a.listCommand(), a.evictCommand(), a.liftRevocationCommand(), a.pruneHostsCommand(), a.statusCommand())
 	for _, c := range root.Commands() {
 		c.SilenceErrors, c.SilenceUsage = true, true
 	}
