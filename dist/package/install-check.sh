@@ -24,7 +24,12 @@ for b in /usr/bin/ikto-agent /usr/bin/ikto-init /usr/bin/ikto-admin \
 		exit 1
 	}
 done
-man -w ikto-agent
+if ! man -w ikto-agent; then
+	# Minimal images tell dpkg to drop man pages.
+	grep -rs 'path-exclude.*/usr/share/man' /etc/dpkg/dpkg.cfg.d/ >&2 &&
+		echo "install-check: dpkg on this machine excludes man pages (above)" >&2
+	exit 1
+fi
 if [[ $(stat -c %a /etc/ikto) != 700 ]]; then
 	echo "install-check: /etc/ikto has mode $(stat -c %a /etc/ikto), want 700" >&2
 	exit 1
@@ -37,6 +42,10 @@ for f in /usr/lib/systemd/system/ikto-agent.service /usr/lib/systemd/system/ikto
 		exit 1
 	}
 done
+# The units as systemd reads them, the template as one of its instances.
+if command -v systemd-analyze >/dev/null; then
+	systemd-analyze verify /usr/lib/systemd/system/ikto-agent.service ikto-agent@ci.service
+fi
 
 dpkg -r ikto
 dpkg -P ikto
