@@ -13,7 +13,8 @@
 # agent, removing never stops one (dist/package/*.sh say why). The tarball is
 # for hosts without dpkg: tar -C / --no-overwrite-dir -xzf ikto_*.tar.gz, then
 # systemctl daemon-reload. nfpm is pinned in tools/go.mod and built into
-# bin/tools; the version comes from git (dist/package/version.sh).
+# bin/tools; the version comes from git (dist/package/version.sh), or from
+# make package PKG_VERSION=1.2.3 outside a checkout.
 
 PKG_OUT     := $(CURDIR)/dist/out
 PKG_ROOT    := $(PKG_OUT)/root
