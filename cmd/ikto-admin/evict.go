@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -42,13 +39,22 @@ not start again with that key.`,
 				if err != nil {
 					return err
 				}
+				asJSON := a.output == "json"
 				if dryRun {
+					if asJSON {
+						return writeJSON(a.stdout, newEvictionReport(h, true, false))
+					}
 					fmt.Fprintf(a.stdout, "would evict %s: %s\n(dry run: nothing changed)\n", describe(h), plan(h))
 					return nil
 				}
-				fmt.Fprintf(a.stdout, "evicting %s: %s\n", describe(h), plan(h))
+				if !asJSON {
+					fmt.Fprintf(a.stdout, "evicting %s: %s\n", describe(h), plan(h))
+				}
 				if err := bucket.Evict(ctx, m.kv, h.Key, h.Revision, h.Record); err != nil {
 					return err
+				}
+				if asJSON {
+					return writeJSON(a.stdout, newEvictionReport(h, false, true))
 				}
 				fmt.Fprintf(a.stdout, "evicted %s; every agent drops it and its own agent exits 4 (%s)\n", hostName(h.Record), rejoinHint)
 				return nil
@@ -93,108 +99,4 @@ func plan(h bucket.Holder) string {
 		return "delete " + h.Key + " (its public key is not a valid key, so there is nothing to revoke)"
 	}
 	return "revoke its public key (" + peer.RevokedKey(pk) + "), then delete " + h.Key
-}
-
-func (a *app) unrevokeCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "unrevoke <public-key>",
-		Short: "Lift the revocation of a public key, so agents accept records with it again",
-		Args:  exactArgs(1, "one public key"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			pk, err := wgtypes.ParseKey(args[0])
-			if err != nil {
-				return cli.Usagef("%q is not a WireGuard public key (44 characters of base64)", args[0])
-			}
-			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
-				if err := bucket.Unrevoke(ctx, m.kv, pk); err != nil {
-					if errors.Is(err, bucket.ErrNotRevoked) {
-						return fmt.Errorf("public key %s is not revoked in bucket %s; `ikto-admin list` marks revoked keys", pk, m.kv.Bucket())
-					}
-					return err
-				}
-				fmt.Fprintf(a.stdout, "unrevoked %s; a host with this key may claim a prefix again\n", pk)
-				return nil
-			})
-		},
-	}
-}
-
-func (a *app) pruneCommand() *cobra.Command {
-	var (
-		offlineFor time.Duration
-		dryRun     bool
-	)
-	cmd := &cobra.Command{
-		Use:   "prune --offline-for DURATION",
-		Short: "Evict every host silent for longer than DURATION",
-		Long: `prune evicts every host whose last heartbeat is older than --offline-for, or,
-with no heartbeat at all, whose record was written longer ago than that.
-Nothing is evicted automatically: run it when you mean it, --dry-run first.`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if offlineFor <= 0 {
-				return cli.Usagef("prune needs --offline-for DURATION (e.g. 24h), longer than zero")
-			}
-			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
-				return a.prune(ctx, m, offlineFor, dryRun)
-			})
-		},
-	}
-	cmd.Flags().DurationVar(&offlineFor, "offline-for", 0, "evict hosts silent for longer than this (e.g. 30m, 24h)")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be evicted and change nothing")
-	return cmd
-}
-
-// prune evicts the silent hosts one by one; a failed eviction does not stop
-// the others, and the command fails at the end naming them.
-func (a *app) prune(ctx context.Context, m *mesh, offlineFor time.Duration, dryRun bool) error {
-	entries, err := bucket.Scan(ctx, m.kv, peer.PeersPrefix+">")
-	if err != nil {
-		return fmt.Errorf("NATS server %s: %w", m.server, err)
-	}
-	hbs, err := bucket.Heartbeats(ctx, m.live)
-	if err != nil {
-		return fmt.Errorf("NATS server %s: %w", m.server, err)
-	}
-	now := a.now()
-	var failed []string
-	pruned := 0
-	for _, e := range entries {
-		h := bucket.Holder{Key: e.Key(), Revision: e.Revision()}
-		_ = json.Unmarshal(e.Value(), &h.Record) // garbage has no heartbeat: judged by age
-		r := row{Record: h.Record}
-		r.setLiveness(hbs, now)
-		var why string
-		switch {
-		case r.LastSeen != nil && now.Sub(*r.LastSeen) > offlineFor:
-			why = "last seen " + ago(now.Sub(*r.LastSeen)) + " ago"
-		case r.LastSeen == nil && now.Sub(e.Created()) > offlineFor:
-			why = "no heartbeat, record written " + ago(now.Sub(e.Created())) + " ago"
-		default:
-			continue
-		}
-		h.Prefix, _ = netip.ParsePrefix(h.Record.AllowedIP)
-		pruned++
-		if dryRun {
-			fmt.Fprintf(a.stdout, "would evict %s: %s\n", describe(h), why)
-			continue
-		}
-		fmt.Fprintf(a.stdout, "evicting %s: %s\n", describe(h), why)
-		if err := bucket.Evict(ctx, m.kv, h.Key, h.Revision, h.Record); err != nil {
-			fmt.Fprintf(a.stderr, "ikto-admin: %v\n", err)
-			failed = append(failed, h.Key)
-		}
-	}
-	switch {
-	case pruned == 0:
-		fmt.Fprintf(a.stdout, "no host has been silent for longer than %s\n", offlineFor)
-	case dryRun:
-		fmt.Fprintln(a.stdout, "(dry run: nothing changed)")
-	case len(failed) == 0:
-		fmt.Fprintf(a.stdout, "evicted %d hosts (%s)\n", pruned, rejoinHint)
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("prune: %d of %d evictions failed (%s); run prune again", len(failed), pruned, strings.Join(failed, ", "))
-	}
-	return nil
 }

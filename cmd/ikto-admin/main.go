@@ -30,8 +30,9 @@ type app struct {
 	output     string
 	timeout    time.Duration
 
-	// TLS comes only from -c: an operator with TLS to NATS has a host config.
+	// TLS comes from --tls-*, -c, NATS_CA…, or a nats context (natsctx.go).
 	tlsCA, tlsCert, tlsKey string
+	natsOpts               natsFlags
 	// meshCIDR and subnetPrefix come from -c unless given as flags on list.
 	cfg *config.Config
 
@@ -47,6 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 	a := &app{stdout: stdout, stderr: stderr, now: now}
 	root := a.rootCommand()
+	enableDocs(root)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -103,8 +105,9 @@ status asks the local agent over its admin socket.
 	f.StringVarP(&a.configPath, "config", "c", "", "take the NATS settings and the mesh from this host `ikto.json`")
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&a.timeout, "timeout", 5*time.Second, "how long to wait for NATS or the agent")
+	a.natsOpts.bind(f)
 
-	root.AddCommand(a.listCommand(), a.evictCommand(), a.unrevokeCommand(), a.pruneCommand(), a.statusCommand(), a.healthCommand())
+	root.AddCommand(a.listCommand(), a.evictCommand(), a.liftRevocationCommand(), a.pruneHostsCommand(), a.statusCommand(), a.healthCommand())
 	for _, c := range root.Commands() {
 		c.SilenceErrors, c.SilenceUsage = true, true
 	}
@@ -142,7 +145,7 @@ func noArgs(cmd *cobra.Command, args []string) error {
 // Flags given explicitly win over the file.
 func (a *app) loadConfig(cmd *cobra.Command) error {
 	if a.configPath == "" || a.cfg != nil {
-		return nil
+		return a.resolveNATS(cmd)
 	}
 	f, err := os.Open(a.configPath)
 	if err != nil {
@@ -165,7 +168,7 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 		a.natsKV = c.NATSKV
 	}
 	a.tlsCA, a.tlsCert, a.tlsKey = c.NATSTLSCA, c.NATSTLSCert, c.NATSTLSKey
-	return nil
+	return a.resolveNATS(cmd)
 }
 
 // withTimeout bounds one command's network work by --timeout.

@@ -422,11 +422,16 @@ func TestPrune(t *testing.T) {
 			t.Errorf("%s after prune: %v, want kept", r.Name, err)
 		}
 	}
-	// Two hours on, the record that never sent a heartbeat is old enough too.
+	// Two hours on, the record that never sent a heartbeat is old enough
+	// too, but only --include-silent evicts a host without heartbeats.
 	later := func() time.Time { return wall.Add(2 * time.Hour) }
 	code, stdout, _ = execAt(t, later, "prune", "--offline-for", "1h", "--nats-url", url)
-	if code != 0 || !strings.Contains(stdout, "evicting silent") || !strings.Contains(stdout, "no heartbeat") {
+	if code != 0 || !strings.Contains(stdout, "kept silent") || strings.Contains(stdout, "evicting silent") {
 		t.Errorf("later prune: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = execAt(t, later, "prune", "--offline-for", "1h", "--include-silent", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicting silent") || !strings.Contains(stdout, "no heartbeat") {
+		t.Errorf("later prune --include-silent: exit %d\n%s", code, stdout)
 	}
 	code, stdout, _ = execAt(t, clock, "prune", "--offline-for", "1h", "--nats-url", url)
 	if code != 0 || !strings.Contains(stdout, "no host has been silent for longer than 1h0m0s") {

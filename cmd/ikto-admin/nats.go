@@ -48,7 +48,10 @@ func (a *app) openMesh(ctx context.Context, cmd *cobra.Command) (*mesh, error) {
 	if len(urls) == 0 || strings.HasSuffix(urls[0], "://") {
 		return nil, cli.Usagef("no NATS server: pass --nats-url nats://HOST:4222 or -c with a host's ikto.json")
 	}
-	settings := config.NATS{URLs: urls, Creds: a.natsCreds, TLSCA: a.tlsCA, TLSCert: a.tlsCert, TLSKey: a.tlsKey, Bucket: a.natsKV}
+	settings, err := a.natsSettings()
+	if err != nil {
+		return nil, err
+	}
 	conn, err := bucket.Dial(settings, bucket.Client{Name: "ikto-admin", Timeout: a.timeout})
 	if err != nil {
 		return nil, fmt.Errorf("%w; check --nats-url (or nats_url in -c) and that the server is running", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
+	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/ipam"
 	"github.com/ikto-mesh/ikto/pkg/peer"
@@ -254,8 +255,8 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("--help: exit %d, stdout:\n%s", r.code, r.stdout)
 	}
 	r = runInit(t, nil, "--version")
-	if r.code != 0 || !strings.Contains(r.stdout, "ikto-init version ") {
-		t.Errorf("--version: exit %d, stdout %q", r.code, r.stdout)
+	if want := cli.VersionString("ikto-init") + "\n"; r.code != 0 || r.stdout != want {
+		t.Errorf("--version: exit %d, stdout %q; want %q", r.code, r.stdout, want)
 	}
 }
 
@@ -374,8 +375,19 @@ func TestPrivateKeyFile(t *testing.T) {
 		t.Errorf("key %s created although ikto-init failed", unused)
 	}
 
-	if r := runInit(t, nil, "--private-key-path", filepath.Join(dir, "no", "dir", "wg.key")); r.code != 1 || !strings.Contains(r.stderr, "--private-key-path") {
-		t.Errorf("key in a missing directory: exit %d, stderr %q; want 1 naming --private-key-path", r.code, r.stderr)
+	// A missing directory is created, private to root (0700); one that
+	// cannot be is an error naming the flag.
+	nested := filepath.Join(dir, "no", "dir", "wg.key")
+	if _, r := mustRun(t, nil, "--private-key-path", nested); !strings.Contains(r.stderr, nested) {
+		t.Errorf("key in a missing directory: stderr %q, want it created", r.stderr)
+	}
+	for _, d := range []string{filepath.Join(dir, "no"), filepath.Join(dir, "no", "dir")} {
+		if st, err := os.Stat(d); err != nil || st.Mode().Perm() != 0o700 {
+			t.Errorf("directory %s: %v, err %v; want mode 0700", d, st.Mode(), err)
+		}
+	}
+	if r := runInit(t, nil, "--private-key-path", filepath.Join(other, "wg.key")); r.code != 1 || !strings.Contains(r.stderr, "--private-key-path") {
+		t.Errorf("key under a file: exit %d, stderr %q; want 1 naming --private-key-path", r.code, r.stderr)
 	}
 }
 

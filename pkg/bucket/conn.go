@@ -85,6 +85,12 @@ func Options(s config.NATS, c Client) []nats.Option {
 	if s.TLSCert != "" {
 		opts = append(opts, nats.ClientCert(s.TLSCert, s.TLSKey))
 	}
+	if s.User != "" {
+		opts = append(opts, nats.UserInfo(s.User, s.Password))
+	}
+	if s.Token != "" {
+		opts = append(opts, nats.Token(s.Token))
+	}
 	if !c.Persistent {
 		return append(opts, nats.NoReconnect())
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ikto-mesh/ikto/plugins/sdk/versionline"
 )
 
 // Exit codes shared by every ikto binary (SPEC §2).
@@ -29,9 +31,10 @@ var (
 	Commit  = "unknown"
 )
 
-// VersionString is what --version prints.
+// VersionString is what --version prints: the line every ikto binary and
+// hook shares, "NAME VERSION (commit COMMIT, GOVERSION)".
 func VersionString(binary string) string {
-	return fmt.Sprintf("%s %s (commit %s)", binary, Version, Commit)
+	return versionline.Format(binary, Version, Commit)
 }
 
 // UsageError marks a bad command line (exit 2).

@@ -56,6 +56,8 @@ type Device struct {
 type NATS struct {
 	URLs            []string
 	Creds           string // a .creds file; empty means none
+	User, Password  string // or Token: ikto-admin and ikto-init take them from the
+	Token           string // environment or a nats context; a host's config has neither
 	TLSCA           string
 	TLSCert, TLSKey string
 	Bucket          string

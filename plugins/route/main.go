@@ -16,6 +16,9 @@ import (
 )
 
 func main() {
+	if sdk.HandleVersion() {
+		return
+	}
 	nl, err := openNetlink(netns.None())
 	if err != nil {
 		sdk.Logger().Error("cannot start the route hook", "err", err)
