@@ -143,7 +143,9 @@ func (e *enrollment) chooseKeys(in *enrollInput, prev previous) error {
 	}
 	defer kp.Wipe()
 	e.user.Key, _ = kp.PublicKey()
-	e.userSeed, err = kp.Seed()
+	seed, err := kp.Seed()
+	// Seed returns the key pair's own bytes, which Wipe zeroes.
+	e.userSeed = append([]byte(nil), seed...)
 	return err
 }
 

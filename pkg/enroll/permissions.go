@@ -51,6 +51,10 @@ func Permissions(h Host) (Subjects, error) {
 	stream, live := "KV_"+h.Bucket, "KV_"+bucket.LiveBucket(h.Bucket)
 	api := "$JS.API."
 	pub := []string{
+		// The account check nats.go makes before creating a bucket: read
+		// only, and it lets a host's refused attempt to create a missing
+		// bucket be refused (and logged) as the STREAM.CREATE it is.
+		api + "INFO",
 		// Binding the buckets (and the watch's probe of the stream's state).
 		api + "STREAM.INFO." + stream,
 		api + "STREAM.INFO." + live,
