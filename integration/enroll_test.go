@@ -47,6 +47,9 @@ func testEnroll(t *testing.T, kind string) {
 	alpha, bravo, charlie := hosts[0], hosts[1], hosts[2]
 	w.initBuckets("created")
 	w.initBuckets("exists") // idempotent
+	if code, _, stderr := w.admin("enroll", "--name", "alpha"); code != 2 || !strings.Contains(stderr, "--advertise-address") {
+		t.Fatalf("enroll without --advertise-address: exit %d, %q; want 2", code, stderr)
+	}
 
 	alphaCfg := w.enrollHost(alpha)
 	checkEnrolledFiles(t, w.out, "alpha", true)

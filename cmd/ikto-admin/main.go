@@ -75,9 +75,9 @@ func (a *app) rootCommand() *cobra.Command {
 		Short: "Operate an ikto mesh: list, evict, unrevoke, prune, status, enroll, init-bucket, revoke-user",
 		Long: `ikto-admin operates an ikto mesh. list, evict, unrevoke and prune talk to the
 NATS bucket (take the server from --nats-url or from a host's config with -c);
-status asks the local agent over its admin socket. init-bucket, enroll and
-revoke-user secure membership with per-host NATS credentials
-(docs/securing-membership.md).
+status asks the local agent over its admin socket. init-operator,
+init-bucket, enroll and revoke-user secure membership with per-host NATS
+credentials (docs/securing-membership.md).
 
   ikto-admin -c /etc/ikto/ikto.json list
   ikto-admin --nats-url nats://nats-1:4222 evict fd10:2082:5bc1::1
@@ -89,7 +89,7 @@ revoke-user secure membership with per-host NATS credentials
 		// they become usage errors (exit 2) instead of plain errors.
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return cli.Usagef("unknown command %q; commands: list, evict, unrevoke, prune, status, enroll, init-bucket, revoke-user", args[0])
+				return cli.Usagef("unknown command %q; commands: list, evict, unrevoke, prune, status, enroll, init-bucket, revoke-user, init-operator", args[0])
 			}
 			return nil
 		},
@@ -113,7 +113,7 @@ revoke-user secure membership with per-host NATS credentials
 	f.DurationVar(&a.timeout, "timeout", 5*time.Second, "how long to wait for NATS or the agent")
 
 	root.AddCommand(a.listCommand(), a.evictCommand(), a.unrevokeCommand(), a.pruneCommand(), a.statusCommand(),
-		a.enrollCommand(), a.initBucketCommand(), a.revokeUserCommand())
+		a.enrollCommand(), a.initBucketCommand(), a.revokeUserCommand(), a.initOperatorCommand())
 	for _, c := range root.Commands() {
 		c.SilenceErrors, c.SilenceUsage = true, true
 	}
