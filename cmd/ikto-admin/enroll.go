@@ -18,6 +18,7 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/enroll"
+	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
 // enrollFlags is enroll's command line.
@@ -37,10 +38,8 @@ type enrollFlags struct {
 type enrollInput struct {
 	name      string
 	advertise netip.Addr
-	rules     struct {
-		mesh netip.Prefix
-		bits int
-	}
+	// rules are the mesh and its prefix length.
+	rules                 peer.Rules
 	dir, hostDir, keyPath string
 	wgDevName             string
 	wgPort                int
@@ -161,9 +160,9 @@ func (f *enrollFlags) parseAddressing(cmd *cobra.Command, a *app, in *enrollInpu
 	if err != nil {
 		return err
 	}
-	in.rules.mesh, in.rules.bits = rules.Mesh, rules.Bits
-	if in.rules.mesh.Contains(in.advertise) {
-		return cli.Usagef("--advertise-address %s is inside the mesh %s; give the underlay address", in.advertise, in.rules.mesh)
+	in.rules = rules
+	if rules.Mesh.Contains(in.advertise) {
+		return cli.Usagef("--advertise-address %s is inside the mesh %s; give the underlay address", in.advertise, rules.Mesh)
 	}
 	if !config.ValidDevName(f.wgDevName) {
 		return cli.Usagef("--wg-dev-name %q is not a valid interface name", f.wgDevName)

@@ -108,7 +108,7 @@ func (a *app) planEnrollment(ctx context.Context, m *mesh, in *enrollInput, prev
 	}
 	e.cfg = config.Config{
 		Name: in.name, AdvertiseAddress: in.advertise.String(),
-		PrivateAddress: p.Addr().String(), SubnetPrefix: p.Bits(), MeshCIDR: in.rules.mesh.String(),
+		PrivateAddress: p.Addr().String(), SubnetPrefix: p.Bits(), MeshCIDR: in.rules.Mesh.String(),
 		WGDevName: in.wgDevName, WGPort: in.wgPort, PrivateKeyPath: in.keyPath,
 		NATSCreds: filepath.Join(in.hostDir, in.name+".creds"), NATSURL: hostURLs(a.natsURL), NATSKV: m.kv.Bucket(),
 		NATSTLSCA: a.tlsCA, NATSTLSCert: a.tlsCert, NATSTLSKey: a.tlsKey,
@@ -154,8 +154,8 @@ func (e *enrollment) chooseKeys(in *enrollInput, prev previous) error {
 func choosePrefix(ctx context.Context, kv jetstream.KeyValue, in *enrollInput, prev *config.Config, pub wgtypes.Key) (netip.Prefix, error) {
 	if prev != nil {
 		addr, err := netip.ParseAddr(prev.PrivateAddress)
-		p := netip.PrefixFrom(addr, in.rules.bits)
-		if err == nil && p.Masked() == p && in.rules.mesh.Contains(addr) {
+		p := netip.PrefixFrom(addr, in.rules.Bits)
+		if err == nil && p.Masked() == p && in.rules.Mesh.Contains(addr) {
 			holder, err := holderOf(ctx, kv, p)
 			if err != nil {
 				return netip.Prefix{}, err
@@ -165,7 +165,7 @@ func choosePrefix(ctx context.Context, kv jetstream.KeyValue, in *enrollInput, p
 			}
 		}
 	}
-	p, err := enroll.DrawFree(ctx, in.rules.mesh, in.rules.bits, nil, func(ctx context.Context, p netip.Prefix) (bool, error) {
+	p, err := enroll.DrawFree(ctx, in.rules.Mesh, in.rules.Bits, nil, func(ctx context.Context, p netip.Prefix) (bool, error) {
 		return bucket.Claimed(ctx, kv, p)
 	})
 	if err != nil {
