@@ -102,3 +102,4 @@ bench-smoke: bench-bin
 
 clean:
 	rm -rf $(BIN)
+include mk/kernel.mk

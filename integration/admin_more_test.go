@@ -152,7 +152,7 @@ func TestAdminRevokedKeyRecordRejectedEverywhere(t *testing.T) {
 			return err
 		}
 		for _, h := range rest {
-			view, err := harness.DeviceView(h.DevName)
+			view, err := h.DeviceView()
 			if err != nil {
 				return testkit.Permanent(err)
 			}

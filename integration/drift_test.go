@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
@@ -49,10 +48,10 @@ func TestDriftIsRepaired(t *testing.T) {
 			return configure(alpha, wgtypes.PeerConfig{PublicKey: bravo.PublicKey, Remove: true})
 		}},
 		{"peer removed with wg", func() error {
-			return wg("set", alpha.DevName, "peer", charlie.PublicKey.String(), "remove")
+			return wg(alpha, "set", alpha.DevName, "peer", charlie.PublicKey.String(), "remove")
 		}},
 		{"every peer removed with wg", func() error {
-			return wg("set", alpha.DevName, "peer", bravo.PublicKey.String(), "remove", "peer", charlie.PublicKey.String(), "remove")
+			return wg(alpha, "set", alpha.DevName, "peer", bravo.PublicKey.String(), "remove", "peer", charlie.PublicKey.String(), "remove")
 		}},
 		{"endpoint changed", func() error {
 			return configure(alpha, wgtypes.PeerConfig{PublicKey: bravo.PublicKey, UpdateOnly: true, Endpoint: elsewhere})
@@ -62,7 +61,7 @@ func TestDriftIsRepaired(t *testing.T) {
 				AllowedIPs: []net.IPNet{{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}}})
 		}},
 		{"foreign peer added", func() error {
-			return wg("set", alpha.DevName, "peer", foreign.String(), "endpoint", elsewhere.String(), "allowed-ips", "fd00:dead::/48")
+			return wg(alpha, "set", alpha.DevName, "peer", foreign.String(), "endpoint", elsewhere.String(), "allowed-ips", "fd00:dead::/48")
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,7 +95,7 @@ func TestDriftIsRepaired(t *testing.T) {
 	}
 	left := time.Now()
 	testkit.Eventually(t, convergeTimeout, "three resync periods without NATS", func() error {
-		peers, err := harness.DeviceView(alpha.DevName)
+		peers, err := alpha.DeviceView()
 		if err != nil {
 			return testkit.Permanent(err)
 		}
@@ -115,26 +114,18 @@ func TestDriftIsRepaired(t *testing.T) {
 	m.pingAll(hosts)
 }
 
-// configure changes one peer on h's device behind its agent's back.
+// configure changes one peer on h's device behind its agent's back, with
+// wgctrl from inside h's namespace (where a kernel device lives).
 func configure(h *harness.Host, pc wgtypes.PeerConfig) error {
-	c, err := wgctrl.New()
-	if err != nil {
-		return fmt.Errorf("wgctrl: %w", err)
-	}
-	defer c.Close()
-	if err := c.ConfigureDevice(h.DevName, wgtypes.Config{Peers: []wgtypes.PeerConfig{pc}}); err != nil {
-		return fmt.Errorf("configure %s: %w", h.DevName, err)
-	}
-	return nil
+	return h.ConfigureDevice(wgtypes.Config{Peers: []wgtypes.PeerConfig{pc}})
 }
 
-// wg runs the wg tool from the root namespace; it reaches a userspace
-// device through its control socket.
-func wg(args ...string) error {
+// wg runs the wg tool inside h's namespace, as an operator on that host.
+func wg(h *harness.Host, args ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, "wg", args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("wg %v: %w: %s", args, err, out)
+	if _, err := h.Exec(ctx, "wg", args...); err != nil {
+		return err
 	}
 	return nil
 }

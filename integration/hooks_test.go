@@ -296,7 +296,7 @@ func TestHooksRouteFirewallExec(t *testing.T) {
 	// kill -9 of alpha's route hook: the agent restarts it and the routes are
 	// right again (a route deleted by hand meanwhile comes back), while the
 	// device is not touched.
-	devBefore, err := harness.DeviceView(alpha.DevName)
+	devBefore, err := alpha.DeviceView()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +323,7 @@ func TestHooksRouteFirewallExec(t *testing.T) {
 		}
 		return checkHooks(ctx, alpha, hosts)
 	})
-	devAfter, err := harness.DeviceView(alpha.DevName)
+	devAfter, err := alpha.DeviceView()
 	if err != nil {
 		t.Fatal(err)
 	}

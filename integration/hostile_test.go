@@ -299,7 +299,7 @@ func checkPeers(h *harness.Host, mesh []*harness.Host, extra map[string]harness.
 		}
 	}
 	maps.Copy(want, extra)
-	got, err := harness.DeviceView(h.DevName)
+	got, err := h.DeviceView()
 	if err != nil {
 		return err
 	}

@@ -141,7 +141,7 @@ func (m *mesh) pingAll(hosts []*harness.Host) {
 // waitExit waits for the agent to exit and returns its code.
 func waitExit(t *testing.T, a *harness.Agent) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), exitTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Scaled(exitTimeout))
 	defer cancel()
 	code, err := a.Wait(ctx)
 	if err != nil {

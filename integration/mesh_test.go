@@ -18,6 +18,7 @@ import (
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
 func TestThreeHostsFormAMesh(t *testing.T) {
@@ -42,8 +43,15 @@ func TestThreeHostsFormAMesh(t *testing.T) {
 	}
 }
 
-// checkStatus checks what the agent on h says about itself and its peers.
+// checkStatus checks what the agent on h says about itself and its peers;
+// its backend must be the run's (harness.TestBackend).
 func checkStatus(ctx context.Context, h *harness.Host, peers int) error {
+	return checkStatusBackend(ctx, h, peers, harness.TestBackend())
+}
+
+// checkStatusBackend is checkStatus for an agent whose backend is given
+// (auto: any).
+func checkStatusBackend(ctx context.Context, h *harness.Host, peers int, backend wgdev.Kind) error {
 	st, err := h.Status(ctx)
 	if err != nil {
 		return err
@@ -53,8 +61,8 @@ func checkStatus(ctx context.Context, h *harness.Host, peers int) error {
 		st.Self.PublicKey != h.PublicKey.String() || st.Self.AdvertiseAddress != h.Addr.String() {
 		problems = append(problems, fmt.Sprintf("self = %+v", st.Self))
 	}
-	if st.Backend != "userspace" {
-		problems = append(problems, fmt.Sprintf("backend = %q, want userspace", st.Backend))
+	if st.Backend != string(backend) && backend != wgdev.KindAuto {
+		problems = append(problems, fmt.Sprintf("backend = %q, want %s", st.Backend, backend))
 	}
 	if st.Device != h.DevName {
 		problems = append(problems, fmt.Sprintf("device = %q, want %q", st.Device, h.DevName))

@@ -72,7 +72,7 @@ func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ikto-admin <command> [flags]",
-		Short: "Operate an ikto mesh: list, evict, unrevoke, prune, status, enroll, init-bucket, revoke-user",
+		Short: "Operate an ikto mesh: list, evict, unrevoke, prune, status, health, enroll, init-bucket, revoke-user, init-operator",
 		Long: `ikto-admin operates an ikto mesh. list, evict, unrevoke and prune talk to the
 NATS bucket (take the server from --nats-url or from a host's config with -c);
 status asks the local agent over its admin socket. init-operator,
@@ -89,7 +89,7 @@ credentials (docs/securing-membership.md).
 		// they become usage errors (exit 2) instead of plain errors.
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return cli.Usagef("unknown command %q; commands: list, evict, unrevoke, prune, status, enroll, init-bucket, revoke-user, init-operator", args[0])
+				return cli.Usagef("unknown command %q; commands: list, evict, unrevoke, prune, status, health, enroll, init-bucket, revoke-user, init-operator", args[0])
 			}
 			return nil
 		},
@@ -112,7 +112,7 @@ credentials (docs/securing-membership.md).
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&a.timeout, "timeout", 5*time.Second, "how long to wait for NATS or the agent")
 
-	root.AddCommand(a.listCommand(), a.evictCommand(), a.unrevokeCommand(), a.pruneCommand(), a.statusCommand(),
+	root.AddCommand(a.listCommand(), a.evictCommand(), a.unrevokeCommand(), a.pruneCommand(), a.statusCommand(), a.healthCommand(),
 		a.enrollCommand(), a.initBucketCommand(), a.revokeUserCommand(), a.initOperatorCommand())
 	for _, c := range root.Commands() {
 		c.SilenceErrors, c.SilenceUsage = true, true

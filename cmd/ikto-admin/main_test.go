@@ -454,12 +454,12 @@ func cannedStatus() api.Status {
 	return api.Status{
 		Self:    peer.Record{Name: "alpha", PublicKey: "SELFKEY=", AdvertiseAddress: "198.18.0.2", AllowedIP: "fd10:1::/48", WGPort: 51820},
 		Backend: "userspace", Device: "wg-ikto",
-		NATS:   api.NATSStatus{Connected: true, Server: "nats://198.18.0.1:4222", Bucket: "ikto-mesh"},
-		Synced: true, LastReconcile: &rec,
+		NATS:  api.NATSStatus{Connected: true, Server: "nats://198.18.0.1:4222", Bucket: "ikto-mesh"},
+		State: "synced", Claim: "held", Synced: true, LastReconcile: &rec,
 		Peers: []api.PeerStatus{
 			{Record: peer.Record{Name: "bravo", PublicKey: "BRAVO=", AdvertiseAddress: "198.18.0.3", AllowedIP: "fd10:2::/48", WGPort: 51820},
-				Endpoint: "198.18.0.3:51820", AllowedIPs: []string{"fd10:2::/48"}, LatestHandshake: &hs, RxBytes: 1536, TxBytes: 100},
-			{Endpoint: "198.18.0.9:51820", AllowedIPs: []string{"fd10:9::/48"}},
+				Endpoint: "198.18.0.3:51820", AllowedIPs: []string{"fd10:2::/48"}, LatestHandshake: &hs, Handshake: "established", RxBytes: 1536, TxBytes: 100},
+			{Endpoint: "198.18.0.9:51820", AllowedIPs: []string{"fd10:9::/48"}, Handshake: "stale"},
 		},
 		Rejected: []api.Rejected{{Key: "peers.x", Revision: 7, Reason: "bad_port", Detail: "wg_port 0 is not 1-65535"}},
 	}
@@ -477,13 +477,15 @@ func TestStatusTable(t *testing.T) {
 		"backend         userspace\n" +
 		"device          wg-ikto\n" +
 		"nats            connected to nats://198.18.0.1:4222 (bucket ikto-mesh)\n" +
+		"state           synced\n" +
+		"claim           held\n" +
 		"synced          yes\n" +
 		"last reconcile  2026-11-24T11:59:57Z (3s ago)\n" +
 		"\n" +
 		"2 peers\n" +
-		"NAME   PREFIX       ENDPOINT          HANDSHAKE  RX       TX\n" +
-		"bravo  fd10:2::/48  198.18.0.3:51820  1m ago     1.5 KiB  100 B\n" +
-		"-      fd10:9::/48  198.18.0.9:51820  never      0 B      0 B\n" +
+		"NAME   PREFIX       ENDPOINT          HANDSHAKE      RX       TX\n" +
+		"bravo  fd10:2::/48  198.18.0.3:51820  1m ago         1.5 KiB  100 B\n" +
+		"-      fd10:9::/48  198.18.0.9:51820  never (stale)  0 B      0 B\n" +
 		"\n" +
 		"1 rejected records\n" +
 		"KEY      REVISION  REASON    DETAIL\n" +
@@ -510,6 +512,20 @@ func TestStatusJSON(t *testing.T) {
 	for _, f := range []string{`"name"`, `"public_key"`, `"advertise_address"`, `"allowed_ip"`, `"wg_port"`, `"latest_handshake"`, `"rx_bytes"`} {
 		if !strings.Contains(stdout, f) {
 			t.Errorf("status -o json lacks %s", f)
+		}
+	}
+}
+
+// status exits 0 only for an agent that is synced and connected: a script
+// or a monitor reads the exit status.
+func TestStatusExitsNonZeroUnlessSyncedAndConnected(t *testing.T) {
+	st := cannedStatus()
+	st.State, st.Synced, st.NATS.Connected = "waiting for NATS", false, false
+	sock := serveStatus(t, st)
+	for _, args := range [][]string{{"status", "-s", sock}, {"status", "-s", sock, "-o", "json"}} {
+		code, stdout, stderr := exec(t, args...)
+		if code != 1 || !strings.Contains(stderr, "waiting for NATS") || !strings.Contains(stdout, "waiting for NATS") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want the status printed and exit 1 naming the state", args, code, stdout, stderr)
 		}
 	}
 }

@@ -26,9 +26,20 @@ func (a *app) statusCommand() *cobra.Command {
 				return err
 			}
 			if a.output == "json" {
-				return writeJSON(a.stdout, st)
+				err = writeJSON(a.stdout, st)
+			} else {
+				err = writeStatusTable(a.stdout, st, a.now())
 			}
-			return writeStatusTable(a.stdout, st, a.now())
+			if err != nil {
+				return err
+			}
+			// Scripts and monitors read the exit status: 0 only for an
+			// agent that follows the bucket and can hear its changes.
+			if !st.Synced || !st.NATS.Connected {
+				return fmt.Errorf("the agent at %s is not synced and connected: state %s, NATS %s",
+					socket, dash(st.State), connectedWord(st.NATS.Connected))
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&socket, "socket", "s", api.DefaultSocket, "the agent's admin socket")
@@ -49,6 +60,8 @@ func writeStatusTable(w io.Writer, st api.Status, now time.Time) error {
 		nats = "connected to " + dash(st.NATS.Server)
 	}
 	fmt.Fprintf(tw, "nats\t%s (bucket %s)\n", nats, dash(st.NATS.Bucket))
+	fmt.Fprintf(tw, "state\t%s\n", dash(st.State))
+	fmt.Fprintf(tw, "claim\t%s\n", dash(st.Claim))
 	fmt.Fprintf(tw, "synced\t%s\n", yesNo(st.Synced))
 	last := "never"
 	if st.LastReconcile != nil {
@@ -71,6 +84,12 @@ func writeStatusTable(w io.Writer, st api.Status, now time.Time) error {
 		if p.LatestHandshake != nil && !p.LatestHandshake.IsZero() {
 			hs = ago(now.Sub(*p.LatestHandshake)) + " ago"
 		}
+		switch {
+		case p.Handshake == "pending" && p.PendingSince != nil:
+			hs = "pending " + ago(now.Sub(*p.PendingSince))
+		case p.Handshake == "stale":
+			hs += " (stale)"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dash(p.Name), dash(prefix), dash(p.Endpoint), hs, humanBytes(p.RxBytes), humanBytes(p.TxBytes))
 	}
 	if err := tw.Flush(); err != nil {
@@ -86,6 +105,13 @@ func writeStatusTable(w io.Writer, st api.Status, now time.Time) error {
 		return tw.Flush()
 	}
 	return nil
+}
+
+func connectedWord(c bool) string {
+	if c {
+		return "connected"
+	}
+	return "disconnected"
 }
 
 func yesNo(b bool) string {

@@ -1,13 +1,15 @@
 // Command ikto-agent runs on every host of a mesh: it claims the host's prefix
 // in the NATS bucket, configures the WireGuard device, and keeps its peers
-// equal to the other hosts' records (SPEC §2).
+// equal to the other hosts' records (docs/contract.md §2).
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,12 +29,15 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// flags are ikto-agent's command line.
+type flags struct {
+	cfgPath, socket, logFormat, logLevel, metricsAddr string
+	showVersion, checkConfig                          bool
+}
+
 // run parses args, runs the agent until SIGINT/SIGTERM and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	var (
-		cfgPath, socket, logFormat, logLevel string
-		showVersion                          bool
-	)
+	var f flags
 	cmd := &cobra.Command{
 		Use:           "ikto-agent -c ikto.json [-s SOCKET]",
 		Short:         "Join this host to an ikto WireGuard mesh and keep it in sync",
@@ -40,44 +45,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if showVersion {
+			if f.showVersion {
 				fmt.Fprintln(stdout, cli.VersionString("ikto-agent"))
 				return nil
 			}
-			if cfgPath == "" {
+			if f.cfgPath == "" {
 				return cli.Usagef("-c/--config is required: the file ikto-init wrote")
 			}
-			log, err := cli.NewLogger(stderr, logFormat, logLevel)
-			if err != nil {
-				return err
+			if f.checkConfig {
+				return checkConfig(f.cfgPath, stdout)
 			}
-			cfg, err := config.Load(cfgPath)
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix, "device", cfg.Device.Name, "nats_url", cfg.NATS.Redacted())
-			return agent.Run(ctx, cfg, agent.Options{
-				Socket:  socket,
-				Log:     log,
-				Version: cli.Version,
-				OpenDevice: func(c wgdev.Config) (wgdev.Device, error) {
-					return backend.Open(cfg.Device.Backend, c, log)
-				},
-			})
+			return f.runAgent(cmd, stderr)
 		},
 	}
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &cli.UsageError{Err: err} })
-	f := cmd.Flags()
-	f.StringVarP(&cfgPath, "config", "c", "", "configuration file (from ikto-init)")
-	f.StringVarP(&socket, "socket", "s", api.DefaultSocket, "admin socket path")
-	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.BoolVar(&showVersion, "version", false, "print the version and exit")
+	fs := cmd.Flags()
+	fs.StringVarP(&f.cfgPath, "config", "c", "", "configuration file (from ikto-init)")
+	fs.StringVarP(&f.socket, "socket", "s", api.DefaultSocket, "admin socket path")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error (default: log_level of -c, else info)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve /metrics on this TCP host:port (default: metrics_listen of -c)")
+	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the config, print the resolved settings and exit 0 (valid) or 1")
+	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 
 	err := cmd.Execute()
 	switch {
@@ -96,4 +88,87 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ikto-agent: %v\n", err)
 		return cli.ExitError
 	}
+}
+
+// runAgent runs the agent until SIGINT or SIGTERM. SIGHUP re-reads the
+// config and hands it to the agent; it never stops the agent.
+func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
+	log, level, err := cli.NewLeveledLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(f.cfgPath)
+	if err != nil {
+		return err
+	}
+	levelFlag := cmd.Flags().Changed("log-level")
+	f.applyLevel(cfg, level, levelFlag, log)
+	if f.metricsAddr != "" {
+		cfg.MetricsListen = f.metricsAddr
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	reloads := make(chan *config.Settings, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			next, err := config.Load(f.cfgPath)
+			if err != nil {
+				log.Error("SIGHUP: config not reloaded; the running one stays", "err", err)
+				continue
+			}
+			f.applyLevel(next, level, levelFlag, log)
+			if f.metricsAddr != "" {
+				next.MetricsListen = f.metricsAddr
+			}
+			reloads <- next
+		}
+	}()
+	log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix, "device", cfg.Device.Name, "nats_url", cfg.NATS.Redacted())
+	return agent.Run(ctx, cfg, agent.Options{
+		Socket:  f.socket,
+		Log:     log,
+		Version: cli.Version,
+		Reload:  reloads,
+		OpenDevice: func(c wgdev.Config) (wgdev.Device, error) {
+			return backend.Open(cfg.Device.Backend, c, log)
+		},
+		CheckDevice: func(name string) error { return backend.Check(cfg.Device.Backend, name) },
+		WatchDevice: backend.WatchRemoval,
+	})
+}
+
+// applyLevel sets the log level from the config unless --log-level was given.
+func (f *flags) applyLevel(cfg *config.Settings, level *slog.LevelVar, fromFlag bool, log *slog.Logger) {
+	if fromFlag || cfg.LogLevel == "" {
+		return
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(cfg.LogLevel)); err == nil && lv != level.Level() {
+		level.Set(lv)
+		log.Info("log level set from the config", "log_level", cfg.LogLevel)
+	}
+}
+
+// checkConfig validates the file and prints the settings it resolves to.
+func checkConfig(path string, stdout io.Writer) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	shown := *cfg
+	shown.NATS.URLs = []string{cfg.NATS.Redacted()}
+	out, err := json.MarshalIndent(settingsView(shown), "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s\n%s: valid\n", out, path)
+	return nil
 }

@@ -156,6 +156,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if f.Met != nil {
 			met = map[bool]string{true: "yes", false: "NO"}[*f.Met]
 		}
+		if f.Samples == 0 { // not measured (see its note)
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t0\t%s\t%s\t%s\n", f.Scenario, f.Name, target, met, f.Reference)
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s..%s\t%d\t%s\t%s\t%s\n", f.Scenario, f.Name,
 			formatValue(f.Median, f.Unit), formatValue(f.P99, f.Unit),
 			formatNumber(f.Min), formatNumber(f.Max), f.Samples, target, met, f.Reference)
@@ -166,6 +170,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	m := r.Machine
 	fmt.Fprintf(w, "\n%s run, %.0fs, %d CPUs, %s, kernel %s, memory %s; load average at start %s, at end %s\n",
 		r.Mode, r.Seconds, m.CPUs, m.GoVersion, m.Kernel, m.MemTotal, m.LoadStart, m.LoadEnd)
+	for _, f := range r.Figures {
+		if f.Note != "" {
+			fmt.Fprintf(w, "note: %s: %s\n", f.Name, f.Note)
+		}
+	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
 	}

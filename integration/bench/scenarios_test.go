@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -112,7 +113,7 @@ func TestScenariosInNamespaces(t *testing.T) {
 		wantSamples(t, figure(t, figs, "agent peak RSS, 20 peers"), 1)
 	})
 	t.Run("mesh", func(t *testing.T) {
-		figs, err := Mesh(ctx, bins, MeshConfig{Hosts: 3, Launches: 2, Joins: 1}, log)
+		figs, err := Mesh(ctx, bins, MeshConfig{Hosts: 3, Launches: 2, Joins: 1, Restarts: 1}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,4 +135,53 @@ func TestScenariosInNamespaces(t *testing.T) {
 		}
 		wantSamples(t, figure(t, figs, "ikto / hand-configured"), 2)
 	})
+}
+
+// TestRestartScenario restarts an agent once per backend with pings running
+// both ways and checks that each backend was measured. The kernel backend
+// is measured where the kernel has WireGuard, and must be in the kernel
+// lane (IKTO_TEST_WG_BACKEND=kernel), which runs this test and prints the
+// figures it logs.
+func TestRestartScenario(t *testing.T) {
+	harnesstest.Require(t)
+	if _, err := exec.LookPath("wireguard-go"); err != nil {
+		if os.Getenv(harnesstest.RequireEnv) == "1" {
+			t.Fatal("wireguard-go not in PATH (apt-get install wireguard-go)")
+		}
+		t.Skip("wireguard-go not in PATH")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	hb, err := harness.BuildBinaries(ctx, t.TempDir(), harness.AgentBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	figs, err := Restart(ctx, &Binaries{Binaries: hb}, RestartConfig{Restarts: 1}, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range figs {
+		if f.Samples == 0 {
+			t.Logf("figure: %s: not measured: %s", f.Name, f.Note)
+			continue
+		}
+		t.Logf("figure: %s: %s %s", f.Name, formatNumber(f.Median), f.Unit)
+	}
+	for _, b := range []string{restartEmbedded, restartExternal, restartKernel} {
+		lost := figure(t, figs, "pings lost across an agent restart, "+b)
+		if b == restartKernel && lost.Samples == 0 {
+			if os.Getenv(harness.BackendEnv) == "kernel" {
+				t.Errorf("the kernel backend was not measured in a kernel run: %s", lost.Note)
+			} else if lost.Note == "" {
+				t.Error("the kernel backend was not measured and the note does not say why")
+			}
+			continue
+		}
+		if lost.Samples != 1 {
+			t.Errorf("%s: %d samples, want 1", lost.Name, lost.Samples)
+		}
+		if gap := figure(t, figs, "longest gap between replies across it, "+b); gap.Samples != 1 || gap.Min <= 0 {
+			t.Errorf("%s: %d samples, min %v; want 1 positive", gap.Name, gap.Samples, gap.Min)
+		}
+	}
 }

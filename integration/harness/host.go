@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/config"
-	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -70,8 +69,9 @@ func (h *Host) Prefix() netip.Prefix {
 	return netip.PrefixFrom(h.PrivateAddress, config.DefaultSubnetPrefix)
 }
 
-// Config is a complete agent configuration for this host: the userspace
-// backend, a short resync interval, the network's mesh, and the given NATS
+// Config is a complete agent configuration for this host: the backend of
+// TestBackend (userspace unless IKTO_TEST_WG_BACKEND says otherwise), a
+// short resync interval, the network's mesh, and the given NATS
 // server and bucket. Tests change fields before StartAgent.
 func (h *Host) Config(natsURL, bucket string) config.Config {
 	c := config.Config{
@@ -85,7 +85,7 @@ func (h *Host) Config(natsURL, bucket string) config.Config {
 		PrivateKeyPath:   h.KeyPath,
 		NATSURL:          natsURL,
 		NATSKV:           bucket,
-		WGBackend:        string(wgdev.KindUserspace),
+		WGBackend:        string(TestBackend()),
 		ResyncInterval:   "2s",
 	}
 	return c

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // PeerView is what a device says about one peer, reduced to what ikto sets:
@@ -29,12 +31,18 @@ func (h *Host) ExpectedView() PeerView {
 	}
 }
 
-// DeviceView reads a device's peers as public key → view.
+// DeviceView reads a device's peers as public key → view, from the root
+// namespace: only a userspace device is found this way (its UAPI socket is in
+// the shared filesystem); Host.DeviceView finds any.
 func DeviceView(dev string) (map[string]PeerView, error) {
 	peers, err := DevicePeers(dev)
 	if err != nil {
 		return nil, err
 	}
+	return peerViews(peers), nil
+}
+
+func peerViews(peers []wgtypes.Peer) map[string]PeerView {
 	got := map[string]PeerView{}
 	for _, p := range peers {
 		var ips []string
@@ -48,7 +56,7 @@ func DeviceView(dev string) (map[string]PeerView, error) {
 		}
 		got[p.PublicKey.String()] = v
 	}
-	return got, nil
+	return got
 }
 
 // CheckDevice is nil when h's device lists exactly the hosts of mesh other
@@ -63,7 +71,7 @@ func CheckDevice(h *Host, mesh []*Host) error {
 			names[p.PublicKey.String()] = p.Name
 		}
 	}
-	got, err := DeviceView(h.DevName)
+	got, err := h.DeviceView()
 	if err != nil {
 		return fmt.Errorf("%s: %w", h.Name, err)
 	}

@@ -11,7 +11,8 @@ import (
 var ErrMissingPrerequisite = errors.New("integration prerequisite missing")
 
 // CheckPrerequisites reports the first thing this machine lacks for the
-// harness: root, ip(8), ping, bash, /dev/net/tun. The error wraps
+// harness: root, ip(8), ping, bash, /dev/net/tun, and the wireguard module
+// when IKTO_TEST_WG_BACKEND=kernel. The error wraps
 // ErrMissingPrerequisite and says how to get it.
 func CheckPrerequisites() error {
 	if os.Geteuid() != 0 {
@@ -29,5 +30,5 @@ func CheckPrerequisites() error {
 		return fmt.Errorf("%w: cannot open /dev/net/tun: %w", ErrMissingPrerequisite, err)
 	}
 	f.Close()
-	return nil
+	return checkBackend()
 }

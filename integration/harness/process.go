@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -40,11 +41,22 @@ func (n *Network) start(name, ns, logPath string, argv ...string) (*Process, err
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &Process{PID: cmd.Process.Pid, Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	// The kernel sends Pdeathsig when the *thread* that forked the child
+	// exits, not the process, and Go retires threads whose goroutine ends
+	// locked (code that switches network namespaces does that). So the
+	// child is forked from a thread held locked, and so alive, until the
+	// child has exited.
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		p.PID = cmd.Process.Pid
+		started <- nil
 		err := cmd.Wait()
 		p.exitCode = cmd.ProcessState.ExitCode()
 		var exit *exec.ExitError
@@ -53,6 +65,9 @@ func (n *Network) start(name, ns, logPath string, argv ...string) (*Process, err
 		}
 		close(p.done)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
 	if err := n.track(p); err != nil {
 		_ = syscall.Kill(p.PID, syscall.SIGKILL)
 		<-p.done

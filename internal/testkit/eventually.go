@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -28,6 +30,7 @@ const (
 // marked with Permanent ends the wait at once. cond's context ends with the
 // wait, so a condition that does I/O cannot outlast it.
 func Poll(ctx context.Context, timeout time.Duration, cond func(ctx context.Context) error) error {
+	timeout = Scaled(timeout)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -94,4 +97,23 @@ func True(cond func() bool) func() error {
 		}
 		return errNotYet
 	}
+}
+
+// TimeScaleEnv stretches every bound of Poll and Eventually on a slow
+// machine: a number, 1 (the default) or more. The kernel lane sets it, since
+// its guest runs on emulated CPUs.
+const TimeScaleEnv = "IKTO_TEST_TIME_SCALE"
+
+// TimeScale is TimeScaleEnv's value, 1 when it is unset or not a number >= 1.
+func TimeScale() float64 {
+	f, err := strconv.ParseFloat(os.Getenv(TimeScaleEnv), 64)
+	if err != nil || f < 1 {
+		return 1
+	}
+	return f
+}
+
+// Scaled is d multiplied by TimeScale.
+func Scaled(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * TimeScale())
 }

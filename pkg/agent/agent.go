@@ -9,8 +9,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"sync/atomic"
 
@@ -32,7 +32,6 @@ import (
 // ErrEvicted means this host's record was deleted or its key revoked (exit 4).
 var ErrEvicted = mesh.ErrEvicted
 
-
 // Options are what Run needs besides the settings.
 type Options struct {
 	// Socket is the admin socket path; empty means no socket (tests).
@@ -46,6 +45,16 @@ type Options struct {
 	Version string
 	// Ready, when set, is called once the device carries the first snapshot.
 	Ready func()
+	// Reload, when set, brings the config re-read on SIGHUP.
+	Reload <-chan *config.Settings
+	// WatchDevice, when set, returns a channel closed when the device named
+	// goes away (backend.WatchRemoval in ikto-agent); the agent then makes
+	// it again.
+	WatchDevice func(ctx context.Context, name string) (<-chan struct{}, error)
+	// CheckDevice, when set, says whether the device name can be used at
+	// all (backend.Check in ikto-agent): a name held by something that is
+	// not WireGuard must stop the agent before it writes to the bucket.
+	CheckDevice func(name string) error
 }
 
 // Agent is one running ikto-agent.
@@ -61,13 +70,25 @@ type Agent struct {
 	ctl    *mesh.Controller // nil until the device is open
 	keeper *bucket.Keeper   // heals the claim in the bucket
 
+	// dev and nc are what /v1/status, served from the agent's first
+	// moment, may read of parts made later: set once each, read anywhere.
+	dev atomic.Pointer[devHandle]
+	nc  atomic.Pointer[bucket.Conn]
+
 	metrics *metrics.Agent
 	hooks   *hook.Host
 	saver   *state.Saver // nil without state_dir
 	// reconnected kicks the watcher to re-read the bucket.
 	reconnected chan struct{}
+	// tune carries reloaded run-time settings to the controller.
+	tune chan mesh.Tuning
+	// lost and replaced carry a vanished device to the controller and back.
+	lost, replaced chan struct{}
 	// last is the latest outcome, for /v1/status.
 	last atomic.Pointer[mesh.Outcome]
+	// synced and ready are set once: the first synced pass (Options.Ready)
+	// and READY=1 to systemd. Only publish touches them.
+	synced, ready bool
 }
 
 // Run is the whole life of an agent. It returns nil after ctx is cancelled
@@ -102,6 +123,9 @@ func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 	a := &Agent{
 		set: set, opt: opt, log: opt.Log, key: key,
 		reconnected: make(chan struct{}, 1),
+		tune:        make(chan mesh.Tuning, 1),
+		lost:        make(chan struct{}),
+		replaced:    make(chan struct{}, 1),
 		metrics:     metrics.NewAgent(),
 		self: peer.Record{
 			Name:             name,
@@ -122,14 +146,22 @@ func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 func (a *Agent) run(ctx context.Context) error {
 	// Find out now, before touching NATS or the device, whether another agent
 	// already serves this socket: that is almost always a second copy of us.
-	var sock net.Listener
+	// The socket answers from the first moment: "waiting for NATS" is an
+	// answer an operator needs most.
 	if a.opt.Socket != "" {
 		l, err := api.Listen(a.opt.Socket)
 		if err != nil {
 			return err
 		}
-		sock = l
-		defer sock.Close()
+		sockCtx, stopSock := context.WithCancel(context.Background())
+		sockDone := make(chan struct{})
+		go func() {
+			defer close(sockDone)
+			if err := api.Serve(sockCtx, l, a.routes()); err != nil {
+				a.log.Error("admin socket failed", "socket", a.opt.Socket, "err", err)
+			}
+		}()
+		defer func() { stopSock(); <-sockDone }()
 	}
 
 	// Hooks run for the agent's whole life, so that a mesh restored from
@@ -142,7 +174,17 @@ func (a *Agent) run(ctx context.Context) error {
 		_ = a.hooks.Run(hooksCtx) // a failing hook never ends the agent
 	}()
 	defer func() { stopHooks(); <-hooksDone }()
+	go a.follow(hooksCtx)
+	if err := a.serveMetrics(hooksCtx); err != nil {
+		return err
+	}
+	go a.watchdog(hooksCtx)
 
+	if a.opt.CheckDevice != nil {
+		if err := a.opt.CheckDevice(a.set.Device.Name); err != nil {
+			return fmt.Errorf("device %s: %w", a.set.Device.Name, err)
+		}
+	}
 	// The data plane before the control plane: NATS may not answer for a
 	// long while, and the other hosts still hold our claim and send to us.
 	if err := a.restore(); err != nil {
@@ -158,7 +200,7 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := a.join(ctx); err != nil {
 		return err
 	}
-	return a.serve(ctx, sock)
+	return a.serve(ctx)
 }
 
 // join opens the bucket, claims the prefix and opens the device (unless the
@@ -181,7 +223,7 @@ func (a *Agent) join(ctx context.Context) error {
 }
 
 // serve runs the long-lived parts until ctx ends or one of them fails.
-func (a *Agent) serve(ctx context.Context, sock net.Listener) error {
+func (a *Agent) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	batches := make(chan bucket.Batch, 16)
 	// The watch is probed once per resync: drift of the watch itself (a
@@ -194,12 +236,11 @@ func (a *Agent) serve(ctx context.Context, sock net.Listener) error {
 	g.Go(func() error { return a.keeper.Run(gctx) })
 	g.Go(func() error { return a.followStream(gctx) })
 	g.Go(func() error {
-		return a.ctl.Run(gctx, mesh.Inputs{Batches: batches, Resync: a.set.Resync, Connected: a.conn.Connected, Publish: a.publish})
+		return a.ctl.Run(gctx, mesh.Inputs{Batches: batches, Resync: a.set.Resync, Connected: a.conn.Connected, Publish: a.publish, Tune: a.tune,
+			Lost: a.lost, Reopen: a.reopen, Replaced: func() { a.replaced <- struct{}{} }})
 	})
+	g.Go(func() error { return a.keepDevice(gctx) })
 	g.Go(func() error { return a.heartbeat(gctx) })
-	if sock != nil {
-		g.Go(func() error { return api.Serve(gctx, sock, a.routes()) })
-	}
 	if a.saver != nil {
 		g.Go(func() error { return a.saver.Run(gctx) })
 	}

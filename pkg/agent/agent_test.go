@@ -61,6 +61,12 @@ func newConfig(t *testing.T, url, prefix string) *config.Config {
 // start runs an agent for cfg until the test ends.
 func start(t *testing.T, cfg *config.Config, dev *fake.Device) *host {
 	t.Helper()
+	return startWith(t, cfg, dev, nil)
+}
+
+// startWith is start with opts changing the agent's Options.
+func startWith(t *testing.T, cfg *config.Config, dev *fake.Device, opts func(*Options)) *host {
+	t.Helper()
 	h := &host{cfg: cfg, opened: make(chan struct{}), ready: make(chan struct{}), done: make(chan error, 1), logs: &logbuf.Buffer{},
 		socket: filepath.Join(t.TempDir(), "ikto.sock")}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -79,6 +85,9 @@ func start(t *testing.T, cfg *config.Config, dev *fake.Device) *host {
 			return keepOpen{dev}, nil
 		},
 		Ready: func() { once.Do(func() { close(h.ready) }) },
+	}
+	if opts != nil {
+		opts(&opt)
 	}
 	go func() { h.done <- Run(ctx, settings(t, cfg), opt) }()
 	t.Cleanup(func() {

@@ -16,26 +16,33 @@ import (
 // openDevice opens the WireGuard device and puts the controller in charge of
 // it.
 func (a *Agent) openDevice() error {
-	dc := wgdev.Config{
+	dc := a.deviceConfig()
+	dev, err := a.opt.OpenDevice(dc)
+	if err != nil {
+		return fmt.Errorf("device %s: %w", dc.Name, err)
+	}
+	a.log.Info("device ready", "device", dev.Name(), "backend", dev.Backend(), "address", dc.Address, "port", dc.ListenPort)
+	a.dev.Store(&devHandle{dev})
+	a.ctl = mesh.New(mesh.Self{
+		Key: a.key.PublicKey(), Prefix: a.set.Prefix, Rules: a.set.Rules(), Keepalive: a.set.Keepalive,
+	}, dev, mesh.Options{
+		Log: a.log,
+		// Only the hooks (also ones a reload may add), the snapshot and
+		// the socket read every peer.
+		KeepView: len(a.set.Hooks) > 0 || a.opt.Reload != nil || a.saver != nil || a.opt.Socket != "",
+	})
+	return nil
+}
+
+// deviceConfig is the device's own side.
+func (a *Agent) deviceConfig() wgdev.Config {
+	return wgdev.Config{
 		Name:       a.set.Device.Name,
 		PrivateKey: a.key,
 		ListenPort: a.set.Device.Port,
 		Address:    a.set.Device.Address,
 		MTU:        a.set.Device.MTU,
 	}
-	dev, err := a.opt.OpenDevice(dc)
-	if err != nil {
-		return fmt.Errorf("device %s: %w", dc.Name, err)
-	}
-	a.log.Info("device ready", "device", dev.Name(), "backend", dev.Backend(), "address", dc.Address, "port", dc.ListenPort)
-	a.ctl = mesh.New(mesh.Self{
-		Key: a.key.PublicKey(), Prefix: a.set.Prefix, Rules: a.set.Rules(), Keepalive: a.set.Keepalive,
-	}, dev, mesh.Options{
-		Log: a.log,
-		// Only the hooks, the snapshot and the socket read every peer.
-		KeepView: len(a.set.Hooks) > 0 || a.saver != nil || a.opt.Socket != "",
-	})
-	return nil
 }
 
 func (a *Agent) closeDevice() {
@@ -116,3 +123,6 @@ func (a *Agent) discardSnapshot() {
 		a.log.Warn("remove the mesh snapshot failed", "err", err)
 	}
 }
+
+// devHandle carries the device to /v1/status.
+type devHandle struct{ wgdev.Device }

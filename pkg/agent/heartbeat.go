@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/mesh"
 )
 
 // HeartbeatEvery is how often an agent writes its heartbeat. ikto-admin list
@@ -23,11 +24,12 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	var (
 		live    jetstream.KeyValue
 		failing bool
+		reach   mesh.Reach
 	)
 	liveBucket := bucket.LiveBucket(a.set.NATS.Bucket)
 	for {
 		if a.conn.Connected() {
-			err := a.beat(ctx, &live)
+			err := a.beat(ctx, &live, &reach)
 			switch {
 			case err != nil && !failing && ctx.Err() == nil:
 				a.log.Warn("heartbeat write failed; the mesh is unaffected, ikto-admin list will show this host as offline",
@@ -46,7 +48,7 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) beat(ctx context.Context, live *jetstream.KeyValue) error {
+func (a *Agent) beat(ctx context.Context, live *jetstream.KeyValue, reach *mesh.Reach) error {
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
 	if *live == nil {
@@ -58,6 +60,14 @@ func (a *Agent) beat(ctx context.Context, live *jetstream.KeyValue) error {
 	}
 	now := time.Now().UTC()
 	hb := bucket.Heartbeat{PublicKey: a.self.PublicKey, Name: a.self.Name, At: now, Version: a.opt.Version}
+	if o := a.last.Load(); o.Synced() {
+		hb.Revision = o.Revision
+	}
+	if h := a.dev.Load(); h != nil {
+		if peers, err := h.Peers(); err == nil {
+			hb.Unreachable = reach.Unreachable(peers, now)
+		}
+	}
 	if err := bucket.PutHeartbeat(ctx, *live, a.set.Prefix, hb); err != nil {
 		// The bucket may have been deleted: open (or make) it again next time.
 		*live = nil

@@ -12,12 +12,15 @@ func (a *Agent) publish(o mesh.Outcome) {
 	if a.keeper != nil {
 		a.keeper.Request(o.Repair)
 	}
-	first := !a.last.Load().Synced() && o.Synced()
+	prev := a.last.Load()
+	first := !prev.Synced() && o.Synced() && !a.synced
+	a.synced = a.synced || first
 	a.last.Store(&o)
+	a.notifySystemd(*prev, o)
 	if o.DeviceErr != nil {
 		return // the device is not known to carry this outcome's peers
 	}
-	if o.View != nil && len(a.set.Hooks) > 0 {
+	if o.View != nil {
 		a.hooks.Update(hookPeers(o.View.Peers))
 	}
 	switch {

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/api"
+	"github.com/ikto-mesh/ikto/pkg/mesh"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/reconcile"
 )
@@ -21,12 +22,11 @@ func (a *Agent) routes() api.Routes {
 // time of the last reconcile shown together always belong together.
 func (a *Agent) Status() api.Status {
 	o := a.last.Load()
-	dev := a.ctl.Device()
+	conn := a.nc.Load()
 	st := api.Status{
 		Self:     a.self,
-		Backend:  dev.Backend(),
-		Device:   dev.Name(),
-		NATS:     api.NATSStatus{Connected: a.conn.Connected(), Bucket: a.set.NATS.Bucket},
+		Device:   a.set.Device.Name,
+		NATS:     api.NATSStatus{Connected: conn != nil && conn.Connected(), Bucket: a.set.NATS.Bucket},
 		State:    string(o.State),
 		Claim:    string(o.Claim),
 		Synced:   o.Synced(),
@@ -34,7 +34,7 @@ func (a *Agent) Status() api.Status {
 		Rejected: []api.Rejected{},
 	}
 	if st.NATS.Connected {
-		st.NATS.Server = a.conn.NC.ConnectedUrlRedacted()
+		st.NATS.Server = conn.NC.ConnectedUrlRedacted()
 	}
 	if o.Synced() {
 		t := o.At
@@ -47,6 +47,12 @@ func (a *Agent) Status() api.Status {
 	for _, r := range view.Rejected {
 		st.Rejected = append(st.Rejected, api.Rejected{Key: r.Key, Revision: r.Revision, Reason: string(r.Reason), Detail: r.Detail})
 	}
+	h := a.dev.Load()
+	if h == nil {
+		return st // no device yet: the claim comes first
+	}
+	dev := h.Device
+	st.Backend = dev.Backend()
 	peers, err := dev.Peers()
 	if err != nil {
 		a.log.Warn("status: read device peers", "device", dev.Name(), "err", err)
@@ -69,6 +75,13 @@ func (a *Agent) Status() api.Status {
 		if !p.LastHandshakeTime.IsZero() {
 			t := p.LastHandshakeTime.UTC().Truncate(time.Second)
 			ps.LatestHandshake = &t
+		}
+		ps.Handshake = mesh.HandshakeStateStale
+		switch since, pending := o.Contacts[p.PublicKey]; {
+		case pending:
+			ps.Handshake, ps.PendingSince = mesh.HandshakeStatePending, &since
+		case mesh.SessionLive(p.LastHandshakeTime, time.Now()):
+			ps.Handshake = mesh.HandshakeStateEstablished
 		}
 		st.Peers = append(st.Peers, ps)
 	}

@@ -5,21 +5,33 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 )
 
-// DefaultSocket is where the agent listens unless told otherwise.
-const DefaultSocket = "/tmp/ikto.sock"
+// DefaultSocket is where the agent listens unless told otherwise: a
+// directory only root may create, unlike /tmp (ikto 0.3.0's default, still
+// accepted with -s), where any local user could take the name first.
+const DefaultSocket = "/run/ikto/ikto.sock"
 
 // ErrSocketInUse is returned by Listen when another process answers on the socket.
 var ErrSocketInUse = errors.New("socket in use by a running agent")
 
 // Listen binds the unix socket at path with mode 0600. A socket file left by a
 // crashed agent (nobody answers) is replaced; one that answers is not.
+// A missing parent directory is created with mode 0750.
 func Listen(path string) (net.Listener, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				return nil, fmt.Errorf("admin socket %s: %w", path, err)
+			}
+		}
+	}
 	if _, err := os.Lstat(path); err == nil {
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {

@@ -46,8 +46,13 @@ type PeerStatus struct {
 	Endpoint        string     `json:"endpoint"`
 	AllowedIPs      []string   `json:"allowed_ips"`
 	LatestHandshake *time.Time `json:"latest_handshake"`
-	RxBytes         int64      `json:"rx_bytes"`
-	TxBytes         int64      `json:"tx_bytes"`
+	// Handshake is "established" (a session from a handshake within the
+	// last 3 minutes), "pending" (the agent is orchestrating the first
+	// handshake, since PendingSince) or "stale" (no session).
+	Handshake    string     `json:"handshake"`
+	PendingSince *time.Time `json:"pending_since,omitempty"`
+	RxBytes      int64      `json:"rx_bytes"`
+	TxBytes      int64      `json:"tx_bytes"`
 }
 
 // Rejected is a record the agent refuses to apply.

@@ -33,6 +33,11 @@ type Heartbeat struct {
 	Name      string    `json:"name"`
 	At        time.Time `json:"at"`
 	Version   string    `json:"version,omitempty"`
+	// Revision is the bucket revision the agent has applied to its device.
+	Revision uint64 `json:"revision,omitempty"`
+	// Unreachable are the public keys of peers this host sends to but hears
+	// nothing from (exceptions only, so the heartbeat stays small).
+	Unreachable []string `json:"unreachable,omitempty"`
 }
 
 // LiveBucket is the name of the heartbeat bucket that goes with the main

@@ -24,6 +24,9 @@ type Entry struct {
 type Batch struct {
 	Snapshot bool
 	Entries  []Entry
+	// Revision is, for a snapshot, the highest revision the watch had
+	// delivered when the snapshot ended (markers included).
+	Revision uint64
 }
 
 // WatchPolicy spaces the watcher's attempts to re-subscribe.
@@ -128,6 +131,7 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- Batch) bool {
 	if !ok {
 		return false
 	}
+	snap.Revision = seen
 	if send(ctx, out, snap) {
 		w.follow(ctx, out, updates, seen)
 	}

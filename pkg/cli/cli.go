@@ -53,18 +53,25 @@ func IsUsage(err error) bool {
 
 // NewLogger builds the slog logger for --log-format and --log-level.
 func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
+	log, _, err := NewLeveledLogger(w, format, level)
+	return log, err
+}
+
+// NewLeveledLogger is NewLogger with its level in a LevelVar the caller may
+// change while the logger is in use (a reloaded config).
+func NewLeveledLogger(w io.Writer, format, level string) (*slog.Logger, *slog.LevelVar, error) {
+	lv := new(slog.LevelVar)
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, Usagef("--log-level %q: want debug, info, warn or error", level)
+		return nil, nil, Usagef("--log-level %q: want debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	switch strings.ToLower(format) {
 	case "text", "":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), lv, nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), lv, nil
 	}
-	return nil, Usagef("--log-format %q: want text or json", format)
+	return nil, nil, Usagef("--log-format %q: want text or json", format)
 }
 
 // NoArgs is a cobra Args check that reports extra arguments as a usage error.

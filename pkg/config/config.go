@@ -60,6 +60,12 @@ type Config struct {
 	ResyncInterval string       `json:"resync_interval,omitempty"`
 	StateDir       string       `json:"state_dir,omitempty"`
 	Hooks          []HookConfig `json:"hooks,omitempty"`
+	// LogLevel is debug, info, warn or error; ikto-agent's --log-level,
+	// when given, wins. SIGHUP applies a change.
+	LogLevel string `json:"log_level,omitempty"`
+	// MetricsListen is a TCP host:port where GET /metrics is also served
+	// (the admin socket always serves it), e.g. "127.0.0.1:9474".
+	MetricsListen string `json:"metrics_listen,omitempty"`
 }
 
 // HookConfig names one hook plugin (SPEC §5). Config is handed to the hook as is.
@@ -134,11 +140,13 @@ func Parse(r io.Reader) (*Config, error) {
 		var typ *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &syn):
-			return nil, fmt.Errorf("not valid JSON at byte %d: %w", syn.Offset, err)
+			line, col := position(data, syn.Offset)
+			return nil, fmt.Errorf("not valid JSON at line %d, column %d: %w", line, col, err)
 		case errors.As(err, &typ) && typ.Field == "":
 			return nil, fmt.Errorf("must be a JSON object, not %s", typ.Value)
 		case errors.As(err, &typ):
-			return nil, fieldErr(typ.Field, "must be a JSON %s, not %s", typ.Type, typ.Value)
+			line, col := position(data, typ.Offset)
+			return nil, fieldErr(typ.Field, "must be a JSON %s, not %s (line %d, column %d)", typ.Type, typ.Value, line, col)
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			quoted := strings.TrimPrefix(err.Error(), "json: unknown field ")
 			name, uerr := strconv.Unquote(quoted)
@@ -159,6 +167,15 @@ func Parse(r io.Reader) (*Config, error) {
 	}
 	c.SetDefaults()
 	return &c, nil
+}
+
+// position is the line and column (both from 1), as an editor shows them, of
+// the last byte the decoder read when it stopped: encoding/json's offsets
+// count the bytes read, the offending one included.
+func position(data []byte, offset int64) (line, col int) {
+	i := int(min(max(offset-1, 0), int64(len(data))))
+	before := data[:i]
+	return bytes.Count(before, []byte("\n")) + 1, i - bytes.LastIndexByte(before, '\n')
 }
 
 // SetDefaults fills every field that is empty and has a default.

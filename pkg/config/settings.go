@@ -31,6 +31,10 @@ type Settings struct {
 	// StateDir holds the mesh snapshot; empty means none is kept.
 	StateDir string
 	Hooks    []Hook
+	// LogLevel is the configured log level; empty means the default.
+	LogLevel string
+	// MetricsListen is a TCP address serving /metrics; empty means none.
+	MetricsListen string
 }
 
 // Rules are the acceptance rules every record of this mesh is checked against.

@@ -199,6 +199,19 @@ func (c *Config) resolveAgentOptions(s *Settings) error {
 	if c.StateDir != "" && !strings.HasPrefix(c.StateDir, "/") {
 		return fieldErr("state_dir", "%q must be an absolute path", c.StateDir)
 	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+		s.LogLevel = c.LogLevel
+	default:
+		return fieldErr("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if c.MetricsListen != "" {
+		ap, err := netip.ParseAddrPort(c.MetricsListen)
+		if err != nil || ap.Port() == 0 {
+			return fieldErr("metrics_listen", "%q must be an IP address and port, e.g. \"127.0.0.1:9474\" or \"[::]:9474\"", c.MetricsListen)
+		}
+		s.MetricsListen = ap.String()
+	}
 	return nil
 }
 

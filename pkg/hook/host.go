@@ -10,6 +10,7 @@
 package hook
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -68,14 +69,18 @@ func (o *Options) setDefaults() {
 }
 
 // Host runs the configured hooks. Update may be called at any time, also
-// before Run; Run is called once.
+// before Run; Run is called once. Reconfigure changes the set of hooks while
+// Run runs.
 type Host struct {
 	opt  Options
-	sups []*supervisor
+	node sdk.Node
 
-	mu    sync.Mutex // orders Update's generation numbers
+	mu    sync.Mutex // orders Update's generation numbers; guards sups
 	gen   uint64
+	sups  []*supervisor
 	state atomic.Pointer[state]
+
+	reconf chan []config.Hook // 1-buffered: the newest hook set wins
 }
 
 // state is one peer set handed to Update. Generations only grow, so a
@@ -90,21 +95,26 @@ type state struct {
 // config in Node.Config.
 func New(hooks []config.Hook, node sdk.Node, opt Options) *Host {
 	opt.setDefaults()
-	h := &Host{opt: opt}
+	h := &Host{opt: opt, node: node, reconf: make(chan []config.Hook, 1)}
 	for _, hc := range hooks {
-		s := newSupervisor(h, hc, node)
-		h.sups = append(h.sups, s)
-		// Every hook's series exists from the start, so a dashboard sees
-		// zeros instead of missing series.
-		if m := opt.Metrics; m.Failures != nil {
-			m.Failures.WithLabelValues(hc.Name)
-		}
-		if m := opt.Metrics; m.Restarts != nil {
-			m.Restarts.WithLabelValues(hc.Name)
-		}
-		s.setUp(false)
+		h.sups = append(h.sups, h.newSupervisor(hc))
 	}
 	return h
+}
+
+// newSupervisor prepares a supervisor for hc and makes its metric series.
+func (h *Host) newSupervisor(hc config.Hook) *supervisor {
+	s := newSupervisor(h, hc, h.node)
+	// Every hook's series exists from the start, so a dashboard sees
+	// zeros instead of missing series.
+	if m := h.opt.Metrics; m.Failures != nil {
+		m.Failures.WithLabelValues(hc.Name)
+	}
+	if m := h.opt.Metrics; m.Restarts != nil {
+		m.Restarts.WithLabelValues(hc.Name)
+	}
+	s.setUp(false)
+	return s
 }
 
 // Update hands every hook the peers the device now carries. It never blocks:
@@ -115,10 +125,22 @@ func (h *Host) Update(peers []sdk.Peer) {
 	h.mu.Lock()
 	h.gen++
 	h.state.Store(&state{gen: h.gen, peers: ps})
+	sups := h.sups
 	h.mu.Unlock()
-	for _, s := range h.sups {
+	for _, s := range sups {
 		s.kick()
 	}
+}
+
+// Reconfigure makes hooks the set Run supervises: hooks no longer listed, or
+// whose settings changed, get the last state and Stop and end; new and
+// changed ones start and are handed the newest state. It never blocks.
+func (h *Host) Reconfigure(hooks []config.Hook) {
+	select {
+	case <-h.reconf: // a newer set replaces one not yet taken
+	default:
+	}
+	h.reconf <- slices.Clone(hooks)
 }
 
 func (h *Host) latest() *state { return h.state.Load() }
@@ -126,32 +148,110 @@ func (h *Host) latest() *state { return h.state.Load() }
 // Run supervises every hook until ctx ends, then stops them all and returns
 // nil once every hook process is gone. Hook failures never end Run.
 func (h *Host) Run(ctx context.Context) error {
-	if len(h.sups) == 0 {
-		<-ctx.Done()
-		return nil
-	}
-	// go-plugin's hooks create their sockets here; a hook killed by the
-	// supervisor cannot remove its own, so the host does.
-	dir, err := os.MkdirTemp("", "ikto-hooks-")
-	if err != nil {
-		h.opt.Log.Error("no directory for hook sockets; hooks not started", "err", err)
-		<-ctx.Done()
-		return nil
-	}
-	defer os.RemoveAll(dir)
-
-	// Calls are bounded by hard, which outlives ctx by the grace period:
-	// cancelling ctx does not cut the call in flight, so a hook never gets
-	// a second call while its first is still running.
-	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelHard()
-	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(h.opt.Grace, cancelHard) })
-	defer stopGrace()
-
-	var wg sync.WaitGroup
+	running := map[string]*runningHook{}
+	var dir string
+	defer func() {
+		for _, r := range running {
+			<-r.done
+		}
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
+	}()
+	h.mu.Lock()
+	hooks := make([]config.Hook, 0, len(h.sups))
 	for _, s := range h.sups {
-		wg.Go(func() { s.run(ctx, hard, dir) })
+		hooks = append(hooks, s.cfg)
 	}
-	wg.Wait()
-	return nil
+	h.mu.Unlock()
+	for {
+		if len(hooks) > 0 && dir == "" {
+			// go-plugin's hooks create their sockets here; a hook killed
+			// by the supervisor cannot remove its own, so the host does.
+			d, err := os.MkdirTemp("", "ikto-hooks-")
+			if err != nil {
+				h.opt.Log.Error("no directory for hook sockets; hooks not started", "err", err)
+			}
+			dir = d
+		}
+		if dir != "" {
+			h.apply(ctx, hooks, running, dir)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case hooks = <-h.reconf:
+		}
+	}
+}
+
+// runningHook is one supervisor at work, and how to end it.
+type runningHook struct {
+	sup  *supervisor
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// start runs s until ctx ends or it is stopped. Its calls are bounded by a
+// context that outlives its own by the grace period: ending it does not cut
+// the call in flight, so a hook never gets a second call while its first is
+// still running.
+func (h *Host) start(ctx context.Context, s *supervisor, dir string) *runningHook {
+	sctx, stop := context.WithCancel(ctx)
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(sctx))
+	r := &runningHook{sup: s, stop: stop, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		defer cancelHard()
+		stopGrace := context.AfterFunc(sctx, func() { time.AfterFunc(h.opt.Grace, cancelHard) })
+		defer stopGrace()
+		s.run(sctx, hard, dir)
+	}()
+	return r
+}
+
+// apply turns the running hooks into hooks.
+func (h *Host) apply(ctx context.Context, hooks []config.Hook, running map[string]*runningHook, dir string) {
+	h.mu.Lock()
+	known := map[string]*supervisor{}
+	for _, s := range h.sups {
+		known[s.cfg.Name] = s
+	}
+	h.mu.Unlock()
+	want := map[string]config.Hook{}
+	for _, hc := range hooks {
+		want[hc.Name] = hc
+	}
+	for name, r := range running {
+		if hc, ok := want[name]; ok && sameHook(hc, r.sup.cfg) {
+			continue
+		}
+		h.opt.Log.Info("hook removed or changed; stopping it", "hook", name)
+		r.stop()
+		<-r.done
+		delete(running, name)
+	}
+	var sups []*supervisor
+	for _, hc := range hooks {
+		if r, ok := running[hc.Name]; ok {
+			sups = append(sups, r.sup)
+			continue
+		}
+		s := known[hc.Name]
+		if s == nil || !sameHook(hc, s.cfg) {
+			h.opt.Log.Info("hook added", "hook", hc.Name, "path", hc.Path)
+			s = h.newSupervisor(hc)
+		}
+		sups = append(sups, s)
+		running[hc.Name] = h.start(ctx, s, dir)
+		s.kick()
+	}
+	h.mu.Lock()
+	h.sups = sups
+	h.mu.Unlock()
+}
+
+func sameHook(a, b config.Hook) bool {
+	return a.Name == b.Name && a.Path == b.Path && bytes.Equal(a.SHA256, b.SHA256) && a.Timeout == b.Timeout &&
+		bytes.Equal(a.Config, b.Config)
 }

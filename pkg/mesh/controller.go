@@ -51,6 +51,7 @@ type Controller struct {
 	keep  bool
 
 	loaded            bool              // a snapshot of the bucket is in the table
+	revision          uint64            // the highest bucket revision folded in
 	logged            map[string]uint64 // rejections already reported: key → revision
 	seq               uint64
 	events, snapshots int // folded in since the last pass
@@ -68,6 +69,10 @@ type Controller struct {
 	// snapKeys are the keys, markers included, of the snapshot loaded since
 	// the last pass; nil when none was.
 	snapKeys map[string]bool
+	// selfRev is the revision of this host's own record when last held;
+	// contacts are the peers whose first handshake is being orchestrated.
+	selfRev  uint64
+	contacts map[wgtypes.Key]*contact
 }
 
 // vanished is one peer kept after its record vanished.
@@ -94,11 +99,28 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 		logged:   map[string]uint64{},
 		oursLast: true,
 		vanished: map[wgtypes.Key]vanished{},
+		contacts: map[wgtypes.Key]*contact{},
 	}
 }
 
 // Device is the device the controller drives.
 func (c *Controller) Device() wgdev.Device { return c.dev }
+
+// ReplaceDevice drives dev from now on, in place of a device that is gone
+// (deleted, or its process died). The next pass writes every peer to it, and
+// this host starts the first handshake with each: the other ends still hold
+// sessions with the old device and would not.
+func (c *Controller) ReplaceDevice(dev wgdev.Device) {
+	c.dev = dev
+	c.rec.Rebind(dev)
+	now := time.Now()
+	for k, p := range c.table.View().Peers {
+		c.contacts[k] = &contact{initiator: true, since: now, next: now.Add(contactRetry), wait: 2 * contactRetry}
+		if !c.contest.lost {
+			c.rec.Set(c.spec(p))
+		}
+	}
+}
 
 // Loaded reports whether a whole-bucket snapshot has been loaded: until then
 // a pass would remove peers it has simply not heard about yet.
@@ -112,10 +134,12 @@ func (c *Controller) Load(b bucket.Batch) {
 		c.loaded = true
 		c.snapshots++
 		c.snapKeys = make(map[string]bool, len(b.Entries))
+		c.revision = b.Revision
 	} else {
 		c.events += len(b.Entries)
 	}
 	for _, e := range b.Entries {
+		c.revision = max(c.revision, e.Revision)
 		if b.Snapshot {
 			c.snapKeys[e.Key] = true
 		}
@@ -146,7 +170,7 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	case ClaimEvicted:
 		return c.standDown(o, ClaimEvicted, o.Why)
 	case ClaimHeld:
-		c.oursLast = true
+		c.oursLast, c.selfRev = true, d.Self.Revision
 		o.Repair.Release = stale(d.Rejected, d.Self.Revision)
 	case ClaimMissing:
 		o.Repair.Reclaim = true
@@ -187,10 +211,24 @@ func (c *Controller) Pass(refresh bool) Outcome {
 // overwritten by garbage — is kept for VanishGrace: absence is not a
 // command, and its host writes the record back.
 func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
+	var hs map[wgtypes.Key]time.Time
+	sessions := func() map[wgtypes.Key]time.Time {
+		if hs == nil {
+			hs = c.sessions()
+		}
+		return hs
+	}
 	for _, ch := range d.Changes {
+		if ch.New == nil {
+			delete(c.contacts, ch.PublicKey)
+		}
 		switch {
 		case ch.New != nil:
+			_, held := c.vanished[ch.PublicKey]
 			delete(c.vanished, ch.PublicKey)
+			if ch.Old == nil && !held {
+				c.beginContact(*ch.New, now, sessions)
+			}
 			c.rec.Set(c.spec(*ch.New))
 		case ch.Old != nil && (c.snapKeys != nil && !c.snapKeys[ch.Old.Key] || c.table.Rejected(ch.Old.Key)):
 			c.vanished[ch.PublicKey] = vanished{key: ch.Old.Key, until: now.Add(VanishGrace)}
@@ -212,6 +250,14 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 	c.snapKeys = nil
 }
 
+// setKeepalive changes the keepalive of every peer; the next pass writes it.
+func (c *Controller) setKeepalive(d time.Duration) {
+	c.self.Keepalive = d
+	for _, p := range c.table.View().Peers {
+		c.rec.Set(c.spec(p))
+	}
+}
+
 // dropVanished forgets the peers kept after their records vanished.
 func (c *Controller) dropVanished() {
 	for k := range c.vanished {
@@ -223,6 +269,7 @@ func (c *Controller) dropVanished() {
 // finish completes the outcome of a pass that drove the device.
 func (c *Controller) finish(o Outcome, d peer.Delta, res reconcile.Result, err error) Outcome {
 	o.State, o.Plan, o.Refresh, o.Took, o.DeviceErr, o.Held = StateSynced, res.Plan, res.Refresh, res.Duration, err, len(c.vanished)
+	o.Contacts = c.pendingContacts()
 	if err != nil {
 		c.log.Error("configure device failed; will retry", "device", c.dev.Name(), "err", err)
 	} else {
@@ -293,12 +340,13 @@ func (c *Controller) standDown(o Outcome, claim Claim, why string) Outcome {
 // begin starts the outcome of a new pass with what every pass reports.
 func (c *Controller) begin() Outcome {
 	c.seq++
-	o := Outcome{Seq: c.seq, At: time.Now(), Events: c.events, Snapshots: c.snapshots}
+	o := Outcome{Seq: c.seq, At: time.Now(), Events: c.events, Snapshots: c.snapshots, Revision: c.revision}
 	c.events, c.snapshots = 0, 0
 	return o
 }
 
-// spec is how an accepted record is configured on the device.
+// spec is how an accepted record is configured on the device (during its
+// first contact, as contactSpec says).
 func (c *Controller) spec(p peer.Accepted) reconcile.Spec {
-	return reconcile.Spec{PublicKey: p.PublicKey, Endpoint: p.Endpoint, AllowedIPs: []netip.Prefix{p.Prefix}, Keepalive: c.self.Keepalive}
+	return c.contactSpec(reconcile.Spec{PublicKey: p.PublicKey, Endpoint: p.Endpoint, AllowedIPs: []netip.Prefix{p.Prefix}, Keepalive: c.self.Keepalive})
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/reconcile"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // ErrEvicted means this host's record was deleted (a delete marker on a
@@ -37,6 +38,8 @@ const (
 type Outcome struct {
 	Seq   uint64 // passes so far, this one included
 	At    time.Time
+	// Revision is the highest bucket revision the table has taken in.
+	Revision uint64
 	State State
 	// View is the accepted set after the pass: the peers the device was
 	// configured with, self, and every rejected record. It is nil on
@@ -69,6 +72,9 @@ type Outcome struct {
 	// Held counts peers kept on the device although their records vanished
 	// without a delete (a re-created bucket): their hosts write them back.
 	Held int
+	// Contacts are the peers whose first handshake is being orchestrated,
+	// and since when.
+	Contacts map[wgtypes.Key]time.Time
 }
 
 // Err is the error that ends the agent after this pass: ErrEvicted (with

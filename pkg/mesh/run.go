@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
 // Inputs are what wakes the controller's loop, and where its outcomes go.
@@ -19,6 +20,20 @@ type Inputs struct {
 	// Publish receives every pass's outcome, in the loop's goroutine. It
 	// must not block: consumers take what they need and return.
 	Publish func(Outcome)
+	// Tune, when set, brings new run-time settings (a reloaded config).
+	Tune <-chan Tuning
+	// Lost, when it fires, says the device is gone; Reopen makes a new one
+	// (retrying until ctx ends) and Replaced is told once it carries the
+	// mesh again.
+	Lost     <-chan struct{}
+	Reopen   func(context.Context) (wgdev.Device, error)
+	Replaced func()
+}
+
+// Tuning is what may change while the controller runs.
+type Tuning struct {
+	Resync    time.Duration
+	Keepalive time.Duration
 }
 
 // Run is the controller's loop. Watch batches and the resync timer only wake
@@ -29,11 +44,15 @@ type Inputs struct {
 func (c *Controller) Run(ctx context.Context, in Inputs) error {
 	resync := time.NewTicker(in.Resync)
 	defer resync.Stop()
+	var contacts <-chan time.Time // armed while first contacts are pending
 	for {
 		refresh := false
 		select {
 		case <-ctx.Done():
 			return nil
+		case now := <-contacts:
+			contacts = nil
+			c.checkContacts(now)
 		case b := <-in.Batches:
 			c.Load(b)
 			c.drain(in.Batches)
@@ -42,6 +61,35 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 				continue
 			}
 			refresh = true
+		case <-in.Lost:
+			dev, err := in.Reopen(ctx)
+			if err != nil {
+				return nil // only a stop ends Reopen
+			}
+			c.ReplaceDevice(dev)
+			if !c.loaded {
+				in.Replaced()
+				continue
+			}
+			o := c.Pass(true)
+			in.Publish(o)
+			in.Replaced()
+			if err := o.Err(); err != nil {
+				return err
+			}
+			if len(c.contacts) > 0 && contacts == nil {
+				contacts = time.After(contactPoll)
+			}
+			continue
+		case t := <-in.Tune:
+			if t.Resync > 0 && t.Resync != in.Resync {
+				in.Resync = t.Resync
+				resync.Reset(t.Resync)
+			}
+			if t.Keepalive == c.self.Keepalive {
+				continue
+			}
+			c.setKeepalive(t.Keepalive)
 		}
 		if !c.loaded {
 			continue
@@ -50,6 +98,9 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 		in.Publish(o)
 		if err := o.Err(); err != nil {
 			return err
+		}
+		if len(c.contacts) > 0 && contacts == nil {
+			contacts = time.After(contactPoll)
 		}
 	}
 }

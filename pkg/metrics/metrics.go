@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -73,6 +75,7 @@ func NewAgent() *Agent {
 			Name: "ikto_heartbeat_age_seconds",
 			Help: "Seconds since this agent last wrote its heartbeat; -1 before the first.",
 		}, m.heartbeatAge),
+		buildInfo(),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -92,6 +95,15 @@ func NewAgent() *Agent {
 		m.Reconciles.WithLabelValues(res)
 	}
 	return m
+}
+
+// buildInfo is ikto_build_info{version,commit,goversion} 1: which build runs,
+// for dashboards that join it to the other series.
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ikto_build_info", Help: "The running agent's build: always 1."},
+		[]string{"version", "commit", "goversion"})
+	g.WithLabelValues(cli.Version, cli.Commit, runtime.Version()).Set(1)
+	return g
 }
 
 // HeartbeatWritten records a successful heartbeat write at t.

@@ -96,14 +96,47 @@ func (r *Reconciler) AddMissing(add map[wgtypes.Key]Spec) (Result, error) {
 	return res, err
 }
 
-// configure applies a non-empty plan to the device: the one place a plan
-// reaches it.
+// Reset takes the desired peers keys off the device and puts them back in
+// one call: WireGuard forgets their handshake state, so each starts a fresh
+// handshake at once instead of waiting out its rate limit. Keys not desired
+// are ignored.
+func (r *Reconciler) Reset(keys []wgtypes.Key) error {
+	var p Plan
+	for _, k := range keys {
+		if s, ok := r.desired[k]; ok {
+			p.Remove = append(p.Remove, k)
+			p.Add = append(p.Add, s)
+		}
+	}
+	if p.Empty() {
+		return nil
+	}
+	// Removals first: the same key is then added as a new peer.
+	changes := append(Plan{Remove: p.Remove}.PeerConfigs(), Plan{Add: p.Add}.PeerConfigs()...)
+	if err := r.write(changes); err != nil {
+		r.actual = nil
+		return err
+	}
+	if r.actual != nil {
+		for _, s := range p.Add {
+			r.actual[s.PublicKey] = s
+		}
+	}
+	return nil
+}
+
+// configure applies a non-empty plan to the device.
 func (r *Reconciler) configure(p Plan) error {
 	if p.Empty() {
 		return nil
 	}
-	if err := r.dev.ConfigurePeers(p.PeerConfigs()); err != nil {
-		return fmt.Errorf("configure %d peer changes on %s: %w", len(p.Add)+len(p.Update)+len(p.Remove), r.dev.Name(), err)
+	return r.write(p.PeerConfigs())
+}
+
+// write is the one place ikto changes a device's peers.
+func (r *Reconciler) write(changes []wgtypes.PeerConfig) error {
+	if err := r.dev.ConfigurePeers(changes); err != nil {
+		return fmt.Errorf("configure %d peer changes on %s: %w", len(changes), r.dev.Name(), err)
 	}
 	return nil
 }
@@ -152,6 +185,12 @@ func (r *Reconciler) resetDirty() {
 	if len(r.dirty) > 0 {
 		r.dirty = map[wgtypes.Key]struct{}{}
 	}
+}
+
+// Rebind drives dev from now on, in place of a device that is gone: the
+// desired set stays, and the next pass reads dev and writes every peer.
+func (r *Reconciler) Rebind(dev wgdev.Device) {
+	r.dev, r.actual = dev, nil
 }
 
 // Invalidate forgets the cached device state; the next pass reads the device.

@@ -13,16 +13,21 @@ import (
 )
 
 // Kind names a backend: what wg_backend asks for (auto, kernel, userspace)
-// and what Device.Backend reports (kernel, userspace, fake). It is the one
-// list of backend names; config, backend selection and status use it.
+// and what Device.Backend reports (kernel, external, userspace, fake). It is
+// the one list of backend names; config, backend selection and status use it.
 type Kind string
 
 // The backends.
 const (
 	KindAuto      Kind = "auto" // the kernel module when it is there, else userspace
 	KindKernel    Kind = "kernel"
-	KindUserspace Kind = "userspace"
-	KindFake      Kind = "fake" // in memory, tests and benchmarks only
+	KindUserspace Kind = "userspace" // the embedded wireguard-go, which lives and dies with the agent
+	// KindExternal is a userspace device run by another process (an
+	// external wireguard-go) and adopted through its UAPI socket. It is
+	// never asked for by name: wg_backend auto and userspace adopt one that
+	// is there.
+	KindExternal Kind = "external"
+	KindFake     Kind = "fake" // in memory, tests and benchmarks only
 )
 
 // ParseKind reads a wg_backend value; "" is KindAuto. Only the kinds a
@@ -60,7 +65,7 @@ type Config struct {
 type Device interface {
 	// Name is the interface name.
 	Name() string
-	// Backend is KindKernel, KindUserspace or KindFake.
+	// Backend is KindKernel, KindExternal, KindUserspace or KindFake.
 	Backend() Kind
 	// PublicKey is the device's public key.
 	PublicKey() wgtypes.Key
@@ -71,8 +76,9 @@ type Device interface {
 	// ReplaceAllowedIPs when its allowed-ips are given). Peers not named are left
 	// alone. An empty slice is a no-op and must not touch the device.
 	ConfigurePeers(changes []wgtypes.PeerConfig) error
-	// Close releases the handle. A kernel device stays up with its peers (an
-	// agent restart must not cut traffic); a userspace device lives in this
-	// process and goes down with it. Close is idempotent.
+	// Close releases the handle. A kernel or external device stays up with
+	// its peers (an agent restart must not cut traffic); an embedded
+	// userspace device lives in this process and goes down with it. Close is
+	// idempotent.
 	Close() error
 }

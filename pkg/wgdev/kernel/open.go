@@ -1,29 +1,38 @@
+// Package kernel opens the wgdev.Device backed by the Linux wireguard module:
+// netlink creates the link (or adopts an existing one of that name without
+// touching its peers), sets MTU and address and brings it up; wgctrl sets the
+// key and port and configures peers. Open never replaces peers and Close
+// leaves the interface and its peers in place, so an agent restart does not
+// cut traffic.
 package kernel
 
 import (
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/ctrldev"
 )
 
-const linkTypeWireguard = "wireguard"
+// LinkType is what netlink calls a kernel WireGuard link.
+const LinkType = "wireguard"
+
+// Device is a kernel WireGuard interface driven through wgctrl; Backend
+// reports wgdev.KindKernel.
+type Device = ctrldev.Device
 
 // Open creates the wireguard link cfg.Name, or adopts an existing one without
 // touching its peers, then sets MTU, address, up, key and port. Without the
 // wireguard module the error wraps wgdev.ErrNotSupported.
 func Open(cfg wgdev.Config) (*Device, error) {
-	return open(cfg, netlinkOps{}, newWgctrlClient)
+	return open(cfg, ctrldev.NetlinkOps{}, ctrldev.NewWgctrlClient)
 }
 
-func open(cfg wgdev.Config, links linkOps, newClient func() (wgClient, error)) (*Device, error) {
+func open(cfg wgdev.Config, links ctrldev.LinkOps, newClient func() (ctrldev.Client, error)) (*Device, error) {
 	if !cfg.Address.IsValid() {
 		return nil, fmt.Errorf("open %s: invalid address %s", cfg.Name, cfg.Address)
 	}
@@ -31,39 +40,28 @@ func open(cfg wgdev.Config, links linkOps, newClient func() (wgClient, error)) (
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", cfg.Name, err)
 	}
-	if cfg.MTU > 0 && link.Attrs().MTU != cfg.MTU {
-		if err := links.LinkSetMTU(link, cfg.MTU); err != nil {
-			return nil, fmt.Errorf("open %s: set mtu %d: %w", cfg.Name, cfg.MTU, err)
-		}
-	}
-	if err := ensureAddress(links, link, cfg.Address); err != nil {
+	if err := ctrldev.PrepareLink(links, link, cfg.MTU, cfg.Address); err != nil {
 		return nil, fmt.Errorf("open %s: %w", cfg.Name, err)
 	}
-	if err := links.LinkSetUp(link); err != nil {
-		return nil, fmt.Errorf("open %s: set link up: %w", cfg.Name, err)
-	}
-
 	client, err := newClient()
 	if err != nil {
 		return nil, fmt.Errorf("open %s: wgctrl: %w", cfg.Name, err)
 	}
-	key, port := cfg.PrivateKey, cfg.ListenPort
-	// No Peers and no ReplacePeers: an adopted device keeps its peers.
-	if err := client.ConfigureDevice(cfg.Name, wgtypes.Config{PrivateKey: &key, ListenPort: &port}); err != nil {
+	if err := ctrldev.SetIdentity(client, cfg.Name, cfg.PrivateKey, cfg.ListenPort); err != nil {
 		client.Close()
-		return nil, fmt.Errorf("open %s: set key and port %d: %w", cfg.Name, port, err)
+		return nil, fmt.Errorf("open %s: %w", cfg.Name, err)
 	}
-	return &Device{name: cfg.Name, publicKey: key.PublicKey(), client: client}, nil
+	return ctrldev.New(cfg.Name, wgdev.KindKernel, cfg.PrivateKey.PublicKey(), client), nil
 }
 
 // ensureLink returns the wireguard link called name, creating it if there is
 // none. A link of another type with that name is an error, not something to
 // delete: it belongs to someone else.
-func ensureLink(links linkOps, name string, mtu int) (netlink.Link, error) {
+func ensureLink(links ctrldev.LinkOps, name string, mtu int) (netlink.Link, error) {
 	link, err := links.LinkByName(name)
 	if err == nil {
-		if t := link.Type(); t != linkTypeWireguard {
-			return nil, fmt.Errorf("link %s exists and is of type %q, not %s; remove it or choose another wg_dev_name", name, t, linkTypeWireguard)
+		if t := link.Type(); t != LinkType {
+			return nil, fmt.Errorf("link %s exists and is of type %q, not %s; remove it or choose another wg_dev_name", name, t, LinkType)
 		}
 		return link, nil
 	}
@@ -92,28 +90,4 @@ func ensureLink(links linkOps, name string, mtu int) (netlink.Link, error) {
 // wireguard link type (module missing and not loadable).
 func isNotSupported(err error) bool {
 	return errors.Is(err, unix.EOPNOTSUPP) || strings.Contains(err.Error(), "operation not supported")
-}
-
-// ensureAddress adds addr to link unless it is already there, leaving other
-// addresses alone.
-func ensureAddress(links linkOps, link netlink.Link, addr netip.Prefix) error {
-	have, err := links.AddrList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		return fmt.Errorf("list addresses: %w", err)
-	}
-	want := &net.IPNet{IP: net.IP(addr.Addr().AsSlice()), Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen())}
-	for _, a := range have {
-		if a.IPNet != nil && a.IP.Equal(want.IP) && maskOnes(a.Mask) == addr.Bits() {
-			return nil
-		}
-	}
-	if err := links.AddrAdd(link, &netlink.Addr{IPNet: want}); err != nil {
-		return fmt.Errorf("add address %s: %w", addr, err)
-	}
-	return nil
-}
-
-func maskOnes(m net.IPMask) int {
-	ones, _ := m.Size()
-	return ones
 }

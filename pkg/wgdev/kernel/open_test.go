@@ -2,7 +2,6 @@ package kernel
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -13,95 +12,11 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/ctrldev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/ctrldev/ctrldevtest"
 )
 
-// fakeLinks is an in-memory netlink: links by name, addresses by link name,
-// and a log of every call that changes something.
-type fakeLinks struct {
-	links   map[string]netlink.Link
-	addrs   map[string][]netlink.Addr
-	addErr  error // returned by LinkAdd
-	findErr error // returned by LinkByName instead of a lookup
-	events  []string
-}
-
-func (f *fakeLinks) LinkByName(name string) (netlink.Link, error) {
-	if f.findErr != nil {
-		return nil, f.findErr
-	}
-	l, ok := f.links[name]
-	if !ok {
-		return nil, netlink.LinkNotFoundError{}
-	}
-	return l, nil
-}
-
-func (f *fakeLinks) LinkAdd(l netlink.Link) error {
-	f.events = append(f.events, fmt.Sprintf("LinkAdd %s type=%s mtu=%d", l.Attrs().Name, l.Type(), l.Attrs().MTU))
-	if f.addErr != nil {
-		return f.addErr
-	}
-	f.links[l.Attrs().Name] = l
-	return nil
-}
-
-func (f *fakeLinks) LinkSetMTU(l netlink.Link, mtu int) error {
-	f.events = append(f.events, fmt.Sprintf("LinkSetMTU %s %d", l.Attrs().Name, mtu))
-	return nil
-}
-
-func (f *fakeLinks) LinkSetUp(l netlink.Link) error {
-	f.events = append(f.events, "LinkSetUp "+l.Attrs().Name)
-	return nil
-}
-
-func (f *fakeLinks) AddrList(l netlink.Link, _ int) ([]netlink.Addr, error) {
-	return f.addrs[l.Attrs().Name], nil
-}
-
-func (f *fakeLinks) AddrAdd(l netlink.Link, a *netlink.Addr) error {
-	f.events = append(f.events, fmt.Sprintf("AddrAdd %s %s", l.Attrs().Name, a.IPNet))
-	f.addrs[l.Attrs().Name] = append(f.addrs[l.Attrs().Name], *a)
-	return nil
-}
-
-// fakeClient is an in-memory wgctrl client sharing the event log.
-type fakeClient struct {
-	events       *[]string
-	peers        []wgtypes.Peer
-	configureErr error
-	closes       int
-}
-
-func (c *fakeClient) Device(name string) (*wgtypes.Device, error) {
-	return &wgtypes.Device{Name: name, Peers: c.peers}, nil
-}
-
-func (c *fakeClient) ConfigureDevice(name string, cfg wgtypes.Config) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "ConfigureDevice %s", name)
-	if cfg.PrivateKey != nil {
-		b.WriteString(" key=" + cfg.PrivateKey.PublicKey().String()[:4])
-	}
-	if cfg.ListenPort != nil {
-		fmt.Fprintf(&b, " port=%d", *cfg.ListenPort)
-	}
-	fmt.Fprintf(&b, " peers=%d replace=%t", len(cfg.Peers), cfg.ReplacePeers)
-	*c.events = append(*c.events, b.String())
-	return c.configureErr
-}
-
-func (c *fakeClient) Close() error {
-	c.closes++
-	*c.events = append(*c.events, "wgctrl Close")
-	return nil
-}
-
-func wgLink(name string, mtu int) netlink.Link {
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name, attrs.MTU = name, mtu
-	return &netlink.Wireguard{LinkAttrs: attrs}
-}
+var wgLink = ctrldevtest.WireguardLink
 
 func addr(t *testing.T, s string) netlink.Addr {
 	t.Helper()
@@ -228,14 +143,14 @@ func TestOpen(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			links := &fakeLinks{links: tt.links, addrs: tt.addrs, addErr: tt.addErr, findErr: tt.findErr}
-			if links.addrs == nil {
-				links.addrs = map[string][]netlink.Addr{}
+			links := &ctrldevtest.Links{Links: tt.links, Addrs: tt.addrs, AddErr: tt.addErr, FindErr: tt.findErr}
+			if links.Addrs == nil {
+				links.Addrs = map[string][]netlink.Addr{}
 			}
-			client := &fakeClient{events: &links.events, configureErr: tt.configureErr}
-			d, err := open(cfg, links, func() (wgClient, error) { return client, nil })
+			client := &ctrldevtest.Client{Events: &links.Events, ConfigureErr: tt.configureErr}
+			d, err := open(cfg, links, func() (ctrldev.Client, error) { return client, nil })
 
-			if diff := cmp.Diff(tt.wantEvents, links.events); diff != "" {
+			if diff := cmp.Diff(tt.wantEvents, links.Events); diff != "" {
 				t.Errorf("calls (-want +got):\n%s", diff)
 			}
 			if tt.wantErr != "" {
@@ -258,19 +173,19 @@ func TestOpen(t *testing.T) {
 }
 
 func TestOpenWgctrlFailure(t *testing.T) {
-	links := &fakeLinks{links: map[string]netlink.Link{}, addrs: map[string][]netlink.Addr{}}
+	links := ctrldevtest.NewLinks()
 	boom := errors.New("no generic netlink")
 	_, err := open(wgdev.Config{Name: "wg0", Address: netip.MustParsePrefix("fd10::1/16")}, links,
-		func() (wgClient, error) { return nil, boom })
+		func() (ctrldev.Client, error) { return nil, boom })
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "wg0") {
 		t.Errorf("open = %v, want %v naming wg0", err, boom)
 	}
 }
 
 func TestOpenRejectsInvalidAddress(t *testing.T) {
-	links := &fakeLinks{links: map[string]netlink.Link{}, addrs: map[string][]netlink.Addr{}}
-	_, err := open(wgdev.Config{Name: "wg0"}, links, func() (wgClient, error) { return nil, errors.New("unreachable") })
-	if err == nil || len(links.events) != 0 {
-		t.Errorf("open = %v with calls %v, want an error and no calls", err, links.events)
+	links := ctrldevtest.NewLinks()
+	_, err := open(wgdev.Config{Name: "wg0"}, links, func() (ctrldev.Client, error) { return nil, errors.New("unreachable") })
+	if err == nil || len(links.Events) != 0 {
+		t.Errorf("open = %v with calls %v, want an error and no calls", err, links.Events)
 	}
 }

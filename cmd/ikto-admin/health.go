@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/config"
+)
+
+// catchUp is how long after the bucket's last change a host's heartbeat may
+// still show an older revision: the change reaches every agent in
+// milliseconds, the heartbeat that reports it may be a beat later.
+const catchUp = time.Second
+
+// health is the fleet in one view (ikto-admin health -o json).
+type health struct {
+	OK       bool   `json:"ok"`
+	Bucket   string `json:"bucket"`
+	Revision uint64 `json:"revision"`
+	Hosts    int    `json:"hosts"`
+	// Behind are hosts whose last heartbeat, written after the bucket's
+	// last change, reports an older applied revision.
+	Behind []behindHost `json:"behind"`
+	// Unreachable are pairs where one host sends to the other and hears
+	// nothing back.
+	Unreachable []unreachablePair `json:"unreachable"`
+	// Silent are hosts whose heartbeats stopped.
+	Silent []silentHost `json:"silent"`
+	// NoHeartbeat are hosts that never wrote one (ikto 0.3.0 agents): they
+	// cannot be judged, and do not count against health.
+	NoHeartbeat []string `json:"no_heartbeat"`
+}
+
+type behindHost struct {
+	Name      string `json:"name"`
+	PublicKey string `json:"public_key"`
+	Applied   uint64 `json:"applied"`
+}
+
+type unreachablePair struct {
+	From    string `json:"from"`
+	To      string `json:"to"`
+	FromKey string `json:"from_key"`
+	ToKey   string `json:"to_key"`
+}
+
+type silentHost struct {
+	Name          string    `json:"name"`
+	PublicKey     string    `json:"public_key"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+}
+
+func (a *app) healthCommand() *cobra.Command {
+	var meshCIDR string
+	var subnetPrefix int
+	cmd := &cobra.Command{
+		Use:   "health",
+		Short: "The fleet in one view: hosts behind on the bucket, pairs that cannot reach each other, silent hosts; exit 0 only when all is well",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.loadConfig(cmd); err != nil {
+				return err
+			}
+			rules, err := a.rules(cmd, meshCIDR, subnetPrefix)
+			if err != nil {
+				return err
+			}
+			var h health
+			err = a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
+				rows, err := a.collectRows(ctx, m, rules)
+				if err != nil {
+					return err
+				}
+				hbs, err := bucket.Heartbeats(ctx, m.live)
+				if err != nil {
+					return fmt.Errorf("NATS server %s: %w", m.server, err)
+				}
+				last, lastAt, err := lastChange(ctx, m.kv)
+				if err != nil {
+					return fmt.Errorf("NATS server %s: %w", m.server, err)
+				}
+				h = judgeHealth(rows, hbs, last, lastAt, a.now())
+				h.Bucket = m.kv.Bucket()
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				err = writeJSON(a.stdout, h)
+			} else {
+				err = writeHealth(a.stdout, h)
+			}
+			if err == nil && !h.OK {
+				err = errors.New("the fleet is not healthy")
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&meshCIDR, "mesh-cidr", config.DefaultMeshCIDR, "the mesh, to judge records by (default: mesh_cidr of -c)")
+	cmd.Flags().IntVar(&subnetPrefix, "subnet-prefix", config.DefaultSubnetPrefix, "every host's prefix length (default: subnet_prefix of -c)")
+	return cmd
+}
+
+// lastChange is the bucket's newest revision and when it was written.
+func lastChange(ctx context.Context, kv jetstream.KeyValue) (uint64, time.Time, error) {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("status of bucket %s: %w", kv.Bucket(), err)
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return 0, time.Time{}, fmt.Errorf("status of bucket %s: unexpected type %T", kv.Bucket(), st)
+	}
+	state := bs.StreamInfo().State
+	return state.LastSeq, state.LastTime, nil
+}
+
+// judgeHealth looks at every valid host's heartbeat.
+func judgeHealth(rows []row, hbs map[netip.Prefix]bucket.Heartbeat, last uint64, lastAt, now time.Time) health {
+	h := health{Revision: last, Behind: []behindHost{}, Unreachable: []unreachablePair{}, Silent: []silentHost{}, NoHeartbeat: []string{}}
+	names := map[string]string{}
+	for _, r := range rows {
+		if r.State == stateValid {
+			names[r.PublicKey] = hostName(r.Record)
+		}
+	}
+	for _, r := range rows {
+		if r.State != stateValid {
+			continue
+		}
+		h.Hosts++
+		name := hostName(r.Record)
+		p, _ := netip.ParsePrefix(r.AllowedIP)
+		hb, ok := hbs[p.Masked()]
+		switch {
+		case !ok || hb.PublicKey != r.PublicKey:
+			h.NoHeartbeat = append(h.NoHeartbeat, name)
+			continue
+		case now.Sub(hb.At) >= onlineWindow:
+			h.Silent = append(h.Silent, silentHost{Name: name, PublicKey: r.PublicKey, LastHeartbeat: hb.At.UTC()})
+			continue
+		case hb.Revision < last && hb.At.After(lastAt.Add(catchUp)):
+			h.Behind = append(h.Behind, behindHost{Name: name, PublicKey: r.PublicKey, Applied: hb.Revision})
+		}
+		for _, k := range hb.Unreachable {
+			to, known := names[k]
+			if !known {
+				continue // a peer that has left since: nothing to fix
+			}
+			h.Unreachable = append(h.Unreachable, unreachablePair{From: name, To: to, FromKey: r.PublicKey, ToKey: k})
+		}
+	}
+	slices.SortFunc(h.Unreachable, func(x, y unreachablePair) int {
+		return strings.Compare(x.From+"\x00"+x.To, y.From+"\x00"+y.To)
+	})
+	h.OK = len(h.Behind)+len(h.Unreachable)+len(h.Silent) == 0
+	return h
+}
+
+func writeHealth(w io.Writer, h health) error {
+	fmt.Fprintf(w, "bucket %s at revision %d, %d hosts\n", h.Bucket, h.Revision, h.Hosts)
+	if h.OK {
+		fmt.Fprintln(w, "all well: every host has applied the bucket, every pair that talks hears back, no host is silent")
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if !h.OK {
+		fmt.Fprintln(tw, "PROBLEM\tHOST\tDETAIL")
+	}
+	for _, b := range h.Behind {
+		fmt.Fprintf(tw, "behind\t%s\tapplied revision %d of %d\n", b.Name, b.Applied, h.Revision)
+	}
+	for _, u := range h.Unreachable {
+		fmt.Fprintf(tw, "unreachable\t%s → %s\tsends, hears nothing back\n", u.From, u.To)
+	}
+	for _, s := range h.Silent {
+		fmt.Fprintf(tw, "silent\t%s\tlast heartbeat %s\n", s.Name, s.LastHeartbeat.Format(time.RFC3339))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(h.NoHeartbeat) > 0 {
+		fmt.Fprintf(w, "not judged (no heartbeat ever; ikto 0.3.0 agents write none): %s\n", strings.Join(h.NoHeartbeat, ", "))
+	}
+	return nil
+}

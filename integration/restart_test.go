@@ -1,0 +1,232 @@
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
+	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
+)
+
+// restartPingInterval is 20 echo requests a second each way: a restart that
+// cut traffic for even one interval would lose a packet.
+const restartPingInterval = 50 * time.Millisecond
+
+// persistentDevice gives h a device that outlives its agent and returns the
+// config that uses it and the backend its status must report: in a kernel
+// run (the kernel lane) the agent's own kernel link, elsewhere an external
+// wireguard-go started here for the agent to adopt.
+func persistentDevice(t *testing.T, m *mesh, h *harness.Host) (config.Config, wgdev.Kind) {
+	t.Helper()
+	cfg := m.config(h)
+	if harness.TestBackend() == wgdev.KindKernel {
+		return cfg, wgdev.KindKernel
+	}
+	requireTool(t, "wireguard-go", "wireguard-go")
+	if _, err := h.StartExternalDevice(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.WGBackend = string(wgdev.KindAuto)
+	return cfg, wgdev.KindExternal
+}
+
+// An agent restarted (SIGTERM), crashed (SIGKILL) or upgraded (another
+// binary) on a kernel or an adopted external device loses no packet between
+// another host and this one, in either direction.
+func TestRestartLosesNoPacket(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo")
+	alpha, bravo := hosts[0], hosts[1]
+	cfg, backend := persistentDevice(t, m, bravo)
+	m.start(alpha)
+	m.startWith(bravo, cfg)
+	m.waitConverged(hosts)
+	m.pingAll(hosts)
+	testkit.EventuallyContext(t, convergeTimeout, "bravo's backend", func(ctx context.Context) error {
+		return checkBackend(ctx, bravo, backend)
+	})
+	upgraded, err := harness.CopyBinaries(m.bins, t.TempDir(), harness.AgentBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		signal syscall.Signal
+		bins   *harness.Binaries
+	}{
+		{"restart", syscall.SIGTERM, m.bins},
+		{"crash", syscall.SIGKILL, m.bins},
+		{"upgrade", syscall.SIGTERM, upgraded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			there := startPinger(t, alpha, bravo, "ping-"+tc.name)
+			back := startPinger(t, bravo, alpha, "ping-back-"+tc.name)
+			waitReplies(t, 20, there, back)
+
+			old := m.agents[bravo.Name]
+			if err := old.Signal(tc.signal); err != nil {
+				t.Fatal(err)
+			}
+			code := waitExit(t, old)
+			if tc.signal == syscall.SIGTERM && code != 0 {
+				t.Fatalf("agent exited %d on SIGTERM, want 0\n%s", code, old.LogTail(20))
+			}
+			stopped := time.Now()
+			a := harnesstest.StartAgent(m.t, tc.bins, bravo, cfg, "--log-level", "debug")
+			m.agents[bravo.Name] = a
+			testkit.EventuallyContext(t, convergeTimeout, "the new agent to sync", func(ctx context.Context) error {
+				if err := m.exitedEarly(hosts); err != nil {
+					return err
+				}
+				if err := checkBackend(ctx, bravo, backend); err != nil {
+					return err
+				}
+				return harness.CheckMesh(hosts)
+			})
+			t.Logf("agent down %s, back and synced after %s", tc.name, time.Since(stopped).Round(time.Millisecond))
+			if !strings.Contains(a.Logs(), "adopted=true") {
+				t.Errorf("the new agent does not say it adopted the device:\n%s", a.LogTail(20))
+			}
+			waitReplies(t, 20, there, back)
+			for _, p := range []*harness.Pinger{there, back} {
+				checkNoLoss(t, p)
+			}
+		})
+	}
+}
+
+func startPinger(t *testing.T, from, to *harness.Host, name string) *harness.Pinger {
+	t.Helper()
+	p, err := from.StartPinger(name, to.PrivateAddress, restartPingInterval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func waitReplies(t *testing.T, n int, ps ...*harness.Pinger) {
+	t.Helper()
+	for _, p := range ps {
+		if err := p.WaitReplies(context.Background(), n, pingTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkNoLoss stops p and fails the test if any echo request went
+// unanswered.
+func checkNoLoss(t *testing.T, p *harness.Pinger) {
+	t.Helper()
+	rep, err := p.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s → %s: %d sent, %d counted, %d lost, longest gap %s",
+		p.From.Name, p.To, rep.Sent, rep.Counted, len(rep.Lost), rep.LongestGap.Round(time.Millisecond))
+	if rep.Counted < 40 {
+		t.Errorf("only %d echo requests counted: the measurement proves nothing", rep.Counted)
+	}
+	if len(rep.Lost) > 0 {
+		t.Errorf("%s → %s lost %d of %d echo requests across the restart (icmp_seq %v)",
+			p.From.Name, p.To, len(rep.Lost), rep.Counted, rep.Lost)
+	}
+}
+
+// checkBackend is nil when h's agent reports backend.
+func checkBackend(ctx context.Context, h *harness.Host, backend wgdev.Kind) error {
+	st, err := h.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if st.Backend != string(backend) {
+		return testkit.Permanent(fmt.Errorf("%s's agent reports backend %q, want %q", h.Name, st.Backend, backend))
+	}
+	return nil
+}
+
+// An external wireguard-go left running by hand (an ikto 0.3.0 host) is
+// adopted by an agent with wg_backend auto, meshes with the others, and
+// keeps running with its peers when the agent stops.
+func TestExternalDeviceAdoptedAndMeshed(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "wireguard-go", "wireguard-go")
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo", "charlie")
+	charlie := hosts[2]
+	wggo, err := charlie.StartExternalDevice(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := m.config(charlie)
+	cfg.WGBackend = string(wgdev.KindAuto)
+	for _, h := range hosts[:2] {
+		m.start(h)
+	}
+	m.startWith(charlie, cfg)
+	m.waitConverged(hosts)
+	m.pingAll(hosts)
+	testkit.EventuallyContext(t, convergeTimeout, "charlie's status", func(ctx context.Context) error {
+		return checkStatusBackend(ctx, charlie, len(hosts)-1, wgdev.KindExternal)
+	})
+
+	a := m.agents[charlie.Name]
+	if err := a.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, a); code != 0 {
+		t.Fatalf("agent exited %d on SIGTERM\n%s", code, a.LogTail(20))
+	}
+	delete(m.agents, charlie.Name) // stopped on purpose
+	if wggo.Exited() {
+		t.Fatalf("the agent's stop took the external wireguard-go with it:\n%s", wggo.LogTail(10))
+	}
+	if err := harness.CheckDevice(charlie, hosts); err != nil {
+		t.Errorf("the external device after its agent stopped: %v", err)
+	}
+	m.pingAll(hosts)
+}
+
+// A link under wg_dev_name that is not WireGuard (here a TUN device nobody
+// serves a wireguard-go socket for) stops the agent with exit 1 and a
+// message naming the link, its type and the fix; the link is left alone,
+// and no record is written to the bucket.
+func TestNonWireGuardLinkRefused(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t)
+	h := m.addHosts("alpha")[0]
+	ctx := context.Background()
+	if _, err := h.Exec(ctx, "ip", "tuntap", "add", "dev", h.DevName, "mode", "tun"); err != nil {
+		t.Fatal(err)
+	}
+	a := m.start(h)
+	if code := waitExit(t, a); code != 1 {
+		t.Fatalf("agent exited %d, want 1\n%s", code, a.LogTail(20))
+	}
+	logs := a.Logs()
+	for _, want := range []string{h.DevName, `"tuntap"`, "not WireGuard", "ip link del " + h.DevName} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("exit message does not say %q:\n%s", want, a.LogTail(10))
+		}
+	}
+	if out, err := h.Exec(ctx, "ip", "-o", "link", "show", "dev", h.DevName); err != nil || strings.Contains(out, ",UP") {
+		t.Errorf("the refused link was touched: %q, %v", out, err)
+	}
+	// Refused before claiming: needs the agent to call backend.Check
+	// before it writes its claim.
+	if _, err := m.bucket.Get(ctx, peer.Key(h.Prefix())); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("record of %s after the refusal: err = %v, want none written", h.Prefix(), err)
+	}
+}

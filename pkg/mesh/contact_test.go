@@ -1,0 +1,130 @@
+package mesh
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/bucket"
+)
+
+// devicePeer is k as the device has it.
+func devicePeer(t *testing.T, w *world, k wgtypes.Key) (wgtypes.Peer, bool) {
+	t.Helper()
+	peers, err := w.dev.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		if p.PublicKey == k {
+			return p, true
+		}
+	}
+	return wgtypes.Peer{}, false
+}
+
+// handshake makes the fake device report a handshake with k at t.
+func handshake(t *testing.T, w *world, k wgtypes.Key, at time.Time) {
+	t.Helper()
+	p, ok := devicePeer(t, w, k)
+	if !ok {
+		t.Fatalf("peer %s not on the device", k)
+	}
+	p.LastHandshakeTime = at
+	w.dev.SetPeer(p)
+}
+
+// The newer record of a pair initiates: its new peer gets a keepalive, which
+// makes WireGuard start a handshake at once. The older one cannot initiate:
+// its new peer has no endpoint until a handshake. A handshake ends both, and
+// the peers get their usual configuration back.
+func TestFirstContactRoles(t *testing.T) {
+	w := newWorld(t)
+	older, olderKey := hostEntry(t, 2, 2)  // joined before us: we initiate
+	newer, newerKey := hostEntry(t, 3, 10) // joined after us: it initiates
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), older, newer}})
+	o := w.ctl.Pass(false)
+	if len(o.Contacts) != 2 {
+		t.Fatalf("contacts %v, want both peers", o.Contacts)
+	}
+	if p, _ := devicePeer(t, w, olderKey); p.PersistentKeepaliveInterval != contactKeepalive || p.Endpoint == nil {
+		t.Errorf("initiator's peer: keepalive %s, endpoint %v; want %s and the endpoint", p.PersistentKeepaliveInterval, p.Endpoint, contactKeepalive)
+	}
+	if p, _ := devicePeer(t, w, newerKey); p.Endpoint != nil || p.PersistentKeepaliveInterval != 0 {
+		t.Errorf("responder's peer: endpoint %v, keepalive %s; want none", p.Endpoint, p.PersistentKeepaliveInterval)
+	}
+
+	now := time.Now()
+	handshake(t, w, olderKey, now)
+	handshake(t, w, newerKey, now)
+	if !w.ctl.checkContacts(now) {
+		t.Fatal("checkContacts saw no change after both handshakes")
+	}
+	if o := w.ctl.Pass(false); len(o.Contacts) != 0 {
+		t.Fatalf("contacts after the handshakes: %v", o.Contacts)
+	}
+	if p, _ := devicePeer(t, w, olderKey); p.PersistentKeepaliveInterval != 0 {
+		t.Errorf("initiator's peer keeps keepalive %s after its handshake; want the configured 0", p.PersistentKeepaliveInterval)
+	}
+	if p, _ := devicePeer(t, w, newerKey); p.Endpoint == nil || p.Endpoint.AddrPort() != netip.MustParseAddrPort("198.18.0.20:51820") {
+		t.Errorf("responder's peer endpoint %v after its handshake; want 198.18.0.20:51820", p.Endpoint)
+	}
+}
+
+// Without a handshake the initiator starts again on a short schedule (a
+// reset: one device call taking the peer off and back on), then leaves the
+// peer to WireGuard; the responder gets its endpoint after its grace.
+func TestFirstContactRetriesThenGivesUp(t *testing.T) {
+	w := newWorld(t)
+	older, olderKey := hostEntry(t, 2, 2)
+	newer, newerKey := hostEntry(t, 3, 10)
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), older, newer}})
+	w.ctl.Pass(false)
+	start := w.ctl.contacts[olderKey].since
+	calls := w.dev.Calls()
+	resets := 0
+	for at := start; at.Before(start.Add(contactBound)); at = at.Add(contactPoll) {
+		w.ctl.checkContacts(at)
+		if w.dev.Calls() > calls {
+			resets += w.dev.Calls() - calls
+			calls = w.dev.Calls()
+		}
+	}
+	if resets < 3 || resets > 8 {
+		t.Errorf("%d handshake restarts in %s, want a few (from %s, doubling to %s)", resets, contactBound, contactRetry, contactRetryMax)
+	}
+	w.ctl.checkContacts(start.Add(contactBound))
+	w.ctl.Pass(false)
+	if _, pending := w.ctl.contacts[olderKey]; pending {
+		t.Error("the initiator still orchestrates after contactBound")
+	}
+	if _, pending := w.ctl.contacts[newerKey]; !pending {
+		t.Error("the responder gave up before its grace")
+	}
+	w.ctl.checkContacts(start.Add(responderGrace))
+	w.ctl.Pass(false)
+	if p, _ := devicePeer(t, w, newerKey); p.Endpoint == nil || len(w.ctl.contacts) != 0 {
+		t.Errorf("after the grace: responder's endpoint %v, contacts %v", p.Endpoint, w.ctl.contacts)
+	}
+	if p, _ := devicePeer(t, w, olderKey); p.PersistentKeepaliveInterval != 0 {
+		t.Errorf("after the bound the initiator's peer keeps keepalive %s", p.PersistentKeepaliveInterval)
+	}
+}
+
+// A peer the device already has a live session with (a device that outlived
+// its agent) is not orchestrated.
+func TestNoFirstContactWithALiveSession(t *testing.T) {
+	w := newWorld(t)
+	a, aKey := hostEntry(t, 2, 2)
+	if err := w.dev.ConfigurePeers([]wgtypes.PeerConfig{{PublicKey: aKey, AllowedIPs: []net.IPNet{mustIPNet(t, "fd10:2::/48")}}}); err != nil {
+		t.Fatal(err)
+	}
+	handshake(t, w, aKey, time.Now().Add(-time.Minute))
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), a}})
+	if o := w.ctl.Pass(false); len(o.Contacts) != 0 {
+		t.Fatalf("contacts %v for a peer with a live session", o.Contacts)
+	}
+}

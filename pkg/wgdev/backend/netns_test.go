@@ -1,0 +1,127 @@
+package backend
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
+)
+
+// Check and Open against real links in a namespace of the test's own: what
+// an operator may have left under wg_dev_name.
+func TestCheckAndOpenReal(t *testing.T) {
+	netnstest.Require(t, "wireguard-go")
+	sfx := netnstest.Suffix(t)
+	ns := netnstest.NewNamespace(t, "iktb-"+sfx)
+	names := map[string]string{
+		"foreign":  "iktbd" + sfx,
+		"tun":      "iktbt" + sfx,
+		"external": "iktbe" + sfx,
+		"free":     "iktbf" + sfx,
+	}
+	ns.IP(t, "link", "add", names["foreign"], "type", "bridge") // no dummy module on every test machine
+	ns.IP(t, "tuntap", "add", "dev", names["tun"], "mode", "tun")
+	wggo := ns.StartWireguardGo(t, names["external"])
+
+	tests := []struct {
+		what, kind string
+		wantErr    string // "" = nil
+	}{
+		{"foreign", "auto", `link ` + names["foreign"] + ` exists and is of type "bridge", not WireGuard`},
+		{"foreign", "userspace", `of type "bridge"`},
+		{"tun", "auto", `of type "tuntap", not WireGuard (no wireguard-go answers on /var/run/wireguard/` + names["tun"] + `.sock)`},
+		{"external", "auto", ""},
+		{"external", "userspace", ""},
+		{"external", "kernel", "which wg_backend kernel cannot drive"},
+		{"free", "auto", ""},
+		{"free", "userspace", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.what+"/"+tt.kind, func(t *testing.T) {
+			err := ns.Do(func() error { return Check(wgdev.Kind(tt.kind), names[tt.what]) })
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Check = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNameTaken) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Check = %v, want ErrNameTaken containing %q", err, tt.wantErr)
+			}
+		})
+	}
+
+	priv, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := wgdev.Config{Name: names["external"], PrivateKey: priv, ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
+	var d wgdev.Device
+	if err := ns.Do(func() (err error) { d, err = Open(wgdev.KindAuto, cfg, nil); return err }); err != nil {
+		t.Fatalf("Open auto on an external wireguard-go: %v", err)
+	}
+	if d.Backend() != wgdev.KindExternal {
+		t.Errorf("Backend() = %q, want %q", d.Backend(), wgdev.KindExternal)
+	}
+	d.Close()
+	if !wggo.Running() {
+		t.Error("closing the adopted device stopped wireguard-go")
+	}
+
+	cfg.Name = names["foreign"]
+	err = ns.Do(func() error { _, err := Open(wgdev.KindAuto, cfg, nil); return err })
+	if !errors.Is(err, ErrNameTaken) {
+		t.Errorf("Open on a bridge = %v, want ErrNameTaken", err)
+	}
+	if out := ns.IP(t, "-o", "link", "show", "dev", names["foreign"]); strings.Contains(out, ",UP") {
+		t.Errorf("the refused bridge was touched: %s", out)
+	}
+}
+
+// A kernel WireGuard link under the name is adopted by auto and kernel and
+// refused by userspace. Only where the kernel has the module: the kernel
+// lane requires it (IKTO_TEST_WG_BACKEND=kernel); elsewhere it is skipped.
+func TestCheckAndOpenKernelLink(t *testing.T) {
+	netnstest.Require(t)
+	sfx := netnstest.Suffix(t)
+	ns := netnstest.NewNamespace(t, "iktk-"+sfx)
+	name := "iktk" + sfx
+	if out, err := exec.Command("ip", "-n", ns.Name, "link", "add", name, "type", "wireguard").CombinedOutput(); err != nil {
+		if os.Getenv("IKTO_TEST_WG_BACKEND") == "kernel" {
+			t.Fatalf("IKTO_TEST_WG_BACKEND=kernel but no wireguard link: %v: %s", err, out)
+		}
+		t.Skipf("no kernel wireguard here: %s", out)
+	}
+	for kind, wantErr := range map[wgdev.Kind]bool{wgdev.KindAuto: false, wgdev.KindKernel: false, wgdev.KindUserspace: true} {
+		err := ns.Do(func() error { return Check(kind, name) })
+		if got := errors.Is(err, ErrNameTaken); got != wantErr {
+			t.Errorf("Check(%s) on a kernel link = %v, want ErrNameTaken %t", kind, err, wantErr)
+		}
+	}
+	priv, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := wgdev.Config{Name: name, PrivateKey: priv, ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
+	var logs bytes.Buffer
+	var d wgdev.Device
+	if err := ns.Do(func() (err error) {
+		d, err = Open(wgdev.KindAuto, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+		return err
+	}); err != nil {
+		t.Fatalf("Open auto on a kernel link: %v", err)
+	}
+	d.Close()
+	if d.Backend() != wgdev.KindKernel || !strings.Contains(logs.String(), "adopted=true") {
+		t.Errorf("Backend() = %q, log %q; want kernel, adopted", d.Backend(), logs.String())
+	}
+}
