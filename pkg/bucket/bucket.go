@@ -52,7 +52,10 @@ func OpenBucket(ctx context.Context, js jetstream.JetStream, name string, create
 			name, replicas, ErrReplicasNotSupported)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create bucket %s (replicas %d): %w", name, replicas, err)
+		// The bucket is still missing: say so as well as why, so that a host
+		// whose credentials may not create it (an enrolled host) can tell
+		// "wait for an operator" from any other failure.
+		return nil, fmt.Errorf("create bucket %s (replicas %d): %w: %w", name, replicas, ErrBucketMissing, err)
 	}
 	return kv, nil
 }

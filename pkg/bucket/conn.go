@@ -79,6 +79,11 @@ func Options(s config.NATS, c Client) []nats.Option {
 	if s.Creds != "" {
 		opts = append(opts, nats.UserCredentials(s.Creds))
 	}
+	if s.InboxPrefix != "" {
+		// Replies (requests, the watch's deliveries) come under this prefix:
+		// an enrolled host may subscribe to nothing else.
+		opts = append(opts, nats.CustomInboxPrefix(s.InboxPrefix))
+	}
 	if s.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(s.TLSCA))
 	}

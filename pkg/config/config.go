@@ -51,6 +51,10 @@ type Config struct {
 	NATSTLSCert         string `json:"nats_tls_cert,omitempty"`
 	NATSTLSKey          string `json:"nats_tls_key,omitempty"`
 	NATSKVReplicas      int    `json:"nats_kv_replicas,omitempty"`
+	// NATSInboxPrefix replaces nats.go's "_INBOX" as the prefix of this
+	// host's reply subjects: a host enrolled with ikto-admin enroll may
+	// subscribe only under its own prefix, so no host reads another's replies.
+	NATSInboxPrefix string `json:"nats_inbox_prefix,omitempty"`
 	// ResyncInterval is a Go duration ("30s"): how often the agent re-reads the
 	// device and repairs drift even when nothing changed in the bucket.
 	ResyncInterval string       `json:"resync_interval,omitempty"`

@@ -144,6 +144,7 @@ func TestValidateGood(t *testing.T) {
 			m["persistent_keepalive"] = 25
 			m["nats_tls_ca"], m["nats_tls_cert"], m["nats_tls_key"] = fx.ca, fx.cert, fx.tlsKey
 			m["nats_kv_replicas"] = 3
+			m["nats_inbox_prefix"] = "_INBOX_UAB3.ikto"
 			m["resync_interval"] = "1m"
 			m["state_dir"] = "/var/lib/ikto"
 			m["hooks"] = []any{
@@ -261,6 +262,10 @@ func TestValidateErrors(t *testing.T) {
 		{"tls cert missing", goodV6, set("nats_tls_cert", filepath.Join(fx.dir, "nope-cert.pem"), "nats_tls_key", fx.tlsKey), "nats_tls_cert", []string{"does not exist"}},
 		{"replicas too many", goodV6, set("nats_kv_replicas", 6), "nats_kv_replicas", []string{"6", "1-5"}},
 		{"replicas negative", goodV6, set("nats_kv_replicas", -1), "nats_kv_replicas", []string{"1-5"}},
+		{"inbox prefix wildcard", goodV6, set("nats_inbox_prefix", "_INBOX_a.>"), "nats_inbox_prefix", []string{`"_INBOX_a.>"`, "subject prefix", "ikto-admin enroll"}},
+		{"inbox prefix trailing dot", goodV6, set("nats_inbox_prefix", "_INBOX_a."), "nats_inbox_prefix", []string{"subject prefix"}},
+		{"inbox prefix space", goodV6, set("nats_inbox_prefix", "_INBOX a"), "nats_inbox_prefix", []string{"subject prefix"}},
+		{"inbox prefix too long", goodV6, set("nats_inbox_prefix", strings.Repeat("a", 129)), "nats_inbox_prefix", []string{"at most 128"}},
 
 		// Agent options and hooks.
 		{"resync not a duration", goodV6, set("resync_interval", "soon"), "resync_interval", []string{`"soon"`, "duration", "30s"}},

@@ -63,6 +63,9 @@ type NATS struct {
 	Bucket          string
 	// Replicas is used only when the bucket is created (at least 1).
 	Replicas int
+	// InboxPrefix is the prefix of reply subjects; empty means nats.go's
+	// "_INBOX".
+	InboxPrefix string
 }
 
 // Redacted is the server list for logs and messages, passwords masked.
