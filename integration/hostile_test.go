@@ -32,7 +32,7 @@ type hostileWorld struct {
 	good  peer.Record
 }
 
-// hostileCase is one record that breaks one acceptance rule of SPEC §3.
+// hostileCase is one record that breaks one acceptance rule of docs/contract.md §4.
 type hostileCase struct {
 	name string
 	// record is the bucket key and value to put.

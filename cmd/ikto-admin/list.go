@@ -36,7 +36,7 @@ const (
 
 // row is one line of list: a peers.* record as agents would judge it, or a
 // revocation whose record is gone (an evicted host). The JSON is a contract
-// for scripts: the record fields keep their SPEC §3 names.
+// for scripts: the record fields keep their docs/contract.md §4 names.
 type row struct {
 	peer.Record
 	Key      string     `json:"key"`

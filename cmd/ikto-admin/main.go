@@ -1,4 +1,4 @@
-// Command ikto-admin is the operator tool (SPEC §2): it lists the mesh from
+// Command ikto-admin is the operator tool (docs/contract.md §2): it lists the mesh from
 // the bucket, evicts and un-revokes hosts, prunes hosts that stopped sending
 // heartbeats, and shows one agent's view over its admin socket. It talks to
 // NATS directly, so it needs no agent on the operator's machine. For meshes

@@ -1,4 +1,4 @@
-// Command ikto-init prints a new ikto configuration for one host (SPEC §2): the
+// Command ikto-init prints a new ikto configuration for one host (docs/contract.md §2): the
 // eleven fields of ikto 0.3.0 with a random private_address inside the mesh. When
 // given a NATS server it skips prefixes already claimed in the bucket, and it can
 // create the host's WireGuard private key file.

@@ -1,7 +1,7 @@
 // Package bucket is everything ikto knows about NATS, for all three binaries:
 // the connection (Options, Dial), opening or creating the mesh's bucket and
 // its heartbeat bucket, claiming a prefix with compare-and-set after checking
-// the key is not revoked (SPEC §3), evicting, watching the bucket as
+// the key is not revoked (docs/contract.md §4), evicting, watching the bucket as
 // "snapshot, then updates" across reconnects, and typed errors (ErrPermission,
 // ErrAddressInUse, ErrRevoked, ErrBucketMissing, ...) that callers check with
 // errors.Is instead of reading error text.

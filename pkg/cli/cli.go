@@ -15,7 +15,7 @@ import (
 	"github.com/ikto-mesh/ikto/plugins/sdk/versionline"
 )
 
-// Exit codes shared by every ikto binary (SPEC §2).
+// Exit codes shared by every ikto binary (docs/contract.md §2).
 const (
 	ExitOK      = 0
 	ExitError   = 1

@@ -1,5 +1,5 @@
 // Package config reads, defaults and validates an ikto host's JSON configuration
-// (SPEC §2). The field names are those of ikto 0.3.0 and must not change; fields
+// (docs/contract.md §2). The field names are those of ikto 0.3.0 and must not change; fields
 // added since are optional and default when absent. Validation errors name the
 // field that is wrong and, where there is one, the fix.
 package config
@@ -68,7 +68,7 @@ type Config struct {
 	MetricsListen string `json:"metrics_listen,omitempty"`
 }
 
-// HookConfig names one hook plugin (SPEC §5). Config is handed to the hook as is.
+// HookConfig names one hook plugin (docs/contract.md §8). Config is handed to the hook as is.
 type HookConfig struct {
 	Name string `json:"name"`
 	Path string `json:"path"`

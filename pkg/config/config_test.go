@@ -75,7 +75,7 @@ func goodV6(fx files) map[string]any {
 	}
 }
 
-// goodV4 is the SPEC's IPv4 example: -m 100.64.0.0/10 -p 24.
+// goodV4 is the contract's IPv4 example: -m 100.64.0.0/10 -p 24.
 func goodV4(fx files) map[string]any {
 	m := goodV6(fx)
 	m["mesh_cidr"] = "100.64.0.0/10"

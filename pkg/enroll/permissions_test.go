@@ -8,7 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// The SPEC's example prefix and its key.
+// The contract's example prefix and its key.
 var (
 	specPrefix = netip.MustParsePrefix("fd10:2082:5bc1::/48")
 	specKey    = "ZmQxMDoyMDgyOjViYzE6Oi80OA=="

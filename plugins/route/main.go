@@ -1,4 +1,4 @@
-// Command ikto-hook-route is ikto's shipped route hook (SPEC §5): it keeps
+// Command ikto-hook-route is ikto's shipped route hook (docs/contract.md §8): it keeps
 // one route per peer prefix through the WireGuard device in a chosen routing
 // table, marked with its own route protocol number (default 73), and removes
 // the routes of peers that leave and the stale ones an earlier run left. The
