@@ -75,9 +75,10 @@ func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ikto-admin <command> [flags]",
 		Short: "Operate an ikto mesh: list, evict, unrevoke, prune, status, health, enroll, init-bucket, revoke-user, init-operator",
-		Long: `ikto-admin operates an ikto mesh. list, evict, unrevoke and prune talk to the
-NATS bucket (take the server from --nats-url or from a host's config with -c);
-status asks the local agent over its admin socket. init-operator,
+		Long: `ikto-admin operates an ikto mesh. list, evict, unrevoke, prune and health
+talk to the NATS bucket: the server comes from --nats-url, a host's config
+(-c), $NATS_URL and friends, or a nats CLI context (--context), in that
+order. status asks the local agent over its admin socket. init-operator,
 init-bucket, enroll and revoke-user secure membership with per-host NATS
 credentials (docs/securing-membership.md).
 
