@@ -119,11 +119,7 @@ func hostileCases() []hostileCase {
 // traffic at the end.
 func TestHostileRecords(t *testing.T) {
 	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	key, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -189,11 +185,7 @@ func checkAcceptedEverywhere(t *testing.T, w *hostileWorld) {
 func TestHostileTakeover(t *testing.T) {
 	m := newMesh(t)
 	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	alpha, rest := hosts[0], hosts[1:]
 	ctx := context.Background()
 	intruder := overwriteClaim(t, m, alpha)

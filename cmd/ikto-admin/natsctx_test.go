@@ -13,43 +13,12 @@ import (
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/natsctx"
+	"github.com/ikto-mesh/ikto/pkg/natsctx/natsctxtest"
 )
 
-// The tests never see the developer's own NATS settings: no NATS_*
-// variables, and a context directory that does not exist. Tests that need
-// them set them with t.Setenv.
-func init() {
-	for _, k := range []string{natsctx.EnvURL, natsctx.EnvCreds, natsctx.EnvUser, natsctx.EnvPassword,
-		natsctx.EnvToken, natsctx.EnvCA, natsctx.EnvCert, natsctx.EnvKey, natsctx.EnvContext} {
-		os.Unsetenv(k)
-	}
-	os.Setenv("XDG_CONFIG_HOME", filepath.Join(os.TempDir(), "ikto-admin-test-no-nats-contexts"))
-}
-
-// natsContexts writes nats CLI contexts (name → JSON) into a fresh
-// XDG_CONFIG_HOME, selects one when selected is set, and points the test's
-// environment at them.
-func natsContexts(t *testing.T, selected string, contexts map[string]string) {
-	t.Helper()
-	xdg := t.TempDir()
-	dir := filepath.Join(xdg, "nats", "context")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for name, body := range contexts {
-		if err := os.WriteFile(filepath.Join(dir, name+".json"), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if selected != "" {
-		if err := os.WriteFile(filepath.Join(xdg, "nats", "context.txt"), []byte(selected), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Setenv("XDG_CONFIG_HOME", xdg)
-}
-
 // deadURL is a NATS URL nobody answers on.
+func init() { natsctxtest.Isolate("ikto-admin", natsctx.Vars) }
+
 func deadURL(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -91,7 +60,7 @@ func listedNames(t *testing.T, args ...string) []string {
 func TestListHonoursEnvironmentAndContexts(t *testing.T) {
 	env, selected, named, flagged := meshWith(t, "env"), meshWith(t, "selected"), meshWith(t, "named"), meshWith(t, "flagged")
 	dead := deadURL(t)
-	natsContexts(t, "sel", map[string]string{
+	natsctxtest.UseContexts(t, "sel", map[string]string{
 		"sel":   `{"url": "` + selected + `", "description": "selected with nats context select"}`,
 		"named": `{"url": "` + named + `"}`,
 		"flag":  `{"url": "` + flagged + `"}`,
@@ -126,7 +95,7 @@ func TestListHonoursEnvironmentAndContexts(t *testing.T) {
 }
 
 func TestListRefusesAContextItCannotHonour(t *testing.T) {
-	natsContexts(t, "", map[string]string{"nk": `{"url": "nats://127.0.0.1:4222", "nkey": "/home/ops/ops.nk"}`})
+	natsctxtest.UseContexts(t, "", map[string]string{"nk": `{"url": "nats://127.0.0.1:4222", "nkey": "/home/ops/ops.nk"}`})
 	for _, args := range [][]string{{"--context", "nk"}, {"--context", "missing"}} {
 		code, _, stderr := exec(t, append([]string{"list"}, args...)...)
 		if code != 1 || !strings.Contains(stderr, "nats context") {
@@ -143,7 +112,7 @@ func TestListRefusesAContextItCannotHonour(t *testing.T) {
 // ikto-admin dials with, and authenticates against a real server.
 func TestNATSSettingsCarryThePassword(t *testing.T) {
 	s := natstest.StartWith(t, natsserver.Options{Config: `authorization { user: ops, password: s3cret }`})
-	natsContexts(t, "ops", map[string]string{"ops": `{"url": "` + s.URL() + `", "user": "ops"}`})
+	natsctxtest.UseContexts(t, "ops", map[string]string{"ops": `{"url": "` + s.URL() + `", "user": "ops"}`})
 	t.Setenv("NATS_PASSWORD", "s3cret")
 
 	a := &app{stdout: new(strings.Builder), stderr: new(strings.Builder), now: time.Now}
@@ -175,7 +144,7 @@ func TestListWithPasswordFromContextAndEnvironment(t *testing.T) {
 	s := natstest.StartWith(t, natsserver.Options{Config: `authorization { user: ops, password: s3cret }`})
 	_, js := natstest.Connect(t, strings.Replace(s.URL(), "nats://", "nats://ops:s3cret@", 1))
 	put(t, openBucket(t, js), record(t, "alpha", "fd10:1::/48", 1, "198.18.0.2", 51820))
-	natsContexts(t, "ops", map[string]string{"ops": `{"url": "` + s.URL() + `", "user": "ops"}`})
+	natsctxtest.UseContexts(t, "ops", map[string]string{"ops": `{"url": "` + s.URL() + `", "user": "ops"}`})
 	t.Setenv("NATS_PASSWORD", "s3cret")
 	if got := listedNames(t); len(got) != 1 || got[0] != "alpha" {
 		t.Errorf("listed %q, want alpha", got)

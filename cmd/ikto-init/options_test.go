@@ -1,8 +1,6 @@
 package main
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,18 +11,10 @@ import (
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/natsctx"
+	"github.com/ikto-mesh/ikto/pkg/natsctx/natsctxtest"
 )
 
-// The tests never see the developer's own NATS settings: no NATS_*
-// variables, and a context directory that does not exist. Tests that need
-// them set them with t.Setenv.
-func init() {
-	for _, k := range []string{natsctx.EnvURL, natsctx.EnvCreds, natsctx.EnvUser, natsctx.EnvPassword,
-		natsctx.EnvToken, natsctx.EnvCA, natsctx.EnvCert, natsctx.EnvKey, natsctx.EnvContext} {
-		os.Unsetenv(k)
-	}
-	os.Setenv("XDG_CONFIG_HOME", filepath.Join(os.TempDir(), "ikto-init-test-no-nats-contexts"))
-}
+func init() { natsctxtest.Isolate("ikto-init", natsctx.Vars) }
 
 func TestHostFlags(t *testing.T) {
 	c, r := mustRun(t, nil, "--state-dir", "/var/lib/ikto", "--wg-backend", "kernel", "--persistent-keepalive", "25",
@@ -60,26 +50,6 @@ func TestHostFlags(t *testing.T) {
 	}
 }
 
-// writeContexts writes nats CLI contexts (name → JSON) into a fresh
-// XDG_CONFIG_HOME, selects one, and points the environment at them.
-func writeContexts(t *testing.T, selected string, contexts map[string]string) {
-	t.Helper()
-	xdg := t.TempDir()
-	dir := filepath.Join(xdg, "nats", "context")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for name, body := range contexts {
-		if err := os.WriteFile(filepath.Join(dir, name+".json"), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(xdg, "nats", "context.txt"), []byte(selected), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("XDG_CONFIG_HOME", xdg)
-}
-
 // With the server named by NATS_URL or a nats context — a password coming
 // from the context or the environment, never the command line — ikto-init
 // skips claimed prefixes and prints the servers, but no secret and none of
@@ -91,7 +61,7 @@ func TestNATSFromEnvironmentAndContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeContexts(t, "ops", map[string]string{
+	natsctxtest.UseContexts(t, "ops", map[string]string{
 		"ops":     `{"url": "` + url + `", "user": "ops", "password": "s3cret", "ca": ""}`,
 		"nopass":  `{"url": "` + url + `", "user": "ops"}`,
 		"unknown": `{"url": "` + url + `", "nkey": "/home/ops/ops.nk"}`,

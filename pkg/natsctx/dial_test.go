@@ -10,6 +10,7 @@ import (
 	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/natsctx/natsctxtest"
 )
 
 // The settings a context or the environment gives reach a real server
@@ -18,7 +19,7 @@ import (
 func TestResolvedSettingsAuthenticate(t *testing.T) {
 	users := natstest.StartWith(t, natsserver.Options{Config: `authorization { user: ops, password: "s3 cret:/@" }`})
 	token := natstest.StartWith(t, natsserver.Options{Config: `authorization { token: t0k3n }`})
-	xdg := contextDir(t, "", map[string]string{
+	xdg := natsctxtest.WriteContexts(t, "", map[string]string{
 		"users":     `{"url": "` + users.URL() + `", "user": "ops", "password": "s3 cret:/@"}`,
 		"token":     `{"url": "` + token.URL() + `", "token": "t0k3n"}`,
 		"badtoken":  `{"url": "` + token.URL() + `", "token": "nope"}`,

@@ -44,6 +44,9 @@ const (
 	EnvContext  = "NATS_CONTEXT"
 )
 
+// Vars are every environment variable this package reads.
+var Vars = []string{EnvURL, EnvCreds, EnvUser, EnvPassword, EnvToken, EnvCA, EnvCert, EnvKey, EnvContext}
+
 // FromEnv is the settings of the environment that getenv reads.
 func FromEnv(getenv func(string) string) Settings {
 	return Settings{

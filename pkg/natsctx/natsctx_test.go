@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/natsctx/natsctxtest"
 )
 
 // env is a fake environment: tests never read the real one, so a
@@ -16,28 +17,6 @@ import (
 type env map[string]string
 
 func (e env) get(k string) string { return e[k] }
-
-// contextDir makes an XDG_CONFIG_HOME with the given context files (name →
-// JSON) and, when selected is set, a context.txt naming it.
-func contextDir(t *testing.T, selected string, contexts map[string]string) string {
-	t.Helper()
-	xdg := t.TempDir()
-	dir := filepath.Join(xdg, "nats", "context")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for name, body := range contexts {
-		if err := os.WriteFile(filepath.Join(dir, name+".json"), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if selected != "" {
-		if err := os.WriteFile(filepath.Join(xdg, "nats", "context.txt"), []byte(selected+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return xdg
-}
 
 // A context as `nats context save` writes it: every field, most empty.
 const prodContext = `{
@@ -67,7 +46,7 @@ const prodContext = `{
 }`
 
 func TestLoadContextChoosesLikeTheNATSCLI(t *testing.T) {
-	xdg := contextDir(t, "prod", map[string]string{
+	xdg := natsctxtest.WriteContexts(t, "prod", map[string]string{
 		"prod":    prodContext,
 		"staging": `{"url": "nats://staging:4222"}`,
 		"lab":     `{"url": "nats://lab:4222"}`,
@@ -114,7 +93,7 @@ func TestLoadContextDefaultsToHOMEConfig(t *testing.T) {
 
 func TestLoadContextReadsTheFieldsIktoUses(t *testing.T) {
 	home := t.TempDir()
-	xdg := contextDir(t, "", map[string]string{
+	xdg := natsctxtest.WriteContexts(t, "", map[string]string{
 		"prod":  prodContext,
 		"files": `{"url": "tls://n:4222", "creds": "file:///etc/nats/ops.creds", "cert": "~/c.pem", "key": "/k.pem", "token": "", "description": "x"}`,
 		"token": `{"url": "nats://n:4222", "token": "t0k3n", "some_future_field": "whatever"}`,
@@ -139,7 +118,7 @@ func TestLoadContextReadsTheFieldsIktoUses(t *testing.T) {
 }
 
 func TestLoadContextRefusesWhatItCannotHonour(t *testing.T) {
-	xdg := contextDir(t, "gone", map[string]string{
+	xdg := natsctxtest.WriteContexts(t, "gone", map[string]string{
 		"nkey":   `{"url": "nats://n:4222", "nkey": "/home/ops/user.nk"}`,
 		"domain": `{"url": "nats://n:4222", "jetstream_domain": "hub"}`,
 		"first":  `{"url": "nats://n:4222", "tls_first": true}`,
@@ -169,7 +148,7 @@ func TestLoadContextRefusesWhatItCannotHonour(t *testing.T) {
 }
 
 func TestResolvePrecedence(t *testing.T) {
-	xdg := contextDir(t, "prod", map[string]string{"prod": prodContext})
+	xdg := natsctxtest.WriteContexts(t, "prod", map[string]string{"prod": prodContext})
 	flags := Settings{URL: "nats://flag:4222"}
 	host := Settings{URL: "nats://host:4222", Creds: "/etc/ikto/host.creds", TLSCA: "/etc/ikto/ca.pem"}
 	e := env{"XDG_CONFIG_HOME": xdg, "HOME": "/home/ops", "NATS_URL": "nats://env:4222", "NATS_CREDS": "/env.creds", "NATS_CA": "/env-ca.pem", "NATS_CERT": "/env-cert.pem", "NATS_KEY": "/env-key.pem"}
