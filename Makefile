@@ -6,6 +6,7 @@ BIN       := $(CURDIR)/bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X github.com/ikto-mesh/ikto/pkg/cli.Version=$(VERSION) -X github.com/ikto-mesh/ikto/pkg/cli.Commit=$(COMMIT)
+HOOK_LDFLAGS := -s -w -X github.com/ikto-mesh/ikto/plugins/sdk.Version=$(VERSION) -X github.com/ikto-mesh/ikto/plugins/sdk.Commit=$(COMMIT)
 CMDS      := ikto-agent ikto-init ikto-admin
 HOOKS     := route firewall exec
 MODULES   := $(shell $(GO) list -m -f '{{.Dir}}')
@@ -23,7 +24,7 @@ build:
 	done
 	@for h in $(HOOKS); do \
 		echo "build bin/ikto-hook-$$h"; \
-		$(GO) build -C plugins/$$h -trimpath -ldflags '-s -w' -o $(BIN)/ikto-hook-$$h . || exit 1; \
+		$(GO) build -C plugins/$$h -trimpath -ldflags '$(HOOK_LDFLAGS)' -o $(BIN)/ikto-hook-$$h . || exit 1; \
 	done
 
 # make install PREFIX=/usr/local: the binaries and the systemd unit (its
@@ -99,6 +100,8 @@ bench: bench-bin
 	IKTO_BIN_DIR=$(BIN) $(BIN)/ikto-bench -o $(BENCH_OUT)
 bench-smoke: bench-bin
 	IKTO_BIN_DIR=$(BIN) $(BIN)/ikto-bench -smoke -o $(CURDIR)/bench/smoke.json
+
+include mk/package.mk
 
 clean:
 	rm -rf $(BIN)

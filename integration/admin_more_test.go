@@ -66,11 +66,7 @@ func rejectedMetric(ctx context.Context, socket string, reason peer.Reason) (flo
 func TestAdminEvictedHostRejoinsWithFreshIdentity(t *testing.T) {
 	m := newMesh(t)
 	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	cfgPath := m.agents["alpha"].ConfigPath
 	charlie := hosts[2]
 	oldKey, oldPrefix := charlie.PublicKey, charlie.Prefix()
@@ -123,11 +119,7 @@ func TestAdminEvictedHostRejoinsWithFreshIdentity(t *testing.T) {
 func TestAdminRevokedKeyRecordRejectedEverywhere(t *testing.T) {
 	m := newMesh(t)
 	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	cfgPath := m.agents["alpha"].ConfigPath
 	charlie, rest := hosts[2], hosts[:2]
 	ctx := context.Background()
@@ -204,11 +196,7 @@ func TestAdminRevokedKeyRecordRejectedEverywhere(t *testing.T) {
 func TestAdminPruneKilledAgent(t *testing.T) {
 	m := newMesh(t)
 	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	cfgPath := m.agents["alpha"].ConfigPath
 	charlie, rest := hosts[2], hosts[:2]
 	ctx := context.Background()

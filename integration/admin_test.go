@@ -90,11 +90,7 @@ func tryListRows(t *testing.T, bins *harness.Binaries, cfgPath string) (map[stri
 func TestAdminListAndEvict(t *testing.T) {
 	m := newMesh(t)
 	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
-	hosts := m.addHosts("alpha", "bravo", "charlie", "delta")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie", "delta")
 	// The operator uses a host's config: it names the server, the bucket and
 	// the mesh the records are judged by.
 	cfgPath := m.agents["alpha"].ConfigPath

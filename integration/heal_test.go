@@ -27,11 +27,7 @@ import (
 func TestBucketDeletedUnderARunningMesh(t *testing.T) {
 	t.Parallel()
 	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	pingers := startLossPingers(t, hosts)
 
@@ -72,7 +68,7 @@ func TestBucketDeletedUnderARunningMesh(t *testing.T) {
 	all := append(hosts, delta)
 	m.waitConverged(all)
 	m.pingAll(all)
-	if lost := stopAll(t, pingers); lost != 0 {
+	if lost, _ := stopAll(t, pingers); lost != 0 {
 		t.Errorf("%d pings lost across the bucket's deletion, want 0", lost)
 	}
 	if err := m.exitedEarly(all); err != nil {
@@ -102,11 +98,7 @@ func recordsOf(ctx context.Context, m *mesh, hosts []*harness.Host) error {
 func TestClaimOverwrittenIsRestored(t *testing.T) {
 	t.Parallel()
 	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	alpha := hosts[0]
 	ctx := context.Background()
@@ -144,7 +136,7 @@ func TestClaimOverwrittenIsRestored(t *testing.T) {
 		}
 		m.waitConverged(hosts)
 		holdSteady(t, m, hosts, 2*time.Second)
-		lost := stopAll(t, pingers)
+		lost, _ := stopAll(t, pingers)
 		t.Logf("%s over alpha's record: restored by its agent after %s; %d pings lost in all", tc.name, restored.Round(time.Millisecond), lost)
 		if lost != 0 && !tc.wantLoss {
 			t.Errorf("%d pings lost while alpha's record was %s, want 0", lost, tc.name)
@@ -171,11 +163,7 @@ func intruderRecord(t *testing.T, m *mesh, h *harness.Host) peer.Record {
 func TestReaddressedHostMovesItsClaim(t *testing.T) {
 	t.Parallel()
 	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	alpha := hosts[0]
 	old := alpha.Prefix()
 	if err := m.agents[alpha.Name].Stop(10 * time.Second); err != nil {
@@ -222,11 +210,7 @@ func TestReaddressedHostMovesItsClaim(t *testing.T) {
 func TestJoinRightAfterNATSRestart(t *testing.T) {
 	t.Parallel()
 	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo")
 	m.nats.Shutdown()
 	down := time.Now()
 	testkit.EventuallyContext(t, time.Minute, "10 s of outage", func(context.Context) error {
@@ -299,11 +283,7 @@ func holdSteady(t *testing.T, m *mesh, hosts []*harness.Host, d time.Duration) {
 func TestDeviceDeletedIsMadeAgain(t *testing.T) {
 	t.Parallel()
 	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	alpha := hosts[0]
 	pingers := startLossPingers(t, hosts)
@@ -322,7 +302,7 @@ func TestDeviceDeletedIsMadeAgain(t *testing.T) {
 	}
 	whole := time.Since(deleted)
 	holdSteady(t, m, hosts, 2*time.Second)
-	lost := stopAll(t, pingers)
+	lost, _ := stopAll(t, pingers)
 	t.Logf("device deleted: made again with every peer after %s, every pair answering after %s; %d pings lost in all (20/s per pair)",
 		listed.Round(time.Millisecond), whole.Round(time.Millisecond), lost)
 	if whole > 2*time.Second {

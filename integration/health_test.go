@@ -37,11 +37,7 @@ func TestHealthSeesACutPath(t *testing.T) {
 	t.Parallel()
 	m := newMesh(t)
 	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	pingers := startLossPingers(t, hosts)
 	defer stopAll(t, pingers)

@@ -73,6 +73,18 @@ func (m *mesh) addHosts(names ...string) []*harness.Host {
 	return hs
 }
 
+// startAll adds hosts by name, starts an agent on each with its default
+// configuration and waits for the mesh to converge.
+func (m *mesh) startAll(names ...string) []*harness.Host {
+	m.t.Helper()
+	hosts := m.addHosts(names...)
+	for _, h := range hosts {
+		m.start(h)
+	}
+	m.waitConverged(hosts)
+	return hosts
+}
+
 // config is the host's default configuration for this mesh.
 func (m *mesh) config(h *harness.Host) config.Config {
 	return h.Config(m.nats.URL(), bucketName)

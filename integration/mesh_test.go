@@ -23,11 +23,7 @@ import (
 
 func TestThreeHostsFormAMesh(t *testing.T) {
 	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 
 	for _, h := range hosts {
@@ -86,11 +82,7 @@ func checkStatusBackend(ctx context.Context, h *harness.Host, peers int, backend
 
 func TestFourthHostJoins(t *testing.T) {
 	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 
 	delta := m.addHosts("delta")[0]
 	m.start(delta)
@@ -101,11 +93,7 @@ func TestFourthHostJoins(t *testing.T) {
 
 func TestDeletedRecordEvictsHost(t *testing.T) {
 	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo", "charlie")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo", "charlie")
 
 	charlie := hosts[2]
 	ctx := context.Background()
@@ -241,11 +229,7 @@ func TestSIGTERMKeepsTheClaim(t *testing.T) {
 
 func TestNATSOutageLeavesDevicesAlone(t *testing.T) {
 	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo")
-	for _, h := range hosts {
-		m.start(h)
-	}
-	m.waitConverged(hosts)
+	hosts := m.startAll("alpha", "bravo")
 	m.pingAll(hosts)
 
 	m.nats.Shutdown()

@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
-	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
 // catchUp is how long after the bucket's last change a host's heartbeat may
@@ -62,26 +61,14 @@ type silentHost struct {
 }
 
 func (a *app) healthCommand() *cobra.Command {
-	var meshCIDR string
-	var subnetPrefix int
+	var rf ruleFlags
 	cmd := &cobra.Command{
 		Use:   "health",
 		Short: "The fleet in one view: hosts behind on the bucket, pairs that cannot reach each other, silent hosts; exit 0 only when all is well",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := a.loadConfig(cmd); err != nil {
-				return err
-			}
-			rules, err := a.rules(cmd, meshCIDR, subnetPrefix)
-			if err != nil {
-				return err
-			}
 			var h health
-			err = a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
-				rows, err := a.collectRows(ctx, m, rules)
-				if err != nil {
-					return err
-				}
+			err := a.withRows(cmd, rf, func(ctx context.Context, m *mesh, rows []row) error {
 				hbs, err := bucket.Heartbeats(ctx, m.live)
 				if err != nil {
 					return fmt.Errorf("NATS server %s: %w", m.server, err)
@@ -108,8 +95,7 @@ func (a *app) healthCommand() *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&meshCIDR, "mesh-cidr", config.DefaultMeshCIDR, "the mesh, to judge records by (default: mesh_cidr of -c)")
-	cmd.Flags().IntVar(&subnetPrefix, "subnet-prefix", config.DefaultSubnetPrefix, "every host's prefix length (default: subnet_prefix of -c)")
+	rf.bind(cmd)
 	return cmd
 }
 

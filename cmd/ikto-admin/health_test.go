@@ -27,8 +27,8 @@ func TestJudgeHealth(t *testing.T) {
 	}
 	hbs := map[netip.Prefix]bucket.Heartbeat{
 		netip.MustParsePrefix("fd10:1::/48"): hb("A=", 5*time.Second, 40, "B=", "GONE="), // a cut pair; a peer that left
-		netip.MustParsePrefix("fd10:2::/48"): hb("B=", 5*time.Second, 38),                 // behind
-		netip.MustParsePrefix("fd10:3::/48"): hb("C=", 2*time.Minute, 10),                 // silent
+		netip.MustParsePrefix("fd10:2::/48"): hb("B=", 5*time.Second, 38),                // behind
+		netip.MustParsePrefix("fd10:3::/48"): hb("C=", 2*time.Minute, 10),                // silent
 		netip.MustParsePrefix("fd10:4::/48"): hb("D=", 5*time.Second, 40),
 		// echo never wrote a heartbeat (an ikto 0.3.0 agent)
 	}

@@ -36,7 +36,7 @@ const (
 
 // row is one line of list: a peers.* record as agents would judge it, or a
 // revocation whose record is gone (an evicted host). The JSON is a contract
-// for scripts: the record fields keep their SPEC §3 names.
+// for scripts: the record fields keep their docs/contract.md §4 names.
 type row struct {
 	peer.Record
 	Key      string     `json:"key"`
@@ -59,26 +59,13 @@ type bucketEntry struct {
 }
 
 func (a *app) listCommand() *cobra.Command {
-	var meshCIDR string
-	var subnetPrefix int
+	var rf ruleFlags
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List every peer record in the bucket: valid, rejected (and why) or revoked, with liveness",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// The rules come from -c or flags: check them before going to NATS.
-			if err := a.loadConfig(cmd); err != nil {
-				return err
-			}
-			rules, err := a.rules(cmd, meshCIDR, subnetPrefix)
-			if err != nil {
-				return err
-			}
-			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
-				rows, err := a.collectRows(ctx, m, rules)
-				if err != nil {
-					return err
-				}
+			return a.withRows(cmd, rf, func(_ context.Context, _ *mesh, rows []row) error {
 				if a.output == "json" {
 					return writeJSON(a.stdout, rows)
 				}
@@ -86,9 +73,38 @@ func (a *app) listCommand() *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&meshCIDR, "mesh-cidr", config.DefaultMeshCIDR, "the mesh, to judge records by (default: mesh_cidr of -c)")
-	cmd.Flags().IntVar(&subnetPrefix, "subnet-prefix", config.DefaultSubnetPrefix, "every host's prefix length (default: subnet_prefix of -c)")
+	rf.bind(cmd)
 	return cmd
+}
+
+// ruleFlags are the flags that say how records are judged when -c does not.
+type ruleFlags struct {
+	meshCIDR     string
+	subnetPrefix int
+}
+
+func (rf *ruleFlags) bind(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&rf.meshCIDR, "mesh-cidr", config.DefaultMeshCIDR, "the mesh, to judge records by (default: mesh_cidr of -c)")
+	cmd.Flags().IntVar(&rf.subnetPrefix, "subnet-prefix", config.DefaultSubnetPrefix, "every host's prefix length (default: subnet_prefix of -c)")
+}
+
+// withRows runs f with the mesh open and every record judged as an agent
+// would. The rules come from -c or the flags, checked before going to NATS.
+func (a *app) withRows(cmd *cobra.Command, rf ruleFlags, f func(ctx context.Context, m *mesh, rows []row) error) error {
+	if err := a.loadConfig(cmd); err != nil {
+		return err
+	}
+	rules, err := a.rules(cmd, rf.meshCIDR, rf.subnetPrefix)
+	if err != nil {
+		return err
+	}
+	return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
+		rows, err := a.collectRows(ctx, m, rules)
+		if err != nil {
+			return err
+		}
+		return f(ctx, m, rows)
+	})
 }
 
 // rules are the acceptance rules: from -c unless the flags say otherwise.

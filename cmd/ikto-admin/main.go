@@ -1,8 +1,11 @@
-// Command ikto-admin is the operator tool (SPEC §2): it lists the mesh from
+// Command ikto-admin is the operator tool (docs/contract.md §2): it lists the mesh from
 // the bucket, evicts and un-revokes hosts, prunes hosts that stopped sending
 // heartbeats, and shows one agent's view over its admin socket. It talks to
-// NATS directly, so it needs no agent on the operator's machine, and it never
-// creates a bucket: that is the agents' to configure.
+// NATS directly, so it needs no agent on the operator's machine. For meshes
+// whose hosts may not create buckets or write each other's records it also
+// creates the buckets (init-bucket), mints a host's config and NATS
+// credentials scoped to its own record (enroll), and revokes such a
+// host's NATS user (revoke-user, evict --user).
 package main
 
 import (
@@ -23,15 +26,19 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // app is the command line shared by every subcommand, and the clock (tests
 // pin it so that "last seen 5m ago" is predictable).
 type app struct {
-	natsURL    string
-	natsCreds  string
-	natsKV     string
-	configPath string
-	output     string
-	timeout    time.Duration
+	natsURL   string
+	natsCreds string
+	natsKV    string
+	// inboxPrefix comes only from -c: an enrolled host's user receives
+	// replies under its own prefix only.
+	inboxPrefix string
+	configPath  string
+	output      string
+	timeout     time.Duration
 
-	// TLS comes only from -c: an operator with TLS to NATS has a host config.
+	// TLS comes from --tls-*, -c, NATS_CA…, or a nats context (natsctx.go).
 	tlsCA, tlsCert, tlsKey string
+	natsOpts               natsFlags
 	// meshCIDR and subnetPrefix come from -c unless given as flags on list.
 	cfg *config.Config
 
@@ -47,6 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 	a := &app{stdout: stdout, stderr: stderr, now: now}
 	root := a.rootCommand()
+	enableDocs(root)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -66,10 +74,13 @@ func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ikto-admin <command> [flags]",
-		Short: "Operate an ikto mesh: list, evict, unrevoke, prune, status",
-		Long: `ikto-admin operates an ikto mesh. list, evict, unrevoke and prune talk to the
-NATS bucket (take the server from --nats-url or from a host's config with -c);
-status asks the local agent over its admin socket.
+		Short: "Operate an ikto mesh: list, evict, unrevoke, prune, status, health, enroll, init-bucket, revoke-user, init-operator",
+		Long: `ikto-admin operates an ikto mesh. list, evict, unrevoke, prune and health
+talk to the NATS bucket: the server comes from --nats-url, a host's config
+(-c), $NATS_URL and friends, or a nats CLI context (--context), in that
+order. status asks the local agent over its admin socket. init-operator,
+init-bucket, enroll and revoke-user secure membership with per-host NATS
+credentials (docs/securing-membership.md).
 
   ikto-admin -c /etc/ikto/ikto.json list
   ikto-admin --nats-url nats://nats-1:4222 evict fd10:2082:5bc1::1
@@ -81,7 +92,7 @@ status asks the local agent over its admin socket.
 		// they become usage errors (exit 2) instead of plain errors.
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return cli.Usagef("unknown command %q; commands: list, evict, unrevoke, prune, status", args[0])
+				return cli.Usagef("unknown command %q; commands: list, evict, unrevoke, prune, status, health, enroll, init-bucket, revoke-user, init-operator", args[0])
 			}
 			return nil
 		},
@@ -103,8 +114,10 @@ status asks the local agent over its admin socket.
 	f.StringVarP(&a.configPath, "config", "c", "", "take the NATS settings and the mesh from this host `ikto.json`")
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&a.timeout, "timeout", 5*time.Second, "how long to wait for NATS or the agent")
+	a.natsOpts.bind(f)
 
-	root.AddCommand(a.listCommand(), a.evictCommand(), a.unrevokeCommand(), a.pruneCommand(), a.statusCommand(), a.healthCommand())
+	root.AddCommand(a.listCommand(), a.evictCommand(), a.liftRevocationCommand(), a.pruneHostsCommand(), a.statusCommand(), a.healthCommand(),
+		a.enrollCommand(), a.initBucketCommand(), a.revokeUserCommand(), a.initOperatorCommand())
 	for _, c := range root.Commands() {
 		c.SilenceErrors, c.SilenceUsage = true, true
 	}
@@ -142,7 +155,7 @@ func noArgs(cmd *cobra.Command, args []string) error {
 // Flags given explicitly win over the file.
 func (a *app) loadConfig(cmd *cobra.Command) error {
 	if a.configPath == "" || a.cfg != nil {
-		return nil
+		return a.resolveNATS(cmd)
 	}
 	f, err := os.Open(a.configPath)
 	if err != nil {
@@ -165,7 +178,8 @@ func (a *app) loadConfig(cmd *cobra.Command) error {
 		a.natsKV = c.NATSKV
 	}
 	a.tlsCA, a.tlsCert, a.tlsKey = c.NATSTLSCA, c.NATSTLSCert, c.NATSTLSKey
-	return nil
+	a.inboxPrefix = c.NATSInboxPrefix
+	return a.resolveNATS(cmd)
 }
 
 // withTimeout bounds one command's network work by --timeout.

@@ -38,9 +38,9 @@ func (a *app) withMesh(cmd *cobra.Command, f func(ctx context.Context, m *mesh) 
 	return m.conn.Explain(f(ctx, m))
 }
 
-// openMesh reads -c, connects to NATS once (an operator wants an answer, not
-// a retry loop) and opens the bucket and, when it exists, the heartbeat bucket.
-func (a *app) openMesh(ctx context.Context, cmd *cobra.Command) (*mesh, error) {
+// dial reads -c and connects to NATS once (an operator wants an answer,
+// not a retry loop). replicas is used only by a bucket created on it.
+func (a *app) dial(cmd *cobra.Command, replicas int) (*bucket.Conn, error) {
 	if err := a.loadConfig(cmd); err != nil {
 		return nil, err
 	}
@@ -48,16 +48,30 @@ func (a *app) openMesh(ctx context.Context, cmd *cobra.Command) (*mesh, error) {
 	if len(urls) == 0 || strings.HasSuffix(urls[0], "://") {
 		return nil, cli.Usagef("no NATS server: pass --nats-url nats://HOST:4222 or -c with a host's ikto.json")
 	}
-	settings := config.NATS{URLs: urls, Creds: a.natsCreds, TLSCA: a.tlsCA, TLSCert: a.tlsCert, TLSKey: a.tlsKey, Bucket: a.natsKV}
+	settings, err := a.natsSettings()
+	if err != nil {
+		return nil, err
+	}
+	settings.Replicas, settings.InboxPrefix = replicas, a.inboxPrefix
 	conn, err := bucket.Dial(settings, bucket.Client{Name: "ikto-admin", Timeout: a.timeout})
 	if err != nil {
 		return nil, fmt.Errorf("%w; check --nats-url (or nats_url in -c) and that the server is running", err)
+	}
+	return conn, nil
+}
+
+// openMesh connects and opens the bucket and, when it exists, the heartbeat
+// bucket.
+func (a *app) openMesh(ctx context.Context, cmd *cobra.Command) (*mesh, error) {
+	conn, err := a.dial(cmd, 1)
+	if err != nil {
+		return nil, err
 	}
 	m := &mesh{conn: conn, server: conn.Servers}
 	m.kv, err = conn.Mesh(ctx, false)
 	if errors.Is(err, bucket.ErrBucketMissing) {
 		conn.Close()
-		return nil, fmt.Errorf("bucket %s does not exist on NATS server %s; check --nats-kv (the first agent creates it)", a.natsKV, m.server)
+		return nil, fmt.Errorf("bucket %s does not exist on NATS server %s; check --nats-kv (the first agent creates it, or ikto-admin init-bucket)", a.natsKV, m.server)
 	}
 	if err != nil {
 		conn.Close()

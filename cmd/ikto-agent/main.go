@@ -58,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return f.runAgent(cmd, stderr)
 		},
 	}
+	enableDocs(cmd)
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)

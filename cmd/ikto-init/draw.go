@@ -47,7 +47,12 @@ func (o *options) drawPrefix(ctx context.Context, mesh netip.Prefix, rnd io.Read
 
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
-	kv, closeConn, err := openBucket(ctx, config.NATS{URLs: servers, Creds: o.cfg.NATSCreds, Bucket: o.cfg.NATSKV})
+	settings, err := o.host.lookup.NATS(o.cfg.NATSKV)
+	if err != nil {
+		warn(err)
+		return ipam.RandomPrefix(mesh, o.cfg.SubnetPrefix, rnd)
+	}
+	kv, closeConn, err := openBucket(ctx, settings)
 	if err != nil {
 		warn(err)
 		return ipam.RandomPrefix(mesh, o.cfg.SubnetPrefix, rnd)

@@ -1,4 +1,4 @@
-// Command ikto-init prints a new ikto configuration for one host (SPEC §2): the
+// Command ikto-init prints a new ikto configuration for one host (docs/contract.md §2): the
 // eleven fields of ikto 0.3.0 with a random private_address inside the mesh. When
 // given a NATS server it skips prefixes already claimed in the bucket, and it can
 // create the host's WireGuard private key file.
@@ -36,6 +36,7 @@ type options struct {
 	cfg    config.Config
 	output string
 	force  bool
+	host   hostOptions // options.go: the optional fields, and NATS for the look-up
 }
 
 // run is the whole program; rnd is the source of the random prefix (nil means
@@ -52,7 +53,7 @@ does not exist (an existing key is never overwritten).
 
   ikto-init --name host-a --advertise-address 192.0.2.10 \
     --private-key-path /etc/ikto/wg.key --nats-url nats://nats:4222 > ikto.json`,
-		Version:       cli.Version + " (commit " + cli.Commit + ")",
+		Version:       cli.VersionString("ikto-init"),
 		Args:          noArgs,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -60,6 +61,8 @@ does not exist (an existing key is never overwritten).
 			return o.run(cmd.Context(), stdout, stderr, rnd)
 		},
 	}
+	cmd.SetVersionTemplate("{{.Version}}\n")
+	enableDocs(cmd)
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
@@ -110,6 +113,7 @@ func (o *options) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NATSKV, "nats-kv", config.DefaultBucket, "NATS KV bucket holding the mesh")
 	fs.StringVarP(&o.output, "output", "o", "", "write the configuration to `FILE` (mode 0600) instead of stdout")
 	fs.BoolVar(&o.force, "force", false, "with -o, overwrite an existing file")
+	o.bindHostFlags(fs)
 }
 
 // validate checks what can be checked before the host exists: the addressing
@@ -153,7 +157,7 @@ func (o *options) validate() (netip.Prefix, error) {
 			return mesh, usagef("--nats-url %v", err)
 		}
 	}
-	return mesh, nil
+	return mesh, o.validateHost()
 }
 
 // natsServers are the servers to check the draw against: none for the bare
@@ -169,6 +173,9 @@ func (o *options) natsServers() []string {
 func (o *options) run(ctx context.Context, stdout, stderr io.Writer, rnd io.Reader) error {
 	mesh, err := o.validate()
 	if err != nil {
+		return err
+	}
+	if err := o.resolveNATS(); err != nil {
 		return err
 	}
 	// Refuse early, before drawing or creating a key for a file we will not write.
@@ -214,6 +221,9 @@ func (o *options) ensureKey(stderr io.Writer) error {
 		return nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("--private-key-path %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("--private-key-path: %w", err)
 	}
 	k, err := config.CreatePrivateKey(path)
 	if errors.Is(err, config.ErrKeyExists) {

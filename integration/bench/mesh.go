@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/bench/agentstats"
 	"github.com/ikto-mesh/ikto/integration/harness"
-	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
 // MeshConfig sizes the real-mesh scenario.
@@ -23,6 +21,7 @@ type MeshConfig struct {
 	Hosts    int // agents launched together
 	Launches int // times the whole mesh is launched from an empty bucket
 	Joins    int // hosts that join the running mesh, one at a time
+	Restarts int // agents of the running mesh restarted, one at a time
 }
 
 // Polling of the devices: every read is answered by the agent that owns the
@@ -47,6 +46,8 @@ type meshRun struct {
 	poll    *devicePoller
 	pingers []*pinger
 	agents  []*harness.Agent
+	// joinPingers ping from each joiner.
+	joinPingers map[*harness.Host]*pinger
 }
 
 // Mesh launches Hosts real ikto-agent processes (userspace WireGuard), each
@@ -81,13 +82,21 @@ func Mesh(ctx context.Context, bins *Binaries, mc MeshConfig, log *slog.Logger) 
 		cpu = append(cpu, r.cpu...)
 		log.Info("mesh launched", "hosts", mc.Hosts, "listed_ms", slices.Max(r.listed), "pinged_ms", r.allPairs)
 	}
-	var claimed, started []float64
+	var claimed, started, answered []float64
 	for _, j := range m.joiners {
-		c, s, err := m.join(ctx, j)
+		r, err := m.join(ctx, j)
 		if err != nil {
 			return nil, fmt.Errorf("join of %s: %w", j.Name, err)
 		}
-		claimed, started = append(claimed, c), append(started, s)
+		claimed, started, answered = append(claimed, r.fromClaim), append(started, r.fromStart), append(answered, r.answered)
+	}
+	var restarted []float64
+	for i := range mc.Restarts {
+		d, err := m.restart(ctx, i%len(m.hosts))
+		if err != nil {
+			return nil, fmt.Errorf("restart %d: %w", i+1, err)
+		}
+		restarted = append(restarted, d)
 	}
 	peak, anon, err := m.memory()
 	if err != nil {
@@ -97,11 +106,13 @@ func Mesh(ctx context.Context, bins *Binaries, mc MeshConfig, log *slog.Logger) 
 	return []Figure{
 		NewFigure("netns mesh", n+": launch → every device lists every peer", "ms", listAll, AtMost(StatMedian, 100)).withRef("117 ms"),
 		NewFigure("netns mesh", n+": launch → a device lists every peer, each", "ms", listEach, nil),
-		NewFigure("netns mesh", n+": launch → all pairs answer ping", "ms", pingAll, AtMost(StatMedian, 1000)),
+		NewFigure("netns mesh", n+": launch → all pairs answer ping", "ms", pingAll, AtMost(StatP99, 1000)),
 		NewFigure("netns mesh", n+": launch → a pair answers ping, each", "ms", pingEach, nil),
 		NewFigure("netns mesh", n+": agent CPU time, exec → mesh listed", "ms", cpu, nil),
 		NewFigure("netns mesh", fmt.Sprintf("join of host %d: claim → on every device", mc.Hosts+1), "ms", claimed, AtMost(StatMedian, 10)).withRef("15–29 ms"),
 		NewFigure("netns mesh", fmt.Sprintf("join of host %d: agent start → on every device", mc.Hosts+1), "ms", started, nil),
+		NewFigure("netns mesh", fmt.Sprintf("join of host %d, pings both ways from its start: claim → every pair answers", mc.Hosts+1), "ms", answered, AtMost(StatMedian, 300)),
+		NewFigure("netns mesh", "agent restarted (new process, same key, new embedded device): start → its pairs answer again", "ms", restarted, AtMost(StatMedian, 300)),
 		NewFigure("netns mesh", fmt.Sprintf("agent peak RSS, %d peers, userspace device incl.", mc.Hosts-1), "MB", peak, AtMost(StatMax, 20)).withRef("15.6 + 5.3 MB"),
 		NewFigure("netns mesh", fmt.Sprintf("agent RSS, anonymous (not the binary), %d peers", mc.Hosts-1), "MB", anon, nil),
 	}, nil
@@ -139,12 +150,18 @@ func newMeshRun(ctx context.Context, bins *Binaries, mc MeshConfig) (m *meshRun,
 		}
 		m.pingers = append(m.pingers, p)
 	}
+	m.joinPingers = map[*harness.Host]*pinger{}
 	for i := range mc.Joins {
 		h, err := m.w.net.AddHost(fmt.Sprintf("j%d", i+1))
 		if err != nil {
 			return nil, err
 		}
 		m.joiners = append(m.joiners, h)
+		p, err := newPinger(h, meshPingStart+mc.Hosts+i)
+		if err != nil {
+			return nil, err
+		}
+		m.joinPingers[h] = p
 	}
 	m.poll, err = newDevicePoller()
 	return m, err
@@ -153,6 +170,9 @@ func newMeshRun(ctx context.Context, bins *Binaries, mc MeshConfig) (m *meshRun,
 func (m *meshRun) close() error {
 	var errs []error
 	for _, p := range m.pingers {
+		errs = append(errs, p.close())
+	}
+	for _, p := range m.joinPingers {
 		errs = append(errs, p.close())
 	}
 	if m.poll != nil {
@@ -266,7 +286,7 @@ func (m *meshRun) pairReplies(start time.Time) []float64 {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// privateAddrs are the addresses of every host but from.
+// privateAddrs are the addresses of every host but from (nil: every host).
 func (m *meshRun) privateAddrs(from *harness.Host) []netip.Addr {
 	var out []netip.Addr
 	for _, h := range m.hosts {
@@ -295,60 +315,6 @@ func (m *meshRun) reset(ctx context.Context) error {
 		p.reset()
 	}
 	return nil
-}
-
-// join starts an agent on j while the mesh runs and returns, in ms, the
-// time from its claim reaching the bucket and from its start to the moment
-// every device of the mesh lists it. Then j leaves again (stopped, record
-// deleted, gone from every device).
-func (m *meshRun) join(ctx context.Context, j *harness.Host) (fromClaim, fromStart float64, err error) {
-	key := peer.Key(j.Prefix())
-	kw, err := m.kv.Watch(ctx, key, jetstream.UpdatesOnly())
-	if err != nil {
-		return 0, 0, fmt.Errorf("watch %s: %w", key, err)
-	}
-	defer kw.Stop()
-	start := time.Now()
-	a, err := m.start(j)
-	if err != nil {
-		return 0, 0, err
-	}
-	var claimAt time.Time
-	select {
-	case e := <-kw.Updates():
-		claimAt = time.Now()
-		if e == nil || e.Operation() != jetstream.KeyValuePut {
-			return 0, 0, fmt.Errorf("watch %s: unexpected %v", key, e)
-		}
-	case <-a.Done():
-		return 0, 0, exited(a)()
-	case <-time.After(meshTimeout):
-		return 0, 0, fmt.Errorf("no claim of %s after %s", key, meshTimeout)
-	}
-	want := j.ExpectedView()
-	listed, err := m.poll.waitUntil(ctx, m.hosts, joinPoll, meshTimeout, func(_ *harness.Host, v map[string]harness.PeerView) bool {
-		return v[j.PublicKey.String()] == want
-	}, exited(append(m.agents, a)...))
-	if err != nil {
-		return 0, 0, err
-	}
-	last := slices.MaxFunc(slices.Collect(maps.Values(listed)), time.Time.Compare)
-	return ms(last.Sub(claimAt)), ms(last.Sub(start)), m.leave(ctx, a, key)
-}
-
-func (m *meshRun) leave(ctx context.Context, a *harness.Agent, key string) error {
-	if err := a.Stop(closeGrace); err != nil {
-		return err
-	}
-	if err := m.kv.Delete(ctx, key); err != nil {
-		return fmt.Errorf("delete %s: %w", key, err)
-	}
-	pub := a.Host.PublicKey.String()
-	_, err := m.poll.waitUntil(ctx, m.hosts, launchPoll, meshTimeout, func(_ *harness.Host, v map[string]harness.PeerView) bool {
-		_, there := v[pub]
-		return !there
-	}, exited(m.agents...))
-	return err
 }
 
 // memory is each running agent's peak and anonymous RSS, in MB.

@@ -104,6 +104,15 @@ func (p *pinger) reset() {
 	p.mu.Unlock()
 }
 
+// forget drops the replies of targets, before they are measured again.
+func (p *pinger) forget(targets ...netip.Addr) {
+	p.mu.Lock()
+	for _, t := range targets {
+		delete(p.first, t)
+	}
+	p.mu.Unlock()
+}
+
 // pending lists the targets that have not answered yet.
 func (p *pinger) pending(targets []netip.Addr) []netip.Addr {
 	p.mu.Lock()

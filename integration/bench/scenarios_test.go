@@ -113,7 +113,7 @@ func TestScenariosInNamespaces(t *testing.T) {
 		wantSamples(t, figure(t, figs, "agent peak RSS, 20 peers"), 1)
 	})
 	t.Run("mesh", func(t *testing.T) {
-		figs, err := Mesh(ctx, bins, MeshConfig{Hosts: 3, Launches: 2, Joins: 1}, log)
+		figs, err := Mesh(ctx, bins, MeshConfig{Hosts: 3, Launches: 2, Joins: 1, Restarts: 1}, log)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,8 +15,11 @@ type Mode struct {
 	Sync        []SyncVariant
 	Idle        IdleConfig
 	Mesh        MeshConfig
-	DataPlane   DataPlaneConfig
-	Restart     RestartConfig
+	// BigMesh, when its Hosts is set, is one more launch of that many
+	// hosts, for the all-pairs figure only.
+	BigMesh   MeshConfig
+	DataPlane DataPlaneConfig
+	Restart   RestartConfig
 }
 
 // Full is what `make bench` runs: the sizes and targets of the issue.
@@ -36,7 +39,8 @@ var Full = Mode{
 		{Device: "userspace", Records: 10_000, Runs: 3, TargetSyncMs: 2000},
 	},
 	Idle:      IdleConfig{Peers: 1_000, Window: 10 * time.Second, Windows: 6},
-	Mesh:      MeshConfig{Hosts: 10, Launches: 3, Joins: 5},
+	Mesh:      MeshConfig{Hosts: 10, Launches: 5, Joins: 5, Restarts: 3},
+	BigMesh:   MeshConfig{Hosts: 30, Launches: 1},
 	DataPlane: DataPlaneConfig{Rounds: 3, Seconds: 5 * time.Second},
 	Restart:   RestartConfig{Restarts: 5},
 }
@@ -51,7 +55,7 @@ var Smoke = Mode{
 		{Device: "userspace", Records: 1_000, Runs: 1},
 	},
 	Idle:      IdleConfig{Peers: 100, Window: 2 * time.Second, Windows: 1},
-	Mesh:      MeshConfig{Hosts: 3, Launches: 1, Joins: 1},
+	Mesh:      MeshConfig{Hosts: 3, Launches: 1, Joins: 1, Restarts: 1},
 	DataPlane: DataPlaneConfig{Rounds: 1, Seconds: time.Second},
 	Restart:   RestartConfig{Restarts: 1},
 }
@@ -134,7 +138,12 @@ func (s *Suite) runOne(ctx context.Context, name string, binaries func() (*Binar
 	case "idle":
 		return IdleCost(ctx, bins, s.Mode.Idle, s.Log)
 	case "mesh":
-		return Mesh(ctx, bins, s.Mode.Mesh, s.Log)
+		figs, err := Mesh(ctx, bins, s.Mode.Mesh, s.Log)
+		if err != nil || s.Mode.BigMesh.Hosts == 0 {
+			return figs, err
+		}
+		big, err := BigLaunch(ctx, bins, s.Mode.BigMesh.Hosts, s.Mode.BigMesh.Launches, s.Log)
+		return append(figs, big...), err
 	case "dataplane":
 		return DataPlane(ctx, bins, s.Mode.DataPlane, s.Log)
 	case "restart":

@@ -38,7 +38,7 @@ func Device(devName string) (*wgtypes.Device, error) {
 	return dev, nil
 }
 
-// Status is what the agent reports on GET /v1/status (SPEC §6), decoded
+// Status is what the agent reports on GET /v1/status (docs/contract.md §7), decoded
 // loosely: fields it does not know are kept in Raw.
 type Status struct {
 	Self    StatusRecord `json:"self"`
@@ -55,7 +55,7 @@ type Status struct {
 	Raw    map[string]any `json:"-"`
 }
 
-// StatusRecord carries the record fields of SPEC §3.
+// StatusRecord carries the record fields of docs/contract.md §4.
 type StatusRecord struct {
 	Name             string `json:"name"`
 	PublicKey        string `json:"public_key"`

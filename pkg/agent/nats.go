@@ -66,6 +66,9 @@ func (a *Agent) openBucket(ctx context.Context) error {
 		}
 		kv, err := a.conn.Mesh(ctx, true)
 		switch {
+		case errors.Is(err, bucket.ErrBucketMissing) && errors.Is(err, bucket.ErrPermission):
+			// Enrolled hosts may not create buckets: an operator will.
+			return fmt.Errorf("bucket %s does not exist and this host may not create it; an operator creates it with ikto-admin init-bucket: %w", a.set.NATS.Bucket, err)
 		case errors.Is(err, bucket.ErrPermission):
 			return retry.Permanent(fmt.Errorf("%w; check the permissions of nats_creds", err))
 		case errors.Is(err, bucket.ErrReplicasNotSupported):

@@ -1,4 +1,4 @@
-// Package api is the agent's local admin API (SPEC §6): HTTP/1.1 on a unix
+// Package api is the agent's local admin API (docs/contract.md §7): HTTP/1.1 on a unix
 // socket with mode 0600, a handler map (GET /v1/status, GET /metrics), and the
 // client ikto-admin uses. The JSON types here are a contract: ikto-admin
 // status -o json prints them as they are.
@@ -38,7 +38,7 @@ type NATSStatus struct {
 	Bucket    string `json:"bucket"`
 }
 
-// PeerStatus is one peer: its record fields (SPEC §3 names) and what the
+// PeerStatus is one peer: its record fields (docs/contract.md §4 names) and what the
 // device reports. Record is empty for a peer on the device that no accepted
 // record asks for (it is about to be removed).
 type PeerStatus struct {

@@ -1,7 +1,7 @@
 // Package bucket is everything ikto knows about NATS, for all three binaries:
 // the connection (Options, Dial), opening or creating the mesh's bucket and
 // its heartbeat bucket, claiming a prefix with compare-and-set after checking
-// the key is not revoked (SPEC §3), evicting, watching the bucket as
+// the key is not revoked (docs/contract.md §4), evicting, watching the bucket as
 // "snapshot, then updates" across reconnects, and typed errors (ErrPermission,
 // ErrAddressInUse, ErrRevoked, ErrBucketMissing, ...) that callers check with
 // errors.Is instead of reading error text.
@@ -52,7 +52,10 @@ func OpenBucket(ctx context.Context, js jetstream.JetStream, name string, create
 			name, replicas, ErrReplicasNotSupported)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create bucket %s (replicas %d): %w", name, replicas, err)
+		// The bucket is still missing: say so as well as why, so that a host
+		// whose credentials may not create it (an enrolled host) can tell
+		// "wait for an operator" from any other failure.
+		return nil, fmt.Errorf("create bucket %s (replicas %d): %w: %w", name, replicas, ErrBucketMissing, err)
 	}
 	return kv, nil
 }

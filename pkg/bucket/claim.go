@@ -34,7 +34,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// Claim takes rec's prefix for rec's public key (SPEC §3). A key with a
+// Claim takes rec's prefix for rec's public key (docs/contract.md §4). A key with a
 // revoked.* record fails with ErrRevoked before anything is written. Then:
 // Create the key; if it exists, Get it: the same public key refreshes the
 // record with Update on the revision read (an agent restart), another key

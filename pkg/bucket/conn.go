@@ -79,11 +79,22 @@ func Options(s config.NATS, c Client) []nats.Option {
 	if s.Creds != "" {
 		opts = append(opts, nats.UserCredentials(s.Creds))
 	}
+	if s.InboxPrefix != "" {
+		// Replies (requests, the watch's deliveries) come under this prefix:
+		// an enrolled host may subscribe to nothing else.
+		opts = append(opts, nats.CustomInboxPrefix(s.InboxPrefix))
+	}
 	if s.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(s.TLSCA))
 	}
 	if s.TLSCert != "" {
 		opts = append(opts, nats.ClientCert(s.TLSCert, s.TLSKey))
+	}
+	if s.User != "" {
+		opts = append(opts, nats.UserInfo(s.User, s.Password))
+	}
+	if s.Token != "" {
+		opts = append(opts, nats.Token(s.Token))
 	}
 	if !c.Persistent {
 		return append(opts, nats.NoReconnect())

@@ -34,7 +34,8 @@ func (e *InUseError) Error() string {
 func (e *InUseError) Is(target error) bool { return target == ErrAddressInUse }
 
 // ErrBucketMissing is returned by OpenBucket when the bucket does not exist and
-// the caller may not create it.
+// the caller did not ask to create it, or creating it failed (then the error
+// also matches the cause, e.g. ErrPermission after Conn.Explain).
 var ErrBucketMissing = errors.New("bucket does not exist")
 
 // ErrReplicasNotSupported is returned by OpenBucket when it was asked for a

@@ -122,7 +122,7 @@ func holderPrefix(key string, rec peer.Record) (netip.Prefix, bool) {
 // Evict removes a host for good: it revokes rec's public key, then deletes
 // the record at key if it is still at revision rev. The revocation goes first
 // so that, whatever happens to the delete, the host's agent and every other
-// agent already treat the key as revoked (SPEC §3). Evict is safe to retry: an
+// agent already treat the key as revoked (docs/contract.md §4). Evict is safe to retry: an
 // existing revocation is kept as it is (with its first revoked_at), and a
 // record already gone counts as deleted. A record whose public key does not
 // parse cannot be revoked and is only deleted.

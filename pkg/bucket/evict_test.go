@@ -108,7 +108,7 @@ func TestEvictRevokesThenDeletes(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("revocation (-want +got):\n%s", diff)
 	}
-	// The stored JSON carries the SPEC §3 names.
+	// The stored JSON carries the docs/contract.md §4 names.
 	e, err := kv.Get(ctx, peer.RevokedKey(pk))
 	if err != nil {
 		t.Fatal(err)

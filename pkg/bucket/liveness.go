@@ -90,7 +90,7 @@ func OpenLiveBucket(ctx context.Context, js jetstream.JetStream, mainBucket stri
 		return js.KeyValue(ctx, name) // another agent created it meanwhile
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create heartbeat bucket %s (replicas %d): %w", name, replicas, err)
+		return nil, fmt.Errorf("create heartbeat bucket %s (replicas %d): %w: %w", name, replicas, ErrBucketMissing, err)
 	}
 	return kv, nil
 }

@@ -11,9 +11,11 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ikto-mesh/ikto/plugins/sdk/versionline"
 )
 
-// Exit codes shared by every ikto binary (SPEC §2).
+// Exit codes shared by every ikto binary (docs/contract.md §2).
 const (
 	ExitOK      = 0
 	ExitError   = 1
@@ -29,9 +31,10 @@ var (
 	Commit  = "unknown"
 )
 
-// VersionString is what --version prints.
+// VersionString is what --version prints: the line every ikto binary and
+// hook shares, "NAME VERSION (commit COMMIT, GOVERSION)".
 func VersionString(binary string) string {
-	return fmt.Sprintf("%s %s (commit %s)", binary, Version, Commit)
+	return versionline.Format(binary, Version, Commit)
 }
 
 // UsageError marks a bad command line (exit 2).

@@ -1,5 +1,5 @@
 // Package config reads, defaults and validates an ikto host's JSON configuration
-// (SPEC §2). The field names are those of ikto 0.3.0 and must not change; fields
+// (docs/contract.md §2). The field names are those of ikto 0.3.0 and must not change; fields
 // added since are optional and default when absent. Validation errors name the
 // field that is wrong and, where there is one, the fix.
 package config
@@ -51,6 +51,10 @@ type Config struct {
 	NATSTLSCert         string `json:"nats_tls_cert,omitempty"`
 	NATSTLSKey          string `json:"nats_tls_key,omitempty"`
 	NATSKVReplicas      int    `json:"nats_kv_replicas,omitempty"`
+	// NATSInboxPrefix replaces nats.go's "_INBOX" as the prefix of this
+	// host's reply subjects: a host enrolled with ikto-admin enroll may
+	// subscribe only under its own prefix, so no host reads another's replies.
+	NATSInboxPrefix string `json:"nats_inbox_prefix,omitempty"`
 	// ResyncInterval is a Go duration ("30s"): how often the agent re-reads the
 	// device and repairs drift even when nothing changed in the bucket.
 	ResyncInterval string       `json:"resync_interval,omitempty"`
@@ -64,7 +68,7 @@ type Config struct {
 	MetricsListen string `json:"metrics_listen,omitempty"`
 }
 
-// HookConfig names one hook plugin (SPEC §5). Config is handed to the hook as is.
+// HookConfig names one hook plugin (docs/contract.md §8). Config is handed to the hook as is.
 type HookConfig struct {
 	Name string `json:"name"`
 	Path string `json:"path"`

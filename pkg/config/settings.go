@@ -56,11 +56,16 @@ type Device struct {
 type NATS struct {
 	URLs            []string
 	Creds           string // a .creds file; empty means none
+	User, Password  string // or Token: ikto-admin and ikto-init take them from the
+	Token           string // environment or a nats context; a host's config has neither
 	TLSCA           string
 	TLSCert, TLSKey string
 	Bucket          string
 	// Replicas is used only when the bucket is created (at least 1).
 	Replicas int
+	// InboxPrefix is the prefix of reply subjects; empty means nats.go's
+	// "_INBOX".
+	InboxPrefix string
 }
 
 // Redacted is the server list for logs and messages, passwords masked.

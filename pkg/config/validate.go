@@ -17,8 +17,17 @@ import (
 
 var (
 	bucketName = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
-	devName    = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+	// inboxPrefix is dot-separated tokens without wildcards, as nats.go and
+	// a subscribe permission "<prefix>.>" both accept.
+	inboxPrefix = regexp.MustCompile(`^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$`)
+	devName     = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
 )
+
+// maxInboxPrefix bounds nats_inbox_prefix: it starts every reply subject.
+const maxInboxPrefix = 128
+
+// ValidInboxPrefix reports whether p can be a nats_inbox_prefix.
+func ValidInboxPrefix(p string) bool { return inboxPrefix.MatchString(p) && len(p) <= maxInboxPrefix }
 
 // ValidDevName reports whether name can be a WireGuard interface name.
 func ValidDevName(name string) bool { return devName.MatchString(name) }
@@ -168,9 +177,12 @@ func (c *Config) resolveNATS(s *Settings) error {
 	if c.NATSKVReplicas < 0 || c.NATSKVReplicas > 5 {
 		return fieldErr("nats_kv_replicas", "%d is out of range (1-5, or 0 for the default of 1)", c.NATSKVReplicas)
 	}
+	if c.NATSInboxPrefix != "" && !ValidInboxPrefix(c.NATSInboxPrefix) {
+		return fieldErr("nats_inbox_prefix", "%q is not a NATS subject prefix (dot-separated letters, digits, '_', '-', at most %d characters); use the value ikto-admin enroll wrote", c.NATSInboxPrefix, maxInboxPrefix)
+	}
 	s.NATS = NATS{
 		URLs: urls, Creds: c.NATSCreds, TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey,
-		Bucket: c.NATSKV, Replicas: max(c.NATSKVReplicas, 1),
+		Bucket: c.NATSKV, Replicas: max(c.NATSKVReplicas, 1), InboxPrefix: c.NATSInboxPrefix,
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-// Package hook is ikto-agent's host for hook plugins (SPEC §5). Each
+// Package hook is ikto-agent's host for hook plugins (docs/contract.md §8). Each
 // configured hook is an executable started through hashicorp/go-plugin and
 // driven over gRPC by its own supervisor: Configure once per process, then
 // Apply with every new peer set the agent hands to Update. Supervisors run

@@ -36,11 +36,11 @@ const (
 // metrics and /v1/status read it from any goroutine and never reach back into
 // the controller.
 type Outcome struct {
-	Seq   uint64 // passes so far, this one included
-	At    time.Time
+	Seq uint64 // passes so far, this one included
+	At  time.Time
 	// Revision is the highest bucket revision the table has taken in.
 	Revision uint64
-	State State
+	State    State
 	// View is the accepted set after the pass: the peers the device was
 	// configured with, self, and every rejected record. It is nil on
 	// ordinary passes when the controller was built without KeepView

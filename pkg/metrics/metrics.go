@@ -1,4 +1,4 @@
-// Package metrics defines the agent's Prometheus metrics (SPEC §6). Each agent
+// Package metrics defines the agent's Prometheus metrics (docs/contract.md §7). Each agent
 // has its own registry, so several agents can run in one process (tests,
 // benchmarks) without colliding; GET /metrics serves it.
 package metrics

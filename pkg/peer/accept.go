@@ -13,7 +13,7 @@ import (
 // label values and appear in logs.
 type Reason string
 
-// Rejection reasons, one per acceptance rule of SPEC §3.
+// Rejection reasons, one per acceptance rule of docs/contract.md §4.
 const (
 	ReasonTooLarge     Reason = "too_large"            // value larger than MaxValueSize
 	ReasonMalformed    Reason = "malformed"            // not a JSON object of the record's shape

@@ -9,7 +9,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// fuzzRules are the meshes FuzzCheck checks records against: the SPEC's
+// fuzzRules are the meshes FuzzCheck checks records against: the contract's
 // default IPv6 mesh of /48s and an IPv4 one of /24s.
 var fuzzRules = []Rules{
 	{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48},
@@ -18,7 +18,7 @@ var fuzzRules = []Rules{
 
 // FuzzCheck feeds arbitrary bucket entries to Rules.Check. Whatever the
 // input, Check must not panic, must reject with a known Reason, and must
-// accept only records that every SPEC §3 rule allows. With deriveKey set the
+// accept only records that every docs/contract.md §4 rule allows. With deriveKey set the
 // bucket key is computed from the value's allowed_ip, so the fuzzer gets past
 // the key check and explores the rules behind it.
 func FuzzCheck(f *testing.F) {
@@ -77,7 +77,7 @@ func checkRejection(t *testing.T, rej *Rejection, key string) {
 	}
 }
 
-// checkAccepted asserts every acceptance rule of SPEC §3 on acc, computed
+// checkAccepted asserts every acceptance rule of docs/contract.md §4 on acc, computed
 // independently of Check's own code path where it can be.
 func checkAccepted(t *testing.T, ru Rules, key string, value []byte, acc Accepted) {
 	t.Helper()

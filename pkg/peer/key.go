@@ -10,7 +10,7 @@ import (
 )
 
 // keyCodec encodes whatever a bucket key names: base64 URL encoding with
-// padding, the format ikto 0.3.0 agents write and read (SPEC §3).
+// padding, the format ikto 0.3.0 agents write and read (docs/contract.md §4).
 var keyCodec = base64.URLEncoding
 
 // EncodePrefix is the key part that names prefix: the codec applied to its

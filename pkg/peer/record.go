@@ -1,4 +1,4 @@
-// Package peer is the bucket's wire format (SPEC §3): the peer record, its key
+// Package peer is the bucket's wire format (docs/contract.md §4): the peer record, its key
 // encoding, the revocation record, and the acceptance rules that decide which
 // records an agent may apply to its device. A record that breaks a rule is
 // rejected with a Reason and never applied.

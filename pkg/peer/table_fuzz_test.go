@@ -31,7 +31,7 @@ type fuzzState struct {
 
 // FuzzTable drives a Table through arbitrary bucket histories (puts of good
 // and hostile records, deletes, revocations) and checks after each step that
-// the view obeys SPEC §3's set rules, and at the end that it equals the view
+// the view obeys docs/contract.md §4's set rules, and at the end that it equals the view
 // of a table loaded with only the final bucket: what an agent applies may
 // depend on what the bucket holds, never on the order it heard about it.
 func FuzzTable(f *testing.F) {
@@ -138,7 +138,7 @@ func checkView(t *testing.T, table *Table, st fuzzState, self wgtypes.Key, selfP
 	}
 }
 
-// expectedPeers is SPEC §3's set rules written out plainly: among records that
+// expectedPeers is docs/contract.md §4's set rules written out plainly: among records that
 // pass Check and are neither this host's prefix, its key, nor revoked, each
 // public key goes to its oldest record.
 func expectedPeers(st fuzzState, self wgtypes.Key, selfKey string) map[wgtypes.Key]string {

@@ -86,7 +86,7 @@ func New(id Identity, peers []peer.Accepted, now time.Time) *Snapshot {
 // Peers checks that the snapshot was written for id and returns its records
 // as accepted peers, by public key. The error matches ErrMismatch when the
 // snapshot belongs to another configuration and ErrCorrupt when any record
-// fails the acceptance rules (SPEC §3) or the snapshot holds this host's own
+// fails the acceptance rules (docs/contract.md §4) or the snapshot holds this host's own
 // record: a snapshot is trusted whole or not at all.
 func (s *Snapshot) Peers(id Identity) (map[wgtypes.Key]peer.Accepted, error) {
 	if err := s.matches(id); err != nil {

@@ -1,4 +1,4 @@
-// Command ikto-hook-exec is ikto's shipped exec hook (SPEC §5), the way to
+// Command ikto-hook-exec is ikto's shipped exec hook (docs/contract.md §8), the way to
 // write a custom hook without Go: after each change of the mesh it runs a
 // configured command with the node and the change as JSON on its standard
 // input, bounded by a timeout, and logs its exit status and the end of its

@@ -13,7 +13,7 @@ import (
 const payloadVersion = 1
 
 // payload is what the command reads on standard input: the node and the
-// change, with peer fields named as in the bucket's records (SPEC §3).
+// change, with peer fields named as in the bucket's records (docs/contract.md §4).
 type payload struct {
 	Version int      `json:"payload_version"`
 	Node    nodeJSON `json:"node"`

@@ -1,5 +1,5 @@
 // Command ikto-hook-firewall is ikto's firewall hook: started by ikto-agent
-// (SPEC §5), it keeps an nftables table (inet ikto) that lets only mesh
+// (docs/contract.md §8), it keeps an nftables table (inet ikto) that lets only mesh
 // members reach the WireGuard port and this host's prefix. See package
 // filter for what it installs and why.
 package main

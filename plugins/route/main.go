@@ -1,4 +1,4 @@
-// Command ikto-hook-route is ikto's shipped route hook (SPEC §5): it keeps
+// Command ikto-hook-route is ikto's shipped route hook (docs/contract.md §8): it keeps
 // one route per peer prefix through the WireGuard device in a chosen routing
 // table, marked with its own route protocol number (default 73), and removes
 // the routes of peers that leave and the stale ones an earlier run left. The
@@ -16,6 +16,9 @@ import (
 )
 
 func main() {
+	if sdk.HandleVersion() {
+		return
+	}
 	nl, err := openNetlink(netns.None())
 	if err != nil {
 		sdk.Logger().Error("cannot start the route hook", "err", err)

@@ -1,6 +1,6 @@
 // Package sdk is the only package an ikto hook author imports. A hook is a
 // separate executable that ikto-agent starts through hashicorp/go-plugin and
-// talks to over gRPC (protocol ikto.hook.v1, SPEC §5). The hook implements
+// talks to over gRPC (protocol ikto.hook.v1, docs/contract.md §8). The hook implements
 // Hook and its main is one call:
 //
 //	func main() { sdk.Serve(&myHook{}) }

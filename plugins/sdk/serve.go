@@ -40,8 +40,12 @@ func Logger() hclog.Logger { return logger() }
 //	func main() { sdk.Serve(&myHook{}) }
 //
 // Run by hand (not by the agent), it prints that the binary is a plugin and
-// exits with status 1.
+// exits with status 1; run with --version, it prints the version line
+// (HandleVersion) and returns.
 func Serve(h Hook) {
+	if HandleVersion() {
+		return
+	}
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         PluginSet(h),

@@ -1,4 +1,4 @@
-// ikto.hook.v1 is the protocol between ikto-agent and a hook plugin (SPEC §5).
+// ikto.hook.v1 is the protocol between ikto-agent and a hook plugin (docs/contract.md §8).
 // It is carried by hashicorp/go-plugin over gRPC; hook authors never see it:
 // they implement the Go interface sdk.Hook and call sdk.Serve.
 //

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+func TestEvict(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	ctx := context.Background()
+	alpha := record(t, "alpha", "fd10:1::/48", 1, "198.18.0.2", 51820)
+	bravo := record(t, "bravo", "fd10:2::/48", 2, "198.18.0.3", 51820)
+	put(t, kv, alpha)
+	rev := put(t, kv, bravo)
+	bravoKey := peer.Key(netip.MustParsePrefix(bravo.AllowedIP))
+
+	code, stdout, stderr := exec(t, "evict", "fd10:2::1", "--dry-run", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "would evict bravo fd10:2::/48") || !strings.Contains(stdout, "dry run") {
+		t.Errorf("evict --dry-run: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if e, err := kv.Get(ctx, bravoKey); err != nil || e.Revision() != rev {
+		t.Fatalf("after --dry-run, bravo's record: %v", err)
+	}
+
+	code, stdout, stderr = exec(t, "evict", "fd10:2::1", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicted bravo") {
+		t.Fatalf("evict: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := kv.Get(ctx, bravoKey); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("bravo's record after evict: %v, want deleted", err)
+	}
+	revs, err := bucket.Revocations(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rv := revs[testKey(t, 2)]; rv.Name != "bravo" || rv.AllowedIP != "fd10:2::/48" || len(revs) != 1 {
+		t.Errorf("revocations after evict = %v", revs)
+	}
+
+	// Now nobody holds it: exit 1 with the address in the message.
+	code, _, stderr = exec(t, "evict", "fd10:2::1", "--nats-url", url)
+	if code != 1 || !strings.Contains(stderr, "no host holds fd10:2::1") {
+		t.Errorf("evict of a free address: exit %d, %q", code, stderr)
+	}
+	// The prefix itself works as well as an address in it.
+	code, stdout, stderr = exec(t, "evict", "fd10:1::/48", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicted alpha") {
+		t.Errorf("evict by prefix: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+func TestUnrevoke(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	pk := testKey(t, 3)
+	if err := bucket.Revoke(context.Background(), kv, pk, peer.Record{Name: "c"}, now); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := exec(t, "unrevoke", pk.String(), "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "unrevoked "+pk.String()) {
+		t.Errorf("unrevoke: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if revs, _ := bucket.Revocations(context.Background(), kv); len(revs) != 0 {
+		t.Errorf("revocations after unrevoke = %v", revs)
+	}
+	code, _, stderr = exec(t, "unrevoke", pk.String(), "--nats-url", url)
+	if code != 1 || !strings.Contains(stderr, "is not revoked") {
+		t.Errorf("unrevoke of a key not revoked: exit %d, %q", code, stderr)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	wall := time.Now()
+	fresh := record(t, "fresh", "fd10:1::/48", 1, "198.18.0.2", 51820)
+	stale := record(t, "stale", "fd10:2::/48", 2, "198.18.0.3", 51820)
+	silent := record(t, "silent", "fd10:3::/48", 3, "198.18.0.4", 51820) // new record, no heartbeat yet
+	for _, r := range []peer.Record{fresh, stale, silent} {
+		put(t, kv, r)
+	}
+	heartbeat(t, live, fresh, wall.Add(-time.Minute))
+	heartbeat(t, live, stale, wall.Add(-2*time.Hour))
+
+	clock := func() time.Time { return wall }
+	code, stdout, stderr := execAt(t, clock, "prune", "--offline-for", "1h", "--dry-run", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "would evict stale fd10:2::/48") || strings.Contains(stdout, "fresh") || strings.Contains(stdout, "silent") {
+		t.Errorf("prune --dry-run: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = execAt(t, clock, "prune", "--offline-for", "1h", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicting stale") || !strings.Contains(stdout, "last seen 2h ago") {
+		t.Errorf("prune: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := kv.Get(ctx, peer.Key(netip.MustParsePrefix(stale.AllowedIP))); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("stale record after prune: %v, want deleted", err)
+	}
+	if revs, _ := bucket.Revocations(ctx, kv); len(revs) != 1 || revs[testKey(t, 2)].Name != "stale" {
+		t.Errorf("revocations after prune = %v, want stale's key", revs)
+	}
+	for _, r := range []peer.Record{fresh, silent} {
+		if _, err := kv.Get(ctx, peer.Key(netip.MustParsePrefix(r.AllowedIP))); err != nil {
+			t.Errorf("%s after prune: %v, want kept", r.Name, err)
+		}
+	}
+	// Two hours on, the record that never sent a heartbeat is old enough
+	// too, but only --include-silent evicts a host without heartbeats.
+	later := func() time.Time { return wall.Add(2 * time.Hour) }
+	code, stdout, _ = execAt(t, later, "prune", "--offline-for", "1h", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "kept silent") || strings.Contains(stdout, "evicting silent") {
+		t.Errorf("later prune: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = execAt(t, later, "prune", "--offline-for", "1h", "--include-silent", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicting silent") || !strings.Contains(stdout, "no heartbeat") {
+		t.Errorf("later prune --include-silent: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = execAt(t, clock, "prune", "--offline-for", "1h", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "no host has been silent for longer than 1h0m0s") {
+		t.Errorf("prune with nothing to do: exit %d\n%s", code, stdout)
+	}
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// put030 writes a record the way an ikto 0.3.0 agent does: the five
+// fields, and never a heartbeat.
+func put030(t *testing.T, kv jetstream.KeyValue, name, prefix string, seed byte) {
+	t.Helper()
+	value := `{"name":"` + name + `","public_key":"` + testKey(t, seed).String() + `","advertise_address":"198.18.0.30","allowed_ip":"` + prefix + `","wg_port":51820}`
+	if _, err := kv.Put(context.Background(), peer.Key(netip.MustParsePrefix(prefix)), []byte(value)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func recordExists(t *testing.T, kv jetstream.KeyValue, prefix string) bool {
+	t.Helper()
+	_, err := kv.Get(context.Background(), peer.Key(netip.MustParsePrefix(prefix)))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
+// A 0.3.0 agent sharing the bucket sends no heartbeat: prune must not take
+// it for dead, whether or not newer agents have made a heartbeat bucket.
+func TestPruneLeavesHostsWithoutHeartbeats(t *testing.T) {
+	for _, withLive := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no heartbeat bucket", true: "beside newer agents"}[withLive], func(t *testing.T) {
+			url, js := startNATS(t)
+			kv := openBucket(t, js)
+			put030(t, kv, "old-agent", "fd10:30::/48", 30)
+			stale := record(t, "stale", "fd10:2::/48", 2, "198.18.0.3", 51820)
+			put(t, kv, stale)
+			if withLive {
+				live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				heartbeat(t, live, stale, time.Now())
+			}
+			// Two days on: the 0.3.0 record is old, stale's heartbeat too.
+			later := func() time.Time { return time.Now().Add(48 * time.Hour) }
+			code, stdout, stderr := execAt(t, later, "prune", "--offline-for", "1h", "--nats-url", url)
+			if code != 0 || !strings.Contains(stdout, "kept old-agent fd10:30::/48") {
+				t.Errorf("prune: exit %d\n%s%s", code, stdout, stderr)
+			}
+			if !recordExists(t, kv, "fd10:30::/48") {
+				t.Error("prune evicted the 0.3.0 agent's record")
+			}
+			if revs, _ := bucket.Revocations(context.Background(), kv); revs[testKey(t, 30)].PublicKey != "" {
+				t.Error("prune revoked the 0.3.0 agent's key")
+			}
+			if withLive == recordExists(t, kv, "fd10:2::/48") {
+				t.Errorf("stale host with a 2-day-old heartbeat: record kept %v, want evicted %v", !withLive, withLive)
+			}
+
+			code, stdout, stderr = execAt(t, later, "prune", "--offline-for", "1h", "--include-silent", "--nats-url", url)
+			if code != 0 || !strings.Contains(stdout, "evicting old-agent") || recordExists(t, kv, "fd10:30::/48") {
+				t.Errorf("prune --include-silent: exit %d, record left %v\n%s%s", code, recordExists(t, kv, "fd10:30::/48"), stdout, stderr)
+			}
+		})
+	}
+}
+
+func TestPruneJSON(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wall := time.Now().UTC().Truncate(time.Second)
+	stale := record(t, "stale", "fd10:2::/48", 2, "198.18.0.3", 51820)
+	staleRev := put(t, kv, stale)
+	heartbeat(t, live, stale, wall.Add(-3*time.Hour))
+	fresh := record(t, "fresh", "fd10:1::/48", 1, "198.18.0.2", 51820)
+	put(t, kv, fresh)
+	put030(t, kv, "old-agent", "fd10:30::/48", 30)
+	later := func() time.Time { return wall.Add(2 * time.Hour) }
+	heartbeat(t, live, fresh, later().Add(-time.Minute))
+
+	run := func(args ...string) pruneReport {
+		t.Helper()
+		code, stdout, stderr := execAt(t, later, append([]string{"prune", "-o", "json", "--offline-for", "1h", "--nats-url", url}, args...)...)
+		if code != 0 {
+			t.Fatalf("prune %q: exit %d: %s", args, code, stderr)
+		}
+		var r pruneReport
+		if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+			t.Fatalf("prune %q printed no JSON report: %v\n%s", args, err, stdout)
+		}
+		return r
+	}
+	actions := func(r pruneReport) map[string]string {
+		out := map[string]string{}
+		for _, h := range r.Hosts {
+			out[h.Name] = h.Action
+		}
+		return out
+	}
+
+	dry := run("--dry-run")
+	if diff := cmp.Diff(map[string]string{"stale": pruneWouldEvict, "old-agent": pruneKept}, actions(dry)); diff != "" {
+		t.Errorf("dry run actions (-want +got):\n%s", diff)
+	}
+	if !dry.DryRun || dry.OfflineFor != "1h0m0s" || !recordExists(t, kv, stale.AllowedIP) {
+		t.Errorf("dry run: %+v, stale kept %v", dry, recordExists(t, kv, stale.AllowedIP))
+	}
+	for _, h := range dry.Hosts {
+		if h.Name == "stale" {
+			want := prunedHost{Key: peer.Key(netip.MustParsePrefix(stale.AllowedIP)), Revision: staleRev, Name: "stale",
+				AllowedIP: stale.AllowedIP, PublicKey: stale.PublicKey, Why: "last seen 5h ago", Action: pruneWouldEvict}
+			lastSeen := wall.Add(-3 * time.Hour)
+			want.LastSeen = &lastSeen
+			if diff := cmp.Diff(want, h, cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".Created" }, cmp.Ignore())); diff != "" {
+				t.Errorf("stale (-want +got):\n%s", diff)
+			}
+		}
+	}
+
+	done := run()
+	if diff := cmp.Diff(map[string]string{"stale": pruneEvicted, "old-agent": pruneKept}, actions(done)); diff != "" {
+		t.Errorf("prune actions (-want +got):\n%s", diff)
+	}
+	if recordExists(t, kv, stale.AllowedIP) || !recordExists(t, kv, fresh.AllowedIP) {
+		t.Error("prune -o json: stale should be gone and fresh kept")
+	}
+	if empty := run("--offline-for", "100h"); len(empty.Hosts) != 0 || empty.Hosts == nil {
+		t.Errorf("prune with nothing to do: hosts %#v, want an empty list", empty.Hosts)
+	}
+}
+
+func TestUnrevokeJSON(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	pk := testKey(t, 3)
+	if err := bucket.Revoke(context.Background(), kv, pk, peer.Record{Name: "c"}, now); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := exec(t, "unrevoke", pk.String(), "-o", "json", "--nats-url", url)
+	if code != 0 {
+		t.Fatalf("unrevoke -o json: exit %d: %s", code, stderr)
+	}
+	var got unrevoked
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("unrevoke -o json printed %q: %v", stdout, err)
+	}
+	if want := (unrevoked{PublicKey: pk.String(), Key: peer.RevokedKey(pk), Unrevoked: true}); got != want {
+		t.Errorf("unrevoke -o json = %+v, want %+v", got, want)
+	}
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/cli"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// unrevoked is unrevoke's -o json output.
+type unrevoked struct {
+	PublicKey string `json:"public_key"`
+	Key       string `json:"key"` // the revocation record deleted
+	Unrevoked bool   `json:"unrevoked"`
+}
+
+// liftRevocationCommand is `ikto-admin unrevoke`.
+func (a *app) liftRevocationCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "unrevoke <public-key>",
+		Short: "Lift the revocation of a public key, so agents accept records with it again",
+		Args:  exactArgs(1, "one public key"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pk, err := wgtypes.ParseKey(args[0])
+			if err != nil {
+				return cli.Usagef("%q is not a WireGuard public key (44 characters of base64)", args[0])
+			}
+			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
+				if err := bucket.Unrevoke(ctx, m.kv, pk); err != nil {
+					if errors.Is(err, bucket.ErrNotRevoked) {
+						return fmt.Errorf("public key %s is not revoked in bucket %s; `ikto-admin list` marks revoked keys", pk, m.kv.Bucket())
+					}
+					return err
+				}
+				if a.output == "json" {
+					return writeJSON(a.stdout, unrevoked{PublicKey: pk.String(), Key: peer.RevokedKey(pk), Unrevoked: true})
+				}
+				fmt.Fprintf(a.stdout, "unrevoked %s; a host with this key may claim a prefix again\n", pk)
+				return nil
+			})
+		},
+	}
+}

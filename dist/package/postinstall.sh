@@ -1,0 +1,14 @@
+#!/bin/sh
+# ikto's postinst: let systemd see the new or changed units, nothing more.
+# It never enables, starts or restarts an agent: an agent needs a
+# configuration in /etc/ikto that only the operator writes (ikto-init), and an
+# upgrade leaves a running agent on the old binary until the operator
+# restarts it (a kernel device keeps its peers across the restart).
+set -e
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload || true
+	if systemctl is-active --quiet 'ikto-agent.service' 'ikto-agent@*.service' 2>/dev/null; then
+		echo "ikto: a running ikto-agent still runs the previous binary; restart it when convenient (systemctl restart ikto-agent)"
+	fi
+fi
+exit 0

@@ -1,0 +1,173 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// joinResult is one join, in ms.
+type joinResult struct {
+	fromClaim, fromStart float64 // → the joiner is on every device
+	answered             float64 // claim → every pair with the joiner answers
+}
+
+// join starts an agent on j while the mesh runs, with pings going both ways
+// between j and every host from the agent's start, and measures the time
+// from its claim reaching the bucket (and from its start) to the moment
+// every device of the mesh lists it, and from its claim to every pair with
+// it answering. Then j leaves again (stopped, record deleted, gone from every
+// device).
+func (m *meshRun) join(ctx context.Context, j *harness.Host) (r joinResult, err error) {
+	key := peer.Key(j.Prefix())
+	kw, err := m.kv.Watch(ctx, key, jetstream.UpdatesOnly())
+	if err != nil {
+		return r, fmt.Errorf("watch %s: %w", key, err)
+	}
+	defer kw.Stop()
+	jp := m.joinPingers[j]
+	jp.reset()
+	for _, p := range m.pingers {
+		p.forget(j.PrivateAddress)
+	}
+	start := time.Now()
+	a, err := m.start(j)
+	if err != nil {
+		return r, err
+	}
+	answered := m.pingBothWays(ctx, jp, j)
+	var claimAt time.Time
+	select {
+	case e := <-kw.Updates():
+		claimAt = time.Now()
+		if e == nil || e.Operation() != jetstream.KeyValuePut {
+			return r, fmt.Errorf("watch %s: unexpected %v", key, e)
+		}
+	case <-a.Done():
+		return r, exited(a)()
+	case <-time.After(meshTimeout):
+		return r, fmt.Errorf("no claim of %s after %s", key, meshTimeout)
+	}
+	want := j.ExpectedView()
+	listed, err := m.poll.waitUntil(ctx, m.hosts, joinPoll, meshTimeout, func(_ *harness.Host, v map[string]harness.PeerView) bool {
+		return v[j.PublicKey.String()] == want
+	}, exited(append(m.agents, a)...))
+	if err != nil {
+		return r, err
+	}
+	last := slices.MaxFunc(slices.Collect(maps.Values(listed)), time.Time.Compare)
+	reply, err := answered()
+	if err != nil {
+		return r, err
+	}
+	r = joinResult{fromClaim: ms(last.Sub(claimAt)), fromStart: ms(last.Sub(start)), answered: ms(reply.Sub(claimAt))}
+	return r, m.leave(ctx, a, key)
+}
+
+// pingBothWays pings from jp (on j) to every host and from every host to
+// j until each pair has answered once; the returned function waits for that
+// and gives the time of the last first reply.
+func (m *meshRun) pingBothWays(ctx context.Context, jp *pinger, j *harness.Host) func() (time.Time, error) {
+	var g errgroup.Group
+	replies := make([]time.Time, len(m.pingers)+1)
+	g.Go(func() (err error) {
+		replies[0], err = jp.pingUntilAnswered(ctx, m.privateAddrs(nil), meshTimeout)
+		return err
+	})
+	for i, p := range m.pingers {
+		if p.host == j {
+			continue
+		}
+		g.Go(func() (err error) {
+			replies[i+1], err = p.pingUntilAnswered(ctx, []netip.Addr{j.PrivateAddress}, meshTimeout)
+			return err
+		})
+	}
+	return func() (time.Time, error) {
+		if err := g.Wait(); err != nil {
+			return time.Time{}, err
+		}
+		return slices.MaxFunc(replies, time.Time.Compare), nil
+	}
+}
+
+// restart stops the agent of host i (SIGTERM; its embedded device goes with
+// it) and starts a new one with the same key, pinging both ways between it
+// and every other host from the new agent's start, and returns the time (ms)
+// from that start to every pair answering again.
+func (m *meshRun) restart(ctx context.Context, i int) (float64, error) {
+	h := m.hosts[i]
+	if err := m.agents[i].Stop(closeGrace); err != nil {
+		return 0, err
+	}
+	me := m.pingers[i]
+	me.reset()
+	for _, p := range m.pingers {
+		p.forget(h.PrivateAddress)
+	}
+	start := time.Now()
+	a, err := m.start(h)
+	if err != nil {
+		return 0, err
+	}
+	m.agents[i] = a
+	answered := m.pingBothWays(ctx, me, h)
+	reply, err := answered()
+	if err != nil {
+		return 0, errors.Join(err, exited(m.agents...)())
+	}
+	return ms(reply.Sub(start)), nil
+}
+
+func (m *meshRun) leave(ctx context.Context, a *harness.Agent, key string) error {
+	if err := a.Stop(closeGrace); err != nil {
+		return err
+	}
+	if err := m.kv.Delete(ctx, key); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	pub := a.Host.PublicKey.String()
+	_, err := m.poll.waitUntil(ctx, m.hosts, launchPoll, meshTimeout, func(_ *harness.Host, v map[string]harness.PeerView) bool {
+		_, there := v[pub]
+		return !there
+	}, exited(m.agents...))
+	return err
+}
+
+// BigLaunch launches hosts agents at once, launches times, and reports only
+// launch → all pairs answer ping (the mesh scenario's other figures come from
+// its usual size).
+func BigLaunch(ctx context.Context, bins *Binaries, hosts, launches int, log *slog.Logger) (figs []Figure, err error) {
+	m, err := newMeshRun(ctx, bins, MeshConfig{Hosts: hosts, Launches: launches})
+	if err != nil {
+		return nil, err
+	}
+	m.log = log
+	defer func() { err = errors.Join(err, m.close()) }()
+	var pingAll []float64
+	for l := range launches {
+		if l > 0 {
+			if err := m.reset(ctx); err != nil {
+				return nil, err
+			}
+		}
+		r, err := m.launch(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("launch %d of %d hosts: %w", l+1, hosts, err)
+		}
+		pingAll = append(pingAll, r.allPairs)
+		log.Info("mesh launched", "hosts", hosts, "pinged_ms", r.allPairs)
+	}
+	return []Figure{NewFigure("netns mesh", fmt.Sprintf("%d hosts: launch → all pairs answer ping", hosts), "ms", pingAll, AtMost(StatMedian, 2000))}, nil
+}

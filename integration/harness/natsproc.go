@@ -1,0 +1,136 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
+)
+
+// DebianNATS is where Debian's nats-server package (2.9.10 in bookworm)
+// installs the server: the oldest server ikto supports.
+const DebianNATS = "/usr/sbin/nats-server"
+
+// processReadyTimeout bounds how long a nats-server process may take to
+// accept clients.
+const processReadyTimeout = 15 * time.Second
+
+// NATSProcess is a nats-server binary run as a process on a random port with
+// a configuration file of its own: the server the tests cannot embed (an
+// older release). It is stopped by PID.
+type NATSProcess struct {
+	PID     int
+	Addr    netip.AddrPort
+	LogPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+// StartNATSProcess runs bin with conf (nats-server configuration text;
+// listen, server_name and jetstream's store_dir are added) on host and a
+// random port, keeping its files in dir, and waits until it accepts
+// clients.
+func StartNATSProcess(bin string, host netip.Addr, dir, conf string) (*NATSProcess, error) {
+	port, err := natsserver.FreePort(host)
+	if err != nil {
+		return nil, err
+	}
+	addr := netip.AddrPortFrom(host, uint16(port))
+	full := fmt.Sprintf("listen: %s\nserver_name: ikto-test-process\njetstream {\n  store_dir: %s\n}\n%s",
+		strconv.Quote(addr.String()), strconv.Quote(filepath.Join(dir, "jetstream")), conf)
+	confPath := filepath.Join(dir, "nats-server.conf")
+	if err := os.WriteFile(confPath, []byte(full), 0o600); err != nil {
+		return nil, fmt.Errorf("nats-server config: %w", err)
+	}
+	p := &NATSProcess{Addr: addr, LogPath: filepath.Join(dir, "nats-server.log"), done: make(chan struct{})}
+	logFile, err := os.OpenFile(p.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("nats-server log: %w", err)
+	}
+	defer logFile.Close() // the child has its own descriptor
+	p.cmd = exec.Command(bin, "-c", confPath)
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	// Should the test binary die, the kernel kills the server with it.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	p.PID = p.cmd.Process.Pid
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	if err := p.waitReady(); err != nil {
+		_ = p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// waitReady polls the port until the server answers with its INFO line.
+func (p *NATSProcess) waitReady() error {
+	ctx, cancel := context.WithTimeout(context.Background(), processReadyTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", p.Addr.String())
+		if err == nil {
+			buf := make([]byte, 4)
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			_, err = c.Read(buf)
+			c.Close()
+			if err == nil && string(buf) == "INFO" {
+				return nil
+			}
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("nats-server exited at start-up:\n%s", p.Log())
+		case <-ctx.Done():
+			return fmt.Errorf("nats-server on %s not ready after %s:\n%s", p.Addr, processReadyTimeout, p.Log())
+		case <-tick.C:
+		}
+	}
+}
+
+// URL is the client URL.
+func (p *NATSProcess) URL() string { return "nats://" + p.Addr.String() }
+
+// Log is what the server has logged so far.
+func (p *NATSProcess) Log() string {
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(log %s: %v)", p.LogPath, err)
+	}
+	return string(b)
+}
+
+// Violations are the permission violations the server logged so far.
+func (p *NATSProcess) Violations() []string {
+	var out []string
+	for _, l := range strings.Split(p.Log(), "\n") {
+		if strings.Contains(l, "Violation") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// Close kills the server by PID and waits for it.
+func (p *NATSProcess) Close() error {
+	err := syscall.Kill(p.PID, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		err = nil
+	}
+	<-p.done
+	return err
+}

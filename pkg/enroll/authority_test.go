@@ -1,0 +1,115 @@
+package enroll
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// writeCreds writes creds to a file of the test and returns its path.
+func writeCreds(t *testing.T, name string, creds []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name+".creds")
+	if err := os.WriteFile(path, creds, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestEnrolledUserOnAnEmbeddedServer runs the embedded (current)
+// nats-server with the authority's configuration: an enrolled user, with
+// its own inbox prefix, opens both buckets, claims its prefix, watches
+// (bucket.Scan), reads and writes its heartbeat, and is refused another
+// host's record. Debian's 2.9 is covered by integration.TestEnroll.
+func TestEnrolledUserOnAnEmbeddedServer(t *testing.T) {
+	auth, err := NewAuthority("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := natstest.StartWith(t, natsserver.Options{Config: auth.ServerConfig(Resolver{})})
+	admin, err := UserCreds(auth.Account, "admin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	adminConn := dial(t, config.NATS{URLs: []string{s.URL()}, Creds: writeCreds(t, "admin", admin), Bucket: "ikto-mesh", Replicas: 1})
+	if _, err := adminConn.Mesh(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adminConn.Live(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+
+	user, userKey := newUser(t)
+	host := Host{Bucket: "ikto-mesh", Prefix: specPrefix, InboxPrefix: InboxPrefix(userKey)}
+	subjects, err := Permissions(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := Sign(auth.Account, User{Name: "host-a", Key: userKey, Subjects: subjects})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := user.Seed()
+	creds, err := Creds(token, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, config.NATS{URLs: []string{s.URL()}, Creds: writeCreds(t, "host-a", creds), Bucket: "ikto-mesh", InboxPrefix: host.InboxPrefix})
+	checkEnrolledHost(ctx, t, conn)
+}
+
+func dial(t *testing.T, s config.NATS) *bucket.Conn {
+	t.Helper()
+	c, err := bucket.Dial(s, bucket.Client{Name: "enroll-test", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func checkEnrolledHost(ctx context.Context, t *testing.T, conn *bucket.Conn) {
+	t.Helper()
+	kv, err := conn.Mesh(ctx, false)
+	if err != nil {
+		t.Fatalf("open the bucket as the host: %v", err)
+	}
+	live, err := conn.Live(ctx, false)
+	if err != nil {
+		t.Fatalf("open the heartbeat bucket as the host: %v", err)
+	}
+	self := peer.Record{Name: "host-a", PublicKey: "5KW/aOOWAO5j9EH3Y4fL6a/GJ3j+le27+lQNqOx2qig=", AdvertiseAddress: "192.0.2.1", AllowedIP: specPrefix.String(), WGPort: 51820}
+	if _, err := bucket.Claim(ctx, kv, self); err != nil {
+		t.Fatalf("claim as the host: %v", conn.Explain(err))
+	}
+	entries, err := bucket.Scan(ctx, kv, peer.PeersPrefix+">")
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("watch as the host: %d entries, %v", len(entries), conn.Explain(err))
+	}
+	if err := bucket.PutHeartbeat(ctx, live, specPrefix, bucket.Heartbeat{PublicKey: self.PublicKey, Name: self.Name, At: time.Now()}); err != nil {
+		t.Fatalf("heartbeat as the host: %v", conn.Explain(err))
+	}
+	other := self
+	other.AllowedIP = "fd10:1::/48"
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = bucket.Claim(wctx, kv, other)
+	if err = conn.Explain(err); !errors.Is(err, bucket.ErrPermission) {
+		t.Fatalf("claim of another prefix as the host = %v, want ErrPermission", err)
+	}
+	if _, err := kv.Get(ctx, peer.Key(netip.MustParsePrefix(other.AllowedIP))); err == nil {
+		t.Fatal("the refused claim was written")
+	}
+}

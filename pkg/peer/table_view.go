@@ -1,0 +1,107 @@
+package peer
+
+import (
+	"maps"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// View is the outcome of resolving a Table.
+type View struct {
+	// Peers are the accepted records of other hosts, by public key.
+	Peers map[wgtypes.Key]Accepted
+	// Self is the record at this host's prefix, nil when there is none. It may
+	// hold another public key (the prefix was taken over).
+	Self *Accepted
+	// SelfRejected is set when the entry at this host's prefix exists but is
+	// not an acceptable record (someone overwrote it with garbage).
+	SelfRejected *Rejection
+	// SelfRevoked is set when this host's public key is revoked.
+	SelfRevoked bool
+	// SelfDeleted is set when the last word at this host's prefix is a
+	// delete or purge marker, rather than the key never having been
+	// written (a re-created or restored bucket).
+	SelfDeleted bool
+	// Rejected lists every rejected record, in key order.
+	Rejected []Rejection
+}
+
+// Change is one public key whose accepted peer appeared, changed (any new
+// revision) or went away.
+type Change struct {
+	PublicKey wgtypes.Key
+	Old, New  *Accepted // nil: no accepted peer before / after
+}
+
+// Delta is what Update reports: a View's self fields and rejections, and
+// instead of every peer, the peers that changed since the previous Update.
+type Delta struct {
+	Changes      []Change // in public key order
+	Peers        int      // accepted peers now
+	Self         *Accepted
+	SelfRejected *Rejection
+	SelfRevoked  bool
+	SelfDeleted  bool
+	// Rejected is every rejected record in key order. It is shared between
+	// calls until the rejections change: do not modify it.
+	Rejected []Rejection
+}
+
+// Rejected reports whether the entry at key is a value the per-record rules
+// reject (garbage where a record was).
+func (t *Table) Rejected(key string) bool {
+	e, ok := t.entries[key]
+	return ok && e.rej != nil
+}
+
+// AcceptedAt is the accepted peer whose record is the one at key, as of the
+// last Update.
+func (t *Table) AcceptedAt(key string) (Accepted, bool) {
+	e, ok := t.entries[key]
+	if !ok || e.rej != nil {
+		return Accepted{}, false
+	}
+	p, ok := t.peers[e.acc.PublicKey]
+	return p, ok && p.Key == key
+}
+
+// Len is the number of peers.* entries held, accepted or not.
+func (t *Table) Len() int { return len(t.entries) }
+
+// SelfKey is this host's public key, as given to NewTable.
+func (t *Table) SelfKey() wgtypes.Key { return t.selfKey }
+
+// Peer is the accepted peer with public key k as of the last Update.
+func (t *Table) Peer(k wgtypes.Key) (Accepted, bool) {
+	p, ok := t.peers[k]
+	return p, ok
+}
+
+// View is the outcome of the last Update. It is built on the first call
+// after a change (O(peers)) and shared until the next one; callers must not
+// modify it.
+func (t *Table) View() View {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.view == nil {
+		v := View{Peers: maps.Clone(t.peers), SelfRevoked: t.selfRevoked, SelfDeleted: t.selfDeleted, Rejected: t.rejected}
+		if t.self != nil {
+			s := *t.self
+			v.Self = &s
+		}
+		if t.selfRej != nil {
+			r := *t.selfRej
+			v.SelfRejected = &r
+		}
+		t.view = &v
+	}
+	return *t.view
+}
+
+// Resolve is Update followed by View, for callers that want the whole
+// outcome rather than the changes. The result is cached until the next Put,
+// Delete or Reset; callers must not modify it.
+func (t *Table) Resolve() View {
+	t.Update()
+	return t.View()
+}
