@@ -15,7 +15,7 @@ import (
 )
 
 // soakFault is one kind of fault, drawn with probability proportional to
-// its weight. inject returns what it did, errSkip when the world offers it
+// its weight. inject returns what it did, soakSkip when the world offers it
 // nothing to act on, or another error when the soak itself failed.
 type soakFault struct {
 	kind   string
@@ -44,11 +44,11 @@ func soakFaults(deviceFaults bool) []soakFault {
 	return fs
 }
 
-// Bounds of the mesh's size: the soak never evicts below minMembers, never
-// joins above the starting hosts + 2, and makes at most maxSoakHosts in all.
+// Bounds of the mesh's size: the soak never evicts below soakMinMembers, never
+// joins above the starting hosts + 2, and makes at most soakMaxHosts in all.
 const (
-	minMembers   = 4
-	maxSoakHosts = 60
+	soakMinMembers = 4
+	soakMaxHosts   = 60
 )
 
 // pickHost is a random host of hs that ok accepts (nil if none does). ok
@@ -68,7 +68,7 @@ func (s *soak) pickHost(hs []*soakHost, ok func(*soakHost) bool) *soakHost {
 func (s *soak) killAgent() (string, error) {
 	h := s.pickHost(s.live(), func(h *soakHost) bool { return !h.steady && s.settled(h) })
 	if h == nil {
-		return "", errSkip("no agent to kill")
+		return "", soakSkip("no agent to kill")
 	}
 	pid := h.agent.PID
 	if err := s.stopAgent(h, true); err != nil {
@@ -82,7 +82,7 @@ func (s *soak) killAgent() (string, error) {
 // restart starts h's agent again; an evicted host's agent must then refuse
 // to claim and exit 4.
 func (s *soak) restart(h *soakHost) error {
-	if h.state != hostDown && h.state != hostEvicted {
+	if h.state != soakDown && h.state != soakEvicted {
 		return nil
 	}
 	if err := s.startAgent(h); err != nil {
@@ -97,7 +97,7 @@ func (s *soak) restart(h *soakHost) error {
 func (s *soak) killNATS() (string, error) {
 	up := s.nats.running()
 	if len(up) == 0 {
-		return "", errSkip("every server is down")
+		return "", soakSkip("every server is down")
 	}
 	srv := up[s.rng.IntN(len(up))]
 	srv.Shutdown()
@@ -118,11 +118,11 @@ func (s *soak) killNATS() (string, error) {
 func (s *soak) deleteDevice() (string, error) {
 	h := s.pickHost(s.live(), func(*soakHost) bool { return true })
 	if h == nil {
-		return "", errSkip("no running agent")
+		return "", soakSkip("no running agent")
 	}
 	dev, err := h.Device()
-	if err != nil || !linkUp(h) {
-		return "", errSkip("device not there")
+	if err != nil || !soakLinkUp(h) {
+		return "", soakSkip("device not there")
 	}
 	peers := dev.Peers
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -139,11 +139,11 @@ func (s *soak) deleteDevice() (string, error) {
 // readable again and with at least the peers they had.
 func (s *soak) checkDeviceHeals() {
 	for _, h := range s.hosts {
-		if len(h.dels) == 0 || h.state != hostRunning {
+		if len(h.dels) == 0 || h.state != soakRunning {
 			continue
 		}
 		dev, err := h.Device()
-		if err != nil || len(dev.Peers) < h.delPeers || !linkUp(h) {
+		if err != nil || len(dev.Peers) < h.delPeers || !soakLinkUp(h) {
 			continue
 		}
 		peers := dev.Peers
@@ -154,9 +154,9 @@ func (s *soak) checkDeviceHeals() {
 	}
 }
 
-// linkUp reports whether h's WireGuard link exists and is up. The device's
+// soakLinkUp reports whether h's WireGuard link exists and is up. The device's
 // control socket may answer without it: wireguard-go outlives its TUN.
-func linkUp(h *soakHost) bool {
+func soakLinkUp(h *soakHost) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	out, err := h.Exec(ctx, "ip", "-o", "link", "show", "dev", h.DevName)
@@ -165,8 +165,8 @@ func linkUp(h *soakHost) bool {
 
 // join adds a host to the network and starts its agent.
 func (s *soak) join() (string, error) {
-	if len(s.members()) >= s.cfg.hosts+2 || len(s.hosts) >= maxSoakHosts {
-		return "", errSkip("mesh at its largest")
+	if len(s.members()) >= s.cfg.hosts+2 || len(s.hosts) >= soakMaxHosts {
+		return "", soakSkip("mesh at its largest")
 	}
 	s.joins++
 	hh, err := s.net.AddHost(fmt.Sprintf("j%d", s.joins))
@@ -177,7 +177,7 @@ func (s *soak) join() (string, error) {
 		hh.PrivateAddress = s.freshPrefix().Addr()
 	}
 	s.used[hh.Prefix()] = true
-	h := &soakHost{Host: hh, state: hostDown}
+	h := &soakHost{Host: hh, state: soakDown}
 	s.hosts = append(s.hosts, h)
 	if err := s.startAgent(h); err != nil {
 		return "", err
@@ -185,41 +185,41 @@ func (s *soak) join() (string, error) {
 	return fmt.Sprintf("%s joins with %s (pid %d)", h.Name, h.Prefix(), h.agent.PID), nil
 }
 
-// evictTimeout bounds one ikto-admin evict.
-const evictTimeout = 15 * time.Second
+// soakEvictTimeout bounds one ikto-admin evict.
+const soakEvictTimeout = 15 * time.Second
 
 // evict runs the real `ikto-admin evict <address>` on a member (running, or
 // killed with its restart due: that restart must then exit 4 too).
 func (s *soak) evict() (string, error) {
 	if !s.nats.writable() {
-		return "", errSkip("NATS down")
+		return "", soakSkip("NATS down")
 	}
-	if len(s.members()) <= minMembers {
-		return "", errSkip("mesh at its smallest")
+	if len(s.members()) <= soakMinMembers {
+		return "", soakSkip("mesh at its smallest")
 	}
 	h := s.pickHost(s.members(), func(h *soakHost) bool {
 		own, known := s.holdsOwn(h)
 		return !h.steady && own && known
 	})
 	if h == nil {
-		return "", errSkip("no member to evict")
+		return "", soakSkip("no member to evict")
 	}
 	bin, err := s.bins.Path(harness.AdminBinary)
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), evictTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), soakEvictTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, "-c", s.opCfg, "evict", h.PrivateAddress.String()).CombinedOutput()
 	if err != nil && !s.revoked(h) {
-		return "", errSkip(fmt.Sprintf("ikto-admin evict %s: %v: %s", h.Name, err, out))
+		return "", soakSkip(fmt.Sprintf("ikto-admin evict %s: %v: %s", h.Name, err, out))
 	}
 	was := h.state
-	h.state, h.evictedAt, h.revoked = hostEvicted, time.Now(), true
+	h.state, h.evictedAt, h.revoked = soakEvicted, time.Now(), true
 	s.model.revoke(h.PublicKey)
 	s.released = append(s.released, h.Prefix())
 	s.stats.evictions = append(s.stats.evictions, h)
-	h.evictedRunning = was == hostRunning
+	h.evictedRunning = was == soakRunning
 	return fmt.Sprintf("ikto-admin evict %s (%s, %s)", h.PrivateAddress, h.Name, was), nil
 }
 
@@ -238,7 +238,7 @@ func (s *soak) revoked(h *soakHost) bool {
 func (s *soak) readdress() (string, error) {
 	h := s.pickHost(s.live(), func(h *soakHost) bool { return !h.steady && s.settled(h) })
 	if h == nil {
-		return "", errSkip("no agent to re-address")
+		return "", soakSkip("no agent to re-address")
 	}
 	kill := s.rng.IntN(3) == 0
 	if err := s.stopAgent(h, kill); err != nil {
@@ -259,11 +259,11 @@ func (s *soak) readdress() (string, error) {
 // it waits until every evicted agent has exited.
 func (s *soak) deleteBucket() (string, error) {
 	if !s.nats.writable() {
-		return "", errSkip("NATS down")
+		return "", soakSkip("NATS down")
 	}
 	for _, h := range s.hosts {
-		if h.state == hostEvicted && h.exitedAt.IsZero() {
-			return "", errSkip("an evicted agent has not exited yet")
+		if h.state == soakEvicted && h.exitedAt.IsZero() {
+			return "", soakSkip("an evicted agent has not exited yet")
 		}
 	}
 	js, err := jetstream.New(s.bucket.Conn)
@@ -272,15 +272,15 @@ func (s *soak) deleteBucket() (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), soakOpTimeout)
 	defer cancel()
-	if err := js.DeleteKeyValue(ctx, bucketName); err != nil {
+	if err := js.DeleteKeyValue(ctx, soakBucket); err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return "", errSkip("no bucket to delete")
+			return "", soakSkip("no bucket to delete")
 		}
-		return "", errSkip("delete bucket: " + err.Error())
+		return "", soakSkip("delete bucket: " + err.Error())
 	}
 	s.model.unrevoke()
 	for _, h := range s.hosts {
 		h.revoked, h.pending = false, false
 	}
-	return "delete bucket " + bucketName, nil
+	return "delete bucket " + soakBucket, nil
 }

@@ -32,54 +32,54 @@ type soakModel struct {
 	// intruders are the fresh keys of valid records written over a live
 	// host's claim, with that host's prefix. Other agents accept such a
 	// record until its victim restores its own (that is the design: a
-	// valid record is a valid record), so a sighting is counted, not failed.
+	// valid record is a valid record), so a soakSighting is counted, not failed.
 	intruders map[wgtypes.Key]netip.Prefix
 	// revoked are evicted keys whose revocation is in the bucket, from when
 	// their eviction completed; evicted are all of them, for good.
 	revoked, evicted map[wgtypes.Key]time.Time
 	// targets are the devices to sample: running agents' hosts.
-	targets map[string]sampleTarget
+	targets map[string]soakTarget
 
-	violations map[string]*violation
+	violations map[string]*soakViolation
 	order      []string
-	sightings  map[wgtypes.Key]*sighting
+	sightings  map[wgtypes.Key]*soakSighting
 	samples    int
 	peersSeen  int
 	// evictedSeen is the longest a device listed a key after its eviction.
 	evictedSeen time.Duration
 }
 
-// sampleTarget is one device the sampler reads.
-type sampleTarget struct {
+// soakTarget is one device the sampler reads.
+type soakTarget struct {
 	host   *harness.Host
 	prefix netip.Prefix // the host's own prefix: no peer may route it
 }
 
-// violation is one broken invariant, counted each time it is seen again.
-type violation struct {
+// soakViolation is one broken invariant, counted each time it is seen again.
+type soakViolation struct {
 	first time.Duration
 	count int
 }
 
-// sighting is one intruder key seen on devices.
-type sighting struct {
+// soakSighting is one intruder key seen on devices.
+type soakSighting struct {
 	first, last time.Duration
 	samples     int
 }
 
-// revokeGrace is how long after `ikto-admin evict` returns a device may
+// soakRevokeGrace is how long after `ikto-admin evict` returns a device may
 // still list the evicted key: the revocation travels through the watch, and
 // an agent that has just reconnected to a cluster whose member stopped
 // re-reads the bucket for up to 7 s (measured by the soak). A peer kept
 // longer is kept by a decision, not by the delay.
-const revokeGrace = 10 * time.Second
+const soakRevokeGrace = 10 * time.Second
 
 func newSoakModel(start time.Time) *soakModel {
 	return &soakModel{
 		start: start, legit: map[wgtypes.Key]map[netip.Prefix]bool{}, names: map[string]wgtypes.Key{},
 		garbage: map[wgtypes.Key]bool{}, intruders: map[wgtypes.Key]netip.Prefix{},
-		revoked: map[wgtypes.Key]time.Time{}, evicted: map[wgtypes.Key]time.Time{}, targets: map[string]sampleTarget{},
-		violations: map[string]*violation{}, sightings: map[wgtypes.Key]*sighting{},
+		revoked: map[wgtypes.Key]time.Time{}, evicted: map[wgtypes.Key]time.Time{}, targets: map[string]soakTarget{},
+		violations: map[string]*soakViolation{}, sightings: map[wgtypes.Key]*soakSighting{},
 	}
 }
 
@@ -127,7 +127,7 @@ func (m *soakModel) unrevoke() {
 func (m *soakModel) target(h *harness.Host, prefix netip.Prefix) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.targets[h.Name] = sampleTarget{host: h, prefix: prefix}
+	m.targets[h.Name] = soakTarget{host: h, prefix: prefix}
 }
 
 // untarget stops sampling a host's device: its agent is gone.
@@ -137,10 +137,10 @@ func (m *soakModel) untarget(h *harness.Host) {
 	delete(m.targets, h.Name)
 }
 
-func (m *soakModel) sampleTargets() []sampleTarget {
+func (m *soakModel) sampleTargets() []soakTarget {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []sampleTarget
+	var out []soakTarget
 	for _, t := range m.targets {
 		out = append(out, t)
 	}
@@ -157,7 +157,7 @@ func (m *soakModel) violate(format string, args ...any) {
 		v.count++
 		return
 	}
-	m.violations[msg] = &violation{first: m.since(), count: 1}
+	m.violations[msg] = &soakViolation{first: m.since(), count: 1}
 	m.order = append(m.order, msg)
 }
 
@@ -176,7 +176,7 @@ func (m *soakModel) failures() []string {
 // checkDevice judges one read of a device: invariant 1 (no prefix routed to
 // two keys, none routing the host's own prefix) and invariant 4 (only the
 // soak's hosts with prefixes they claimed; intruders counted).
-func (m *soakModel) checkDevice(t sampleTarget, peers []wgtypes.Peer) {
+func (m *soakModel) checkDevice(t soakTarget, peers []wgtypes.Peer) {
 	m.mu.Lock()
 	m.samples++
 	m.peersSeen += len(peers)
@@ -197,11 +197,11 @@ func (m *soakModel) checkDevice(t sampleTarget, peers []wgtypes.Peer) {
 	}
 	for i, a := range routes {
 		if a.prefix.Overlaps(t.prefix) {
-			problems = append(problems, fmt.Sprintf("peer %s routes %s, inside the host's own %s", short(a.key), a.prefix, t.prefix))
+			problems = append(problems, fmt.Sprintf("peer %s routes %s, inside the host's own %s", soakShort(a.key), a.prefix, t.prefix))
 		}
 		for _, b := range routes[i+1:] {
 			if a.key != b.key && a.prefix.Overlaps(b.prefix) {
-				problems = append(problems, fmt.Sprintf("%s (%s) and %s (%s) overlap", a.prefix, short(a.key), b.prefix, short(b.key)))
+				problems = append(problems, fmt.Sprintf("%s (%s) and %s (%s) overlap", a.prefix, soakShort(a.key), b.prefix, soakShort(b.key)))
 			}
 		}
 	}
@@ -217,21 +217,21 @@ func (m *soakModel) judgePeer(p wgtypes.Peer, now time.Time) []string {
 	var out []string
 	switch {
 	case m.garbage[k]:
-		out = append(out, fmt.Sprintf("lists %s, the key of a record that breaks a rule", short(k)))
+		out = append(out, fmt.Sprintf("lists %s, the key of a record that breaks a rule", soakShort(k)))
 	case m.intruders[k].IsValid():
 		s := m.sightings[k]
 		if s == nil {
-			s = &sighting{first: m.since()}
+			s = &soakSighting{first: m.since()}
 			m.sightings[k] = s
 		}
 		s.last, s.samples = m.since(), s.samples+1
 		for _, n := range p.AllowedIPs {
 			if n.String() != m.intruders[k].String() {
-				out = append(out, fmt.Sprintf("intruder %s routes %s, not the prefix it took", short(k), n.String()))
+				out = append(out, fmt.Sprintf("intruder %s routes %s, not the prefix it took", soakShort(k), n.String()))
 			}
 		}
 	case m.legit[k] == nil:
-		out = append(out, fmt.Sprintf("lists %s, a key nobody in the soak has", short(k)))
+		out = append(out, fmt.Sprintf("lists %s, a key nobody in the soak has", soakShort(k)))
 	default:
 		for _, n := range p.AllowedIPs {
 			a, _ := netip.AddrFromSlice(n.IP)
@@ -242,8 +242,8 @@ func (m *soakModel) judgePeer(p wgtypes.Peer, now time.Time) []string {
 		}
 		if at, ok := m.revoked[k]; ok {
 			m.evictedSeen = max(m.evictedSeen, now.Sub(at))
-			if now.Sub(at) > revokeGrace {
-				out = append(out, fmt.Sprintf("lists %s more than %s after it was evicted", m.nameOf(k), revokeGrace))
+			if now.Sub(at) > soakRevokeGrace {
+				out = append(out, fmt.Sprintf("lists %s more than %s after it was evicted", m.nameOf(k), soakRevokeGrace))
 			}
 		}
 	}
@@ -257,7 +257,7 @@ func (m *soakModel) nameOf(k wgtypes.Key) string {
 			return n
 		}
 	}
-	return short(k)
+	return soakShort(k)
 }
 
 // legitPrefix reports whether host name claimed prefix p (log audit).
@@ -294,11 +294,11 @@ func (m *soakModel) sampleCounts() (samples, peers int, evictedSeen time.Duratio
 	return m.samples, m.peersSeen, m.evictedSeen
 }
 
-// short is a key's first characters, enough to tell keys apart in a message.
-func short(k wgtypes.Key) string { return k.String()[:8] }
+// soakShort is a key's first characters, enough to tell keys apart in a message.
+func soakShort(k wgtypes.Key) string { return k.String()[:8] }
 
-// sortedKeys is a map's keys in order, for stable reports.
-func sortedKeys[V any](m map[string]V) []string {
+// soakSortedKeys is a map's keys in order, for stable reports.
+func soakSortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -307,7 +307,7 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// indent prefixes every line of s, for multi-line failure messages.
-func indent(s, prefix string) string {
+// soakIndent prefixes every line of s, for multi-line failure messages.
+func soakIndent(s, prefix string) string {
 	return prefix + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+prefix)
 }

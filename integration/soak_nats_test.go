@@ -23,7 +23,7 @@ type soakNATS struct {
 
 func startSoakNATS(t *testing.T, n *harness.Network, topo string) *soakNATS {
 	t.Helper()
-	if topo == topoCluster {
+	if topo == soakCluster {
 		c := harnesstest.Cluster(t, n)
 		return &soakNATS{topo: topo, servers: c.Servers, cluster: c, url: c.URL()}
 	}

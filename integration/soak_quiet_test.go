@@ -16,17 +16,17 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
-// quietTimeout bounds the wait for the mesh to settle once the chaos is
+// soakQuietTimeout bounds the wait for the mesh to settle once the chaos is
 // over: longer than mesh.VanishGrace (30 s), the longest a device may keep
 // a peer whose record vanished.
-const quietTimeout = 90 * time.Second
+const soakQuietTimeout = 90 * time.Second
 
-// quietFigures is what the end of a soak measured.
-type quietFigures struct {
+// soakQuiet is what the end of a soak measured.
+type soakQuiet struct {
 	heal        time.Duration // chaos over → quiet
-	pings       []pairPing
-	lossFigures []pairLoss
-	leaks       []leakRow
+	pings       []soakPairPing
+	lossFigures []soakPairLoss
+	leaks       []soakLeakRow
 	// applied and intruders are the peer applications the log audit read,
 	// and those of intruder records among them.
 	applied, intruders int
@@ -35,9 +35,9 @@ type quietFigures struct {
 // quiet ends the chaos: every server and killed agent comes back, and the
 // mesh must settle — every running agent synced with its claim held, every
 // device listing exactly the mesh, every record back, every evicted agent
-// gone with 4 — within quietTimeout. Then every pair pings, and the agents
+// gone with 4 — within soakQuietTimeout. Then every pair pings, and the agents
 // that lived through the soak are checked for leaks.
-func (s *soak) quiet(w warmUp) quietFigures {
+func (s *soak) quiet(w soakWarmUp) soakQuiet {
 	end := time.Now()
 	s.note("chaos over: starting every server and agent that is down")
 	if err := s.nats.startAll(); err != nil {
@@ -45,10 +45,10 @@ func (s *soak) quiet(w warmUp) quietFigures {
 	}
 	s.runDue(true)
 	var (
-		q       quietFigures
+		q       soakQuiet
 		waiting = map[string]time.Duration{} // what kept the mesh from quiet, and since when
 	)
-	err := testkit.Poll(context.Background(), quietTimeout, func(ctx context.Context) error {
+	err := testkit.Poll(context.Background(), soakQuietTimeout, func(ctx context.Context) error {
 		s.drainExits()
 		err := s.settledMesh(ctx)
 		if err != nil {
@@ -60,14 +60,14 @@ func (s *soak) quiet(w warmUp) quietFigures {
 		return err
 	})
 	if err != nil {
-		s.model.violate("the mesh did not settle within %s of the chaos: %v", quietTimeout, err)
+		s.model.violate("the mesh did not settle within %s of the chaos: %v", soakQuietTimeout, err)
 		q.heal = -1
 		return q
 	}
 	quietAt := time.Now()
 	q.heal = quietAt.Sub(end)
 	var why []string
-	for _, r := range sortedKeys(waiting) {
+	for _, r := range soakSortedKeys(waiting) {
 		why = append(why, fmt.Sprintf("%q first seen +%s", r, waiting[r].Round(time.Millisecond)))
 	}
 	s.note("quiet after %s; waited on: %s", q.heal.Round(time.Millisecond), strings.Join(why, "; "))
@@ -75,7 +75,7 @@ func (s *soak) quiet(w warmUp) quietFigures {
 	for _, p := range q.pings {
 		switch {
 		case p.err != nil:
-			s.model.violate("%s → %s: no reply within %s of quiet: %v", p.from, p.to, pingWait, p.err)
+			s.model.violate("%s → %s: no reply within %s of quiet: %v", p.from, p.to, soakPingWait, p.err)
 		case p.took > s.cfg.pingBound:
 			from := map[bool]string{false: "quiet", true: "its start (the second direction)"}[p.reverse]
 			s.model.violate("%s → %s: first reply %s after %s, more than %s", p.from, p.to,
@@ -89,16 +89,16 @@ func (s *soak) quiet(w warmUp) quietFigures {
 // settledMesh is nil once the mesh is quiet.
 func (s *soak) settledMesh(ctx context.Context) error {
 	live := s.live()
-	expect := harnessHosts(live)
+	expect := soakHarnessHosts(live)
 	// A host whose agent failed keeps its record, as a crashed host does:
 	// the others keep routing it.
 	for _, h := range s.hosts {
-		if own, _ := s.holdsOwn(h); h.state == hostFailed && own {
+		if own, _ := s.holdsOwn(h); h.state == soakFailed && own {
 			expect = append(expect, h.Host)
 		}
 	}
 	for _, h := range s.hosts {
-		if h.state == hostEvicted && h.agent != nil && !h.agent.Exited() {
+		if h.state == soakEvicted && h.agent != nil && !h.agent.Exited() {
 			return fmt.Errorf("evicted %s's agent (pid %d) still runs", h.Name, h.agent.PID)
 		}
 	}
@@ -113,7 +113,7 @@ func (s *soak) settledMesh(ctx context.Context) error {
 		if err := harness.CheckDevice(h.Host, expect); err != nil {
 			return err
 		}
-		if s.cfg.deviceFaults && !linkUp(h) {
+		if s.cfg.deviceFaults && !soakLinkUp(h) {
 			return fmt.Errorf("%s's device %s is not up", h.Name, h.DevName)
 		}
 		if own, known := s.holdsOwn(h); !own || !known {
@@ -138,12 +138,12 @@ func (s *soak) oldClaimsReleased(ctx context.Context, live []*soakHost) error {
 	return nil
 }
 
-// pingWait bounds one pair's wait for a first reply after quiet: far past
+// soakPingWait bounds one pair's wait for a first reply after quiet: far past
 // the bound, so that a slow pair's time is measured, not just failed.
-const pingWait = 15 * time.Second
+const soakPingWait = 15 * time.Second
 
-// pairPing is how long after quiet one host first reached another.
-type pairPing struct {
+// soakPairPing is how long after quiet one host first reached another.
+type soakPairPing struct {
 	from, to string
 	took     time.Duration
 	err      error
@@ -161,7 +161,7 @@ var soakReplyAt = regexp.MustCompile(`\[(\d+)\.(\d+)\] \d+ bytes from`)
 // when both ends initiate at once. Each end then consumes the other's
 // initiation, drops the response to its own, and holds only a responder
 // session it may not send on, until the 5 s REKEY_TIMEOUT retry.
-func (s *soak) pingMatrix(hosts []*soakHost, since time.Time) []pairPing {
+func (s *soak) pingMatrix(hosts []*soakHost, since time.Time) []soakPairPing {
 	var first, second [][2]*soakHost
 	for i, a := range hosts {
 		for _, b := range hosts[i+1:] {
@@ -176,9 +176,9 @@ func (s *soak) pingMatrix(hosts []*soakHost, since time.Time) []pairPing {
 			}
 		}
 	}
-	out := pingPairs(first, since)
+	out := soakPingPairs(first, since)
 	if len(second) > 0 {
-		for _, p := range pingPairs(second, time.Now()) {
+		for _, p := range soakPingPairs(second, time.Now()) {
 			p.reverse = true
 			out = append(out, p)
 		}
@@ -186,22 +186,22 @@ func (s *soak) pingMatrix(hosts []*soakHost, since time.Time) []pairPing {
 	return out
 }
 
-// pingPairs pings every pair at once, ten echo requests a second until the
+// soakPingPairs pings every pair at once, ten echo requests a second until the
 // first reply, and measures each pair's first reply from since.
-func pingPairs(pairs [][2]*soakHost, since time.Time) []pairPing {
+func soakPingPairs(pairs [][2]*soakHost, since time.Time) []soakPairPing {
 	var (
 		mu  sync.Mutex
-		out []pairPing
+		out []soakPairPing
 		wg  sync.WaitGroup
 	)
 	for _, pair := range pairs {
 		from, to := pair[0], pair[1]
 		wg.Go(func() {
-			p := pairPing{from: from.Name, to: to.Name}
-			ctx, cancel := context.WithTimeout(context.Background(), pingWait+5*time.Second)
+			p := soakPairPing{from: from.Name, to: to.Name}
+			ctx, cancel := context.WithTimeout(context.Background(), soakPingWait+5*time.Second)
 			defer cancel()
 			text, err := from.Exec(ctx, "ping", "-n", "-D", "-c1", "-i0.1",
-				"-w"+strconv.Itoa(int(pingWait/time.Second)), to.PrivateAddress.String())
+				"-w"+strconv.Itoa(int(soakPingWait/time.Second)), to.PrivateAddress.String())
 			if m := soakReplyAt.FindStringSubmatch(text); err == nil && m != nil {
 				sec, _ := strconv.ParseInt(m[1], 10, 64)
 				usec, _ := strconv.ParseInt(m[2], 10, 64)
@@ -219,17 +219,17 @@ func pingPairs(pairs [][2]*soakHost, since time.Time) []pairPing {
 	return out
 }
 
-// leakSample is one agent's resources at one moment.
-type leakSample struct {
+// soakLeakSample is one agent's resources at one moment.
+type soakLeakSample struct {
 	pid, fds, goroutines, peers int
 }
 
-// sampleLeak reads h's agent three times, 100 ms apart, and keeps the
+// soakSampleLeak reads h's agent three times, 100 ms apart, and keeps the
 // smallest counts: the soak's own status and metrics requests, and a
 // heartbeat or resync in flight, add a descriptor or a goroutine for a
 // moment.
-func sampleLeak(ctx context.Context, h *soakHost) (leakSample, error) {
-	out := leakSample{pid: h.agent.PID, fds: -1, goroutines: -1}
+func soakSampleLeak(ctx context.Context, h *soakHost) (soakLeakSample, error) {
+	out := soakLeakSample{pid: h.agent.PID, fds: -1, goroutines: -1}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for i := range 3 {
@@ -240,7 +240,7 @@ func sampleLeak(ctx context.Context, h *soakHost) (leakSample, error) {
 		if err != nil {
 			return out, fmt.Errorf("descriptors of %s's agent: %w", h.Name, err)
 		}
-		g, err := metricValue(ctx, h.SocketPath, "go_goroutines")
+		g, err := soakMetric(ctx, h.SocketPath, "go_goroutines")
 		if err != nil {
 			return out, err
 		}
@@ -249,14 +249,14 @@ func sampleLeak(ctx context.Context, h *soakHost) (leakSample, error) {
 			return out, err
 		}
 		peers := dev.Peers
-		out.fds = minPositive(out.fds, len(fds))
-		out.goroutines = minPositive(out.goroutines, int(g))
+		out.fds = soakMinPositive(out.fds, len(fds))
+		out.goroutines = soakMinPositive(out.goroutines, int(g))
 		out.peers = len(peers)
 	}
 	return out, nil
 }
 
-func minPositive(a, b int) int {
+func soakMinPositive(a, b int) int {
 	if a < 0 {
 		return b
 	}
@@ -265,45 +265,45 @@ func minPositive(a, b int) int {
 
 // Leak tolerances. wireguard-go runs two goroutines per peer (its
 // sequential sender and receiver), so the goroutine budget follows the
-// peer count; goroutineSlack covers what comes and goes (a repair or
+// peer count; soakGoroutineSlack covers what comes and goes (a repair or
 // heartbeat in flight, an HTTP handler, nats.go's reconnect loop). A leak
 // of one goroutine or descriptor per NATS reconnect, restart of the watch
 // or device read would exceed these within a few dozen faults.
 const (
-	goroutinesPerPeer = 2
-	goroutineSlack    = 10
-	fdSlack           = 4
+	soakGoroutinesPerPeer = 2
+	soakGoroutineSlack    = 10
+	soakFDSlack           = 4
 )
 
-// leakRow is one agent's leak check.
-type leakRow struct {
+// soakLeakRow is one agent's leak check.
+type soakLeakRow struct {
 	host       string
-	warm, end  leakSample
+	warm, end  soakLeakSample
 	reconnects float64
 	verdict    string
 }
 
 // checkLeaks compares, for each agent that ran from the warm-up to now
 // without a restart, its descriptors and goroutines with the baseline.
-func (s *soak) checkLeaks() []leakRow {
-	var rows []leakRow
+func (s *soak) checkLeaks() []soakLeakRow {
+	var rows []soakLeakRow
 	for _, h := range s.hosts {
-		if h.baseline == nil || h.state != hostRunning || h.agent.PID != h.baseline.pid {
+		if h.baseline == nil || h.state != soakRunning || h.agent.PID != h.baseline.pid {
 			continue
 		}
-		end, err := sampleLeak(context.Background(), h)
+		end, err := soakSampleLeak(context.Background(), h)
 		if err != nil {
 			s.model.violate("leak check of %s: %v", h.Name, err)
 			continue
 		}
-		r := leakRow{host: h.Name, warm: *h.baseline, end: end, verdict: "ok"}
-		r.reconnects, _ = metricValue(context.Background(), h.SocketPath, "ikto_nats_reconnects_total")
-		gBudget := r.warm.goroutines + goroutinesPerPeer*(end.peers-r.warm.peers) + goroutineSlack
+		r := soakLeakRow{host: h.Name, warm: *h.baseline, end: end, verdict: "ok"}
+		r.reconnects, _ = soakMetric(context.Background(), h.SocketPath, "ikto_nats_reconnects_total")
+		gBudget := r.warm.goroutines + soakGoroutinesPerPeer*(end.peers-r.warm.peers) + soakGoroutineSlack
 		if end.goroutines > gBudget {
 			r.verdict = fmt.Sprintf("goroutines %d > %d", end.goroutines, gBudget)
 		}
-		if end.fds > r.warm.fds+fdSlack {
-			r.verdict = fmt.Sprintf("descriptors %d > %d", end.fds, r.warm.fds+fdSlack)
+		if end.fds > r.warm.fds+soakFDSlack {
+			r.verdict = fmt.Sprintf("descriptors %d > %d", end.fds, r.warm.fds+soakFDSlack)
 		}
 		if r.verdict != "ok" {
 			s.model.violate("agent on %s grew: %s (warm-up %+v, end %+v)", h.Name, r.verdict, r.warm, end)

@@ -21,26 +21,11 @@ type soakStats struct {
 	evictions         []*soakHost
 }
 
-// pairLoss is what a pinger between two steady hosts saw during the chaos.
-type pairLoss struct {
-	from, to string
-	loss     loss
-}
-
-func stopLossPingers(t *testing.T, ps []*lossPinger) []pairLoss {
-	t.Helper()
-	var out []pairLoss
-	for _, p := range ps {
-		out = append(out, pairLoss{from: p.from.Name, to: p.to.Name, loss: p.stop(t)})
-	}
-	return out
-}
-
 // auditLogs runs the log audit over every agent log of the soak.
-func (s *soak) auditLogs(q *quietFigures) {
+func (s *soak) auditLogs(q *soakQuiet) {
 	for _, h := range s.hosts {
 		for _, a := range h.agents {
-			applied, intruders, err := auditLog(s.model, h.Name, a.LogPath)
+			applied, intruders, err := soakAuditLog(s.model, h.Name, a.LogPath)
 			if err != nil {
 				s.model.violate("audit of %s: %v", a.LogPath, err)
 			}
@@ -51,18 +36,18 @@ func (s *soak) auditLogs(q *quietFigures) {
 }
 
 // report prints what the soak injected and measured.
-func (s *soak) report(q quietFigures) {
+func (s *soak) report(q soakQuiet) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "chaos soak (%s NATS), seed %d: %s of chaos, %d agent starts, %d hosts in all\n",
 		s.topo, s.cfg.topologySeed(s.topo), s.stats.chaos.Round(time.Millisecond), s.stats.starts, len(s.hosts))
 	fmt.Fprintf(&b, "  injected:")
 	total := 0
-	for _, k := range sortedKeys(s.stats.injected) {
+	for _, k := range soakSortedKeys(s.stats.injected) {
 		fmt.Fprintf(&b, " %s=%d", k, s.stats.injected[k])
 		total += s.stats.injected[k]
 	}
 	fmt.Fprintf(&b, " (total %d)\n  skipped (nothing to act on):", total)
-	for _, k := range sortedKeys(s.stats.skipped) {
+	for _, k := range soakSortedKeys(s.stats.skipped) {
 		fmt.Fprintf(&b, " %s=%d", k, s.stats.skipped[k])
 	}
 	samples, peers, evictedSeen := s.model.sampleCounts()
@@ -72,14 +57,14 @@ func (s *soak) report(q quietFigures) {
 		"%d applications in logs, %d keys seen on devices, longest seen over %s\n", q.intruders, keys, longest.Round(time.Millisecond))
 	s.reportEvictions(&b, evictedSeen)
 	if len(s.stats.deviceHeals) > 0 {
-		fmt.Fprintf(&b, "  devices recreated whole after deletion: %s\n", durations(s.stats.deviceHeals))
+		fmt.Fprintf(&b, "  devices recreated whole after deletion: %s\n", soakDurations(s.stats.deviceHeals))
 	}
 	if q.heal >= 0 {
 		fmt.Fprintf(&b, "  time to quiet after the chaos: %s\n", q.heal.Round(time.Millisecond))
 	}
 	s.reportPings(&b, q.pings)
 	for _, l := range q.lossFigures {
-		fmt.Fprintf(&b, "  steady pinger %s → %s over the chaos (20/s): %s\n", l.from, l.to, l.loss)
+		fmt.Fprintf(&b, "  steady pinger %s → %s over the chaos (20/s): %s\n", l.from, l.to, l)
 	}
 	for _, r := range q.leaks {
 		fmt.Fprintf(&b, "  leak check %s (pid %d, %v NATS reconnects): fds %d → %d, goroutines %d → %d, peers %d → %d: %s\n",
@@ -88,7 +73,7 @@ func (s *soak) report(q quietFigures) {
 	fails := s.model.failures()
 	fmt.Fprintf(&b, "  invariant violations: %d", len(fails))
 	s.t.Log(b.String())
-	s.t.Logf("timeline (%d lines):\n%s", len(s.timeline), indent(s.timelineText(), "  "))
+	s.t.Logf("timeline (%d lines):\n%s", len(s.timeline), soakIndent(s.timelineText(), "  "))
 }
 
 func (s *soak) reportEvictions(b *strings.Builder, seen time.Duration) {
@@ -99,11 +84,11 @@ func (s *soak) reportEvictions(b *strings.Builder, seen time.Duration) {
 		}
 	}
 	fmt.Fprintf(b, "  evictions: %d; running agent's exit 4 after ikto-admin evict returned: %s; evicted key last seen on a device %s after\n",
-		len(s.stats.evictions), durations(exits), seen.Round(time.Millisecond))
+		len(s.stats.evictions), soakDurations(exits), seen.Round(time.Millisecond))
 }
 
 // reportPings prints how long after quiet the pairs first answered.
-func (s *soak) reportPings(b *strings.Builder, pings []pairPing) {
+func (s *soak) reportPings(b *strings.Builder, pings []soakPairPing) {
 	for _, reverse := range []bool{false, true} {
 		var took []time.Duration
 		var slow []string
@@ -133,12 +118,12 @@ func (s *soak) reportPings(b *strings.Builder, pings []pairPing) {
 			what = "pings after quiet (both ends of each pair, all at once)"
 		}
 		fmt.Fprintf(b, "  %s: %d, first reply %s; over %s: %d %v; no reply: %d\n",
-			what, n, durations(took), s.cfg.pingBound, len(slow), slow, failed)
+			what, n, soakDurations(took), s.cfg.pingBound, len(slow), slow, failed)
 	}
 }
 
-// durations is "min/median/max" of ds.
-func durations(ds []time.Duration) string {
+// soakDurations is "min/median/max" of ds.
+func soakDurations(ds []time.Duration) string {
 	if len(ds) == 0 {
 		return "none"
 	}
@@ -151,15 +136,15 @@ func durations(ds []time.Duration) string {
 func (s *soak) timelineText() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return joinLines(s.timeline)
+	return soakLines(s.timeline)
 }
 
-func joinLines(lines []string) string { return strings.Join(lines, "\n") }
+func soakLines(lines []string) string { return strings.Join(lines, "\n") }
 
-// checkNothingLeft fails the test if anything of the network with suffix
+// soakCheckNothingLeft fails the test if anything of the network with suffix
 // outlived its Close: a namespace, a link, a WireGuard control socket.
 // Namespaces are freed asynchronously, so it polls briefly.
-func checkNothingLeft(t *testing.T, suffix string) {
+func soakCheckNothingLeft(t *testing.T, suffix string) {
 	t.Helper()
 	testkit.Eventually(t, 15*time.Second, "nothing left of network "+suffix, func() error {
 		var left []string

@@ -12,20 +12,20 @@ import (
 	"time"
 )
 
-// sampleEvery is how often the sampler reads every running device during the
+// soakSampleEvery is how often the sampler reads every running device during the
 // chaos. A read is one UAPI round trip; eight of them four times a second
 // are a few percent of a core. Changes shorter than this can slip between
 // two samples: the log audit below sees every one the agents made.
-const sampleEvery = 250 * time.Millisecond
+const soakSampleEvery = 250 * time.Millisecond
 
-// runSampler reads every target device until ctx ends, checking each read
+// runSoakSampler reads every target device until ctx ends, checking each read
 // against the model. Read errors are not violations: a device goes with its
 // agent, and comes back with the next.
-func runSampler(ctx context.Context, m *soakModel) (stop func()) {
+func runSoakSampler(ctx context.Context, m *soakModel) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		tick := time.NewTicker(sampleEvery)
+		tick := time.NewTicker(soakSampleEvery)
 		defer tick.Stop()
 		for {
 			for _, t := range m.sampleTargets() {
@@ -50,18 +50,18 @@ func runSampler(ctx context.Context, m *soakModel) (stop func()) {
 // with more than eight changes logs only a summary: the initial sync, or a
 // re-created bucket's snapshot).
 var (
-	peerApplied = regexp.MustCompile(`msg="peer (added|updated)"`)
-	peerRemoved = regexp.MustCompile(`msg="peer removed"`)
-	logField    = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S+)`)
+	soakPeerApplied = regexp.MustCompile(`msg="peer (added|updated)"`)
+	soakPeerRemoved = regexp.MustCompile(`msg="peer removed"`)
+	soakLogField    = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S+)`)
 )
 
-// auditLog checks every peer an agent applied, as its log tells it: never a
+// soakAuditLog checks every peer an agent applied, as its log tells it: never a
 // record the soak wrote as an attacker, except intruders (counted); a soak
 // host only with a prefix it claimed; and never an evicted host again once
 // the agent had removed it after its eviction (an evicted agent never runs
 // again, so only stale state could bring it back). It returns the number
 // of applications it checked and the intruder ones.
-func auditLog(m *soakModel, host, path string) (applied, intruders int, err error) {
+func soakAuditLog(m *soakModel, host, path string) (applied, intruders int, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, 0, err
@@ -72,11 +72,11 @@ func auditLog(m *soakModel, host, path string) (applied, intruders int, err erro
 	dropped := map[string]bool{} // evicted hosts this agent removed after their eviction
 	for sc.Scan() {
 		line := sc.Text()
-		removed := peerRemoved.MatchString(line)
-		if !removed && !peerApplied.MatchString(line) {
+		removed := soakPeerRemoved.MatchString(line)
+		if !removed && !soakPeerApplied.MatchString(line) {
 			continue
 		}
-		fields := logFields(line)
+		fields := soakLogFields(line)
 		name, at := fields["peer"], fields["time"]
 		when, _ := time.Parse(time.RFC3339Nano, at)
 		evicted, wasEvicted := m.evictedAt(name)
@@ -90,9 +90,9 @@ func auditLog(m *soakModel, host, path string) (applied, intruders int, err erro
 				host, name, fields["prefix"], at, path)
 		}
 		switch {
-		case strings.HasPrefix(name, hostileIntruder):
+		case strings.HasPrefix(name, soakIntruderName):
 			intruders++
-		case strings.HasPrefix(name, hostileGarbage), strings.HasPrefix(name, hostileForged):
+		case strings.HasPrefix(name, soakGarbageName), strings.HasPrefix(name, soakForgedName):
 			m.violate("agent on %s applied the hostile record %s (%s at %s, log %s)", host, name, fields["prefix"], at, path)
 		default:
 			p, perr := netip.ParsePrefix(fields["prefix"])
@@ -105,10 +105,10 @@ func auditLog(m *soakModel, host, path string) (applied, intruders int, err erro
 	return applied, intruders, sc.Err()
 }
 
-// logFields is a log line's key=value pairs, values unquoted.
-func logFields(line string) map[string]string {
+// soakLogFields is a log line's key=value pairs, values unquoted.
+func soakLogFields(line string) map[string]string {
 	fields := map[string]string{}
-	for _, m := range logField.FindAllStringSubmatch(line, -1) {
+	for _, m := range soakLogField.FindAllStringSubmatch(line, -1) {
 		v := m[2]
 		if u, err := strconv.Unquote(v); err == nil {
 			v = u

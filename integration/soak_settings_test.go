@@ -10,7 +10,7 @@ import (
 )
 
 // The chaos soak's knobs, all from the environment so that `make soak` and a
-// replay of a failed run need no code change. Every default is the short
+// replay of a failed run need no code change. Every default is the soakShort
 // form `make test` runs.
 const (
 	envSoakDuration = "IKTO_SOAK"               // total chaos time, split between the NATS topologies
@@ -42,18 +42,18 @@ type soakSettings struct {
 
 // Topologies of the NATS control plane.
 const (
-	topoSingle  = "single"
-	topoCluster = "cluster"
+	soakSingle  = "single"
+	soakCluster = "cluster"
 )
 
-// defaultSoak is make test's form: 60 s of chaos in all, 30 s per topology,
+// soakDefault is make test's form: 60 s of chaos in all, 30 s per topology,
 // so the test stays within about two and a half minutes of wall time.
-const defaultSoak = 60 * time.Second
+const soakDefault = 60 * time.Second
 
 func soakSettingsFromEnv(t *testing.T) soakSettings {
 	t.Helper()
 	s := soakSettings{
-		chaos: defaultSoak, seed: uint64(time.Now().UnixNano()), topologies: []string{topoSingle, topoCluster},
+		chaos: soakDefault, seed: uint64(time.Now().UnixNano()), topologies: []string{soakSingle, soakCluster},
 		hosts: 6, maxFaults: 5000, pingBound: 2 * time.Second,
 		minGap: 200 * time.Millisecond, maxGap: 1100 * time.Millisecond,
 	}
@@ -73,14 +73,14 @@ func soakSettingsFromEnv(t *testing.T) soakSettings {
 	}
 	switch v := os.Getenv(envSoakNATS); v {
 	case "", "both":
-	case topoSingle, topoCluster:
+	case soakSingle, soakCluster:
 		s.topologies = []string{v}
 	default:
 		t.Fatalf("%s=%q: want both, single or cluster", envSoakNATS, v)
 	}
 	s.chaos /= time.Duration(len(s.topologies))
-	s.hosts = envInt(t, envSoakHosts, s.hosts, 4, 20)
-	s.maxFaults = envInt(t, envSoakMax, s.maxFaults, 1, 1_000_000)
+	s.hosts = soakEnvInt(t, envSoakHosts, s.hosts, 4, 20)
+	s.maxFaults = soakEnvInt(t, envSoakMax, s.maxFaults, 1, 1_000_000)
 	// The agent recreates a deleted device since 9e524fd; 0 leaves the
 	// fault out, for an agent from before.
 	s.deviceFaults = os.Getenv(envSoakDevice) != "0"
@@ -108,7 +108,7 @@ func soakSettingsFromEnv(t *testing.T) soakSettings {
 	return s
 }
 
-func envInt(t *testing.T, name string, def, lo, hi int) int {
+func soakEnvInt(t *testing.T, name string, def, lo, hi int) int {
 	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {
@@ -136,7 +136,7 @@ func (s soakSettings) replay() string {
 		line += " " + envSoakPingBoth + "=1"
 	}
 	if len(s.skip) > 0 {
-		line += " " + envSoakSkip + "=" + strings.Join(sortedKeys(s.skip), ",")
+		line += " " + envSoakSkip + "=" + strings.Join(soakSortedKeys(s.skip), ",")
 	}
 	return line
 }
@@ -144,7 +144,7 @@ func (s soakSettings) replay() string {
 // topologySeed keeps each topology's sequence the same whether it runs alone
 // or after the other.
 func (s soakSettings) topologySeed(topo string) uint64 {
-	if topo == topoCluster {
+	if topo == soakCluster {
 		return s.seed ^ 0x9e3779b97f4a7c15
 	}
 	return s.seed

@@ -73,46 +73,46 @@ func runSoak(t *testing.T, cfg soakSettings, topo string) {
 			restoreKeep()
 		}
 		if suffix != "" {
-			checkNothingLeft(t, suffix)
+			soakCheckNothingLeft(t, suffix)
 		}
 	})
 	s := newSoak(t, cfg, topo)
 	suffix = s.net.Suffix
 	// Runs before the network's Close, which reads IKTO_KEEP_DIR.
-	t.Cleanup(func() { restoreKeep = keepLogsOnFailure(t, s.net.Dir) })
+	t.Cleanup(func() { restoreKeep = soakKeepLogsOnFailure(t, s.net.Dir) })
 	t.Logf("%s: seed %d, %d hosts, %s of chaos", topo, cfg.topologySeed(topo), cfg.hosts, cfg.chaos)
 	w := s.warmUp()
-	stopSampler := runSampler(t.Context(), s.model)
+	stopSampler := runSoakSampler(t.Context(), s.model)
 	s.runChaos()
 	q := s.quiet(w)
 	stopSampler()
 	if samples, _, _ := s.model.sampleCounts(); samples == 0 {
 		s.model.violate("the sampler read no device at all: nothing was checked during the chaos")
 	}
-	q.lossFigures = stopLossPingers(t, w.pingers)
+	q.lossFigures = stopSoakPingers(t, w.pingers, s.addressNames())
 	s.auditLogs(&q)
 	s.report(q)
 	if fails := s.model.failures(); len(fails) > 0 {
 		t.Errorf("%d invariant violations (seed %d; replay: %s):\n%s", len(fails), cfg.seed, cfg.replay(),
-			indent(joinLines(fails), "  "))
+			soakIndent(soakLines(fails), "  "))
 	}
 }
 
-// keepLogsOnFailure has the network's Close keep its directory when the test
+// soakKeepLogsOnFailure has the network's Close keep its directory when the test
 // failed, and returns what undoes that for the tests after it.
-func keepLogsOnFailure(t *testing.T, dir string) (restore func()) {
-	if !t.Failed() || os.Getenv(keepDirEnv) != "" {
+func soakKeepLogsOnFailure(t *testing.T, dir string) (restore func()) {
+	if !t.Failed() || os.Getenv(soakKeepDirEnv) != "" {
 		return nil
 	}
-	if err := os.Setenv(keepDirEnv, "1"); err != nil {
+	if err := os.Setenv(soakKeepDirEnv, "1"); err != nil {
 		return nil
 	}
 	t.Logf("the agents' logs stay in %s", dir)
-	return func() { _ = os.Unsetenv(keepDirEnv) }
+	return func() { _ = os.Unsetenv(soakKeepDirEnv) }
 }
 
-// keepDirEnv is the harness's switch that keeps a network's directory.
-const keepDirEnv = "IKTO_KEEP_DIR"
+// soakKeepDirEnv is the harness's switch that keeps a network's directory.
+const soakKeepDirEnv = "IKTO_KEEP_DIR"
 
 // newSoak builds the world: the network, NATS, the starting hosts with
 // their agents, the operator's config and the soak's handle on the bucket.
@@ -124,7 +124,7 @@ func newSoak(t *testing.T, cfg soakSettings, topo string) *soak {
 	s := &soak{
 		t: t, cfg: cfg, topo: topo, rng: rand.New(rand.NewPCG(seed, seed>>1|1)), net: n,
 		nats: startSoakNATS(t, n, topo), bins: bins, start: time.Now(),
-		used: map[netip.Prefix]bool{}, exits: make(chan agentExit, 4096), stopped: map[*harness.Agent]bool{},
+		used: map[netip.Prefix]bool{}, exits: make(chan soakExit, 4096), stopped: map[*harness.Agent]bool{},
 		stats: soakStats{injected: map[string]int{}, skipped: map[string]int{}},
 	}
 	s.model = newSoakModel(s.start)
@@ -132,7 +132,7 @@ func newSoak(t *testing.T, cfg soakSettings, topo string) *soak {
 	// at the end do not see their server go first.
 	t.Cleanup(s.stopAgents)
 	for i := range cfg.hosts {
-		h := &soakHost{Host: harnesstest.AddHost(t, n, fmt.Sprintf("s%d", i+1)), state: hostDown, steady: i < 2}
+		h := &soakHost{Host: harnesstest.AddHost(t, n, fmt.Sprintf("s%d", i+1)), state: soakDown, steady: i < 2}
 		s.used[h.Prefix()] = true
 		s.hosts = append(s.hosts, h)
 	}
@@ -144,6 +144,16 @@ func newSoak(t *testing.T, cfg soakSettings, topo string) *soak {
 	s.writeOperatorConfig(s.hosts[0])
 	s.openBucket()
 	return s
+}
+
+// addressNames maps each host's private address to its name, for the
+// pingers' figures.
+func (s *soak) addressNames() map[string]string {
+	out := map[string]string{}
+	for _, h := range s.hosts {
+		out[h.PrivateAddress.String()] = h.Name
+	}
+	return out
 }
 
 // stopAgents stops every agent still running, all at once.
@@ -160,12 +170,12 @@ func (s *soak) stopAgents() {
 // warmUp waits for the first mesh, pings every pair (so that every
 // session has had its handshake), takes each agent's baseline for the leak
 // check, and starts pingers between the steady hosts.
-func (s *soak) warmUp() warmUp {
-	hosts := harnessHosts(s.hosts)
-	testkit.Eventually(s.t, convergeTimeout, "the first mesh", func() error {
+func (s *soak) warmUp() soakWarmUp {
+	hosts := soakHarnessHosts(s.hosts)
+	testkit.Eventually(s.t, soakConvergeTimeout, "the first mesh", func() error {
 		s.drainExits()
 		if fails := s.model.failures(); len(fails) > 0 {
-			return testkit.Permanent(fmt.Errorf("%s", joinLines(fails)))
+			return testkit.Permanent(fmt.Errorf("%s", soakLines(fails)))
 		}
 		return harness.CheckMesh(hosts)
 	})
@@ -176,7 +186,7 @@ func (s *soak) warmUp() warmUp {
 		}
 	}
 	for _, h := range s.hosts {
-		b, err := sampleLeak(s.t.Context(), h)
+		b, err := soakSampleLeak(s.t.Context(), h)
 		if err != nil {
 			s.t.Fatalf("warm-up baseline of %s: %v", h.Name, err)
 		}
@@ -189,18 +199,18 @@ func (s *soak) warmUp() warmUp {
 		}
 	}
 	s.note("warm-up done: %d hosts meshed", len(hosts))
-	return warmUp{pingers: startLossPingers(s.t, steady), at: time.Now()}
+	return soakWarmUp{pingers: startSoakPingers(s.t, steady), at: time.Now()}
 }
 
-// warmUp is what the warm-up leaves for the end.
-type warmUp struct {
-	pingers []*lossPinger
+// soakWarmUp is what the warm-up leaves for the end.
+type soakWarmUp struct {
+	pingers []*harness.Pinger
 	at      time.Time
 }
 
-// loopTick is how often the fault loop, between two faults, runs the
+// soakLoopTick is how often the fault loop, between two faults, runs the
 // recoveries that are due, judges exits and looks for healed devices.
-const loopTick = 100 * time.Millisecond
+const soakLoopTick = 100 * time.Millisecond
 
 // runChaos injects faults until the chaos time is over or the fault budget
 // is spent.
@@ -220,7 +230,7 @@ func (s *soak) runChaos() {
 	}
 	began := time.Now()
 	deadline := began.Add(s.cfg.chaos)
-	tick := time.NewTicker(loopTick)
+	tick := time.NewTicker(soakLoopTick)
 	defer tick.Stop()
 	injected := 0
 	for injected < s.cfg.maxFaults {
@@ -237,9 +247,9 @@ func (s *soak) runChaos() {
 		// A fault that finds nothing to act on is counted as skipped and
 		// another is drawn, a few times at most.
 		for range 5 {
-			f := pickFault(faults, total, s.rng.Float64())
+			f := soakPickFault(faults, total, s.rng.Float64())
 			detail, err := f.inject(s)
-			var skip errSkip
+			var skip soakSkip
 			switch {
 			case err == nil:
 				s.stats.injected[f.kind]++
@@ -258,7 +268,7 @@ func (s *soak) runChaos() {
 	s.stats.chaos = time.Since(began)
 }
 
-func pickFault(faults []soakFault, total, r float64) soakFault {
+func soakPickFault(faults []soakFault, total, r float64) soakFault {
 	r *= total
 	for _, f := range faults {
 		if r < f.weight {

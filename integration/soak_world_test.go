@@ -43,11 +43,11 @@ type soak struct {
 	used     map[netip.Prefix]bool // every prefix a host or a hostile write used
 	released []netip.Prefix        // prefixes hosts left (moved or evicted): free keys with a past
 	joins    int
-	exits    chan agentExit
+	exits    chan soakExit
 	// stopped are the agents the soak killed or stopped itself: their
 	// exits are no failure.
 	stopped map[*harness.Agent]bool
-	due     []dueAction
+	due     []soakDue
 	hostile int // serial number of hostile records
 
 	stats    soakStats
@@ -55,14 +55,14 @@ type soak struct {
 	mu       sync.Mutex // guards timeline (the exit watchers note too)
 }
 
-// hostState is where a host is in its life.
-type hostState int
+// soakHostState is where a host is in its life.
+type soakHostState int
 
 const (
-	hostRunning hostState = iota // its agent runs
-	hostDown                     // the soak killed or stopped its agent; a restart is due
-	hostEvicted                  // ikto-admin evicted it: its agent must exit 4
-	hostFailed                   // its agent exited on its own: a violation, not restarted
+	soakRunning soakHostState = iota // its agent runs
+	soakDown                         // the soak killed or stopped its agent; a restart is due
+	soakEvicted                      // ikto-admin evicted it: its agent must exit 4
+	soakFailed                       // its agent exited on its own: a soakViolation, not restarted
 )
 
 // soakHost is one host and the soak's record of it.
@@ -70,7 +70,7 @@ type soakHost struct {
 	*harness.Host
 	agent  *harness.Agent
 	agents []*harness.Agent // every agent it ran, for the log audit
-	state  hostState
+	state  soakHostState
 	// steady hosts are never killed, evicted or re-addressed: the leak
 	// check's subjects, and the pingers' ends during the chaos.
 	steady bool
@@ -85,18 +85,18 @@ type soakHost struct {
 	// record there again: killing it meanwhile would make its restart meet
 	// a foreign value, which a starting agent refuses (exit 3) by design.
 	pending bool
-	writes  writeChain
+	writes  soakWriteChain
 	// claimed is set once its current agent reported its claim held: until
 	// then a write on its key meets the agent's start-up claim, which
 	// refuses a foreign value (exit 3) by design.
 	claimed  bool
 	moved    []netip.Prefix // prefixes it left when re-addressed
-	baseline *leakSample
+	baseline *soakLeakSample
 	dels     []time.Time // device deletions not yet seen healed
 	delPeers int         // peers its device had when last deleted
 }
 
-func (st hostState) String() string {
+func (st soakHostState) String() string {
 	return [...]string{"running", "down", "evicted", "failed"}[st]
 }
 
@@ -112,17 +112,17 @@ func soakLogTail(a *harness.Agent, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// agentExit is an agent process that ended.
-type agentExit struct {
+// soakExit is an agent process that ended.
+type soakExit struct {
 	host  *soakHost
 	agent *harness.Agent
 	code  int
 	at    time.Time
 }
 
-// dueAction is a recovery the soak scheduled: an agent's restart, a
+// soakDue is a recovery the soak scheduled: an agent's restart, a
 // server's.
-type dueAction struct {
+type soakDue struct {
 	at   time.Time
 	what string
 	run  func() error
@@ -145,7 +145,7 @@ func (s *soak) note(format string, args ...any) {
 
 // config is h's agent configuration for this topology.
 func (s *soak) config(h *soakHost) config.Config {
-	cfg := h.Config(s.nats.url, bucketName)
+	cfg := h.Config(s.nats.url, soakBucket)
 	cfg.NATSKVReplicas = s.nats.replicas()
 	return cfg
 }
@@ -158,8 +158,8 @@ func (s *soak) startAgent(h *soakHost) error {
 		return err
 	}
 	h.agent, h.agents, h.claimed = a, append(h.agents, a), false
-	if h.state == hostDown {
-		h.state = hostRunning
+	if h.state == soakDown {
+		h.state = soakRunning
 	}
 	s.stats.starts++
 	s.model.target(h.Host, h.Prefix())
@@ -167,7 +167,7 @@ func (s *soak) startAgent(h *soakHost) error {
 		<-a.Done()
 		code, _ := a.ExitCode()
 		select {
-		case s.exits <- agentExit{host: h, agent: a, code: code, at: time.Now()}:
+		case s.exits <- soakExit{host: h, agent: a, code: code, at: time.Now()}:
 		default: // the soak is over: nobody reads any more
 		}
 	}()
@@ -180,7 +180,7 @@ func (s *soak) stopAgent(h *soakHost, kill bool) error {
 	a := h.agent
 	s.stopped[a] = true
 	s.model.untarget(h.Host)
-	h.state = hostDown
+	h.state = soakDown
 	if kill {
 		if err := a.Signal(syscall.SIGKILL); err != nil {
 			return err
@@ -195,7 +195,7 @@ func (s *soak) stopAgent(h *soakHost, kill bool) error {
 
 // drainExits judges every agent exit so far (invariant 3): the soak's own
 // kills and stops, and exit 4 of an evicted host, are expected; anything
-// else is a violation, and the host is left out of the mesh from then on.
+// else is a soakViolation, and the host is left out of the mesh from then on.
 func (s *soak) drainExits() {
 	for {
 		select {
@@ -207,13 +207,13 @@ func (s *soak) drainExits() {
 	}
 }
 
-func (s *soak) judgeExit(e agentExit) {
+func (s *soak) judgeExit(e soakExit) {
 	if s.stopped[e.agent] {
 		delete(s.stopped, e.agent)
 		return
 	}
 	h := e.host
-	if h.state == hostEvicted && e.code == 4 {
+	if h.state == soakEvicted && e.code == 4 {
 		h.exitedAt = e.at
 		s.note("%s's agent (pid %d) exited 4 after its eviction", h.Name, e.agent.PID)
 		s.model.untarget(h.Host)
@@ -221,16 +221,16 @@ func (s *soak) judgeExit(e agentExit) {
 	}
 	s.note("UNEXPECTED: %s's agent (pid %d) exited %d", h.Name, e.agent.PID, e.code)
 	s.model.violate("agent on %s (pid %d, state %v) exited %d; log tail:\n%s", h.Name, e.agent.PID, h.state, e.code,
-		indent(soakLogTail(e.agent, 25), "    "))
+		soakIndent(soakLogTail(e.agent, 25), "    "))
 	s.model.untarget(h.Host)
-	h.state = hostFailed
+	h.state = soakFailed
 }
 
 // runDue runs every scheduled recovery whose time has come (all of them
 // with all set).
 func (s *soak) runDue(all bool) {
 	now := time.Now()
-	var later []dueAction
+	var later []soakDue
 	for _, d := range s.due {
 		if !all && d.at.After(now) {
 			later = append(later, d)
@@ -245,7 +245,7 @@ func (s *soak) runDue(all bool) {
 }
 
 func (s *soak) schedule(after time.Duration, what string, run func() error) {
-	s.due = append(s.due, dueAction{at: time.Now().Add(after), what: what, run: run})
+	s.due = append(s.due, soakDue{at: time.Now().Add(after), what: what, run: run})
 }
 
 // between is a uniformly random duration in [lo, hi).
@@ -275,7 +275,7 @@ func (s *soak) holdsOwn(h *soakHost) (own, known bool) {
 
 // hasClaimed reports whether h's running agent got past its start-up claim.
 func (s *soak) hasClaimed(h *soakHost) bool {
-	if h.state != hostRunning {
+	if h.state != soakRunning {
 		return false
 	}
 	if h.claimed {
@@ -315,12 +315,12 @@ func (s *soak) writeOperatorConfig(h *soakHost) {
 // openBucket opens the soak's handle on the agents' bucket once an agent has
 // made it (R3 on the cluster: the soak must not create it with defaults).
 func (s *soak) openBucket() {
-	testkit.EventuallyContext(s.t, convergeTimeout, "the agents' bucket", func(ctx context.Context) error {
+	testkit.EventuallyContext(s.t, soakConvergeTimeout, "the agents' bucket", func(ctx context.Context) error {
 		// One attempt must not take the whole wait: a JetStream request
 		// sent during the cluster's first election may go unanswered.
 		ctx, cancel := context.WithTimeout(ctx, soakOpTimeout)
 		defer cancel()
-		b, err := harness.OpenExistingBucket(ctx, s.nats.url, bucketName)
+		b, err := harness.OpenExistingBucket(ctx, s.nats.url, soakBucket)
 		if err != nil {
 			return err
 		}
@@ -334,7 +334,7 @@ func (s *soak) openBucket() {
 func (s *soak) live() []*soakHost {
 	var out []*soakHost
 	for _, h := range s.hosts {
-		if h.state == hostRunning {
+		if h.state == soakRunning {
 			out = append(out, h)
 		}
 	}
@@ -346,14 +346,14 @@ func (s *soak) live() []*soakHost {
 func (s *soak) members() []*soakHost {
 	var out []*soakHost
 	for _, h := range s.hosts {
-		if h.state == hostRunning || h.state == hostDown {
+		if h.state == soakRunning || h.state == soakDown {
 			out = append(out, h)
 		}
 	}
 	return out
 }
 
-func harnessHosts(hs []*soakHost) []*harness.Host {
+func soakHarnessHosts(hs []*soakHost) []*harness.Host {
 	out := make([]*harness.Host, len(hs))
 	for i, h := range hs {
 		out[i] = h.Host

@@ -14,9 +14,9 @@ import (
 // Names of the records the soak writes as an attacker: the log audit knows
 // an applied one by its name.
 const (
-	hostileGarbage  = "soak-garbage-"  // breaks an acceptance rule: never applied
-	hostileForged   = "soak-forged-"   // another live host's key under a prefix it does not hold: never applied
-	hostileIntruder = "soak-intruder-" // a fresh key over a live host's claim: applied until its victim restores it
+	soakGarbageName  = "soak-garbage-"  // breaks an acceptance rule: never applied
+	soakForgedName   = "soak-forged-"   // another live host's key under a prefix it does not hold: never applied
+	soakIntruderName = "soak-intruder-" // a fresh key over a live host's claim: applied until its victim restores it
 )
 
 // The agent defends its claim at most maxDefends (3) times in a contest, and
@@ -24,34 +24,34 @@ const (
 // keeps its writes on one host's key within that bound, so that a host
 // standing down is a finding, not the soak's doing.
 const (
-	chainMax   = 3
-	chainQuiet = 70 * time.Second
+	soakChainMax   = 3
+	soakChainQuiet = 70 * time.Second
 )
 
-// writeChain counts the soak's writes on one host's key within a contest.
-type writeChain struct {
+// soakWriteChain counts the soak's writes on one host's key within a contest.
+type soakWriteChain struct {
 	n    int
 	last time.Time
 }
 
-func (c *writeChain) allow(now time.Time) bool {
-	if now.Sub(c.last) >= chainQuiet {
+func (c *soakWriteChain) allow(now time.Time) bool {
+	if now.Sub(c.last) >= soakChainQuiet {
 		c.n = 0
 	}
-	return c.n < chainMax
+	return c.n < soakChainMax
 }
 
-func (c *writeChain) note(now time.Time) {
+func (c *soakWriteChain) note(now time.Time) {
 	c.allow(now)
 	c.n++
 	c.last = now
 }
 
-// errSkip is a fault that does not apply to the world as it is now (nothing
+// soakSkip is a fault that does not apply to the world as it is now (nothing
 // to kill, NATS down for a write); the loop counts it and picks again.
-type errSkip string
+type soakSkip string
 
-func (e errSkip) Error() string { return string(e) }
+func (e soakSkip) Error() string { return string(e) }
 
 // hostileTarget picks where a hostile write goes: with probability onHost a
 // running host's claim whose contest has room, else a free key (a fresh
@@ -118,7 +118,7 @@ func (s *soak) put(target netip.Prefix, value []byte, victim *soakHost) error {
 	ctx, cancel := context.WithTimeout(context.Background(), soakOpTimeout)
 	defer cancel()
 	if _, err := s.bucket.Put(ctx, peer.Key(target), value); err != nil {
-		return errSkip("put: " + err.Error())
+		return soakSkip("put: " + err.Error())
 	}
 	if victim != nil {
 		victim.writes.note(time.Now())
@@ -127,7 +127,7 @@ func (s *soak) put(target netip.Prefix, value []byte, victim *soakHost) error {
 	return nil
 }
 
-func victimName(v *soakHost) string {
+func soakVictimName(v *soakHost) string {
 	if v == nil {
 		return "free key"
 	}
@@ -138,11 +138,11 @@ func victimName(v *soakHost) string {
 // key or a free one. Its owner restores its record; nobody applies it.
 func (s *soak) writeGarbage() (string, error) {
 	if !s.nats.writable() {
-		return "", errSkip("NATS down")
+		return "", soakSkip("NATS down")
 	}
 	victim, target := s.hostileTarget(0.6)
 	k := s.freshKey()
-	r := s.hostileRecord(hostileGarbage, k, target)
+	r := s.hostileRecord(soakGarbageName, k, target)
 	var what string
 	switch variant := s.rng.IntN(7); variant {
 	case 0:
@@ -172,7 +172,7 @@ func (s *soak) writeGarbage() (string, error) {
 	if err := s.put(target, value, victim); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s (%s) at %s %s", r.Name, what, victimName(victim), target), nil
+	return fmt.Sprintf("%s (%s) at %s %s", r.Name, what, soakVictimName(victim), target), nil
 }
 
 // otherPrefix is a member's prefix other than p, or the mesh's first /48.
@@ -192,7 +192,7 @@ func (s *soak) otherPrefix(p netip.Prefix) netip.Prefix {
 func (s *soak) revokedKey() (wgtypes.Key, bool) {
 	var ks []wgtypes.Key
 	for _, h := range s.hosts {
-		if h.state == hostEvicted && h.revoked {
+		if h.state == soakEvicted && h.revoked {
 			ks = append(ks, h.PublicKey)
 		}
 	}
@@ -207,23 +207,23 @@ func (s *soak) revokedKey() (wgtypes.Key, bool) {
 // so nobody applies the copy; the claim's owner restores its record.
 func (s *soak) writeForged() (string, error) {
 	if !s.nats.writable() {
-		return "", errSkip("NATS down")
+		return "", soakSkip("NATS down")
 	}
 	// The copy must be younger than the owner's record, which it cannot
 	// be told from otherwise: an owner still claiming is no owner yet.
 	owner := s.pickHost(s.live(), s.hasClaimed)
 	if owner == nil {
-		return "", errSkip("no live host has claimed")
+		return "", soakSkip("no live host has claimed")
 	}
 	victim, target := s.hostileTarget(0.5)
 	if victim == owner {
 		victim, target = nil, s.freshPrefix()
 	}
-	r := s.hostileRecord(hostileForged+owner.Name+"-", owner.PublicKey, target)
+	r := s.hostileRecord(soakForgedName+owner.Name+"-", owner.PublicKey, target)
 	if err := s.put(target, r.Encode(), victim); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s (%s's key) at %s %s", r.Name, owner.Name, victimName(victim), target), nil
+	return fmt.Sprintf("%s (%s's key) at %s %s", r.Name, owner.Name, soakVictimName(victim), target), nil
 }
 
 // takeOver writes a valid record of a fresh key over a live host's claim.
@@ -231,17 +231,17 @@ func (s *soak) writeForged() (string, error) {
 // agents accept the intruder, as they must any valid record.
 func (s *soak) takeOver() (string, error) {
 	if !s.nats.writable() {
-		return "", errSkip("NATS down")
+		return "", soakSkip("NATS down")
 	}
 	victim, target := s.hostileTarget(1)
 	if victim == nil {
-		return "", errSkip("no live host's contest has room")
+		return "", soakSkip("no live host's contest has room")
 	}
 	k := s.freshKey()
 	s.model.addIntruder(k, target)
-	r := s.hostileRecord(hostileIntruder, k, target)
+	r := s.hostileRecord(soakIntruderName, k, target)
 	if err := s.put(target, r.Encode(), victim); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s over %s %s", r.Name, victimName(victim), target), nil
+	return fmt.Sprintf("%s over %s %s", r.Name, soakVictimName(victim), target), nil
 }
