@@ -103,14 +103,25 @@ func (s *soak) killNATS() (string, error) {
 	srv.Shutdown()
 	after := s.between(500*time.Millisecond, 6*time.Second)
 	s.schedule(after, "restart of nats "+srv.Name(), func() error {
-		if err := srv.Start(); err != nil {
-			return err
-		}
-		s.note("nats %s back (%d of %d up)", srv.Name(), len(s.nats.running()), len(s.nats.servers))
+		s.nats.startInBackground(srv)
 		return nil
 	})
 	return fmt.Sprintf("stop nats %s (%d of %d down), restart in %s", srv.Name(), s.nats.down(), len(s.nats.servers),
 		after.Round(time.Millisecond)), nil
+}
+
+// collectNATS notes the servers whose background start ended.
+func (s *soak) collectNATS() {
+	for _, r := range s.nats.collect(false) {
+		if r.err != nil {
+			s.note("nats %s failed to start: %v", r.srv.Name(), r.err)
+			s.model.violate("restart nats %s: %v", r.srv.Name(), r.err)
+			continue
+		}
+		s.stats.natsStarts = append(s.stats.natsStarts, r.took)
+		s.note("nats %s back after a %s start (%d of %d up)", r.srv.Name(), r.took.Round(time.Millisecond),
+			len(s.nats.running()), len(s.nats.servers))
+	}
 }
 
 // deleteDevice deletes a running agent's WireGuard device, as an interface

@@ -14,21 +14,69 @@ import (
 // soakNATS is the control plane under chaos: one server, or a 3-server
 // JetStream cluster with an R3 bucket. Either way it is a set of servers the
 // soak stops and starts again on their ports and stores.
+//
+// A server starts in the background: a cluster member that comes back while
+// the others are down can take many seconds to accept clients, and the
+// fault loop must not stall meanwhile. Only the test's goroutine uses a
+// soakNATS; a server being started is counted as down without asking it
+// (its Running would wait for the start).
 type soakNATS struct {
-	topo    string
-	servers []*natsserver.Server
-	cluster *natsserver.Cluster
-	url     string
+	topo     string
+	servers  []*natsserver.Server
+	cluster  *natsserver.Cluster
+	url      string
+	starting map[*natsserver.Server]bool
+	started  chan soakStarted
+}
+
+// soakStarted is a background start that ended, after took.
+type soakStarted struct {
+	srv  *natsserver.Server
+	err  error
+	took time.Duration
 }
 
 func startSoakNATS(t *testing.T, n *harness.Network, topo string) *soakNATS {
 	t.Helper()
+	c := &soakNATS{topo: topo, starting: map[*natsserver.Server]bool{}, started: make(chan soakStarted, 8)}
 	if topo == soakCluster {
-		c := harnesstest.Cluster(t, n)
-		return &soakNATS{topo: topo, servers: c.Servers, cluster: c, url: c.URL()}
+		c.cluster = harnesstest.Cluster(t, n)
+		c.servers, c.url = c.cluster.Servers, c.cluster.URL()
+		return c
 	}
 	s := harnesstest.NATS(t, n)
-	return &soakNATS{topo: topo, servers: []*natsserver.Server{s}, url: s.URL()}
+	c.servers, c.url = []*natsserver.Server{s}, s.URL()
+	return c
+}
+
+// startInBackground starts srv again without waiting for it.
+func (c *soakNATS) startInBackground(srv *natsserver.Server) {
+	c.starting[srv] = true
+	go func() {
+		at := time.Now()
+		err := srv.Start()
+		c.started <- soakStarted{srv: srv, err: err, took: time.Since(at)}
+	}()
+}
+
+// collect returns the background starts that ended; with wait set it waits
+// for all of them.
+func (c *soakNATS) collect(wait bool) (done []soakStarted) {
+	for len(c.starting) > 0 {
+		var r soakStarted
+		if wait {
+			r = <-c.started
+		} else {
+			select {
+			case r = <-c.started:
+			default:
+				return done
+			}
+		}
+		delete(c.starting, r.srv)
+		done = append(done, r)
+	}
+	return done
 }
 
 // replicas is what the agents' nats_kv_replicas says: 3 on the cluster, so
@@ -44,7 +92,7 @@ func (c *soakNATS) replicas() int {
 func (c *soakNATS) running() []*natsserver.Server {
 	var up []*natsserver.Server
 	for _, s := range c.servers {
-		if s.Running() {
+		if _, busy := c.starting[s]; !busy && s.Running() {
 			up = append(up, s)
 		}
 	}
@@ -62,10 +110,15 @@ func (c *soakNATS) writable() bool {
 // down is how many servers are stopped.
 func (c *soakNATS) down() int { return len(c.servers) - len(c.running()) }
 
-// startAll brings every stopped server back, and on a cluster waits until
-// the members are current with the meta leader.
+// startAll brings every stopped server back, waiting for the background
+// starts too, and on a cluster waits until the members are current with the
+// meta leader.
 func (c *soakNATS) startAll() error {
 	var errs []error
+	done := c.collect(true)
+	for _, r := range done {
+		errs = append(errs, r.err)
+	}
 	for _, s := range c.servers {
 		if !s.Running() {
 			errs = append(errs, s.Start())

@@ -18,6 +18,7 @@ type soakStats struct {
 	starts            int // agent processes started
 	chaos             time.Duration
 	deviceHeals       []time.Duration
+	natsStarts        []time.Duration // how long each server took to start again
 	evictions         []*soakHost
 }
 
@@ -56,6 +57,7 @@ func (s *soak) report(q soakQuiet) {
 	fmt.Fprintf(&b, "  intruder records (valid records of fresh keys over live claims, applied by design until restored): "+
 		"%d applications in logs, %d keys seen on devices, longest seen over %s\n", q.intruders, keys, longest.Round(time.Millisecond))
 	s.reportEvictions(&b, evictedSeen)
+	fmt.Fprintf(&b, "  NATS server restarts (to accepting clients): %s\n", soakDurations(s.stats.natsStarts))
 	if len(s.stats.deviceHeals) > 0 {
 		fmt.Fprintf(&b, "  devices recreated whole after deletion: %s\n", soakDurations(s.stats.deviceHeals))
 	}

@@ -239,6 +239,7 @@ func (s *soak) runChaos() {
 			<-tick.C
 			s.drainExits()
 			s.runDue(false)
+			s.collectNATS()
 			s.checkDeviceHeals()
 		}
 		if time.Now().After(deadline) {
