@@ -37,7 +37,7 @@ type soakQuiet struct {
 // device listing exactly the mesh, every record back, every evicted agent
 // gone with 4 — within soakQuietTimeout. Then every pair pings, and the agents
 // that lived through the soak are checked for leaks.
-func (s *soak) quiet(w soakWarmUp) soakQuiet {
+func (s *soak) quiet() soakQuiet {
 	end := time.Now()
 	s.note("chaos over: starting every server and agent that is down")
 	if err := s.nats.startAll(); err != nil {

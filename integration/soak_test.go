@@ -84,7 +84,7 @@ func runSoak(t *testing.T, cfg soakSettings, topo string) {
 	w := s.warmUp()
 	stopSampler := runSoakSampler(t.Context(), s.model)
 	s.runChaos()
-	q := s.quiet(w)
+	q := s.quiet()
 	stopSampler()
 	if samples, _, _ := s.model.sampleCounts(); samples == 0 {
 		s.model.violate("the sampler read no device at all: nothing was checked during the chaos")
@@ -199,13 +199,12 @@ func (s *soak) warmUp() soakWarmUp {
 		}
 	}
 	s.note("warm-up done: %d hosts meshed", len(hosts))
-	return soakWarmUp{pingers: startSoakPingers(s.t, steady), at: time.Now()}
+	return soakWarmUp{pingers: startSoakPingers(s.t, steady)}
 }
 
-// soakWarmUp is what the warm-up leaves for the end.
+// soakWarmUp is what the warm-up leaves for the end: the steady pingers.
 type soakWarmUp struct {
 	pingers []*harness.Pinger
-	at      time.Time
 }
 
 // soakLoopTick is how often the fault loop, between two faults, runs the
