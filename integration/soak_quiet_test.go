@@ -27,9 +27,10 @@ type soakQuiet struct {
 	pings       []soakPairPing
 	lossFigures []soakPairLoss
 	leaks       []soakLeakRow
-	// applied and intruders are the peer applications the log audit read,
-	// and those of intruder records among them.
-	applied, intruders int
+	// applied, intruders and unnamed are the peer applications the log
+	// audit read, those of intruder records, and those logged without a
+	// name.
+	applied, intruders, unnamed int
 }
 
 // quiet ends the chaos: every server and killed agent comes back, and the

@@ -26,12 +26,13 @@ type soakStats struct {
 func (s *soak) auditLogs(q *soakQuiet) {
 	for _, h := range s.hosts {
 		for _, a := range h.agents {
-			applied, intruders, err := soakAuditLog(s.model, h.Name, a.LogPath)
+			applied, intruders, unnamed, err := soakAuditLog(s.model, h.Name, a.LogPath)
 			if err != nil {
 				s.model.violate("audit of %s: %v", a.LogPath, err)
 			}
 			q.applied += applied
 			q.intruders += intruders
+			q.unnamed += unnamed
 		}
 	}
 }
@@ -53,7 +54,8 @@ func (s *soak) report(q soakQuiet) {
 	}
 	samples, peers, evictedSeen := s.model.sampleCounts()
 	keys, longest := s.model.intruderReport()
-	fmt.Fprintf(&b, "\n  sampler: %d device reads, %d peers checked; log audit: %d peer applications checked\n", samples, peers, q.applied)
+	fmt.Fprintf(&b, "\n  sampler: %d device reads, %d peers checked; log audit: %d peer applications read, %d of them logged without a name (peer=\"\")\n",
+		samples, peers, q.applied, q.unnamed)
 	fmt.Fprintf(&b, "  intruder records (valid records of fresh keys over live claims, applied by design until restored): "+
 		"%d applications in logs, %d keys seen on devices, longest seen over %s\n", q.intruders, keys, longest.Round(time.Millisecond))
 	s.reportEvictions(&b, evictedSeen)
