@@ -154,14 +154,15 @@ type soakPairPing struct {
 var soakReplyAt = regexp.MustCompile(`\[(\d+)\.(\d+)\] \d+ bytes from`)
 
 // pingMatrix checks that every pair of hosts reaches the other, and
-// measures from since how long each took. An echo reply is a round trip, so
-// one direction proves the pair: each unordered pair is pinged from one end
-// (picked at random), all pairs at once, and then from the other end, whose
-// session is up by then. Pinging both ends of a pair at the same moment
-// (IKTO_SOAK_PING_BOTH=1) measures something else: WireGuard's handshake
-// when both ends initiate at once. Each end then consumes the other's
-// initiation, drops the response to its own, and holds only a responder
-// session it may not send on, until the 5 s REKEY_TIMEOUT retry.
+// measures from since how long each took: every ordered pair at once, so
+// both ends of a pair that has no session initiate together, as traffic
+// does after a restart. WireGuard alone would then stall such a pair for its
+// 5 s REKEY_TIMEOUT (each end consumes the other's initiation and drops the
+// response to its own); the agent's first-contact orchestration exists to
+// prevent that, and this is where the soak holds it to it. With
+// IKTO_SOAK_PING_BOTH=0 each pair is pinged from one end first (an echo
+// reply proves both directions) and then from the other, which measures
+// reachability without the crossing.
 func (s *soak) pingMatrix(hosts []*soakHost, since time.Time) []soakPairPing {
 	var first, second [][2]*soakHost
 	for i, a := range hosts {

@@ -20,7 +20,7 @@ const (
 	envSoakMax      = "IKTO_SOAK_MAX_FAULTS"    // a bound on faults per topology, whatever the time
 	envSoakDevice   = "IKTO_SOAK_DEVICE_FAULTS" // 0: do not delete WireGuard devices under running agents
 	envSoakPing     = "IKTO_SOAK_PING_BOUND"    // how soon after quiet every pair must answer a ping
-	envSoakPingBoth = "IKTO_SOAK_PING_BOTH"     // 1: ping both ends of each pair at once (see pingMatrix)
+	envSoakPingBoth = "IKTO_SOAK_PING_BOTH"     // 0: ping one end of each pair first (see pingMatrix)
 	envSoakSkip     = "IKTO_SOAK_SKIP"          // fault kinds to leave out, comma-separated (e.g. forged)
 )
 
@@ -84,7 +84,7 @@ func soakSettingsFromEnv(t *testing.T) soakSettings {
 	// The agent recreates a deleted device since 9e524fd; 0 leaves the
 	// fault out, for an agent from before.
 	s.deviceFaults = os.Getenv(envSoakDevice) != "0"
-	s.pingBoth = os.Getenv(envSoakPingBoth) == "1"
+	s.pingBoth = os.Getenv(envSoakPingBoth) != "0"
 	s.skip = map[string]bool{}
 	if v := os.Getenv(envSoakSkip); v != "" {
 		known := map[string]bool{}
@@ -132,8 +132,8 @@ func (s soakSettings) replay() string {
 	if !s.deviceFaults {
 		line += " " + envSoakDevice + "=0"
 	}
-	if s.pingBoth {
-		line += " " + envSoakPingBoth + "=1"
+	if !s.pingBoth {
+		line += " " + envSoakPingBoth + "=0"
 	}
 	if len(s.skip) > 0 {
 		line += " " + envSoakSkip + "=" + strings.Join(soakSortedKeys(s.skip), ",")

@@ -29,7 +29,7 @@ import (
 //  1. no prefix is routed to two keys, or to a peer inside the host's own
 //     prefix, on any device (sampled throughout, and exactly at the end);
 //  2. once the mesh is quiet, every pair of live hosts pings within
-//     IKTO_SOAK_PING_BOUND (2 s);
+//     IKTO_SOAK_PING_BOUND (2 s), both ends at once;
 //  3. no agent exited but the evicted ones, with 4;
 //  4. no device ever listed a garbage record's key, a forged copy (a host's
 //     key with a prefix it never claimed) or an evicted key past
@@ -44,7 +44,7 @@ import (
 // split between the topologies; `make soak` runs 10 m), IKTO_SOAK_SEED
 // (replays a fault sequence), IKTO_SOAK_NATS, IKTO_SOAK_HOSTS,
 // IKTO_SOAK_MAX_FAULTS, IKTO_SOAK_SKIP (fault kinds to leave out),
-// IKTO_SOAK_DEVICE_FAULTS=0, IKTO_SOAK_PING_BOUND, IKTO_SOAK_PING_BOTH=1.
+// IKTO_SOAK_DEVICE_FAULTS=0, IKTO_SOAK_PING_BOUND, IKTO_SOAK_PING_BOTH=0.
 // A failed run keeps its directory (agents' logs, which the failures point
 // into); IKTO_KEEP_DIR=1 keeps it always.
 func TestSoak(t *testing.T) {
