@@ -9,7 +9,9 @@
 #   SOAK_NATS=single      one topology only (or cluster); default both
 #   SOAK_SKIP=forged,...  leave fault kinds out
 #   SOAK_DEVICE_FAULTS=0  leave device deletions out (agents before 9e524fd)
+#   SOAK_TIMEOUT=2h       go test's bound, for a SOAK longer than about 50m
 SOAK               ?= 10m
+SOAK_TIMEOUT       ?= 60m
 SOAK_SEED          ?=
 SOAK_NATS          ?= both
 SOAK_SKIP          ?=
@@ -19,4 +21,4 @@ soak: build
 	cd integration && IKTO_BIN_DIR=$(BIN) IKTO_REQUIRE_INTEGRATION=1 IKTO_SOAK=$(SOAK) \
 		IKTO_SOAK_SEED=$(SOAK_SEED) IKTO_SOAK_NATS=$(SOAK_NATS) IKTO_SOAK_SKIP=$(SOAK_SKIP) \
 		IKTO_SOAK_DEVICE_FAULTS=$(SOAK_DEVICE_FAULTS) \
-		$(GO) test -count=1 -timeout 60m -v -run '^TestSoak$$' .
+		$(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -v -run '^TestSoak$$' .
