@@ -82,7 +82,9 @@ func soakAuditLog(m *soakModel, host, path string) (applied, intruders, unnamed 
 		when, _ := time.Parse(time.RFC3339Nano, at)
 		evicted, wasEvicted := m.evictedAt(name)
 		if removed {
-			dropped[name] = dropped[name] || wasEvicted && when.After(evicted)
+			// ikto-admin writes the revocation before it returns: an agent
+			// may drop the peer a moment before evictedAt.
+			dropped[name] = dropped[name] || wasEvicted && when.After(evicted.Add(-time.Second))
 			continue
 		}
 		applied++
@@ -93,9 +95,13 @@ func soakAuditLog(m *soakModel, host, path string) (applied, intruders, unnamed 
 			unnamed++
 			continue
 		}
-		if dropped[name] {
+		switch {
+		case wasEvicted && dropped[name] && when.After(evicted):
 			m.violate("agent on %s applied the evicted %s again after it had removed it (%s at %s, log %s)",
 				host, name, fields["prefix"], at, path)
+		case wasEvicted && when.After(evicted.Add(soakRevokeGrace)):
+			m.violate("agent on %s applied %s %s after its eviction (%s at %s, log %s)",
+				host, name, when.Sub(evicted).Round(time.Millisecond), fields["prefix"], at, path)
 		}
 		switch {
 		case strings.HasPrefix(name, soakIntruderName):

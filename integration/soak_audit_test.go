@@ -1,0 +1,121 @@
+package integration_test
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/integration/harness"
+)
+
+// TestSoakAuditLog checks the soak's log audit on lines as the agent writes
+// them, without any network: the soak's verdicts are only as good as it.
+func TestSoakAuditLog(t *testing.T) {
+	start := time.Date(2026, 12, 1, 11, 0, 0, 0, time.UTC)
+	own := netip.MustParsePrefix("fd12:1::/48")
+	other := netip.MustParsePrefix("fd12:2::/48")
+	line := func(at time.Duration, msg, peer string, prefix netip.Prefix) string {
+		return fmt.Sprintf("time=%s level=INFO msg=%q peer=%s prefix=%s endpoint=198.18.0.2:51820 key=\"peers.x==\"",
+			start.Add(at).Format(time.RFC3339Nano), msg, peer, prefix)
+	}
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		want  []string // substrings of the violations, in order
+	}{
+		{"own prefix", []string{line(0, "peer added", "alpha", own)}, nil},
+		{"intruder counted, not failed", []string{line(0, "peer added", soakIntruderName+"3", own)}, nil},
+		{"unnamed left to the sampler", []string{`time=2026-12-01T11:00:00Z level=INFO msg="peer added" peer="" prefix="" endpoint=198.18.0.2:51820 key=""`}, nil},
+		{"prefix never claimed", []string{line(0, "peer updated", "alpha", other)}, []string{"never claimed"}},
+		{"forged", []string{line(0, "peer updated", soakForgedName+"alpha-4", other)}, []string{"hostile record"}},
+		{"garbage", []string{line(0, "peer added", soakGarbageName+"5", other)}, []string{"hostile record"}},
+		{"evicted, removed a moment before evict returned, added again", []string{
+			line(59*time.Second+900*time.Millisecond, "peer removed", "bravo", other),
+			line(65*time.Second, "peer added", "bravo", other),
+		}, []string{"again after it had removed it"}},
+		{"evicted host updated late by a slow agent", []string{
+			line(61*time.Second, "peer updated", "bravo", other),
+		}, nil},
+		{"evicted host applied past the grace", []string{
+			line(time.Minute+soakRevokeGrace+time.Second, "peer added", "bravo", other),
+		}, []string{"after its eviction"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newSoakModel(start)
+			m.claim("alpha", wgtypes.Key{1}, own)
+			m.claim("bravo", wgtypes.Key{2}, other)
+			m.evicted[wgtypes.Key{2}] = start.Add(time.Minute)
+			path := filepath.Join(t.TempDir(), "agent.log")
+			if err := os.WriteFile(path, []byte(strings.Join(tc.lines, "\n")+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, _, err := soakAuditLog(m, "charlie", path); err != nil {
+				t.Fatal(err)
+			}
+			got := m.failures()
+			if len(got) != len(tc.want) {
+				t.Fatalf("violations %q, want %d matching %q", got, len(tc.want), tc.want)
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("violation %q does not say %q", got[i], w)
+				}
+			}
+		})
+	}
+}
+
+// TestSoakCheckDevice checks the sampler's verdict on one read of a device.
+func TestSoakCheckDevice(t *testing.T) {
+	start := time.Now()
+	pfx := func(s string) net.IPNet {
+		p := netip.MustParsePrefix(s)
+		return net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 128)}
+	}
+	peerOf := func(k wgtypes.Key, prefixes ...string) wgtypes.Peer {
+		p := wgtypes.Peer{PublicKey: k}
+		for _, s := range prefixes {
+			p.AllowedIPs = append(p.AllowedIPs, pfx(s))
+		}
+		return p
+	}
+	alpha, bravo, junk, intruder, stranger := wgtypes.Key{1}, wgtypes.Key{2}, wgtypes.Key{3}, wgtypes.Key{4}, wgtypes.Key{5}
+	for _, tc := range []struct {
+		name  string
+		peers []wgtypes.Peer
+		want  []string
+	}{
+		{"the mesh", []wgtypes.Peer{peerOf(alpha, "fd12:1::/48"), peerOf(bravo, "fd12:2::/48")}, nil},
+		{"intruder with its victim's prefix", []wgtypes.Peer{peerOf(intruder, "fd12:2::/48")}, nil},
+		{"forged prefix", []wgtypes.Peer{peerOf(alpha, "fd12:9::/48")}, []string{"never claimed"}},
+		{"garbage key", []wgtypes.Peer{peerOf(junk, "fd12:3::/48")}, []string{"breaks a rule"}},
+		{"unknown key", []wgtypes.Peer{peerOf(stranger, "fd12:5::/48")}, []string{"nobody in the soak"}},
+		{"overlap", []wgtypes.Peer{peerOf(alpha, "fd12:1::/48"), peerOf(intruder, "fd12::/16")}, []string{"not the prefix it took", "overlap", "inside the host's own"}},
+		{"own prefix", []wgtypes.Peer{peerOf(intruder, "fd12:7::/48")}, []string{"not the prefix it took", "inside the host's own"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newSoakModel(start)
+			m.claim("alpha", alpha, netip.MustParsePrefix("fd12:1::/48"))
+			m.claim("bravo", bravo, netip.MustParsePrefix("fd12:2::/48"))
+			m.addGarbage(junk)
+			m.addIntruder(intruder, netip.MustParsePrefix("fd12:2::/48"))
+			m.checkDevice(soakTarget{host: &harness.Host{Name: "charlie"}, prefix: netip.MustParsePrefix("fd12:7::/48")}, tc.peers)
+			got := m.failures()
+			if len(got) != len(tc.want) {
+				t.Fatalf("violations %q, want %d matching %q", got, len(tc.want), tc.want)
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("violation %q does not say %q", got[i], w)
+				}
+			}
+		})
+	}
+}
