@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // checkPeers is nil when h's device lists exactly the other hosts of mesh
@@ -193,4 +195,37 @@ func metricValue(ctx context.Context, socket, series string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s: no series %s in /metrics", socket, series)
+}
+
+// checkRemovedByItsKey puts a record that reuses host keyOf's public key
+// under another prefix: keyOf's agent deletes it (a record of its own key
+// is its to remove, whoever wrote it), and no device lists it meanwhile.
+func checkRemovedByItsKey(t *testing.T, w *hostileWorld, tc hostileCase, key string, value []byte) {
+	t.Helper()
+	ctx := context.Background()
+	var owner *harness.Host
+	for _, h := range w.hosts {
+		if h.Name == tc.keyOf {
+			owner = h
+		}
+	}
+	released := mustMetric(t, owner, `ikto_claim_repairs_total{action="release"}`)
+	if _, err := w.m.bucket.Put(ctx, key, value); err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+	testkit.EventuallyContext(t, convergeTimeout, tc.keyOf+" to delete the record of its key", func(ctx context.Context) error {
+		for _, h := range w.hosts {
+			if err := checkPeers(h, w.hosts, nil); err != nil {
+				return testkit.Permanent(fmt.Errorf("a device applied the copy of %s's key: %w", tc.keyOf, err))
+			}
+		}
+		if _, err := w.m.bucket.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("%s is still in the bucket (%v)", key, err)
+		}
+		return nil
+	})
+	if v := mustMetric(t, owner, `ikto_claim_repairs_total{action="release"}`); v != released+1 {
+		t.Errorf("%s counted %v releases, want %v", tc.keyOf, v, released+1)
+	}
+	w.m.waitConverged(w.hosts)
 }

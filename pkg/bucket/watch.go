@@ -69,6 +69,12 @@ type Watcher struct {
 	// a watch saw it: a later probe that sees another time found the
 	// bucket deleted and made again under a watch that cannot notice.
 	created time.Time
+	// highest is the highest revision delivered so far, and instance the
+	// creation time of the stream it belongs to: a snapshot that ends below
+	// it, while the stream itself is past it, comes from a cluster member
+	// that is behind and would undo commands (evictions) already applied.
+	highest  uint64
+	instance time.Time
 }
 
 // Run sends a Snapshot batch each time it (re)subscribes and then update
@@ -114,6 +120,7 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- Batch) bool {
 	case <-w.Restart:
 	default:
 	}
+	last, known := w.streamState(ctx)
 	kw, err := w.KV.WatchAll(ctx)
 	if err != nil {
 		w.Log.Warn("watch bucket failed; retrying", "bucket", w.KV.Bucket(), "err", err)
@@ -131,11 +138,41 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- Batch) bool {
 	if !ok {
 		return false
 	}
+	switch {
+	case known && last < w.highest:
+		w.highest = 0 // the stream itself went back (restored): believe it
+	case known && len(snap.Entries) > 0 && seen < w.highest:
+		w.Log.Warn("the bucket's snapshot is older than what this agent has applied (a cluster member that is behind); reading it again",
+			"bucket", w.KV.Bucket(), "snapshot_revision", seen, "applied_revision", w.highest)
+		return false
+	}
+	w.highest = max(w.highest, seen)
 	snap.Revision = seen
 	if send(ctx, out, snap) {
 		w.follow(ctx, out, updates, seen)
 	}
 	return true
+}
+
+// streamState is the bucket's last revision as the stream's leader has it,
+// and whether it could be read. A stream made again (another creation time)
+// starts the count of revisions seen anew.
+func (w *Watcher) streamState(ctx context.Context) (uint64, bool) {
+	sctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	st, err := w.KV.Status(sctx)
+	if err != nil {
+		return 0, false
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return 0, false
+	}
+	info := bs.StreamInfo()
+	if !info.Created.Equal(w.instance) {
+		w.instance, w.highest = info.Created, 0
+	}
+	return info.State.LastSeq, true
 }
 
 // readSnapshot collects the watch's initial values up to nats.go's nil
@@ -203,6 +240,7 @@ func (w *Watcher) follow(ctx context.Context, out chan<- Batch, updates <-chan j
 			for _, ent := range b.Entries {
 				seen = max(seen, ent.Revision)
 			}
+			w.highest = max(w.highest, seen)
 			if !send(ctx, out, b) {
 				return
 			}

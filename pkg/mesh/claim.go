@@ -96,14 +96,15 @@ func (ct *contest) held(now time.Time) {
 	}
 }
 
-// stale are this host's key's records under other prefixes that are older
-// than its claim at revision held: it moved, and releases them once its own
-// claim is held. One written after the claim is not a leftover but someone
-// else's doing: it stays, rejected by every agent, for an operator to see.
-func stale(rejected []peer.Rejection, held uint64) []bucket.Stale {
+// stale are this host's key's records under other prefixes: left behind
+// when it moved, or copied by someone else. A key is its host's identity, so
+// the host releases them once its own claim is held: a copy must not outlive
+// the moment its own record is rewritten (a restart, a defend), when the
+// older-revision rule would hand the key to the copy.
+func stale(rejected []peer.Rejection) []bucket.Stale {
 	var out []bucket.Stale
 	for _, r := range rejected {
-		if r.Reason == peer.ReasonOwnKey && r.Revision < held {
+		if r.Reason == peer.ReasonOwnKey {
 			out = append(out, bucket.Stale{Key: r.Key, Revision: r.Revision})
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
@@ -158,7 +159,8 @@ func TestContestMemory(t *testing.T) {
 	}
 }
 
-// A host that moved releases its old record once its new claim is held.
+// A host releases every record of its key under another prefix once its
+// own claim is held: the one it left when it moved, and a copy.
 func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 	w := newWorld(t)
 	old := peer.Record{Name: "self", PublicKey: w.key.String(), AdvertiseAddress: "198.18.0.10", AllowedIP: "fd10:7::/48", WGPort: 51820}
@@ -168,13 +170,44 @@ func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 	if d := cmp.Diff([]bucket.Stale{{Key: oldKey, Revision: 1}}, o.Repair.Release); d != "" || o.Claim != ClaimHeld {
 		t.Fatalf("claim %s, release (-want +got):\n%s", o.Claim, d)
 	}
-	// A record of our key written after our claim is no leftover of ours:
-	// it stays for an operator to see (every agent rejects it).
+	// A copy of our key written after our claim is released too: whoever
+	// wrote it, it must not take the key when our record is rewritten.
 	later := old
 	later.AllowedIP = "fd10:8::/48"
 	laterKey := peer.Key(netip.MustParsePrefix("fd10:8::/48"))
 	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: oldKey, Revision: 3, Deleted: true}, {Key: laterKey, Value: later.Encode(), Revision: 4}}})
-	if o := w.ctl.Pass(false); len(o.Repair.Release) != 0 || len(o.Rejected) != 1 || o.Rejected[0].Reason != peer.ReasonOwnKey {
-		t.Fatalf("a later record of our key: release %+v, rejected %+v", o.Repair.Release, o.Rejected)
+	if o := w.ctl.Pass(false); len(o.Repair.Release) != 1 || o.Repair.Release[0].Key != laterKey {
+		t.Fatalf("a later copy of our key: release %+v", o.Repair.Release)
+	}
+}
+
+// A command ends a vanished peer's grace at once: its key revoked, or its
+// record deleted.
+func TestVanishedPeerGoesOnACommand(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		command func(e bucket.Entry, k wgtypes.Key) bucket.Entry
+	}{
+		{"revoked", func(_ bucket.Entry, k wgtypes.Key) bucket.Entry {
+			return bucket.Entry{Key: peer.RevokedKey(k), Value: []byte("{}"), Revision: 9}
+		}},
+		{"deleted", func(e bucket.Entry, _ wgtypes.Key) bucket.Entry {
+			return bucket.Entry{Key: e.Key, Revision: 9, Deleted: true}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			a, aKey := hostEntry(t, 2, 2)
+			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), a}})
+			w.ctl.Pass(false)
+			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1)}}) // a re-made bucket
+			if o := w.ctl.Pass(false); o.Held != 1 {
+				t.Fatalf("held %d, want 1", o.Held)
+			}
+			w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{tc.command(a, aKey)}})
+			if o := w.ctl.Pass(false); o.Held != 0 || len(o.Plan.Remove) != 1 || o.Plan.Remove[0] != aKey {
+				t.Fatalf("after the command: held %d, plan %+v", o.Held, o.Plan)
+			}
+		})
 	}
 }

@@ -60,7 +60,12 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 	if hs, ok := sessions()[p.PublicKey]; ok && now.Sub(hs) < sessionAge {
 		return
 	}
-	ct := &contact{initiator: c.selfRev > p.Revision, since: now}
+	// The newer record initiates; but a peer this host dropped lately may
+	// still hold a session with it and would not start a handshake: then
+	// this end starts it, whatever the revisions.
+	at, droppedLately := c.dropped[p.PublicKey]
+	droppedLately = droppedLately && now.Sub(at) < sessionAge
+	ct := &contact{initiator: c.selfRev > p.Revision || droppedLately, since: now}
 	if ct.initiator {
 		ct.next, ct.wait = now.Add(contactRetry), 2*contactRetry
 	}

@@ -128,3 +128,30 @@ func TestNoFirstContactWithALiveSession(t *testing.T) {
 		t.Fatalf("contacts %v for a peer with a live session", o.Contacts)
 	}
 }
+
+// A peer this host dropped lately (another key took its prefix for a while)
+// may still hold a session with this host and will not start a handshake:
+// this end initiates when it takes the peer back, whatever the revisions.
+func TestFirstContactAfterADropIsOurs(t *testing.T) {
+	w := newWorld(t)
+	victim, victimKey := hostEntry(t, 2, 10) // newer than us: normally it initiates
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), victim}})
+	w.ctl.Pass(false)
+	handshake(t, w, victimKey, time.Now())
+	w.ctl.checkContacts(time.Now())
+	w.ctl.Pass(false)
+	intruder, _ := hostEntry(t, 2, 11) // another key over the victim's prefix
+	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{intruder}})
+	w.ctl.Pass(false)
+	back := victim
+	back.Revision = 12 // the victim restores its record
+	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{back}})
+	o := w.ctl.Pass(false)
+	ct, pending := w.ctl.contacts[victimKey]
+	if !pending || !ct.initiator {
+		t.Fatalf("contact with the victim taken back: %+v (pending %v), want this end to initiate", ct, pending)
+	}
+	if p, _ := devicePeer(t, w, victimKey); p.Endpoint == nil || len(o.Contacts) != 1 {
+		t.Errorf("victim taken back without its endpoint (%v) or contact (%v)", p.Endpoint, o.Contacts)
+	}
+}

@@ -69,10 +69,16 @@ type Controller struct {
 	// snapKeys are the keys, markers included, of the snapshot loaded since
 	// the last pass; nil when none was.
 	snapKeys map[string]bool
+	// deleted are the keys an update deleted since the last pass: a
+	// command, which ends a vanished peer's grace.
+	deleted map[string]bool
 	// selfRev is the revision of this host's own record when last held;
 	// contacts are the peers whose first handshake is being orchestrated.
 	selfRev  uint64
 	contacts map[wgtypes.Key]*contact
+	// dropped is when each peer was last taken off the device: the other
+	// end may still hold a session with us that it will not renew.
+	dropped map[wgtypes.Key]time.Time
 }
 
 // vanished is one peer kept after its record vanished.
@@ -100,6 +106,8 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 		oursLast: true,
 		vanished: map[wgtypes.Key]vanished{},
 		contacts: map[wgtypes.Key]*contact{},
+		dropped:  map[wgtypes.Key]time.Time{},
+		deleted:  map[string]bool{},
 	}
 }
 
@@ -142,6 +150,8 @@ func (c *Controller) Load(b bucket.Batch) {
 		c.revision = max(c.revision, e.Revision)
 		if b.Snapshot {
 			c.snapKeys[e.Key] = true
+		} else if e.Deleted {
+			c.deleted[e.Key] = true
 		}
 		if e.Deleted {
 			c.table.Delete(e.Key)
@@ -171,7 +181,7 @@ func (c *Controller) Pass(refresh bool) Outcome {
 		return c.standDown(o, ClaimEvicted, o.Why)
 	case ClaimHeld:
 		c.oursLast, c.selfRev = true, d.Self.Revision
-		o.Repair.Release = stale(d.Rejected, d.Self.Revision)
+		o.Repair.Release = stale(d.Rejected)
 	case ClaimMissing:
 		o.Repair.Reclaim = true
 	case ClaimContested:
@@ -235,16 +245,23 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 			c.log.Warn("peer's record went without a delete; keeping the peer while its host writes it back",
 				"peer", ch.Old.Name, "prefix", ch.Old.Prefix, "key", ch.Old.Key, "for", VanishGrace)
 		default:
-			c.rec.Unset(ch.PublicKey)
+			c.drop(ch.PublicKey, now)
 		}
 	}
 	for k, v := range c.vanished {
 		// Two peers must never carry one prefix: another host's record
-		// accepted at the key ends the wait at once.
+		// accepted at the key ends the wait at once, and so does a command
+		// (the key revoked, the record deleted).
 		holder, taken := c.table.AcceptedAt(v.key)
-		if now.After(v.until) || taken && holder.PublicKey != k {
-			c.rec.Unset(k)
+		if now.After(v.until) || taken && holder.PublicKey != k || c.table.IsRevoked(k) || c.deleted[v.key] {
+			c.drop(k, now)
 			delete(c.vanished, k)
+		}
+	}
+	clear(c.deleted)
+	for k, at := range c.dropped {
+		if now.Sub(at) >= sessionAge {
+			delete(c.dropped, k)
 		}
 	}
 	c.snapKeys = nil
@@ -256,6 +273,12 @@ func (c *Controller) setKeepalive(d time.Duration) {
 	for _, p := range c.table.View().Peers {
 		c.rec.Set(c.spec(p))
 	}
+}
+
+// drop takes peer k off the device at the next pass.
+func (c *Controller) drop(k wgtypes.Key, now time.Time) {
+	c.rec.Unset(k)
+	c.dropped[k] = now
 }
 
 // dropVanished forgets the peers kept after their records vanished.

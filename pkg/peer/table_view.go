@@ -54,6 +54,9 @@ func (t *Table) Rejected(key string) bool {
 	return ok && e.rej != nil
 }
 
+// IsRevoked reports whether pk has a revoked.* record.
+func (t *Table) IsRevoked(pk wgtypes.Key) bool { return t.revoked[pk] }
+
 // AcceptedAt is the accepted peer whose record is the one at key, as of the
 // last Update.
 func (t *Table) AcceptedAt(key string) (Accepted, bool) {
