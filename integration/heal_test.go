@@ -114,6 +114,10 @@ func TestClaimOverwrittenIsRestored(t *testing.T) {
 	}{
 		{"garbage", []byte("not a record"), false},
 		{"another key's record", intruderRecord(t, m, alpha).Encode(), true},
+		// bravo releases the copy of its key and alpha defends its claim,
+		// both with compare-and-set on the copy's revision: whichever wins,
+		// the delete marker that may follow is no eviction of alpha.
+		{"a copy of bravo's record", copyRecord(t, m, hosts[1], alpha).Encode(), false},
 	} {
 		pingers := startLossPingers(t, hosts)
 		at := time.Now()
@@ -148,6 +152,17 @@ func TestClaimOverwrittenIsRestored(t *testing.T) {
 	if v := mustMetric(t, alpha, `ikto_claim_repairs_total{action="defend"}`); v < 2 {
 		t.Errorf("alpha counted %v defends, want at least 2", v)
 	}
+}
+
+// copyRecord is host from's record moved to h's prefix.
+func copyRecord(t *testing.T, m *mesh, from, h *harness.Host) peer.Record {
+	t.Helper()
+	r, err := m.bucket.Record(context.Background(), from.Prefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.AllowedIP = h.Prefix().String()
+	return r
 }
 
 // intruderRecord is a record for a fresh key at h's prefix.

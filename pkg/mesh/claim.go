@@ -48,7 +48,7 @@ func Judge(d peer.Delta, self wgtypes.Key, prefix netip.Prefix, oursLast bool) (
 		return ClaimContested, fmt.Sprintf("the record at %s is no longer ours (%s)", prefix, d.SelfRejected.Detail)
 	case d.Self != nil:
 		return ClaimContested, fmt.Sprintf("%s is now held by %q (public key %s)", prefix, d.Self.Name, d.Self.PublicKey)
-	case d.SelfDeleted && oursLast:
+	case d.SelfDeleted && oursLast && !d.SelfDeletedForeign:
 		return ClaimEvicted, "its record " + peer.Key(prefix) + " was deleted"
 	case d.SelfDeleted:
 		return ClaimMissing, "the record another key held at " + prefix.String() + " was deleted"

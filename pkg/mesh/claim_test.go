@@ -31,6 +31,9 @@ func TestJudge(t *testing.T) {
 		{"revoked and overwritten", peer.Delta{Self: theirs, SelfRevoked: true}, false, ClaimEvicted, "its public key " + self.String() + " was revoked"},
 		{"deleted after ours", peer.Delta{SelfDeleted: true}, true, ClaimEvicted, "its record " + peer.Key(prefix) + " was deleted"},
 		{"deleted after another's", peer.Delta{SelfDeleted: true}, false, ClaimMissing, "the record another key held at fd10:1::/48 was deleted"},
+		// Another key's write and the delete that released it, read in one
+		// batch: the controller never saw the foreign record, the table did.
+		{"deleted after another's, in one batch", peer.Delta{SelfDeleted: true, SelfDeletedForeign: true}, true, ClaimMissing, "the record another key held at fd10:1::/48 was deleted"},
 		{"never written", peer.Delta{}, true, ClaimMissing, "there is no record at " + peer.Key(prefix) + " (a re-created or restored bucket)"},
 		{"garbage", peer.Delta{SelfRejected: garbage}, true, ClaimContested, "the record at fd10:1::/48 is no longer ours (value is not a JSON peer record)"},
 		{"another key", peer.Delta{Self: theirs}, true, ClaimContested, `fd10:1::/48 is now held by "intruder" (public key ` + other.String() + ")"},

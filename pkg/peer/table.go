@@ -43,7 +43,13 @@ type Table struct {
 	// this host's own key (as opposed to the key never having been written
 	// in this bucket): only the first is a command.
 	selfMarker bool
-	rejDirty   bool // rejected must be rebuilt
+	// selfForeign is set while the last value this table saw at this host's
+	// own key was not its valid record (another key's record, garbage). It
+	// outlives a marker and a Reset: a marker that follows a foreign value
+	// releases that value and is no command to this host, even when both
+	// arrive in one batch.
+	selfForeign bool
+	rejDirty    bool // rejected must be rebuilt
 
 	// setRej are the rejections by the set rules, by bucket key.
 	setRej map[string]Rejection
@@ -55,8 +61,10 @@ type Table struct {
 	selfRej     *Rejection
 	selfRevoked bool
 	selfDeleted bool
-	rejected    []Rejection // recordRej and setRej in key order; never modified once built
-	view        *View       // built on demand, dropped by any change
+	// selfDeletedForeign: the marker at selfEntry followed a foreign value.
+	selfDeletedForeign bool
+	rejected           []Rejection // recordRej and setRej in key order; never modified once built
+	view               *View       // built on demand, dropped by any change
 }
 
 type entry struct {
@@ -118,6 +126,9 @@ func (t *Table) Put(key string, value []byte, rev uint64) {
 			t.selfMarker = false
 		}
 		acc, rej := t.rules.Check(key, value, rev)
+		if key == t.selfEntry {
+			t.selfForeign = rej != nil || acc.PublicKey != t.selfKey
+		}
 		t.unindex(key)
 		t.entries[key] = entry{acc: acc, rej: rej}
 		t.index(key)
@@ -137,6 +148,7 @@ func (t *Table) Put(key string, value []byte, rev uint64) {
 func (t *Table) Delete(key string) {
 	if key == t.selfEntry && !t.selfMarker {
 		t.selfMarker, t.selfDirty = true, true
+		t.selfDeletedForeign = t.selfForeign
 	}
 	if _, ok := t.entries[key]; ok {
 		t.unindex(key)
@@ -252,7 +264,8 @@ func (t *Table) Update() Delta {
 	}
 	return Delta{
 		Changes: changes, Peers: len(t.peers),
-		Self: t.self, SelfRejected: t.selfRej, SelfRevoked: t.selfRevoked, SelfDeleted: t.selfDeleted, Rejected: t.rejected,
+		Self: t.self, SelfRejected: t.selfRej, SelfRevoked: t.selfRevoked, SelfDeleted: t.selfDeleted,
+		SelfDeletedForeign: t.selfDeleted && t.selfDeletedForeign, Rejected: t.rejected,
 	}
 }
 

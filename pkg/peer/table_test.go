@@ -129,6 +129,49 @@ func TestTableSelfStates(t *testing.T) {
 	}
 }
 
+// TestTableKnowsWhatAMarkerFollowed: a delete marker at this host's key
+// is reported as following a foreign value when the last value the table saw
+// there was not this host's record, even when the write and the marker come
+// in one batch (one Update), and across a Reset (a fresh snapshot that starts
+// with the marker).
+func TestTableKnowsWhatAMarkerFollowed(t *testing.T) {
+	selfKey := Key(netip.MustParsePrefix("fd10:1::/48"))
+	for _, tc := range []struct {
+		name        string
+		write       func(f *tableFixture)
+		reset       bool
+		wantForeign bool
+	}{
+		{"after ours", func(f *tableFixture) { f.put("fd10:1::/48", f.self) }, false, false},
+		{"after another key's record", func(f *tableFixture) { f.put("fd10:1::/48", mustKey(t)) }, false, true},
+		{"after garbage", func(f *tableFixture) { f.rev++; f.table.Put(selfKey, []byte("{"), f.rev) }, false, true},
+		{"after another key's record, then a snapshot", func(f *tableFixture) { f.put("fd10:1::/48", mustKey(t)) }, true, true},
+		{"after ours, then a snapshot", func(f *tableFixture) { f.put("fd10:1::/48", f.self) }, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.put("fd10:1::/48", f.self)
+			if d := f.table.Update(); d.Self == nil || d.SelfDeleted {
+				t.Fatalf("own record: Self=%v SelfDeleted=%v", d.Self, d.SelfDeleted)
+			}
+			tc.write(f)
+			if tc.reset {
+				f.table.Update()
+				f.table.Reset()
+			}
+			f.table.Delete(selfKey)
+			d := f.table.Update()
+			if !d.SelfDeleted || d.SelfDeletedForeign != tc.wantForeign {
+				t.Errorf("SelfDeleted=%v SelfDeletedForeign=%v, want true and %v", d.SelfDeleted, d.SelfDeletedForeign, tc.wantForeign)
+			}
+			f.put("fd10:1::/48", f.self)
+			if d := f.table.Update(); d.SelfDeleted || d.SelfDeletedForeign {
+				t.Errorf("own record back: SelfDeleted=%v SelfDeletedForeign=%v", d.SelfDeleted, d.SelfDeletedForeign)
+			}
+		})
+	}
+}
+
 func TestTableIgnoresOtherKeysAndResets(t *testing.T) {
 	f := newFixture(t)
 	f.table.Put("heartbeat.x", []byte("1"), 1)

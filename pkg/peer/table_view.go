@@ -42,6 +42,11 @@ type Delta struct {
 	SelfRejected *Rejection
 	SelfRevoked  bool
 	SelfDeleted  bool
+	// SelfDeletedForeign is set with SelfDeleted when the value this table
+	// saw just before the marker was not this host's record: the marker
+	// released someone else's write (a copy of a key, a takeover) and is no
+	// command to this host.
+	SelfDeletedForeign bool
 	// Rejected is every rejected record in key order. It is shared between
 	// calls until the rejections change: do not modify it.
 	Rejected []Rejection
