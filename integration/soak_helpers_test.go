@@ -1,12 +1,7 @@
 package integration_test
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,22 +20,6 @@ const (
 	// soakPingEvery is the steady pingers' interval: 20 a second.
 	soakPingEvery = 50 * time.Millisecond
 )
-
-// soakMetric reads one series (name{labels} exactly as printed) from the
-// agent's /metrics over its socket.
-func soakMetric(ctx context.Context, socket, series string) (float64, error) {
-	body, err := harness.SocketGet(ctx, socket, "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	return 0, fmt.Errorf("%s: no series %s in /metrics", socket, series)
-}
 
 // startSoakPingers pings every ordered pair of hosts over WireGuard 20
 // times a second, for the loss figures of the chaos.

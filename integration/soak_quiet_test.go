@@ -242,7 +242,7 @@ func soakSampleLeak(ctx context.Context, h *soakHost) (soakLeakSample, error) {
 		if err != nil {
 			return out, fmt.Errorf("descriptors of %s's agent: %w", h.Name, err)
 		}
-		g, err := soakMetric(ctx, h.SocketPath, "go_goroutines")
+		g, err := metricValue(ctx, h.SocketPath, "go_goroutines")
 		if err != nil {
 			return out, err
 		}
@@ -299,7 +299,7 @@ func (s *soak) checkLeaks() []soakLeakRow {
 			continue
 		}
 		r := soakLeakRow{host: h.Name, warm: *h.baseline, end: end, verdict: "ok"}
-		r.reconnects, _ = soakMetric(context.Background(), h.SocketPath, "ikto_nats_reconnects_total")
+		r.reconnects, _ = metricValue(context.Background(), h.SocketPath, "ikto_nats_reconnects_total")
 		gBudget := r.warm.goroutines + soakGoroutinesPerPeer*(end.peers-r.warm.peers) + soakGoroutineSlack
 		if end.goroutines > gBudget {
 			r.verdict = fmt.Sprintf("goroutines %d > %d", end.goroutines, gBudget)
