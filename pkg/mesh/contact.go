@@ -38,8 +38,13 @@ const (
 	// responderGrace is how long a responder's new peer has no endpoint:
 	// longer than contactBound, so the two ends never cross.
 	responderGrace = 4 * time.Second
-	// contactPoll is how often pending peers' handshakes are read.
-	contactPoll = 50 * time.Millisecond
+	// contactPollMin is the shortest time between two reads of the
+	// device's handshakes while first contacts are pending. A read is a
+	// dump of every peer (a netlink dump of the whole device), so it is
+	// made when a contact is due (a restart, a bound, a grace), never on a
+	// fixed fast tick: a join wave of a thousand peers must not read a
+	// thousand-peer device twenty times a second.
+	contactPollMin = contactRetry
 	// sessionAge is how old a handshake may be and still carry a session
 	// (WireGuard's REJECT_AFTER_TIME).
 	sessionAge = 180 * time.Second
@@ -57,8 +62,13 @@ type contact struct {
 // already has a session with (a device that outlived the agent) needs no
 // orchestration.
 func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func() map[wgtypes.Key]time.Time) {
-	if hs, ok := sessions()[p.PublicKey]; ok && now.Sub(hs) < sessionAge {
-		return
+	// Only a peer the device already has can have a session: the device is
+	// read (a dump of every peer) only then, or when what it holds is not
+	// known yet, never for a peer that just joined a running mesh.
+	if on, known := c.rec.OnDevice(p.PublicKey); on || !known {
+		if hs, ok := sessions()[p.PublicKey]; ok && now.Sub(hs) < sessionAge {
+			return
+		}
 	}
 	// The newer record initiates; but a peer this host dropped lately may
 	// still hold a session with it and would not start a handshake: then
@@ -120,6 +130,27 @@ func (c *Controller) checkContacts(now time.Time) bool {
 		}
 	}
 	return changed
+}
+
+// contactWait is how long the loop waits before the next checkContacts: until
+// the first pending contact is due, and never less than contactPollMin. A
+// handshake that completes meanwhile needs no haste: the initiator's
+// keepalive and the responder's missing endpoint do no harm until then.
+func (c *Controller) contactWait(now time.Time) time.Duration {
+	var due time.Time
+	for _, ct := range c.contacts {
+		at := ct.since.Add(responderGrace)
+		if ct.initiator {
+			at = ct.since.Add(contactBound)
+			if ct.next.Before(at) {
+				at = ct.next
+			}
+		}
+		if due.IsZero() || at.Before(due) {
+			due = at
+		}
+	}
+	return max(due.Sub(now), contactPollMin)
 }
 
 // respec hands the reconciler the peer's usual configuration again.

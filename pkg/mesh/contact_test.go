@@ -86,7 +86,7 @@ func TestFirstContactRetriesThenGivesUp(t *testing.T) {
 	start := w.ctl.contacts[olderKey].since
 	calls := w.dev.Calls()
 	resets := 0
-	for at := start; at.Before(start.Add(contactBound)); at = at.Add(contactPoll) {
+	for at := start; at.Before(start.Add(contactBound)); at = at.Add(w.ctl.contactWait(at)) {
 		w.ctl.checkContacts(at)
 		if w.dev.Calls() > calls {
 			resets += w.dev.Calls() - calls
@@ -153,5 +153,72 @@ func TestFirstContactAfterADropIsOurs(t *testing.T) {
 	}
 	if p, _ := devicePeer(t, w, victimKey); p.Endpoint == nil || len(o.Contacts) != 1 {
 		t.Errorf("victim taken back without its endpoint (%v) or contact (%v)", p.Endpoint, o.Contacts)
+	}
+}
+
+// Pending first contacts are checked when one is due, not on a fast tick: a
+// responder alone waits for its grace; an initiator's restart brings the
+// check forward, and a timer armed for later is re-armed sooner. No check
+// comes sooner than contactPollMin after another.
+func TestFirstContactChecksWhenDue(t *testing.T) {
+	w := newWorld(t)
+	newer, newerKey := hostEntry(t, 3, 10)
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), newer}})
+	w.ctl.Pass(false)
+	ct, ok := w.ctl.contacts[newerKey]
+	if !ok || ct.initiator {
+		t.Fatalf("want the newer record's host as a pending responder, got %+v", ct)
+	}
+	now := ct.since
+	if got := w.ctl.contactWait(now); got != responderGrace {
+		t.Errorf("a lone responder: next check in %s, want its grace %s", got, responderGrace)
+	}
+	armed := w.ctl.armContacts(contactTimer{}, now)
+	if !armed.at.Equal(now.Add(responderGrace)) {
+		t.Errorf("timer armed for %s, want %s", armed.at.Sub(now), responderGrace)
+	}
+
+	older, olderKey := hostEntry(t, 2, 2)
+	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{older}})
+	w.ctl.Pass(false)
+	if ct := w.ctl.contacts[olderKey]; ct == nil || !ct.initiator {
+		t.Fatalf("want the older record's host as a pending initiator, got %+v", ct)
+	}
+	rearmed := w.ctl.armContacts(armed, now)
+	if rearmed.c == armed.c || rearmed.at.Sub(now) > contactRetry+time.Second {
+		t.Errorf("an initiator's restart did not bring the check forward: armed for %s", rearmed.at.Sub(now))
+	}
+	if again := w.ctl.armContacts(rearmed, now); again.c != rearmed.c {
+		t.Error("a timer due soon enough was replaced")
+	}
+	if got := w.ctl.contactWait(now.Add(time.Hour)); got != contactPollMin {
+		t.Errorf("overdue contacts: next check in %s, want the floor %s", got, contactPollMin)
+	}
+	delete(w.ctl.contacts, newerKey)
+	delete(w.ctl.contacts, olderKey)
+	if off := w.ctl.armContacts(rearmed, now); off.c != nil {
+		t.Error("no contact pending, but the timer stays armed")
+	}
+}
+
+// A peer that joins a running mesh cannot have a session with this device
+// yet: its first contact begins without reading the device (a dump of every
+// peer), so a join wave costs no device reads per join.
+func TestFirstContactOfAJoinReadsNoDevice(t *testing.T) {
+	w := newWorld(t)
+	older, _ := hostEntry(t, 2, 2)
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), older}})
+	w.ctl.Pass(false)
+	reads := w.dev.Reads()
+	for i := range 20 {
+		joined, k := hostEntry(t, 10+i, uint64(10+i))
+		w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{joined}})
+		w.ctl.Pass(false)
+		if _, pending := w.ctl.contacts[k]; !pending {
+			t.Fatalf("join %d: no first contact begun", i)
+		}
+	}
+	if got := w.dev.Reads() - reads; got != 0 {
+		t.Errorf("20 joins read the device %d times, want 0", got)
 	}
 }

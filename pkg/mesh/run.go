@@ -44,15 +44,19 @@ type Tuning struct {
 func (c *Controller) Run(ctx context.Context, in Inputs) error {
 	resync := time.NewTicker(in.Resync)
 	defer resync.Stop()
-	var contacts <-chan time.Time // armed while first contacts are pending
+	var contacts contactTimer // armed while first contacts are pending
 	for {
 		refresh := false
 		select {
 		case <-ctx.Done():
 			return nil
-		case now := <-contacts:
-			contacts = nil
-			c.checkContacts(now)
+		case now := <-contacts.c:
+			contacts = contactTimer{}
+			if !c.checkContacts(now) {
+				// Restarts (if any) went to the device; nothing to re-apply.
+				contacts = c.armContacts(contacts, time.Now())
+				continue
+			}
 		case b := <-in.Batches:
 			c.Load(b)
 			c.drain(in.Batches)
@@ -77,9 +81,7 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 			if err := o.Err(); err != nil {
 				return err
 			}
-			if len(c.contacts) > 0 && contacts == nil {
-				contacts = time.After(contactPoll)
-			}
+			contacts = c.armContacts(contacts, time.Now())
 			continue
 		case t := <-in.Tune:
 			if t.Resync > 0 && t.Resync != in.Resync {
@@ -99,10 +101,29 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 		if err := o.Err(); err != nil {
 			return err
 		}
-		if len(c.contacts) > 0 && contacts == nil {
-			contacts = time.After(contactPoll)
-		}
+		contacts = c.armContacts(contacts, time.Now())
 	}
+}
+
+// contactTimer is the loop's timer for the next check of pending first
+// contacts, and when it fires; the zero value is disarmed.
+type contactTimer struct {
+	c  <-chan time.Time
+	at time.Time
+}
+
+// armContacts returns the timer for the next check of pending first
+// contacts: t itself when it fires soon enough (a new contact may be due
+// sooner than the one t was armed for), disarmed when none is pending.
+func (c *Controller) armContacts(t contactTimer, now time.Time) contactTimer {
+	if len(c.contacts) == 0 {
+		return contactTimer{}
+	}
+	wait := c.contactWait(now)
+	if t.c != nil && !t.at.After(now.Add(wait)) {
+		return t
+	}
+	return contactTimer{c: time.After(wait), at: now.Add(wait)}
 }
 
 // drain loads the batches already queued, so a burst costs one pass.

@@ -53,6 +53,17 @@ func (r *Reconciler) Unset(k wgtypes.Key) {
 	r.dirty[k] = struct{}{}
 }
 
+// OnDevice reports whether the device had peer k as of the reconciler's last
+// read or write, and whether that is known at all (before the first pass,
+// after a failed call or Invalidate, it is not).
+func (r *Reconciler) OnDevice(k wgtypes.Key) (on, known bool) {
+	if r.actual == nil {
+		return false, false
+	}
+	_, on = r.actual[k]
+	return on, true
+}
+
 // Len is the number of desired peers.
 func (r *Reconciler) Len() int { return len(r.desired) }
 

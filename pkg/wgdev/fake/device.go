@@ -29,6 +29,7 @@ type Device struct {
 	hasKey    bool // the kernel only ignores "self" peers once the device has a key
 
 	calls atomic.Int64
+	reads atomic.Int64
 
 	mu       sync.RWMutex
 	peers    map[wgtypes.Key]*wgtypes.Peer
@@ -63,6 +64,7 @@ func (d *Device) PublicKey() wgtypes.Key { return d.publicKey }
 // Peers returns deep copies of the peers, sorted by public key so tests can
 // compare them directly.
 func (d *Device) Peers() ([]wgtypes.Peer, error) {
+	d.reads.Add(1)
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
@@ -106,6 +108,10 @@ func (d *Device) Close() error {
 // Calls reports how many non-empty ConfigurePeers calls reached the device,
 // including ones failed by FailNext.
 func (d *Device) Calls() int { return int(d.calls.Load()) }
+
+// Reads reports how many times Peers was called: a real device's Peers is a
+// dump of every peer, which callers should not repeat needlessly.
+func (d *Device) Reads() int { return int(d.reads.Load()) }
 
 // FailNext makes the next non-empty ConfigurePeers call return err (wrapped)
 // without changing anything. A nil err clears a pending failure.
