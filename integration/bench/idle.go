@@ -21,8 +21,9 @@ type IdleConfig struct {
 }
 
 // idleSettle lets the agent finish what follows its first sync (the first
-// heartbeat, the garbage of the snapshot) before the clock starts.
-const idleSettle = 3 * time.Second
+// heartbeat, the garbage of the snapshot, the first contacts it starts,
+// which end within 3 s) before the clock starts.
+const idleSettle = 6 * time.Second
 
 // IdleCost measures the CPU time one real ikto-agent process (userspace
 // device, default resync period, heartbeats) uses while nothing changes in

@@ -45,6 +45,8 @@ const (
 	// fixed fast tick: a join wave of a thousand peers must not read a
 	// thousand-peer device twenty times a second.
 	contactPollMin = contactRetry
+	// maxInitiating bounds the first contacts this end starts at once.
+	maxInitiating = 256
 	// sessionAge is how old a handshake may be and still carry a session
 	// (WireGuard's REJECT_AFTER_TIME).
 	sessionAge = 180 * time.Second
@@ -75,11 +77,37 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 	// this end starts it, whatever the revisions.
 	at, droppedLately := c.dropped[p.PublicKey]
 	droppedLately = droppedLately && now.Sub(at) < sessionAge
-	ct := &contact{initiator: c.selfRev > p.Revision || droppedLately, since: now}
-	if ct.initiator {
-		ct.next, ct.wait = now.Add(contactRetry), 2*contactRetry
+	if c.selfRev > p.Revision || droppedLately {
+		c.initiate(p.PublicKey, now)
+		return
 	}
-	c.contacts[p.PublicKey] = ct
+	c.endContact(p.PublicKey)
+	c.contacts[p.PublicKey] = &contact{since: now}
+}
+
+// initiate makes this end start the first handshake with k — unless
+// maxInitiating handshakes are already being started: a host that joins or
+// restarts in a large fleet then starts the first ones itself and leaves the
+// rest to traffic and WireGuard, instead of a burst of thousands of
+// handshakes (each a Curve25519 computation, each retried for 90 s when the
+// peer is down).
+func (c *Controller) initiate(k wgtypes.Key, now time.Time) {
+	c.endContact(k)
+	if c.initiating >= maxInitiating {
+		return
+	}
+	c.contacts[k] = &contact{initiator: true, since: now, next: now.Add(contactRetry), wait: 2 * contactRetry}
+	c.initiating++
+}
+
+// endContact forgets k's first contact, if any.
+func (c *Controller) endContact(k wgtypes.Key) {
+	if ct, ok := c.contacts[k]; ok {
+		if ct.initiator {
+			c.initiating--
+		}
+		delete(c.contacts, k)
+	}
 }
 
 // contactSpec is how a peer in first contact is configured.
@@ -115,9 +143,17 @@ func (c *Controller) checkContacts(now time.Time) bool {
 				c.log.Debug("first contact: no handshake yet; leaving the peer to WireGuard", "public_key", k.String(),
 					"initiator", ct.initiator, "after", now.Sub(ct.since).Round(time.Millisecond))
 			}
-			delete(c.contacts, k)
+			c.endContact(k)
 			c.respec(k)
 			changed = true
+			if !done && ct.initiator {
+				// WireGuard would go on retrying the keepalives queued
+				// while the contact ran for 90 s (REKEY_ATTEMPT_TIME): a
+				// peer that is down costs a handshake every 5 s. Taken off
+				// and put back with its usual configuration, it stays
+				// quiet until traffic asks for it.
+				restart = append(restart, k)
+			}
 		case ct.initiator && !now.Before(ct.next):
 			restart = append(restart, k)
 			ct.next = now.Add(ct.wait/2 + rand.N(ct.wait))

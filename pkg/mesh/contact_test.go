@@ -96,7 +96,11 @@ func TestFirstContactRetriesThenGivesUp(t *testing.T) {
 	if resets < 3 || resets > 8 {
 		t.Errorf("%d handshake restarts in %s, want a few (from %s, doubling to %s)", resets, contactBound, contactRetry, contactRetryMax)
 	}
+	calls = w.dev.Calls()
 	w.ctl.checkContacts(start.Add(contactBound))
+	if w.dev.Calls() != calls+1 {
+		t.Errorf("giving up made %d device calls, want 1 (the peer put back quiet, its queued keepalives dropped)", w.dev.Calls()-calls)
+	}
 	w.ctl.Pass(false)
 	if _, pending := w.ctl.contacts[olderKey]; pending {
 		t.Error("the initiator still orchestrates after contactBound")
@@ -220,5 +224,46 @@ func TestFirstContactOfAJoinReadsNoDevice(t *testing.T) {
 	}
 	if got := w.dev.Reads() - reads; got != 0 {
 		t.Errorf("20 joins read the device %d times, want 0", got)
+	}
+}
+
+// A host that starts with more peers than maxInitiating starts that many
+// first handshakes itself; the rest are ordinary peers (endpoint, usual
+// keepalive) left to traffic. As started contacts end, the count frees up.
+func TestFirstContactsAreBounded(t *testing.T) {
+	w := newWorld(t)
+	entries := []bucket.Entry{w.selfEntry(1000)}
+	for i := range maxInitiating + 44 {
+		e, _ := hostEntry(t, 100+i, uint64(10+i))
+		entries = append(entries, e)
+	}
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: entries})
+	w.ctl.Pass(false)
+	if w.ctl.initiating != maxInitiating || len(w.ctl.contacts) != maxInitiating {
+		t.Fatalf("initiating %d, contacts %d; want %d of each", w.ctl.initiating, len(w.ctl.contacts), maxInitiating)
+	}
+	peers, err := w.dev.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keepalive := 0
+	for _, p := range peers {
+		if p.Endpoint == nil {
+			t.Fatalf("peer %s has no endpoint: this host is the newer record, it never waits as a responder", p.PublicKey)
+		}
+		if p.PersistentKeepaliveInterval != 0 {
+			keepalive++
+		}
+	}
+	if len(peers) != maxInitiating+44 || keepalive != maxInitiating {
+		t.Errorf("%d peers, %d with the contact keepalive; want %d and %d", len(peers), keepalive, maxInitiating+44, maxInitiating)
+	}
+	var since time.Time
+	for _, ct := range w.ctl.contacts {
+		since = ct.since
+	}
+	w.ctl.checkContacts(since.Add(contactBound))
+	if w.ctl.initiating != 0 || len(w.ctl.contacts) != 0 {
+		t.Errorf("after the bound: initiating %d, contacts %d; want 0", w.ctl.initiating, len(w.ctl.contacts))
 	}
 }

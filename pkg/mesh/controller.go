@@ -76,6 +76,8 @@ type Controller struct {
 	// contacts are the peers whose first handshake is being orchestrated.
 	selfRev  uint64
 	contacts map[wgtypes.Key]*contact
+	// initiating counts the contacts whose handshake this end starts.
+	initiating int
 	// dropped is when each peer was last taken off the device: the other
 	// end may still hold a session with us that it will not renew.
 	dropped map[wgtypes.Key]time.Time
@@ -123,7 +125,7 @@ func (c *Controller) ReplaceDevice(dev wgdev.Device) {
 	c.rec.Rebind(dev)
 	now := time.Now()
 	for k, p := range c.table.View().Peers {
-		c.contacts[k] = &contact{initiator: true, since: now, next: now.Add(contactRetry), wait: 2 * contactRetry}
+		c.initiate(k, now)
 		if !c.contest.lost {
 			c.rec.Set(c.spec(p))
 		}
@@ -230,7 +232,7 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 	}
 	for _, ch := range d.Changes {
 		if ch.New == nil {
-			delete(c.contacts, ch.PublicKey)
+			c.endContact(ch.PublicKey)
 		}
 		switch {
 		case ch.New != nil:
