@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,7 +20,8 @@ import (
 
 // joinResult is one join, in ms.
 type joinResult struct {
-	fromClaim, fromStart float64 // → the joiner is on every device
+	fromClaim, fromStart float64 // → every device routes the joiner's prefix
+	endpoint             float64 // claim → every device has its endpoint too
 	answered             float64 // claim → every pair with the joiner answers
 }
 
@@ -59,19 +61,33 @@ func (m *meshRun) join(ctx context.Context, j *harness.Host) (r joinResult, err 
 	case <-time.After(meshTimeout):
 		return r, fmt.Errorf("no claim of %s after %s", key, meshTimeout)
 	}
+	// A device that is the responder of the first contact routes the
+	// joiner's prefix at once and gets its endpoint with the joiner's first
+	// handshake: both moments are figures.
 	want := j.ExpectedView()
-	listed, err := m.poll.waitUntil(ctx, m.hosts, joinPoll, meshTimeout, func(_ *harness.Host, v map[string]harness.PeerView) bool {
-		return v[j.PublicKey.String()] == want
+	var mu sync.Mutex
+	routedAt := map[*harness.Host]time.Time{}
+	configured, err := m.poll.waitUntil(ctx, m.hosts, joinPoll, meshTimeout, func(h *harness.Host, v map[string]harness.PeerView) bool {
+		got, ok := v[j.PublicKey.String()]
+		if ok && got.AllowedIPs == want.AllowedIPs {
+			mu.Lock()
+			if _, seen := routedAt[h]; !seen {
+				routedAt[h] = time.Now()
+			}
+			mu.Unlock()
+		}
+		return got == want
 	}, exited(append(m.agents, a)...))
 	if err != nil {
 		return r, err
 	}
-	last := slices.MaxFunc(slices.Collect(maps.Values(listed)), time.Time.Compare)
+	last := slices.MaxFunc(slices.Collect(maps.Values(configured)), time.Time.Compare)
+	routed := slices.MaxFunc(slices.Collect(maps.Values(routedAt)), time.Time.Compare)
 	reply, err := answered()
 	if err != nil {
 		return r, err
 	}
-	r = joinResult{fromClaim: ms(last.Sub(claimAt)), fromStart: ms(last.Sub(start)), answered: ms(reply.Sub(claimAt))}
+	r = joinResult{fromClaim: ms(routed.Sub(claimAt)), fromStart: ms(routed.Sub(start)), endpoint: ms(last.Sub(claimAt)), answered: ms(reply.Sub(claimAt))}
 	return r, m.leave(ctx, a, key)
 }
 
