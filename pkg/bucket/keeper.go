@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -213,6 +214,15 @@ func (k *Keeper) defend(ctx context.Context, rev uint64) error {
 // release deletes a stale record of this host's key left under a prefix it
 // no longer claims.
 func (k *Keeper) release(ctx context.Context, s Stale) error {
+	if holder, ok := k.liveHolder(ctx, s.Key); ok {
+		// A copy written over a live host's claim is that host's to
+		// restore: it defends its record with compare-and-set. A delete
+		// from here could reach it together with the copy, in one read,
+		// where it would look like an eviction.
+		k.Log.Warn("a copy of this host's key sits on another live host's claim; leaving it to that host to restore",
+			"key", s.Key, "holder", holder)
+		return nil
+	}
 	err := Delete(ctx, k.KV, s.Key, s.Revision)
 	switch {
 	case isWrongRevision(err):
@@ -223,6 +233,33 @@ func (k *Keeper) release(ctx context.Context, s Stale) error {
 	k.Log.Info("released this host's old claim: it moved", "key", s.Key, "prefix", k.Self.AllowedIP)
 	k.done("release")
 	return nil
+}
+
+// liveHoldAge is how recent a heartbeat must be for its host to count as
+// live: three missed heartbeats and it is not.
+const liveHoldAge = 3 * 10 * time.Second
+
+// liveHolder names the host whose recent heartbeat (another public key than
+// ours) stands at the prefix of key: a live host that claimed it. Anything
+// that cannot be read counts as no holder.
+func (k *Keeper) liveHolder(ctx context.Context, key string) (string, bool) {
+	prefix, err := peer.ParseKey(key)
+	if err != nil || k.Conn == nil {
+		return "", false
+	}
+	live, err := k.Conn.Live(ctx, false)
+	if err != nil {
+		return "", false
+	}
+	e, err := live.Get(ctx, HeartbeatKey(prefix))
+	if err != nil {
+		return "", false
+	}
+	var hb Heartbeat
+	if json.Unmarshal(e.Value(), &hb) != nil || hb.PublicKey == k.Self.PublicKey || time.Since(hb.At) > liveHoldAge {
+		return "", false
+	}
+	return hb.Name, true
 }
 
 func (k *Keeper) done(action string) {
