@@ -54,6 +54,7 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64,
 	for range claimAttempts {
 		rev, err := kv.Create(ctx, key, val)
 		if err == nil {
+			releaseCopies(ctx, kv, rec, key)
 			return rev, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
@@ -73,6 +74,7 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64,
 		}
 		rev, err = kv.Update(ctx, key, val, cur.Revision())
 		if err == nil {
+			releaseCopies(ctx, kv, rec, key)
 			return rev, nil
 		}
 		if !isWrongRevision(err) {
@@ -102,6 +104,27 @@ func checkNotRevoked(ctx context.Context, kv jetstream.KeyValue, publicKey strin
 		return nil
 	}
 	return fmt.Errorf("look up %s: %w", peer.RevokedKey(pk), err)
+}
+
+// releaseCopies deletes, with compare-and-set on the revision read, every
+// record of rec's public key under another key than ours: a host that moved
+// leaves one, and anyone may write one. The claim just written is newer than
+// all of them, so until they go every agent would give the key to the oldest
+// copy (the older revision keeps a key). The agent's controller releases
+// what is left (what this could not delete) once its claim is held.
+func releaseCopies(ctx context.Context, kv jetstream.KeyValue, rec peer.Record, ours string) {
+	entries, err := Scan(ctx, kv, peer.PeersPrefix+">")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Key() == ours {
+			continue
+		}
+		if r, err := decodeHolder(e.Value()); err == nil && r.PublicKey == rec.PublicKey {
+			_ = Delete(ctx, kv, e.Key(), e.Revision())
+		}
+	}
 }
 
 func decodeHolder(v []byte) (peer.Record, error) {

@@ -140,6 +140,13 @@ func (k *Keeper) repair(ctx context.Context, r Repair) error {
 		}
 		r.Reclaim = true
 	}
+	// Copies of our key go before our record is written again: the new
+	// revision would make them the older, and so the winning, record of it.
+	for _, s := range r.Release {
+		if err := k.release(ctx, s); err != nil {
+			return err
+		}
+	}
 	if r.Reclaim {
 		if err := k.reclaim(ctx); err != nil {
 			return err
@@ -147,11 +154,6 @@ func (k *Keeper) repair(ctx context.Context, r Repair) error {
 	}
 	if r.Defend != 0 {
 		if err := k.defend(ctx, r.Defend); err != nil {
-			return err
-		}
-	}
-	for _, s := range r.Release {
-		if err := k.release(ctx, s); err != nil {
 			return err
 		}
 	}

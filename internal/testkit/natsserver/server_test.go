@@ -45,7 +45,7 @@ func TestRestartKeepsPortAndStore(t *testing.T) {
 		t.Fatalf("URL after restart %q, want %q", s.URL(), url)
 	}
 	var e jetstream.KeyValueEntry
-	testkit.EventuallyContext(t, 10*time.Second, "the client back after a restart", func(ctx context.Context) (err error) {
+	testkit.EventuallyContext(t, 30*time.Second, "the client back after a restart", func(ctx context.Context) (err error) {
 		e, err = kv.Get(ctx, "k")
 		return err
 	})
