@@ -40,10 +40,13 @@ func TestClusterKeepsAnR3BucketThroughAMemberRestart(t *testing.T) {
 	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "r3", Replicas: 3}); err != nil {
 		t.Fatalf("create R3 bucket: %v", err)
 	}
-	r3, err := harness.OpenExistingBucket(ctx, c.URL(), "r3")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A new R3 stream elects its leader first; on a loaded machine the
+	// first stream-info request can outlast nats.go's 5 s API timeout.
+	var r3 *harness.Bucket
+	testkit.EventuallyContext(t, 30*time.Second, "the R3 bucket to open", func(ctx context.Context) (err error) {
+		r3, err = harness.OpenExistingBucket(ctx, c.URL(), "r3")
+		return err
+	})
 	t.Cleanup(func() { _ = r3.Close() })
 	if n, err := r3.Replicas(ctx); err != nil || n != 3 {
 		t.Fatalf("replicas = %d, %v; want 3", n, err)
