@@ -13,6 +13,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -218,6 +219,70 @@ func TestReaddressedHostMovesItsClaim(t *testing.T) {
 	if _, err := m.bucket.Record(ctx, alpha.Prefix()); err != nil {
 		t.Fatal(err)
 	}
+	copyOverMovedClaim(t, m, hosts, old)
+}
+
+// copyOverMovedClaim writes a copy of bravo's record at old, the prefix alpha
+// just left, while alpha's last heartbeat there is still fresh. alpha will
+// not restore it (it claims another prefix now), so bravo must release it at
+// once: left in place, it would win bravo's key the moment bravo's own
+// record is rewritten (the older revision keeps a key).
+func copyOverMovedClaim(t *testing.T, m *mesh, hosts []*harness.Host, old netip.Prefix) {
+	t.Helper()
+	ctx := context.Background()
+	alpha, bravo := hosts[0], hosts[1]
+	hb := heartbeatAt(t, m, old)
+	if hb.PublicKey != alpha.PublicKey.String() || time.Since(hb.At) > 20*time.Second {
+		t.Fatalf("alpha's heartbeat at its old prefix %s is %+v: the copy below would not sit on a live host's claim", old, hb)
+	}
+	r, err := m.bucket.Record(ctx, bravo.Prefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.AllowedIP = old.String()
+	at := time.Now()
+	if _, err := m.bucket.Create(ctx, peer.Key(old), r.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	// Well inside the 30 s a heartbeat stays fresh: bravo must see that
+	// alpha moved, not wait for alpha to look dead.
+	testkit.EventuallyContext(t, 15*time.Second, "bravo to release the copy of its key at "+old.String(), func(ctx context.Context) error {
+		_, err := m.bucket.Get(ctx, peer.Key(old))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		return fmt.Errorf("copy at %s: %v", peer.Key(old), err)
+	})
+	t.Logf("a copy of bravo's key at alpha's old prefix (alpha's heartbeat there %s old): released by bravo after %s",
+		at.Sub(hb.At).Round(time.Millisecond), time.Since(at).Round(time.Millisecond))
+	m.waitConverged(hosts)
+	if err := m.exitedEarly(hosts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// heartbeatAt reads the heartbeat stored for prefix.
+func heartbeatAt(t *testing.T, m *mesh, prefix netip.Prefix) bucket.Heartbeat {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, err := jetstream.New(m.bucket.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := bucket.OpenLiveBucket(ctx, js, bucketName, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := bucket.Heartbeats(ctx, live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb, ok := all[prefix]
+	if !ok {
+		t.Fatalf("no heartbeat at %s", prefix)
+	}
+	return hb
 }
 
 // TestJoinRightAfterNATSRestart stops NATS for 10 s under two hosts and

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -116,7 +117,8 @@ func (k *Keeper) Run(ctx context.Context) error {
 		if r.Empty() {
 			continue
 		}
-		if err := k.repair(ctx, r); err != nil {
+		left, err := k.repair(ctx, r)
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -126,38 +128,54 @@ func (k *Keeper) Run(ctx context.Context) error {
 			continue
 		}
 		delays.Reset()
+		if len(left) > 0 {
+			// Look again later even if the bucket stays quiet: a holder
+			// that does not restore its record (it moved, or it died) no
+			// longer protects the copy.
+			failed, again = Repair{Release: left}, time.After(holderRecheck)
+		}
 	}
 }
 
+// holderRecheck is how long a copy left to a live holder waits before this
+// host looks at it again.
+const holderRecheck = 3 * time.Second
+
 const repairTimeout = 5 * time.Second
 
-func (k *Keeper) repair(ctx context.Context, r Repair) error {
+// repair carries out r. It returns the copies it left to a live holder.
+func (k *Keeper) repair(ctx context.Context, r Repair) ([]Stale, error) {
 	ctx, cancel := context.WithTimeout(ctx, repairTimeout)
 	defer cancel()
 	if r.Bucket {
 		if err := k.recreate(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		r.Reclaim = true
 	}
 	// Copies of our key go before our record is written again: the new
 	// revision would make them the older, and so the winning, record of it.
+	var left []Stale
 	for _, s := range r.Release {
-		if err := k.release(ctx, s); err != nil {
-			return err
+		kept, err := k.release(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		if kept {
+			left = append(left, s)
 		}
 	}
 	if r.Reclaim {
 		if err := k.reclaim(ctx); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if r.Defend != 0 {
 		if err := k.defend(ctx, r.Defend); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return left, nil
 }
 
 // recreate makes the bucket again with the agent's settings. A host that
@@ -214,35 +232,40 @@ func (k *Keeper) defend(ctx context.Context, rev uint64) error {
 }
 
 // release deletes a stale record of this host's key left under a prefix it
-// no longer claims.
-func (k *Keeper) release(ctx context.Context, s Stale) error {
+// no longer claims. It reports whether it left the record to a live holder.
+func (k *Keeper) release(ctx context.Context, s Stale) (bool, error) {
+	if e, err := k.KV.Get(ctx, s.Key); err == nil && e.Revision() != s.Revision {
+		return false, nil // written since: the controller sees what is there now
+	}
 	if holder, ok := k.liveHolder(ctx, s.Key); ok {
 		// A copy written over a live host's claim is that host's to
 		// restore: it defends its record with compare-and-set. A delete
 		// from here could reach it together with the copy, in one read,
-		// where it would look like an eviction.
+		// or alone after its watch started again, where it would look
+		// like an eviction.
 		k.Log.Warn("a copy of this host's key sits on another live host's claim; leaving it to that host to restore",
 			"key", s.Key, "holder", holder)
-		return nil
+		return true, nil
 	}
 	err := Delete(ctx, k.KV, s.Key, s.Revision)
 	switch {
 	case isWrongRevision(err):
-		return nil
+		return false, nil
 	case err != nil:
-		return fmt.Errorf("release the old claim: %w", k.Conn.Explain(err))
+		return false, fmt.Errorf("release the old claim: %w", k.Conn.Explain(err))
 	}
 	k.Log.Info("released this host's old claim: it moved", "key", s.Key, "prefix", k.Self.AllowedIP)
 	k.done("release")
-	return nil
+	return false, nil
 }
 
 // liveHoldAge is how recent a heartbeat must be for its host to count as
 // live: three missed heartbeats and it is not.
 const liveHoldAge = 3 * 10 * time.Second
 
-// liveHolder names the host whose recent heartbeat (another public key than
-// ours) stands at the prefix of key: a live host that claimed it. Anything
+// liveHolder names the host that claims the prefix of key and is live: its
+// heartbeat there (another public key than ours) is recent, and it has not
+// moved since (no newer heartbeat of its key under another prefix). Anything
 // that cannot be read counts as no holder.
 func (k *Keeper) liveHolder(ctx context.Context, key string) (string, bool) {
 	prefix, err := peer.ParseKey(key)
@@ -261,7 +284,27 @@ func (k *Keeper) liveHolder(ctx context.Context, key string) (string, bool) {
 	if json.Unmarshal(e.Value(), &hb) != nil || hb.PublicKey == k.Self.PublicKey || time.Since(hb.At) > liveHoldAge {
 		return "", false
 	}
+	all, err := Heartbeats(ctx, live)
+	if err != nil {
+		return "", false
+	}
+	if moved, ok := movedFrom(all, prefix, hb); ok {
+		k.Log.Info("the host that claimed the prefix under a copy of this host's key has moved; releasing the copy",
+			"key", key, "holder", hb.Name, "now_at", moved)
+		return "", false
+	}
 	return hb.Name, true
+}
+
+// movedFrom reports the prefix where hb's host, last seen at prefix, has
+// written a newer heartbeat since: it claims that one now.
+func movedFrom(all map[netip.Prefix]Heartbeat, prefix netip.Prefix, hb Heartbeat) (netip.Prefix, bool) {
+	for p, other := range all {
+		if p != prefix && other.PublicKey == hb.PublicKey && other.At.After(hb.At) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
 }
 
 func (k *Keeper) done(action string) {
