@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -283,6 +285,74 @@ func heartbeatAt(t *testing.T, m *mesh, prefix netip.Prefix) bucket.Heartbeat {
 		t.Fatalf("no heartbeat at %s", prefix)
 	}
 	return hb
+}
+
+// TestCopyReleasedWhileAHostWasAwayIsNoEviction: alpha's agent is paused
+// (SIGSTOP: a host frozen, a long GC, a VM migrated) while a copy of bravo's
+// record is written over alpha's claim. bravo leaves the copy to alpha while
+// alpha's heartbeat is fresh, then releases it with compare-and-set. NATS
+// restarts meanwhile, so when alpha wakes it reconnects and re-reads the
+// bucket: all it sees at its key is the marker that followed its own record.
+// That marker says it is a release, so alpha writes its record back instead
+// of taking it for its eviction and exiting 4.
+func TestCopyReleasedWhileAHostWasAwayIsNoEviction(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t)
+	hosts := m.startAll("alpha", "bravo", "charlie")
+	m.pingAll(hosts)
+	alpha, bravo := hosts[0], hosts[1]
+	ctx := context.Background()
+	key := peer.Key(alpha.Prefix())
+	agent := m.agents[alpha.Name]
+	if err := agent.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = agent.Signal(syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+	if _, err := m.bucket.Put(ctx, key, copyRecord(t, m, bravo, alpha).Encode()); err != nil {
+		t.Fatal(err)
+	}
+	written := time.Now()
+	// alpha's last heartbeat ages past 30 s; bravo then releases the copy.
+	testkit.EventuallyContext(t, 50*time.Second, "bravo to release the copy at alpha's key", func(ctx context.Context) error {
+		if err := m.exitedEarly(hosts); err != nil {
+			return err
+		}
+		_, err := m.bucket.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		return fmt.Errorf("copy at %s: %v", key, err)
+	})
+	t.Logf("bravo released the copy %s after it was written (alpha paused)", time.Since(written).Round(time.Millisecond))
+	m.nats.Shutdown()
+	if err := m.nats.Start(); err != nil {
+		t.Fatal(err)
+	}
+	woke := time.Now()
+	resume()
+	testkit.EventuallyContext(t, convergeTimeout, "alpha to write its record back", func(ctx context.Context) error {
+		if err := m.exitedEarly(hosts); err != nil {
+			return err
+		}
+		return recordsOf(ctx, m, hosts[:1])
+	})
+	t.Logf("alpha woke to a re-read bucket with the release marker at its key and wrote its record back after %s",
+		time.Since(woke).Round(time.Millisecond))
+	if !strings.Contains(agent.Logs(), "re-reading bucket after reconnect") && !strings.Contains(agent.Logs(), "reconnected to NATS") {
+		t.Errorf("alpha's log shows no reconnect: the marker may have reached it as an update, not in a re-read")
+	}
+	m.waitConverged(hosts)
+	m.pingAll(hosts)
+	if err := m.exitedEarly(hosts); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestJoinRightAfterNATSRestart stops NATS for 10 s under two hosts and

@@ -231,6 +231,7 @@ func (a *Agent) serve(ctx context.Context) error {
 	a.keeper = &bucket.Keeper{Conn: a.conn, KV: a.kv, Self: a.self, Log: a.log, Created: a.kickWatch,
 		Done: func(action string) { a.metrics.ClaimRepairs.WithLabelValues(action).Inc() }}
 	w := &bucket.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected, Probe: a.set.Resync, Connected: a.conn.Connected,
+		Own: peer.Key(a.set.Prefix), JS: a.conn.JS,
 		Missing: func() { a.keeper.Request(bucket.Repair{Bucket: true}) }}
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
 	g.Go(func() error { return a.keeper.Run(gctx) })

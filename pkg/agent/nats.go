@@ -99,10 +99,36 @@ func (a *Agent) claim(ctx context.Context) (uint64, error) {
 		case errors.Is(err, bucket.ErrAddressInUse):
 			return retry.Permanent(err)
 		}
+		if err != nil {
+			return err
+		}
 		rev = r
-		return err
+		a.releaseCopies(ctx)
+		return nil
 	})
 	return rev, err
+}
+
+// releaseCopies deletes the copies of this host's key under other prefixes
+// right after the claim: its record is now the newest of the key, and any
+// older copy would win it. The heartbeat bucket tells which copies sit on a
+// live host's claim (that host restores its own record); when it cannot be
+// read, the controller releases them once the claim is held.
+func (a *Agent) releaseCopies(ctx context.Context) {
+	live, err := a.conn.Live(ctx, false)
+	switch {
+	case errors.Is(err, bucket.ErrBucketMissing):
+		live = nil // no heartbeats yet: no live holder anywhere
+	case err != nil:
+		return
+	}
+	n, err := bucket.ReleaseCopies(ctx, a.conn.JS, a.kv, live, a.self)
+	if err != nil {
+		a.log.Warn("releasing copies of this host's key failed; the controller retries", "err", a.conn.Explain(err))
+	}
+	if n > 0 {
+		a.log.Info("released records of this host's key under other prefixes", "count", n)
+	}
 }
 
 // retry runs one control-plane step with ikto's backoff policy until it

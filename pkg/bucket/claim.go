@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -39,7 +41,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 // Create the key; if it exists, Get it: the same public key refreshes the
 // record with Update on the revision read (an agent restart), another key
 // fails with *InUseError. Of any number of hosts racing for one prefix
-// exactly one wins. It returns the revision of the stored record.
+// exactly one wins. It returns the revision of the stored record. The
+// agent then calls ReleaseCopies.
 func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64, error) {
 	prefix, err := netip.ParsePrefix(rec.AllowedIP)
 	if err != nil {
@@ -54,7 +57,6 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64,
 	for range claimAttempts {
 		rev, err := kv.Create(ctx, key, val)
 		if err == nil {
-			releaseCopies(ctx, kv, rec, key)
 			return rev, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
@@ -74,7 +76,6 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64,
 		}
 		rev, err = kv.Update(ctx, key, val, cur.Revision())
 		if err == nil {
-			releaseCopies(ctx, kv, rec, key)
 			return rev, nil
 		}
 		if !isWrongRevision(err) {
@@ -106,25 +107,90 @@ func checkNotRevoked(ctx context.Context, kv jetstream.KeyValue, publicKey strin
 	return fmt.Errorf("look up %s: %w", peer.RevokedKey(pk), err)
 }
 
-// releaseCopies deletes, with compare-and-set on the revision read, every
-// record of rec's public key under another key than ours: a host that moved
-// leaves one, and anyone may write one. The claim just written is newer than
-// all of them, so until they go every agent would give the key to the oldest
-// copy (the older revision keeps a key). The agent's controller releases
-// what is left (what this could not delete) once its claim is held.
-func releaseCopies(ctx context.Context, kv jetstream.KeyValue, rec peer.Record, ours string) {
+// ReleaseCopies deletes, with compare-and-set on the revision read, every
+// record of rec's public key under another prefix that no live host defends
+// (LiveHolder): a host that moved leaves one, and anyone may write one. The
+// claim just written is newer than all of them, so until they go every agent
+// would give the key to the oldest copy (the older revision keeps a key). A
+// copy on a live host's claim is that host's to restore. Each delete is a
+// release marker (ReleaseMarker). The agent's controller releases what is
+// left once its claim is held. It reports how many it released.
+func ReleaseCopies(ctx context.Context, js jetstream.JetStream, kv, live jetstream.KeyValue, rec peer.Record) (int, error) {
+	prefix, err := netip.ParsePrefix(rec.AllowedIP)
+	if err != nil {
+		return 0, fmt.Errorf("release copies: allowed_ip %q: %w", rec.AllowedIP, err)
+	}
 	entries, err := Scan(ctx, kv, peer.PeersPrefix+">")
 	if err != nil {
-		return
+		return 0, fmt.Errorf("release copies of %s: %w", rec.PublicKey, err)
 	}
+	released := 0
 	for _, e := range entries {
-		if e.Key() == ours {
+		if e.Key() == peer.Key(prefix) {
 			continue
 		}
-		if r, err := decodeHolder(e.Value()); err == nil && r.PublicKey == rec.PublicKey {
-			_ = Delete(ctx, kv, e.Key(), e.Revision())
+		r, err := decodeHolder(e.Value())
+		if err != nil || r.PublicKey != rec.PublicKey {
+			continue
+		}
+		at, err := peer.ParseKey(e.Key())
+		if err != nil {
+			continue
+		}
+		if live != nil {
+			hb, moved, err := LiveHolder(ctx, live, at, rec.PublicKey)
+			if err != nil || (hb.PublicKey != "" && !moved.IsValid()) {
+				continue
+			}
+		}
+		err = ReleaseMarker(ctx, js, kv.Bucket(), e.Key(), e.Revision(), rec.PublicKey)
+		switch {
+		case err == nil:
+			released++
+		case !isWrongRevision(err):
+			return released, err
 		}
 	}
+	return released, nil
+}
+
+// ReleaseHeader marks a delete marker written by the owner of a copied key
+// to release the copy: its value is that owner's public key. A host that
+// finds such a marker at its own key (its watch missed the copy before it)
+// knows it was no eviction, and writes its record back.
+const ReleaseHeader = "Ikto-Released-By"
+
+// kvOperation is the header that makes a KV message a delete or purge
+// marker.
+const kvOperation = "KV-Operation"
+
+// ReleaseMarker deletes key if it is still at revision rev, with a marker
+// that says who released it (ReleaseHeader): the KV API's delete marker plus
+// a header the KV API cannot add.
+func ReleaseMarker(ctx context.Context, js jetstream.JetStream, bucket, key string, rev uint64, by string) error {
+	m := nats.NewMsg("$KV." + bucket + "." + key)
+	m.Header.Set(kvOperation, "DEL")
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	m.Header.Set(ReleaseHeader, by)
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("release %s at revision %d: %w", key, rev, err)
+	}
+	return nil
+}
+
+// Released reports whether the marker at key, at revision rev, is a release
+// (ReleaseHeader), read from the stream: a KV entry carries no headers. A
+// key written since holds no longer that marker: false.
+func Released(ctx context.Context, js jetstream.JetStream, bucket, key string, rev uint64) (bool, error) {
+	st, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return false, fmt.Errorf("read the marker at %s: %w", key, err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, "$KV."+bucket+"."+key)
+	if err != nil {
+		return false, fmt.Errorf("read the marker at %s: %w", key, err)
+	}
+	return m.Sequence == rev && m.Header.Get(ReleaseHeader) != "", nil
 }
 
 func decodeHolder(v []byte) (peer.Record, error) {

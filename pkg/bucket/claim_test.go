@@ -221,3 +221,105 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
 	}
 }
+
+// TestReleaseCopiesNoLiveHostDefends writes copies of alpha's key at four
+// prefixes before alpha claims: a free one, one whose host is live (fresh
+// heartbeat), one whose host moved on (a newer heartbeat of its key
+// elsewhere), one whose host has been silent too long. Releasing deletes
+// every copy but the one the live host will restore, each with a marker that
+// says it was a release; an ordinary delete's marker does not.
+func TestReleaseCopiesNoLiveHostDefends(t *testing.T) {
+	s := natstest.Start(t)
+	_, js := natstest.Connect(t, s.URL())
+	ctx := context.Background()
+	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := OpenLiveBucket(ctx, js, "ikto-test", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alpha := newRecord(t, "alpha", "fd10:a::/48")
+	var (
+		free    = netip.MustParsePrefix("fd10:1::/48")
+		held    = netip.MustParsePrefix("fd10:2::/48")
+		left    = netip.MustParsePrefix("fd10:3::/48")
+		silent  = netip.MustParsePrefix("fd10:4::/48")
+		movedTo = netip.MustParsePrefix("fd10:5::/48")
+	)
+	now := time.Now()
+	bravo, charlie, delta := newRecord(t, "bravo", held.String()), newRecord(t, "charlie", left.String()), newRecord(t, "delta", silent.String())
+	for p, hb := range map[netip.Prefix]Heartbeat{
+		held:    {PublicKey: bravo.PublicKey, Name: "bravo", At: now},
+		left:    {PublicKey: charlie.PublicKey, Name: "charlie", At: now.Add(-5 * time.Second)},
+		movedTo: {PublicKey: charlie.PublicKey, Name: "charlie", At: now},
+		silent:  {PublicKey: delta.PublicKey, Name: "delta", At: now.Add(-LiveHoldAge - time.Second)},
+	} {
+		if err := PutHeartbeat(ctx, live, p, hb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyAt := func(p netip.Prefix) []byte {
+		c := alpha
+		c.AllowedIP = p.String()
+		return c.Encode()
+	}
+	for _, p := range []netip.Prefix{free, held, left, silent} {
+		if _, err := kv.Put(ctx, peer.Key(p), copyAt(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Claim(ctx, kv, alpha); err != nil {
+		t.Fatal(err)
+	}
+	n, err := ReleaseCopies(ctx, js, kv, live, alpha)
+	if err != nil || n != 3 {
+		t.Fatalf("ReleaseCopies = %d, %v; want 3 released", n, err)
+	}
+	for p, want := range map[netip.Prefix]bool{free: false, held: true, left: false, silent: false} {
+		_, err := kv.Get(ctx, peer.Key(p))
+		if got := err == nil; got != want {
+			t.Errorf("copy at %s kept = %v (%v), want %v", p, got, err, want)
+		}
+	}
+	markers := map[string]uint64{}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		if e.Operation() == jetstream.KeyValueDelete {
+			markers[e.Key()] = e.Revision()
+		}
+	}
+	_ = w.Stop()
+	for _, p := range []netip.Prefix{free, left, silent} {
+		rev, ok := markers[peer.Key(p)]
+		if !ok {
+			t.Fatalf("no delete marker at %s", p)
+		}
+		if released, err := Released(ctx, js, kv.Bucket(), peer.Key(p), rev); err != nil || !released {
+			t.Errorf("Released(%s) = %v, %v; want true", p, released, err)
+		}
+	}
+
+	// An ordinary delete (what ikto-admin evict writes) is no release.
+	rev, err := kv.Put(ctx, peer.Key(free), copyAt(free))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Delete(ctx, kv, peer.Key(free), rev); err != nil {
+		t.Fatal(err)
+	}
+	if released, err := Released(ctx, js, kv.Bucket(), peer.Key(free), rev+1); err != nil || released {
+		t.Errorf("Released after an ordinary delete = %v, %v; want false", released, err)
+	}
+	// Without the heartbeat bucket, every copy goes.
+	if n, err := ReleaseCopies(ctx, js, kv, nil, alpha); err != nil || n != 1 {
+		t.Errorf("ReleaseCopies without heartbeats = %d, %v; want the copy at %s released", n, err, held)
+	}
+}

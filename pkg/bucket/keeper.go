@@ -2,11 +2,9 @@ package bucket
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -247,7 +245,7 @@ func (k *Keeper) release(ctx context.Context, s Stale) (bool, error) {
 			"key", s.Key, "holder", holder)
 		return true, nil
 	}
-	err := Delete(ctx, k.KV, s.Key, s.Revision)
+	err := ReleaseMarker(ctx, k.Conn.JS, k.KV.Bucket(), s.Key, s.Revision, k.Self.PublicKey)
 	switch {
 	case isWrongRevision(err):
 		return false, nil
@@ -259,52 +257,31 @@ func (k *Keeper) release(ctx context.Context, s Stale) (bool, error) {
 	return false, nil
 }
 
-// liveHoldAge is how recent a heartbeat must be for its host to count as
-// live: three missed heartbeats and it is not.
-const liveHoldAge = 3 * 10 * time.Second
-
-// liveHolder names the host that claims the prefix of key and is live: its
-// heartbeat there (another public key than ours) is recent, and it has not
-// moved since (no newer heartbeat of its key under another prefix). Anything
-// that cannot be read counts as no holder.
+// liveHolder names the live host that claims the prefix of key (see
+// LiveHolder). No heartbeat bucket means no holder; a heartbeat that cannot
+// be read keeps the copy until the next look.
 func (k *Keeper) liveHolder(ctx context.Context, key string) (string, bool) {
 	prefix, err := peer.ParseKey(key)
 	if err != nil || k.Conn == nil {
 		return "", false
 	}
 	live, err := k.Conn.Live(ctx, false)
+	if errors.Is(err, ErrBucketMissing) {
+		return "", false
+	}
 	if err != nil {
-		return "", false
+		return "its heartbeat unreadable: " + err.Error(), true
 	}
-	e, err := live.Get(ctx, HeartbeatKey(prefix))
-	if err != nil {
-		return "", false
-	}
-	var hb Heartbeat
-	if json.Unmarshal(e.Value(), &hb) != nil || hb.PublicKey == k.Self.PublicKey || time.Since(hb.At) > liveHoldAge {
-		return "", false
-	}
-	all, err := Heartbeats(ctx, live)
-	if err != nil {
-		return "", false
-	}
-	if moved, ok := movedFrom(all, prefix, hb); ok {
+	hb, moved, err := LiveHolder(ctx, live, prefix, k.Self.PublicKey)
+	switch {
+	case err != nil:
+		return "its heartbeat unreadable: " + err.Error(), true
+	case moved.IsValid():
 		k.Log.Info("the host that claimed the prefix under a copy of this host's key has moved; releasing the copy",
 			"key", key, "holder", hb.Name, "now_at", moved)
 		return "", false
 	}
-	return hb.Name, true
-}
-
-// movedFrom reports the prefix where hb's host, last seen at prefix, has
-// written a newer heartbeat since: it claims that one now.
-func movedFrom(all map[netip.Prefix]Heartbeat, prefix netip.Prefix, hb Heartbeat) (netip.Prefix, bool) {
-	for p, other := range all {
-		if p != prefix && other.PublicKey == hb.PublicKey && other.At.After(hb.At) {
-			return p, true
-		}
-	}
-	return netip.Prefix{}, false
+	return hb.Name, hb.PublicKey != ""
 }
 
 func (k *Keeper) done(action string) {

@@ -137,3 +137,35 @@ func Heartbeats(ctx context.Context, kv jetstream.KeyValue) (map[netip.Prefix]He
 	}
 	return out, nil
 }
+
+// LiveHoldAge is how recent a heartbeat must be for its host to count as
+// live: three missed heartbeats (one every 10 s) and it is not.
+const LiveHoldAge = 30 * time.Second
+
+// LiveHolder reads who defends prefix's claim, for the owner of a copy of
+// its key found there: the host whose heartbeat at prefix is younger than
+// LiveHoldAge, under another public key than self. A holder that has since
+// written a newer heartbeat under another prefix moved and defends nothing
+// here: moved is that prefix. No holder is the zero Heartbeat.
+func LiveHolder(ctx context.Context, live jetstream.KeyValue, prefix netip.Prefix, self string) (hb Heartbeat, moved netip.Prefix, err error) {
+	e, err := live.Get(ctx, HeartbeatKey(prefix))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Heartbeat{}, netip.Prefix{}, nil
+	}
+	if err != nil {
+		return Heartbeat{}, netip.Prefix{}, fmt.Errorf("heartbeat of %s: %w", prefix, err)
+	}
+	if json.Unmarshal(e.Value(), &hb) != nil || hb.PublicKey == self || time.Since(hb.At) > LiveHoldAge {
+		return Heartbeat{}, netip.Prefix{}, nil
+	}
+	all, err := Heartbeats(ctx, live)
+	if err != nil {
+		return Heartbeat{}, netip.Prefix{}, err
+	}
+	for p, other := range all {
+		if p != prefix && other.PublicKey == hb.PublicKey && other.At.After(hb.At) {
+			return hb, p, nil
+		}
+	}
+	return hb, netip.Prefix{}, nil
+}

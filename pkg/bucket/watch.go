@@ -16,6 +16,9 @@ type Entry struct {
 	Value    []byte
 	Revision uint64
 	Deleted  bool // deleted or purged; Value is empty
+	// Released: a delete marker the owner of a copied key wrote to release
+	// the copy (ReleaseHeader), not a command. Read only at Watcher.Own.
+	Released bool
 }
 
 // Batch is what Watch hands the agent. A Snapshot batch is the whole bucket,
@@ -60,6 +63,13 @@ type Watcher struct {
 	// Missing, when set, is called when the bucket turns out not to exist
 	// (deleted, or a server that lost its store): the agent makes it again.
 	Missing func()
+	// Own is this host's key and JS the JetStream context to read its
+	// markers with: a delete marker there is an eviction unless it is a
+	// release (Entry.Released), which an entry cannot show, so the watcher
+	// reads the marker's headers from the stream. A marker it cannot read
+	// makes it read the bucket again rather than guess.
+	Own string
+	JS  jetstream.JetStream
 
 	// stallRestart is the stream sequence the last stall restart was for:
 	// a sequence the watch can never deliver (a message removed outside
@@ -191,7 +201,7 @@ func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.Key
 				return snap, seen, false
 			}
 			if e == nil {
-				return snap, seen, true
+				return snap, seen, w.markReleases(ctx, snap.Entries)
 			}
 			// Delete and purge markers are part of the snapshot: a marker
 			// on a host's own key is a command, its absence is not.
@@ -236,6 +246,9 @@ func (w *Watcher) follow(ctx context.Context, out chan<- Batch, updates <-chan j
 				continue
 			}
 			b := nextBatch(e, updates)
+			if !w.markReleases(ctx, b.Entries) {
+				return
+			}
 			progress = true
 			for _, ent := range b.Entries {
 				seen = max(seen, ent.Revision)
@@ -246,6 +259,29 @@ func (w *Watcher) follow(ctx context.Context, out chan<- Batch, updates <-chan j
 			}
 		}
 	}
+}
+
+// markReleases sets Released on a delete marker at Own that is a release.
+// It reports false when that could not be read.
+func (w *Watcher) markReleases(ctx context.Context, entries []Entry) bool {
+	if w.Own == "" || w.JS == nil {
+		return true
+	}
+	for i := range entries {
+		e := &entries[i]
+		if !e.Deleted || e.Key != w.Own {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		released, err := Released(rctx, w.JS, w.KV.Bucket(), e.Key, e.Revision)
+		cancel()
+		if err != nil {
+			w.Log.Warn("cannot read the delete marker at this host's key; reading the bucket again", "key", e.Key, "revision", e.Revision, "err", err)
+			return false
+		}
+		e.Released = released
+	}
+	return true
 }
 
 // nextBatch is e plus whatever else is already queued: a burst becomes one

@@ -293,3 +293,56 @@ func TestWatcherProbeRestartsAStalledWatch(t *testing.T) {
 		t.Fatalf("%d watches, want 2: one stalled, one fresh", kv.watches)
 	}
 }
+
+// TestWatcherTellsAReleaseFromADelete: at this host's key (Own), a delete
+// marker written by ReleaseMarker comes with Released set, in an update and
+// in a snapshot; an ordinary delete (an eviction) does not.
+func TestWatcherTellsAReleaseFromADelete(t *testing.T) {
+	s := natstest.Start(t)
+	_, js := natstest.Connect(t, s.URL())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := newRecord(t, "alpha", "fd10:1::/48")
+	key := peer.Key(netip.MustParsePrefix(own.AllowedIP))
+	rev, err := Claim(ctx, kv, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restart := make(chan struct{}, 1)
+	out := make(chan Batch)
+	w := &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, Own: key, JS: js,
+		Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}}
+	go func() { _ = w.Run(ctx, out) }()
+	recv(t, out)
+
+	if err := ReleaseMarker(ctx, js, kv.Bucket(), key, rev, "someone"); err != nil {
+		t.Fatal(err)
+	}
+	if b := recv(t, out); len(b.Entries) != 1 || !b.Entries[0].Deleted || !b.Entries[0].Released {
+		t.Fatalf("after a release marker: %+v, want one released marker", b)
+	}
+	restart <- struct{}{}
+	if b := recv(t, out); !b.Snapshot || len(b.Entries) != 1 || !b.Entries[0].Released {
+		t.Fatalf("snapshot after a release marker: %+v, want the released marker", b)
+	}
+
+	rev, err = kv.Create(ctx, key, own.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, out)
+	if err := Delete(ctx, kv, key, rev); err != nil {
+		t.Fatal(err)
+	}
+	if b := recv(t, out); len(b.Entries) != 1 || !b.Entries[0].Deleted || b.Entries[0].Released {
+		t.Fatalf("after an ordinary delete: %+v, want a marker that is no release", b)
+	}
+	restart <- struct{}{}
+	if b := recv(t, out); !b.Snapshot || len(b.Entries) != 1 || !b.Entries[0].Deleted || b.Entries[0].Released {
+		t.Fatalf("snapshot after an ordinary delete: %+v, want a marker that is no release", b)
+	}
+}

@@ -155,9 +155,12 @@ func (c *Controller) Load(b bucket.Batch) {
 		} else if e.Deleted {
 			c.deleted[e.Key] = true
 		}
-		if e.Deleted {
+		switch {
+		case e.Released:
+			c.table.Release(e.Key)
+		case e.Deleted:
 			c.table.Delete(e.Key)
-		} else {
+		default:
 			c.table.Put(e.Key, e.Value, e.Revision)
 		}
 	}

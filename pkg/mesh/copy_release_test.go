@@ -34,3 +34,28 @@ func TestCopyOverOurClaimReleasedIsNoEviction(t *testing.T) {
 		}
 	}
 }
+
+// A re-read of the bucket (after a reconnect) that shows only the marker at
+// this host's key, where the last value it saw was its own record: a release
+// marker (its watch missed the copy before it) leaves the claim missing, to
+// be written back; an ordinary marker is an eviction.
+func TestReleaseMarkerInASnapshotIsNoEviction(t *testing.T) {
+	for _, released := range []bool{true, false} {
+		w := newWorld(t)
+		other, _ := hostEntry(t, 2, 2)
+		w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), other}})
+		if o := w.ctl.Pass(false); o.Claim != ClaimHeld {
+			t.Fatalf("start: claim %s", o.Claim)
+		}
+		marker := bucket.Entry{Key: peer.Key(selfPrefix), Revision: 18, Deleted: true, Released: released}
+		w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{marker, other}})
+		o := w.ctl.Pass(false)
+		want := ClaimEvicted
+		if released {
+			want = ClaimMissing
+		}
+		if o.Claim != want {
+			t.Errorf("released %v: claim %s (%s), want %s", released, o.Claim, o.Why, want)
+		}
+	}
+}

@@ -161,6 +161,16 @@ func (t *Table) Delete(key string) {
 	}
 }
 
+// Release is Delete for a marker that the owner of a copied key wrote to
+// release its copy: at this host's own key it follows a foreign value (the
+// copy, which a re-read may never have shown), so it is no eviction.
+func (t *Table) Release(key string) {
+	if key == t.selfEntry {
+		t.selfForeign = true
+	}
+	t.Delete(key)
+}
+
 // touch marks the group of pk, and self when pk is this host's key.
 func (t *Table) touch(pk wgtypes.Key) {
 	t.dirty[pk] = struct{}{}

@@ -140,13 +140,17 @@ func TestTableKnowsWhatAMarkerFollowed(t *testing.T) {
 		name        string
 		write       func(f *tableFixture)
 		reset       bool
+		release     bool // the marker is a release (Table.Release)
 		wantForeign bool
 	}{
-		{"after ours", func(f *tableFixture) { f.put("fd10:1::/48", f.self) }, false, false},
-		{"after another key's record", func(f *tableFixture) { f.put("fd10:1::/48", mustKey(t)) }, false, true},
-		{"after garbage", func(f *tableFixture) { f.rev++; f.table.Put(selfKey, []byte("{"), f.rev) }, false, true},
-		{"after another key's record, then a snapshot", func(f *tableFixture) { f.put("fd10:1::/48", mustKey(t)) }, true, true},
-		{"after ours, then a snapshot", func(f *tableFixture) { f.put("fd10:1::/48", f.self) }, true, false},
+		{"after ours", func(f *tableFixture) { f.put("fd10:1::/48", f.self) }, false, false, false},
+		{"after another key's record", func(f *tableFixture) { f.put("fd10:1::/48", mustKey(t)) }, false, false, true},
+		{"after garbage", func(f *tableFixture) { f.rev++; f.table.Put(selfKey, []byte("{"), f.rev) }, false, false, true},
+		{"after another key's record, then a snapshot", func(f *tableFixture) { f.put("fd10:1::/48", mustKey(t)) }, true, false, true},
+		{"after ours, then a snapshot", func(f *tableFixture) { f.put("fd10:1::/48", f.self) }, true, false, false},
+		// A re-read shows the release of a copy the watch never handed over.
+		{"a release after ours, then a snapshot", func(f *tableFixture) { f.put("fd10:1::/48", f.self) }, true, true, true},
+		{"a release after ours", func(f *tableFixture) { f.put("fd10:1::/48", f.self) }, false, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
@@ -159,7 +163,11 @@ func TestTableKnowsWhatAMarkerFollowed(t *testing.T) {
 				f.table.Update()
 				f.table.Reset()
 			}
-			f.table.Delete(selfKey)
+			if tc.release {
+				f.table.Release(selfKey)
+			} else {
+				f.table.Delete(selfKey)
+			}
 			d := f.table.Update()
 			if !d.SelfDeleted || d.SelfDeletedForeign != tc.wantForeign {
 				t.Errorf("SelfDeleted=%v SelfDeletedForeign=%v, want true and %v", d.SelfDeleted, d.SelfDeletedForeign, tc.wantForeign)
