@@ -89,6 +89,19 @@ func (a *Agent) claim(ctx context.Context) (uint64, error) {
 		if err := a.conn.ClosedForGood(); err != nil {
 			return retry.Permanent(err)
 		}
+		copies, cerr := bucket.FindCopies(ctx, a.kv, a.self)
+		if cerr != nil {
+			a.log.Warn("cannot list copies of this host's key; the controller releases them", "err", a.conn.Explain(cerr))
+		}
+		var foreign, leftovers []bucket.Copy
+		for _, c := range copies {
+			if c.Leftover(a.self) {
+				leftovers = append(leftovers, c)
+			} else {
+				foreign = append(foreign, c)
+			}
+		}
+		a.releaseCopies(ctx, foreign)
 		r, err := bucket.Claim(ctx, a.kv, a.self)
 		err = a.conn.Explain(err)
 		switch {
@@ -103,18 +116,21 @@ func (a *Agent) claim(ctx context.Context) (uint64, error) {
 			return err
 		}
 		rev = r
-		a.releaseCopies(ctx)
+		a.releaseCopies(ctx, leftovers)
 		return nil
 	})
 	return rev, err
 }
 
-// releaseCopies deletes the copies of this host's key under other prefixes
-// right after the claim: its record is now the newest of the key, and any
-// older copy would win it. The heartbeat bucket tells which copies sit on a
-// live host's claim (that host restores its own record); when it cannot be
-// read, the controller releases them once the claim is held.
-func (a *Agent) releaseCopies(ctx context.Context) {
+// releaseCopies deletes copies of this host's key under other prefixes
+// around the claim (bucket.ReleaseCopies says which go before its write and
+// which after). The heartbeat bucket tells which copies sit on a live host's
+// claim (that host restores its own record); when it cannot be read, the
+// controller releases them once the claim is held.
+func (a *Agent) releaseCopies(ctx context.Context, copies []bucket.Copy) {
+	if len(copies) == 0 {
+		return
+	}
 	live, err := a.conn.Live(ctx, false)
 	switch {
 	case errors.Is(err, bucket.ErrBucketMissing):
@@ -122,7 +138,7 @@ func (a *Agent) releaseCopies(ctx context.Context) {
 	case err != nil:
 		return
 	}
-	n, err := bucket.ReleaseCopies(ctx, a.conn.JS, a.kv, live, a.self)
+	n, err := bucket.ReleaseCopies(ctx, a.conn.JS, a.kv, live, a.self, copies)
 	if err != nil {
 		a.log.Warn("releasing copies of this host's key failed; the controller retries", "err", a.conn.Explain(err))
 	}

@@ -1,11 +1,13 @@
 package bucket
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -107,33 +109,63 @@ func checkNotRevoked(ctx context.Context, kv jetstream.KeyValue, publicKey strin
 	return fmt.Errorf("look up %s: %w", peer.RevokedKey(pk), err)
 }
 
-// ReleaseCopies deletes, with compare-and-set on the revision read, every
-// record of rec's public key under another prefix that no live host defends
-// (LiveHolder): a host that moved leaves one, and anyone may write one. The
-// claim just written is newer than all of them, so until they go every agent
-// would give the key to the oldest copy (the older revision keeps a key). A
-// copy on a live host's claim is that host's to restore. Each delete is a
-// release marker (ReleaseMarker). The agent's controller releases what is
-// left once its claim is held. It reports how many it released.
-func ReleaseCopies(ctx context.Context, js jetstream.JetStream, kv, live jetstream.KeyValue, rec peer.Record) (int, error) {
+// Copy is a record of a host's public key under another prefix than its
+// claim: left behind when the host moved, or written by someone else.
+type Copy struct {
+	Key      string
+	Revision uint64
+	Record   peer.Record
+}
+
+// Leftover reports whether c is rec as it was under another prefix (the
+// host moved), not a copy with another name, address or port: every agent
+// routing the old prefix to rec's host does no harm while it lasts.
+func (c Copy) Leftover(rec peer.Record) bool {
+	r := c.Record
+	r.AllowedIP = rec.AllowedIP
+	return r == rec
+}
+
+// FindCopies lists the records of rec's public key under other prefixes
+// than rec's, newest first: the oldest is the one every agent routes while
+// it stands, so releasing in this order never hands the key to another copy
+// on the way.
+func FindCopies(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) ([]Copy, error) {
 	prefix, err := netip.ParsePrefix(rec.AllowedIP)
 	if err != nil {
-		return 0, fmt.Errorf("release copies: allowed_ip %q: %w", rec.AllowedIP, err)
+		return nil, fmt.Errorf("copies: allowed_ip %q: %w", rec.AllowedIP, err)
 	}
 	entries, err := Scan(ctx, kv, peer.PeersPrefix+">")
 	if err != nil {
-		return 0, fmt.Errorf("release copies of %s: %w", rec.PublicKey, err)
+		return nil, fmt.Errorf("copies of %s: %w", rec.PublicKey, err)
 	}
-	released := 0
+	var out []Copy
 	for _, e := range entries {
 		if e.Key() == peer.Key(prefix) {
 			continue
 		}
-		r, err := decodeHolder(e.Value())
-		if err != nil || r.PublicKey != rec.PublicKey {
-			continue
+		if r, err := decodeHolder(e.Value()); err == nil && r.PublicKey == rec.PublicKey {
+			out = append(out, Copy{Key: e.Key(), Revision: e.Revision(), Record: r})
 		}
-		at, err := peer.ParseKey(e.Key())
+	}
+	slices.SortFunc(out, func(a, b Copy) int { return cmp.Compare(b.Revision, a.Revision) })
+	return out, nil
+}
+
+// ReleaseCopies deletes each of copies (records of rec's key, see
+// FindCopies) that no live host defends (LiveHolder), with compare-and-set
+// on its revision and a release marker (ReleaseMarker). A copy on a live
+// host's claim is that host's to restore. A nil live (no heartbeat bucket)
+// means no live host anywhere. It reports how many it released.
+//
+// The agent releases the copies that are not leftovers before it writes its
+// claim, and the rest after: the claim's write makes every copy the older
+// record of the key, which other agents would then route, for a moment, to
+// whatever address a stranger's copy names; a leftover only names this host.
+func ReleaseCopies(ctx context.Context, js jetstream.JetStream, kv, live jetstream.KeyValue, rec peer.Record, copies []Copy) (int, error) {
+	released := 0
+	for _, c := range copies {
+		at, err := peer.ParseKey(c.Key)
 		if err != nil {
 			continue
 		}
@@ -143,7 +175,7 @@ func ReleaseCopies(ctx context.Context, js jetstream.JetStream, kv, live jetstre
 				continue
 			}
 		}
-		err = ReleaseMarker(ctx, js, kv.Bucket(), e.Key(), e.Revision(), rec.PublicKey)
+		err = ReleaseMarker(ctx, js, kv.Bucket(), c.Key, c.Revision, rec.PublicKey)
 		switch {
 		case err == nil:
 			released++

@@ -273,7 +273,16 @@ func TestReleaseCopiesNoLiveHostDefends(t *testing.T) {
 	if _, err := Claim(ctx, kv, alpha); err != nil {
 		t.Fatal(err)
 	}
-	n, err := ReleaseCopies(ctx, js, kv, live, alpha)
+	copies, err := FindCopies(ctx, kv, alpha)
+	if err != nil || len(copies) != 4 {
+		t.Fatalf("FindCopies = %+v, %v; want the 4 copies", copies, err)
+	}
+	for _, c := range copies {
+		if !c.Leftover(alpha) {
+			t.Errorf("copy at %s is alpha's record under another prefix, yet not a leftover", c.Key)
+		}
+	}
+	n, err := ReleaseCopies(ctx, js, kv, live, alpha, copies)
 	if err != nil || n != 3 {
 		t.Fatalf("ReleaseCopies = %d, %v; want 3 released", n, err)
 	}
@@ -297,6 +306,11 @@ func TestReleaseCopiesNoLiveHostDefends(t *testing.T) {
 		}
 	}
 	_ = w.Stop()
+	// Newest copy first, the oldest (which every agent routes) last.
+	if !(markers[peer.Key(silent)] < markers[peer.Key(left)] && markers[peer.Key(left)] < markers[peer.Key(free)]) {
+		t.Errorf("release markers at revisions free %d, left %d, silent %d: want the copies released newest first",
+			markers[peer.Key(free)], markers[peer.Key(left)], markers[peer.Key(silent)])
+	}
 	for _, p := range []netip.Prefix{free, left, silent} {
 		rev, ok := markers[peer.Key(p)]
 		if !ok {
@@ -319,7 +333,31 @@ func TestReleaseCopiesNoLiveHostDefends(t *testing.T) {
 		t.Errorf("Released after an ordinary delete = %v, %v; want false", released, err)
 	}
 	// Without the heartbeat bucket, every copy goes.
-	if n, err := ReleaseCopies(ctx, js, kv, nil, alpha); err != nil || n != 1 {
+	copies, err = FindCopies(ctx, kv, alpha)
+	if err != nil || len(copies) != 1 {
+		t.Fatalf("FindCopies = %+v, %v; want the copy at %s", copies, err, held)
+	}
+	if n, err := ReleaseCopies(ctx, js, kv, nil, alpha, copies); err != nil || n != 1 {
 		t.Errorf("ReleaseCopies without heartbeats = %d, %v; want the copy at %s released", n, err, held)
+	}
+}
+
+func TestCopyLeftoverIsThisHostsOwnRecord(t *testing.T) {
+	rec := newRecord(t, "alpha", "fd10:a::/48")
+	moved := rec
+	moved.AllowedIP = "fd10:1::/48"
+	if !(Copy{Record: moved}).Leftover(rec) {
+		t.Error("alpha's record under another prefix is not a leftover")
+	}
+	for name, change := range map[string]func(*peer.Record){
+		"another name":    func(r *peer.Record) { r.Name = "mallory" },
+		"another address": func(r *peer.Record) { r.AdvertiseAddress = "198.18.0.250" },
+		"another port":    func(r *peer.Record) { r.WGPort = 51821 },
+	} {
+		c := moved
+		change(&c)
+		if (Copy{Record: c}).Leftover(rec) {
+			t.Errorf("a copy with %s counts as a leftover", name)
+		}
 	}
 }

@@ -148,12 +148,12 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- Batch) bool {
 	if !ok {
 		return false
 	}
-	switch {
-	case known && last < w.highest:
+	switch judgeSnapshot(known, last, seen, w.highest, len(snap.Entries)) {
+	case snapshotRestored:
 		w.highest = 0 // the stream itself went back (restored): believe it
-	case known && len(snap.Entries) > 0 && seen < w.highest:
+	case snapshotBehind:
 		w.Log.Warn("the bucket's snapshot is older than what this agent has applied (a cluster member that is behind); reading it again",
-			"bucket", w.KV.Bucket(), "snapshot_revision", seen, "applied_revision", w.highest)
+			"bucket", w.KV.Bucket(), "snapshot_revision", seen, "applied_revision", w.highest, "stream_known", known)
 		return false
 	}
 	w.highest = max(w.highest, seen)
@@ -162,6 +162,31 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- Batch) bool {
 		w.follow(ctx, out, updates, seen)
 	}
 	return true
+}
+
+type snapshotVerdict int
+
+const (
+	snapshotCurrent  snapshotVerdict = iota
+	snapshotRestored                 // the stream itself is behind what was applied
+	snapshotBehind                   // the snapshot is: do not apply it
+)
+
+// judgeSnapshot compares a snapshot that ended at revision seen with the
+// highest revision applied so far. last is the stream's last revision as its
+// leader has it, when known. A snapshot behind what was applied comes from a
+// cluster member that is behind, and would undo commands (an eviction)
+// already applied; only the stream's own word (last, also behind) says it
+// was restored from a backup instead. Without that word, the snapshot waits:
+// a re-read costs little, an eviction undone puts a removed host back.
+func judgeSnapshot(known bool, last, seen, highest uint64, entries int) snapshotVerdict {
+	switch {
+	case known && last < highest:
+		return snapshotRestored
+	case entries > 0 && seen < highest:
+		return snapshotBehind
+	}
+	return snapshotCurrent
 }
 
 // streamState is the bucket's last revision as the stream's leader has it,

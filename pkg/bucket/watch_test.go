@@ -346,3 +346,27 @@ func TestWatcherTellsAReleaseFromADelete(t *testing.T) {
 		t.Fatalf("snapshot after an ordinary delete: %+v, want a marker that is no release", b)
 	}
 }
+
+func TestJudgeSnapshot(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		known               bool
+		last, seen, highest uint64
+		entries             int
+		want                snapshotVerdict
+	}{
+		{"first snapshot", true, 10, 10, 0, 3, snapshotCurrent},
+		{"caught up", true, 12, 12, 10, 3, snapshotCurrent},
+		{"a member behind", true, 12, 8, 10, 3, snapshotBehind},
+		// The stream's leader could not be asked: a snapshot behind what
+		// was applied is not believed either (the cluster soak saw an
+		// evicted host put back by one).
+		{"a member behind, stream unknown", false, 0, 8, 10, 3, snapshotBehind},
+		{"the stream restored from a backup", true, 6, 6, 10, 3, snapshotRestored},
+		{"an empty bucket", false, 0, 0, 10, 0, snapshotCurrent},
+	} {
+		if got := judgeSnapshot(tc.known, tc.last, tc.seen, tc.highest, tc.entries); got != tc.want {
+			t.Errorf("%s: judgeSnapshot = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,8 +1,10 @@
 package mesh
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -101,6 +103,10 @@ func (ct *contest) held(now time.Time) {
 // the host releases them once its own claim is held: a copy must not outlive
 // the moment its own record is rewritten (a restart, a defend), when the
 // older-revision rule would hand the key to the copy.
+//
+// Newest first: the oldest record of a key is the one every agent routes
+// while it stands, so it goes last (each delete would otherwise hand the key
+// to the next older copy for a moment).
 func stale(rejected []peer.Rejection) []bucket.Stale {
 	var out []bucket.Stale
 	for _, r := range rejected {
@@ -108,6 +114,7 @@ func stale(rejected []peer.Rejection) []bucket.Stale {
 			out = append(out, bucket.Stale{Key: r.Key, Revision: r.Revision})
 		}
 	}
+	slices.SortFunc(out, func(a, b bucket.Stale) int { return cmp.Compare(b.Revision, a.Revision) })
 	return out
 }
 
