@@ -26,9 +26,14 @@ type Repair struct {
 	// Defend: a value that is not our record sits at our key at this
 	// revision; put ours back with Update on it (compare-and-set).
 	Defend uint64
-	// Release: records of our key under other prefixes (the host moved);
-	// delete each with compare-and-set.
+	// Release: records of our key under other prefixes (the host moved, or
+	// someone copied it); delete each with compare-and-set.
 	Release []Stale
+	// Held: our own claim is held, so our leftovers (our record under a
+	// prefix we left) may go too. Until then only a stranger's copies go:
+	// a leftover still routes this host's old prefix to it, harmlessly,
+	// while a copy routes it to whatever address the copy names.
+	Held bool
 }
 
 // Stale is a record to delete if it is still at Revision.
@@ -155,7 +160,7 @@ func (k *Keeper) repair(ctx context.Context, r Repair) ([]Stale, error) {
 	// revision would make them the older, and so the winning, record of it.
 	var left []Stale
 	for _, s := range r.Release {
-		kept, err := k.release(ctx, s)
+		kept, err := k.release(ctx, s, r.Held)
 		if err != nil {
 			return nil, err
 		}
@@ -231,9 +236,14 @@ func (k *Keeper) defend(ctx context.Context, rev uint64) error {
 
 // release deletes a stale record of this host's key left under a prefix it
 // no longer claims. It reports whether it left the record to a live holder.
-func (k *Keeper) release(ctx context.Context, s Stale) (bool, error) {
-	if e, err := k.KV.Get(ctx, s.Key); err == nil && e.Revision() != s.Revision {
-		return false, nil // written since: the controller sees what is there now
+func (k *Keeper) release(ctx context.Context, s Stale, held bool) (bool, error) {
+	if e, err := k.KV.Get(ctx, s.Key); err == nil {
+		if e.Revision() != s.Revision {
+			return false, nil // written since: the controller sees what is there now
+		}
+		if r, err := decodeHolder(e.Value()); !held && err == nil && (Copy{Record: r}).Leftover(k.Self) {
+			return false, nil // ours: it goes once our claim is held
+		}
 	}
 	if holder, ok := k.liveHolder(ctx, s.Key); ok {
 		// A copy written over a live host's claim is that host's to

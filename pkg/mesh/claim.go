@@ -100,9 +100,11 @@ func (ct *contest) held(now time.Time) {
 
 // stale are this host's key's records under other prefixes: left behind
 // when it moved, or copied by someone else. A key is its host's identity, so
-// the host releases them once its own claim is held: a copy must not outlive
-// the moment its own record is rewritten (a restart, a defend), when the
-// older-revision rule would hand the key to the copy.
+// the host releases them: a copy must not outlive the moment its own record
+// is rewritten (a restart, a defend), when the older-revision rule would hand
+// the key to the copy; and while its own record is missing or contested, a
+// copy is the key's only record. Its own leftovers wait until its claim is
+// held (Repair.Held).
 //
 // Newest first: the oldest record of a key is the one every agent routes
 // while it stands, so it goes last (each delete would otherwise hand the key

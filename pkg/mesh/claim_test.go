@@ -170,8 +170,8 @@ func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 	oldKey := peer.Key(netip.MustParsePrefix("fd10:7::/48"))
 	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{{Key: oldKey, Value: old.Encode(), Revision: 1}, w.selfEntry(2)}})
 	o := w.ctl.Pass(false)
-	if d := cmp.Diff([]bucket.Stale{{Key: oldKey, Revision: 1}}, o.Repair.Release); d != "" || o.Claim != ClaimHeld {
-		t.Fatalf("claim %s, release (-want +got):\n%s", o.Claim, d)
+	if d := cmp.Diff([]bucket.Stale{{Key: oldKey, Revision: 1}}, o.Repair.Release); d != "" || o.Claim != ClaimHeld || !o.Repair.Held {
+		t.Fatalf("claim %s, held %v, release (-want +got):\n%s", o.Claim, o.Repair.Held, d)
 	}
 	// A copy of our key written after our claim is released too: whoever
 	// wrote it, it must not take the key when our record is rewritten.
@@ -181,6 +181,35 @@ func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: oldKey, Revision: 3, Deleted: true}, {Key: laterKey, Value: later.Encode(), Revision: 4}}})
 	if o := w.ctl.Pass(false); len(o.Repair.Release) != 1 || o.Repair.Release[0].Key != laterKey {
 		t.Fatalf("a later copy of our key: release %+v", o.Repair.Release)
+	}
+}
+
+// With its own record missing or contested, a host still asks for its key's
+// copies to be released, before it writes its record back: a stranger's
+// copy is then the key's only record, which every agent routes. The keeper
+// leaves the host's own leftovers until the claim is held (Repair.Held).
+func TestCopiesGoBeforeTheClaimIsWrittenBack(t *testing.T) {
+	w := newWorld(t)
+	other, _ := hostEntry(t, 2, 2)
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), other}})
+	if o := w.ctl.Pass(false); o.Claim != ClaimHeld {
+		t.Fatalf("start: claim %s", o.Claim)
+	}
+	copyRec := peer.Record{Name: "copy", PublicKey: w.key.String(), AdvertiseAddress: "198.18.0.250", AllowedIP: "fd10:9::/48", WGPort: 51820}
+	copyKey := peer.Key(netip.MustParsePrefix("fd10:9::/48"))
+	for _, tc := range []struct {
+		name  string
+		entry bucket.Entry
+		want  Claim
+	}{
+		{"missing", bucket.Entry{Key: peer.Key(selfPrefix), Revision: 5, Deleted: true, Released: true}, ClaimMissing},
+		{"contested", bucket.Entry{Key: peer.Key(selfPrefix), Value: []byte("garbage"), Revision: 6}, ClaimContested},
+	} {
+		w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{tc.entry, {Key: copyKey, Value: copyRec.Encode(), Revision: 7}}})
+		o := w.ctl.Pass(false)
+		if o.Claim != tc.want || o.Repair.Held || len(o.Repair.Release) != 1 || o.Repair.Release[0].Key != copyKey {
+			t.Errorf("%s: claim %s, held %v, release %+v; want %s and the copy released", tc.name, o.Claim, o.Repair.Held, o.Repair.Release, tc.want)
+		}
 	}
 }
 

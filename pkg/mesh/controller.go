@@ -186,9 +186,12 @@ func (c *Controller) Pass(refresh bool) Outcome {
 		return c.standDown(o, ClaimEvicted, o.Why)
 	case ClaimHeld:
 		c.oursLast, c.selfRev = true, d.Self.Revision
-		o.Repair.Release = stale(d.Rejected)
+		o.Repair.Release, o.Repair.Held = stale(d.Rejected), true
 	case ClaimMissing:
-		o.Repair.Reclaim = true
+		// A stranger's copy of our key is the key's only record now, which
+		// every agent routes: it goes first (the keeper leaves our own
+		// leftovers until the claim is held).
+		o.Repair.Reclaim, o.Repair.Release = true, stale(d.Rejected)
 	case ClaimContested:
 		c.oursLast = false
 		if !c.contest.lost {
@@ -200,7 +203,7 @@ func (c *Controller) Pass(refresh bool) Outcome {
 				c.dropVanished()
 				return c.standDown(o, ClaimLost, o.Why)
 			}
-			o.Repair.Defend = rev
+			o.Repair.Defend, o.Repair.Release = rev, stale(d.Rejected)
 			c.log.Warn("this host's claim is contested; restoring its record", "prefix", c.self.Prefix, "why", o.Why, "revision", rev)
 		}
 	}
