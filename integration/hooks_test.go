@@ -95,6 +95,11 @@ func TestHooksRouteFirewallExec(t *testing.T) {
 	// A fourth host shows up in devices, routes and sets together.
 	m.startWith(hosts[3], withHooks(t, m.bins, hosts[3], m.config(hosts[3])))
 	m.waitHooksConverged(hosts)
+	// alpha answers delta's first handshake; it gives delta its endpoint
+	// once it sees that handshake, which may come seconds later on a slow
+	// machine (the kernel lane's emulated CPU). That is not what the hook
+	// restart below may cause, so it must be over first.
+	waitEndpointLogged(t, m.agents[alpha.Name], hosts[3])
 
 	// kill -9 of alpha's route hook: the agent restarts it and the routes are
 	// right again (a route deleted by hand meanwhile comes back), while the
@@ -209,4 +214,20 @@ func TestHookTimeoutDelaysNothing(t *testing.T) {
 	if code, ok := m.agents[alpha.Name].ExitCode(); ok {
 		t.Fatalf("alpha exited with %d", code)
 	}
+}
+
+// waitEndpointLogged waits until agent has logged peer h with its endpoint:
+// its first contact with h is over, and no later pass changes h for it.
+func waitEndpointLogged(t *testing.T, agent *harness.Agent, h *harness.Host) {
+	t.Helper()
+	want := "endpoint=" + h.ExpectedView().Endpoint
+	testkit.Eventually(t, convergeTimeout, h.Name+"'s endpoint in the log of "+agent.Host.Name, func() error {
+		for _, line := range strings.Split(agent.Logs(), "\n") {
+			if strings.Contains(line, "peer="+h.Name+" ") && strings.Contains(line, want) &&
+				(strings.Contains(line, "peer added") || strings.Contains(line, "peer updated")) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no line of %s with %s", h.Name, want)
+	})
 }
