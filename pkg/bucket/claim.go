@@ -170,7 +170,7 @@ func ReleaseCopies(ctx context.Context, js jetstream.JetStream, kv, live jetstre
 			continue
 		}
 		if live != nil {
-			hb, moved, err := LiveHolder(ctx, live, at, rec.PublicKey)
+			hb, moved, err := LiveHolder(ctx, kv, live, at, rec.PublicKey)
 			if err != nil || (hb.PublicKey != "" && !moved.IsValid()) {
 				continue
 			}

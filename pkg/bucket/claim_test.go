@@ -222,12 +222,13 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 	}
 }
 
-// TestReleaseCopiesNoLiveHostDefends writes copies of alpha's key at four
+// TestReleaseCopiesNoLiveHostDefends writes copies of alpha's key at five
 // prefixes before alpha claims: a free one, one whose host is live (fresh
 // heartbeat), one whose host moved on (a newer heartbeat of its key
-// elsewhere), one whose host has been silent too long. Releasing deletes
-// every copy but the one the live host will restore, each with a marker that
-// says it was a release; an ordinary delete's marker does not.
+// elsewhere), one whose host has been silent too long, one whose host was
+// evicted (its key revoked) a moment ago. Releasing deletes every copy but
+// the one the live host will restore, each with a marker that says it was a
+// release; an ordinary delete's marker does not.
 func TestReleaseCopiesNoLiveHostDefends(t *testing.T) {
 	s := natstest.Start(t)
 	_, js := natstest.Connect(t, s.URL())
@@ -247,10 +248,20 @@ func TestReleaseCopiesNoLiveHostDefends(t *testing.T) {
 		left    = netip.MustParsePrefix("fd10:3::/48")
 		silent  = netip.MustParsePrefix("fd10:4::/48")
 		movedTo = netip.MustParsePrefix("fd10:5::/48")
+		evicted = netip.MustParsePrefix("fd10:6::/48")
 	)
 	now := time.Now()
 	bravo, charlie, delta := newRecord(t, "bravo", held.String()), newRecord(t, "charlie", left.String()), newRecord(t, "delta", silent.String())
+	echo := newRecord(t, "echo", evicted.String())
+	echoKey, err := wgtypes.ParseKey(echo.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Revoke(ctx, kv, echoKey, echo, now); err != nil {
+		t.Fatal(err)
+	}
 	for p, hb := range map[netip.Prefix]Heartbeat{
+		evicted: {PublicKey: echo.PublicKey, Name: "echo", At: now},
 		held:    {PublicKey: bravo.PublicKey, Name: "bravo", At: now},
 		left:    {PublicKey: charlie.PublicKey, Name: "charlie", At: now.Add(-5 * time.Second)},
 		movedTo: {PublicKey: charlie.PublicKey, Name: "charlie", At: now},
@@ -265,7 +276,7 @@ func TestReleaseCopiesNoLiveHostDefends(t *testing.T) {
 		c.AllowedIP = p.String()
 		return c.Encode()
 	}
-	for _, p := range []netip.Prefix{free, held, left, silent} {
+	for _, p := range []netip.Prefix{free, held, left, silent, evicted} {
 		if _, err := kv.Put(ctx, peer.Key(p), copyAt(p)); err != nil {
 			t.Fatal(err)
 		}
@@ -274,8 +285,8 @@ func TestReleaseCopiesNoLiveHostDefends(t *testing.T) {
 		t.Fatal(err)
 	}
 	copies, err := FindCopies(ctx, kv, alpha)
-	if err != nil || len(copies) != 4 {
-		t.Fatalf("FindCopies = %+v, %v; want the 4 copies", copies, err)
+	if err != nil || len(copies) != 5 {
+		t.Fatalf("FindCopies = %+v, %v; want the 5 copies", copies, err)
 	}
 	for _, c := range copies {
 		if !c.Leftover(alpha) {
@@ -283,10 +294,10 @@ func TestReleaseCopiesNoLiveHostDefends(t *testing.T) {
 		}
 	}
 	n, err := ReleaseCopies(ctx, js, kv, live, alpha, copies)
-	if err != nil || n != 3 {
-		t.Fatalf("ReleaseCopies = %d, %v; want 3 released", n, err)
+	if err != nil || n != 4 {
+		t.Fatalf("ReleaseCopies = %d, %v; want 4 released", n, err)
 	}
-	for p, want := range map[netip.Prefix]bool{free: false, held: true, left: false, silent: false} {
+	for p, want := range map[netip.Prefix]bool{free: false, held: true, left: false, silent: false, evicted: false} {
 		_, err := kv.Get(ctx, peer.Key(p))
 		if got := err == nil; got != want {
 			t.Errorf("copy at %s kept = %v (%v), want %v", p, got, err, want)

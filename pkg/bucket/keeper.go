@@ -282,7 +282,7 @@ func (k *Keeper) liveHolder(ctx context.Context, key string) (string, bool) {
 	if err != nil {
 		return "its heartbeat unreadable: " + err.Error(), true
 	}
-	hb, moved, err := LiveHolder(ctx, live, prefix, k.Self.PublicKey)
+	hb, moved, err := LiveHolder(ctx, k.KV, live, prefix, k.Self.PublicKey)
 	switch {
 	case err != nil:
 		return "its heartbeat unreadable: " + err.Error(), true

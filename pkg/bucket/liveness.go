@@ -9,8 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
 // Heartbeats live in their own bucket, LiveBucket(main): agents watch the
@@ -144,10 +146,11 @@ const LiveHoldAge = 30 * time.Second
 
 // LiveHolder reads who defends prefix's claim, for the owner of a copy of
 // its key found there: the host whose heartbeat at prefix is younger than
-// LiveHoldAge, under another public key than self. A holder that has since
-// written a newer heartbeat under another prefix moved and defends nothing
-// here: moved is that prefix. No holder is the zero Heartbeat.
-func LiveHolder(ctx context.Context, live jetstream.KeyValue, prefix netip.Prefix, self string) (hb Heartbeat, moved netip.Prefix, err error) {
+// LiveHoldAge, under another public key than self, and not revoked in kv (an
+// evicted host has exited). A holder that has since written a newer
+// heartbeat under another prefix moved and defends nothing here: moved is
+// that prefix. No holder is the zero Heartbeat.
+func LiveHolder(ctx context.Context, kv, live jetstream.KeyValue, prefix netip.Prefix, self string) (hb Heartbeat, moved netip.Prefix, err error) {
 	e, err := live.Get(ctx, HeartbeatKey(prefix))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Heartbeat{}, netip.Prefix{}, nil
@@ -157,6 +160,14 @@ func LiveHolder(ctx context.Context, live jetstream.KeyValue, prefix netip.Prefi
 	}
 	if json.Unmarshal(e.Value(), &hb) != nil || hb.PublicKey == self || time.Since(hb.At) > LiveHoldAge {
 		return Heartbeat{}, netip.Prefix{}, nil
+	}
+	if _, err := wgtypes.ParseKey(hb.PublicKey); err != nil {
+		return Heartbeat{}, netip.Prefix{}, nil // no host's heartbeat
+	}
+	if err := checkNotRevoked(ctx, kv, hb.PublicKey); errors.Is(err, ErrRevoked) {
+		return Heartbeat{}, netip.Prefix{}, nil
+	} else if err != nil {
+		return Heartbeat{}, netip.Prefix{}, err
 	}
 	all, err := Heartbeats(ctx, live)
 	if err != nil {
