@@ -203,13 +203,7 @@ func TestReaddressedHostMovesItsClaim(t *testing.T) {
 	})
 	m.waitConverged(hosts)
 	routed := time.Since(claimed)
-	testkit.EventuallyContext(t, convergeTimeout, "alpha's old record to go", func(ctx context.Context) error {
-		_, err := m.bucket.Get(ctx, peer.Key(old))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil
-		}
-		return fmt.Errorf("old record %s: %v", peer.Key(old), err)
-	})
+	m.waitKeyGone(hosts, peer.Key(old), convergeTimeout, "alpha's old record to go")
 	t.Logf("alpha moved from %s to %s: every device routes the new prefix %s after its claim",
 		old, alpha.Prefix(), routed.Round(time.Millisecond))
 	m.pingAll(hosts)
@@ -248,19 +242,29 @@ func copyOverMovedClaim(t *testing.T, m *mesh, hosts []*harness.Host, old netip.
 	}
 	// Well inside the 30 s a heartbeat stays fresh: bravo must see that
 	// alpha moved, not wait for alpha to look dead.
-	testkit.EventuallyContext(t, 15*time.Second, "bravo to release the copy of its key at "+old.String(), func(ctx context.Context) error {
-		_, err := m.bucket.Get(ctx, peer.Key(old))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil
-		}
-		return fmt.Errorf("copy at %s: %v", peer.Key(old), err)
-	})
+	m.waitKeyGone(hosts, peer.Key(old), 15*time.Second, "bravo to release the copy of its key at "+old.String())
 	t.Logf("a copy of bravo's key at alpha's old prefix (alpha's heartbeat there %s old): released by bravo after %s",
 		at.Sub(hb.At).Round(time.Millisecond), time.Since(at).Round(time.Millisecond))
 	m.waitConverged(hosts)
 	if err := m.exitedEarly(hosts); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitKeyGone waits up to limit for key to hold no record (deleted, or a
+// marker), failing at once if an agent of hosts exits.
+func (m *mesh) waitKeyGone(hosts []*harness.Host, key string, limit time.Duration, what string) {
+	m.t.Helper()
+	testkit.EventuallyContext(m.t, limit, what, func(ctx context.Context) error {
+		if err := m.exitedEarly(hosts); err != nil {
+			return err
+		}
+		_, err := m.bucket.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		return fmt.Errorf("record at %s: %v", key, err)
+	})
 }
 
 // heartbeatAt reads the heartbeat stored for prefix.
@@ -320,16 +324,7 @@ func TestCopyReleasedWhileAHostWasAwayIsNoEviction(t *testing.T) {
 	}
 	written := time.Now()
 	// alpha's last heartbeat ages past 30 s; bravo then releases the copy.
-	testkit.EventuallyContext(t, 50*time.Second, "bravo to release the copy at alpha's key", func(ctx context.Context) error {
-		if err := m.exitedEarly(hosts); err != nil {
-			return err
-		}
-		_, err := m.bucket.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil
-		}
-		return fmt.Errorf("copy at %s: %v", key, err)
-	})
+	m.waitKeyGone(hosts, key, 50*time.Second, "bravo to release the copy at alpha's key")
 	t.Logf("bravo released the copy %s after it was written (alpha paused)", time.Since(written).Round(time.Millisecond))
 	m.nats.Shutdown()
 	if err := m.nats.Start(); err != nil {

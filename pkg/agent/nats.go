@@ -93,14 +93,9 @@ func (a *Agent) claim(ctx context.Context) (uint64, error) {
 		if cerr != nil {
 			a.log.Warn("cannot list copies of this host's key; the controller releases them", "err", a.conn.Explain(cerr))
 		}
-		var foreign, leftovers []bucket.Copy
-		for _, c := range copies {
-			if c.Leftover(a.self) {
-				leftovers = append(leftovers, c)
-			} else {
-				foreign = append(foreign, c)
-			}
-		}
+		// A stranger's copies go before the claim's write, which would make
+		// them the older records of the key; own leftovers after it.
+		foreign, leftovers := bucket.SplitCopies(copies, a.self)
 		a.releaseCopies(ctx, foreign)
 		r, err := bucket.Claim(ctx, a.kv, a.self)
 		err = a.conn.Explain(err)
@@ -122,20 +117,16 @@ func (a *Agent) claim(ctx context.Context) (uint64, error) {
 	return rev, err
 }
 
-// releaseCopies deletes copies of this host's key under other prefixes
-// around the claim (bucket.ReleaseCopies says which go before its write and
-// which after). The heartbeat bucket tells which copies sit on a live host's
-// claim (that host restores its own record); when it cannot be read, the
-// controller releases them once the claim is held.
+// releaseCopies deletes copies of this host's key under other prefixes.
+// The heartbeat bucket tells which copies sit on a live host's claim (that
+// host restores its own record); when it cannot be read, the controller
+// releases them once it knows.
 func (a *Agent) releaseCopies(ctx context.Context, copies []bucket.Copy) {
 	if len(copies) == 0 {
 		return
 	}
-	live, err := a.conn.Live(ctx, false)
-	switch {
-	case errors.Is(err, bucket.ErrBucketMissing):
-		live = nil // no heartbeats yet: no live holder anywhere
-	case err != nil:
+	live, err := a.conn.LiveIfAny(ctx)
+	if err != nil {
 		return
 	}
 	n, err := bucket.ReleaseCopies(ctx, a.conn.JS, a.kv, live, a.self, copies)

@@ -126,6 +126,19 @@ func (c Copy) Leftover(rec peer.Record) bool {
 	return r == rec
 }
 
+// SplitCopies parts copies into a stranger's copies and rec's own
+// leftovers (Copy.Leftover), keeping their order.
+func SplitCopies(copies []Copy, rec peer.Record) (foreign, leftovers []Copy) {
+	for _, c := range copies {
+		if c.Leftover(rec) {
+			leftovers = append(leftovers, c)
+		} else {
+			foreign = append(foreign, c)
+		}
+	}
+	return foreign, leftovers
+}
+
 // FindCopies lists the records of rec's public key under other prefixes
 // than rec's, newest first: the oldest is the one every agent routes while
 // it stands, so releasing in this order never hands the key to another copy
@@ -169,11 +182,8 @@ func ReleaseCopies(ctx context.Context, js jetstream.JetStream, kv, live jetstre
 		if err != nil {
 			continue
 		}
-		if live != nil {
-			hb, moved, err := LiveHolder(ctx, kv, live, at, rec.PublicKey)
-			if err != nil || (hb.PublicKey != "" && !moved.IsValid()) {
-				continue
-			}
+		if hb, moved, err := LiveHolder(ctx, kv, live, at, rec.PublicKey); err != nil || (hb.PublicKey != "" && !moved.IsValid()) {
+			continue
 		}
 		err = ReleaseMarker(ctx, js, kv.Bucket(), c.Key, c.Revision, rec.PublicKey)
 		switch {

@@ -20,6 +20,13 @@ import (
 
 func newBucket(t *testing.T) jetstream.KeyValue {
 	t.Helper()
+	_, kv := newBucketJS(t)
+	return kv
+}
+
+// newBucketJS is newBucket with the JetStream context it was made with.
+func newBucketJS(t *testing.T) (jetstream.JetStream, jetstream.KeyValue) {
+	t.Helper()
 	s := natstest.Start(t)
 	_, js := natstest.Connect(t, s.URL())
 	ctx := context.Background()
@@ -33,7 +40,7 @@ func newBucket(t *testing.T) jetstream.KeyValue {
 	if _, err := OpenBucket(ctx, js, "ikto-test", true, 0); err != nil {
 		t.Fatalf("opening an existing bucket: %v", err)
 	}
-	return kv
+	return js, kv
 }
 
 func newRecord(t testing.TB, name, prefix string) peer.Record {
@@ -230,13 +237,8 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 // the one the live host will restore, each with a marker that says it was a
 // release; an ordinary delete's marker does not.
 func TestReleaseCopiesNoLiveHostDefends(t *testing.T) {
-	s := natstest.Start(t)
-	_, js := natstest.Connect(t, s.URL())
+	js, kv := newBucketJS(t)
 	ctx := context.Background()
-	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	live, err := OpenLiveBucket(ctx, js, "ikto-test", true, 0)
 	if err != nil {
 		t.Fatal(err)

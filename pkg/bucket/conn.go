@@ -227,6 +227,16 @@ func (c *Conn) Mesh(ctx context.Context, create bool) (jetstream.KeyValue, error
 	return kv, c.Explain(err)
 }
 
+// LiveIfAny is the heartbeat bucket, or nil when there is none yet (no
+// agent has written a heartbeat: no host counts as live).
+func (c *Conn) LiveIfAny(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := c.Live(ctx, false)
+	if errors.Is(err, ErrBucketMissing) {
+		return nil, nil
+	}
+	return kv, err
+}
+
 // Live opens the heartbeat bucket that goes with the mesh's, creating it
 // when it is missing and create is set.
 func (c *Conn) Live(ctx context.Context, create bool) (jetstream.KeyValue, error) {

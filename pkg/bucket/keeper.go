@@ -135,7 +135,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 			// Look again later even if the bucket stays quiet: a holder
 			// that does not restore its record (it moved, or it died) no
 			// longer protects the copy.
-			failed, again = Repair{Release: left}, time.After(holderRecheck)
+			failed, again = Repair{Release: left, Held: r.Held}, time.After(holderRecheck)
 		}
 	}
 }
@@ -245,12 +245,16 @@ func (k *Keeper) release(ctx context.Context, s Stale, held bool) (bool, error) 
 			return false, nil // ours: it goes once our claim is held
 		}
 	}
-	if holder, ok := k.liveHolder(ctx, s.Key); ok {
-		// A copy written over a live host's claim is that host's to
-		// restore: it defends its record with compare-and-set. A delete
-		// from here could reach it together with the copy, in one read,
-		// or alone after its watch started again, where it would look
-		// like an eviction.
+	// A copy written over a live host's claim is that host's to restore:
+	// it defends its record with compare-and-set, and its peers keep it
+	// meanwhile; a delete from here would drop it from their devices until
+	// it wrote its record back. Not knowing who holds it, look again soon.
+	switch holder, err := k.liveHolder(ctx, s.Key); {
+	case err != nil:
+		k.Log.Warn("cannot tell whether a live host holds the prefix under a copy of this host's key; looking again shortly",
+			"key", s.Key, "err", err)
+		return true, nil
+	case holder != "":
 		k.Log.Warn("a copy of this host's key sits on another live host's claim; leaving it to that host to restore",
 			"key", s.Key, "holder", holder)
 		return true, nil
@@ -268,30 +272,29 @@ func (k *Keeper) release(ctx context.Context, s Stale, held bool) (bool, error) 
 }
 
 // liveHolder names the live host that claims the prefix of key (see
-// LiveHolder). No heartbeat bucket means no holder; a heartbeat that cannot
-// be read keeps the copy until the next look.
-func (k *Keeper) liveHolder(ctx context.Context, key string) (string, bool) {
+// LiveHolder), or "" when there is none.
+func (k *Keeper) liveHolder(ctx context.Context, key string) (string, error) {
 	prefix, err := peer.ParseKey(key)
-	if err != nil || k.Conn == nil {
-		return "", false
-	}
-	live, err := k.Conn.Live(ctx, false)
-	if errors.Is(err, ErrBucketMissing) {
-		return "", false
-	}
 	if err != nil {
-		return "its heartbeat unreadable: " + err.Error(), true
+		return "", nil
+	}
+	live, err := k.Conn.LiveIfAny(ctx)
+	if err != nil {
+		return "", err
 	}
 	hb, moved, err := LiveHolder(ctx, k.KV, live, prefix, k.Self.PublicKey)
-	switch {
-	case err != nil:
-		return "its heartbeat unreadable: " + err.Error(), true
-	case moved.IsValid():
+	if err != nil {
+		return "", err
+	}
+	if moved.IsValid() {
 		k.Log.Info("the host that claimed the prefix under a copy of this host's key has moved; releasing the copy",
 			"key", key, "holder", hb.Name, "now_at", moved)
-		return "", false
+		return "", nil
 	}
-	return hb.Name, hb.PublicKey != ""
+	if hb.Name == "" {
+		return hb.PublicKey, nil
+	}
+	return hb.Name, nil
 }
 
 func (k *Keeper) done(action string) {

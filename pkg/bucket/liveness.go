@@ -149,8 +149,12 @@ const LiveHoldAge = 30 * time.Second
 // LiveHoldAge, under another public key than self, and not revoked in kv (an
 // evicted host has exited). A holder that has since written a newer
 // heartbeat under another prefix moved and defends nothing here: moved is
-// that prefix. No holder is the zero Heartbeat.
+// that prefix. No holder is the zero Heartbeat; so is a nil live (no
+// heartbeat bucket).
 func LiveHolder(ctx context.Context, kv, live jetstream.KeyValue, prefix netip.Prefix, self string) (hb Heartbeat, moved netip.Prefix, err error) {
+	if live == nil {
+		return Heartbeat{}, netip.Prefix{}, nil
+	}
 	e, err := live.Get(ctx, HeartbeatKey(prefix))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Heartbeat{}, netip.Prefix{}, nil

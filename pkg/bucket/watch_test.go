@@ -298,14 +298,9 @@ func TestWatcherProbeRestartsAStalledWatch(t *testing.T) {
 // marker written by ReleaseMarker comes with Released set, in an update and
 // in a snapshot; an ordinary delete (an eviction) does not.
 func TestWatcherTellsAReleaseFromADelete(t *testing.T) {
-	s := natstest.Start(t)
-	_, js := natstest.Connect(t, s.URL())
+	js, kv := newBucketJS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	own := newRecord(t, "alpha", "fd10:1::/48")
 	key := peer.Key(netip.MustParsePrefix(own.AllowedIP))
 	rev, err := Claim(ctx, kv, own)

@@ -189,12 +189,7 @@ func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 // copy is then the key's only record, which every agent routes. The keeper
 // leaves the host's own leftovers until the claim is held (Repair.Held).
 func TestCopiesGoBeforeTheClaimIsWrittenBack(t *testing.T) {
-	w := newWorld(t)
-	other, _ := hostEntry(t, 2, 2)
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), other}})
-	if o := w.ctl.Pass(false); o.Claim != ClaimHeld {
-		t.Fatalf("start: claim %s", o.Claim)
-	}
+	w, _, _ := heldWorld(t)
 	copyRec := peer.Record{Name: "copy", PublicKey: w.key.String(), AdvertiseAddress: "198.18.0.250", AllowedIP: "fd10:9::/48", WGPort: 51820}
 	copyKey := peer.Key(netip.MustParsePrefix("fd10:9::/48"))
 	for _, tc := range []struct {

@@ -3,6 +3,8 @@ package mesh
 import (
 	"testing"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
@@ -13,12 +15,7 @@ import (
 // missing (written back), never evicted.
 func TestCopyOverOurClaimReleasedIsNoEviction(t *testing.T) {
 	for _, split := range []bool{false, true} {
-		w := newWorld(t)
-		other, otherKey := hostEntry(t, 2, 2)
-		w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), other}})
-		if o := w.ctl.Pass(false); o.Claim != ClaimHeld {
-			t.Fatalf("start: claim %s", o.Claim)
-		}
+		w, _, otherKey := heldWorld(t)
 		r := peer.Record{Name: "copy", PublicKey: otherKey.String(), AdvertiseAddress: "198.18.0.20", AllowedIP: selfPrefix.String(), WGPort: 51820}
 		put := bucket.Entry{Key: peer.Key(selfPrefix), Value: r.Encode(), Revision: 17}
 		del := bucket.Entry{Key: peer.Key(selfPrefix), Revision: 18, Deleted: true}
@@ -41,12 +38,7 @@ func TestCopyOverOurClaimReleasedIsNoEviction(t *testing.T) {
 // be written back; an ordinary marker is an eviction.
 func TestReleaseMarkerInASnapshotIsNoEviction(t *testing.T) {
 	for _, released := range []bool{true, false} {
-		w := newWorld(t)
-		other, _ := hostEntry(t, 2, 2)
-		w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), other}})
-		if o := w.ctl.Pass(false); o.Claim != ClaimHeld {
-			t.Fatalf("start: claim %s", o.Claim)
-		}
+		w, other, _ := heldWorld(t)
 		marker := bucket.Entry{Key: peer.Key(selfPrefix), Revision: 18, Deleted: true, Released: released}
 		w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{marker, other}})
 		o := w.ctl.Pass(false)
@@ -58,4 +50,16 @@ func TestReleaseMarkerInASnapshotIsNoEviction(t *testing.T) {
 			t.Errorf("released %v: claim %s (%s), want %s", released, o.Claim, o.Why, want)
 		}
 	}
+}
+
+// heldWorld is a controller that holds its claim, with one other host.
+func heldWorld(t *testing.T) (*world, bucket.Entry, wgtypes.Key) {
+	t.Helper()
+	w := newWorld(t)
+	other, otherKey := hostEntry(t, 2, 2)
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), other}})
+	if o := w.ctl.Pass(false); o.Claim != ClaimHeld {
+		t.Fatalf("start: claim %s", o.Claim)
+	}
+	return w, other, otherKey
 }
