@@ -24,6 +24,10 @@ import (
 // a bug, and must not spin.
 const claimAttempts = 8
 
+// staleReads bounds the rounds lost to a replica's stale read (the same
+// revision read again): with contentionPolicy's delays, about 5 s.
+const staleReads = 30
+
 // contentionPolicy spaces the rounds of a claim that lost a compare-and-set.
 var contentionPolicy = retry.Policy{Min: 5 * time.Millisecond, Max: 200 * time.Millisecond}
 
@@ -56,7 +60,8 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64,
 	key := peer.Key(prefix)
 	val := rec.Encode()
 	lost := contentionPolicy.New()
-	for range claimAttempts {
+	var lostOn uint64 // the revision the last lost Update was made on
+	for rounds, stale := 0, 0; rounds < claimAttempts && stale < staleReads; {
 		rev, err := kv.Create(ctx, key, val)
 		if err == nil {
 			return rev, nil
@@ -66,7 +71,8 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64,
 		}
 		cur, err := kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			continue // deleted between Create and Get: try Create again
+			stale++ // deleted between Create and Get, or a replica behind: try Create again
+			continue
 		}
 		if err != nil {
 			return 0, fmt.Errorf("claim %s: get %s: %w", prefix, key, err)
@@ -84,13 +90,20 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64,
 			return 0, fmt.Errorf("claim %s: update %s at revision %d: %w", prefix, key, cur.Revision(), err)
 		}
 		// Lost to another writer. On a replicated bucket the next Get may
-		// be answered by a replica that has not seen that write yet: give
-		// it a moment rather than lose every round to the same stale read.
+		// be answered by a replica that has not seen that write yet: a
+		// round lost on the revision the last one was lost on is such a
+		// stale read, not contention, and counts against staleReads only.
+		if cur.Revision() == lostOn {
+			stale++
+		} else {
+			rounds++
+		}
+		lostOn = cur.Revision()
 		if err := sleep(ctx, lost.NextBackOff()); err != nil {
 			return 0, fmt.Errorf("claim %s: %w", prefix, err)
 		}
 	}
-	return 0, fmt.Errorf("claim %s: key %s kept changing under %d attempts", prefix, key, claimAttempts)
+	return 0, fmt.Errorf("claim %s: key %s kept changing under %d attempts (or its replicas never caught up)", prefix, key, claimAttempts)
 }
 
 // checkNotRevoked fails with ErrRevoked when publicKey has a revoked.* record.
