@@ -46,6 +46,11 @@ func TestRestartKeepsPortAndStore(t *testing.T) {
 	}
 	var e jetstream.KeyValueEntry
 	testkit.EventuallyContext(t, 30*time.Second, "the client back after a restart", func(ctx context.Context) (err error) {
+		// Each read gets its own bound, as an agent's attempts do: a
+		// request caught in the reconnect can go unanswered, and must not
+		// hold the whole wait.
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
 		e, err = kv.Get(ctx, "k")
 		return err
 	})
