@@ -191,7 +191,7 @@ func (c *Controller) contactWait(now time.Time) time.Duration {
 
 // respec hands the reconciler the peer's usual configuration again.
 func (c *Controller) respec(k wgtypes.Key) {
-	if p, ok := c.table.Peer(k); ok {
+	if p, ok := c.current(k); ok {
 		c.rec.Set(c.spec(p))
 	}
 }

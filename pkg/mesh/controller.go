@@ -61,10 +61,10 @@ type Controller struct {
 	// watches, so it starts set.
 	oursLast bool
 	contest  contest
-	// vanished are peers whose records went without a delete — missing
+	// vanished are peers whose records went without a command — missing
 	// from a fresh snapshot (a re-created bucket), or overwritten by a value
-	// that is not a record: kept until their hosts write them back, another
-	// host's record is accepted at their keys, or the grace ends.
+	// that is not their record: bound to those records until their hosts
+	// write them back, a command, or the grace ends (see applyChanges).
 	vanished map[wgtypes.Key]vanished
 	// snapKeys are the keys, markers included, of the snapshot loaded since
 	// the last pass; nil when none was.
@@ -83,10 +83,13 @@ type Controller struct {
 	dropped map[wgtypes.Key]time.Time
 }
 
-// vanished is one peer kept after its record vanished.
+// vanished is one peer bound to the record it had, which went without a
+// command.
 type vanished struct {
-	key   string
+	key   string        // where its record was
+	rec   peer.Accepted // the record, as it is configured
 	until time.Time
+	off   bool // another host's record is accepted at key: not on the device
 }
 
 // VanishGrace is how long a peer whose record vanished without a delete
@@ -124,12 +127,25 @@ func (c *Controller) ReplaceDevice(dev wgdev.Device) {
 	c.dev = dev
 	c.rec.Rebind(dev)
 	now := time.Now()
-	for k, p := range c.table.View().Peers {
+	for k := range c.configured() {
 		c.initiate(k, now)
-		if !c.contest.lost {
+		if p, ok := c.current(k); ok && !c.contest.lost {
 			c.rec.Set(c.spec(p))
 		}
 	}
+}
+
+// configured is every peer this host configures: the table's accepted peers
+// and the bound ones.
+func (c *Controller) configured() map[wgtypes.Key]struct{} {
+	ks := make(map[wgtypes.Key]struct{}, len(c.table.View().Peers)+len(c.vanished))
+	for k := range c.table.View().Peers {
+		ks[k] = struct{}{}
+	}
+	for k := range c.vanished {
+		ks[k] = struct{}{}
+	}
+	return ks
 }
 
 // Loaded reports whether a whole-bucket snapshot has been loaded: until then
@@ -225,9 +241,13 @@ func (c *Controller) Pass(refresh bool) Outcome {
 }
 
 // applyChanges hands the pass's peer changes to the reconciler. A peer whose
-// record went without a delete — missing from a fresh snapshot, or
-// overwritten by garbage — is kept for VanishGrace: absence is not a
-// command, and its host writes the record back.
+// record went without a command — missing from a fresh snapshot (a bucket
+// made again), or overwritten by something that is not its record (garbage,
+// another key's record) — stays bound to the prefix it had for VanishGrace:
+// absence is not a command, and its host writes the record back. While bound,
+// it stays on the device unless another host's record is accepted at its
+// prefix, and a record of its key at another prefix is not applied: that is
+// a copy its host could not release yet (see bindings), not a move.
 func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 	var hs map[wgtypes.Key]time.Time
 	sessions := func() map[wgtypes.Key]time.Time {
@@ -237,35 +257,41 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 		return hs
 	}
 	for _, ch := range d.Changes {
+		k := ch.PublicKey
 		if ch.New == nil {
-			c.endContact(ch.PublicKey)
+			c.endContact(k)
 		}
+		v, bound := c.vanished[k]
 		switch {
-		case ch.New != nil:
-			_, held := c.vanished[ch.PublicKey]
-			delete(c.vanished, ch.PublicKey)
-			if ch.Old == nil && !held {
+		case bound && ch.New != nil && ch.New.Key != v.key:
+			c.holdMove(v, *ch.New)
+		case bound && ch.New != nil:
+			// Its record is back where it was.
+			delete(c.vanished, k)
+			if v.off {
 				c.beginContact(*ch.New, now, sessions)
 			}
 			c.rec.Set(c.spec(*ch.New))
-		case ch.Old != nil && (c.snapKeys != nil && !c.snapKeys[ch.Old.Key] || c.table.Rejected(ch.Old.Key)):
-			c.vanished[ch.PublicKey] = vanished{key: ch.Old.Key, until: now.Add(VanishGrace)}
-			c.log.Warn("peer's record went without a delete; keeping the peer while its host writes it back",
+		case bound:
+			// The copy went too; the binding stands.
+		case ch.Old != nil && c.displaced(k, ch.Old.Key):
+			v := vanished{key: ch.Old.Key, rec: *ch.Old, until: now.Add(VanishGrace)}
+			c.vanished[k] = v
+			c.log.Warn("peer's record went without a delete; keeping the peer at its prefix while its host writes it back",
 				"peer", ch.Old.Name, "prefix", ch.Old.Prefix, "key", ch.Old.Key, "for", VanishGrace)
+			if ch.New != nil {
+				c.holdMove(v, *ch.New)
+			}
+		case ch.New != nil:
+			if ch.Old == nil {
+				c.beginContact(*ch.New, now, sessions)
+			}
+			c.rec.Set(c.spec(*ch.New))
 		default:
-			c.drop(ch.PublicKey, now)
-		}
-	}
-	for k, v := range c.vanished {
-		// Two peers must never carry one prefix: another host's record
-		// accepted at the key ends the wait at once, and so does a command
-		// (the key revoked, the record deleted).
-		holder, taken := c.table.AcceptedAt(v.key)
-		if now.After(v.until) || taken && holder.PublicKey != k || c.table.IsRevoked(k) || c.deleted[v.key] {
 			c.drop(k, now)
-			delete(c.vanished, k)
 		}
 	}
+	c.bindings(now, sessions)
 	clear(c.deleted)
 	for k, at := range c.dropped {
 		if now.Sub(at) >= sessionAge {
@@ -275,11 +301,101 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 	c.snapKeys = nil
 }
 
+// displaced reports whether the record of k at key went without a command:
+// missing from the snapshot just loaded, or overwritten by a value that is
+// not a record of k. A delete marker (an eviction, a release) is a command.
+func (c *Controller) displaced(k wgtypes.Key, key string) bool {
+	if c.snapKeys != nil && !c.snapKeys[key] {
+		return true
+	}
+	r, valid, present := c.table.At(key)
+	return present && (!valid || r.PublicKey != k)
+}
+
+// holdMove logs that a record of a bound peer's key at another prefix waits.
+func (c *Controller) holdMove(v vanished, to peer.Accepted) {
+	c.log.Warn("a record of this peer's key at another prefix waits until its own record is back or the grace ends (a copy its host has not released yet)",
+		"peer", v.rec.Name, "prefix", v.rec.Prefix, "other", to.Key, "until", v.until.Format(time.RFC3339))
+}
+
+// bindings ends or adjusts each bound peer. A command ends the binding: the
+// key revoked takes the peer off, a delete at its prefix hands the key to
+// whatever the table accepts for it, and so does the grace's end. Two peers
+// must never carry one prefix: another host's record there takes the bound
+// peer off the device until that record goes.
+func (c *Controller) bindings(now time.Time, sessions func() map[wgtypes.Key]time.Time) {
+	for k, v := range c.vanished {
+		taken := c.takenFrom(k, v.key)
+		switch {
+		case c.table.IsRevoked(k):
+			c.drop(k, now)
+			delete(c.vanished, k)
+		case now.After(v.until) || c.deleted[v.key]:
+			delete(c.vanished, k)
+			p, ok := c.table.Peer(k)
+			if !ok {
+				c.drop(k, now)
+				continue
+			}
+			if v.off {
+				c.beginContact(p, now, sessions)
+			}
+			c.rec.Set(c.spec(p))
+		case taken && !v.off:
+			c.drop(k, now)
+			v.off = true
+			c.vanished[k] = v
+		case v.off:
+			// Back on the device only with its own record there again:
+			// any other value may be what displaced another bound peer.
+			r, valid, _ := c.table.At(v.key)
+			if !valid || r.PublicKey != k {
+				continue
+			}
+			v.rec, v.off = r, false
+			c.vanished[k] = v
+			c.beginContact(v.rec, now, sessions)
+			c.rec.Set(c.spec(v.rec))
+		}
+	}
+}
+
+// held counts the bound peers on the device.
+func (c *Controller) held() int {
+	n := 0
+	for _, v := range c.vanished {
+		if !v.off {
+			n++
+		}
+	}
+	return n
+}
+
+// takenFrom reports whether the value at key is a record another host may
+// hold it with: valid, of another key, neither revoked nor this host's own.
+// A bound peer is off the device while it is, whether or not that record is
+// accepted: it may be that host's own binding to its prefix.
+func (c *Controller) takenFrom(k wgtypes.Key, key string) bool {
+	r, valid, _ := c.table.At(key)
+	return valid && r.PublicKey != k && r.PublicKey != c.self.Key && !c.table.IsRevoked(r.PublicKey)
+}
+
+// current is what peer k is configured from: its bound record while it has
+// one, else the table's.
+func (c *Controller) current(k wgtypes.Key) (peer.Accepted, bool) {
+	if v, ok := c.vanished[k]; ok {
+		return v.rec, !v.off
+	}
+	return c.table.Peer(k)
+}
+
 // setKeepalive changes the keepalive of every peer; the next pass writes it.
 func (c *Controller) setKeepalive(d time.Duration) {
 	c.self.Keepalive = d
-	for _, p := range c.table.View().Peers {
-		c.rec.Set(c.spec(p))
+	for k := range c.configured() {
+		if p, ok := c.current(k); ok {
+			c.rec.Set(c.spec(p))
+		}
 	}
 }
 
@@ -299,7 +415,7 @@ func (c *Controller) dropVanished() {
 
 // finish completes the outcome of a pass that drove the device.
 func (c *Controller) finish(o Outcome, d peer.Delta, res reconcile.Result, err error) Outcome {
-	o.State, o.Plan, o.Refresh, o.Took, o.DeviceErr, o.Held = StateSynced, res.Plan, res.Refresh, res.Duration, err, len(c.vanished)
+	o.State, o.Plan, o.Refresh, o.Took, o.DeviceErr, o.Held = StateSynced, res.Plan, res.Refresh, res.Duration, err, c.held()
 	o.Contacts = c.pendingContacts()
 	if err != nil {
 		c.log.Error("configure device failed; will retry", "device", c.dev.Name(), "err", err)

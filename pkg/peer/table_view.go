@@ -59,6 +59,17 @@ func (t *Table) Rejected(key string) bool {
 	return ok && e.rej != nil
 }
 
+// At is the value at key as the per-record rules judged it: valid with the
+// record when it passes them, present when the table holds any value there.
+// The set rules may still reject a valid one.
+func (t *Table) At(key string) (rec Accepted, valid, present bool) {
+	e, ok := t.entries[key]
+	if !ok {
+		return Accepted{}, false, false
+	}
+	return e.acc, e.rej == nil, true
+}
+
 // IsRevoked reports whether pk has a revoked.* record.
 func (t *Table) IsRevoked(pk wgtypes.Key) bool { return t.revoked[pk] }
 
