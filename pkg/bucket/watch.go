@@ -70,6 +70,11 @@ type Watcher struct {
 	// makes it read the bucket again rather than guess.
 	Own string
 	JS  jetstream.JetStream
+	// SnapshotIdle bounds the wait for the next entry of a snapshot (zero
+	// means snapshotIdle): a consumer made on a cluster member that then
+	// lost the stream delivers nothing more, and nats.go would notice only
+	// after missed heartbeats (10 to 15 s). The watch is made again instead.
+	SnapshotIdle time.Duration
 
 	// stallRestart is the stream sequence the last stall restart was for:
 	// a sequence the watch can never deliver (a message removed outside
@@ -214,11 +219,21 @@ func (w *Watcher) streamState(ctx context.Context) (uint64, bool) {
 // marker. seen is the highest revision delivered, deletions included.
 func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.KeyValueEntry) (snap Batch, seen uint64, ok bool) {
 	snap.Snapshot = true
+	idle := w.SnapshotIdle
+	if idle <= 0 {
+		idle = snapshotIdle
+	}
+	timer := time.NewTimer(idle)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return snap, seen, false
 		case <-w.Restart:
+			return snap, seen, false
+		case <-timer.C:
+			w.Log.Warn("the bucket's snapshot stopped arriving; watching it again", "bucket", w.KV.Bucket(),
+				"entries", len(snap.Entries), "idle", idle)
 			return snap, seen, false
 		case e, open := <-updates:
 			if !open {
@@ -228,6 +243,7 @@ func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.Key
 			if e == nil {
 				return snap, seen, w.markReleases(ctx, snap.Entries)
 			}
+			timer.Reset(idle)
 			// Delete and purge markers are part of the snapshot: a marker
 			// on a host's own key is a command, its absence is not.
 			ent := toEntry(e)
@@ -331,6 +347,11 @@ func nextBatch(e jetstream.KeyValueEntry, updates <-chan jetstream.KeyValueEntry
 
 // probeTimeout bounds one stream-info request of a probe.
 const probeTimeout = 5 * time.Second
+
+// snapshotIdle is the default Watcher.SnapshotIdle. A snapshot's entries
+// come back to back (10,000 records in well under a second), so a pause
+// this long is a consumer that is gone, not a slow one.
+const snapshotIdle = 3 * time.Second
 
 // stalled is one probe. The watch is stalled when a sequence the stream held
 // at the previous probe is still beyond what the watch delivered, and nothing

@@ -365,3 +365,65 @@ func TestJudgeSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// snapshotStallKV hands out real watches, but the first one stops in the
+// middle of its snapshot, as one does whose consumer was made on a cluster
+// member that then lost the stream.
+type snapshotStallKV struct {
+	jetstream.KeyValue
+	mu      sync.Mutex
+	watches int
+}
+
+func (s *snapshotStallKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	kw, err := s.KeyValue.WatchAll(ctx, opts...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watches++
+	if err != nil || s.watches > 1 {
+		return kw, err
+	}
+	return newCutSnapshot(kw), nil
+}
+
+// cutSnapshot forwards the first entry of a real watch and nothing after it.
+type cutSnapshot struct {
+	jetstream.KeyWatcher
+	out chan jetstream.KeyValueEntry
+}
+
+func newCutSnapshot(kw jetstream.KeyWatcher) *cutSnapshot {
+	s := &cutSnapshot{KeyWatcher: kw, out: make(chan jetstream.KeyValueEntry, 1)}
+	go func() {
+		defer close(s.out)
+		first := true
+		for e := range kw.Updates() { // until Stop closes it
+			if first && e != nil {
+				s.out <- e
+				first = false
+			}
+		}
+	}()
+	return s
+}
+
+func (s *cutSnapshot) Updates() <-chan jetstream.KeyValueEntry { return s.out }
+
+func TestWatcherRetriesASnapshotThatStops(t *testing.T) {
+	real := newBucket(t)
+	putRecords(t, real, 1, 3)
+	kv := &snapshotStallKV{KeyValue: real}
+	start := time.Now()
+	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), SnapshotIdle: 200 * time.Millisecond,
+		Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}})
+	b := recv(t, out)
+	if !b.Snapshot || len(b.Entries) != 3 {
+		t.Fatalf("first batch = %+v, want the whole snapshot of 3 (the cut one is never sent)", b)
+	}
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	if kv.watches != 2 {
+		t.Fatalf("%d watches, want 2: one cut short, one whole", kv.watches)
+	}
+	t.Logf("snapshot read whole after %s (idle bound 200ms)", time.Since(start).Round(time.Millisecond))
+}
