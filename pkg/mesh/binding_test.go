@@ -230,3 +230,20 @@ func TestBoundPeersNeverShareAPrefix(t *testing.T) {
 		}
 	}
 }
+
+// An agent that starts while a host's record is garbled and a copy of its key
+// sits elsewhere binds the key as a running agent would have: the record it
+// restored from its state (what it last applied) is what it keeps.
+func TestRestoredRecordBindsItsKey(t *testing.T) {
+	w := newWorld(t)
+	host, hostKey := hostEntry(t, 2, 2)
+	before := peer.NewTable(w.ctl.self.Rules, w.key, selfPrefix)
+	before.Put(host.Key, host.Value, host.Revision)
+	w.ctl.Restore(before.Resolve().Peers)
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{
+		w.selfEntry(1), {Key: host.Key, Value: []byte("garbage"), Revision: 9}, copyOf(hostKey, 9, 7)}})
+	o := w.ctl.Pass(true)
+	if got := routes(t, w)[hostKey]; !cmp.Equal(got, []string{"fd10:2::/48"}) || o.Held != 1 {
+		t.Fatalf("host routed to %v, held %d; want its restored prefix, held", got, o.Held)
+	}
+}

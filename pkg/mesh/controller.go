@@ -81,6 +81,10 @@ type Controller struct {
 	// dropped is when each peer was last taken off the device: the other
 	// end may still hold a session with us that it will not renew.
 	dropped map[wgtypes.Key]time.Time
+	// restored are the records Restore put on the device, until the first
+	// pass: what the agent knew before it started, so a record that went
+	// without a command while it was down binds its key as it would have.
+	restored map[wgtypes.Key]peer.Accepted
 }
 
 // vanished is one peer bound to the record it had, which went without a
@@ -262,6 +266,10 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 			c.endContact(k)
 		}
 		v, bound := c.vanished[k]
+		old := ch.Old
+		if r, ok := c.restored[k]; ok && old == nil {
+			old = &r
+		}
 		switch {
 		case bound && ch.New != nil && ch.New.Key != v.key:
 			c.holdMove(v, *ch.New)
@@ -274,11 +282,14 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 			c.rec.Set(c.spec(*ch.New))
 		case bound:
 			// The copy went too; the binding stands.
-		case ch.Old != nil && c.displaced(k, ch.Old.Key):
-			v := vanished{key: ch.Old.Key, rec: *ch.Old, until: now.Add(VanishGrace)}
+		case old != nil && (ch.New == nil || ch.New.Key != old.Key) && c.displaced(k, old.Key):
+			v := vanished{key: old.Key, rec: *old, until: now.Add(VanishGrace)}
 			c.vanished[k] = v
 			c.log.Warn("peer's record went without a delete; keeping the peer at its prefix while its host writes it back",
-				"peer", ch.Old.Name, "prefix", ch.Old.Prefix, "key", ch.Old.Key, "for", VanishGrace)
+				"peer", old.Name, "prefix", old.Prefix, "key", old.Key, "for", VanishGrace)
+			if ch.Old == nil {
+				c.rec.Set(c.spec(*old)) // restored: on the device, not yet desired
+			}
 			if ch.New != nil {
 				c.holdMove(v, *ch.New)
 			}
@@ -292,6 +303,7 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 		}
 	}
 	c.bindings(now, sessions)
+	c.restored = nil
 	clear(c.deleted)
 	for k, at := range c.dropped {
 		if now.Sub(at) >= sessionAge {
@@ -456,6 +468,7 @@ func (c *Controller) Restore(peers map[wgtypes.Key]peer.Accepted) Outcome {
 	}
 	res, err := c.rec.AddMissing(specs)
 	o.Plan, o.Refresh, o.Took, o.DeviceErr = res.Plan, true, res.Duration, err
+	c.restored = peers
 	if err == nil {
 		o.Configured = len(peers)
 	}
