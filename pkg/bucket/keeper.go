@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/retry"
@@ -34,6 +36,12 @@ type Repair struct {
 	// a leftover still routes this host's old prefix to it, harmlessly,
 	// while a copy routes it to whatever address the copy names.
 	Held bool
+	// Revoke: revocations this agent saw that the bucket no longer has (it
+	// was deleted and made again, or restored from an older backup); each
+	// is written back with Create where this host may. A host that may not
+	// says so once: the agents that saw them still refuse those keys, but
+	// an agent that starts now would not.
+	Revoke []wgtypes.Key
 }
 
 // Stale is a record to delete if it is still at Revision.
@@ -43,7 +51,19 @@ type Stale struct {
 }
 
 // Empty reports whether r asks nothing.
-func (r Repair) Empty() bool { return !r.Bucket && !r.Reclaim && r.Defend == 0 && len(r.Release) == 0 }
+func (r Repair) Empty() bool {
+	return !r.Bucket && !r.Reclaim && r.Defend == 0 && len(r.Release) == 0 && len(r.Revoke) == 0
+}
+
+// keep carries into r what a newer request must not drop: re-making the
+// bucket, and revocations to write back.
+func (r Repair) keep(older Repair) Repair {
+	r.Bucket = r.Bucket || older.Bucket
+	if len(r.Revoke) == 0 {
+		r.Revoke = older.Revoke
+	}
+	return r
+}
 
 // RepairPolicy spaces the attempts of a repair that failed (NATS trouble,
 // a bucket this host may not create).
@@ -62,7 +82,7 @@ type Keeper struct {
 	// re-reads it at once.
 	Created func()
 	// Done is called with each repair action carried out ("bucket",
-	// "reclaim", "defend", "release"), for metrics.
+	// "reclaim", "defend", "release", "revoke"), for metrics.
 	Done func(action string)
 
 	mu      sync.Mutex
@@ -80,8 +100,7 @@ func (k *Keeper) Request(r Repair) {
 	}
 	k.init()
 	k.mu.Lock()
-	r.Bucket = r.Bucket || k.pending.Bucket
-	k.pending = r
+	k.pending = r.keep(k.pending)
 	k.mu.Unlock()
 	select {
 	case k.wake <- struct{}{}:
@@ -108,7 +127,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 			if k.pending.Empty() {
 				k.pending = failed
 			} else {
-				k.pending.Bucket = k.pending.Bucket || failed.Bucket
+				k.pending = k.pending.keep(failed)
 			}
 			k.mu.Unlock()
 		}
@@ -156,6 +175,11 @@ func (k *Keeper) repair(ctx context.Context, r Repair) ([]Stale, error) {
 		}
 		r.Reclaim = true
 	}
+	if len(r.Revoke) > 0 {
+		if err := k.restoreRevocations(ctx, r.Revoke); err != nil {
+			return nil, err
+		}
+	}
 	// Copies of our key go before our record is written again: the new
 	// revision would make them the older, and so the winning, record of it.
 	var left []Stale
@@ -194,6 +218,35 @@ func (k *Keeper) recreate(ctx context.Context) error {
 	k.done("bucket")
 	if k.Created != nil {
 		k.Created()
+	}
+	return nil
+}
+
+// restoreRevocations writes back revocations the bucket lost. Revocations
+// are commands, and a bucket made again must not let evicted keys back in.
+// A host that may not write them says so once and leaves them.
+func (k *Keeper) restoreRevocations(ctx context.Context, keys []wgtypes.Key) error {
+	now := time.Now().UTC()
+	for i, pk := range keys {
+		val, err := json.Marshal(peer.Revocation{PublicKey: pk.String(), Name: "(written back by " + k.Self.Name + ")", RevokedAt: now})
+		if err != nil {
+			return err
+		}
+		_, err = k.KV.Create(ctx, peer.RevokedKey(pk), val)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			continue // another host wrote it back first
+		}
+		err = k.Conn.Explain(err)
+		if errors.Is(err, ErrPermission) {
+			k.Log.Warn("the bucket lost revocations this agent saw, and this host may not write them back: agents that saw them still refuse those keys; evict them again with ikto-admin evict",
+				"bucket", k.KV.Bucket(), "revocations", len(keys)-i, "err", err)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("write back the revocation of %s: %w", pk, err)
+		}
+		k.Log.Warn("the bucket had lost a revocation this agent saw; wrote it back", "public_key", pk.String())
+		k.done("revoke")
 	}
 	return nil
 }

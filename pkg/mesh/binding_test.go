@@ -247,3 +247,39 @@ func TestRestoredRecordBindsItsKey(t *testing.T) {
 		t.Fatalf("host routed to %v, held %d; want its restored prefix, held", got, o.Held)
 	}
 }
+
+// A snapshot without a revocation the agent saw asks the keeper to write it
+// back; one with the revocation, or with a marker at its key, does not.
+func TestLostRevocationIsWrittenBack(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		has  func(k wgtypes.Key) []bucket.Entry
+		want int
+	}{
+		{"bucket made again", func(wgtypes.Key) []bucket.Entry { return nil }, 1},
+		{"revocation there", func(k wgtypes.Key) []bucket.Entry {
+			return []bucket.Entry{{Key: peer.RevokedKey(k), Value: []byte("{}"), Revision: 3}}
+		}, 0},
+		{"unrevoked meanwhile", func(k wgtypes.Key) []bucket.Entry {
+			return []bucket.Entry{{Key: peer.RevokedKey(k), Revision: 3, Deleted: true}}
+		}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			evicted := newKeyNoT()
+			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), {Key: peer.RevokedKey(evicted), Value: []byte("{}"), Revision: 2}}})
+			if o := w.ctl.Pass(false); len(o.Repair.Revoke) != 0 {
+				t.Fatalf("first snapshot asks to write back %v", o.Repair.Revoke)
+			}
+			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: append([]bucket.Entry{w.selfEntry(1)}, tc.has(evicted)...)})
+			o := w.ctl.Pass(false)
+			if len(o.Repair.Revoke) != tc.want {
+				t.Fatalf("asks to write back %v, want %d", o.Repair.Revoke, tc.want)
+			}
+			// Only a snapshot can tell: the next pass asks nothing.
+			if o := w.ctl.Pass(false); len(o.Repair.Revoke) != 0 {
+				t.Fatalf("a pass without a snapshot asks to write back %v", o.Repair.Revoke)
+			}
+		})
+	}
+}

@@ -227,6 +227,7 @@ func (c *Controller) Pass(refresh bool) Outcome {
 			c.log.Warn("this host's claim is contested; restoring its record", "prefix", c.self.Prefix, "why", o.Why, "revision", rev)
 		}
 	}
+	o.Repair.Revoke = c.lostRevocations()
 	if c.contest.lost {
 		if o.Claim != ClaimHeld {
 			o.State, o.Claim, o.View = StateStandingDown, ClaimLost, &peer.View{}
@@ -370,6 +371,22 @@ func (c *Controller) bindings(now time.Time, sessions func() map[wgtypes.Key]tim
 			c.rec.Set(c.spec(v.rec))
 		}
 	}
+}
+
+// lostRevocations are the revocations the table keeps that the snapshot
+// loaded since the last pass lacks (no value, no marker): the bucket lost
+// them. Only a snapshot can tell.
+func (c *Controller) lostRevocations() []wgtypes.Key {
+	if c.snapKeys == nil {
+		return nil
+	}
+	var lost []wgtypes.Key
+	for _, k := range c.table.RevokedKeys() {
+		if !c.snapKeys[peer.RevokedKey(k)] {
+			lost = append(lost, k)
+		}
+	}
+	return lost
 }
 
 // held counts the bound peers on the device.

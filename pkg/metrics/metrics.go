@@ -88,7 +88,7 @@ func NewAgent() *Agent {
 	for _, op := range []string{"add", "update", "remove"} {
 		m.PeerChanges.WithLabelValues(op)
 	}
-	for _, a := range []string{"bucket", "reclaim", "defend", "release"} {
+	for _, a := range []string{"bucket", "reclaim", "defend", "release", "revoke"} {
 		m.ClaimRepairs.WithLabelValues(a)
 	}
 	for _, res := range []string{"ok", "error"} {

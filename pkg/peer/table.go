@@ -102,6 +102,12 @@ func NewTable(rules Rules, self wgtypes.Key, selfPrefix netip.Prefix) *Table {
 // Reset forgets every entry, before a fresh snapshot is loaded. The outcome
 // changes only at the next Update, which reports just the peers the snapshot
 // really changed.
+//
+// Revocations are kept: a revocation is a command, and only another command
+// — a delete marker at its revoked.* key, which a snapshot carries — lifts
+// it. Its absence from a snapshot (a bucket deleted and made again, one
+// restored from an older backup) is lost state, and must not let an evicted
+// key back in.
 func (t *Table) Reset() {
 	for pk := range t.groups {
 		t.dirty[pk] = struct{}{}
@@ -110,7 +116,9 @@ func (t *Table) Reset() {
 		t.dirty[pk] = struct{}{}
 	}
 	t.entries = map[string]entry{}
-	t.revoked = map[wgtypes.Key]bool{}
+	if t.revoked == nil {
+		t.revoked = map[wgtypes.Key]bool{}
+	}
 	t.groups = map[wgtypes.Key][]member{}
 	t.recordRej = map[string]Rejection{}
 	clear(t.setRej)

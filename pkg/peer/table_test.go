@@ -338,3 +338,37 @@ func TestTablePeerAndSelfKey(t *testing.T) {
 		t.Fatal("SelfKey is not the key given to NewTable")
 	}
 }
+
+// A revocation outlives a snapshot that lacks it (a bucket made again):
+// absence is not a command. A marker at its key in a snapshot (an unrevoke
+// while the agent was away) lifts it.
+func TestRevocationOutlivesAReset(t *testing.T) {
+	for _, unrevoked := range []bool{false, true} {
+		sk, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pk := sk.PublicKey()
+		self, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mesh := netip.MustParsePrefix("fd10::/16")
+		tb := NewTable(Rules{Mesh: mesh, Bits: 48}, self.PublicKey(), netip.MustParsePrefix("fd10:1::/48"))
+		tb.Put(RevokedKey(pk), []byte("{}"), 1)
+		tb.Update()
+		tb.Reset()
+		if unrevoked {
+			tb.Delete(RevokedKey(pk))
+		}
+		r := Record{Name: "back", PublicKey: pk.String(), AdvertiseAddress: "198.18.0.9", AllowedIP: "fd10:2::/48", WGPort: 51820}
+		tb.Put(Key(netip.MustParsePrefix("fd10:2::/48")), r.Encode(), 2)
+		_, accepted := tb.Resolve().Peers[pk]
+		if accepted != unrevoked {
+			t.Errorf("unrevoked %v: record of the revoked key accepted %v", unrevoked, accepted)
+		}
+		if got := len(tb.RevokedKeys()); got != map[bool]int{false: 1, true: 0}[unrevoked] {
+			t.Errorf("unrevoked %v: %d revoked keys kept", unrevoked, got)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"maps"
+	"slices"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -68,6 +69,12 @@ func (t *Table) At(key string) (rec Accepted, valid, present bool) {
 		return Accepted{}, false, false
 	}
 	return e.acc, e.rej == nil, true
+}
+
+// RevokedKeys are the revoked public keys this table knows, kept across
+// Reset (see there).
+func (t *Table) RevokedKeys() []wgtypes.Key {
+	return slices.Collect(maps.Keys(t.revoked))
 }
 
 // IsRevoked reports whether pk has a revoked.* record.

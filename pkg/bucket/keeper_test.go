@@ -1,0 +1,54 @@
+package bucket
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// Revocations the bucket lost are written back, once: a second request
+// finds them there and leaves them as they are.
+func TestKeeperWritesLostRevocationsBack(t *testing.T) {
+	s := natstest.Start(t)
+	nc, js := natstest.Connect(t, s.URL())
+	ctx := context.Background()
+	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	k := &Keeper{Conn: &Conn{NC: nc, JS: js}, KV: kv, Self: newRecord(t, "alpha", "fd10:1::/48"),
+		Log: slog.New(slog.DiscardHandler), Done: func(a string) { actions = append(actions, a) }}
+	var lost []wgtypes.Key
+	for range 2 {
+		sk, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lost = append(lost, sk.PublicKey())
+	}
+	for range 2 {
+		if _, err := k.repair(ctx, Repair{Revoke: lost}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, pk := range lost {
+		e, err := kv.Get(ctx, peer.RevokedKey(pk))
+		if err != nil {
+			t.Fatalf("revocation of %s: %v", pk, err)
+		}
+		var rv peer.Revocation
+		if err := json.Unmarshal(e.Value(), &rv); err != nil || rv.PublicKey != pk.String() || e.Revision() > 2 {
+			t.Fatalf("revocation of %s = %s (revision %d, err %v)", pk, e.Value(), e.Revision(), err)
+		}
+	}
+	if len(actions) != 2 {
+		t.Errorf("actions %q, want one revoke per revocation written (the second round finds them there)", actions)
+	}
+}
