@@ -39,6 +39,29 @@ func TestBucketDeletedUnderARunningMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	// An evicted host's key: every agent has seen its revocation.
+	evicted := newPublicKey(t)
+	if err := bucket.Revoke(ctx, m.bucket, evicted, peer.Record{Name: "evicted"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	comeback := func() {
+		t.Helper()
+		at := netip.PrefixFrom(freeAddress(t, m, hosts), 48).Masked()
+		r := peer.Record{Name: "evicted", PublicKey: evicted.String(), AdvertiseAddress: unusedUnderlay(m).String(), AllowedIP: at.String(), WGPort: 51820}
+		if _, err := m.bucket.Put(ctx, peer.Key(at), r.Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	comeback()
+	for _, h := range hosts {
+		testkit.EventuallyContext(t, convergeTimeout, h.Name+" to refuse the evicted key", func(ctx context.Context) error {
+			v, err := metricValue(ctx, h.SocketPath, rejectionsTotal(peer.ReasonRevoked))
+			if err == nil && v < 1 {
+				err = fmt.Errorf("%s = %v", rejectionsTotal(peer.ReasonRevoked), v)
+			}
+			return err
+		})
+	}
 	deleted := time.Now()
 	if err := js.DeleteKeyValue(ctx, bucketName); err != nil {
 		t.Fatal(err)
@@ -63,6 +86,14 @@ func TestBucketDeletedUnderARunningMesh(t *testing.T) {
 	if back-writable > 2*time.Second {
 		t.Errorf("records came back %s after the bucket was writable, want within 2s", back-writable)
 	}
+	// The revocation was lost with the bucket; the agents write it back,
+	// and the evicted key stays out.
+	testkit.EventuallyContext(t, convergeTimeout, "the lost revocation back in the bucket", func(ctx context.Context) error {
+		_, err := m.bucket.Get(ctx, peer.RevokedKey(evicted))
+		return err
+	})
+	t.Logf("the revocation lost with the bucket was written back after %s", time.Since(deleted).Round(time.Millisecond))
+	comeback()
 	m.waitConverged(hosts)
 	holdSteady(t, m, hosts, 2*time.Second)
 
