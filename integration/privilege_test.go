@@ -6,6 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +36,7 @@ type privilegeWorld struct {
 	hostURL, opURL string
 	hostPW         string
 	hostViolations []string // what the host user's refused attempts logged
+	store          string   // the server's JetStream directory
 }
 
 // TestLeastPrivilege runs nats-server with exactly the configuration the
@@ -60,6 +64,77 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	w.checkHostCannotRevoke(t)
 	w.checkOperatorEvicts(t)
+	w.checkWipedServer(t)
+}
+
+// checkWipedServer restarts the server with an empty store: the buckets are
+// gone, and with them charlie's revocation. The hosts make the buckets again
+// and write their records back; they may not write the revocation back, and
+// say so once each instead of retrying, while still refusing charlie's key.
+func (w *privilegeWorld) checkWipedServer(t *testing.T) {
+	t.Helper()
+	before := len(w.srv.Violations())
+	w.srv.Shutdown()
+	entries, err := os.ReadDir(w.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(w.store, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	live := w.hosts[:2]
+	const said = "may not write them back"
+	for _, h := range live {
+		testkit.EventuallyContext(t, convergeTimeout, h.Name+" to say it may not write the revocation back", func(context.Context) error {
+			if err := w.m.exitedEarly(live); err != nil {
+				return err
+			}
+			if !strings.Contains(w.m.agents[h.Name].Logs(), said) {
+				return fmt.Errorf("not yet; its log ends:\n%s", w.m.agents[h.Name].LogTail(15))
+			}
+			return nil
+		})
+	}
+	ctx := context.Background()
+	op, err := harness.OpenExistingBucket(ctx, w.opURL, bucketName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = op.Close() })
+	testkit.EventuallyContext(t, convergeTimeout, "alpha's and bravo's records back", func(ctx context.Context) error {
+		for _, h := range live {
+			if _, err := op.Record(ctx, h.Prefix()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	t.Logf("server wiped: the hosts made the bucket again and wrote their records back within %s of its restart",
+		time.Since(restarted).Round(time.Millisecond))
+	// charlie comes back with its revoked key, as the operator writes it:
+	// the hosts that saw the revocation still refuse it.
+	r := peer.Record{Name: "charlie", PublicKey: w.hosts[2].PublicKey.String(), AdvertiseAddress: w.hosts[2].Addr.String(),
+		AllowedIP: w.hosts[2].Prefix().String(), WGPort: 51820}
+	if _, err := op.Create(ctx, peer.Key(w.hosts[2].Prefix()), r.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	holdSteady(t, w.m, live, 2*time.Second)
+	for _, h := range live {
+		if n := strings.Count(w.m.agents[h.Name].Logs(), said); n != 1 {
+			t.Errorf("%s said %d times that it may not write the revocation back, want once", h.Name, n)
+		}
+	}
+	for _, v := range w.srv.Violations()[before:] {
+		if !strings.Contains(v, "user:"+harness.HostUser) || !strings.Contains(v, ".revoked.") {
+			t.Errorf("unexpected permission violation after the wipe: %s", v)
+		}
+	}
 }
 
 func newPrivilegeWorld(t *testing.T) *privilegeWorld {
@@ -69,14 +144,15 @@ func newPrivilegeWorld(t *testing.T) *privilegeWorld {
 	hostPW, opPW := randomSecret(t), randomSecret(t)
 	t.Setenv("IKTO_HOST_PASSWORD", hostPW)
 	t.Setenv("IKTO_OPERATOR_PASSWORD", opPW)
-	srv, err := harness.StartConfNATS(natsserver.Options{Host: n.Gateway, StoreDir: t.TempDir()}, harness.LeastPrivilegeConf)
+	store := t.TempDir()
+	srv, err := harness.StartConfNATS(natsserver.Options{Host: n.Gateway, StoreDir: store}, harness.LeastPrivilegeConf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 	m := &mesh{t: t, net: n, bins: bins, agents: map[string]*harness.Agent{}}
 	return &privilegeWorld{
-		m: m, srv: srv, hosts: m.addHosts("alpha", "bravo", "charlie"), hostPW: hostPW,
+		m: m, srv: srv, store: store, hosts: m.addHosts("alpha", "bravo", "charlie"), hostPW: hostPW,
 		hostURL: srv.UserURL(harness.HostUser, hostPW), opURL: srv.UserURL(harness.OperatorUser, opPW),
 	}
 }

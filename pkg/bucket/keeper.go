@@ -175,11 +175,6 @@ func (k *Keeper) repair(ctx context.Context, r Repair) ([]Stale, error) {
 		}
 		r.Reclaim = true
 	}
-	if len(r.Revoke) > 0 {
-		if err := k.restoreRevocations(ctx, r.Revoke); err != nil {
-			return nil, err
-		}
-	}
 	// Copies of our key go before our record is written again: the new
 	// revision would make them the older, and so the winning, record of it.
 	var left []Stale
@@ -199,6 +194,13 @@ func (k *Keeper) repair(ctx context.Context, r Repair) ([]Stale, error) {
 	}
 	if r.Defend != 0 {
 		if err := k.defend(ctx, r.Defend); err != nil {
+			return nil, err
+		}
+	}
+	// Last: a host that may not write revocations learns so only when its
+	// write goes unanswered, which must not hold up its own record.
+	if len(r.Revoke) > 0 {
+		if err := k.restoreRevocations(ctx, r.Revoke); err != nil {
 			return nil, err
 		}
 	}

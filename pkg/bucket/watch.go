@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ikto-mesh/ikto/pkg/retry"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ikto-mesh/ikto/pkg/retry"
 )
 
 // Entry is one key's state as the watch delivered it.
@@ -434,7 +436,10 @@ func (w *Watcher) missing() {
 
 // isMissing reports an error that means the bucket's stream does not exist.
 func isMissing(err error) bool {
-	return errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+	// A watch is made through nats.go's older JetStream API (the KV watch
+	// subscribes with it), whose error values are its own.
+	return errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, nats.ErrStreamNotFound)
 }
 
 func send(ctx context.Context, out chan<- Batch, b Batch) bool {

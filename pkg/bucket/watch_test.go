@@ -427,3 +427,21 @@ func TestWatcherRetriesASnapshotThatStops(t *testing.T) {
 	}
 	t.Logf("snapshot read whole after %s (idle bound 200ms)", time.Since(start).Round(time.Millisecond))
 }
+
+// A bucket that is gone when the watch is made (a server that lost its
+// store: no deletion advisory ever comes) is reported as missing, so the
+// agent makes it again.
+func TestWatcherReportsABucketGoneBeforeTheWatch(t *testing.T) {
+	js, kv := newBucketJS(t)
+	if err := js.DeleteKeyValue(context.Background(), kv.Bucket()); err != nil {
+		t.Fatal(err)
+	}
+	missing := make(chan struct{}, 16)
+	runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Backoff: retry.Policy{Min: time.Millisecond, Max: 10 * time.Millisecond},
+		Missing: func() { missing <- struct{}{} }})
+	select {
+	case <-missing:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watcher did not report the missing bucket")
+	}
+}
