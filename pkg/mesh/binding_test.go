@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -281,5 +282,84 @@ func TestLostRevocationIsWrittenBack(t *testing.T) {
 				t.Fatalf("a pass without a snapshot asks to write back %v", o.Repair.Revoke)
 			}
 		})
+	}
+}
+
+// A host that moved while the bucket was lost (its old record missing from
+// the new bucket, its new one there) is routed at its new prefix after
+// MoveHold, not the whole grace; one whose record was overwritten waits the
+// grace.
+func TestMoveHeldBriefAfterABucketLoss(t *testing.T) {
+	for _, overwritten := range []bool{false, true} {
+		t.Run(fmt.Sprintf("overwritten=%v", overwritten), func(t *testing.T) {
+			w := newWorld(t)
+			host, hostKey := hostEntry(t, 2, 2)
+			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), host}})
+			w.ctl.Pass(false)
+			moved := copyOf(hostKey, 9, 3)
+			entries := []bucket.Entry{w.selfEntry(1), moved}
+			if overwritten {
+				entries = append(entries, bucket.Entry{Key: host.Key, Value: []byte("garbage"), Revision: 4})
+			}
+			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: entries})
+			w.ctl.Pass(false)
+			if got := routes(t, w)[hostKey]; !cmp.Equal(got, []string{"fd10:2::/48"}) {
+				t.Fatalf("host routed to %v; want held at its old prefix", got)
+			}
+			v := w.ctl.vanished[hostKey]
+			if hold := v.moveAfter.Sub(v.until) + VanishGrace; overwritten && hold != VanishGrace || !overwritten && hold > MoveHold+time.Second {
+				t.Fatalf("move held for %s", hold)
+			}
+			due := w.ctl.nextBinding()
+			if want := v.moveAfter; !due.Equal(want) {
+				t.Fatalf("next binding change at %s, want %s", due, want)
+			}
+			// MoveHold over.
+			v.moveAfter = time.Now().Add(-time.Millisecond)
+			w.ctl.vanished[hostKey] = v
+			w.ctl.Pass(false)
+			if got := routes(t, w)[hostKey]; !cmp.Equal(got, []string{"fd10:9::/48"}) {
+				t.Fatalf("after the hold: host routed to %v; want its new prefix", got)
+			}
+		})
+	}
+}
+
+// The loop ends a move's hold on time by itself, in a quiet bucket with an
+// hour between resyncs.
+func TestRunEndsAMoveHoldOnTime(t *testing.T) {
+	w := newWorld(t)
+	host, hostKey := hostEntry(t, 2, 2)
+	batches := make(chan bucket.Batch, 4)
+	batches <- bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), host}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	outcomes := make(chan Outcome, 64)
+	done := make(chan error, 1)
+	go func() {
+		done <- w.ctl.Run(ctx, Inputs{Batches: batches, Resync: time.Hour, Publish: func(o Outcome) { outcomes <- o }})
+	}()
+	<-outcomes
+	start := time.Now()
+	batches <- bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), copyOf(hostKey, 9, 3)}}
+	for o := range outcomes {
+		if o.Held == 0 {
+			break
+		}
+		if time.Since(start) > MoveHold+5*time.Second {
+			t.Fatal("the hold did not end")
+		}
+	}
+	took := time.Since(start)
+	if took < MoveHold-time.Second || took > MoveHold+3*time.Second {
+		t.Fatalf("the move was applied after %s, want about %s", took, MoveHold)
+	}
+	t.Logf("move applied %s after the snapshot (MoveHold %s)", took.Round(time.Millisecond), MoveHold)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := routes(t, w)[hostKey]; !cmp.Equal(got, []string{"fd10:9::/48"}) {
+		t.Fatalf("host routed to %v; want its new prefix", got)
 	}
 }

@@ -93,8 +93,20 @@ type vanished struct {
 	key   string        // where its record was
 	rec   peer.Accepted // the record, as it is configured
 	until time.Time
-	off   bool // another host's record is accepted at key: not on the device
+	// moveAfter is when a record of the key under another prefix may be
+	// applied after all: at until for a record overwritten (someone wrote
+	// over it: a copy elsewhere is suspect for the whole grace), sooner for
+	// one missing from a fresh snapshot (a bucket made again, where the host
+	// may simply have moved meanwhile).
+	moveAfter time.Time
+	off       bool // another host's record is accepted at key: not on the device
 }
+
+// MoveHold is how long a key whose record is missing from a fresh snapshot
+// stays bound before a record of it under another prefix is applied: time
+// for a live host to write its record back (and release any copy), not the
+// whole VanishGrace a host that moved while the bucket was lost would wait.
+const MoveHold = 5 * time.Second
 
 // VanishGrace is how long a peer whose record vanished without a delete
 // stays on the device: long enough for a live host to write its record back
@@ -273,7 +285,9 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 		}
 		switch {
 		case bound && ch.New != nil && ch.New.Key != v.key:
-			c.holdMove(v, *ch.New)
+			if now.Before(v.moveAfter) {
+				c.holdMove(v, *ch.New)
+			} // else bindings below applies it
 		case bound && ch.New != nil:
 			// Its record is back where it was.
 			delete(c.vanished, k)
@@ -285,6 +299,10 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 			// The copy went too; the binding stands.
 		case old != nil && (ch.New == nil || ch.New.Key != old.Key) && c.displaced(k, old.Key):
 			v := vanished{key: old.Key, rec: *old, until: now.Add(VanishGrace)}
+			v.moveAfter = v.until
+			if _, _, present := c.table.At(old.Key); !present {
+				v.moveAfter = now.Add(MoveHold)
+			}
 			c.vanished[k] = v
 			c.log.Warn("peer's record went without a delete; keeping the peer at its prefix while its host writes it back",
 				"peer", old.Name, "prefix", old.Prefix, "key", old.Key, "for", VanishGrace)
@@ -354,6 +372,13 @@ func (c *Controller) bindings(now time.Time, sessions func() map[wgtypes.Key]tim
 				c.beginContact(p, now, sessions)
 			}
 			c.rec.Set(c.spec(p))
+		case !now.Before(v.moveAfter) && c.movedAway(k, v):
+			delete(c.vanished, k)
+			p, _ := c.table.Peer(k)
+			if v.off {
+				c.beginContact(p, now, sessions)
+			}
+			c.rec.Set(c.spec(p))
 		case taken && !v.off:
 			c.drop(k, now)
 			v.off = true
@@ -398,6 +423,29 @@ func (c *Controller) held() int {
 		}
 	}
 	return n
+}
+
+// movedAway reports whether the table accepts a record of bound key k under
+// another prefix than the one it is bound to.
+func (c *Controller) movedAway(k wgtypes.Key, v vanished) bool {
+	p, ok := c.table.Peer(k)
+	return ok && p.Key != v.key
+}
+
+// nextBinding is when the earliest binding changes by itself (a move may be
+// applied, or the grace ends); zero when none will.
+func (c *Controller) nextBinding() time.Time {
+	var next time.Time
+	for _, v := range c.vanished {
+		at := v.until
+		if v.moveAfter.Before(at) && time.Now().Before(v.moveAfter) {
+			at = v.moveAfter
+		}
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next
 }
 
 // takenFrom reports whether the value at key is a record another host may

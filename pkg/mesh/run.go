@@ -52,7 +52,7 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 			return nil
 		case now := <-contacts.c:
 			contacts = contactTimer{}
-			if !c.checkContacts(now) {
+			if !c.checkContacts(now) && !c.bindingDue(now) {
 				// Restarts (if any) went to the device; nothing to re-apply.
 				contacts = c.armContacts(contacts, time.Now())
 				continue
@@ -116,14 +116,33 @@ type contactTimer struct {
 // contacts: t itself when it fires soon enough (a new contact may be due
 // sooner than the one t was armed for), disarmed when none is pending.
 func (c *Controller) armContacts(t contactTimer, now time.Time) contactTimer {
-	if len(c.contacts) == 0 {
+	next := c.nextBinding()
+	if len(c.contacts) == 0 && next.IsZero() {
 		return contactTimer{}
 	}
-	wait := c.contactWait(now)
+	wait := time.Duration(1<<63 - 1)
+	if len(c.contacts) > 0 {
+		wait = c.contactWait(now)
+	}
+	if !next.IsZero() {
+		wait = min(wait, max(next.Sub(now), contactPollMin))
+	}
 	if t.c != nil && !t.at.After(now.Add(wait)) {
 		return t
 	}
 	return contactTimer{c: time.After(wait), at: now.Add(wait)}
+}
+
+// bindingDue reports whether a binding changes at now: its grace is over,
+// or its hold is and a record of its key elsewhere waits. The pass the timer
+// then asks for settles it.
+func (c *Controller) bindingDue(now time.Time) bool {
+	for k, v := range c.vanished {
+		if !now.Before(v.until) || !now.Before(v.moveAfter) && c.movedAway(k, v) {
+			return true
+		}
+	}
+	return false
 }
 
 // drain loads the batches already queued, so a burst costs one pass.
