@@ -345,8 +345,8 @@ func (c *Controller) displaced(k wgtypes.Key, key string) bool {
 
 // holdMove logs that a record of a bound peer's key at another prefix waits.
 func (c *Controller) holdMove(v vanished, to peer.Accepted) {
-	c.log.Warn("a record of this peer's key at another prefix waits until its own record is back or the grace ends (a copy its host has not released yet)",
-		"peer", v.rec.Name, "prefix", v.rec.Prefix, "other", to.Key, "until", v.until.Format(time.RFC3339))
+	c.log.Warn("a record of this peer's key at another prefix waits until its own record is back or the hold ends (a copy its host has not released yet)",
+		"peer", v.rec.Name, "prefix", v.rec.Prefix, "other", to.Key, "until", v.moveAfter.Format(time.RFC3339))
 }
 
 // bindings ends or adjusts each bound peer. A command ends the binding: the
