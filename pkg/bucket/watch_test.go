@@ -223,11 +223,12 @@ func TestWatcherBacksOffOnAClosedConnection(t *testing.T) {
 	}
 }
 
-// stallingKV hands out real watches, but the first one stops delivering after
-// its snapshot, as a watch does whose consumer lived on a cluster member that
-// went away while the client's own connection stayed up.
+// stallingKV hands out real watches, but the first one goes through stall:
+// it stops delivering, as a watch does whose consumer lived on a cluster
+// member that went away while the client's own connection stayed up.
 type stallingKV struct {
 	jetstream.KeyValue
+	stall   func(jetstream.KeyWatcher) jetstream.KeyWatcher
 	mu      sync.Mutex
 	watches int
 }
@@ -240,7 +241,7 @@ func (s *stallingKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (
 	if err != nil || s.watches > 1 {
 		return kw, err
 	}
-	return newStalledWatch(kw), nil
+	return s.stall(kw), nil
 }
 
 // stalledWatch forwards a real watch's snapshot and nothing after it.
@@ -249,7 +250,7 @@ type stalledWatch struct {
 	out chan jetstream.KeyValueEntry
 }
 
-func newStalledWatch(kw jetstream.KeyWatcher) *stalledWatch {
+func newStalledWatch(kw jetstream.KeyWatcher) jetstream.KeyWatcher {
 	s := &stalledWatch{KeyWatcher: kw, out: make(chan jetstream.KeyValueEntry, 256)}
 	go func() {
 		defer close(s.out)
@@ -271,7 +272,7 @@ func (s *stalledWatch) Updates() <-chan jetstream.KeyValueEntry { return s.out }
 func TestWatcherProbeRestartsAStalledWatch(t *testing.T) {
 	real := newBucket(t)
 	putRecords(t, real, 1, 2)
-	kv := &stallingKV{KeyValue: real}
+	kv := &stallingKV{KeyValue: real, stall: newStalledWatch}
 	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Probe: 50 * time.Millisecond, Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}})
 	if b := recv(t, out); !b.Snapshot || len(b.Entries) != 2 {
 		t.Fatalf("first batch = %+v, want a snapshot of 2", b)
@@ -366,33 +367,13 @@ func TestJudgeSnapshot(t *testing.T) {
 	}
 }
 
-// snapshotStallKV hands out real watches, but the first one stops in the
-// middle of its snapshot, as one does whose consumer was made on a cluster
-// member that then lost the stream.
-type snapshotStallKV struct {
-	jetstream.KeyValue
-	mu      sync.Mutex
-	watches int
-}
-
-func (s *snapshotStallKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
-	kw, err := s.KeyValue.WatchAll(ctx, opts...)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.watches++
-	if err != nil || s.watches > 1 {
-		return kw, err
-	}
-	return newCutSnapshot(kw), nil
-}
-
 // cutSnapshot forwards the first entry of a real watch and nothing after it.
 type cutSnapshot struct {
 	jetstream.KeyWatcher
 	out chan jetstream.KeyValueEntry
 }
 
-func newCutSnapshot(kw jetstream.KeyWatcher) *cutSnapshot {
+func newCutSnapshot(kw jetstream.KeyWatcher) jetstream.KeyWatcher {
 	s := &cutSnapshot{KeyWatcher: kw, out: make(chan jetstream.KeyValueEntry, 1)}
 	go func() {
 		defer close(s.out)
@@ -412,7 +393,7 @@ func (s *cutSnapshot) Updates() <-chan jetstream.KeyValueEntry { return s.out }
 func TestWatcherRetriesASnapshotThatStops(t *testing.T) {
 	real := newBucket(t)
 	putRecords(t, real, 1, 3)
-	kv := &snapshotStallKV{KeyValue: real}
+	kv := &stallingKV{KeyValue: real, stall: newCutSnapshot}
 	start := time.Now()
 	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), SnapshotIdle: 200 * time.Millisecond,
 		Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}})

@@ -22,6 +22,19 @@ func copyOf(k wgtypes.Key, n int, rev uint64) bucket.Entry {
 	return bucket.Entry{Key: peer.Key(p), Value: r.Encode(), Revision: rev}
 }
 
+// copiedWorld is a controller that routes a host at fd10:2::/48 and has seen a
+// younger copy of its key at fd10:9::/48 (rejected: the older record keeps
+// the key).
+func copiedWorld(t *testing.T) (w *world, host bucket.Entry, hostKey wgtypes.Key, copied bucket.Entry) {
+	t.Helper()
+	w = newWorld(t)
+	host, hostKey = hostEntry(t, 2, 2)
+	copied = copyOf(hostKey, 9, 7)
+	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), host, copied}})
+	w.ctl.Pass(false)
+	return w, host, hostKey, copied
+}
+
 // routes is the device's peers as public key → prefixes.
 func routes(t *testing.T, w *world) map[wgtypes.Key][]string {
 	t.Helper()
@@ -111,11 +124,7 @@ func TestBoundPeerComesBack(t *testing.T) {
 	const hostAt = "fd10:2::/48"
 	for _, takeover := range []bool{false, true} {
 		t.Run(fmt.Sprintf("takeover=%v", takeover), func(t *testing.T) {
-			w := newWorld(t)
-			host, hostKey := hostEntry(t, 2, 2)
-			forged := copyOf(hostKey, 9, 7)
-			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), host, forged}})
-			w.ctl.Pass(false)
+			w, host, hostKey, forged := copiedWorld(t)
 			over := []byte("garbage")
 			if takeover {
 				over = peerRecord(newKeyNoT(), hostAt)
@@ -150,11 +159,7 @@ func TestBoundPeerComesBack(t *testing.T) {
 func TestCommandsEndABinding(t *testing.T) {
 	for _, revoke := range []bool{false, true} {
 		t.Run(fmt.Sprintf("revoke=%v", revoke), func(t *testing.T) {
-			w := newWorld(t)
-			host, hostKey := hostEntry(t, 2, 2)
-			moved := copyOf(hostKey, 9, 7)
-			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), host, moved}})
-			w.ctl.Pass(false)
+			w, host, hostKey, _ := copiedWorld(t)
 			w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: host.Key, Value: []byte("garbage"), Revision: 20}}})
 			w.ctl.Pass(false)
 			cmd := bucket.Entry{Key: host.Key, Revision: 21, Deleted: true}
@@ -208,10 +213,7 @@ func newKeyNoT() wgtypes.Key {
 // never share it on the device: the one whose record is there has it.
 func TestBoundPeersNeverShareAPrefix(t *testing.T) {
 	const hostAt = "fd10:2::/48"
-	w := newWorld(t)
-	host, hostKey := hostEntry(t, 2, 2)
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), host, copyOf(hostKey, 9, 7)}})
-	w.ctl.Pass(false)
+	w, host, hostKey, _ := copiedWorld(t)
 	intruder := newKeyNoT()
 	steps := []struct {
 		value []byte

@@ -351,7 +351,8 @@ func (c *Controller) holdMove(v vanished, to peer.Accepted) {
 
 // bindings ends or adjusts each bound peer. A command ends the binding: the
 // key revoked takes the peer off, a delete at its prefix hands the key to
-// whatever the table accepts for it, and so does the grace's end. Two peers
+// whatever the table accepts for it, and so does the grace's end (or the
+// hold's, for a record of the key elsewhere). Two peers
 // must never carry one prefix: another host's record there takes the bound
 // peer off the device until that record goes.
 func (c *Controller) bindings(now time.Time, sessions func() map[wgtypes.Key]time.Time) {
@@ -361,24 +362,8 @@ func (c *Controller) bindings(now time.Time, sessions func() map[wgtypes.Key]tim
 		case c.table.IsRevoked(k):
 			c.drop(k, now)
 			delete(c.vanished, k)
-		case now.After(v.until) || c.deleted[v.key]:
-			delete(c.vanished, k)
-			p, ok := c.table.Peer(k)
-			if !ok {
-				c.drop(k, now)
-				continue
-			}
-			if v.off {
-				c.beginContact(p, now, sessions)
-			}
-			c.rec.Set(c.spec(p))
-		case !now.Before(v.moveAfter) && c.movedAway(k, v):
-			delete(c.vanished, k)
-			p, _ := c.table.Peer(k)
-			if v.off {
-				c.beginContact(p, now, sessions)
-			}
-			c.rec.Set(c.spec(p))
+		case now.After(v.until) || c.deleted[v.key] || !now.Before(v.moveAfter) && c.movedAway(k, v):
+			c.unbind(k, v, now, sessions)
 		case taken && !v.off:
 			c.drop(k, now)
 			v.off = true
@@ -396,6 +381,20 @@ func (c *Controller) bindings(now time.Time, sessions func() map[wgtypes.Key]tim
 			c.rec.Set(c.spec(v.rec))
 		}
 	}
+}
+
+// unbind ends k's binding: the table's word goes, whatever it is.
+func (c *Controller) unbind(k wgtypes.Key, v vanished, now time.Time, sessions func() map[wgtypes.Key]time.Time) {
+	delete(c.vanished, k)
+	p, ok := c.table.Peer(k)
+	if !ok {
+		c.drop(k, now)
+		return
+	}
+	if v.off {
+		c.beginContact(p, now, sessions)
+	}
+	c.rec.Set(c.spec(p))
 }
 
 // lostRevocations are the revocations the table keeps that the snapshot
