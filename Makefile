@@ -44,7 +44,7 @@ install: build
 # The 60 s chaos soak in make test replays TEST_SOAK_SEED (a sequence with
 # copies of keys over live claims, NATS restarts, evictions and re-addressing)
 # against one NATS server; make soak draws a fresh seed and runs the 3-server
-# cluster too, where it still finds faults (CHANGELOG, "Known problems").
+# cluster too.
 TEST_SOAK_SEED ?= 1796126624783034255
 TEST_SOAK_NATS ?= single
 test: build vet
