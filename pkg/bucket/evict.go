@@ -157,16 +157,27 @@ func Evict(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64, r
 // Revoke writes the revoked.<key> entry for pk, describing rec. An existing
 // revocation is left as it is.
 func Revoke(ctx context.Context, kv jetstream.KeyValue, pk wgtypes.Key, rec peer.Record, now time.Time) error {
-	rv := peer.Revocation{PublicKey: pk.String(), AllowedIP: rec.AllowedIP, Name: rec.Name, RevokedAt: now.UTC()}
+	_, err := createRevocation(ctx, kv, pk, peer.Revocation{AllowedIP: rec.AllowedIP, Name: rec.Name, RevokedAt: now.UTC()})
+	return err
+}
+
+// createRevocation writes rv as the revoked.* entry of pk unless there is
+// one; created says whether this call wrote it.
+func createRevocation(ctx context.Context, kv jetstream.KeyValue, pk wgtypes.Key, rv peer.Revocation) (created bool, err error) {
+	rv.PublicKey = pk.String()
 	val, err := json.Marshal(rv)
 	if err != nil {
-		return fmt.Errorf("revoke %s: %w", pk, err)
+		return false, fmt.Errorf("revoke %s: %w", pk, err)
 	}
 	key := peer.RevokedKey(pk)
-	if _, err := kv.Create(ctx, key, val); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("revoke %s: create %s: %w", pk, key, err)
+	_, err = kv.Create(ctx, key, val)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("revoke %s: create %s: %w", pk, key, err)
 	}
-	return nil
+	return true, nil
 }
 
 // Unrevoke lifts the revocation of pk: agents accept records with that key

@@ -2,7 +2,6 @@ package bucket
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,7 +38,7 @@ type Repair struct {
 	// Revoke: revocations this agent saw that the bucket no longer has (it
 	// was deleted and made again, or restored from an older backup); each
 	// is written back with Create where this host may. A host that may not
-	// says so once: the agents that saw them still refuse those keys, but
+	// says so, once per request: the agents that saw them still refuse those keys, but
 	// an agent that starts now would not.
 	Revoke []wgtypes.Key
 }
@@ -226,18 +225,12 @@ func (k *Keeper) recreate(ctx context.Context) error {
 
 // restoreRevocations writes back revocations the bucket lost. Revocations
 // are commands, and a bucket made again must not let evicted keys back in.
-// A host that may not write them says so once and leaves them.
+// A host that may not write them says so and leaves them: retrying
+// cannot help.
 func (k *Keeper) restoreRevocations(ctx context.Context, keys []wgtypes.Key) error {
-	now := time.Now().UTC()
+	rv := peer.Revocation{Name: "(written back by " + k.Self.Name + ")", RevokedAt: time.Now().UTC()}
 	for i, pk := range keys {
-		val, err := json.Marshal(peer.Revocation{PublicKey: pk.String(), Name: "(written back by " + k.Self.Name + ")", RevokedAt: now})
-		if err != nil {
-			return err
-		}
-		_, err = k.KV.Create(ctx, peer.RevokedKey(pk), val)
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			continue // another host wrote it back first
-		}
+		created, err := createRevocation(ctx, k.KV, pk, rv)
 		err = k.Conn.Explain(err)
 		if errors.Is(err, ErrPermission) {
 			k.Log.Warn("the bucket lost revocations this agent saw, and this host may not write them back: agents that saw them still refuse those keys; evict them again with ikto-admin evict",
@@ -245,7 +238,10 @@ func (k *Keeper) restoreRevocations(ctx context.Context, keys []wgtypes.Key) err
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("write back the revocation of %s: %w", pk, err)
+			return fmt.Errorf("write back: %w", err)
+		}
+		if !created {
+			continue // another host wrote it back first
 		}
 		k.Log.Warn("the bucket had lost a revocation this agent saw; wrote it back", "public_key", pk.String())
 		k.done("revoke")

@@ -312,7 +312,7 @@ func TestMoveHeldBriefAfterABucketLoss(t *testing.T) {
 			if hold := v.moveAfter.Sub(v.until) + VanishGrace; overwritten && hold != VanishGrace || !overwritten && hold > MoveHold+time.Second {
 				t.Fatalf("move held for %s", hold)
 			}
-			due := w.ctl.nextBinding()
+			due := w.ctl.nextBinding(time.Now())
 			if want := v.moveAfter; !due.Equal(want) {
 				t.Fatalf("next binding change at %s, want %s", due, want)
 			}

@@ -85,6 +85,9 @@ type Controller struct {
 	// pass: what the agent knew before it started, so a record that went
 	// without a command while it was down binds its key as it would have.
 	restored map[wgtypes.Key]peer.Accepted
+	// lostRevs are the revocations the last snapshot lacked, until a pass
+	// asks the keeper to write them back.
+	lostRevs []wgtypes.Key
 }
 
 // vanished is one peer bound to the record it had, which went without a
@@ -196,6 +199,9 @@ func (c *Controller) Load(b bucket.Batch) {
 			c.table.Put(e.Key, e.Value, e.Revision)
 		}
 	}
+	if b.Snapshot {
+		c.lostRevs = c.lostRevocations()
+	}
 }
 
 // Pass is one reconciliation: it re-decides the records that changed since
@@ -239,7 +245,8 @@ func (c *Controller) Pass(refresh bool) Outcome {
 			c.log.Warn("this host's claim is contested; restoring its record", "prefix", c.self.Prefix, "why", o.Why, "revision", rev)
 		}
 	}
-	o.Repair.Revoke = c.lostRevocations()
+	// Asked once per snapshot: the keeper carries it until it is done.
+	o.Repair.Revoke, c.lostRevs = c.lostRevs, nil
 	if c.contest.lost {
 		if o.Claim != ClaimHeld {
 			o.State, o.Claim, o.View = StateStandingDown, ClaimLost, &peer.View{}
@@ -352,9 +359,9 @@ func (c *Controller) holdMove(v vanished, to peer.Accepted) {
 // bindings ends or adjusts each bound peer. A command ends the binding: the
 // key revoked takes the peer off, a delete at its prefix hands the key to
 // whatever the table accepts for it, and so does the grace's end (or the
-// hold's, for a record of the key elsewhere). Two peers
-// must never carry one prefix: another host's record there takes the bound
-// peer off the device until that record goes.
+// hold's, for a record of the key elsewhere). Two peers must never carry one
+// prefix: another host's record there takes the bound peer off the device
+// until that record goes.
 func (c *Controller) bindings(now time.Time, sessions func() map[wgtypes.Key]time.Time) {
 	for k, v := range c.vanished {
 		taken := c.takenFrom(k, v.key)
@@ -398,12 +405,9 @@ func (c *Controller) unbind(k wgtypes.Key, v vanished, now time.Time, sessions f
 }
 
 // lostRevocations are the revocations the table keeps that the snapshot
-// loaded since the last pass lacks (no value, no marker): the bucket lost
-// them. Only a snapshot can tell.
+// just loaded lacks (no value, no marker): the bucket lost them. Only a
+// snapshot can tell.
 func (c *Controller) lostRevocations() []wgtypes.Key {
-	if c.snapKeys == nil {
-		return nil
-	}
 	var lost []wgtypes.Key
 	for _, k := range c.table.RevokedKeys() {
 		if !c.snapKeys[peer.RevokedKey(k)] {
@@ -433,11 +437,11 @@ func (c *Controller) movedAway(k wgtypes.Key, v vanished) bool {
 
 // nextBinding is when the earliest binding changes by itself (a move may be
 // applied, or the grace ends); zero when none will.
-func (c *Controller) nextBinding() time.Time {
+func (c *Controller) nextBinding(now time.Time) time.Time {
 	var next time.Time
 	for _, v := range c.vanished {
 		at := v.until
-		if v.moveAfter.Before(at) && time.Now().Before(v.moveAfter) {
+		if v.moveAfter.Before(at) && now.Before(v.moveAfter) {
 			at = v.moveAfter
 		}
 		if next.IsZero() || at.Before(next) {

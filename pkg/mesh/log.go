@@ -40,8 +40,8 @@ func (c *Controller) logPlan(res reconcile.Result, d peer.Delta) {
 }
 
 // accepted is the record behind peer k as this pass resolved it: its bound
-// record, the pass's changes, or (a peer re-added by a refresh that repaired drift) from
-// the table, which has not changed since.
+// record, the pass's changes, or (a peer re-added by a refresh that repaired
+// drift) the table, which has not changed since.
 func (c *Controller) accepted(d peer.Delta, k wgtypes.Key) peer.Accepted {
 	if v, ok := c.vanished[k]; ok {
 		return v.rec

@@ -113,10 +113,11 @@ type contactTimer struct {
 }
 
 // armContacts returns the timer for the next check of pending first
-// contacts: t itself when it fires soon enough (a new contact may be due
-// sooner than the one t was armed for), disarmed when none is pending.
+// contacts, or of a binding that changes by itself (a hold or a grace that
+// ends): t itself when it fires soon enough (a new one may be due sooner
+// than the one t was armed for), disarmed when nothing is pending.
 func (c *Controller) armContacts(t contactTimer, now time.Time) contactTimer {
-	next := c.nextBinding()
+	next := c.nextBinding(now)
 	if len(c.contacts) == 0 && next.IsZero() {
 		return contactTimer{}
 	}

@@ -53,13 +53,6 @@ type Delta struct {
 	Rejected []Rejection
 }
 
-// Rejected reports whether the entry at key is a value the per-record rules
-// reject (garbage where a record was).
-func (t *Table) Rejected(key string) bool {
-	e, ok := t.entries[key]
-	return ok && e.rej != nil
-}
-
 // At is the value at key as the per-record rules judged it: valid with the
 // record when it passes them, present when the table holds any value there.
 // The set rules may still reject a valid one.
@@ -79,17 +72,6 @@ func (t *Table) RevokedKeys() []wgtypes.Key {
 
 // IsRevoked reports whether pk has a revoked.* record.
 func (t *Table) IsRevoked(pk wgtypes.Key) bool { return t.revoked[pk] }
-
-// AcceptedAt is the accepted peer whose record is the one at key, as of the
-// last Update.
-func (t *Table) AcceptedAt(key string) (Accepted, bool) {
-	e, ok := t.entries[key]
-	if !ok || e.rej != nil {
-		return Accepted{}, false
-	}
-	p, ok := t.peers[e.acc.PublicKey]
-	return p, ok && p.Key == key
-}
 
 // Len is the number of peers.* entries held, accepted or not.
 func (t *Table) Len() int { return len(t.entries) }
