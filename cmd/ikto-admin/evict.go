@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -19,6 +20,7 @@ const rejoinHint = "to rejoin, the host needs a new key and prefix from ikto-ini
 func (a *app) evictCommand() *cobra.Command {
 	var (
 		dryRun bool
+		keys   keyChoice
 		r      revokeFlags
 	)
 	cmd := &cobra.Command{
@@ -34,7 +36,15 @@ write the host's own record (with a new key). --user names that user (the
 host's .creds file, or its public nkey); with --operator-seed and
 --account-jwt evict also revokes it in the account JWT, and with
 --system-creds pushes that to the servers, which then close its
-connections. Without them it prints how to revoke it.`,
+connections. Without them it prints how to revoke it.
+
+A public key with records at more than one prefix means one of them is a
+copy: a host may publish, at its own prefix, the record of another host's
+key. evict then refuses to revoke the key, which would cut off the host
+that really holds it, until told what to do: --keep-key deletes only the
+record at the address given and leaves the key alone (remove an intruder's
+copy, and revoke the intruder's NATS user with --user); --revoke-key
+revokes the key anyway.`,
 		Args: exactArgs(1, "one address or prefix"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			target, err := parseTarget(args[0])
@@ -52,22 +62,35 @@ connections. Without them it prints how to revoke it.`,
 				}
 				user = &u
 			}
+			if keys.keep && keys.revoke {
+				return cli.Usagef("--keep-key and --revoke-key exclude each other")
+			}
 			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
-				return a.evict(ctx, cmd, m, target, args[0], dryRun, r, user)
+				return a.evict(ctx, cmd, m, target, args[0], dryRun, keys, r, user)
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show what would be evicted and change nothing")
+	cmd.Flags().BoolVar(&keys.keep, "keep-key", false, "delete only the record at the address; do not revoke its public key (the record is a copy of another host's key)")
+	cmd.Flags().BoolVar(&keys.revoke, "revoke-key", false, "revoke the public key even when other records carry it too")
 	r.bind(cmd.Flags(), true)
 	return cmd
 }
 
+// keyChoice is what evict was told to do with a public key that other
+// records carry too.
+type keyChoice struct{ keep, revoke bool }
+
 // evict evicts the holder of target and, given its NATS user, revokes that.
-func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *mesh, target netip.Prefix, arg string, dryRun bool, r revokeFlags, user *natsUser) error {
+func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *mesh, target netip.Prefix, arg string, dryRun bool, keys keyChoice, r revokeFlags, user *natsUser) error {
 	h, err := bucket.FindHolder(ctx, m.kv, target)
 	if errors.Is(err, bucket.ErrNoHolder) {
 		return fmt.Errorf("no host holds %s in bucket %s; `ikto-admin list` shows who holds what", arg, m.kv.Bucket())
 	}
+	if err != nil {
+		return err
+	}
+	e, err := a.planEviction(ctx, m, h, arg, keys)
 	if err != nil {
 		return err
 	}
@@ -78,10 +101,10 @@ func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *mesh, target net
 	}
 	asJSON := a.output == "json"
 	if dryRun && asJSON {
-		return writeJSON(a.stdout, newEvictionReport(h, true, false))
+		return writeJSON(a.stdout, newEvictionReport(e, true, false))
 	}
 	if dryRun {
-		fmt.Fprintf(a.stdout, "would evict %s: %s\n", describe(h), plan(h))
+		fmt.Fprintf(a.stdout, "would evict %s: %s\n", describe(h), e.plan())
 		if user != nil {
 			fmt.Fprintf(a.stdout, "would then revoke its NATS user %s\n", user.key)
 		}
@@ -89,15 +112,18 @@ func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *mesh, target net
 		return nil
 	}
 	if !asJSON {
-		fmt.Fprintf(a.stdout, "evicting %s: %s\n", describe(h), plan(h))
+		fmt.Fprintf(a.stdout, "evicting %s: %s\n", describe(h), e.plan())
 	}
-	if err := bucket.Evict(ctx, m.kv, h.Key, h.Revision, h.Record); err != nil {
+	if err := e.run(ctx, m); err != nil {
 		return err
 	}
 	if asJSON {
-		if err := writeJSON(a.stdout, newEvictionReport(h, false, true)); err != nil {
+		if err := writeJSON(a.stdout, newEvictionReport(e, false, true)); err != nil {
 			return err
 		}
+	} else if !e.revoke {
+		fmt.Fprintf(a.stdout, "deleted the record at %s; public key %s stays valid (its record at %s is routed)\n",
+			h.Key, dash(h.Record.PublicKey), strings.Join(e.alsoAt(), ", "))
 	} else {
 		fmt.Fprintf(a.stdout, "evicted %s; every agent drops it and its own agent exits 4 (%s)\n", hostName(h.Record), rejoinHint)
 	}
@@ -161,10 +187,70 @@ func describe(h bucket.Holder) string {
 		hostName(h.Record), prefix, dash(h.Record.PublicKey), h.Key, h.Revision)
 }
 
-func plan(h bucket.Holder) string {
+// eviction is what evict will do to one record.
+type eviction struct {
+	holder bucket.Holder
+	// revoke: the record's public key is revoked (it is a valid key, and
+	// not --keep-key).
+	revoke bool
+	// others are the records of the same public key under other prefixes.
+	others []bucket.Copy
+}
+
+// planEviction decides what to do with h's public key. A key that other
+// records carry too is revoked only with --revoke-key: one of the records
+// is a copy, and revoking would cut off the host that really holds the key.
+func (a *app) planEviction(ctx context.Context, m *mesh, h bucket.Holder, arg string, keys keyChoice) (eviction, error) {
+	e := eviction{holder: h}
 	pk, err := wgtypes.ParseKey(h.Record.PublicKey)
 	if err != nil || pk == (wgtypes.Key{}) {
+		return e, nil // nothing to revoke
+	}
+	e.revoke = !keys.keep
+	if _, err := netip.ParsePrefix(h.Record.AllowedIP); err != nil {
+		return e, nil
+	}
+	if e.others, err = bucket.FindCopies(ctx, m.kv, h.Record); err != nil {
+		return e, err
+	}
+	if len(e.others) > 0 && !keys.keep && !keys.revoke {
+		return e, fmt.Errorf("public key %s of %s also has a record at %s: one of them is a copy of another host's key, and revoking the key would cut off the host that really holds it; "+
+			"to delete only the record at %s and keep the key: ikto-admin evict %s --keep-key (add --user with that record's NATS user to stop it writing again); to revoke the key anyway: --revoke-key",
+			h.Record.PublicKey, describe(h), strings.Join(e.alsoAt(), ", "), h.Key, arg)
+	}
+	return e, nil
+}
+
+// alsoAt names the other records of the key, with their names.
+func (e eviction) alsoAt() []string {
+	var out []string
+	for _, c := range e.others {
+		out = append(out, fmt.Sprintf("%s (%s, name %s)", dash(c.Record.AllowedIP), c.Key, hostName(c.Record)))
+	}
+	return out
+}
+
+func (e eviction) plan() string {
+	h := e.holder
+	pk, err := wgtypes.ParseKey(h.Record.PublicKey)
+	switch {
+	case err != nil || pk == (wgtypes.Key{}):
 		return "delete " + h.Key + " (its public key is not a valid key, so there is nothing to revoke)"
+	case !e.revoke:
+		return "delete " + h.Key + " only; its public key is not revoked (--keep-key)"
 	}
 	return "revoke its public key (" + peer.RevokedKey(pk) + "), then delete " + h.Key
+}
+
+// run carries the eviction out: Evict (revoke, then delete), or with the
+// key kept only the delete, with compare-and-set on the revision read.
+func (e eviction) run(ctx context.Context, m *mesh) error {
+	h := e.holder
+	if e.revoke {
+		return bucket.Evict(ctx, m.kv, h.Key, h.Revision, h.Record)
+	}
+	if err := bucket.Delete(ctx, m.kv, h.Key, h.Revision); err != nil {
+		return fmt.Errorf("%w; the record changed since it was read: run evict again", err)
+	}
+	return nil
 }

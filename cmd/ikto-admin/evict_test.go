@@ -59,6 +59,56 @@ func TestEvict(t *testing.T) {
 	}
 }
 
+// The attack of issue 19: host a publishes, at its own prefix, the record of
+// bravo's key. Evicting a's prefix must not revoke bravo's key unless told:
+// --keep-key deletes the copy and leaves the key; --revoke-key revokes it.
+func TestEvictACopyOfAnotherHostsKey(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	ctx := context.Background()
+	bravo := record(t, "bravo", "fd10:2::/48", 2, "198.18.0.3", 51820)
+	put(t, kv, bravo)
+	planted := bravo
+	planted.AllowedIP = "fd10:1::/48"
+	put(t, kv, planted)
+	plantedKey := peer.Key(netip.MustParsePrefix(planted.AllowedIP))
+
+	for _, args := range [][]string{{"--dry-run"}, {}} {
+		code, stdout, stderr := exec(t, append([]string{"evict", "fd10:1::1", "--nats-url", url}, args...)...)
+		if code != 1 || !strings.Contains(stderr, "also has a record at fd10:2::/48") ||
+			!strings.Contains(stderr, "--keep-key") || !strings.Contains(stderr, "--revoke-key") {
+			t.Errorf("evict %q of a copy: exit %d, want 1 naming the other record and both choices\n%s%s", args, code, stdout, stderr)
+		}
+	}
+	code, stdout, stderr := exec(t, "evict", "fd10:1::1", "--keep-key", "--dry-run", "-o", "json", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, `"revoked_key": ""`) || !strings.Contains(stdout, `"fd10:2::/48"`) {
+		t.Errorf("evict --keep-key --dry-run -o json: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = exec(t, "evict", "fd10:1::1", "--keep-key", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "stays valid") {
+		t.Fatalf("evict --keep-key: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := kv.Get(ctx, plantedKey); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the copy after evict --keep-key: %v, want deleted", err)
+	}
+	if revs, err := bucket.Revocations(ctx, kv); err != nil || len(revs) != 0 {
+		t.Errorf("revocations after evict --keep-key = %v, %v; want none", revs, err)
+	}
+
+	put(t, kv, planted)
+	code, _, stderr = exec(t, "evict", "fd10:1::1", "--keep-key", "--revoke-key", "--nats-url", url)
+	if code != 2 {
+		t.Errorf("--keep-key with --revoke-key: exit %d, want 2 (usage)\n%s", code, stderr)
+	}
+	code, stdout, stderr = exec(t, "evict", "fd10:1::1", "--revoke-key", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicted bravo") {
+		t.Fatalf("evict --revoke-key: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if revs, _ := bucket.Revocations(ctx, kv); len(revs) != 1 {
+		t.Errorf("revocations after evict --revoke-key = %v, want bravo's key", revs)
+	}
+}
+
 func TestUnrevoke(t *testing.T) {
 	url, js := startNATS(t)
 	kv := openBucket(t, js)

@@ -3,7 +3,6 @@ package main
 import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -18,18 +17,24 @@ type evictionReport struct {
 	// RevokedKey is the revocation record written; empty when the record's
 	// public key is not a valid key, so there was nothing to revoke.
 	RevokedKey string `json:"revoked_key"`
-	DryRun     bool   `json:"dry_run"`
-	Evicted    bool   `json:"evicted"`
+	// AlsoAt are the prefixes of other records of the same public key.
+	AlsoAt  []string `json:"also_at,omitempty"`
+	DryRun  bool     `json:"dry_run"`
+	Evicted bool     `json:"evicted"`
 }
 
-// newEvictionReport describes the eviction of h; evicted says it happened.
-func newEvictionReport(h bucket.Holder, dryRun, evicted bool) evictionReport {
+// newEvictionReport describes the eviction e; evicted says it happened.
+func newEvictionReport(e eviction, dryRun, evicted bool) evictionReport {
+	h := e.holder
 	r := evictionReport{
 		Key: h.Key, Revision: h.Revision, Name: h.Record.Name, AllowedIP: h.Record.AllowedIP,
 		PublicKey: h.Record.PublicKey, DryRun: dryRun, Evicted: evicted,
 	}
-	if pk, err := wgtypes.ParseKey(h.Record.PublicKey); err == nil && pk != (wgtypes.Key{}) {
+	if pk, err := wgtypes.ParseKey(h.Record.PublicKey); err == nil && pk != (wgtypes.Key{}) && e.revoke {
 		r.RevokedKey = peer.RevokedKey(pk)
+	}
+	for _, c := range e.others {
+		r.AlsoAt = append(r.AlsoAt, c.Record.AllowedIP)
 	}
 	return r
 }

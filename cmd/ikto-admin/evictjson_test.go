@@ -17,12 +17,12 @@ func TestEvictionReport(t *testing.T) {
 	h := bucket.Holder{Key: peer.Key(netip.MustParsePrefix(rec.AllowedIP)), Revision: 7, Record: rec, Prefix: netip.MustParsePrefix(rec.AllowedIP)}
 	want := evictionReport{Key: h.Key, Revision: 7, Name: "alpha", AllowedIP: "fd10:1::/48", PublicKey: rec.PublicKey,
 		RevokedKey: peer.RevokedKey(testKey(t, 1)), Evicted: true}
-	if diff := cmp.Diff(want, newEvictionReport(h, false, true)); diff != "" {
+	if diff := cmp.Diff(want, newEvictionReport(eviction{holder: h, revoke: true}, false, true)); diff != "" {
 		t.Errorf("report (-want +got):\n%s", diff)
 	}
 	// A record whose key is garbage is deleted with nothing to revoke.
 	h.Record.PublicKey = "not-a-key"
-	if got := newEvictionReport(h, true, false); got.RevokedKey != "" || !got.DryRun || got.Evicted {
+	if got := newEvictionReport(eviction{holder: h, revoke: true}, true, false); got.RevokedKey != "" || !got.DryRun || got.Evicted {
 		t.Errorf("report of a keyless record: %+v", got)
 	}
 }

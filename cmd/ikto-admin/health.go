@@ -36,6 +36,9 @@ type health struct {
 	Unreachable []unreachablePair `json:"unreachable"`
 	// Silent are hosts whose heartbeats stopped.
 	Silent []silentHost `json:"silent"`
+	// Settings are what is wrong with the buckets' settings, each naming
+	// its fix (bucket.Problems).
+	Settings []string `json:"settings"`
 	// NoHeartbeat are hosts that never wrote one (ikto 0.3.0 agents): they
 	// cannot be judged, and do not count against health.
 	NoHeartbeat []string `json:"no_heartbeat"`
@@ -73,12 +76,21 @@ func (a *app) healthCommand() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("NATS server %s: %w", m.server, err)
 				}
-				last, lastAt, err := lastChange(ctx, m.kv)
+				info, err := streamInfo(ctx, m.kv)
 				if err != nil {
 					return fmt.Errorf("NATS server %s: %w", m.server, err)
 				}
-				h = judgeHealth(rows, hbs, last, lastAt, a.now())
+				h = judgeHealth(rows, hbs, info.State.LastSeq, info.State.LastTime, a.now())
 				h.Bucket = m.kv.Bucket()
+				infos := []*jetstream.StreamInfo{info}
+				if m.live != nil {
+					live, err := streamInfo(ctx, m.live)
+					if err != nil {
+						return fmt.Errorf("NATS server %s: %w", m.server, err)
+					}
+					infos = append(infos, live)
+				}
+				h.judgeSettings(infos)
 				return nil
 			})
 			if err != nil {
@@ -99,18 +111,30 @@ func (a *app) healthCommand() *cobra.Command {
 	return cmd
 }
 
-// lastChange is the bucket's newest revision and when it was written.
-func lastChange(ctx context.Context, kv jetstream.KeyValue) (uint64, time.Time, error) {
+// streamInfo is the bucket's stream: its newest revision and when it was
+// written, and its settings.
+func streamInfo(ctx context.Context, kv jetstream.KeyValue) (*jetstream.StreamInfo, error) {
 	st, err := kv.Status(ctx)
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("status of bucket %s: %w", kv.Bucket(), err)
+		return nil, fmt.Errorf("status of bucket %s: %w", kv.Bucket(), err)
 	}
 	bs, ok := st.(*jetstream.KeyValueBucketStatus)
 	if !ok {
-		return 0, time.Time{}, fmt.Errorf("status of bucket %s: unexpected type %T", kv.Bucket(), st)
+		return nil, fmt.Errorf("status of bucket %s: unexpected type %T", kv.Bucket(), st)
 	}
-	state := bs.StreamInfo().State
-	return state.LastSeq, state.LastTime, nil
+	return bs.StreamInfo(), nil
+}
+
+// judgeSettings adds what is wrong with the buckets' settings: a bucket
+// that allows rollups makes the fleet unhealthy whatever its hosts do.
+func (h *health) judgeSettings(infos []*jetstream.StreamInfo) {
+	h.Settings = []string{}
+	for _, info := range infos {
+		for _, p := range bucket.Problems(info.Config) {
+			h.Settings = append(h.Settings, p.Error())
+		}
+	}
+	h.OK = h.OK && len(h.Settings) == 0
 }
 
 // judgeHealth looks at every valid host's heartbeat.
@@ -157,6 +181,9 @@ func judgeHealth(rows []row, hbs map[netip.Prefix]bucket.Heartbeat, last uint64,
 
 func writeHealth(w io.Writer, h health) error {
 	fmt.Fprintf(w, "bucket %s at revision %d, %d hosts\n", h.Bucket, h.Revision, h.Hosts)
+	for _, s := range h.Settings {
+		fmt.Fprintf(w, "unsafe bucket: %s\n", s)
+	}
 	if h.OK {
 		fmt.Fprintln(w, "all well: every host has applied the bucket, every pair that talks hears back, no host is silent")
 	}

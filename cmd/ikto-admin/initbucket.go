@@ -19,9 +19,12 @@ func (a *app) initBucketCommand() *cobra.Command {
 		Use:   "init-bucket [--replicas N]",
 		Short: "Create the bucket and its heartbeat bucket with the agents' settings (idempotent)",
 		Long: `init-bucket creates the mesh's bucket (--nats-kv) and its heartbeat bucket
-(<bucket>-live) with exactly the settings an agent would create them with,
-and leaves a bucket that exists as it is. Enrolled hosts (ikto-admin enroll)
-may not create buckets: an operator runs this once before they start.`,
+(<bucket>-live) with exactly the settings an agent would create them with.
+A bucket that exists keeps its settings, except that one allowing
+Nats-Rollup headers (made by ikto before 0.5, or by other tools) is changed
+to refuse them: one such message from any host empties the bucket. Enrolled
+hosts (ikto-admin enroll) may not create buckets: an operator runs this once
+before they start, and again after upgrading ikto.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := a.loadConfig(cmd); err != nil {
@@ -62,6 +65,14 @@ func (a *app) initBuckets(cmd *cobra.Command, replicas int) error {
 		if err != nil {
 			return fmt.Errorf("NATS server %s: %w", conn.Servers, conn.Explain(err))
 		}
+		fixed, err := bucket.RefuseRollups(ctx, conn.JS, kv.Bucket())
+		if err != nil {
+			return fmt.Errorf("NATS server %s: %w; the bucket stays open to rollups until an operator's credentials may update its stream",
+				conn.Servers, conn.Explain(err))
+		}
+		if fixed {
+			fmt.Fprintf(a.stdout, "%s %s: changed to refuse Nats-Rollup headers\n", b.what, kv.Bucket())
+		}
 		if err := a.describeBucket(ctx, b.what, kv, created); err != nil {
 			return fmt.Errorf("NATS server %s: %w", conn.Servers, conn.Explain(err))
 		}
@@ -78,15 +89,18 @@ func (a *app) describeBucket(ctx context.Context, what string, kv jetstream.KeyV
 	if created {
 		verb = "created"
 	}
-	replicas := 0
+	replicas, rollups := 0, "refused"
 	if s, ok := st.(*jetstream.KeyValueBucketStatus); ok {
 		replicas = s.StreamInfo().Config.Replicas
+		if s.StreamInfo().Config.AllowRollup {
+			rollups = "ALLOWED"
+		}
 	}
 	maxAge := "none"
 	if st.TTL() > 0 {
 		maxAge = st.TTL().Round(time.Second).String()
 	}
-	fmt.Fprintf(a.stdout, "%s %s %s: history %d, replicas %d, max age %s, %d values\n",
-		what, kv.Bucket(), verb, st.History(), replicas, maxAge, st.Values())
+	fmt.Fprintf(a.stdout, "%s %s %s: history %d, replicas %d, max age %s, rollups %s, %d values\n",
+		what, kv.Bucket(), verb, st.History(), replicas, maxAge, rollups, st.Values())
 	return nil
 }

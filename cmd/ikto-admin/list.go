@@ -48,6 +48,9 @@ type row struct {
 	LastSeen *time.Time `json:"last_seen"`
 	Online   bool       `json:"online"`
 	Version  string     `json:"agent_version,omitempty"`
+	// AlsoAt are the prefixes of the other records that carry this row's
+	// public key: one of them is a copy of another host's key.
+	AlsoAt []string `json:"also_at,omitempty"`
 }
 
 // bucketEntry is what list needs of a KV entry.
@@ -183,6 +186,7 @@ func buildRows(entries []bucketEntry, revs map[wgtypes.Key]peer.Revocation, hbs 
 		r.setLiveness(hbs, now)
 		rows = append(rows, r)
 	}
+	markSharedKeys(rows)
 	for k, rv := range revs {
 		if carried[k.String()] {
 			continue
@@ -210,6 +214,39 @@ func buildRows(entries []bucketEntry, revs map[wgtypes.Key]peer.Revocation, hbs 
 		return cmp.Compare(x.Key, y.Key)
 	})
 	return rows
+}
+
+// markSharedKeys sets AlsoAt on the rows whose public key other rows carry
+// too.
+func markSharedKeys(rows []row) {
+	recs := make([]peer.Record, len(rows))
+	for i, r := range rows {
+		recs[i] = r.Record
+	}
+	for i, at := range alsoAt(recs) {
+		rows[i].AlsoAt = at
+	}
+}
+
+// alsoAt is, for each of recs, the allowed_ip of the other records that
+// carry its public key: a key in more than one record means one of them is
+// a copy of another host's key.
+func alsoAt(recs []peer.Record) [][]string {
+	byKey := map[string][]int{}
+	for i, r := range recs {
+		if r.PublicKey != "" {
+			byKey[r.PublicKey] = append(byKey[r.PublicKey], i)
+		}
+	}
+	out := make([][]string, len(recs))
+	for i, r := range recs {
+		for _, j := range byKey[r.PublicKey] {
+			if j != i {
+				out[i] = append(out[i], recs[j].AllowedIP)
+			}
+		}
+	}
+	return out
 }
 
 // setLiveness takes the heartbeat at the row's prefix, if the same public
@@ -240,10 +277,14 @@ func (r row) liveness(now time.Time) string {
 }
 
 func (r row) stateText() string {
+	s := r.State
 	if r.State == stateRejected {
-		return r.State + ": " + r.Reason
+		s += ": " + r.Reason
 	}
-	return r.State
+	if len(r.AlsoAt) > 0 {
+		s += ", key shared"
+	}
+	return s
 }
 
 func (r row) endpoint() string {
@@ -271,6 +312,10 @@ func writeListTable(w io.Writer, rows []row, now time.Time) error {
 	for _, r := range rows {
 		if r.State != stateValid {
 			fmt.Fprintf(w, "%s %s (revision %d): %s\n", r.Key, r.State, r.Revision, r.Detail)
+		}
+		if len(r.AlsoAt) > 0 {
+			fmt.Fprintf(w, "%s (%s): its public key also has a record at %s; one is a copy of another host's key (ikto-admin evict PREFIX --keep-key removes a copy)\n",
+				r.Key, dash(r.AllowedIP), strings.Join(r.AlsoAt, ", "))
 		}
 	}
 	return nil

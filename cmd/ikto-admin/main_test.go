@@ -205,17 +205,23 @@ func TestListTable(t *testing.T) {
 		t.Fatalf("list: exit %d: %s", code, stderr)
 	}
 	k := func(seed byte) string { return testKey(t, seed).String() }
+	shared := func(at, other string) string {
+		return peer.Key(netip.MustParsePrefix(at)) + " (" + at + "): its public key also has a record at " + other +
+			"; one is a copy of another host's key (ikto-admin evict PREFIX --keep-key removes a copy)\n"
+	}
 	want := "" +
-		"NAME     PREFIX       ENDPOINT          PUBLIC-KEY                                    STATE                           LIVENESS\n" +
-		"alpha    fd10:1::/48  198.18.0.2:51820  " + k(1) + "  valid                           online\n" +
-		"bravo    fd10:2::/48  198.18.0.3:51820  " + k(2) + "  valid                           last seen 5m ago\n" +
-		"charlie  fd10:3::/48  198.18.0.4:51821  " + k(3) + "  valid                           never\n" +
-		"badport  fd10:4::/48  198.18.0.5:0      " + k(4) + "  rejected: bad_port              never\n" +
-		"dup      fd10:5::/48  198.18.0.6:51820  " + k(1) + "  rejected: duplicate_public_key  never\n" +
-		"revoked  fd10:6::/48  198.18.0.7:51820  " + k(6) + "  revoked                         never\n" +
-		"gone     fd10:7::/48  -                 " + k(7) + "  revoked                         never\n" +
+		"NAME     PREFIX       ENDPOINT          PUBLIC-KEY                                    STATE                                       LIVENESS\n" +
+		"alpha    fd10:1::/48  198.18.0.2:51820  " + k(1) + "  valid, key shared                           online\n" +
+		"bravo    fd10:2::/48  198.18.0.3:51820  " + k(2) + "  valid                                       last seen 5m ago\n" +
+		"charlie  fd10:3::/48  198.18.0.4:51821  " + k(3) + "  valid                                       never\n" +
+		"badport  fd10:4::/48  198.18.0.5:0      " + k(4) + "  rejected: bad_port                          never\n" +
+		"dup      fd10:5::/48  198.18.0.6:51820  " + k(1) + "  rejected: duplicate_public_key, key shared  never\n" +
+		"revoked  fd10:6::/48  198.18.0.7:51820  " + k(6) + "  revoked                                     never\n" +
+		"gone     fd10:7::/48  -                 " + k(7) + "  revoked                                     never\n" +
+		shared("fd10:1::/48", "fd10:5::/48") +
 		peer.Key(netip.MustParsePrefix("fd10:4::/48")) + " rejected (revision 4): wg_port 0 is not 1-65535\n" +
 		peer.Key(netip.MustParsePrefix("fd10:5::/48")) + " rejected (revision 5): public key already used by " + peer.Key(netip.MustParsePrefix("fd10:1::/48")) + "\n" +
+		shared("fd10:5::/48", "fd10:1::/48") +
 		peer.Key(netip.MustParsePrefix("fd10:6::/48")) + " revoked (revision 6): public key " + k(6) + " is revoked\n" +
 		peer.RevokedKey(testKey(t, 7)) + " revoked (revision 0): evicted 2026-11-24T11:00:00Z; no record left\n"
 	if diff := cmp.Diff(want, stdout); diff != "" {
@@ -258,6 +264,7 @@ func TestListJSON(t *testing.T) {
 		"allowed_ip": "fd10:1::/48", "wg_port": 51820.0, "key": peer.Key(netip.MustParsePrefix("fd10:1::/48")),
 		"revision": 1.0, "state": "valid", "reason": "", "detail": "",
 		"last_seen": now.Add(-5 * time.Second).Format(time.RFC3339), "online": true, "agent_version": "v0.4.0",
+		"also_at": []any{"fd10:5::/48"},
 	}
 	delete(alpha, "created") // the server's clock
 	if diff := cmp.Diff(want, alpha); diff != "" {

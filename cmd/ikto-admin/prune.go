@@ -99,6 +99,12 @@ func (a *app) pruneHosts(ctx context.Context, m *mesh, opt pruneOptions) error {
 	for _, c := range candidates {
 		h := c.host
 		switch {
+		case len(c.shared) > 0:
+			h.Action = pruneKept
+			h.Why += "; its public key also has a record at " + strings.Join(c.shared, ", ")
+			if text {
+				fmt.Fprintf(a.stdout, "kept %s: %s (one is a copy of another host's key: ikto-admin evict with --keep-key or --revoke-key decides)\n", describe(c.holder), h.Why)
+			}
 		case c.keep:
 			h.Action = pruneKept
 			if text {
@@ -147,6 +153,10 @@ type pruneCandidate struct {
 	holder bucket.Holder
 	host   prunedHost
 	keep   bool
+	// shared are the prefixes of other records of the same public key:
+	// one of them is a copy, and revoking the key could cut off the host
+	// that really holds it, so prune leaves the choice to evict.
+	shared []string
 }
 
 // pruneCandidates reads the records and heartbeats and judges each host.
@@ -160,12 +170,21 @@ func (a *app) pruneCandidates(ctx context.Context, m *mesh, opt pruneOptions) ([
 		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
 	}
 	now := a.now()
-	var out []pruneCandidate
+	var (
+		out  []pruneCandidate
+		recs []peer.Record
+		at   []int // index in recs of each of out
+	)
 	for _, e := range entries {
 		c, ok := judgeSilence(e, hbs, now, opt)
+		recs = append(recs, c.holder.Record)
 		if ok {
-			out = append(out, c)
+			out, at = append(out, c), append(at, len(recs)-1)
 		}
+	}
+	shared := alsoAt(recs)
+	for i := range out {
+		out[i].shared = shared[at[i]]
 	}
 	return out, nil
 }

@@ -163,3 +163,28 @@ func TestUnrevokeJSON(t *testing.T) {
 		t.Errorf("unrevoke -o json = %+v, want %+v", got, want)
 	}
 }
+
+// A silent host whose public key another record carries too is kept: one
+// of the records is a copy, and revoking the key is evict's choice to make.
+func TestPruneLeavesASharedKeyToEvict(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := record(t, "victim", "fd10:2::/48", 2, "198.18.0.3", 51820)
+	put(t, kv, victim)
+	heartbeat(t, live, victim, time.Now())
+	planted := victim
+	planted.AllowedIP = "fd10:1::/48"
+	put(t, kv, planted)
+	later := func() time.Time { return time.Now().Add(48 * time.Hour) }
+	code, stdout, stderr := execAt(t, later, "prune", "--offline-for", "1h", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "kept victim fd10:2::/48") || !strings.Contains(stdout, "also has a record at fd10:1::/48") {
+		t.Errorf("prune: exit %d, want victim kept naming the copy\n%s%s", code, stdout, stderr)
+	}
+	if revs, _ := bucket.Revocations(context.Background(), kv); len(revs) != 0 {
+		t.Errorf("prune revoked a shared key: %v", revs)
+	}
+}

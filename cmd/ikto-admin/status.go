@@ -60,6 +60,9 @@ func writeStatusTable(w io.Writer, st api.Status, now time.Time) error {
 		nats = "connected to " + dash(st.NATS.Server)
 	}
 	fmt.Fprintf(tw, "nats\t%s (bucket %s)\n", nats, dash(st.NATS.Bucket))
+	for _, p := range st.NATS.Problems {
+		fmt.Fprintf(tw, "unsafe bucket\t%s\n", p)
+	}
 	fmt.Fprintf(tw, "state\t%s\n", dash(st.State))
 	fmt.Fprintf(tw, "claim\t%s\n", dash(st.Claim))
 	fmt.Fprintf(tw, "synced\t%s\n", yesNo(st.Synced))

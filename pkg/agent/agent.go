@@ -78,8 +78,12 @@ type Agent struct {
 	metrics *metrics.Agent
 	hooks   *hook.Host
 	saver   *state.Saver // nil without state_dir
-	// reconnected kicks the watcher to re-read the bucket.
-	reconnected chan struct{}
+	// reconnected kicks the watcher to re-read the bucket; audit makes it
+	// look for messages removed from it without events.
+	reconnected, audit chan struct{}
+	// problems are what is wrong with the bucket's settings, as the watch
+	// last read them (bucket.Problems), for /v1/status.
+	problems atomic.Pointer[[]string]
 	// tune carries reloaded run-time settings to the controller.
 	tune chan mesh.Tuning
 	// lost and replaced carry a vanished device to the controller and back.
@@ -123,6 +127,7 @@ func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 	a := &Agent{
 		set: set, opt: opt, log: opt.Log, key: key,
 		reconnected: make(chan struct{}, 1),
+		audit:       make(chan struct{}, 1),
 		tune:        make(chan mesh.Tuning, 1),
 		lost:        make(chan struct{}),
 		replaced:    make(chan struct{}, 1),
@@ -231,7 +236,7 @@ func (a *Agent) serve(ctx context.Context) error {
 	a.keeper = &bucket.Keeper{Conn: a.conn, KV: a.kv, Self: a.self, Log: a.log, Created: a.kickWatch,
 		Done: func(action string) { a.metrics.ClaimRepairs.WithLabelValues(action).Inc() }}
 	w := &bucket.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected, Probe: a.set.Resync, Connected: a.conn.Connected,
-		Own: peer.Key(a.set.Prefix), JS: a.conn.JS,
+		Own: peer.Key(a.set.Prefix), JS: a.conn.JS, Audit: a.audit, Settings: a.noteBucketSettings,
 		Missing: func() { a.keeper.Request(bucket.Repair{Bucket: true}) }}
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
 	g.Go(func() error { return a.keeper.Run(gctx) })

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/retry"
@@ -149,14 +152,40 @@ func (a *Agent) retry(ctx context.Context, what string, f func(context.Context) 
 // followStream hears of the bucket being deleted (the keeper makes it again
 // and writes the record back) or made again (the watch re-reads it).
 func (a *Agent) followStream(ctx context.Context) error {
-	err := a.conn.FollowStream(ctx,
-		func() {
+	err := a.conn.FollowStream(ctx, bucket.StreamEvents{
+		Deleted: func() {
 			a.log.Warn("the bucket was deleted; the device keeps its peers while it is made again", "bucket", a.set.NATS.Bucket)
 			a.keeper.Request(bucket.Repair{Bucket: true})
 		},
-		a.kickWatch)
+		Created: a.kickWatch,
+		Changed: func() {
+			select {
+			case a.audit <- struct{}{}:
+			default:
+			}
+		},
+	})
 	if err != nil {
 		a.log.Warn("cannot follow the bucket's stream advisories; a deleted bucket is noticed at the next probe", "err", err)
 	}
 	return nil
+}
+
+// noteBucketSettings keeps what is wrong with the bucket's settings for
+// /v1/status and logs it when it changes: a bucket that allows rollups lets
+// any one host empty it (docs/contract.md §4).
+func (a *Agent) noteBucketSettings(cfg jetstream.StreamConfig) {
+	var now []string
+	for _, p := range bucket.Problems(cfg) {
+		now = append(now, p.Error())
+	}
+	if old := a.problems.Swap(&now); old != nil && slices.Equal(*old, now) {
+		return
+	}
+	for _, p := range now {
+		a.log.Warn("the bucket's settings are unsafe", "bucket", a.set.NATS.Bucket, "err", p)
+	}
+	if len(now) == 0 {
+		a.log.Debug("the bucket's settings are safe", "bucket", a.set.NATS.Bucket)
+	}
 }

@@ -33,6 +33,9 @@ func (a *Agent) Status() api.Status {
 		Peers:    []api.PeerStatus{},
 		Rejected: []api.Rejected{},
 	}
+	if p := a.problems.Load(); p != nil {
+		st.NATS.Problems = *p
+	}
 	if st.NATS.Connected {
 		st.NATS.Server = conn.NC.ConnectedUrlRedacted()
 	}

@@ -36,6 +36,9 @@ type NATSStatus struct {
 	Connected bool   `json:"connected"`
 	Server    string `json:"server,omitempty"`
 	Bucket    string `json:"bucket"`
+	// Problems are what is wrong with the bucket's settings, each naming
+	// its fix (a bucket that allows rollups): empty when none.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // PeerStatus is one peer: its record fields (docs/contract.md §4 names) and what the

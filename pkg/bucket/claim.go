@@ -44,9 +44,9 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // Claim takes rec's prefix for rec's public key (docs/contract.md §4). A key with a
 // revoked.* record fails with ErrRevoked before anything is written. Then:
-// Create the key; if it exists, Get it: the same public key refreshes the
-// record with Update on the revision read (an agent restart), another key
-// fails with *InUseError. Of any number of hosts racing for one prefix
+// Create the key; if it exists, Get it: the same record is left as it is,
+// the same public key with other fields is updated on the revision read (an
+// agent restarted with a new address), another key fails with *InUseError. Of any number of hosts racing for one prefix
 // exactly one wins. It returns the revision of the stored record. The
 // agent then calls ReleaseCopies.
 func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64, error) {
@@ -81,6 +81,13 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64,
 		if herr != nil || holder.PublicKey != rec.PublicKey {
 			// A record we cannot read is still someone's claim: never overwrite it.
 			return 0, &InUseError{Prefix: prefix, Holder: holder}
+		}
+		if holder == rec {
+			// Never rewrite a record that has not changed: the rewrite would
+			// make every other record of this key the older one, and the
+			// older record keeps a key (§4) — a copy someone planted at
+			// their own prefix would take this host's key at its restart.
+			return cur.Revision(), nil
 		}
 		rev, err = kv.Update(ctx, key, val, cur.Revision())
 		if err == nil {

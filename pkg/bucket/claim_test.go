@@ -136,6 +136,34 @@ func TestClaimSameKeyRefreshes(t *testing.T) {
 	}
 }
 
+// A restart with the same record writes nothing: a copy of the key under
+// another prefix stays the newer record, which never keeps the key (§4).
+func TestClaimLeavesAnUnchangedRecord(t *testing.T) {
+	kv := newBucket(t)
+	ctx := context.Background()
+	rec := newRecord(t, "alpha", "fd10:1::/48")
+	rev1, err := Claim(ctx, kv, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := rec
+	planted.AllowedIP = "fd10:2::/48"
+	if _, err := kv.Put(ctx, peer.Key(netip.MustParsePrefix(planted.AllowedIP)), planted.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	rev2, err := Claim(ctx, kv, rec)
+	if err != nil || rev2 != rev1 {
+		t.Fatalf("re-claim of an unchanged record = %d, %v; want revision %d untouched", rev2, err, rev1)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bs := st.(*jetstream.KeyValueBucketStatus); bs.StreamInfo().State.LastSeq != rev1+1 {
+		t.Errorf("the stream's last sequence is %d, want %d: the re-claim wrote", bs.StreamInfo().State.LastSeq, rev1+1)
+	}
+}
+
 func TestClaimAfterDelete(t *testing.T) {
 	kv := newBucket(t)
 	a := newRecord(t, "alpha", "fd10:1::/48")

@@ -38,9 +38,17 @@ type Heartbeat struct {
 	// Revision is the bucket revision the agent has applied to its device.
 	Revision uint64 `json:"revision,omitempty"`
 	// Unreachable are the public keys of peers this host sends to but hears
-	// nothing from (exceptions only, so the heartbeat stays small).
+	// nothing from (exceptions only, so the heartbeat stays small): at most
+	// MaxUnreachable of them.
 	Unreachable []string `json:"unreachable,omitempty"`
 }
+
+// MaxUnreachable bounds Heartbeat.Unreachable, so that a heartbeat stays
+// well under the payload limit of an enrolled host's user
+// (enroll.HostMaxPayload) in any fleet. A host that hears from none of
+// this many peers is itself the likely fault, and the first
+// MaxUnreachable keys already show it.
+const MaxUnreachable = 64
 
 // LiveBucket is the name of the heartbeat bucket that goes with the main
 // bucket mainBucket.
@@ -63,44 +71,17 @@ func ParseHeartbeatKey(key string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-// OpenLiveBucket binds the heartbeat bucket of mainBucket, creating it when
-// missing and create is set: a plain KV bucket (History 1, MaxAge 24h), which
-// nats-server 2.9 supports. replicas 0 means 1.
-func OpenLiveBucket(ctx context.Context, js jetstream.JetStream, mainBucket string, create bool, replicas int) (jetstream.KeyValue, error) {
-	name := LiveBucket(mainBucket)
-	kv, err := js.KeyValue(ctx, name)
-	if err == nil {
-		return kv, nil
-	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("open heartbeat bucket %s: %w", name, err)
-	}
-	if !create {
-		return nil, fmt.Errorf("open heartbeat bucket %s: %w", name, ErrBucketMissing)
-	}
-	if replicas == 0 {
-		replicas = 1
-	}
-	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      name,
-		Description: "ikto mesh: agent heartbeats (liveness for ikto-admin list)",
-		History:     1,
-		TTL:         HeartbeatMaxAge,
-		Replicas:    replicas,
-	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		return js.KeyValue(ctx, name) // another agent created it meanwhile
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create heartbeat bucket %s (replicas %d): %w: %w", name, replicas, ErrBucketMissing, err)
-	}
-	return kv, nil
+// Encode is hb's value in the bucket: its JSON, with the first
+// MaxUnreachable keys of Unreachable and no more.
+func (hb Heartbeat) Encode() ([]byte, error) {
+	hb.Unreachable = hb.Unreachable[:min(len(hb.Unreachable), MaxUnreachable)]
+	return json.Marshal(hb)
 }
 
-// PutHeartbeat writes prefix's heartbeat. It is a plain Put: the last writer
-// wins, which is right for "the latest sign of life".
+// PutHeartbeat writes prefix's heartbeat (hb.Encode). It is a plain Put:
+// the last writer wins, which is right for "the latest sign of life".
 func PutHeartbeat(ctx context.Context, kv jetstream.KeyValue, prefix netip.Prefix, hb Heartbeat) error {
-	val, err := json.Marshal(hb)
+	val, err := hb.Encode()
 	if err != nil {
 		return fmt.Errorf("heartbeat %s: %w", prefix, err)
 	}

@@ -77,7 +77,23 @@ type Watcher struct {
 	// lost the stream delivers nothing more, and nats.go would notice only
 	// after missed heartbeats (10 to 15 s). The watch is made again instead.
 	SnapshotIdle time.Duration
+	// Audit, when it fires, makes the watcher check soon that the stream
+	// still holds every message the watch delivered: the agent kicks it when
+	// it hears of a purge request. Messages removed by a purge or a rollup
+	// are no watch events; the watcher finds them gone by comparing the
+	// stream's state with what it delivered, and reads the bucket again.
+	Audit <-chan struct{}
+	// Settings, when set, is told the stream's configuration each time the
+	// watcher reads it: the agent reports an unsafe bucket (Problems).
+	Settings func(jetstream.StreamConfig)
 
+	// known is the revision of every key delivered since the last
+	// snapshot: in a stream that keeps one message per key, each of them
+	// is still there unless something removed it without an event.
+	known map[string]uint64
+	// rollups: the stream allowed Nats-Rollup headers when last read, so
+	// any update may have been one that removed every other message.
+	rollups bool
 	// stallRestart is the stream sequence the last stall restart was for:
 	// a sequence the watch can never deliver (a message removed outside
 	// the KV API) must not cause a restart every probe.
@@ -211,6 +227,7 @@ func (w *Watcher) streamState(ctx context.Context) (uint64, bool) {
 		return 0, false
 	}
 	info := bs.StreamInfo()
+	w.noteSettings(info.Config)
 	if !info.Created.Equal(w.instance) {
 		w.instance, w.highest = info.Created, 0
 	}
@@ -221,6 +238,7 @@ func (w *Watcher) streamState(ctx context.Context) (uint64, bool) {
 // marker. seen is the highest revision delivered, deletions included.
 func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.KeyValueEntry) (snap Batch, seen uint64, ok bool) {
 	snap.Snapshot = true
+	w.known = map[string]uint64{}
 	idle := w.SnapshotIdle
 	if idle <= 0 {
 		idle = snapshotIdle
@@ -250,13 +268,15 @@ func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.Key
 			// on a host's own key is a command, its absence is not.
 			ent := toEntry(e)
 			seen = max(seen, ent.Revision)
+			w.known[ent.Key] = ent.Revision
 			snap.Entries = append(snap.Entries, ent)
 		}
 	}
 }
 
 // follow sends update batches until the watch should end: ctx is done, a
-// Restart kick, the channel closed, or a probe found the watch stalled.
+// Restart kick, the channel closed, or a look at the stream (a probe, an
+// audit) found the watch stalled or messages removed under it.
 func (w *Watcher) follow(ctx context.Context, out chan<- Batch, updates <-chan jetstream.KeyValueEntry, seen uint64) {
 	var probe <-chan time.Time
 	if w.Probe > 0 {
@@ -267,7 +287,9 @@ func (w *Watcher) follow(ctx context.Context, out chan<- Batch, updates <-chan j
 	var (
 		suspect  uint64 // a sequence the stream held at the last probe, beyond seen
 		progress bool   // entries arrived since the last probe
+		audit    audit
 	)
+	defer audit.stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -275,6 +297,12 @@ func (w *Watcher) follow(ctx context.Context, out chan<- Batch, updates <-chan j
 		case <-w.Restart:
 			w.Log.Info("re-reading bucket after reconnect", "bucket", w.KV.Bucket())
 			return
+		case <-w.Audit:
+			audit.start()
+		case <-audit.due():
+			if w.audited(ctx, seen, &audit) {
+				return
+			}
 		case <-probe:
 			if w.stalled(ctx, seen, progress, &suspect) {
 				return
@@ -295,12 +323,146 @@ func (w *Watcher) follow(ctx context.Context, out chan<- Batch, updates <-chan j
 			progress = true
 			for _, ent := range b.Entries {
 				seen = max(seen, ent.Revision)
+				w.known[ent.Key] = ent.Revision
 			}
 			w.highest = max(w.highest, seen)
+			if w.rollups {
+				audit.start() // this batch may hold a rollup
+			}
 			if !send(ctx, out, b) {
 				return
 			}
 		}
+	}
+}
+
+// auditDelay is how long after a purge request or an update on a stream that
+// allows rollups the watcher looks at the stream: the server has carried
+// the request out by then. auditTries bounds the looks while the watch has
+// not yet delivered what the stream holds.
+const (
+	auditDelay = 250 * time.Millisecond
+	auditTries = 8
+)
+
+// audit is a pending look at the stream, at most one at a time.
+type audit struct {
+	timer *time.Timer
+	tries int
+}
+
+func (a *audit) start() {
+	if a.timer == nil {
+		a.timer, a.tries = time.NewTimer(auditDelay), 0
+	}
+}
+
+// again schedules another look, unless the tries are used up.
+func (a *audit) again() {
+	a.stop()
+	if a.tries++; a.tries < auditTries {
+		a.timer = time.NewTimer(auditDelay)
+	}
+}
+
+func (a *audit) stop() {
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+	}
+}
+
+func (a *audit) due() <-chan time.Time {
+	if a.timer == nil {
+		return nil
+	}
+	return a.timer.C
+}
+
+// audited is one look at the stream for messages removed without an event.
+// It reports true when the bucket must be read again.
+func (w *Watcher) audited(ctx context.Context, seen uint64, a *audit) bool {
+	tries := a.tries
+	a.timer = nil
+	info, ok := w.streamInfo(ctx)
+	if !ok {
+		return false
+	}
+	switch w.removed(info, seen) {
+	case removalUndecided:
+		a.tries = tries
+		a.again()
+	case removalFound:
+		return true
+	}
+	return false
+}
+
+type removal int
+
+const (
+	removalNone      removal = iota
+	removalUndecided         // the watch has not delivered all the stream holds yet
+	removalFound
+)
+
+// removed compares the stream's state with what the watch delivered. Once
+// the watch has delivered the stream's last message, every key it knows has
+// its message in the stream — a KV keeps one per key, a delete a marker —
+// unless a purge, a rollup or a deletion through the stream's API removed
+// it, and those are no watch events. The watch's state is then short of the
+// bucket's (a host whose record is gone, a revocation lost), and only a
+// fresh snapshot shows it.
+func (w *Watcher) removed(info *jetstream.StreamInfo, seen uint64) removal {
+	st := info.State
+	if st.LastSeq > seen {
+		return removalUndecided
+	}
+	oldest := uint64(0)
+	for _, rev := range w.known {
+		if oldest == 0 || rev < oldest {
+			oldest = rev
+		}
+	}
+	if st.Msgs >= uint64(len(w.known)) && (oldest == 0 || oldest >= st.FirstSeq) {
+		return removalNone
+	}
+	w.Log.Warn("messages were removed from the bucket without watch events (a purge or a rollup); reading it again",
+		"bucket", w.KV.Bucket(), "stream_messages", st.Msgs, "keys_known", len(w.known), "first_sequence", st.FirstSeq)
+	return removalFound
+}
+
+// streamInfo reads the bucket's stream, noting its settings; ok is false
+// when it cannot be read (NATS trouble is the connection's to report; a
+// missing bucket is handed to Missing).
+func (w *Watcher) streamInfo(ctx context.Context) (*jetstream.StreamInfo, bool) {
+	if w.Connected != nil && !w.Connected() {
+		return nil, false
+	}
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	st, err := w.KV.Status(pctx)
+	if isMissing(err) {
+		w.Log.Warn("the bucket is gone; the device keeps its peers", "bucket", w.KV.Bucket())
+		w.missing()
+		return nil, false
+	}
+	if err != nil {
+		return nil, false
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return nil, false
+	}
+	info := bs.StreamInfo()
+	w.noteSettings(info.Config)
+	return info, true
+}
+
+func (w *Watcher) noteSettings(cfg jetstream.StreamConfig) {
+	w.rollups = cfg.AllowRollup
+	if w.Settings != nil {
+		w.Settings(cfg)
 	}
 }
 
@@ -359,7 +521,8 @@ const snapshotIdle = 3 * time.Second
 // at the previous probe is still beyond what the watch delivered, and nothing
 // at all arrived in between: a whole probe period for an update that
 // normally arrives in milliseconds. (A watch that delivers, only slowly, is
-// busy, not lost.)
+// busy, not lost.) A probe also finds the bucket made again, and messages
+// removed without an event (removed).
 func (w *Watcher) stalled(ctx context.Context, seen uint64, progress bool, suspect *uint64) bool {
 	if w.Connected != nil && !w.Connected() {
 		*suspect = 0 // the reconnect kick re-reads the bucket anyway
@@ -371,29 +534,21 @@ func (w *Watcher) stalled(ctx context.Context, seen uint64, progress bool, suspe
 		w.stallRestart = *suspect
 		return true
 	}
-	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-	defer cancel()
-	st, err := w.KV.Status(pctx)
-	if isMissing(err) {
-		w.Log.Warn("the bucket is gone; the device keeps its peers", "bucket", w.KV.Bucket())
-		w.missing()
-		return false
-	}
-	if err != nil {
-		return false // NATS trouble is the connection's to report
-	}
-	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	info, ok := w.streamInfo(ctx)
 	if !ok {
 		return false
 	}
-	if created := bs.StreamInfo().Created; w.created.IsZero() {
+	if created := info.Created; w.created.IsZero() {
 		w.created = created
 	} else if !created.Equal(w.created) {
 		w.Log.Warn("the bucket was deleted and made again; re-reading it", "bucket", w.KV.Bucket())
 		return true
 	}
+	if w.removed(info, seen) == removalFound {
+		return true
+	}
 	*suspect = 0
-	if last := bs.StreamInfo().State.LastSeq; last > seen {
+	if last := info.State.LastSeq; last > seen {
 		*suspect = last
 	}
 	return false
