@@ -93,6 +93,13 @@ func testEnroll(t *testing.T, kind string) {
 	w.checkAttacks(t, alpha, bravo, hosts)
 	w.checkAdminAsHost(t, bravo, hosts)
 	w.evictAndRevoke(t, alpha, []*harness.Host{bravo, charlie})
+
+	// bravo's credentials in hostile hands, on its own keys, against
+	// charlie, with delta watching.
+	delta := w.m.addHosts("delta")[0]
+	w.m.startWith(delta, w.openHostConfig(delta))
+	w.m.waitConverged([]*harness.Host{bravo, charlie, delta})
+	w.checkOwnKeyAttacks(t, bravo, charlie, delta, w.openHostConfig(charlie))
 }
 
 func (w *enrollWorld) initBuckets(want string) {

@@ -81,6 +81,9 @@ type Agent struct {
 	// reconnected kicks the watcher to re-read the bucket; audit makes it
 	// look for messages removed from it without events.
 	reconnected, audit chan struct{}
+	// unannounced: the claim left this host's record as it was (another
+	// record carries its key), so the first contacts are this end's.
+	unannounced bool
 	// problems are what is wrong with the bucket's settings, as the watch
 	// last read them (bucket.Problems), for /v1/status.
 	problems atomic.Pointer[[]string]

@@ -100,7 +100,14 @@ func (a *Agent) claim(ctx context.Context) (uint64, error) {
 		// them the older records of the key; own leftovers after it.
 		foreign, leftovers := bucket.SplitCopies(copies, a.self)
 		a.releaseCopies(ctx, foreign)
-		r, err := bucket.Claim(ctx, a.kv, a.self)
+		// A restart rewrites the record to announce itself (first
+		// contact, §5), unless another record carries this key: the
+		// rewrite would make that one the older, which keeps the key.
+		write := bucket.Claim
+		if a.unannounced = cerr != nil || len(copies) > 0; a.unannounced {
+			write = bucket.ClaimKeep
+		}
+		r, err := write(ctx, a.kv, a.self)
 		err = a.conn.Explain(err)
 		switch {
 		case errors.Is(err, bucket.ErrRevoked):

@@ -44,12 +44,29 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // Claim takes rec's prefix for rec's public key (docs/contract.md §4). A key with a
 // revoked.* record fails with ErrRevoked before anything is written. Then:
-// Create the key; if it exists, Get it: the same record is left as it is,
-// the same public key with other fields is updated on the revision read (an
-// agent restarted with a new address), another key fails with *InUseError. Of any number of hosts racing for one prefix
-// exactly one wins. It returns the revision of the stored record. The
-// agent then calls ReleaseCopies.
+// Create the key; if it exists, Get it: the same public key rewrites the
+// record with Update on the revision read (an agent restart), another key
+// fails with *InUseError. Of any number of hosts racing for one prefix
+// exactly one wins. It returns the revision of the stored record. The agent
+// then calls ReleaseCopies.
+//
+// The rewrite of an unchanged record announces a restart: the record is then
+// the newest, and the newer end of a pair starts the first handshake (§5),
+// which the peers, holding sessions with a device that is gone, would not.
+// But it also makes every other record of the key the older one, and the
+// older record keeps a key (§4): where one exists (a copy someone planted at
+// their own prefix), the agent claims with ClaimKeep instead.
 func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64, error) {
+	return claim(ctx, kv, rec, true)
+}
+
+// ClaimKeep is Claim that leaves an unchanged record as it is, so that no
+// other record of its key becomes the older one.
+func ClaimKeep(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64, error) {
+	return claim(ctx, kv, rec, false)
+}
+
+func claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record, rewrite bool) (uint64, error) {
 	prefix, err := netip.ParsePrefix(rec.AllowedIP)
 	if err != nil {
 		return 0, fmt.Errorf("claim: allowed_ip %q: %w", rec.AllowedIP, err)
@@ -82,11 +99,7 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64,
 			// A record we cannot read is still someone's claim: never overwrite it.
 			return 0, &InUseError{Prefix: prefix, Holder: holder}
 		}
-		if holder == rec {
-			// Never rewrite a record that has not changed: the rewrite would
-			// make every other record of this key the older one, and the
-			// older record keeps a key (§4) — a copy someone planted at
-			// their own prefix would take this host's key at its restart.
+		if holder == rec && !rewrite {
 			return cur.Revision(), nil
 		}
 		rev, err = kv.Update(ctx, key, val, cur.Revision())

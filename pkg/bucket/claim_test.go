@@ -136,9 +136,9 @@ func TestClaimSameKeyRefreshes(t *testing.T) {
 	}
 }
 
-// A restart with the same record writes nothing: a copy of the key under
+// ClaimKeep with the same record writes nothing: a copy of the key under
 // another prefix stays the newer record, which never keeps the key (§4).
-func TestClaimLeavesAnUnchangedRecord(t *testing.T) {
+func TestClaimKeepLeavesAnUnchangedRecord(t *testing.T) {
 	kv := newBucket(t)
 	ctx := context.Background()
 	rec := newRecord(t, "alpha", "fd10:1::/48")
@@ -151,7 +151,7 @@ func TestClaimLeavesAnUnchangedRecord(t *testing.T) {
 	if _, err := kv.Put(ctx, peer.Key(netip.MustParsePrefix(planted.AllowedIP)), planted.Encode()); err != nil {
 		t.Fatal(err)
 	}
-	rev2, err := Claim(ctx, kv, rec)
+	rev2, err := ClaimKeep(ctx, kv, rec)
 	if err != nil || rev2 != rev1 {
 		t.Fatalf("re-claim of an unchanged record = %d, %v; want revision %d untouched", rev2, err, rev1)
 	}

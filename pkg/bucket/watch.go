@@ -261,7 +261,7 @@ func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.Key
 				return snap, seen, false
 			}
 			if e == nil {
-				return snap, seen, w.markReleases(ctx, snap.Entries)
+				return snap, seen, w.markReleases(ctx, snap.Entries) == len(snap.Entries)
 			}
 			timer.Reset(idle)
 			// Delete and purge markers are part of the snapshot: a marker
@@ -317,7 +317,13 @@ func (w *Watcher) follow(ctx context.Context, out chan<- Batch, updates <-chan j
 				continue
 			}
 			b := nextBatch(e, updates)
-			if !w.markReleases(ctx, b.Entries) {
+			if n := w.markReleases(ctx, b.Entries); n < len(b.Entries) {
+				// The entries before the marker that could not be read
+				// are updates like any other (a revocation evict wrote
+				// just before its delete): deliver them, then re-read.
+				if n > 0 {
+					send(ctx, out, Batch{Entries: b.Entries[:n]})
+				}
 				return
 			}
 			progress = true
@@ -467,10 +473,11 @@ func (w *Watcher) noteSettings(cfg jetstream.StreamConfig) {
 }
 
 // markReleases sets Released on a delete marker at Own that is a release.
-// It reports false when that could not be read.
-func (w *Watcher) markReleases(ctx context.Context, entries []Entry) bool {
+// It returns how many of entries are ready: all of them, or those before
+// a marker whose headers could not be read.
+func (w *Watcher) markReleases(ctx context.Context, entries []Entry) int {
 	if w.Own == "" || w.JS == nil {
-		return true
+		return len(entries)
 	}
 	for i := range entries {
 		e := &entries[i]
@@ -482,11 +489,11 @@ func (w *Watcher) markReleases(ctx context.Context, entries []Entry) bool {
 		cancel()
 		if err != nil {
 			w.Log.Warn("cannot read the delete marker at this host's key; reading the bucket again", "key", e.Key, "revision", e.Revision, "err", err)
-			return false
+			return i
 		}
 		e.Released = released
 	}
-	return true
+	return len(entries)
 }
 
 // nextBatch is e plus whatever else is already queued: a burst becomes one

@@ -74,6 +74,31 @@ func TestFirstContactRoles(t *testing.T) {
 	}
 }
 
+// A host that started without rewriting its record (Unannounced: another
+// record carries its key) is not the newer end for the peers it finds: they
+// hold sessions with its old device and would not start a handshake. It
+// starts every first contact with the records of its first snapshot, and
+// leaves those of hosts that join later to them.
+func TestUnannouncedStartInitiates(t *testing.T) {
+	w := newWorld(t)
+	w.ctl = New(w.ctl.self, w.dev, Options{KeepView: true, Unannounced: true})
+	older, olderKey := hostEntry(t, 2, 2)
+	newer, newerKey := hostEntry(t, 3, 10) // newer than our record, there at our start
+	w.ctl.Load(bucket.Batch{Snapshot: true, Revision: 10, Entries: []bucket.Entry{w.selfEntry(5), older, newer}})
+	w.ctl.Pass(false)
+	for _, k := range []wgtypes.Key{olderKey, newerKey} {
+		if p, _ := devicePeer(t, w, k); p.PersistentKeepaliveInterval != contactKeepalive || p.Endpoint == nil {
+			t.Errorf("peer of the first snapshot: keepalive %s, endpoint %v; want this end to initiate", p.PersistentKeepaliveInterval, p.Endpoint)
+		}
+	}
+	joiner, joinerKey := hostEntry(t, 4, 11)
+	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{joiner}})
+	w.ctl.Pass(false)
+	if p, _ := devicePeer(t, w, joinerKey); p.Endpoint != nil {
+		t.Errorf("a host that joined later: endpoint %v, want none (it initiates)", p.Endpoint)
+	}
+}
+
 // Without a handshake the initiator starts again on a short schedule (a
 // reset: one device call taking the peer off and back on), then leaves the
 // peer to WireGuard; the responder gets its endpoint after its grace.

@@ -37,6 +37,12 @@ type Options struct {
 	// Building it costs O(peers) per pass that changed something, so it is
 	// off where nobody reads it (benchmarks with thousands of agents).
 	KeepView bool
+	// Unannounced: this host's claim left its record as it was at this
+	// start (another record carries its key, bucket.ClaimKeep), so the
+	// record is not the newest and its peers do not know its device is
+	// new. It starts the first handshake with every peer of its first
+	// snapshot, whatever the revisions (§5).
+	Unannounced bool
 }
 
 // Controller keeps one device's peers equal to the bucket's accepted records.
@@ -74,8 +80,12 @@ type Controller struct {
 	deleted map[string]bool
 	// selfRev is the revision of this host's own record when last held;
 	// contacts are the peers whose first handshake is being orchestrated.
-	selfRev  uint64
-	contacts map[wgtypes.Key]*contact
+	selfRev uint64
+	// startRev: with Options.Unannounced, the first snapshot's revision:
+	// this end starts the first handshake with every record up to it.
+	startRev    uint64
+	unannounced bool
+	contacts    map[wgtypes.Key]*contact
 	// initiating counts the contacts whose handshake this end starts.
 	initiating int
 	// dropped is when each peer was last taken off the device: the other
@@ -124,14 +134,15 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 	}
 	return &Controller{
 		self: self, log: opt.Log, dev: dev, keep: opt.KeepView,
-		table:    peer.NewTable(self.Rules, self.Key, self.Prefix),
-		rec:      reconcile.New(dev),
-		logged:   map[string]uint64{},
-		oursLast: true,
-		vanished: map[wgtypes.Key]vanished{},
-		contacts: map[wgtypes.Key]*contact{},
-		dropped:  map[wgtypes.Key]time.Time{},
-		deleted:  map[string]bool{},
+		table:       peer.NewTable(self.Rules, self.Key, self.Prefix),
+		rec:         reconcile.New(dev),
+		logged:      map[string]uint64{},
+		oursLast:    true,
+		vanished:    map[wgtypes.Key]vanished{},
+		unannounced: opt.Unannounced,
+		contacts:    map[wgtypes.Key]*contact{},
+		dropped:     map[wgtypes.Key]time.Time{},
+		deleted:     map[string]bool{},
 	}
 }
 
@@ -180,6 +191,9 @@ func (c *Controller) Load(b bucket.Batch) {
 		c.snapshots++
 		c.snapKeys = make(map[string]bool, len(b.Entries))
 		c.revision = b.Revision
+		if c.unannounced && c.snapshots == 1 {
+			c.startRev = b.Revision
+		}
 	} else {
 		c.events += len(b.Entries)
 	}
