@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +12,11 @@ import (
 // lossInterval is how often the loss pingers send: 20 a second.
 const lossInterval = 50 * time.Millisecond
 
+// pingerRuns numbers the calls of startLossPingers: a pinger's log is
+// named after it, and a second run under the same name would read the
+// first one's replies too.
+var pingerRuns atomic.Int64
+
 // startLossPingers pings every ordered pair of hosts over WireGuard every
 // interval until stopped. Call it once the pairs answer.
 func startLossPingers(t *testing.T, hosts []*harness.Host, interval ...time.Duration) []*harness.Pinger {
@@ -19,13 +25,14 @@ func startLossPingers(t *testing.T, hosts []*harness.Host, interval ...time.Dura
 	if len(interval) > 0 {
 		every = interval[0]
 	}
+	run := pingerRuns.Add(1)
 	var out []*harness.Pinger
 	for _, from := range hosts {
 		for _, to := range hosts {
 			if from == to {
 				continue
 			}
-			p, err := from.StartPinger(fmt.Sprintf("ping-%s-%s", from.Name, to.Name), to.PrivateAddress, every)
+			p, err := from.StartPinger(fmt.Sprintf("ping%d-%s-%s", run, from.Name, to.Name), to.PrivateAddress, every)
 			if err != nil {
 				t.Fatal(err)
 			}

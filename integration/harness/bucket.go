@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	ikbucket "github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,14 +21,13 @@ type Bucket struct {
 }
 
 // OpenBucket connects to natsURL (one server, or several comma-separated) and
-// opens bucket, creating it (with default settings) when it does not exist
-// yet.
+// opens bucket, creating it (as an agent would) when it does not exist yet.
 func OpenBucket(ctx context.Context, natsURL, bucket string) (*Bucket, error) {
 	return openBucket(ctx, natsURL, bucket, true)
 }
 
 // OpenExistingBucket is OpenBucket for a bucket the agents create (with
-// their nats_kv_replicas): it fails with jetstream.ErrBucketNotFound instead
+// their nats_kv_replicas): it fails with bucket.ErrBucketMissing instead
 // of creating it.
 func OpenExistingBucket(ctx context.Context, natsURL, bucket string) (*Bucket, error) {
 	return openBucket(ctx, natsURL, bucket, false)
@@ -43,13 +43,8 @@ func openBucket(ctx context.Context, natsURL, bucket string, create bool) (*Buck
 		nc.Close()
 		return nil, fmt.Errorf("jetstream on %s: %w", natsURL, err)
 	}
-	kv, err := js.KeyValue(ctx, bucket)
-	if create && errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, bucket) // an agent made it meanwhile
-		}
-	}
+	// Made as the agents make it (ikto's settings: rollups refused).
+	kv, err := ikbucket.OpenBucket(ctx, js, bucket, create, 1)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("open bucket %s on %s: %w", bucket, natsURL, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
 	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 )
 
 // The cluster serves an R3 bucket from inside a namespace, keeps it
@@ -29,8 +30,8 @@ func TestClusterKeepsAnR3BucketThroughAMemberRestart(t *testing.T) {
 			t.Fatalf("from the namespace: %v", err)
 		}
 	}
-	if _, err := harness.OpenExistingBucket(ctx, c.URL(), "r3"); !errors.Is(err, jetstream.ErrBucketNotFound) {
-		t.Fatalf("OpenExistingBucket of a missing bucket = %v, want ErrBucketNotFound", err)
+	if _, err := harness.OpenExistingBucket(ctx, c.URL(), "r3"); !errors.Is(err, bucket.ErrBucketMissing) {
+		t.Fatalf("OpenExistingBucket of a missing bucket = %v, want ErrBucketMissing", err)
 	}
 	b := harnesstest.Bucket(t, c.Servers[0], "unused") // any member serves the cluster's API
 	js, err := jetstream.New(b.Conn)
