@@ -12,6 +12,7 @@ import (
 // files is a set of real files a configuration can name, in a fresh directory.
 type files struct {
 	dir, key, worldKey, notKey, zeroKey, creds, ca, cert, tlsKey string
+	hook                                                         string // an executable only root may replace
 }
 
 func newFiles(t testing.TB) files {
@@ -27,6 +28,7 @@ func newFiles(t testing.TB) files {
 		ca:       filepath.Join(dir, "ca.pem"),
 		cert:     filepath.Join(dir, "cert.pem"),
 		tlsKey:   filepath.Join(dir, "key.pem"),
+		hook:     filepath.Join(dir, "ikto-hook-route"),
 	}
 	if _, err := CreatePrivateKey(fx.key); err != nil {
 		t.Fatal(err)
@@ -41,6 +43,7 @@ func newFiles(t testing.TB) files {
 		fx.notKey:   "this is not a key\n",
 		fx.zeroKey:  "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
 		fx.creds:    userCreds(t), fx.ca: certPEM, fx.cert: certPEM, fx.tlsKey: keyPEM,
+		fx.hook: "#!/bin/sh\n",
 	} {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
@@ -48,6 +51,9 @@ func newFiles(t testing.TB) files {
 	}
 	// WriteFile's mode is filtered by the umask; set it explicitly.
 	if err := os.Chmod(fx.worldKey, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(fx.hook, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return fx
@@ -144,8 +150,8 @@ func TestValidateGood(t *testing.T) {
 			m["resync_interval"] = "1m"
 			m["state_dir"] = "/var/lib/ikto"
 			m["hooks"] = []any{
-				map[string]any{"name": "route", "path": "/usr/local/lib/ikto/ikto-hook-route", "config": map[string]any{"table": 100}},
-				map[string]any{"name": "firewall", "path": "/usr/local/lib/ikto/ikto-hook-firewall"},
+				map[string]any{"name": "route", "path": fx.hook, "config": map[string]any{"table": 100}},
+				map[string]any{"name": "firewall", "path": fx.hook},
 			}
 		}},
 		{"ipv4 small mtu", goodV4, func(m map[string]any) { m["wg_mtu"] = 576 }},

@@ -20,9 +20,10 @@ const maxSecretFile = 1 << 20
 
 // readSmallFile reads a file a config field names, refusing anything but a
 // regular file: a directory would fail later with a vaguer error, and
-// opening a FIFO would block the agent's start-up forever. The errors name
-// the file and say how to fix it.
-func readSmallFile(path string) ([]byte, error) {
+// opening a FIFO would block the agent's start-up forever. A secret file
+// (credentials, a private key) must also be closed to group and others
+// (checkSecretMode). The errors name the file and say how to fix it.
+func readSmallFile(path string, secret bool) ([]byte, error) {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -33,6 +34,11 @@ func readSmallFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("file %s: %w", path, err)
 	case !st.Mode().IsRegular():
 		return nil, fmt.Errorf("%s is not a regular file (it is a %s); give the path of the file itself", path, fileKind(st.Mode()))
+	}
+	if secret {
+		if err := checkSecretMode("file", path, st.Mode()); err != nil {
+			return nil, err
+		}
 	}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrPermission) {
@@ -97,11 +103,11 @@ func (c *Config) validateNATSFiles() error {
 	if c.NATSTLSCert == "" {
 		return nil
 	}
-	cert, err := readSmallFile(c.NATSTLSCert)
+	cert, err := readSmallFile(c.NATSTLSCert, false)
 	if err != nil {
 		return &FieldError{Field: "nats_tls_cert", Msg: err.Error(), Err: err}
 	}
-	key, err := readSmallFile(c.NATSTLSKey)
+	key, err := readSmallFile(c.NATSTLSKey, true)
 	if err != nil {
 		return &FieldError{Field: "nats_tls_key", Msg: err.Error(), Err: err}
 	}
@@ -115,7 +121,7 @@ func (c *Config) validateNATSFiles() error {
 // checkCreds accepts what nats.UserCredentials will load: a user JWT and the
 // user's nkey seed, as `nsc generate creds` writes them.
 func checkCreds(path string) error {
-	data, err := readSmallFile(path)
+	data, err := readSmallFile(path, true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w; set the .creds file your NATS operator issued (nsc generate creds), or \"\" for none", err)
 	}
@@ -135,7 +141,7 @@ func checkCreds(path string) error {
 
 // checkCA accepts a PEM file with at least one certificate.
 func checkCA(path string) error {
-	data, err := readSmallFile(path)
+	data, err := readSmallFile(path, false)
 	if err != nil {
 		return err
 	}

@@ -86,6 +86,11 @@ func useFixtures(c *Config, fx files) {
 	c.NATSTLSCA = pick(c.NATSTLSCA, fx.ca, missing)
 	c.NATSTLSCert = pick(c.NATSTLSCert, fx.cert, missing)
 	c.NATSTLSKey = pick(c.NATSTLSKey, fx.tlsKey, missing)
+	for i, h := range c.Hooks {
+		if filepath.IsAbs(h.Path) { // a relative one fails before any file is read
+			c.Hooks[i].Path = pick(h.Path, fx.hook, missing)
+		}
+	}
 }
 
 // configFields matches the names a FieldError may carry: a Config field, or

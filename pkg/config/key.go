@@ -13,7 +13,7 @@ import (
 var ErrKeyExists = errors.New("key file exists")
 
 // LoadPrivateKey reads a WireGuard private key (base64, as `wg genkey` writes
-// it). The file must not be readable by group or others.
+// it). The file must be closed to group and others (checkSecretMode).
 func LoadPrivateKey(path string) (wgtypes.Key, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -25,8 +25,8 @@ func LoadPrivateKey(path string) (wgtypes.Key, error) {
 	if !st.Mode().IsRegular() {
 		return wgtypes.Key{}, fmt.Errorf("key file %s is not a regular file (it is a %s); give the path of the key file itself", path, fileKind(st.Mode()))
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return wgtypes.Key{}, fmt.Errorf("key file %s is readable by group or others (mode %04o); run chmod 600 %s", path, st.Mode().Perm(), path)
+	if err := checkSecretMode("key file", path, st.Mode()); err != nil {
+		return wgtypes.Key{}, err
 	}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrPermission) {

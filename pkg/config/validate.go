@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -248,6 +249,12 @@ func (c *Config) resolveHooks(s *Settings) error {
 			return fieldErr(field+".config", "must be a JSON value")
 		}
 		s.Hooks = append(s.Hooks, hook)
+	}
+	// The files last, once every field is known to be well formed.
+	for i, h := range s.Hooks {
+		if err := checkHookPath(h.Path, os.Geteuid()); err != nil {
+			return &FieldError{Field: fmt.Sprintf("hooks[%d].path", i), Msg: err.Error(), Err: err}
+		}
 	}
 	return nil
 }
