@@ -127,17 +127,7 @@ func (w *enrollWorld) deleteBuckets() {
 
 // adminJetStream is a JetStream handle as the operator's user.
 func (w *enrollWorld) adminJetStream() jetstream.JetStream {
-	t := w.m.t
-	t.Helper()
-	nc, err := nats.Connect(w.srv.URL(), nats.UserCredentials(w.adminCreds), nats.Name("ikto-test-operator"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := adminJS(w.m.t, w.srv.URL(), nats.UserCredentials(w.adminCreds))
 	return js
 }
 

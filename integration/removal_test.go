@@ -113,10 +113,11 @@ func TestMessagesRemovedUnderARunningMesh(t *testing.T) {
 	}
 }
 
-// adminJS is a JetStream handle on url with no restriction.
-func adminJS(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
+// adminJS is a JetStream handle on url as the operator: with opts, its
+// credentials.
+func adminJS(t *testing.T, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Name("ikto-test-operator"))
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("ikto-test-operator")}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

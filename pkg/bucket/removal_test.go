@@ -26,13 +26,8 @@ func rollupMsg(bucket, key string) *nats.Msg {
 // Both buckets are made refusing rollups: the message is refused and the
 // bucket keeps every record.
 func TestBucketsRefuseRollups(t *testing.T) {
-	s := natstest.Start(t)
-	_, js := natstest.Connect(t, s.URL())
+	js, kv := newBucketJS(t)
 	ctx := context.Background()
-	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	live, err := OpenLiveBucket(ctx, js, "ikto-test", true, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -171,13 +166,7 @@ func TestWatcherFindsMessagesRemovedWithoutEvents(t *testing.T) {
 // A watch that sees only ordinary updates on a bucket that refuses rollups
 // never reads it again: the audit is for removals, not for traffic.
 func TestWatcherKeepsItsWatchThroughUpdates(t *testing.T) {
-	s := natstest.Start(t)
-	_, js := natstest.Connect(t, s.URL())
-	ctx := context.Background()
-	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := newBucket(t)
 	putRecords(t, kv, 1, 3)
 	audit := make(chan struct{}, 1)
 	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Audit: audit, Probe: 200 * time.Millisecond})
