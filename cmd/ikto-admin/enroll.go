@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -76,6 +77,11 @@ user's public nkey: NAME.creds holds the JWT only; append the user's seed on
 the host). Enrolling a NAME again shows what would change and needs --force.
 The server must run in operator (JWT) mode: docs/securing-membership.md.
 
+Each connection of the user may hold at most ` + strconv.Itoa(enroll.HostMaxSubscriptions) + ` subscriptions and publish
+messages of at most ` + strconv.Itoa(enroll.HostMaxPayload) + ` bytes; ikto-agent needs far less. The
+credentials never expire unless --expires is given; the server refuses them
+from then on, so enroll the host again (--force) before they do.
+
   ikto-admin --nats-url nats://nats-1:4222 --nats-creds admin.creds \
     enroll --name host-a --advertise-address 192.0.2.10 --account-seed ikto.nk -o ./host-a`,
 		Args: noArgs,
@@ -98,7 +104,7 @@ The server must run in operator (JWT) mode: docs/securing-membership.md.
 	fs.StringVar(&f.accountSeed, "account-seed", "", "the NATS account's nkey seed `FILE` that signs the user (required)")
 	fs.StringVar(&f.publicKey, "public-key", "", "the host's WireGuard public key; the host keeps its private key and no NAME.key is written")
 	fs.StringVar(&f.userNKey, "user-nkey", "", "the host's NATS user public nkey (U…); the host keeps its seed and NAME.creds holds only the JWT")
-	fs.DurationVar(&f.expires, "expires", 0, "the credentials expire after this long (e.g. 8760h); 0 = never")
+	fs.DurationVar(&f.expires, "expires", 0, "the credentials expire after this long (e.g. 8760h); 0 = never (the default)")
 	fs.BoolVar(&f.force, "force", false, "re-enroll a NAME that has files in DIR, replacing them")
 	fs.StringVar(&f.meshCIDR, "mesh-cidr", config.DefaultMeshCIDR, "the mesh (default: mesh_cidr of -c)")
 	fs.IntVar(&f.subnetPrefix, "subnet-prefix", config.DefaultSubnetPrefix, "every host's prefix length (default: subnet_prefix of -c)")

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 
 	"github.com/nats-io/nkeys"
 	"github.com/spf13/cobra"
@@ -13,10 +15,23 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/enroll"
 )
 
+// debianServerConfig is where Debian's nats-server package keeps its
+// configuration (its systemd unit runs nats-server -c with it).
+const debianServerConfig = "/etc/nats-server.conf"
+
+// operatorInput is init-operator's command line, checked.
+type operatorInput struct {
+	dir, name, resolverDir string
+	// serverConfig is the absolute path of the nats-server configuration
+	// that will include nats-auth.conf.
+	serverConfig string
+	sizing       enroll.Sizing
+}
+
 func (a *app) initOperatorCommand() *cobra.Command {
-	var name, resolverDir string
+	in := &operatorInput{}
 	cmd := &cobra.Command{
-		Use:   "init-operator [-o DIR] [--name NAME] [--resolver-dir PATH]",
+		Use:   "init-operator [-o DIR] [--name NAME] [--resolver-dir PATH] [--max-hosts N] [--server-config FILE]",
 		Short: "Make a NATS operator, system account and mesh account for enrolled hosts (instead of nsc)",
 		Long: `init-operator makes what nats-server's operator (JWT) mode needs, without nsc:
 an operator, its system account, the account the mesh lives in (JetStream on),
@@ -30,23 +45,44 @@ file:
   sys.nk  sys.jwt  sys.creds       the system account and a user of it
   ikto.nk  ikto.jwt                the mesh's account: enroll signs with ikto.nk
   admin.creds                      an unrestricted user of the mesh's account
-  nats-auth.conf                   include it in nats-server.conf (2.9 or later)`,
+  nats-auth.conf                   include it in nats-server.conf (2.9 or later)
+
+The mesh account's limits follow from --max-hosts, the most hosts it serves
+(docs/securing-membership.md): ` + describeLimits(enroll.DefaultSizing()) + `.
+A standalone nats-server must have that much disk in its max_file_store, or
+it refuses the account JetStream. To change them later, sign a new ikto.jwt
+with the operator's key (nsc edit account) and push it.
+
+It ends with the next steps: the include line for --server-config FILE
+(default ` + debianServerConfig + `, Debian's), whose path is relative to FILE's
+directory, as nats-server reads it.`,
 		Args: noArgs,
 		// -o is the output directory here, not the listing format.
 		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir := "."
+			in.dir = "."
 			if cmd.Flags().Changed("output") {
-				dir = a.output
+				in.dir = a.output
 			}
-			if !filepath.IsAbs(resolverDir) {
-				return cli.Usagef("--resolver-dir %q must be an absolute path", resolverDir)
+			if !filepath.IsAbs(in.resolverDir) {
+				return cli.Usagef("--resolver-dir %q must be an absolute path", in.resolverDir)
 			}
-			return a.initOperator(dir, name, resolverDir)
+			if err := in.sizing.Check(); err != nil {
+				return cli.Usagef("--max-hosts: %v", err)
+			}
+			conf, err := filepath.Abs(in.serverConfig)
+			if err != nil {
+				return cli.Usagef("--server-config %q: %v", in.serverConfig, err)
+			}
+			in.serverConfig = conf
+			return a.initOperator(in)
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "ikto", "the operator's name")
-	cmd.Flags().StringVar(&resolverDir, "resolver-dir", "/var/lib/nats/jwt", "where nats-server keeps account JWTs (resolver: full)")
+	fs := cmd.Flags()
+	fs.StringVar(&in.name, "name", "ikto", "the operator's name")
+	fs.StringVar(&in.resolverDir, "resolver-dir", "/var/lib/nats/jwt", "where nats-server keeps account JWTs (resolver: full)")
+	fs.IntVar(&in.sizing.MaxHosts, "max-hosts", enroll.DefaultMaxHosts, "the most hosts the mesh account serves; its limits follow from it")
+	fs.StringVar(&in.serverConfig, "server-config", debianServerConfig, "the nats-server configuration `FILE` that will include nats-auth.conf, for the include line printed")
 	return cmd
 }
 
@@ -57,12 +93,17 @@ type operatorFile struct {
 	secret bool
 }
 
-func (a *app) initOperator(dir, name, resolverDir string) error {
-	auth, err := enroll.NewAuthority(name)
+func (a *app) initOperator(in *operatorInput) error {
+	auth, err := enroll.NewSizedAuthority(in.name, in.sizing)
 	if err != nil {
 		return err
 	}
-	files, err := operatorFiles(auth, resolverDir)
+	files, err := operatorFiles(auth, in.resolverDir)
+	if err != nil {
+		return err
+	}
+	dir := in.dir
+	include, err := includeLine(in.serverConfig, filepath.Join(dir, "nats-auth.conf"))
 	if err != nil {
 		return err
 	}
@@ -87,14 +128,61 @@ func (a *app) initOperator(dir, name, resolverDir string) error {
 		fmt.Fprintf(a.stdout, "wrote %s\n", path)
 	}
 	accountKey, _ := auth.Account.PublicKey()
+	admin, seed := filepath.Join(dir, "admin.creds"), filepath.Join(dir, "ikto.nk")
 	fmt.Fprintf(a.stdout, `operator %q, mesh account %s
-next: include %s in nats-server.conf (with jetstream {}), create %s, start the server,
-then: ikto-admin --nats-url nats://SERVER:4222 --nats-creds %s init-bucket
-      ikto-admin --nats-url nats://SERVER:4222 --nats-creds %s enroll --account-seed %s --name HOST --advertise-address IP -o DIR
-keep operator.nk offline: it is needed only to revoke a host's user (ikto-admin revoke-user)
-`, name, accountKey, filepath.Join(dir, "nats-auth.conf"), resolverDir,
-		filepath.Join(dir, "admin.creds"), filepath.Join(dir, "admin.creds"), filepath.Join(dir, "ikto.nk"))
+limits of the mesh account: %s
+next:
+  1. add this line to %s, which also needs a jetstream block with a store_dir
+     (an include path is relative to the directory of the file that includes it):
+       %s
+  2. create %s, writable by the server, and start or restart the server
+  3. ikto-admin --nats-url nats://SERVER:4222 --nats-creds %s init-bucket
+  4. ikto-admin --nats-url nats://SERVER:4222 --nats-creds %s enroll --account-seed %s --name HOST --advertise-address IP -o DIR
+keep operator.nk offline: it is needed only to revoke a host's user (ikto-admin revoke-user) or to change the account's limits
+`, in.name, accountKey, describeLimits(in.sizing), in.serverConfig, include, in.resolverDir, admin, admin, seed)
 	return nil
+}
+
+// includeLine is the line of the nats-server configuration serverConfig
+// that includes authConf. nats-server reads an include path relative to
+// the directory of the file that has the include, even one that starts
+// with a slash, so the path is made relative to it.
+func includeLine(serverConfig, authConf string) (string, error) {
+	abs, err := filepath.Abs(authConf)
+	if err != nil {
+		return "", fmt.Errorf("nats-auth.conf: %w", err)
+	}
+	rel, err := filepath.Rel(filepath.Dir(serverConfig), abs)
+	if err != nil {
+		return "", fmt.Errorf("include %s from %s: %w", abs, serverConfig, err)
+	}
+	if plainPath.MatchString(rel) {
+		return "include " + rel, nil
+	}
+	return "include " + strconv.Quote(rel), nil
+}
+
+// plainPath is a path nats-server reads as it is after "include"; any
+// other is quoted.
+var plainPath = regexp.MustCompile(`^[A-Za-z0-9._/+-]+$`)
+
+// describeLimits says what the mesh account's limits are for s.
+func describeLimits(s enroll.Sizing) string {
+	return fmt.Sprintf("with --max-hosts %d, %d connections, %d streams, %d consumers per stream, %s of disk and no memory streams",
+		s.MaxHosts, s.Connections(), s.Streams(), s.ConsumersPerStream(), byteSize(s.DiskBytes()))
+}
+
+// byteSize is n bytes in the largest binary unit that divides it.
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 func operatorFiles(auth *enroll.Authority, resolverDir string) ([]operatorFile, error) {

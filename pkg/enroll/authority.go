@@ -19,11 +19,20 @@ type Authority struct {
 }
 
 // NewAuthority makes an operator named name, its system account "SYS" and
-// the account "ikto" with JetStream enabled and unlimited (the bucket's
-// streams live there).
+// the account "ikto", where the buckets' streams live, with JetStream and
+// the limits of DefaultSizing.
 func NewAuthority(name string) (*Authority, error) {
+	return NewSizedAuthority(name, DefaultSizing())
+}
+
+// NewSizedAuthority is NewAuthority with the mesh account's limits derived
+// from sizing (Sizing.AccountLimits).
+func NewSizedAuthority(name string, sizing Sizing) (*Authority, error) {
+	limits, err := sizing.AccountLimits()
+	if err != nil {
+		return nil, fmt.Errorf("new authority: %w", err)
+	}
 	a := &Authority{}
-	var err error
 	for _, k := range []struct {
 		kp  *nkeys.KeyPair
 		new func() (nkeys.KeyPair, error)
@@ -48,9 +57,7 @@ func NewAuthority(name string) (*Authority, error) {
 	}
 	ac := jwt.NewAccountClaims(accPub)
 	ac.Name = "ikto"
-	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{
-		MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit, Streams: jwt.NoLimit, Consumer: jwt.NoLimit,
-	}
+	ac.Limits = limits
 	if a.AccountJWT, err = ac.Encode(a.Operator); err != nil {
 		return nil, fmt.Errorf("new authority: account JWT: %w", err)
 	}
@@ -94,8 +101,8 @@ func (a *Authority) ServerConfig(r Resolver) string {
 }
 
 // UserCreds makes a new user of account (a key pair of one of the
-// authority's accounts) with the given subjects (nil: no restriction) and
-// returns its .creds file.
+// authority's accounts) with the given subjects and HostLimits, or with no
+// restriction and no limits when s is nil, and returns its .creds file.
 func UserCreds(account nkeys.KeyPair, name string, s *Subjects) ([]byte, error) {
 	kp, err := nkeys.CreateUser()
 	if err != nil {

@@ -9,12 +9,15 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// User is one enrolled host's NATS user.
+// User is one enrolled host's NATS user, or, with no Subjects, a user of
+// the operator's with no restriction.
 type User struct {
 	// Name names the user in the server's connz: the host's name.
 	Name string
 	// Key is the user's public nkey (U…).
-	Key      string
+	Key string
+	// Subjects are what the user may publish and subscribe to; a user
+	// restricted to them is a host's and also gets HostLimits.
 	Subjects Subjects
 	// Expires ends the JWT's validity; zero means it never expires.
 	Expires time.Time
@@ -58,7 +61,8 @@ func kindName(k nkeys.PrefixByte) string {
 }
 
 // Sign returns u's user JWT, issued by account (an account key pair, whose
-// signature the server checks against the account JWT it trusts).
+// signature the server checks against the account JWT it trusts). A host's
+// user (one with Subjects) gets HostLimits; an operator's user gets none.
 func Sign(account nkeys.KeyPair, u User) (string, error) {
 	if !nkeys.IsValidPublicUserKey(u.Key) {
 		return "", fmt.Errorf("user key %q is not a public user nkey (U…)", u.Key)
@@ -71,6 +75,9 @@ func Sign(account nkeys.KeyPair, u User) (string, error) {
 	uc.Name = u.Name
 	uc.Pub.Allow = append(jwt.StringList(nil), u.Subjects.Publish...)
 	uc.Sub.Allow = append(jwt.StringList(nil), u.Subjects.Subscribe...)
+	if len(u.Subjects.Publish) > 0 || len(u.Subjects.Subscribe) > 0 {
+		uc.Limits.NatsLimits = HostLimits()
+	}
 	if !u.Expires.IsZero() {
 		uc.Expires = u.Expires.Unix()
 	}
