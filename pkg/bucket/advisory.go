@@ -3,6 +3,7 @@ package bucket
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -55,13 +56,16 @@ func (c *Conn) FollowStream(ctx context.Context, ev StreamEvents) error {
 		}
 	}()
 	for _, subject := range subjects {
+		// A message is judged by its own subject: a consumer delivering
+		// there (any host may make one) brings messages whose subject is
+		// the stream's, which mean nothing here.
 		sub, err := c.NC.Subscribe(subject, func(m *nats.Msg) {
 			switch {
 			case strings.HasPrefix(m.Subject, advisoryPrefix+"DELETED."):
 				call(ev.Deleted)
 			case strings.HasPrefix(m.Subject, advisoryPrefix+"CREATED."):
 				call(ev.Created)
-			default: // UPDATED, or a removal request
+			case strings.HasPrefix(m.Subject, advisoryPrefix+"UPDATED."), slices.Contains(subjects[1:], m.Subject):
 				call(ev.Changed)
 			}
 		})

@@ -70,9 +70,11 @@ func TestCopyWaitsWhileItsHostsRecordIsDisplaced(t *testing.T) {
 		{"garbage over its record", func(_ *world, host, _ bucket.Entry, _ wgtypes.Key) bucket.Batch {
 			return bucket.Batch{Entries: []bucket.Entry{{Key: host.Key, Value: []byte("not a record"), Revision: 20}}}
 		}, hostAt, false, 1},
+		// The member's older record keeps its key at its own prefix: the
+		// copy is routed nowhere and takes nothing from the host.
 		{"another member's record over its record", func(_ *world, host, _ bucket.Entry, member wgtypes.Key) bucket.Batch {
 			return bucket.Batch{Entries: []bucket.Entry{{Key: host.Key, Value: peerRecord(member, hostAt), Revision: 20}}}
-		}, "", true, 0},
+		}, hostAt, false, 1},
 		{"a takeover by a fresh key", func(_ *world, host, _ bucket.Entry, _ wgtypes.Key) bucket.Batch {
 			return bucket.Batch{Entries: []bucket.Entry{{Key: host.Key, Value: peerRecord(newKeyNoT(), hostAt), Revision: 20}}}
 		}, "", true, 0},
@@ -157,23 +159,50 @@ func TestBoundPeerComesBack(t *testing.T) {
 // delete at its old prefix (the host released it: it moved) routes the
 // key's record elsewhere.
 func TestCommandsEndABinding(t *testing.T) {
-	for _, revoke := range []bool{false, true} {
-		t.Run(fmt.Sprintf("revoke=%v", revoke), func(t *testing.T) {
-			w, host, hostKey, _ := copiedWorld(t)
-			w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: host.Key, Value: []byte("garbage"), Revision: 20}}})
+	w, host, hostKey, _ := copiedWorld(t)
+	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: host.Key, Value: []byte("garbage"), Revision: 20}}})
+	w.ctl.Pass(false)
+	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: peer.RevokedKey(hostKey), Value: []byte("{}"), Revision: 21}}})
+	w.ctl.Pass(false)
+	if got := routes(t, w)[hostKey]; got != nil {
+		t.Fatalf("after its revocation: host routed to %v", got)
+	}
+	if len(w.ctl.vanished) != 0 {
+		t.Fatalf("%d bindings left", len(w.ctl.vanished))
+	}
+}
+
+// A delete at a bound prefix removes what displaced the host's record — a
+// copy of another host's key its owner released, garbage an operator
+// deleted — and says nothing of the host: it stays routed at its prefix
+// until its record is back, and no packet is lost meanwhile.
+func TestDeleteAtABoundPrefixIsNoCommand(t *testing.T) {
+	for _, displaced := range []string{"garbage", "a copy of another host's record"} {
+		t.Run(displaced, func(t *testing.T) {
+			w := newWorld(t)
+			host, hostKey := hostEntry(t, 2, 2)
+			other, otherKey := hostEntry(t, 3, 3)
+			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), host, other}})
 			w.ctl.Pass(false)
-			cmd := bucket.Entry{Key: host.Key, Revision: 21, Deleted: true}
-			if revoke {
-				cmd = bucket.Entry{Key: peer.RevokedKey(hostKey), Value: []byte("{}"), Revision: 21}
+			value := []byte("garbage")
+			if displaced != "garbage" {
+				value = peerRecord(otherKey, "fd10:2::/48") // the older record keeps otherKey
 			}
-			w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{cmd}})
+			w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: host.Key, Value: value, Revision: 20}}})
 			w.ctl.Pass(false)
-			got := routes(t, w)[hostKey]
-			if revoke && got != nil || !revoke && !cmp.Equal(got, []string{"fd10:9::/48"}) {
-				t.Fatalf("after the command: host routed to %v", got)
+			w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: host.Key, Revision: 21, Deleted: true}}})
+			if o := w.ctl.Pass(false); len(o.Plan.Remove) != 0 {
+				t.Fatalf("the delete removed %v", o.Plan.Remove)
 			}
+			if got := routes(t, w)[hostKey]; !cmp.Equal(got, []string{"fd10:2::/48"}) {
+				t.Fatalf("after the delete: host routed to %v, want its own prefix", got)
+			}
+			back := host
+			back.Revision = 22
+			w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{back}})
+			w.ctl.Pass(false)
 			if len(w.ctl.vanished) != 0 {
-				t.Fatalf("%d bindings left", len(w.ctl.vanished))
+				t.Fatalf("%d bindings left after the record came back", len(w.ctl.vanished))
 			}
 		})
 	}

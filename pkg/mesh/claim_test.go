@@ -208,8 +208,8 @@ func TestCopiesGoBeforeTheClaimIsWrittenBack(t *testing.T) {
 	}
 }
 
-// A command ends a vanished peer's grace at once: its key revoked, or its
-// record deleted.
+// A command ends a vanished peer's grace at once: its key revoked. (A delete
+// at its prefix is none: TestDeleteAtABoundPrefixIsNoCommand.)
 func TestVanishedPeerGoesOnACommand(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -217,9 +217,6 @@ func TestVanishedPeerGoesOnACommand(t *testing.T) {
 	}{
 		{"revoked", func(_ bucket.Entry, k wgtypes.Key) bucket.Entry {
 			return bucket.Entry{Key: peer.RevokedKey(k), Value: []byte("{}"), Revision: 9}
-		}},
-		{"deleted", func(e bucket.Entry, _ wgtypes.Key) bucket.Entry {
-			return bucket.Entry{Key: e.Key, Revision: 9, Deleted: true}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -75,9 +75,6 @@ type Controller struct {
 	// snapKeys are the keys, markers included, of the snapshot loaded since
 	// the last pass; nil when none was.
 	snapKeys map[string]bool
-	// deleted are the keys an update deleted since the last pass: a
-	// command, which ends a vanished peer's grace.
-	deleted map[string]bool
 	// selfRev is the revision of this host's own record when last held;
 	// contacts are the peers whose first handshake is being orchestrated.
 	selfRev uint64
@@ -142,7 +139,6 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 		unannounced: opt.Unannounced,
 		contacts:    map[wgtypes.Key]*contact{},
 		dropped:     map[wgtypes.Key]time.Time{},
-		deleted:     map[string]bool{},
 	}
 }
 
@@ -201,8 +197,6 @@ func (c *Controller) Load(b bucket.Batch) {
 		c.revision = max(c.revision, e.Revision)
 		if b.Snapshot {
 			c.snapKeys[e.Key] = true
-		} else if e.Deleted {
-			c.deleted[e.Key] = true
 		}
 		switch {
 		case e.Released:
@@ -344,7 +338,6 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 	}
 	c.bindings(now, sessions)
 	c.restored = nil
-	clear(c.deleted)
 	for k, at := range c.dropped {
 		if now.Sub(at) >= sessionAge {
 			delete(c.dropped, k)
@@ -370,10 +363,12 @@ func (c *Controller) holdMove(v vanished, to peer.Accepted) {
 		"peer", v.rec.Name, "prefix", v.rec.Prefix, "other", to.Key, "until", v.moveAfter.Format(time.RFC3339))
 }
 
-// bindings ends or adjusts each bound peer. A command ends the binding: the
-// key revoked takes the peer off, a delete at its prefix hands the key to
-// whatever the table accepts for it, and so does the grace's end (or the
-// hold's, for a record of the key elsewhere). Two peers must never carry one
+// bindings ends or adjusts each bound peer. Its revocation takes the peer
+// off; the grace's end (or the hold's, for a record of the key elsewhere)
+// hands the key to whatever the table accepts for it. A delete at its prefix
+// does neither: it removes what displaced the record (a copy its owner
+// released, garbage an operator deleted), which says nothing of the bound
+// host, whose record comes back or whose grace ends. Two peers must never carry one
 // prefix: another host's record there takes the bound peer off the device
 // until that record goes.
 func (c *Controller) bindings(now time.Time, sessions func() map[wgtypes.Key]time.Time) {
@@ -383,7 +378,7 @@ func (c *Controller) bindings(now time.Time, sessions func() map[wgtypes.Key]tim
 		case c.table.IsRevoked(k):
 			c.drop(k, now)
 			delete(c.vanished, k)
-		case now.After(v.until) || c.deleted[v.key] || !now.Before(v.moveAfter) && c.movedAway(k, v):
+		case now.After(v.until) || !now.Before(v.moveAfter) && c.movedAway(k, v):
 			c.unbind(k, v, now, sessions)
 		case taken && !v.off:
 			c.drop(k, now)
@@ -465,13 +460,18 @@ func (c *Controller) nextBinding(now time.Time) time.Time {
 	return next
 }
 
-// takenFrom reports whether the value at key is a record another host may
-// hold it with: valid, of another key, neither revoked nor this host's own.
-// A bound peer is off the device while it is, whether or not that record is
-// accepted: it may be that host's own binding to its prefix.
+// takenFrom reports whether another host holds key: the table accepts
+// another key's record there, which the device then routes. A bound peer is
+// off the device while it is (two peers never share a prefix). A copy of a
+// key whose older record keeps it elsewhere is routed nowhere, and takes
+// nothing from the bound peer.
 func (c *Controller) takenFrom(k wgtypes.Key, key string) bool {
 	r, valid, _ := c.table.At(key)
-	return valid && r.PublicKey != k && r.PublicKey != c.self.Key && !c.table.IsRevoked(r.PublicKey)
+	if !valid || r.PublicKey == k {
+		return false
+	}
+	p, ok := c.table.Peer(r.PublicKey)
+	return ok && p.Key == key
 }
 
 // current is what peer k is configured from: its bound record while it has

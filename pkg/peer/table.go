@@ -288,8 +288,9 @@ func (t *Table) Update() Delta {
 }
 
 // updateSelf re-reads the entry at this host's prefix. Whoever holds it keeps
-// its public key against every other record, so a change of holder re-decides
-// the old and the new holder's groups.
+// its public key against every younger record (the older record keeps a
+// key, wherever it is), so a change of holder re-decides the old and the new
+// holder's groups.
 func (t *Table) updateSelf() {
 	var self *Accepted
 	var selfRej *Rejection
@@ -326,10 +327,12 @@ func (t *Table) decide(pk wgtypes.Key) (Accepted, bool) {
 			rej = rejection(c, ReasonOwnKey, "public key is this host's own, which holds "+t.selfPrefix.String())
 		case t.revoked[pk]:
 			rej = rejection(c, ReasonRevoked, "public key "+pk.String()+" is revoked")
-		case t.self != nil && t.self.PublicKey == pk:
-			rej = rejection(c, ReasonDuplicateKey, "public key already used by "+t.self.Key)
 		case winner != nil:
 			rej = rejection(c, ReasonDuplicateKey, "public key already used by "+winner.Key)
+		case t.self != nil && t.self.PublicKey == pk && t.self.Revision < c.Revision:
+			// The record at this host's prefix is never a peer, but it is
+			// a record of its key like any other: the older keeps it.
+			rej = rejection(c, ReasonDuplicateKey, "public key already used by "+t.self.Key)
 		default:
 			winner = &c
 			if _, ok := t.setRej[m.key]; ok {

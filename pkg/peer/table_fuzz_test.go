@@ -142,23 +142,21 @@ func checkView(t *testing.T, table *Table, st fuzzState, self wgtypes.Key, selfP
 // pass Check and are neither this host's prefix, its key, nor revoked, each
 // public key goes to its oldest record.
 func expectedPeers(st fuzzState, self wgtypes.Key, selfKey string) map[wgtypes.Key]string {
+	// The oldest valid record of each key keeps it — the one at this
+	// host's prefix too, which is never a peer itself.
 	holder := map[wgtypes.Key]string{}
-	selfHolder := wgtypes.Key{}
-	if v, ok := st.values[selfKey]; ok {
-		if acc, rej := rules6.Check(selfKey, v, st.revs[selfKey]); rej == nil {
-			selfHolder = acc.PublicKey
-		}
-	}
 	for key, v := range st.values {
 		acc, rej := rules6.Check(key, v, st.revs[key])
-		if rej != nil || key == selfKey || acc.PublicKey == self || st.revoked[acc.PublicKey] {
+		if rej != nil || acc.PublicKey == self || st.revoked[acc.PublicKey] {
 			continue
-		}
-		if acc.PublicKey == selfHolder {
-			continue // whoever holds our prefix holds that key first
 		}
 		if cur, ok := holder[acc.PublicKey]; !ok || st.revs[key] < st.revs[cur] {
 			holder[acc.PublicKey] = key
+		}
+	}
+	for k, key := range holder {
+		if key == selfKey {
+			delete(holder, k)
 		}
 	}
 	return holder

@@ -43,6 +43,7 @@ func (m *referenceModel) resolve() View {
 		case key == selfKey:
 			a := acc
 			v.Self = &a
+			cands = append(cands, acc) // never a peer, but it holds its key
 		default:
 			cands = append(cands, acc)
 		}
@@ -51,11 +52,12 @@ func (m *referenceModel) resolve() View {
 		return cmpOr(cmpUint(a.Revision, b.Revision), strings.Compare(a.Key, b.Key))
 	})
 	holder := map[wgtypes.Key]string{}
-	if v.Self != nil {
-		holder[v.Self.PublicKey] = v.Self.Key
-	}
 	for _, c := range cands {
 		switch {
+		case c.Key == selfKey:
+			if holder[c.PublicKey] == "" {
+				holder[c.PublicKey] = c.Key
+			}
 		case c.PublicKey == m.self:
 			v.Rejected = append(v.Rejected, rejection(c, ReasonOwnKey, "public key is this host's own, which holds "+m.selfPrefix.String()))
 		case m.revoked[c.PublicKey]:
