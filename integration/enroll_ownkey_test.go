@@ -114,6 +114,9 @@ func (w *enrollWorld) checkOwnKeyAttacks(t *testing.T, a, b, c *harness.Host, bC
 	w.checkForeignDelivery(t, conn, b, bCfg)
 	unchanged("a consumer delivering to b's inbox")
 
+	w.checkConsumerFlood(t, conn)
+	unchanged("a flood of consumers")
+
 	w.checkCopyAtOwnPrefix(t, conn, a, b, c, bCfg)
 }
 
@@ -198,6 +201,60 @@ func (w *enrollWorld) checkForeignDelivery(t *testing.T, conn *bucket.Conn, b *h
 	js := w.adminJetStream()
 	if err := js.DeleteConsumer(ctx, stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Errorf("delete the intruder's consumer: %v", err)
+	}
+}
+
+// checkConsumerFlood makes durable consumers on the bucket's stream with
+// the attacker's user until the server refuses: the account's limit
+// (Sizing.ConsumersPerStream) bounds them, and with them the disk and memory
+// a host can take. Hosts that run keep their watches; one that starts while
+// the stream is full cannot make its own, so the operator removes the
+// flood (ikto never makes durable consumers), as docs/securing-membership.md
+// says, and the victim's restart that follows proves the stream usable.
+func (w *enrollWorld) checkConsumerFlood(t *testing.T, conn *bucket.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream := "KV_" + bucketName
+	limit := int(w.sizing.ConsumersPerStream())
+	made := 0
+	var err error
+	for ; made <= limit; made++ {
+		_, err = conn.JS.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+			Durable: fmt.Sprintf("flood%d", made), AckPolicy: jetstream.AckNonePolicy,
+		})
+		if err != nil {
+			break
+		}
+	}
+	switch {
+	case err == nil:
+		t.Errorf("%d durable consumers made; the account's limit is %d per stream", made, limit)
+	case !errors.Is(err, jetstream.ErrMaximumConsumersLimit):
+		t.Errorf("consumer %d refused with %v, want the account's consumer limit", made+1, err)
+	}
+	t.Logf("consumer flood: %d durable consumers made before the server refused (limit %d per stream, the agents' watches among them): %v",
+		made, limit, err)
+	js := w.adminJetStream()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := 0
+	names := st.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if strings.HasPrefix(name, "flood") {
+			if err := st.DeleteConsumer(ctx, name); err != nil {
+				t.Fatalf("operator: delete consumer %s: %v", name, err)
+			}
+			removed++
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatalf("operator: list consumers: %v", err)
+	}
+	if removed != made {
+		t.Errorf("the operator removed %d flood consumers, the attacker made %d", removed, made)
 	}
 }
 

@@ -41,8 +41,12 @@ func TestEnroll(t *testing.T) {
 	}
 }
 
+// enrollTestSizing keeps the account's limits small enough for the attack
+// test to reach them: 80 consumers per stream.
+var enrollTestSizing = enroll.Sizing{MaxHosts: 8}
+
 func testEnroll(t *testing.T, kind string) {
-	w := newEnrollWorld(t, kind)
+	w := newEnrollWorld(t, kind, enrollTestSizing)
 	hosts := w.m.addHosts("alpha", "bravo", "charlie")
 	alpha, bravo, charlie := hosts[0], hosts[1], hosts[2]
 	w.initBuckets("created")

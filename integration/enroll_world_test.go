@@ -32,6 +32,8 @@ type enrollWorld struct {
 	m    *mesh
 	srv  authServer
 	auth *enroll.Authority
+	// sizing is what the mesh account's limits were derived from.
+	sizing enroll.Sizing
 	dir  string
 	out  string
 	// files the operator keeps: seeds and JWTs, and creds of an
@@ -44,17 +46,24 @@ type enrollWorld struct {
 // embedded current release and Debian's 2.9, the oldest supported.
 var serverKinds = []string{"current", "2.9"}
 
-func newEnrollWorld(t *testing.T, kind string) *enrollWorld {
+// newEnrollWorld makes the world on a server of kind. The mesh account's
+// limits follow sizing (init-operator's --max-hosts), enroll's default
+// without it.
+func newEnrollWorld(t *testing.T, kind string, sizing ...enroll.Sizing) *enrollWorld {
 	t.Helper()
 	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
 	n := harnesstest.Network(t)
-	auth, err := enroll.NewAuthority("ikto-test")
+	size := enroll.DefaultSizing()
+	if len(sizing) > 0 {
+		size = sizing[0]
+	}
+	auth, err := enroll.NewSizedAuthority("ikto-test", size)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := &enrollWorld{
 		m:    &mesh{t: t, net: n, bins: bins, agents: map[string]*harness.Agent{}},
-		auth: auth, dir: t.TempDir(), out: t.TempDir(),
+		auth: auth, sizing: size, dir: t.TempDir(), out: t.TempDir(),
 	}
 	w.writeOperatorFiles(t)
 	// A full resolver accepts pushed account updates (revocations).
