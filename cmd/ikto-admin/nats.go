@@ -31,11 +31,22 @@ func (a *app) withMesh(cmd *cobra.Command, f func(ctx context.Context, m *mesh) 
 	defer cancel()
 	m, err := a.openMesh(ctx, cmd)
 	if err != nil {
-		return err
+		return whoMay(err)
 	}
 	defer m.Close()
 	// A request the server denied is never answered: say why it timed out.
-	return m.conn.Explain(f(ctx, m))
+	return whoMay(m.conn.Explain(f(ctx, m)))
+}
+
+// whoMay adds to a refusal by the server (bucket.ErrPermission, whose text
+// names the subject) whose credentials may do what was refused: a host's
+// enrolled user, which ikto-admin -c host.json uses, may read the mesh but
+// write only that host's own record and heartbeat.
+func whoMay(err error) error {
+	if !errors.Is(err, bucket.ErrPermission) {
+		return err
+	}
+	return fmt.Errorf("%w; these NATS credentials may not do this (an enrolled host's user may only read the mesh and write its own record): run it with the operator's credentials (--nats-creds FILE or --context NAME)", err)
 }
 
 // dial reads -c and connects to NATS once (an operator wants an answer,

@@ -2,9 +2,10 @@
 // its user may publish and subscribe to, the user JWT that carries them,
 // signed with the mesh's account key, the .creds file, and the revocation of
 // that user in the account JWT. With these permissions a host can write its
-// own claim and heartbeat and read and watch the mesh, and nothing else: not
-// another host's record, not revoked.*, not the buckets' streams, not
-// another host's replies. It is pure: it reads no files and dials nothing.
+// own claim and heartbeat, read and watch the mesh and read the heartbeats,
+// and nothing else: not another host's record or heartbeat, not revoked.*,
+// not the buckets' streams, not another host's replies. It is pure: it reads
+// no files and dials nothing.
 package enroll
 
 import (
@@ -39,23 +40,30 @@ type Subjects struct {
 // this host's replies and no one else's.
 func InboxPrefix(userKey string) string { return "_INBOX_" + userKey }
 
-// Permissions are the subjects an enrolled host's user may use. The
-// JetStream API subjects are those that ikto-agent (nats.go v1.55) sends to
-// nats-server 2.9 and to 2.10 and later, which differ in how a consumer is
-// created: 2.9 and later take CONSUMER.CREATE.<stream>.<name>[.<filter>],
-// which the ".>" lines cover; nothing here needs a newer server.
+// Permissions are the subjects an enrolled host's user may use: what
+// ikto-agent and the read-only ikto-admin commands (list, health, prune
+// --dry-run; status asks the agent, not NATS) send, read-only but for the
+// host's own claim and heartbeat. They are the subjects nats.go v1.55 sent
+// to nats-server 2.9.10 and 2.15.2 in an enrolled mesh that hosts joined and
+// left, whose agents and server restarted, and where a copy of one host's
+// key sat on another's claim (integration/enroll_violations_test.go, and
+// the traces in permissions_test.go). Both servers take
+// CONSUMER.CREATE.<stream>.<name>.<filter>, which the ".>" lines cover;
+// nothing here needs a newer server.
 func Permissions(h Host) (Subjects, error) {
 	if err := h.check(); err != nil {
 		return Subjects{}, err
 	}
-	stream, live := "KV_"+h.Bucket, "KV_"+bucket.LiveBucket(h.Bucket)
+	liveBucket := bucket.LiveBucket(h.Bucket)
+	stream, live := "KV_"+h.Bucket, "KV_"+liveBucket
 	api := "$JS.API."
 	pub := []string{
 		// The account check nats.go makes before creating a bucket: read
 		// only, and it lets a host's refused attempt to create a missing
 		// bucket be refused (and logged) as the STREAM.CREATE it is.
 		api + "INFO",
-		// Binding the buckets (and the watch's probe of the stream's state).
+		// Binding the buckets, the watch's probe of the stream's state and
+		// settings, and health's look at both streams.
 		api + "STREAM.INFO." + stream,
 		api + "STREAM.INFO." + live,
 		// Reading one key: DIRECT.GET.<stream>.<subject> on buckets with
@@ -63,20 +71,43 @@ func Permissions(h Host) (Subjects, error) {
 		// buckets made without it (by older clients).
 		api + "DIRECT.GET." + stream + ".>",
 		api + "STREAM.MSG.GET." + stream,
-		// The watch: an ordered consumer, its flow control, its removal.
+		// The watch and the scans of the bucket (list, evict's lookup, the
+		// claim's look for copies): an ordered consumer, its flow control,
+		// its removal.
 		api + "CONSUMER.CREATE." + stream + ".>",
 		api + "CONSUMER.DELETE." + stream + ".>",
 		"$JS.FC." + stream + ".>",
+		// Reading another host's heartbeat: whether the holder of a claim
+		// under a copy of this host's key is live (bucket.LiveHolder). No
+		// MSG.GET: the heartbeat bucket came after direct get, and agents
+		// and init-bucket make it with direct get on.
+		api + "DIRECT.GET." + live + ".>",
+		// Scanning the heartbeats (bucket.Heartbeats: LiveHolder's check
+		// that the holder has not moved; list, health and prune): an
+		// ordered consumer, removed when the scan ends, and its flow
+		// control, which the server asks for once a scan passes 1 MiB (a
+		// few thousand hosts).
+		api + "CONSUMER.CREATE." + live + ".>",
+		api + "CONSUMER.DELETE." + live + ".>",
+		"$JS.FC." + live + ".>",
 		// Writes: only this host's claim and heartbeat. A delete or purge
 		// of a key is a message on the key's own subject, so this also
 		// keeps the host from deleting any record but its own.
 		"$KV." + h.Bucket + "." + peer.Key(h.Prefix),
-		"$KV." + bucket.LiveBucket(h.Bucket) + "." + bucket.HeartbeatKey(h.Prefix),
+		"$KV." + liveBucket + "." + bucket.HeartbeatKey(h.Prefix),
 	}
 	sub := []string{
+		// Replies to requests, and the deliveries of the watch and the
+		// scans: this host's own inbox prefix only.
 		h.InboxPrefix + ".>",
+		// News of the bucket's stream being deleted, made again or changed.
 		bucket.AdvisorySubject(h.Bucket),
 	}
+	// Purges and message deletions asked of the bucket's stream, which
+	// remove records without a watch event: the agent hears the request
+	// (bucket.FollowStream) and reads the bucket again. Hearing a request
+	// is not sending it, and it carries nothing secret.
+	sub = append(sub, bucket.RemovalSubjects(h.Bucket)...)
 	return Subjects{Publish: pub, Subscribe: sub}, nil
 }
 
