@@ -63,18 +63,18 @@ func (a *app) initBuckets(cmd *cobra.Command, replicas int) error {
 			created = true
 		}
 		if err != nil {
-			return fmt.Errorf("NATS server %s: %w", conn.Servers, conn.Explain(err))
+			return whoMay(fmt.Errorf("NATS server %s: %w", conn.Servers, conn.Explain(err)))
 		}
 		fixed, err := bucket.RefuseRollups(ctx, conn.JS, kv.Bucket())
 		if err != nil {
-			return fmt.Errorf("NATS server %s: %w; the bucket stays open to rollups until an operator's credentials may update its stream",
-				conn.Servers, conn.Explain(err))
+			return whoMay(fmt.Errorf("NATS server %s: %w; the bucket stays open to rollups until an operator's credentials may update its stream",
+				conn.Servers, conn.Explain(err)))
 		}
 		if fixed {
 			fmt.Fprintf(a.stdout, "%s %s: changed to refuse Nats-Rollup headers\n", b.what, kv.Bucket())
 		}
 		if err := a.describeBucket(ctx, b.what, kv, created); err != nil {
-			return fmt.Errorf("NATS server %s: %w", conn.Servers, conn.Explain(err))
+			return whoMay(fmt.Errorf("NATS server %s: %w", conn.Servers, conn.Explain(err)))
 		}
 	}
 	return nil

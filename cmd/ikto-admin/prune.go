@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -122,6 +123,9 @@ func (a *app) pruneHosts(ctx context.Context, m *mesh, opt pruneOptions) error {
 			}
 			h.Action = pruneEvicted
 			if err := bucket.Evict(ctx, m.kv, c.holder.Key, c.holder.Revision, c.holder.Record); err != nil {
+				if err = m.conn.Explain(err); errors.Is(err, bucket.ErrPermission) {
+					return err // every other eviction would be refused alike
+				}
 				fmt.Fprintf(a.stderr, "ikto-admin: %v\n", err)
 				h.Action, h.Error = pruneFailed, err.Error()
 				failed = append(failed, h.Key)
