@@ -88,6 +88,11 @@ type Keeper struct {
 	pending Repair
 	wake    chan struct{}
 	once    sync.Once
+	// mayNot are the copies (key → revision) this host's credentials may
+	// not delete (an enrolled host writes only its own key): said once,
+	// left to an operator, tried again only once the copy changes. Only
+	// Run's goroutine uses it.
+	mayNot map[string]uint64
 }
 
 func (k *Keeper) init() { k.once.Do(func() { k.wake = make(chan struct{}, 1) }) }
@@ -288,6 +293,9 @@ func (k *Keeper) defend(ctx context.Context, rev uint64) error {
 // release deletes a stale record of this host's key left under a prefix it
 // no longer claims. It reports whether it left the record to a live holder.
 func (k *Keeper) release(ctx context.Context, s Stale, held bool) (bool, error) {
+	if rev, ok := k.mayNot[s.Key]; ok && rev == s.Revision {
+		return false, nil
+	}
 	if e, err := k.KV.Get(ctx, s.Key); err == nil {
 		if e.Revision() != s.Revision {
 			return false, nil // written since: the controller sees what is there now
@@ -310,9 +318,18 @@ func (k *Keeper) release(ctx context.Context, s Stale, held bool) (bool, error) 
 			"key", s.Key, "holder", holder)
 		return true, nil
 	}
-	err := ReleaseMarker(ctx, k.Conn.JS, k.KV.Bucket(), s.Key, s.Revision, k.Self.PublicKey)
+	err := k.Conn.Explain(ReleaseMarker(ctx, k.Conn.JS, k.KV.Bucket(), s.Key, s.Revision, k.Self.PublicKey))
 	switch {
 	case isWrongRevision(err):
+		return false, nil
+	case errors.Is(err, ErrPermission):
+		if k.mayNot == nil {
+			k.mayNot = map[string]uint64{}
+		}
+		k.mayNot[s.Key] = s.Revision
+		prefix, _ := peer.ParseKey(s.Key)
+		k.Log.Warn("a copy of this host's key sits at another prefix and this host may not delete it: agents route the key by its older record; an operator removes the copy with ikto-admin evict PREFIX --keep-key",
+			"key", s.Key, "prefix", prefix, "err", err)
 		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("release the old claim: %w", k.Conn.Explain(err))
