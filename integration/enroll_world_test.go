@@ -34,8 +34,8 @@ type enrollWorld struct {
 	auth *enroll.Authority
 	// sizing is what the mesh account's limits were derived from.
 	sizing enroll.Sizing
-	dir  string
-	out  string
+	dir    string
+	out    string
 	// files the operator keeps: seeds and JWTs, and creds of an
 	// unrestricted user (admin, also the open hosts' shared user) and of a
 	// system account user (to push account updates).
