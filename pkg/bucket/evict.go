@@ -29,18 +29,37 @@ var ErrRecordChanged = errors.New("record changed since it was read")
 // subject filter such as "peers.>"), in the order the server holds them. It
 // reads values, revisions and creation times in one pass, so a listing of a
 // big bucket costs one consumer rather than one Get per key. A filter with a
-// single subject keeps it working on nats-server 2.9.
+// single subject keeps it working on nats-server 2.9. A scan whose entries
+// stop arriving for snapshotIdle (its consumer made on a server that was
+// still recovering, or on a cluster member that lost the stream) is started
+// again, as the watch's snapshot is, until ctx ends.
 func Scan(ctx context.Context, kv jetstream.KeyValue, filter string) ([]jetstream.KeyValueEntry, error) {
+	for {
+		out, err := scanOnce(ctx, kv, filter)
+		if !errors.Is(err, errScanStalled) || ctx.Err() != nil {
+			return out, err
+		}
+	}
+}
+
+// errScanStalled: a scan's entries stopped arriving.
+var errScanStalled = errors.New("entries stopped arriving")
+
+func scanOnce(ctx context.Context, kv jetstream.KeyValue, filter string) ([]jetstream.KeyValueEntry, error) {
 	w, err := kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("read %s in bucket %s: %w", filter, kv.Bucket(), err)
 	}
 	defer w.Stop()
+	idle := time.NewTimer(snapshotIdle)
+	defer idle.Stop()
 	var out []jetstream.KeyValueEntry
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("read %s in bucket %s: %w", filter, kv.Bucket(), ctx.Err())
+		case <-idle.C:
+			return nil, fmt.Errorf("read %s in bucket %s: %w", filter, kv.Bucket(), errScanStalled)
 		case e, open := <-w.Updates():
 			if !open {
 				return nil, fmt.Errorf("read %s in bucket %s: watch closed before the snapshot ended", filter, kv.Bucket())
@@ -48,6 +67,7 @@ func Scan(ctx context.Context, kv jetstream.KeyValue, filter string) ([]jetstrea
 			if e == nil { // end of the initial values
 				return out, nil
 			}
+			idle.Reset(snapshotIdle)
 			if op := e.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
 				continue
 			}

@@ -244,6 +244,52 @@ func (s *stallingKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (
 	return s.stall(kw), nil
 }
 
+func (s *stallingKV) Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	kw, err := s.KeyValue.Watch(ctx, keys, opts...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watches++
+	if err != nil || s.watches > 1 {
+		return kw, err
+	}
+	return s.stall(kw), nil
+}
+
+// silentWatch delivers nothing at all: a consumer made on a server that was
+// still recovering.
+type silentWatch struct {
+	jetstream.KeyWatcher
+	out chan jetstream.KeyValueEntry
+}
+
+func newSilentWatch(kw jetstream.KeyWatcher) jetstream.KeyWatcher {
+	s := &silentWatch{KeyWatcher: kw, out: make(chan jetstream.KeyValueEntry)}
+	go func() {
+		for range kw.Updates() { // swallow everything until Stop closes it
+		}
+	}()
+	return s
+}
+
+func (s *silentWatch) Updates() <-chan jetstream.KeyValueEntry { return s.out }
+
+// A scan whose entries never come is made again, not waited on until the
+// caller's deadline (ikto-admin list, LiveHolder's heartbeat reads).
+func TestScanStartsAgainWhenItsEntriesStop(t *testing.T) {
+	real := newBucket(t)
+	putRecords(t, real, 1, 3)
+	kv := &stallingKV{KeyValue: real, stall: newSilentWatch}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*snapshotIdle)
+	defer cancel()
+	entries, err := Scan(ctx, kv, "peers.>")
+	if err != nil || len(entries) != 3 {
+		t.Fatalf("Scan = %d entries, %v; want 3 from a second consumer", len(entries), err)
+	}
+	if kv.watches != 2 {
+		t.Errorf("%d watches made, want 2", kv.watches)
+	}
+}
+
 // stalledWatch forwards a real watch's snapshot and nothing after it.
 type stalledWatch struct {
 	jetstream.KeyWatcher
