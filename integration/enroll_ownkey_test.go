@@ -271,15 +271,7 @@ func (w *enrollWorld) checkCopyAtOwnPrefix(t *testing.T, conn *bucket.Conn, a, b
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, peer.Key(b.Prefix()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var copied peer.Record
-	if err := json.Unmarshal(e.Value(), &copied); err != nil {
-		t.Fatal(err)
-	}
-	copied.AllowedIP = a.Prefix().String()
+	copied := recordCopiedTo(ctx, t, kv, b, a)
 	if _, err := kv.Put(ctx, peer.Key(a.Prefix()), copied.Encode()); err != nil {
 		t.Fatalf("write a copy of %s's record at %s's own key: %v", b.Name, a.Name, err)
 	}
@@ -343,4 +335,20 @@ func runAdminOK(t *testing.T, w *enrollWorld, args ...string) (string, error) {
 		return stdout, fmt.Errorf("ikto-admin %s: exit %d\n%s%s", strings.Join(args, " "), code, stdout, stderr)
 	}
 	return stdout, nil
+}
+
+// recordCopiedTo is from's record in kv with to's prefix as its allowed_ip:
+// what a writer plants at to's key to copy from's key there.
+func recordCopiedTo(ctx context.Context, t *testing.T, kv jetstream.KeyValue, from, to *harness.Host) peer.Record {
+	t.Helper()
+	e, err := kv.Get(ctx, peer.Key(from.Prefix()))
+	if err != nil {
+		t.Fatalf("%s's record: %v", from.Name, err)
+	}
+	var r peer.Record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		t.Fatalf("%s's record: %v", from.Name, err)
+	}
+	r.AllowedIP = to.Prefix().String()
+	return r
 }

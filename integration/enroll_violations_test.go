@@ -192,15 +192,8 @@ func (c *churn) copyOverClaim(owner, holder *harness.Host) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, peer.Key(owner.Prefix()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var copied peer.Record
-	if err := json.Unmarshal(e.Value(), &copied); err != nil {
-		t.Fatal(err)
-	}
-	copied.Name, copied.AllowedIP = "copy-of-"+owner.Name, holder.Prefix().String()
+	copied := recordCopiedTo(ctx, t, kv, owner, holder)
+	copied.Name = "copy-of-" + owner.Name
 	if _, err := kv.Put(ctx, peer.Key(holder.Prefix()), copied.Encode()); err != nil {
 		t.Fatal(err)
 	}

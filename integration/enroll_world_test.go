@@ -77,7 +77,7 @@ func newEnrollWorld(t *testing.T, kind string, sizing ...enroll.Sizing) *enrollW
 		t.Cleanup(func() { _ = s.Close() })
 		w.srv = s
 	case "2.9":
-		w.srv = startDebianNATS(t, n.Gateway, conf)
+		w.srv = startDebianNATS(t, n.Gateway, t.TempDir(), conf)
 	default:
 		t.Fatalf("unknown server kind %q", kind)
 	}
@@ -85,8 +85,10 @@ func newEnrollWorld(t *testing.T, kind string, sizing ...enroll.Sizing) *enrollW
 }
 
 // startDebianNATS runs /usr/sbin/nats-server (apt-get install nats-server)
-// with conf, killed by PID when the test ends.
-func startDebianNATS(t *testing.T, host netip.Addr, conf string) *harness.NATSProcess {
+// on host with conf, its store and config in dir, killed by PID when the
+// test ends. Without the binary the test is skipped, or fails with
+// IKTO_REQUIRE_INTEGRATION=1.
+func startDebianNATS(t *testing.T, host netip.Addr, dir, conf string) *harness.NATSProcess {
 	t.Helper()
 	if _, err := os.Stat(harness.DebianNATS); err != nil {
 		msg := fmt.Sprintf("%s: %v (apt-get install nats-server)", harness.DebianNATS, err)
@@ -95,7 +97,7 @@ func startDebianNATS(t *testing.T, host netip.Addr, conf string) *harness.NATSPr
 		}
 		t.Skip(msg)
 	}
-	p, err := harness.StartNATSProcess(harness.DebianNATS, host, t.TempDir(), conf)
+	p, err := harness.StartNATSProcess(harness.DebianNATS, host, dir, conf)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func testInitOperator(t *testing.T, bins *harness.Binaries, kind string) {
 	var url string
 	switch kind {
 	case "2.9":
-		url = startDebianNATSIn(t, serverDir, include)
+		url = startDebianNATS(t, netip.MustParseAddr("127.0.0.1"), serverDir, include).URL()
 	case "current":
 		// The embedded server reads configuration text, not a file: it
 		// includes the file the steps wrote, which nats-server parses
@@ -116,34 +116,6 @@ func printedInclude(t *testing.T, stdout string) string {
 		t.Fatalf("init-operator printed no include line:\n%s", stdout)
 	}
 	return m[1]
-}
-
-// startDebianNATSIn runs /usr/sbin/nats-server on 127.0.0.1 with
-// dir/nats-server.conf made of the listen address, a JetStream store and
-// conf; it is killed by PID when the test ends. Without the binary the
-// test is skipped, or fails with IKTO_REQUIRE_INTEGRATION=1.
-func startDebianNATSIn(t *testing.T, dir, conf string) string {
-	t.Helper()
-	if _, err := os.Stat(harness.DebianNATS); err != nil {
-		msg := fmt.Sprintf("%s: %v (apt-get install nats-server)", harness.DebianNATS, err)
-		if os.Getenv(harnesstest.RequireEnv) == "1" {
-			t.Fatalf("%s (%s=1)", msg, harnesstest.RequireEnv)
-		}
-		t.Skip(msg)
-	}
-	p, err := harness.StartNATSProcess(harness.DebianNATS, netip.MustParseAddr("127.0.0.1"), dir, conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("stop nats-server pid %d: %v", p.PID, err)
-		}
-		if t.Failed() {
-			t.Logf("---- nats-server %s (pid %d):\n%s", harness.DebianNATS, p.PID, p.Log())
-		}
-	})
-	return p.URL()
 }
 
 // checkAccountLimits connects with the operator's admin.creds and checks
