@@ -234,18 +234,15 @@ type stallingKV struct {
 }
 
 func (s *stallingKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
-	kw, err := s.KeyValue.WatchAll(ctx, opts...)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.watches++
-	if err != nil || s.watches > 1 {
-		return kw, err
-	}
-	return s.stall(kw), nil
+	return s.first(s.KeyValue.WatchAll(ctx, opts...))
 }
 
 func (s *stallingKV) Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
-	kw, err := s.KeyValue.Watch(ctx, keys, opts...)
+	return s.first(s.KeyValue.Watch(ctx, keys, opts...))
+}
+
+// first hands the first watch through stall, and every later one as it is.
+func (s *stallingKV) first(kw jetstream.KeyWatcher, err error) (jetstream.KeyWatcher, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.watches++
