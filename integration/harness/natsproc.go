@@ -32,7 +32,8 @@ type NATSProcess struct {
 	PID     int
 	Addr    netip.AddrPort
 	LogPath string
-	cmd     *exec.Cmd
+	bin     string
+	conf    string // the configuration file
 	done    chan struct{}
 }
 
@@ -52,26 +53,48 @@ func StartNATSProcess(bin string, host netip.Addr, dir, conf string) (*NATSProce
 	if err := os.WriteFile(confPath, []byte(full), 0o600); err != nil {
 		return nil, fmt.Errorf("nats-server config: %w", err)
 	}
-	p := &NATSProcess{Addr: addr, LogPath: filepath.Join(dir, "nats-server.log"), done: make(chan struct{})}
-	logFile, err := os.OpenFile(p.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("nats-server log: %w", err)
-	}
-	defer logFile.Close() // the child has its own descriptor
-	p.cmd = exec.Command(bin, "-c", confPath)
-	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	// Should the test binary die, the kernel kills the server with it.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	p.PID = p.cmd.Process.Pid
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	if err := p.waitReady(); err != nil {
-		_ = p.Close()
+	p := &NATSProcess{Addr: addr, LogPath: filepath.Join(dir, "nats-server.log"), bin: bin, conf: confPath}
+	if err := p.start(); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// start runs the server with its configuration file, appending to its log,
+// and waits until it accepts clients.
+func (p *NATSProcess) start() error {
+	logFile, err := os.OpenFile(p.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("nats-server log: %w", err)
+	}
+	defer logFile.Close() // the child has its own descriptor
+	cmd := exec.Command(p.bin, "-c", p.conf)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Should the test binary die, the kernel kills the server with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", p.bin, err)
+	}
+	p.PID, p.done = cmd.Process.Pid, make(chan struct{})
+	done := p.done
+	go func() { _ = cmd.Wait(); close(done) }()
+	if err := p.waitReady(); err != nil {
+		_ = p.Close()
+		return err
+	}
+	return nil
+}
+
+// Restart stops the server and runs it again with the same configuration,
+// port, store and log; stopped, when set, runs while it is down.
+func (p *NATSProcess) Restart(stopped func()) error {
+	if err := p.Close(); err != nil {
+		return err
+	}
+	if stopped != nil {
+		stopped()
+	}
+	return p.start()
 }
 
 // waitReady polls the port until the server answers with its INFO line.
@@ -125,8 +148,14 @@ func (p *NATSProcess) Violations() []string {
 	return out
 }
 
-// Close kills the server by PID and waits for it.
+// Close kills the server by PID and waits for it. A server that has
+// exited already is not killed: its PID may be another process's by now.
 func (p *NATSProcess) Close() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
 	err := syscall.Kill(p.PID, syscall.SIGKILL)
 	if errors.Is(err, syscall.ESRCH) {
 		err = nil

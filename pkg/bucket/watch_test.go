@@ -252,24 +252,6 @@ func (s *stallingKV) first(kw jetstream.KeyWatcher, err error) (jetstream.KeyWat
 	return s.stall(kw), nil
 }
 
-// silentWatch delivers nothing at all: a consumer made on a server that was
-// still recovering.
-type silentWatch struct {
-	jetstream.KeyWatcher
-	out chan jetstream.KeyValueEntry
-}
-
-func newSilentWatch(kw jetstream.KeyWatcher) jetstream.KeyWatcher {
-	s := &silentWatch{KeyWatcher: kw, out: make(chan jetstream.KeyValueEntry)}
-	go func() {
-		for range kw.Updates() { // swallow everything until Stop closes it
-		}
-	}()
-	return s
-}
-
-func (s *silentWatch) Updates() <-chan jetstream.KeyValueEntry { return s.out }
-
 // A scan whose entries never come is made again, not waited on until the
 // caller's deadline (ikto-admin list, LiveHolder's heartbeat reads).
 func TestScanStartsAgainWhenItsEntriesStop(t *testing.T) {
@@ -287,22 +269,29 @@ func TestScanStartsAgainWhenItsEntriesStop(t *testing.T) {
 	}
 }
 
-// stalledWatch forwards a real watch's snapshot and nothing after it.
-type stalledWatch struct {
+// mutedWatch forwards part of a real watch and then nothing: its snapshot
+// (a watch whose consumer lived on a cluster member that went away), or
+// nothing at all (a consumer made on a server still recovering).
+type mutedWatch struct {
 	jetstream.KeyWatcher
 	out chan jetstream.KeyValueEntry
 }
 
-func newStalledWatch(kw jetstream.KeyWatcher) jetstream.KeyWatcher {
-	s := &stalledWatch{KeyWatcher: kw, out: make(chan jetstream.KeyValueEntry, 256)}
+func newStalledWatch(kw jetstream.KeyWatcher) jetstream.KeyWatcher { return mute(kw, true) }
+func newSilentWatch(kw jetstream.KeyWatcher) jetstream.KeyWatcher  { return mute(kw, false) }
+
+func mute(kw jetstream.KeyWatcher, snapshot bool) jetstream.KeyWatcher {
+	s := &mutedWatch{KeyWatcher: kw, out: make(chan jetstream.KeyValueEntry, 256)}
 	go func() {
 		defer close(s.out)
 		for e := range kw.Updates() {
-			if e == nil {
-				s.out <- nil
+			if !snapshot {
 				break
 			}
 			s.out <- e
+			if e == nil {
+				break
+			}
 		}
 		for range kw.Updates() { // swallow the rest until Stop closes it
 		}
@@ -310,7 +299,7 @@ func newStalledWatch(kw jetstream.KeyWatcher) jetstream.KeyWatcher {
 	return s
 }
 
-func (s *stalledWatch) Updates() <-chan jetstream.KeyValueEntry { return s.out }
+func (s *mutedWatch) Updates() <-chan jetstream.KeyValueEntry { return s.out }
 
 func TestWatcherProbeRestartsAStalledWatch(t *testing.T) {
 	real := newBucket(t)
