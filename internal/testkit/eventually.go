@@ -22,13 +22,17 @@ import (
 const (
 	firstInterval = 5 * time.Millisecond
 	maxInterval   = 100 * time.Millisecond
+	// attemptLimit is the least time one call of a condition gets.
+	attemptLimit = 5 * time.Second
 )
 
 // Poll calls cond until it returns nil, ctx ends, or timeout passes. cond
 // returns why the wait is not over yet; that last reason is in the error
 // when the wait gives up, so a failed wait says what was missing. An error
 // marked with Permanent ends the wait at once. cond's context ends with the
-// wait, so a condition that does I/O cannot outlast it.
+// wait, so a condition that does I/O cannot outlast it; and one call ends
+// after a third of the wait (at least attemptLimit), so a request lost in a
+// reconnect, which no reply ever ends, costs one attempt, not the whole wait.
 func Poll(ctx context.Context, timeout time.Duration, cond func(ctx context.Context) error) error {
 	timeout = Scaled(timeout)
 	start := time.Now()
@@ -37,8 +41,11 @@ func Poll(ctx context.Context, timeout time.Duration, cond func(ctx context.Cont
 	interval := firstInterval
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
+	perAttempt := max(Scaled(attemptLimit), timeout/3)
 	for {
-		last := cond(ctx)
+		actx, acancel := context.WithTimeout(ctx, perAttempt)
+		last := cond(actx)
+		acancel()
 		if last == nil {
 			return nil
 		}
