@@ -69,13 +69,13 @@ demo: build
 # Budgets are counts of inputs, not durations: Go 1.26's fuzz coordinator can
 # fail a target with a bare "context deadline exceeded" when a -fuzztime
 # duration ends while a worker is busy (golang/go#75804, fixed in Go 1.27).
-# FuzzTable replays a whole bucket per input, so it gets fewer.
+# FuzzTableModel replays a history against the reference model per input, so it gets fewer.
 FUZZTIME       ?= 20000x
 FUZZTIME_TABLE ?= 2000x
 fuzz-smoke:
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzRandomPrefix$$' -fuzztime $(FUZZTIME) ./ipam
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./peer
-	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzTable$$' -fuzztime $(FUZZTIME_TABLE) ./peer
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzTableModel$$' -fuzztime $(FUZZTIME_TABLE) ./peer
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzParseValidate$$' -fuzztime $(FUZZTIME) ./config
 
 # make proto: regenerate the hook SDK's gRPC code (committed) from

@@ -62,7 +62,7 @@ func attacks(a, b *harness.Host, bInbox string, free netip.Prefix) []attack {
 			return kv.Purge(ctx, bKey)
 		})},
 		{name: "claim another prefix", subject: kvSubject(bucketName, peer.Key(free)), do: onMesh(func(ctx context.Context, kv jetstream.KeyValue) error {
-			_, err := bucket.Claim(ctx, kv, elsewhere)
+			_, _, err := bucket.Claim(ctx, kv, elsewhere, nil)
 			return err
 		})},
 		{name: "revoke b's key", subject: kvSubject(bucketName, peer.RevokedKey(b.PublicKey)), do: onMesh(func(ctx context.Context, kv jetstream.KeyValue) error {

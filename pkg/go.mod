@@ -3,6 +3,7 @@ module github.com/ikto-mesh/ikto/pkg
 go 1.26.0
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/google/go-cmp v0.7.0

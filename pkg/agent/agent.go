@@ -81,9 +81,8 @@ type Agent struct {
 	// reconnected kicks the watcher to re-read the bucket; audit makes it
 	// look for messages removed from it without events.
 	reconnected, audit chan struct{}
-	// unannounced: the claim left this host's record as it was (another
-	// record carries its key), so the first contacts are this end's.
-	unannounced bool
+	// ownRev is the revision of the record the claim wrote.
+	ownRev uint64
 	// problems are what is wrong with the bucket's settings, as the watch
 	// last read them (bucket.Problems), for /v1/status.
 	problems atomic.Pointer[[]string]
@@ -223,7 +222,8 @@ func (a *Agent) join(ctx context.Context) error {
 		a.lostClaim(err)
 		return err
 	}
-	a.log.Info("claimed prefix", "prefix", a.set.Prefix, "key", peer.Key(a.set.Prefix), "revision", rev)
+	a.ownRev = rev
+	a.log.Info("claimed prefix", "prefix", a.set.Prefix, "key", peer.Key(a.set.Prefix), "revision", rev, "seq", a.self.Seq)
 	if a.ctl == nil {
 		return a.openDevice()
 	}
@@ -239,7 +239,7 @@ func (a *Agent) serve(ctx context.Context) error {
 	a.keeper = &bucket.Keeper{Conn: a.conn, KV: a.kv, Self: a.self, Log: a.log, Created: a.kickWatch,
 		Done: func(action string) { a.metrics.ClaimRepairs.WithLabelValues(action).Inc() }}
 	w := &bucket.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected, Probe: a.set.Resync, Connected: a.conn.Connected,
-		Own: peer.Key(a.set.Prefix), JS: a.conn.JS, Audit: a.audit, Settings: a.noteBucketSettings,
+		Audit: a.audit, Settings: a.noteBucketSettings,
 		Missing: func() { a.keeper.Request(bucket.Repair{Bucket: true}) }}
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
 	g.Go(func() error { return a.keeper.Run(gctx) })

@@ -29,8 +29,8 @@ func (a *Agent) openDevice() error {
 		Log: a.log,
 		// Only the hooks (also ones a reload may add), the snapshot and
 		// the socket read every peer.
-		KeepView:    len(a.set.Hooks) > 0 || a.opt.Reload != nil || a.saver != nil || a.opt.Socket != "",
-		Unannounced: a.unannounced,
+		KeepView: len(a.set.Hooks) > 0 || a.opt.Reload != nil || a.saver != nil || a.opt.Socket != "",
+		Own:      &mesh.OwnRecord{Key: peer.Key(a.set.Prefix), Value: a.self.Encode(), Revision: a.ownRev},
 	})
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/retry"
 )
 
@@ -84,30 +85,18 @@ func (a *Agent) openBucket(ctx context.Context) error {
 	})
 }
 
-// claim takes this host's prefix, retrying while NATS is unreachable.
-// Another key holding the prefix, or this host's key being revoked, is final.
+// claim takes this host's prefix, retrying while NATS is unreachable, with
+// its record signed by its WireGuard key. Another key holding the prefix,
+// or this host's key being revoked, is final.
 func (a *Agent) claim(ctx context.Context) (uint64, error) {
 	var rev uint64
+	rules := a.set.Rules()
+	sign := func(r *peer.Record) error { return rules.SignRecord(r, a.key) }
 	err := a.retry(ctx, "claim "+a.set.Prefix.String(), func(ctx context.Context) error {
 		if err := a.conn.ClosedForGood(); err != nil {
 			return retry.Permanent(err)
 		}
-		copies, cerr := bucket.FindCopies(ctx, a.kv, a.self)
-		if cerr != nil {
-			a.log.Warn("cannot list copies of this host's key; the controller releases them", "err", a.conn.Explain(cerr))
-		}
-		// A stranger's copies go before the claim's write, which would make
-		// them the older records of the key; own leftovers after it.
-		foreign, leftovers := bucket.SplitCopies(copies, a.self)
-		a.releaseCopies(ctx, foreign)
-		// A restart rewrites the record to announce itself (first
-		// contact, §5), unless another record carries this key: the
-		// rewrite would make that one the older, which keeps the key.
-		write := bucket.Claim
-		if a.unannounced = cerr != nil || len(copies) > 0; a.unannounced {
-			write = bucket.ClaimKeep
-		}
-		r, err := write(ctx, a.kv, a.self)
+		rec, r, err := bucket.Claim(ctx, a.kv, a.self, sign)
 		err = a.conn.Explain(err)
 		switch {
 		case errors.Is(err, bucket.ErrRevoked):
@@ -120,32 +109,10 @@ func (a *Agent) claim(ctx context.Context) (uint64, error) {
 		if err != nil {
 			return err
 		}
-		rev = r
-		a.releaseCopies(ctx, leftovers)
+		a.self, rev = rec, r
 		return nil
 	})
 	return rev, err
-}
-
-// releaseCopies deletes copies of this host's key under other prefixes.
-// The heartbeat bucket tells which copies sit on a live host's claim (that
-// host restores its own record); when it cannot be read, the controller
-// releases them once it knows.
-func (a *Agent) releaseCopies(ctx context.Context, copies []bucket.Copy) {
-	if len(copies) == 0 {
-		return
-	}
-	live, err := a.conn.LiveIfAny(ctx)
-	if err != nil {
-		return
-	}
-	n, err := bucket.ReleaseCopies(ctx, a.conn.JS, a.kv, live, a.self, copies)
-	if err != nil {
-		a.log.Warn("releasing copies of this host's key failed; the controller retries", "err", a.conn.Explain(err))
-	}
-	if n > 0 {
-		a.log.Info("released records of this host's key under other prefixes", "count", n)
-	}
 }
 
 // retry runs one control-plane step with ikto's backoff policy until it

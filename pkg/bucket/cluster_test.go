@@ -68,7 +68,7 @@ func TestClaimOnAReplicatedBucket(t *testing.T) {
 	for i := range racers {
 		recs = append(recs, newRecord(t, fmt.Sprint("racer-", i), "fd10:1::/48"))
 	}
-	errs := race(racers, func(i int) error { _, err := Claim(ctx, kv, recs[i]); return err })
+	errs := race(racers, func(i int) error { _, err := claimOf(ctx, kv, recs[i]); return err })
 	var won, inUse int
 	for _, err := range errs {
 		switch {
@@ -89,7 +89,7 @@ func TestClaimOnAReplicatedBucket(t *testing.T) {
 	// round of the race has one winner, so the racers stay well below the
 	// claim's bound on rounds.)
 	same := newRecord(t, "alpha", "fd10:2::/48")
-	for i, err := range race(3, func(int) error { _, err := Claim(ctx, kv, same); return err }) {
+	for i, err := range race(3, func(int) error { _, err := claimOf(ctx, kv, same); return err }) {
 		if err != nil {
 			t.Errorf("refresh %d of the same claim: %v", i, err)
 		}

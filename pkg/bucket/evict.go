@@ -239,3 +239,27 @@ func Revocations(ctx context.Context, kv jetstream.KeyValue) (map[wgtypes.Key]pe
 	}
 	return out, nil
 }
+
+// Copy is a record of a public key under another prefix than the one
+// asked about.
+type Copy struct {
+	Key      string
+	Revision uint64
+	Record   peer.Record
+}
+
+// FindCopies lists the records of rec's public key under other prefixes
+// than rec's, in key order.
+func FindCopies(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) ([]Copy, error) {
+	entries, err := Scan(ctx, kv, peer.PeersPrefix+">")
+	if err != nil {
+		return nil, fmt.Errorf("records of %s: %w", rec.PublicKey, err)
+	}
+	var out []Copy
+	for _, e := range entries {
+		if r, err := decodeHolder(e.Value()); err == nil && r.PublicKey == rec.PublicKey && r.AllowedIP != rec.AllowedIP {
+			out = append(out, Copy{Key: e.Key(), Revision: e.Revision(), Record: r})
+		}
+	}
+	return out, nil
+}

@@ -17,7 +17,7 @@ import (
 
 func claimT(t *testing.T, kv jetstream.KeyValue, rec peer.Record) uint64 {
 	t.Helper()
-	rev, err := Claim(context.Background(), kv, rec)
+	rev, err := claimOf(context.Background(), kv, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestEvictLosesToANewerRecord(t *testing.T) {
 	a := newRecord(t, "a", "fd10:1::/48")
 	rev := claimT(t, kv, a)
 	// The agent restarts and refreshes its claim after the operator read it.
-	if _, err := Claim(ctx, kv, a); err != nil {
+	if _, err := claimOf(ctx, kv, a); err != nil {
 		t.Fatal(err)
 	}
 	key := peer.Key(netip.MustParsePrefix("fd10:1::/48"))

@@ -27,20 +27,26 @@ type Repair struct {
 	// Defend: a value that is not our record sits at our key at this
 	// revision; put ours back with Update on it (compare-and-set).
 	Defend uint64
-	// Release: records of our key under other prefixes (the host moved, or
-	// someone copied it); delete each with compare-and-set.
+	// Release: this host's own older records under prefixes it left (it
+	// moved); delete each with compare-and-set, once its claim is held.
+	// They route nothing (a newer record of the key supersedes them): this
+	// only frees the prefix for the next claim.
 	Release []Stale
-	// Held: our own claim is held, so our leftovers (our record under a
-	// prefix we left) may go too. Until then only a stranger's copies go:
-	// a leftover still routes this host's old prefix to it, harmlessly,
-	// while a copy routes it to whatever address the copy names.
-	Held bool
+	// WriteBack: signed records of other hosts the bucket lost; each is
+	// written back with Create where this host may (§5).
+	WriteBack []Lost
 	// Revoke: revocations this agent saw that the bucket no longer has (it
 	// was deleted and made again, or restored from an older backup); each
 	// is written back with Create where this host may. A host that may not
 	// says so, once per request: the agents that saw them still refuse those keys, but
 	// an agent that starts now would not.
 	Revoke []wgtypes.Key
+}
+
+// Lost is a signed record to write back where the bucket has none.
+type Lost struct {
+	Key   string
+	Value []byte
 }
 
 // Stale is a record to delete if it is still at Revision.
@@ -51,15 +57,18 @@ type Stale struct {
 
 // Empty reports whether r asks nothing.
 func (r Repair) Empty() bool {
-	return !r.Bucket && !r.Reclaim && r.Defend == 0 && len(r.Release) == 0 && len(r.Revoke) == 0
+	return !r.Bucket && !r.Reclaim && r.Defend == 0 && len(r.Release) == 0 && len(r.Revoke) == 0 && len(r.WriteBack) == 0
 }
 
 // keep carries into r what a newer request must not drop: re-making the
-// bucket, and revocations to write back.
+// bucket, and revocations and records to write back.
 func (r Repair) keep(older Repair) Repair {
 	r.Bucket = r.Bucket || older.Bucket
 	if len(r.Revoke) == 0 {
 		r.Revoke = older.Revoke
+	}
+	if len(r.WriteBack) == 0 {
+		r.WriteBack = older.WriteBack
 	}
 	return r
 }
@@ -88,11 +97,10 @@ type Keeper struct {
 	pending Repair
 	wake    chan struct{}
 	once    sync.Once
-	// mayNot are the copies (key → revision) this host's credentials may
-	// not delete (an enrolled host writes only its own key): said once,
-	// left to an operator, tried again only once the copy changes. Only
-	// Run's goroutine uses it.
-	mayNot map[string]uint64
+	// mayNotWrite is set once this host's credentials refused to write
+	// another host's record back (an enrolled host writes only its own
+	// key): said once, not tried again. Only Run's goroutine uses it.
+	mayNotWrite bool
 }
 
 func (k *Keeper) init() { k.once.Do(func() { k.wake = make(chan struct{}, 1) }) }
@@ -143,7 +151,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 		if r.Empty() {
 			continue
 		}
-		left, err := k.repair(ctx, r)
+		err := k.repair(ctx, r)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -154,61 +162,80 @@ func (k *Keeper) Run(ctx context.Context) error {
 			continue
 		}
 		delays.Reset()
-		if len(left) > 0 {
-			// Look again later even if the bucket stays quiet: a holder
-			// that does not restore its record (it moved, or it died) no
-			// longer protects the copy.
-			failed, again = Repair{Release: left, Held: r.Held}, time.After(holderRecheck)
-		}
 	}
 }
 
-// holderRecheck is how long a copy left to a live holder waits before this
-// host looks at it again.
-const holderRecheck = 3 * time.Second
-
 const repairTimeout = 5 * time.Second
 
-// repair carries out r. It returns the copies it left to a live holder.
-func (k *Keeper) repair(ctx context.Context, r Repair) ([]Stale, error) {
+// repair carries out r.
+func (k *Keeper) repair(ctx context.Context, r Repair) error {
 	ctx, cancel := context.WithTimeout(ctx, repairTimeout)
 	defer cancel()
 	if r.Bucket {
 		if err := k.recreate(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		r.Reclaim = true
 	}
-	// Copies of our key go before our record is written again: the new
-	// revision would make them the older, and so the winning, record of it.
-	var left []Stale
-	for _, s := range r.Release {
-		kept, err := k.release(ctx, s, r.Held)
-		if err != nil {
-			return nil, err
-		}
-		if kept {
-			left = append(left, s)
-		}
-	}
 	if r.Reclaim {
 		if err := k.reclaim(ctx); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if r.Defend != 0 {
 		if err := k.defend(ctx, r.Defend); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	// Last: a host that may not write revocations learns so only when its
+	for _, s := range r.Release {
+		if err := k.release(ctx, s); err != nil {
+			return err
+		}
+	}
+	// Last: a host that may not write others' keys learns so only when its
 	// write goes unanswered, which must not hold up its own record.
+	if len(r.WriteBack) > 0 {
+		if err := k.writeBack(ctx, r.WriteBack); err != nil {
+			return err
+		}
+	}
 	if len(r.Revoke) > 0 {
 		if err := k.restoreRevocations(ctx, r.Revoke); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return left, nil
+	return nil
+}
+
+// writeBack writes the signed records the bucket lost back with Create: a
+// signed record speaks for itself, so whoever writes it changes nothing of
+// what it says. A host that may not says so once.
+func (k *Keeper) writeBack(ctx context.Context, lost []Lost) error {
+	if k.mayNotWrite {
+		return nil
+	}
+	n := 0
+	for _, l := range lost {
+		_, err := k.KV.Create(ctx, l.Key, l.Value)
+		err = k.Conn.Explain(err)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyExists):
+			continue // written back by its host or another agent first
+		case errors.Is(err, ErrPermission):
+			k.mayNotWrite = true
+			k.Log.Info("the bucket lost records of other hosts, and this host may write only its own: their hosts or an agent with wider credentials write them back",
+				"bucket", k.KV.Bucket(), "records", len(lost), "err", err)
+			return nil
+		case err != nil:
+			return fmt.Errorf("write back %s: %w", l.Key, err)
+		}
+		n++
+		k.done("write_back")
+	}
+	if n > 0 {
+		k.Log.Warn("the bucket had lost signed records of other hosts; wrote them back", "records", n)
+	}
+	return nil
 }
 
 // recreate makes the bucket again with the agent's settings. A host that
@@ -290,79 +317,23 @@ func (k *Keeper) defend(ctx context.Context, rev uint64) error {
 	return nil
 }
 
-// release deletes a stale record of this host's key left under a prefix it
-// no longer claims. It reports whether it left the record to a live holder.
-func (k *Keeper) release(ctx context.Context, s Stale, held bool) (bool, error) {
-	if rev, ok := k.mayNot[s.Key]; ok && rev == s.Revision {
-		return false, nil
-	}
-	if e, err := k.KV.Get(ctx, s.Key); err == nil {
-		if e.Revision() != s.Revision {
-			return false, nil // written since: the controller sees what is there now
-		}
-		if r, err := decodeHolder(e.Value()); !held && err == nil && (Copy{Record: r}).Leftover(k.Self) {
-			return false, nil // ours: it goes once our claim is held
-		}
-	}
-	// A copy written over a live host's claim is that host's to restore:
-	// it defends its record with compare-and-set, and its peers keep it
-	// meanwhile; a delete from here would drop it from their devices until
-	// it wrote its record back. Not knowing who holds it, look again soon.
-	switch holder, err := k.liveHolder(ctx, s.Key); {
-	case err != nil:
-		k.Log.Warn("cannot tell whether a live host holds the prefix under a copy of this host's key; looking again shortly",
-			"key", s.Key, "err", err)
-		return true, nil
-	case holder != "":
-		k.Log.Warn("a copy of this host's key sits on another live host's claim; leaving it to that host to restore",
-			"key", s.Key, "holder", holder)
-		return true, nil
-	}
-	err := k.Conn.Explain(ReleaseMarker(ctx, k.Conn.JS, k.KV.Bucket(), s.Key, s.Revision, k.Self.PublicKey))
+// release deletes an older record of this host's key, left under a prefix
+// it no longer claims, if it is still at the revision seen.
+func (k *Keeper) release(ctx context.Context, s Stale) error {
+	err := k.Conn.Explain(k.KV.Delete(ctx, s.Key, jetstream.LastRevision(s.Revision)))
 	switch {
 	case isWrongRevision(err):
-		return false, nil
+		return nil // written since: the controller sees what is there now
 	case errors.Is(err, ErrPermission):
-		if k.mayNot == nil {
-			k.mayNot = map[string]uint64{}
-		}
-		k.mayNot[s.Key] = s.Revision
-		prefix, _ := peer.ParseKey(s.Key)
-		k.Log.Warn("a copy of this host's key sits at another prefix and this host may not delete it: agents route the key by its older record; an operator removes the copy with ikto-admin evict PREFIX --keep-key",
-			"key", s.Key, "prefix", prefix, "err", err)
-		return false, nil
+		k.Log.Warn("an older record of this host's key sits at a prefix it left, and this host may not delete it; it routes nothing, and an operator may delete it",
+			"key", s.Key, "err", err)
+		return nil
 	case err != nil:
-		return false, fmt.Errorf("release the old claim: %w", k.Conn.Explain(err))
+		return fmt.Errorf("release the old claim %s: %w", s.Key, err)
 	}
 	k.Log.Info("released this host's old claim: it moved", "key", s.Key, "prefix", k.Self.AllowedIP)
 	k.done("release")
-	return false, nil
-}
-
-// liveHolder names the live host that claims the prefix of key (see
-// LiveHolder), or "" when there is none.
-func (k *Keeper) liveHolder(ctx context.Context, key string) (string, error) {
-	prefix, err := peer.ParseKey(key)
-	if err != nil {
-		return "", nil
-	}
-	live, err := k.Conn.LiveIfAny(ctx)
-	if err != nil {
-		return "", err
-	}
-	hb, moved, err := LiveHolder(ctx, k.KV, live, prefix, k.Self.PublicKey)
-	if err != nil {
-		return "", err
-	}
-	if moved.IsValid() {
-		k.Log.Info("the host that claimed the prefix under a copy of this host's key has moved; releasing the copy",
-			"key", key, "holder", hb.Name, "now_at", moved)
-		return "", nil
-	}
-	if hb.Name == "" {
-		return hb.PublicKey, nil
-	}
-	return hb.Name, nil
+	return nil
 }
 
 func (k *Keeper) done(action string) {

@@ -34,7 +34,7 @@ func TestKeeperWritesLostRevocationsBack(t *testing.T) {
 		lost = append(lost, sk.PublicKey())
 	}
 	for range 2 {
-		if _, err := k.repair(ctx, Repair{Revoke: lost}); err != nil {
+		if err := k.repair(ctx, Repair{Revoke: lost}); err != nil {
 			t.Fatal(err)
 		}
 	}

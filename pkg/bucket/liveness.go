@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
@@ -119,49 +118,4 @@ func Heartbeats(ctx context.Context, kv jetstream.KeyValue) (map[netip.Prefix]He
 		out[p] = hb
 	}
 	return out, nil
-}
-
-// LiveHoldAge is how recent a heartbeat must be for its host to count as
-// live: three missed heartbeats (one every 10 s) and it is not.
-const LiveHoldAge = 30 * time.Second
-
-// LiveHolder reads who defends prefix's claim, for the owner of a copy of
-// its key found there: the host whose heartbeat at prefix is younger than
-// LiveHoldAge, under another public key than self, and not revoked in kv (an
-// evicted host has exited). A holder that has since written a newer
-// heartbeat under another prefix moved and defends nothing here: moved is
-// that prefix. No holder is the zero Heartbeat; so is a nil live (no
-// heartbeat bucket).
-func LiveHolder(ctx context.Context, kv, live jetstream.KeyValue, prefix netip.Prefix, self string) (hb Heartbeat, moved netip.Prefix, err error) {
-	if live == nil {
-		return Heartbeat{}, netip.Prefix{}, nil
-	}
-	e, err := live.Get(ctx, HeartbeatKey(prefix))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Heartbeat{}, netip.Prefix{}, nil
-	}
-	if err != nil {
-		return Heartbeat{}, netip.Prefix{}, fmt.Errorf("heartbeat of %s: %w", prefix, err)
-	}
-	if json.Unmarshal(e.Value(), &hb) != nil || hb.PublicKey == self || time.Since(hb.At) > LiveHoldAge {
-		return Heartbeat{}, netip.Prefix{}, nil
-	}
-	if _, err := wgtypes.ParseKey(hb.PublicKey); err != nil {
-		return Heartbeat{}, netip.Prefix{}, nil // no host's heartbeat
-	}
-	if err := checkNotRevoked(ctx, kv, hb.PublicKey); errors.Is(err, ErrRevoked) {
-		return Heartbeat{}, netip.Prefix{}, nil
-	} else if err != nil {
-		return Heartbeat{}, netip.Prefix{}, err
-	}
-	all, err := Heartbeats(ctx, live)
-	if err != nil {
-		return Heartbeat{}, netip.Prefix{}, err
-	}
-	for p, other := range all {
-		if p != prefix && other.PublicKey == hb.PublicKey && other.At.After(hb.At) {
-			return hb, p, nil
-		}
-	}
-	return hb, netip.Prefix{}, nil
 }

@@ -17,10 +17,10 @@ type Entry struct {
 	Key      string
 	Value    []byte
 	Revision uint64
-	Deleted  bool // deleted or purged; Value is empty
-	// Released: a delete marker the owner of a copied key wrote to release
-	// the copy (ReleaseHeader), not a command. Read only at Watcher.Own.
-	Released bool
+	// Deleted: a delete or purge marker. Its Value is the marker's body:
+	// empty for a plain KV delete, a signed command (peer.Command) when
+	// the marker carries one.
+	Deleted bool
 }
 
 // Batch is what Watch hands the agent. A Snapshot batch is the whole bucket,
@@ -65,13 +65,6 @@ type Watcher struct {
 	// Missing, when set, is called when the bucket turns out not to exist
 	// (deleted, or a server that lost its store): the agent makes it again.
 	Missing func()
-	// Own is this host's key and JS the JetStream context to read its
-	// markers with: a delete marker there is an eviction unless it is a
-	// release (Entry.Released), which an entry cannot show, so the watcher
-	// reads the marker's headers from the stream. A marker it cannot read
-	// makes it read the bucket again rather than guess.
-	Own string
-	JS  jetstream.JetStream
 	// SnapshotIdle bounds the wait for the next entry of a snapshot (zero
 	// means snapshotIdle): a consumer made on a cluster member that then
 	// lost the stream delivers nothing more, and nats.go would notice only
@@ -261,7 +254,7 @@ func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.Key
 				return snap, seen, false
 			}
 			if e == nil {
-				return snap, seen, w.markReleases(ctx, snap.Entries) == len(snap.Entries)
+				return snap, seen, true
 			}
 			timer.Reset(idle)
 			// Delete and purge markers are part of the snapshot: a marker
@@ -317,15 +310,6 @@ func (w *Watcher) follow(ctx context.Context, out chan<- Batch, updates <-chan j
 				continue
 			}
 			b := nextBatch(e, updates)
-			if n := w.markReleases(ctx, b.Entries); n < len(b.Entries) {
-				// The entries before the marker that could not be read
-				// are updates like any other (a revocation evict wrote
-				// just before its delete): deliver them, then re-read.
-				if n > 0 {
-					send(ctx, out, Batch{Entries: b.Entries[:n]})
-				}
-				return
-			}
 			progress = true
 			for _, ent := range b.Entries {
 				seen = max(seen, ent.Revision)
@@ -472,30 +456,6 @@ func (w *Watcher) noteSettings(cfg jetstream.StreamConfig) {
 	}
 }
 
-// markReleases sets Released on a delete marker at Own that is a release.
-// It returns how many of entries are ready: all of them, or those before
-// a marker whose headers could not be read.
-func (w *Watcher) markReleases(ctx context.Context, entries []Entry) int {
-	if w.Own == "" || w.JS == nil {
-		return len(entries)
-	}
-	for i := range entries {
-		e := &entries[i]
-		if !e.Deleted || e.Key != w.Own {
-			continue
-		}
-		rctx, cancel := context.WithTimeout(ctx, probeTimeout)
-		released, err := Released(rctx, w.JS, w.KV.Bucket(), e.Key, e.Revision)
-		cancel()
-		if err != nil {
-			w.Log.Warn("cannot read the delete marker at this host's key; reading the bucket again", "key", e.Key, "revision", e.Revision, "err", err)
-			return i
-		}
-		e.Released = released
-	}
-	return len(entries)
-}
-
 // nextBatch is e plus whatever else is already queued: a burst becomes one
 // batch.
 func nextBatch(e jetstream.KeyValueEntry, updates <-chan jetstream.KeyValueEntry) Batch {
@@ -614,11 +574,7 @@ func send(ctx context.Context, out chan<- Batch, b Batch) bool {
 }
 
 func toEntry(e jetstream.KeyValueEntry) Entry {
-	ent := Entry{Key: e.Key(), Revision: e.Revision()}
-	if op := e.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
-		ent.Deleted = true
-	} else {
-		ent.Value = e.Value()
-	}
-	return ent
+	op := e.Operation()
+	return Entry{Key: e.Key(), Revision: e.Revision(), Value: e.Value(),
+		Deleted: op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge}
 }

@@ -327,35 +327,40 @@ func TestWatcherProbeRestartsAStalledWatch(t *testing.T) {
 	}
 }
 
-// TestWatcherTellsAReleaseFromADelete: at this host's key (Own), a delete
-// marker written by ReleaseMarker comes with Released set, in an update and
-// in a snapshot; an ordinary delete (an eviction) does not.
-func TestWatcherTellsAReleaseFromADelete(t *testing.T) {
+// TestWatcherCarriesAMarkersBody: a delete marker's body (a signed
+// command) comes with the marker, in an update and in a snapshot; a plain
+// delete has none.
+func TestWatcherCarriesAMarkersBody(t *testing.T) {
 	js, kv := newBucketJS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	own := newRecord(t, "alpha", "fd10:1::/48")
 	key := peer.Key(netip.MustParsePrefix(own.AllowedIP))
-	rev, err := Claim(ctx, kv, own)
+	rev, err := claimOf(ctx, kv, own)
 	if err != nil {
 		t.Fatal(err)
 	}
 	restart := make(chan struct{}, 1)
 	out := make(chan Batch)
-	w := &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, Own: key, JS: js,
+	w := &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart,
 		Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}}
 	go func() { _ = w.Run(ctx, out) }()
 	recv(t, out)
 
-	if err := ReleaseMarker(ctx, js, kv.Bucket(), key, rev, "someone"); err != nil {
+	cmd := peer.Command{PublicKey: own.PublicKey, Seq: 7, Signer: own.PublicKey, Sig: "c2ln"}
+	if err := DeleteCommand(ctx, js, kv.Bucket(), key, rev+1, cmd); err == nil {
+		t.Fatal("DeleteCommand on a revision the key is not at succeeded")
+	}
+	if err := DeleteCommand(ctx, js, kv.Bucket(), key, rev, cmd); err != nil {
 		t.Fatal(err)
 	}
-	if b := recv(t, out); len(b.Entries) != 1 || !b.Entries[0].Deleted || !b.Entries[0].Released {
-		t.Fatalf("after a release marker: %+v, want one released marker", b)
+	want := string(cmd.Encode())
+	if b := recv(t, out); len(b.Entries) != 1 || !b.Entries[0].Deleted || string(b.Entries[0].Value) != want {
+		t.Fatalf("after a command's marker: %+v, want one marker with the command", b)
 	}
 	restart <- struct{}{}
-	if b := recv(t, out); !b.Snapshot || len(b.Entries) != 1 || !b.Entries[0].Released {
-		t.Fatalf("snapshot after a release marker: %+v, want the released marker", b)
+	if b := recv(t, out); !b.Snapshot || len(b.Entries) != 1 || string(b.Entries[0].Value) != want {
+		t.Fatalf("snapshot after a command's marker: %+v, want the marker with the command", b)
 	}
 
 	rev, err = kv.Create(ctx, key, own.Encode())
@@ -366,12 +371,8 @@ func TestWatcherTellsAReleaseFromADelete(t *testing.T) {
 	if err := Delete(ctx, kv, key, rev); err != nil {
 		t.Fatal(err)
 	}
-	if b := recv(t, out); len(b.Entries) != 1 || !b.Entries[0].Deleted || b.Entries[0].Released {
-		t.Fatalf("after an ordinary delete: %+v, want a marker that is no release", b)
-	}
-	restart <- struct{}{}
-	if b := recv(t, out); !b.Snapshot || len(b.Entries) != 1 || !b.Entries[0].Deleted || b.Entries[0].Released {
-		t.Fatalf("snapshot after an ordinary delete: %+v, want a marker that is no release", b)
+	if b := recv(t, out); len(b.Entries) != 1 || !b.Entries[0].Deleted || len(b.Entries[0].Value) != 0 {
+		t.Fatalf("after a plain delete: %+v, want a marker without a body", b)
 	}
 }
 

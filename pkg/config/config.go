@@ -66,6 +66,15 @@ type Config struct {
 	// MetricsListen is a TCP host:port where GET /metrics is also served
 	// (the admin socket always serves it), e.g. "127.0.0.1:9474".
 	MetricsListen string `json:"metrics_listen,omitempty"`
+	// OperatorKeys are the Ed25519 public keys (base64, as ikto-admin
+	// keygen prints them) whose signed commands — evict, prune, unrevoke,
+	// revocations — this agent obeys. Without any, a plain delete marker or
+	// revocation is a command, as in ikto 0.3.0.
+	OperatorKeys []string `json:"operator_keys,omitempty"`
+	// MembershipSignatures is "prefer" (the default: sign every record,
+	// accept an unsigned one only for a key never seen signed) or
+	// "require" (accept no unsigned record).
+	MembershipSignatures string `json:"membership_signatures,omitempty"`
 }
 
 // HookConfig names one hook plugin (docs/contract.md §8). Config is handed to the hook as is.

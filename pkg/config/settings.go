@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"net/netip"
 	"time"
@@ -35,10 +36,16 @@ type Settings struct {
 	LogLevel string
 	// MetricsListen is a TCP address serving /metrics; empty means none.
 	MetricsListen string
+	// Operators are operator_keys; RequireSigned is membership_signatures
+	// "require".
+	Operators     []ed25519.PublicKey
+	RequireSigned bool
 }
 
 // Rules are the acceptance rules every record of this mesh is checked against.
-func (s *Settings) Rules() peer.Rules { return peer.Rules{Mesh: s.Mesh, Bits: s.Prefix.Bits()} }
+func (s *Settings) Rules() peer.Rules {
+	return peer.Rules{Mesh: s.Mesh, Bits: s.Prefix.Bits(), Bucket: s.NATS.Bucket, Operators: s.Operators, Require: s.RequireSigned}
+}
 
 // Device is the WireGuard interface's own settings.
 type Device struct {

@@ -213,6 +213,20 @@ func (c *Config) resolveAgentOptions(s *Settings) error {
 		}
 		s.MetricsListen = ap.String()
 	}
+	for i, k := range c.OperatorKeys {
+		op, err := peer.ParseOperatorKey(k)
+		if err != nil {
+			return fieldErr(fmt.Sprintf("operator_keys[%d]", i), "%v", err)
+		}
+		s.Operators = append(s.Operators, op)
+	}
+	switch c.MembershipSignatures {
+	case "", "prefer":
+	case "require":
+		s.RequireSigned = true
+	default:
+		return fieldErr("membership_signatures", "%q is not prefer or require", c.MembershipSignatures)
+	}
 	return nil
 }
 

@@ -91,7 +91,7 @@ func checkEnrolledHost(ctx context.Context, t *testing.T, conn *bucket.Conn) {
 		t.Fatalf("open the heartbeat bucket as the host: %v", err)
 	}
 	self := peer.Record{Name: "host-a", PublicKey: "5KW/aOOWAO5j9EH3Y4fL6a/GJ3j+le27+lQNqOx2qig=", AdvertiseAddress: "192.0.2.1", AllowedIP: specPrefix.String(), WGPort: 51820}
-	if _, err := bucket.Claim(ctx, kv, self); err != nil {
+	if _, _, err := bucket.Claim(ctx, kv, self, nil); err != nil {
 		t.Fatalf("claim as the host: %v", conn.Explain(err))
 	}
 	entries, err := bucket.Scan(ctx, kv, peer.PeersPrefix+">")
@@ -105,7 +105,7 @@ func checkEnrolledHost(ctx context.Context, t *testing.T, conn *bucket.Conn) {
 	other.AllowedIP = "fd10:1::/48"
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err = bucket.Claim(wctx, kv, other)
+	_, _, err = bucket.Claim(wctx, kv, other, nil)
 	if err = conn.Explain(err); !errors.Is(err, bucket.ErrPermission) {
 		t.Fatalf("claim of another prefix as the host = %v, want ErrPermission", err)
 	}

@@ -77,13 +77,13 @@ func Permissions(h Host) (Subjects, error) {
 		api + "CONSUMER.CREATE." + stream + ".>",
 		api + "CONSUMER.DELETE." + stream + ".>",
 		"$JS.FC." + stream + ".>",
-		// Reading another host's heartbeat: whether the holder of a claim
-		// under a copy of this host's key is live (bucket.LiveHolder). No
-		// MSG.GET: the heartbeat bucket came after direct get, and agents
-		// and init-bucket make it with direct get on.
+		// Reading a heartbeat (ikto-admin list, health and prune run with
+		// a host's credentials too). No MSG.GET: the heartbeat bucket came
+		// after direct get, and agents and init-bucket make it with direct
+		// get on.
 		api + "DIRECT.GET." + live + ".>",
-		// Scanning the heartbeats (bucket.Heartbeats: LiveHolder's check
-		// that the holder has not moved; list, health and prune): an
+		// Scanning the heartbeats (bucket.Heartbeats: list, health and
+		// prune): an
 		// ordered consumer, removed when the scan ends, and its flow
 		// control, which the server asks for once a scan passes 1 MiB (a
 		// few thousand hosts).

@@ -1,10 +1,8 @@
 package mesh
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -36,26 +34,23 @@ const (
 	ClaimEvicted Claim = "evicted"
 )
 
-// Judge reads what the bucket now says at this host's prefix — for public
-// key self; oursLast tells whether the last record this host saw there was
-// its own — and returns the claim's state and, unless held, why in words for
-// the log. It is the whole of the membership policy; Controller acts on it.
-func Judge(d peer.Delta, self wgtypes.Key, prefix netip.Prefix, oursLast bool) (Claim, string) {
+// Judge reads what the table says of this host's own claim — for public
+// key self — and returns the claim's state and, unless held, why in words
+// for the log. Controller acts on it.
+func Judge(d peer.Delta, self wgtypes.Key, prefix netip.Prefix) (Claim, string) {
 	switch {
 	case d.SelfRevoked:
 		return ClaimEvicted, "its public key " + self.String() + " was revoked"
+	case d.SelfEvicted != "":
+		return ClaimEvicted, d.SelfEvicted
 	case d.Self != nil && d.Self.PublicKey == self:
 		return ClaimHeld, ""
 	case d.SelfRejected != nil:
 		return ClaimContested, fmt.Sprintf("the record at %s is no longer ours (%s)", prefix, d.SelfRejected.Detail)
 	case d.Self != nil:
 		return ClaimContested, fmt.Sprintf("%s is now held by %q (public key %s)", prefix, d.Self.Name, d.Self.PublicKey)
-	case d.SelfDeleted && oursLast && !d.SelfDeletedForeign:
-		return ClaimEvicted, "its record " + peer.Key(prefix) + " was deleted"
-	case d.SelfDeleted:
-		return ClaimMissing, "the record another key held at " + prefix.String() + " was deleted"
 	}
-	return ClaimMissing, "there is no record at " + peer.Key(prefix) + " (a re-created or restored bucket)"
+	return ClaimMissing, "there is no record at " + peer.Key(prefix) + " (a re-created or restored bucket, or a delete that is no command)"
 }
 
 // maxDefends bounds how often one contest restores our record before this
@@ -98,17 +93,9 @@ func (ct *contest) held(now time.Time) {
 	}
 }
 
-// stale are this host's key's records under other prefixes: left behind
-// when it moved, or copied by someone else. A key is its host's identity, so
-// the host releases them: a copy must not outlive the moment its own record
-// is rewritten (a restart, a defend), when the older-revision rule would hand
-// the key to the copy; and while its own record is missing or contested, a
-// copy is the key's only record. Its own leftovers wait until its claim is
-// held (Repair.Held).
-//
-// Newest first: the oldest record of a key is the one every agent routes
-// while it stands, so it goes last (each delete would otherwise hand the key
-// to the next older copy for a moment).
+// stale are this host's older records under prefixes it left: rejected as
+// its own key elsewhere. They route nothing; deleting them frees the
+// prefixes.
 func stale(rejected []peer.Rejection) []bucket.Stale {
 	var out []bucket.Stale
 	for _, r := range rejected {
@@ -116,7 +103,6 @@ func stale(rejected []peer.Rejection) []bucket.Stale {
 			out = append(out, bucket.Stale{Key: r.Key, Revision: r.Revision})
 		}
 	}
-	slices.SortFunc(out, func(a, b bucket.Stale) int { return cmp.Compare(b.Revision, a.Revision) })
 	return out
 }
 

@@ -73,13 +73,11 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 		}
 	}
 	// The newer record initiates; but a peer this host dropped lately may
-	// still hold a session with it and would not start a handshake, nor
-	// would a peer of a host that started without rewriting its record
-	// (Options.Unannounced): then this end starts it, whatever the
-	// revisions.
+	// still hold a session with it and would not start a handshake: then
+	// this end starts it, whatever the revisions.
 	at, droppedLately := c.dropped[p.PublicKey]
 	droppedLately = droppedLately && now.Sub(at) < sessionAge
-	if c.selfRev > p.Revision || p.Revision <= c.startRev || droppedLately {
+	if c.selfRev > p.Revision || droppedLately {
 		c.initiate(p.PublicKey, now)
 		return
 	}
@@ -193,7 +191,7 @@ func (c *Controller) contactWait(now time.Time) time.Duration {
 
 // respec hands the reconciler the peer's usual configuration again.
 func (c *Controller) respec(k wgtypes.Key) {
-	if p, ok := c.current(k); ok {
+	if p, ok := c.table.Peer(k); ok {
 		c.rec.Set(c.spec(p))
 	}
 }

@@ -74,30 +74,6 @@ func TestFirstContactRoles(t *testing.T) {
 	}
 }
 
-// A host that started without rewriting its record (Unannounced: another
-// record carries its key) is not the newer end for the peers it finds: they
-// hold sessions with its old device and would not start a handshake. It
-// starts every first contact with the records of its first snapshot, and
-// leaves those of hosts that join later to them.
-func TestUnannouncedStartInitiates(t *testing.T) {
-	w := newWorld(t)
-	w.ctl = New(w.ctl.self, w.dev, Options{KeepView: true, Unannounced: true})
-	older, olderKey := hostEntry(t, 2, 2)
-	newer, newerKey := hostEntry(t, 3, 10) // newer than our record, there at our start
-	w.ctl.Load(bucket.Batch{Snapshot: true, Revision: 10, Entries: []bucket.Entry{w.selfEntry(5), older, newer}})
-	w.ctl.Pass(false)
-	for _, k := range []wgtypes.Key{olderKey, newerKey} {
-		if p, _ := devicePeer(t, w, k); p.PersistentKeepaliveInterval != contactKeepalive || p.Endpoint == nil {
-			t.Errorf("peer of the first snapshot: keepalive %s, endpoint %v; want this end to initiate", p.PersistentKeepaliveInterval, p.Endpoint)
-		}
-	}
-	joiner, joinerKey := hostEntry(t, 4, 11)
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{joiner}})
-	w.ctl.Pass(false)
-	if p, _ := devicePeer(t, w, joinerKey); p.Endpoint != nil {
-		t.Errorf("a host that joined later: endpoint %v, want none (it initiates)", p.Endpoint)
-	}
-}
 
 // Without a handshake the initiator starts again on a short schedule (a
 // reset: one device call taking the peer off and back on), then leaves the
@@ -158,22 +134,25 @@ func TestNoFirstContactWithALiveSession(t *testing.T) {
 	}
 }
 
-// A peer this host dropped lately (another key took its prefix for a while)
+// A peer this host dropped lately (its record deleted, then written again)
 // may still hold a session with this host and will not start a handshake:
 // this end initiates when it takes the peer back, whatever the revisions.
 func TestFirstContactAfterADropIsOurs(t *testing.T) {
 	w := newWorld(t)
-	victim, victimKey := hostEntry(t, 2, 10) // newer than us: normally it initiates
+	victimPriv := newPrivate(t)
+	victimKey := victimPriv.PublicKey()
+	prefix := netip.MustParsePrefix("fd10:2::/48")
+	victim := signedEntry(victimPriv, "victim", prefix, 10) // newer than us: normally it initiates
 	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), victim}})
 	w.ctl.Pass(false)
 	handshake(t, w, victimKey, time.Now())
 	w.ctl.checkContacts(time.Now())
 	w.ctl.Pass(false)
-	intruder, _ := hostEntry(t, 2, 11) // another key over the victim's prefix
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{intruder}})
-	w.ctl.Pass(false)
-	back := victim
-	back.Revision = 12 // the victim restores its record
+	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: victim.Key, Revision: 11, Deleted: true}}})
+	if o := w.ctl.Pass(false); len(o.Plan.Remove) != 1 {
+		t.Fatalf("victim's record deleted: plan %+v, want it removed", o.Plan)
+	}
+	back := signedEntry(victimPriv, "victim", prefix, 12) // the victim claims again
 	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{back}})
 	o := w.ctl.Pass(false)
 	ct, pending := w.ctl.contacts[victimKey]

@@ -37,12 +37,18 @@ type Options struct {
 	// Building it costs O(peers) per pass that changed something, so it is
 	// off where nobody reads it (benchmarks with thousands of agents).
 	KeepView bool
-	// Unannounced: this host's claim left its record as it was at this
-	// start (another record carries its key, bucket.ClaimKeep), so the
-	// record is not the newest and its peers do not know its device is
-	// new. It starts the first handshake with every peer of its first
-	// snapshot, whatever the revisions (§5).
-	Unannounced bool
+	// Own is this host's record as its claim wrote it (key, value,
+	// revision): the table takes it as a statement seen before the watch
+	// shows it, so a command that removes it counts from the first
+	// snapshot on.
+	Own *OwnRecord
+}
+
+// OwnRecord is this host's record as written to the bucket.
+type OwnRecord struct {
+	Key      string
+	Value    []byte
+	Revision uint64
 }
 
 // Controller keeps one device's peers equal to the bucket's accepted records.
@@ -62,66 +68,23 @@ type Controller struct {
 	seq               uint64
 	events, snapshots int // folded in since the last pass
 
-	// oursLast is set while the last record seen at our key was our own:
-	// only then is a delete there a command. The agent claimed before it
-	// watches, so it starts set.
-	oursLast bool
-	contest  contest
-	// vanished are peers whose records went without a command — missing
-	// from a fresh snapshot (a re-created bucket), or overwritten by a value
-	// that is not their record: bound to those records until their hosts
-	// write them back, a command, or the grace ends (see applyChanges).
-	vanished map[wgtypes.Key]vanished
+	contest contest
 	// snapKeys are the keys, markers included, of the snapshot loaded since
 	// the last pass; nil when none was.
 	snapKeys map[string]bool
 	// selfRev is the revision of this host's own record when last held;
 	// contacts are the peers whose first handshake is being orchestrated.
 	selfRev uint64
-	// startRev: with Options.Unannounced, the first snapshot's revision:
-	// this end starts the first handshake with every record up to it.
-	startRev    uint64
-	unannounced bool
-	contacts    map[wgtypes.Key]*contact
+	contacts map[wgtypes.Key]*contact
 	// initiating counts the contacts whose handshake this end starts.
 	initiating int
 	// dropped is when each peer was last taken off the device: the other
 	// end may still hold a session with us that it will not renew.
 	dropped map[wgtypes.Key]time.Time
-	// restored are the records Restore put on the device, until the first
-	// pass: what the agent knew before it started, so a record that went
-	// without a command while it was down binds its key as it would have.
-	restored map[wgtypes.Key]peer.Accepted
 	// lostRevs are the revocations the last snapshot lacked, until a pass
 	// asks the keeper to write them back.
 	lostRevs []wgtypes.Key
 }
-
-// vanished is one peer bound to the record it had, which went without a
-// command.
-type vanished struct {
-	key   string        // where its record was
-	rec   peer.Accepted // the record, as it is configured
-	until time.Time
-	// moveAfter is when a record of the key under another prefix may be
-	// applied after all: at until for a record overwritten (someone wrote
-	// over it: a copy elsewhere is suspect for the whole grace), sooner for
-	// one missing from a fresh snapshot (a bucket made again, where the host
-	// may simply have moved meanwhile).
-	moveAfter time.Time
-	off       bool // another host's record is accepted at key: not on the device
-}
-
-// MoveHold is how long a key whose record is missing from a fresh snapshot
-// stays bound before a record of it under another prefix is applied: time
-// for a live host to write its record back (and release any copy), not the
-// whole VanishGrace a host that moved while the bucket was lost would wait.
-const MoveHold = 5 * time.Second
-
-// VanishGrace is how long a peer whose record vanished without a delete
-// stays on the device: long enough for a live host to write its record back
-// into a re-created bucket, short enough that a dead host's peer goes.
-const VanishGrace = 30 * time.Second
 
 // New returns a controller for dev with an empty table. Nothing touches the
 // device until a pass, Restore or StandDown.
@@ -129,17 +92,18 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Controller{
+	c := &Controller{
 		self: self, log: opt.Log, dev: dev, keep: opt.KeepView,
-		table:       peer.NewTable(self.Rules, self.Key, self.Prefix),
-		rec:         reconcile.New(dev),
-		logged:      map[string]uint64{},
-		oursLast:    true,
-		vanished:    map[wgtypes.Key]vanished{},
-		unannounced: opt.Unannounced,
-		contacts:    map[wgtypes.Key]*contact{},
-		dropped:     map[wgtypes.Key]time.Time{},
+		table:    peer.NewTable(self.Rules, self.Key, self.Prefix),
+		rec:      reconcile.New(dev),
+		logged:   map[string]uint64{},
+		contacts: map[wgtypes.Key]*contact{},
+		dropped:  map[wgtypes.Key]time.Time{},
 	}
+	if opt.Own != nil {
+		c.table.Recall(opt.Own.Key, opt.Own.Value, opt.Own.Revision)
+	}
+	return c
 }
 
 // Device is the device the controller drives.
@@ -153,25 +117,12 @@ func (c *Controller) ReplaceDevice(dev wgdev.Device) {
 	c.dev = dev
 	c.rec.Rebind(dev)
 	now := time.Now()
-	for k := range c.configured() {
+	for k, p := range c.table.View().Peers {
 		c.initiate(k, now)
-		if p, ok := c.current(k); ok && !c.contest.lost {
+		if !c.contest.lost {
 			c.rec.Set(c.spec(p))
 		}
 	}
-}
-
-// configured is every peer this host configures: the table's accepted peers
-// and the bound ones.
-func (c *Controller) configured() map[wgtypes.Key]struct{} {
-	ks := make(map[wgtypes.Key]struct{}, len(c.table.View().Peers)+len(c.vanished))
-	for k := range c.table.View().Peers {
-		ks[k] = struct{}{}
-	}
-	for k := range c.vanished {
-		ks[k] = struct{}{}
-	}
-	return ks
 }
 
 // Loaded reports whether a whole-bucket snapshot has been loaded: until then
@@ -187,9 +138,6 @@ func (c *Controller) Load(b bucket.Batch) {
 		c.snapshots++
 		c.snapKeys = make(map[string]bool, len(b.Entries))
 		c.revision = b.Revision
-		if c.unannounced && c.snapshots == 1 {
-			c.startRev = b.Revision
-		}
 	} else {
 		c.events += len(b.Entries)
 	}
@@ -199,10 +147,8 @@ func (c *Controller) Load(b bucket.Batch) {
 			c.snapKeys[e.Key] = true
 		}
 		switch {
-		case e.Released:
-			c.table.Release(e.Key)
 		case e.Deleted:
-			c.table.Delete(e.Key)
+			c.table.Delete(e.Key, e.Value, e.Revision)
 		default:
 			c.table.Put(e.Key, e.Value, e.Revision)
 		}
@@ -226,35 +172,33 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	o := c.begin()
 	o.Refresh, o.Peers, o.Changes, o.Rejected = refresh, d.Peers, d.Changes, d.Rejected
 	o.NewRejections = c.noteRejections(d.Rejected)
-	o.Claim, o.Why = Judge(d, c.self.Key, c.self.Prefix, c.oursLast)
+	o.Claim, o.Why = Judge(d, c.self.Key, c.self.Prefix)
 	switch o.Claim {
 	case ClaimEvicted:
 		return c.standDown(o, ClaimEvicted, o.Why)
 	case ClaimHeld:
-		c.oursLast, c.selfRev = true, d.Self.Revision
-		o.Repair.Release, o.Repair.Held = stale(d.Rejected), true
+		c.selfRev = d.Self.Revision
+		o.Repair.Release = stale(d.Rejected)
 	case ClaimMissing:
-		// A stranger's copy of our key is the key's only record now, which
-		// every agent routes: it goes first (the keeper leaves our own
-		// leftovers until the claim is held).
-		o.Repair.Reclaim, o.Repair.Release = true, stale(d.Rejected)
+		o.Repair.Reclaim = true
 	case ClaimContested:
-		c.oursLast = false
 		if !c.contest.lost {
 			rev, giveUp := c.contest.next(foreignRevision(d), now)
 			if giveUp {
 				c.contest.lost = true
 				c.log.Error("another key keeps taking this host's prefix; standing down until the record is ours again. "+
 					"If that host should not hold it, evict it with ikto-admin evict", "prefix", c.self.Prefix, "why", o.Why)
-				c.dropVanished()
 				return c.standDown(o, ClaimLost, o.Why)
 			}
-			o.Repair.Defend, o.Repair.Release = rev, stale(d.Rejected)
+			o.Repair.Defend = rev
 			c.log.Warn("this host's claim is contested; restoring its record", "prefix", c.self.Prefix, "why", o.Why, "revision", rev)
 		}
 	}
 	// Asked once per snapshot: the keeper carries it until it is done.
 	o.Repair.Revoke, c.lostRevs = c.lostRevs, nil
+	if c.snapKeys != nil {
+		o.Repair.WriteBack = c.writeBack()
+	}
 	if c.contest.lost {
 		if o.Claim != ClaimHeld {
 			o.State, o.Claim, o.View = StateStandingDown, ClaimLost, &peer.View{}
@@ -272,14 +216,8 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	return c.finish(o, d, res, err)
 }
 
-// applyChanges hands the pass's peer changes to the reconciler. A peer whose
-// record went without a command — missing from a fresh snapshot (a bucket
-// made again), or overwritten by something that is not its record (garbage,
-// another key's record) — stays bound to the prefix it had for VanishGrace:
-// absence is not a command, and its host writes the record back. While bound,
-// it stays on the device unless another host's record is accepted at its
-// prefix, and a record of its key at another prefix is not applied: that is
-// a copy its host could not release yet (see bindings), not a move.
+// applyChanges hands the pass's peer changes to the reconciler. A peer new
+// to the device begins its first contact (§5).
 func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 	var hs map[wgtypes.Key]time.Time
 	sessions := func() map[wgtypes.Key]time.Time {
@@ -289,55 +227,17 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 		return hs
 	}
 	for _, ch := range d.Changes {
-		k := ch.PublicKey
-		if ch.New == nil {
-			c.endContact(k)
-		}
-		v, bound := c.vanished[k]
-		old := ch.Old
-		if r, ok := c.restored[k]; ok && old == nil {
-			old = &r
-		}
 		switch {
-		case bound && ch.New != nil && ch.New.Key != v.key:
-			if now.Before(v.moveAfter) {
-				c.holdMove(v, *ch.New)
-			} // else bindings below applies it
-		case bound && ch.New != nil:
-			// Its record is back where it was.
-			delete(c.vanished, k)
-			if v.off {
-				c.beginContact(*ch.New, now, sessions)
-			}
-			c.rec.Set(c.spec(*ch.New))
-		case bound:
-			// The copy went too; the binding stands.
-		case old != nil && (ch.New == nil || ch.New.Key != old.Key) && c.displaced(k, old.Key):
-			v := vanished{key: old.Key, rec: *old, until: now.Add(VanishGrace)}
-			v.moveAfter = v.until
-			if _, _, present := c.table.At(old.Key); !present {
-				v.moveAfter = now.Add(MoveHold)
-			}
-			c.vanished[k] = v
-			c.log.Warn("peer's record went without a delete; keeping the peer at its prefix while its host writes it back",
-				"peer", old.Name, "prefix", old.Prefix, "key", old.Key, "for", VanishGrace)
-			if ch.Old == nil {
-				c.rec.Set(c.spec(*old)) // restored: on the device, not yet desired
-			}
-			if ch.New != nil {
-				c.holdMove(v, *ch.New)
-			}
-		case ch.New != nil:
-			if ch.Old == nil {
-				c.beginContact(*ch.New, now, sessions)
-			}
+		case ch.New == nil:
+			c.endContact(ch.PublicKey)
+			c.drop(ch.PublicKey, now)
+		case ch.Old == nil:
+			c.beginContact(*ch.New, now, sessions)
 			c.rec.Set(c.spec(*ch.New))
 		default:
-			c.drop(k, now)
+			c.rec.Set(c.spec(*ch.New))
 		}
 	}
-	c.bindings(now, sessions)
-	c.restored = nil
 	for k, at := range c.dropped {
 		if now.Sub(at) >= sessionAge {
 			delete(c.dropped, k)
@@ -346,71 +246,16 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 	c.snapKeys = nil
 }
 
-// displaced reports whether the record of k at key went without a command:
-// missing from the snapshot just loaded, or overwritten by a value that is
-// not a record of k. A delete marker (an eviction, a release) is a command.
-func (c *Controller) displaced(k wgtypes.Key, key string) bool {
-	if c.snapKeys != nil && !c.snapKeys[key] {
-		return true
-	}
-	r, valid, present := c.table.At(key)
-	return present && (!valid || r.PublicKey != k)
-}
-
-// holdMove logs that a record of a bound peer's key at another prefix waits.
-func (c *Controller) holdMove(v vanished, to peer.Accepted) {
-	c.log.Warn("a record of this peer's key at another prefix waits until its own record is back or the hold ends (a copy its host has not released yet)",
-		"peer", v.rec.Name, "prefix", v.rec.Prefix, "other", to.Key, "until", v.moveAfter.Format(time.RFC3339))
-}
-
-// bindings ends or adjusts each bound peer. Its revocation takes the peer
-// off; the grace's end (or the hold's, for a record of the key elsewhere)
-// hands the key to whatever the table accepts for it. A delete at its prefix
-// does neither: it removes what displaced the record (a copy its owner
-// released, garbage an operator deleted), which says nothing of the bound
-// host, whose record comes back or whose grace ends. Two peers must never carry one
-// prefix: another host's record there takes the bound peer off the device
-// until that record goes.
-func (c *Controller) bindings(now time.Time, sessions func() map[wgtypes.Key]time.Time) {
-	for k, v := range c.vanished {
-		taken := c.takenFrom(k, v.key)
-		switch {
-		case c.table.IsRevoked(k):
-			c.drop(k, now)
-			delete(c.vanished, k)
-		case now.After(v.until) || !now.Before(v.moveAfter) && c.movedAway(k, v):
-			c.unbind(k, v, now, sessions)
-		case taken && !v.off:
-			c.drop(k, now)
-			v.off = true
-			c.vanished[k] = v
-		case v.off:
-			// Back on the device only with its own record there again:
-			// any other value may be what displaced another bound peer.
-			r, valid, _ := c.table.At(v.key)
-			if !valid || r.PublicKey != k {
-				continue
-			}
-			v.rec, v.off = r, false
-			c.vanished[k] = v
-			c.beginContact(v.rec, now, sessions)
-			c.rec.Set(c.spec(v.rec))
+// writeBack are the signed records of other hosts the bucket lost (§5):
+// any agent may write them back, where its credentials allow.
+func (c *Controller) writeBack() []bucket.Lost {
+	var out []bucket.Lost
+	for _, a := range c.table.Missing() {
+		if a.PublicKey != c.self.Key {
+			out = append(out, bucket.Lost{Key: a.Key, Value: a.Record.Encode()})
 		}
 	}
-}
-
-// unbind ends k's binding: the table's word goes, whatever it is.
-func (c *Controller) unbind(k wgtypes.Key, v vanished, now time.Time, sessions func() map[wgtypes.Key]time.Time) {
-	delete(c.vanished, k)
-	p, ok := c.table.Peer(k)
-	if !ok {
-		c.drop(k, now)
-		return
-	}
-	if v.off {
-		c.beginContact(p, now, sessions)
-	}
-	c.rec.Set(c.spec(p))
+	return out
 }
 
 // lostRevocations are the revocations the table keeps that the snapshot
@@ -426,70 +271,11 @@ func (c *Controller) lostRevocations() []wgtypes.Key {
 	return lost
 }
 
-// held counts the bound peers on the device.
-func (c *Controller) held() int {
-	n := 0
-	for _, v := range c.vanished {
-		if !v.off {
-			n++
-		}
-	}
-	return n
-}
-
-// movedAway reports whether the table accepts a record of bound key k under
-// another prefix than the one it is bound to.
-func (c *Controller) movedAway(k wgtypes.Key, v vanished) bool {
-	p, ok := c.table.Peer(k)
-	return ok && p.Key != v.key
-}
-
-// nextBinding is when the earliest binding changes by itself (a move may be
-// applied, or the grace ends); zero when none will.
-func (c *Controller) nextBinding(now time.Time) time.Time {
-	var next time.Time
-	for _, v := range c.vanished {
-		at := v.until
-		if v.moveAfter.Before(at) && now.Before(v.moveAfter) {
-			at = v.moveAfter
-		}
-		if next.IsZero() || at.Before(next) {
-			next = at
-		}
-	}
-	return next
-}
-
-// takenFrom reports whether another host holds key: the table accepts
-// another key's record there, which the device then routes. A bound peer is
-// off the device while it is (two peers never share a prefix). A copy of a
-// key whose older record keeps it elsewhere is routed nowhere, and takes
-// nothing from the bound peer.
-func (c *Controller) takenFrom(k wgtypes.Key, key string) bool {
-	r, valid, _ := c.table.At(key)
-	if !valid || r.PublicKey == k {
-		return false
-	}
-	p, ok := c.table.Peer(r.PublicKey)
-	return ok && p.Key == key
-}
-
-// current is what peer k is configured from: its bound record while it has
-// one, else the table's.
-func (c *Controller) current(k wgtypes.Key) (peer.Accepted, bool) {
-	if v, ok := c.vanished[k]; ok {
-		return v.rec, !v.off
-	}
-	return c.table.Peer(k)
-}
-
 // setKeepalive changes the keepalive of every peer; the next pass writes it.
 func (c *Controller) setKeepalive(d time.Duration) {
 	c.self.Keepalive = d
-	for k := range c.configured() {
-		if p, ok := c.current(k); ok {
-			c.rec.Set(c.spec(p))
-		}
+	for _, p := range c.table.View().Peers {
+		c.rec.Set(c.spec(p))
 	}
 }
 
@@ -499,17 +285,9 @@ func (c *Controller) drop(k wgtypes.Key, now time.Time) {
 	c.dropped[k] = now
 }
 
-// dropVanished forgets the peers kept after their records vanished.
-func (c *Controller) dropVanished() {
-	for k := range c.vanished {
-		c.rec.Unset(k)
-	}
-	clear(c.vanished)
-}
-
 // finish completes the outcome of a pass that drove the device.
 func (c *Controller) finish(o Outcome, d peer.Delta, res reconcile.Result, err error) Outcome {
-	o.State, o.Plan, o.Refresh, o.Took, o.DeviceErr, o.Held = StateSynced, res.Plan, res.Refresh, res.Duration, err, c.held()
+	o.State, o.Plan, o.Refresh, o.Took, o.DeviceErr = StateSynced, res.Plan, res.Refresh, res.Duration, err
 	o.Contacts = c.pendingContacts()
 	if err != nil {
 		c.log.Error("configure device failed; will retry", "device", c.dev.Name(), "err", err)
@@ -550,7 +328,9 @@ func (c *Controller) Restore(peers map[wgtypes.Key]peer.Accepted) Outcome {
 	}
 	res, err := c.rec.AddMissing(specs)
 	o.Plan, o.Refresh, o.Took, o.DeviceErr = res.Plan, true, res.Duration, err
-	c.restored = peers
+	for _, p := range peers {
+		c.table.Recall(p.Key, p.Record.Encode(), p.Revision)
+	}
 	if err == nil {
 		o.Configured = len(peers)
 	}

@@ -21,33 +21,46 @@ import (
 
 var selfPrefix = netip.MustParsePrefix("fd10:1::/48")
 
+// rules is the mesh of these tests: records are signed for bucket
+// "ikto-test".
+var rules = peer.Rules{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48, Bucket: "ikto-test"}
+
 // world is a controller on a fake device, for the host fd10:1::/48.
 type world struct {
-	key wgtypes.Key
-	dev *fake.Device
-	ctl *Controller
+	priv wgtypes.Key
+	key  wgtypes.Key
+	dev  *fake.Device
+	ctl  *Controller
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{key: newKey(t), dev: fake.New(wgdev.Config{Name: "wgtest"})}
-	w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: peer.Rules{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48}},
-		w.dev, Options{KeepView: true})
+	priv := newPrivate(t)
+	w := &world{priv: priv, key: priv.PublicKey(), dev: fake.New(wgdev.Config{Name: "wgtest"})}
+	w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: rules}, w.dev, Options{KeepView: true})
 	return w
 }
 
+// selfEntry is this host's record, written at rev, signed with seq rev.
 func (w *world) selfEntry(rev uint64) bucket.Entry {
-	r := peer.Record{Name: "self", PublicKey: w.key.String(), AdvertiseAddress: "198.18.0.10", AllowedIP: selfPrefix.String(), WGPort: 51820}
-	return bucket.Entry{Key: peer.Key(selfPrefix), Value: r.Encode(), Revision: rev}
+	return signedEntry(w.priv, "self", selfPrefix, rev)
 }
 
-// hostEntry is the record of another host, holding fd10:<n>::/48.
+func signedEntry(priv wgtypes.Key, name string, p netip.Prefix, rev uint64) bucket.Entry {
+	r := peer.Record{Name: name, PublicKey: priv.PublicKey().String(), AdvertiseAddress: "198.18.0.20", AllowedIP: p.String(), WGPort: 51820, Seq: rev}
+	if err := rules.SignRecord(&r, priv); err != nil {
+		panic(err)
+	}
+	return bucket.Entry{Key: peer.Key(p), Value: r.Encode(), Revision: rev}
+}
+
+// hostEntry is the signed record of another host, holding fd10:<n>::/48,
+// written at rev (and signed with seq rev).
 func hostEntry(t *testing.T, n int, rev uint64) (bucket.Entry, wgtypes.Key) {
 	t.Helper()
-	k := newKey(t)
+	priv := newPrivate(t)
 	p := netip.MustParsePrefix(fmt.Sprintf("fd10:%x::/48", n))
-	r := peer.Record{Name: p.String(), PublicKey: k.String(), AdvertiseAddress: "198.18.0.20", AllowedIP: p.String(), WGPort: 51820}
-	return bucket.Entry{Key: peer.Key(p), Value: r.Encode(), Revision: rev}, k
+	return signedEntry(priv, p.String(), p, rev), priv.PublicKey()
 }
 
 func devicePrefixes(t *testing.T, d wgdev.Device) []string {
@@ -128,7 +141,7 @@ func TestRestoreOnlyAdds(t *testing.T) {
 	}
 	snap := map[wgtypes.Key]peer.Accepted{}
 	for _, e := range []bucket.Entry{kept} {
-		acc, rej := peer.Rules{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48}.Check(e.Key, e.Value, e.Revision)
+		acc, rej := rules.Check(e.Key, e.Value, e.Revision)
 		if rej != nil {
 			t.Fatal(rej)
 		}
@@ -183,11 +196,16 @@ func TestEvictionStandsDown(t *testing.T) {
 
 func newKey(t *testing.T) wgtypes.Key {
 	t.Helper()
+	return newPrivate(t).PublicKey()
+}
+
+func newPrivate(t *testing.T) wgtypes.Key {
+	t.Helper()
 	k, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k.PublicKey()
+	return k
 }
 
 func mustIPNet(t *testing.T, s string) net.IPNet {

@@ -39,13 +39,10 @@ func (c *Controller) logPlan(res reconcile.Result, d peer.Delta) {
 	}
 }
 
-// accepted is the record behind peer k as this pass resolved it: its bound
-// record, the pass's changes, or (a peer re-added by a refresh that repaired
-// drift) the table, which has not changed since.
+// accepted is the record behind peer k as this pass resolved it: the pass's
+// changes, or (a peer re-added by a refresh that repaired drift) the table,
+// which has not changed since.
 func (c *Controller) accepted(d peer.Delta, k wgtypes.Key) peer.Accepted {
-	if v, ok := c.vanished[k]; ok {
-		return v.rec
-	}
 	for _, ch := range d.Changes {
 		if ch.PublicKey == k && ch.New != nil {
 			return *ch.New

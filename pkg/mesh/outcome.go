@@ -69,9 +69,6 @@ type Outcome struct {
 	Claim  Claim
 	Why    string
 	Repair bucket.Repair
-	// Held counts peers kept on the device although their records vanished
-	// without a delete (a re-created bucket): their hosts write them back.
-	Held int
 	// Contacts are the peers whose first handshake is being orchestrated,
 	// and since when.
 	Contacts map[wgtypes.Key]time.Time

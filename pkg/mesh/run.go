@@ -52,7 +52,7 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 			return nil
 		case now := <-contacts.c:
 			contacts = contactTimer{}
-			if !c.checkContacts(now) && !c.bindingDue(now) {
+			if !c.checkContacts(now) {
 				// Restarts (if any) went to the device; nothing to re-apply.
 				contacts = c.armContacts(contacts, time.Now())
 				continue
@@ -113,37 +113,17 @@ type contactTimer struct {
 }
 
 // armContacts returns the timer for the next check of pending first
-// contacts, or of a binding that changes by itself (a hold or a grace that
-// ends): t itself when it fires soon enough (a new one may be due sooner
+// contacts: t itself when it fires soon enough (a new one may be due sooner
 // than the one t was armed for), disarmed when nothing is pending.
 func (c *Controller) armContacts(t contactTimer, now time.Time) contactTimer {
-	next := c.nextBinding(now)
-	if len(c.contacts) == 0 && next.IsZero() {
+	if len(c.contacts) == 0 {
 		return contactTimer{}
 	}
-	wait := time.Duration(1<<63 - 1)
-	if len(c.contacts) > 0 {
-		wait = c.contactWait(now)
-	}
-	if !next.IsZero() {
-		wait = min(wait, max(next.Sub(now), contactPollMin))
-	}
+	wait := c.contactWait(now)
 	if t.c != nil && !t.at.After(now.Add(wait)) {
 		return t
 	}
 	return contactTimer{c: time.After(wait), at: now.Add(wait)}
-}
-
-// bindingDue reports whether a binding changes at now: its grace is over,
-// or its hold is and a record of its key elsewhere waits. The pass the timer
-// then asks for settles it.
-func (c *Controller) bindingDue(now time.Time) bool {
-	for k, v := range c.vanished {
-		if !now.Before(v.until) || !now.Before(v.moveAfter) && c.movedAway(k, v) {
-			return true
-		}
-	}
-	return false
 }
 
 // drain loads the batches already queued, so a burst costs one pass.

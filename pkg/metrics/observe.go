@@ -23,7 +23,6 @@ func (m *Agent) Observe(o mesh.Outcome) {
 	if !o.Synced() {
 		return
 	}
-	m.PeersHeld.Set(float64(o.Held))
 	for _, r := range o.NewRejections {
 		m.Rejections.WithLabelValues(string(r.Reason)).Inc()
 	}

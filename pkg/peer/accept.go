@@ -2,6 +2,7 @@ package peer
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -27,13 +28,17 @@ const (
 	ReasonOwnKey       Reason = "own_public_key"       // this host's key under a prefix it does not hold
 	ReasonBadEndpoint  Reason = "bad_endpoint"         // advertise_address not a usable unicast IP
 	ReasonBadPort      Reason = "bad_port"             // wg_port not 1-65535
+	ReasonBadSignature Reason = "bad_signature"        // sig is not the named key's signature of the record
+	ReasonUnsigned     Reason = "unsigned"             // no sig, where signatures are required or the key signs
+	ReasonSuperseded   Reason = "superseded"           // the key has signed a record with a higher seq
+	ReasonPrefixTaken  Reason = "prefix_taken"         // another key's accepted record holds the prefix
 )
 
 // Reasons lists every Reason, for metrics that want a zero for each.
 var Reasons = []Reason{
 	ReasonTooLarge, ReasonMalformed, ReasonBadPrefix, ReasonKeyMismatch, ReasonOutsideMesh,
 	ReasonWrongLength, ReasonBadPublicKey, ReasonRevoked, ReasonDuplicateKey, ReasonOwnKey,
-	ReasonBadEndpoint, ReasonBadPort,
+	ReasonBadEndpoint, ReasonBadPort, ReasonBadSignature, ReasonUnsigned, ReasonSuperseded, ReasonPrefixTaken,
 }
 
 // MaxValueSize bounds a record's JSON. Real records are ~200 bytes; anything
@@ -66,11 +71,28 @@ type Accepted struct {
 type Rules struct {
 	Mesh netip.Prefix // mesh_cidr
 	Bits int          // subnet_prefix
+	// Bucket is the bucket's name: with Mesh and Bits it binds every
+	// signed statement to this mesh.
+	Bucket string
+	// Operators are the operator keys whose signed commands count
+	// (operator_keys). Without any, a plain delete marker or revocation is
+	// a command, as in ikto 0.3.0.
+	Operators []ed25519.PublicKey
+	// Require refuses unsigned records (membership_signatures: require).
+	Require bool
 }
 
-// Check applies the rules that need only the record itself. The set rules
-// (revoked, duplicate key, own key) are Table's.
+// Check applies the rules that need only the record itself, its signature
+// included. The set rules (revoked, superseded, duplicate and own key, a
+// prefix taken) are Table's.
 func (ru Rules) Check(key string, value []byte, rev uint64) (Accepted, *Rejection) {
+	return ru.check(key, value, rev, nil)
+}
+
+// check is Check with a record known to carry a valid signature (one the
+// table accepted before, byte for byte), whose signature need not be
+// verified again.
+func (ru Rules) check(key string, value []byte, rev uint64, known func(Record) bool) (Accepted, *Rejection) {
 	reject := func(reason Reason, format string, args ...any) (Accepted, *Rejection) {
 		return Accepted{}, &Rejection{Key: key, Revision: rev, Reason: reason, Detail: fmt.Sprintf(format, args...)}
 	}
@@ -115,6 +137,14 @@ func (ru Rules) Check(key string, value []byte, rev uint64) (Accepted, *Rejectio
 	}
 	if r.WGPort < 1 || r.WGPort > 65535 {
 		return reject(ReasonBadPort, "wg_port %d is not 1-65535", r.WGPort)
+	}
+	switch {
+	case !r.Signed() && ru.Require:
+		return reject(ReasonUnsigned, "the record is not signed, and membership_signatures is require (an ikto 0.3.0 agent's record)")
+	case !r.Signed():
+	case known != nil && known(r):
+	case !ru.verifyRecord(r, pk):
+		return reject(ReasonBadSignature, "sig is not %s's signature of this record in mesh %s of bucket %s", r.PublicKey, ru.Mesh, ru.Bucket)
 	}
 	return Accepted{
 		Record: r, Key: key, Revision: rev, Prefix: p, PublicKey: pk,

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -114,4 +115,13 @@ func TestCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -24,6 +24,13 @@ type Record struct {
 	AdvertiseAddress string `json:"advertise_address"`
 	AllowedIP        string `json:"allowed_ip"`
 	WGPort           int    `json:"wg_port"`
+	// Seq orders the statements of one public key: the accepted record of
+	// a key is its validly signed record with the highest Seq (§5). Zero
+	// in an unsigned record (ikto 0.3.0's).
+	Seq uint64 `json:"seq,omitempty"`
+	// Sig is the XEdDSA signature of the record's statement by the key it
+	// names (Rules.SignRecord), standard base64.
+	Sig string `json:"sig,omitempty"`
 }
 
 // Revocation is the value of a revoked.<key> entry.
@@ -32,7 +39,14 @@ type Revocation struct {
 	AllowedIP string    `json:"allowed_ip"`
 	Name      string    `json:"name"`
 	RevokedAt time.Time `json:"revoked_at"`
+	// Signer and Sig: the operator key that signed it, and its Ed25519
+	// signature, when the mesh trusts operator keys.
+	Signer string `json:"signer,omitempty"`
+	Sig    string `json:"sig,omitempty"`
 }
+
+// Signed reports whether r carries a signature (valid or not).
+func (r Record) Signed() bool { return r.Sig != "" }
 
 // Encode is the JSON value stored for r.
 func (r Record) Encode() []byte {

@@ -2,6 +2,8 @@ package peer
 
 import (
 	"bytes"
+	"cmp"
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -11,14 +13,27 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// Table holds the bucket's peers.* and revoked.* entries as an agent last saw
-// them and resolves which records are accepted.
+// Table holds what an agent knows of the bucket and decides which records
+// it accepts, by one rule (docs/contract.md §5): a statement counts only
+// when signed by the key that has the authority to make it; everything else
+// is state.
 //
-// Resolution is incremental: Put and Delete note which public keys they
-// touched, and Update re-decides only those, so a watch event costs
-// O(records sharing its public key), not O(bucket). The set rules only ever
-// relate records with the same public key (the older revision keeps it; a
-// revoked or own key rejects all of them), which is what makes that exact.
+//   - A public key's record is its valid signed record with the highest
+//     seq the table has seen. It stays when the bucket loses it or someone
+//     writes over it (state, healed by its host or any agent), and goes only
+//     by a statement: a newer record of the key (a move) or a command (a
+//     delete marker signed by the key or an operator key; without operator
+//     keys, any delete marker at the record's key; a revocation).
+//   - An unsigned record (ikto 0.3.0's) counts, unless signatures are
+//     required, for a key never seen signed, while it is in the bucket; of
+//     several, the oldest revision.
+//   - A prefix is held by one key: the record accepted there first keeps it
+//     until its key leaves it.
+//   - This host's own key is never a peer.
+//
+// Resolution is incremental: Put, Delete and Recall mark the public keys
+// they touch, and Update re-decides those keys and the prefixes their
+// records name, so a watch event costs O(records of its key).
 //
 // A Table is not safe for concurrent use, except View, which may be called
 // from any goroutine (the admin socket's status handler).
@@ -28,31 +43,36 @@ type Table struct {
 	selfPrefix netip.Prefix
 	selfEntry  string // Key(selfPrefix)
 
-	entries map[string]entry
+	// present is what the bucket holds now, by bucket key, since Reset.
+	present map[string]slot
+	// signed is each key's valid signed record with the highest seq seen,
+	// whether or not the bucket still holds it.
+	signed map[wgtypes.Key]known
+	// void is, per key, the seq up to which commands removed its records.
+	void map[wgtypes.Key]uint64
+	// records indexes the present valid records by public key.
+	records map[wgtypes.Key]map[string]struct{}
 	revoked map[wgtypes.Key]bool
-	// groups indexes the candidates (records that pass the per-record rules,
-	// other than the one at selfEntry) by public key, each group in
-	// resolution order: oldest revision first, then bucket key.
-	groups map[wgtypes.Key][]member
-	// recordRej are the per-record rejections, by bucket key.
-	recordRej map[string]Rejection
+	// since orders first sightings: on a free prefix the key seen first
+	// wins.
+	since   map[wgtypes.Key]uint64
+	counter uint64
 
-	dirty     map[wgtypes.Key]struct{} // groups to re-decide at the next Update
-	selfDirty bool
-	// selfMarker is set while a delete or purge marker is the last word at
-	// this host's own key (as opposed to the key never having been written
-	// in this bucket): only the first is a command.
-	selfMarker bool
-	// selfForeign is set while the last value this table saw at this host's
-	// own key was not its valid record (another key's record, garbage). It
-	// outlives a marker and a Reset: a marker that follows a foreign value
-	// releases that value and is no command to this host, even when both
-	// arrive in one batch.
-	selfForeign bool
-	rejDirty    bool // rejected must be rebuilt
+	// cand is each key's record, before the prefix rule; byPrefix indexes
+	// them; holder is the key each prefix is given to.
+	cand     map[wgtypes.Key]Accepted
+	byPrefix map[netip.Prefix]map[wgtypes.Key]struct{}
+	holder   map[netip.Prefix]wgtypes.Key
 
-	// setRej are the rejections by the set rules, by bucket key.
-	setRej map[string]Rejection
+	dirty       map[wgtypes.Key]struct{}
+	dirtyPrefix map[netip.Prefix]struct{}
+	selfDirty   bool
+	evicted     string               // why a command removed this host's record; "" if none
+	recordRej   map[string]Rejection // per-record rejections of present values and markers
+	setRej      map[string]Rejection // set-rule rejections, by bucket key
+	setRejOfKey map[wgtypes.Key][]string
+	prefixRej   map[string]Rejection // prefix_taken, by bucket key
+	rejDirty    bool
 
 	// The outcome of the last Update; mu guards it against View.
 	mu          sync.Mutex
@@ -60,17 +80,21 @@ type Table struct {
 	self        *Accepted
 	selfRej     *Rejection
 	selfRevoked bool
-	selfDeleted bool
-	// selfDeletedForeign: the marker at selfEntry followed a foreign value.
-	selfDeletedForeign bool
-	rejected           []Rejection // recordRej and setRej in key order; never modified once built
-	view               *View       // built on demand, dropped by any change
+	selfEvicted string
+	rejected    []Rejection // in key order; never modified once built
+	view        *View       // built on demand, dropped by any change
 }
 
-type entry struct {
-	acc Accepted
-	rej *Rejection
+// slot is the bucket's value at one key: a record (accepted by the
+// per-record rules or rejected) or a delete marker.
+type slot struct {
+	acc    Accepted
+	rej    *Rejection
+	marker bool
 }
+
+// known is a signed record and where the table saw it.
+type known struct{ acc Accepted }
 
 type member struct {
 	key string
@@ -78,13 +102,7 @@ type member struct {
 }
 
 func (m member) compare(o member) int {
-	if m.rev != o.rev {
-		if m.rev < o.rev {
-			return -1
-		}
-		return 1
-	}
-	return strings.Compare(m.key, o.key)
+	return cmp.Or(cmp.Compare(m.rev, o.rev), strings.Compare(m.key, o.key))
 }
 
 // NewTable returns an empty table for a host with public key self that claims
@@ -92,94 +110,277 @@ func (m member) compare(o member) int {
 func NewTable(rules Rules, self wgtypes.Key, selfPrefix netip.Prefix) *Table {
 	t := &Table{
 		rules: rules, selfKey: self, selfPrefix: selfPrefix, selfEntry: Key(selfPrefix),
-		peers: map[wgtypes.Key]Accepted{}, setRej: map[string]Rejection{},
-		dirty: map[wgtypes.Key]struct{}{},
+		signed: map[wgtypes.Key]known{}, void: map[wgtypes.Key]uint64{}, revoked: map[wgtypes.Key]bool{},
+		since: map[wgtypes.Key]uint64{}, cand: map[wgtypes.Key]Accepted{},
+		byPrefix: map[netip.Prefix]map[wgtypes.Key]struct{}{}, holder: map[netip.Prefix]wgtypes.Key{},
+		dirty: map[wgtypes.Key]struct{}{}, dirtyPrefix: map[netip.Prefix]struct{}{},
+		setRej: map[string]Rejection{}, setRejOfKey: map[wgtypes.Key][]string{}, prefixRej: map[string]Rejection{},
+		peers: map[wgtypes.Key]Accepted{},
 	}
 	t.Reset()
 	return t
 }
 
-// Reset forgets every entry, before a fresh snapshot is loaded. The outcome
-// changes only at the next Update, which reports just the peers the snapshot
-// really changed.
-//
-// Revocations are kept: a revocation is a command, and only another command
-// — a delete marker at its revoked.* key, which a snapshot carries — lifts
-// it. Its absence from a snapshot (a bucket deleted and made again, one
-// restored from an older backup) is lost state, and must not let an evicted
-// key back in.
+// Reset forgets what the bucket holds, before a fresh snapshot is loaded.
+// What the table learnt from statements stays: signed records, commands and
+// revocations are not undone by a bucket that lost them (made again,
+// restored from an older backup). The outcome changes only at the next
+// Update, which reports just the peers the snapshot really changed.
 func (t *Table) Reset() {
-	for pk := range t.groups {
-		t.dirty[pk] = struct{}{}
+	for key, s := range t.present {
+		if !s.marker && s.rej == nil {
+			t.touch(s.acc.PublicKey)
+		}
+		t.dirtyKey(key)
 	}
-	for pk := range t.revoked {
-		t.dirty[pk] = struct{}{}
-	}
-	t.entries = map[string]entry{}
-	if t.revoked == nil {
-		t.revoked = map[wgtypes.Key]bool{}
-	}
-	t.groups = map[wgtypes.Key][]member{}
+	t.present = map[string]slot{}
+	t.records = map[wgtypes.Key]map[string]struct{}{}
+	// Every rejection was of a value now forgotten; the keys touched
+	// above make the set rules' again from the snapshot.
 	t.recordRej = map[string]Rejection{}
 	clear(t.setRej)
-	t.selfDirty, t.rejDirty, t.selfMarker = true, true, false
+	clear(t.prefixRej)
+	t.selfDirty, t.rejDirty = true, true
+}
+
+// Recall tells the table of a record it accepted before it started (this
+// host's own claim, a local snapshot): a signed one counts as a statement
+// seen, though the bucket has not shown it yet.
+func (t *Table) Recall(key string, value []byte, rev uint64) {
+	if acc, rej := t.rules.Check(key, value, rev); rej == nil && acc.Signed() {
+		t.learn(acc, false)
+	}
 }
 
 // Put records the value of key at revision rev. Keys outside peers.* and
 // revoked.* are ignored.
 func (t *Table) Put(key string, value []byte, rev uint64) {
 	switch {
-	case len(key) > len(PeersPrefix) && key[:len(PeersPrefix)] == PeersPrefix:
-		if key == t.selfEntry {
-			t.selfMarker = false
+	case strings.HasPrefix(key, PeersPrefix):
+		acc, rej := t.rules.check(key, value, rev, t.knownRecord)
+		t.unpresent(key)
+		t.dirtyKey(key)
+		t.present[key] = slot{acc: acc, rej: rej}
+		t.selfDirty = t.selfDirty || key == t.selfEntry
+		switch {
+		case rej != nil:
+			t.recordRej[key] = *rej
+			t.rejDirty = true
+		default:
+			ks := t.records[acc.PublicKey]
+			if ks == nil {
+				ks = map[string]struct{}{}
+				t.records[acc.PublicKey] = ks
+			}
+			ks[key] = struct{}{}
+			if acc.Signed() {
+				t.learn(acc, true)
+			}
+			t.first(acc.PublicKey)
+			t.touch(acc.PublicKey)
 		}
-		acc, rej := t.rules.Check(key, value, rev)
-		if key == t.selfEntry {
-			t.selfForeign = rej != nil || acc.PublicKey != t.selfKey
+	case strings.HasPrefix(key, RevokedPrefix):
+		k, err := ParseRevokedKey(key)
+		if err != nil {
+			return
 		}
-		t.unindex(key)
-		t.entries[key] = entry{acc: acc, rej: rej}
-		t.index(key)
-	case len(key) > len(RevokedPrefix) && key[:len(RevokedPrefix)] == RevokedPrefix:
-		// The key alone revokes: a revocation whose value is damaged still
-		// revokes, which is the safe side.
-		if k, err := ParseRevokedKey(key); err == nil && !t.revoked[k] {
+		t.clearRecordRej(key)
+		if err := t.rules.RevocationCounts(k, value); err != nil {
+			t.recordRej[key] = Rejection{Key: key, Revision: rev, Reason: ReasonBadSignature, Detail: err.Error()}
+			t.rejDirty = true
+			return
+		}
+		if !t.revoked[k] {
 			t.revoked[k] = true
 			t.touch(k)
 		}
 	}
 }
 
-// Delete forgets key: a delete or purge marker is its last word. A marker at
-// this host's own key is remembered (Delta.SelfDeleted) even when the table
-// never held a value there, as in a snapshot that starts with the marker.
-func (t *Table) Delete(key string) {
-	if key == t.selfEntry && !t.selfMarker {
-		t.selfMarker, t.selfDirty = true, true
-		t.selfDeletedForeign = t.selfForeign
+func (t *Table) clearRecordRej(key string) {
+	if _, ok := t.recordRej[key]; ok {
+		delete(t.recordRej, key)
+		t.rejDirty = true
 	}
-	if _, ok := t.entries[key]; ok {
-		t.unindex(key)
-		delete(t.entries, key)
+}
+
+// knownRecord reports whether r is, byte for byte, the signed record the
+// table holds for its key: its signature was verified then.
+func (t *Table) knownRecord(r Record) bool {
+	pk, err := wgtypes.ParseKey(r.PublicKey)
+	if err != nil {
+		return false
+	}
+	k, ok := t.signed[pk]
+	return ok && k.acc.Record == r
+}
+
+// learn takes a signed record as its key's statement if it is the newest.
+// The same statement seen again in the bucket (inBucket) moves its
+// revision: where it was last written.
+func (t *Table) learn(acc Accepted, inBucket bool) {
+	pk := acc.PublicKey
+	if acc.Seq <= t.void[pk] {
 		return
 	}
-	if k, err := ParseRevokedKey(key); err == nil && t.revoked[k] {
-		delete(t.revoked, k)
-		t.touch(k)
+	if k, ok := t.signed[pk]; ok && k.acc.Seq >= acc.Seq {
+		if inBucket && k.acc.Seq == acc.Seq && k.acc.Key == acc.Key && k.acc.Record == acc.Record {
+			k.acc.Revision = acc.Revision
+			t.signed[pk] = k
+			t.touch(pk)
+		}
+		return
+	}
+	t.first(pk)
+	t.signed[pk] = known{acc: acc}
+	t.touch(pk)
+}
+
+func (t *Table) first(pk wgtypes.Key) {
+	if _, ok := t.since[pk]; !ok {
+		t.counter++
+		t.since[pk] = t.counter
 	}
 }
 
-// Release is Delete for a marker that the owner of a copied key wrote to
-// release its copy: at this host's own key it follows a foreign value (the
-// copy, which a re-read may never have shown), so it is no eviction.
-func (t *Table) Release(key string) {
+// unpresent removes the value at key from the present-state indexes.
+func (t *Table) unpresent(key string) {
+	s, ok := t.present[key]
+	if !ok {
+		return
+	}
+	delete(t.present, key)
+	for _, rej := range []map[string]Rejection{t.recordRej, t.setRej, t.prefixRej} {
+		if _, ok := rej[key]; ok {
+			delete(rej, key)
+			t.rejDirty = true
+		}
+	}
+	if s.marker || s.rej != nil {
+		return
+	}
+	pk := s.acc.PublicKey
+	delete(t.records[pk], key)
+	if len(t.records[pk]) == 0 {
+		delete(t.records, pk)
+	}
+	t.touch(pk)
+}
+
+// Delete records a delete or purge marker at key, with body (empty for a
+// plain KV delete). A signed command removes the statements it names; a
+// plain marker, where no operator key is trusted, removes the record
+// accepted at key. Either way the value there is gone.
+func (t *Table) Delete(key string, body []byte, rev uint64) {
+	if strings.HasPrefix(key, RevokedPrefix) {
+		t.clearRecordRej(key)
+		t.unrevoke(key, body, rev)
+		return
+	}
+	if !strings.HasPrefix(key, PeersPrefix) {
+		return
+	}
+	was, had := t.present[key]
+	t.unpresent(key)
+	t.dirtyKey(key)
+	t.present[key] = slot{marker: true}
+	t.selfDirty = t.selfDirty || key == t.selfEntry
+	c, pk, err := t.rules.ParseCommand(key, body)
+	switch {
+	case err == nil:
+		t.command(pk, c.Seq, "deleted by a command signed by "+signerName(c))
+	case len(body) > 0:
+		t.recordRej[key] = Rejection{Key: key, Revision: rev, Reason: ReasonBadSignature, Detail: err.Error()}
+		t.rejDirty = true
+	case len(t.rules.Operators) == 0:
+		// The record the table holds at key, if the marker follows it (or
+		// the table saw nothing there since its last snapshot); or this
+		// host's unsigned record, just deleted.
+		pk, ok := t.acceptedAt(key)
+		switch {
+		case ok && (!had || !was.marker && was.rej == nil && was.acc.PublicKey == pk && was.acc.Seq == t.signed[pk].acc.Seq):
+			t.command(pk, t.signed[pk].acc.Seq, "its record "+key+" was deleted")
+		case had && !was.marker && was.rej == nil && !was.acc.Signed() && was.acc.PublicKey == t.selfKey:
+			t.command(t.selfKey, 0, "its record "+key+" was deleted")
+		}
+	}
+}
+
+func signerName(c Command) string {
+	if c.Signer == c.PublicKey {
+		return "the host's own key"
+	}
+	return "operator key " + c.Signer
+}
+
+// acceptedAt is the key whose signed record the table holds at bucket key
+// key.
+func (t *Table) acceptedAt(key string) (wgtypes.Key, bool) {
+	p, err := ParseKey(key)
+	if err != nil {
+		return wgtypes.Key{}, false
+	}
 	if key == t.selfEntry {
-		t.selfForeign = true
+		if k, ok := t.signed[t.selfKey]; ok && k.acc.Key == key {
+			return t.selfKey, true
+		}
+		return wgtypes.Key{}, false
 	}
-	t.Delete(key)
+	h, ok := t.holder[p]
+	if !ok {
+		return wgtypes.Key{}, false
+	}
+	if k, ok := t.signed[h]; ok && k.acc.Key == key {
+		return h, true
+	}
+	return wgtypes.Key{}, false
 }
 
-// touch marks the group of pk, and self when pk is this host's key.
+// command removes pk's statements up to seq.
+func (t *Table) command(pk wgtypes.Key, seq uint64, why string) {
+	t.void[pk] = max(t.void[pk], seq)
+	if k, ok := t.signed[pk]; ok && k.acc.Seq <= seq {
+		delete(t.signed, pk)
+	}
+	if pk == t.selfKey {
+		t.evicted = why
+		t.selfDirty = true
+	}
+	t.touch(pk)
+}
+
+// unrevoke lifts the revocation at key: any marker where no operator key is
+// trusted, else one carrying an operator's signed command.
+func (t *Table) unrevoke(key string, body []byte, rev uint64) {
+	k, err := ParseRevokedKey(key)
+	if err != nil || !t.revoked[k] {
+		return
+	}
+	if len(t.rules.Operators) > 0 {
+		c, pk, err := t.rules.ParseCommand(key, body)
+		if err != nil || pk != k || c.Signer == c.PublicKey {
+			detail := "an unrevoke needs a command signed by an operator key"
+			if err != nil {
+				detail += ": " + err.Error()
+			}
+			t.recordRej[key] = Rejection{Key: key, Revision: rev, Reason: ReasonBadSignature, Detail: detail}
+			t.rejDirty = true
+			return
+		}
+	}
+	delete(t.revoked, k)
+	t.touch(k)
+}
+
+// dirtyKey marks the prefix a peers.* key names: its value changed, so
+// whether it is a prefix_taken rejection must be decided again.
+func (t *Table) dirtyKey(key string) {
+	if p, err := ParseKey(key); err == nil {
+		t.dirtyPrefix[p] = struct{}{}
+	}
+}
+
+// touch marks pk to be re-decided at the next Update.
 func (t *Table) touch(pk wgtypes.Key) {
 	t.dirty[pk] = struct{}{}
 	if pk == t.selfKey {
@@ -187,68 +388,22 @@ func (t *Table) touch(pk wgtypes.Key) {
 	}
 }
 
-// index adds the entry at key to the indexes.
-func (t *Table) index(key string) {
-	e := t.entries[key]
-	switch {
-	case e.rej != nil:
-		t.recordRej[key] = *e.rej
-		t.rejDirty = true
-		t.selfDirty = t.selfDirty || key == t.selfEntry
-	case key == t.selfEntry:
-		t.selfDirty = true
-	default:
-		m := member{key: key, rev: e.acc.Revision}
-		g := t.groups[e.acc.PublicKey]
-		i, _ := slices.BinarySearchFunc(g, m, member.compare)
-		t.groups[e.acc.PublicKey] = slices.Insert(g, i, m)
-		t.dirty[e.acc.PublicKey] = struct{}{}
-	}
-}
-
-// unindex removes the entry at key, if any, from the indexes.
-func (t *Table) unindex(key string) {
-	e, ok := t.entries[key]
-	switch {
-	case !ok:
-	case e.rej != nil:
-		delete(t.recordRej, key)
-		t.rejDirty = true
-		t.selfDirty = t.selfDirty || key == t.selfEntry
-	case key == t.selfEntry:
-		t.selfDirty = true
-	default:
-		// A set-rule rejection is re-made, if it still holds, when the key
-		// is indexed again.
-		if _, ok := t.setRej[key]; ok {
-			delete(t.setRej, key)
-			t.rejDirty = true
-		}
-		pk := e.acc.PublicKey
-		g := t.groups[pk]
-		if i, found := slices.BinarySearchFunc(g, member{key: key, rev: e.acc.Revision}, member.compare); found {
-			g = slices.Delete(g, i, i+1)
-		}
-		if len(g) == 0 {
-			delete(t.groups, pk)
-		} else {
-			t.groups[pk] = g
-		}
-		t.dirty[pk] = struct{}{}
-	}
-}
-
 // Update re-decides what changed since the last Update and reports it.
 func (t *Table) Update() Delta {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.selfDirty {
-		t.updateSelf()
+	for pk := range t.dirty {
+		t.candidate(pk)
+	}
+	for p := range t.dirtyPrefix {
+		t.givePrefix(p)
 	}
 	var changes []Change
 	for pk := range t.dirty {
 		old, had := t.peers[pk]
-		now, has := t.decide(pk)
+		now, has := t.cand[pk]
+		// This host's own prefix is never routed to a peer.
+		has = has && pk != t.selfKey && now.Prefix != t.selfPrefix && t.holder[now.Prefix] == pk
 		switch {
 		case has && (!had || now != old):
 			t.peers[pk] = now
@@ -266,6 +421,9 @@ func (t *Table) Update() Delta {
 		}
 		changes = append(changes, c)
 	}
+	if t.selfDirty {
+		t.updateSelf()
+	}
 	if len(t.dirty) > 64 {
 		// A cleared map keeps its size, and ranging over it would cost as
 		// much as the snapshot that grew it, on every later Update.
@@ -273,6 +431,7 @@ func (t *Table) Update() Delta {
 	} else {
 		clear(t.dirty)
 	}
+	clear(t.dirtyPrefix)
 	slices.SortFunc(changes, func(a, b Change) int { return bytes.Compare(a.PublicKey[:], b.PublicKey[:]) })
 	if len(changes) > 0 {
 		t.view = nil
@@ -282,80 +441,194 @@ func (t *Table) Update() Delta {
 	}
 	return Delta{
 		Changes: changes, Peers: len(t.peers),
-		Self: t.self, SelfRejected: t.selfRej, SelfRevoked: t.selfRevoked, SelfDeleted: t.selfDeleted,
-		SelfDeletedForeign: t.selfDeleted && t.selfDeletedForeign, Rejected: t.rejected,
+		Self: t.self, SelfRejected: t.selfRej, SelfRevoked: t.selfRevoked, SelfEvicted: t.selfEvicted,
+		Rejected: t.rejected,
 	}
 }
 
-// updateSelf re-reads the entry at this host's prefix. Whoever holds it keeps
-// its public key against every younger record (the older record keeps a
-// key, wherever it is), so a change of holder re-decides the old and the new
-// holder's groups.
+// candidate decides pk's record before the prefix rule, and the set-rule
+// rejections of pk's present records.
+func (t *Table) candidate(pk wgtypes.Key) {
+	var now *Accepted
+	if k, ok := t.signed[pk]; ok {
+		a := k.acc
+		now = &a
+	}
+	signs := now != nil || t.void[pk] > 0
+	rej := map[string]Rejection{}
+	for _, m := range t.presentOf(pk) {
+		a := t.present[m.key].acc
+		switch {
+		case pk == t.selfKey && m.key == t.selfEntry && now != nil && a.Seq == now.Seq && a.Key == now.Key:
+			// This host's record, where it belongs: never a peer.
+		case pk == t.selfKey && m.key != t.selfEntry:
+			rej[m.key] = rejection(a, ReasonOwnKey, "public key is this host's own, which holds "+t.selfPrefix.String())
+		case t.revoked[pk]:
+			rej[m.key] = rejection(a, ReasonRevoked, "public key "+pk.String()+" is revoked")
+		case !a.Signed() && signs:
+			rej[m.key] = rejection(a, ReasonUnsigned, "the record is not signed, and key "+pk.String()+" signs its records")
+		case a.Signed() && now == nil:
+			rej[m.key] = rejection(a, ReasonSuperseded, fmt.Sprintf("a command removed the records of key %s up to seq %d", pk, t.void[pk]))
+		case a.Signed() && a.Seq < now.Seq:
+			rej[m.key] = rejection(a, ReasonSuperseded, fmt.Sprintf("key %s has signed a newer record (seq %d at %s)", pk, now.Seq, now.Key))
+		case now == nil:
+			now = &a // the oldest unsigned record
+		case now.Key != m.key:
+			rej[m.key] = rejection(a, ReasonDuplicateKey, "public key already used by "+now.Key)
+		}
+	}
+	if pk == t.selfKey || t.revoked[pk] {
+		now = nil
+	}
+	t.setRejections(pk, rej)
+	old, had := t.cand[pk]
+	switch {
+	case now == nil && had:
+		delete(t.cand, pk)
+		t.unindex(pk, old.Prefix)
+	case now != nil && (!had || old != *now):
+		if had {
+			t.unindex(pk, old.Prefix)
+		}
+		t.cand[pk] = *now
+		ks := t.byPrefix[now.Prefix]
+		if ks == nil {
+			ks = map[wgtypes.Key]struct{}{}
+			t.byPrefix[now.Prefix] = ks
+		}
+		ks[pk] = struct{}{}
+		t.dirtyPrefix[now.Prefix] = struct{}{}
+	}
+}
+
+func (t *Table) unindex(pk wgtypes.Key, p netip.Prefix) {
+	delete(t.byPrefix[p], pk)
+	if len(t.byPrefix[p]) == 0 {
+		delete(t.byPrefix, p)
+	}
+	t.dirtyPrefix[p] = struct{}{}
+}
+
+// presentOf are pk's present valid records, oldest first.
+func (t *Table) presentOf(pk wgtypes.Key) []member {
+	out := make([]member, 0, len(t.records[pk]))
+	for key := range t.records[pk] {
+		out = append(out, member{key: key, rev: t.present[key].acc.Revision})
+	}
+	slices.SortFunc(out, member.compare)
+	return out
+}
+
+// setRejections replaces the set-rule rejections of pk's records.
+func (t *Table) setRejections(pk wgtypes.Key, rej map[string]Rejection) {
+	for _, key := range t.setRejOfKey[pk] {
+		if _, ok := rej[key]; ok {
+			continue
+		}
+		// Another key's value may stand there by now: its own rejection
+		// is that key's to decide.
+		if s, ok := t.present[key]; ok && !s.marker && s.rej == nil && s.acc.PublicKey != pk {
+			continue
+		}
+		if _, ok := t.setRej[key]; ok {
+			delete(t.setRej, key)
+			t.rejDirty = true
+		}
+	}
+	keys := make([]string, 0, len(rej))
+	for key, r := range rej {
+		if old, ok := t.setRej[key]; !ok || old != r {
+			t.setRej[key] = r
+			t.rejDirty = true
+		}
+		keys = append(keys, key)
+	}
+	if len(keys) == 0 {
+		delete(t.setRejOfKey, pk)
+	} else {
+		t.setRejOfKey[pk] = keys
+	}
+}
+
+// givePrefix decides who holds p: its holder while that key's record is
+// still there, else the contender seen first. The others' present records
+// at p are rejected as prefix_taken.
+func (t *Table) givePrefix(p netip.Prefix) {
+	ks := t.byPrefix[p]
+	h, held := t.holder[p]
+	if _, still := ks[h]; held && !still {
+		held = false
+	}
+	if !held {
+		first := true
+		for k := range ks {
+			if first || t.since[k] < t.since[h] || t.since[k] == t.since[h] && bytes.Compare(k[:], h[:]) < 0 {
+				h, first = k, false
+			}
+		}
+		if first {
+			delete(t.holder, p)
+		} else {
+			t.holder[p] = h
+		}
+	}
+	key := Key(p)
+	old, had := t.prefixRej[key]
+	for k := range ks {
+		t.dirty[k] = struct{}{}
+	}
+	if s, ok := t.present[key]; ok && !s.marker && s.rej == nil && len(ks) > 0 && s.acc.PublicKey != h {
+		if _, contends := ks[s.acc.PublicKey]; contends {
+			holder := t.cand[h]
+			r := rejection(s.acc, ReasonPrefixTaken, "prefix "+p.String()+" is held by "+holder.Name+" (public key "+h.String()+")")
+			if !had || old != r {
+				t.prefixRej[key] = r
+				t.rejDirty = true
+			}
+			return
+		}
+	}
+	if had {
+		delete(t.prefixRej, key)
+		t.rejDirty = true
+	}
+}
+
+// updateSelf re-reads the entry at this host's prefix.
 func (t *Table) updateSelf() {
 	var self *Accepted
 	var selfRej *Rejection
-	if e, ok := t.entries[t.selfEntry]; ok {
-		if e.rej != nil {
-			r := *e.rej
+	if s, ok := t.present[t.selfEntry]; ok && !s.marker {
+		switch {
+		case s.rej != nil:
+			r := *s.rej
 			selfRej = &r
-		} else {
-			a := e.acc
+		case s.acc.PublicKey == t.selfKey:
+			if r, ok := t.setRej[t.selfEntry]; ok {
+				selfRej = &r // an older record of ours, or an unsigned one
+			} else {
+				a := s.acc
+				self = &a
+			}
+		default:
+			a := s.acc
 			self = &a
 		}
 	}
-	if t.self != nil {
-		t.dirty[t.self.PublicKey] = struct{}{}
-	}
-	if self != nil {
-		t.dirty[self.PublicKey] = struct{}{}
-	}
-	t.self, t.selfRej, t.selfRevoked, t.selfDeleted = self, selfRej, t.revoked[t.selfKey], t.selfMarker && self == nil && selfRej == nil
+	t.self, t.selfRej, t.selfRevoked, t.selfEvicted = self, selfRej, t.revoked[t.selfKey], t.evicted
 	t.selfDirty = false
 	t.view = nil
 }
 
-// decide applies the set rules to the group of pk, in resolution order, and
-// returns the accepted peer, if any. It records the rejections it makes and
-// withdraws the ones that no longer hold.
-func (t *Table) decide(pk wgtypes.Key) (Accepted, bool) {
-	var winner *Accepted
-	for _, m := range t.groups[pk] {
-		c := t.entries[m.key].acc
-		var rej Rejection
-		switch {
-		case pk == t.selfKey:
-			rej = rejection(c, ReasonOwnKey, "public key is this host's own, which holds "+t.selfPrefix.String())
-		case t.revoked[pk]:
-			rej = rejection(c, ReasonRevoked, "public key "+pk.String()+" is revoked")
-		case winner != nil:
-			rej = rejection(c, ReasonDuplicateKey, "public key already used by "+winner.Key)
-		case t.self != nil && t.self.PublicKey == pk && t.self.Revision < c.Revision:
-			// The record at this host's prefix is never a peer, but it is
-			// a record of its key like any other: the older keeps it.
-			rej = rejection(c, ReasonDuplicateKey, "public key already used by "+t.self.Key)
-		default:
-			winner = &c
-			if _, ok := t.setRej[m.key]; ok {
-				delete(t.setRej, m.key)
-				t.rejDirty = true
-			}
-			continue
-		}
-		if old, ok := t.setRej[m.key]; !ok || old != rej {
-			t.setRej[m.key] = rej
-			t.rejDirty = true
-		}
-	}
-	if winner == nil {
-		return Accepted{}, false
-	}
-	return *winner, true
-}
-
 func (t *Table) rebuildRejected() {
-	rej := make([]Rejection, 0, len(t.recordRej)+len(t.setRej))
+	rej := make([]Rejection, 0, len(t.recordRej)+len(t.setRej)+len(t.prefixRej))
 	rej = slices.AppendSeq(rej, maps.Values(t.recordRej))
 	rej = slices.AppendSeq(rej, maps.Values(t.setRej))
+	for key, r := range t.prefixRej {
+		if _, ok := t.setRej[key]; !ok {
+			rej = append(rej, r)
+		}
+	}
 	if len(rej) == 0 {
 		rej = nil
 	}

@@ -3,6 +3,7 @@ package peer
 import (
 	"maps"
 	"slices"
+	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -19,10 +20,8 @@ type View struct {
 	SelfRejected *Rejection
 	// SelfRevoked is set when this host's public key is revoked.
 	SelfRevoked bool
-	// SelfDeleted is set when the last word at this host's prefix is a
-	// delete or purge marker, rather than the key never having been
-	// written (a re-created or restored bucket).
-	SelfDeleted bool
+	// SelfEvicted says why, when a command removed this host's record.
+	SelfEvicted string
 	// Rejected lists every rejected record, in key order.
 	Rejected []Rejection
 }
@@ -42,12 +41,7 @@ type Delta struct {
 	Self         *Accepted
 	SelfRejected *Rejection
 	SelfRevoked  bool
-	SelfDeleted  bool
-	// SelfDeletedForeign is set with SelfDeleted when the value this table
-	// saw just before the marker was not this host's record: the marker
-	// released someone else's write (a copy of a key, a takeover) and is no
-	// command to this host.
-	SelfDeletedForeign bool
+	SelfEvicted  string
 	// Rejected is every rejected record in key order. It is shared between
 	// calls until the rejections change: do not modify it.
 	Rejected []Rejection
@@ -57,11 +51,25 @@ type Delta struct {
 // record when it passes them, present when the table holds any value there.
 // The set rules may still reject a valid one.
 func (t *Table) At(key string) (rec Accepted, valid, present bool) {
-	e, ok := t.entries[key]
-	if !ok {
+	s, ok := t.present[key]
+	if !ok || s.marker {
 		return Accepted{}, false, false
 	}
-	return e.acc, e.rej == nil, true
+	return s.acc, s.rej == nil, true
+}
+
+// Missing are the signed records the table holds that the bucket does not
+// (no value and no marker at their keys): lost state that any agent may
+// write back, since a signed record speaks for itself.
+func (t *Table) Missing() []Accepted {
+	var out []Accepted
+	for _, k := range t.signed {
+		if _, ok := t.present[k.acc.Key]; !ok && !t.revoked[k.acc.PublicKey] {
+			out = append(out, k.acc)
+		}
+	}
+	slices.SortFunc(out, func(a, b Accepted) int { return strings.Compare(a.Key, b.Key) })
+	return out
 }
 
 // RevokedKeys are the revoked public keys this table knows, kept across
@@ -73,8 +81,16 @@ func (t *Table) RevokedKeys() []wgtypes.Key {
 // IsRevoked reports whether pk has a revoked.* record.
 func (t *Table) IsRevoked(pk wgtypes.Key) bool { return t.revoked[pk] }
 
-// Len is the number of peers.* entries held, accepted or not.
-func (t *Table) Len() int { return len(t.entries) }
+// Len is the number of peers.* values the bucket holds, accepted or not.
+func (t *Table) Len() int {
+	n := 0
+	for key, s := range t.present {
+		if !s.marker && strings.HasPrefix(key, PeersPrefix) {
+			n++
+		}
+	}
+	return n
+}
 
 // SelfKey is this host's public key, as given to NewTable.
 func (t *Table) SelfKey() wgtypes.Key { return t.selfKey }
@@ -92,7 +108,7 @@ func (t *Table) View() View {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.view == nil {
-		v := View{Peers: maps.Clone(t.peers), SelfRevoked: t.selfRevoked, SelfDeleted: t.selfDeleted, Rejected: t.rejected}
+		v := View{Peers: maps.Clone(t.peers), SelfRevoked: t.selfRevoked, SelfEvicted: t.selfEvicted, Rejected: t.rejected}
 		if t.self != nil {
 			s := *t.self
 			v.Self = &s
