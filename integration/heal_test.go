@@ -41,7 +41,7 @@ func TestBucketDeletedUnderARunningMesh(t *testing.T) {
 	ctx := context.Background()
 	// An evicted host's key: every agent has seen its revocation.
 	evicted := newPublicKey(t)
-	if err := bucket.Revoke(ctx, m.bucket, evicted, peer.Record{Name: "evicted"}, time.Now()); err != nil {
+	if err := bucket.Revoke(ctx, m.bucket, evicted, peer.Record{Name: "evicted"}, time.Now(), bucket.Operator{}); err != nil {
 		t.Fatal(err)
 	}
 	comeback := func() {

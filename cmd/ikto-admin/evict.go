@@ -22,6 +22,7 @@ func (a *app) evictCommand() *cobra.Command {
 		dryRun bool
 		keys   keyChoice
 		r      revokeFlags
+		rf     ruleFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "evict <ip-or-prefix> [--user FILE|UPUB [--operator-seed FILE --account-jwt FILE [--system-creds FILE]]]",
@@ -65,8 +66,15 @@ revokes the key anyway.`,
 			if keys.keep && keys.revoke {
 				return cli.Usagef("--keep-key and --revoke-key exclude each other")
 			}
+			if err := a.loadConfig(cmd); err != nil {
+				return err
+			}
+			op, err := a.operator(cmd, rf)
+			if err != nil {
+				return err
+			}
 			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
-				return a.evict(ctx, cmd, m, target, args[0], dryRun, keys, r, user)
+				return a.evict(ctx, cmd, m, target, args[0], dryRun, keys, r, user, op)
 			})
 		},
 	}
@@ -74,6 +82,7 @@ revokes the key anyway.`,
 	cmd.Flags().BoolVar(&keys.keep, "keep-key", false, "delete only the record at the address; do not revoke its public key (the record is a copy of another host's key)")
 	cmd.Flags().BoolVar(&keys.revoke, "revoke-key", false, "revoke the public key even when other records carry it too")
 	r.bind(cmd.Flags(), true)
+	rf.bind(cmd)
 	return cmd
 }
 
@@ -82,7 +91,7 @@ revokes the key anyway.`,
 type keyChoice struct{ keep, revoke bool }
 
 // evict evicts the holder of target and, given its NATS user, revokes that.
-func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *mesh, target netip.Prefix, arg string, dryRun bool, keys keyChoice, r revokeFlags, user *natsUser) error {
+func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *mesh, target netip.Prefix, arg string, dryRun bool, keys keyChoice, r revokeFlags, user *natsUser, op bucket.Operator) error {
 	h, err := bucket.FindHolder(ctx, m.kv, target)
 	if errors.Is(err, bucket.ErrNoHolder) {
 		return fmt.Errorf("no host holds %s in bucket %s; `ikto-admin list` shows who holds what", arg, m.kv.Bucket())
@@ -91,6 +100,7 @@ func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *mesh, target net
 		return err
 	}
 	e, err := a.planEviction(ctx, m, h, arg, keys)
+	e.op = op
 	if err != nil {
 		return err
 	}
@@ -141,13 +151,13 @@ func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *mesh, target net
 	if r.systemCreds == "" {
 		return nil
 	}
-	return a.sweepAfterRevoke(ctx, m, h)
+	return a.sweepAfterRevoke(ctx, m, h, op)
 }
 
 // sweepAfterRevoke evicts a record the host wrote at its key between its
 // eviction and its user's revocation: with the user refused, nothing can
 // write there again, so this pass is the last.
-func (a *app) sweepAfterRevoke(ctx context.Context, m *mesh, was bucket.Holder) error {
+func (a *app) sweepAfterRevoke(ctx context.Context, m *mesh, was bucket.Holder, op bucket.Operator) error {
 	h, err := bucket.FindHolder(ctx, m.kv, was.Prefix)
 	if errors.Is(err, bucket.ErrNoHolder) || (err == nil && h.Key != was.Key) {
 		return nil
@@ -156,7 +166,7 @@ func (a *app) sweepAfterRevoke(ctx context.Context, m *mesh, was bucket.Holder) 
 		return err
 	}
 	fmt.Fprintf(a.stdout, "the host wrote its record again before its user was revoked; evicting %s\n", describe(h))
-	return bucket.Evict(ctx, m.kv, h.Key, h.Revision, h.Record)
+	return bucket.Evict(ctx, m.conn.JS, m.kv, h.Key, h.Revision, h.Record, op)
 }
 
 // parseTarget reads an address (a single-address prefix) or a prefix.
@@ -195,6 +205,8 @@ type eviction struct {
 	revoke bool
 	// others are the records of the same public key under other prefixes.
 	others []bucket.Copy
+	// op signs what the eviction writes, if it signs.
+	op bucket.Operator
 }
 
 // planEviction decides what to do with h's public key. A key that other
@@ -247,9 +259,9 @@ func (e eviction) plan() string {
 func (e eviction) run(ctx context.Context, m *mesh) error {
 	h := e.holder
 	if e.revoke {
-		return bucket.Evict(ctx, m.kv, h.Key, h.Revision, h.Record)
+		return bucket.Evict(ctx, m.conn.JS, m.kv, h.Key, h.Revision, h.Record, e.op)
 	}
-	if err := bucket.Delete(ctx, m.kv, h.Key, h.Revision); err != nil {
+	if err := bucket.DeleteRecord(ctx, m.conn.JS, m.kv, h.Key, h.Revision, h.Record, e.op); err != nil {
 		return fmt.Errorf("%w; the record changed since it was read: run evict again", err)
 	}
 	return nil

@@ -113,7 +113,7 @@ func TestUnrevoke(t *testing.T) {
 	url, js := startNATS(t)
 	kv := openBucket(t, js)
 	pk := testKey(t, 3)
-	if err := bucket.Revoke(context.Background(), kv, pk, peer.Record{Name: "c"}, now); err != nil {
+	if err := bucket.Revoke(context.Background(), kv, pk, peer.Record{Name: "c"}, now, bucket.Operator{}); err != nil {
 		t.Fatal(err)
 	}
 	code, stdout, stderr := exec(t, "unrevoke", pk.String(), "--nats-url", url)

@@ -127,7 +127,18 @@ func (a *app) rules(cmd *cobra.Command, meshCIDR string, bits int) (peer.Rules, 
 	if bits <= mesh.Bits() || bits > mesh.Addr().BitLen() {
 		return peer.Rules{}, cli.Usagef("--subnet-prefix %d must be longer than the mesh's /%d and at most /%d", bits, mesh.Bits(), mesh.Addr().BitLen())
 	}
-	return peer.Rules{Mesh: mesh, Bits: bits}, nil
+	rules := peer.Rules{Mesh: mesh, Bits: bits, Bucket: a.natsKV}
+	if a.cfg != nil {
+		for i, k := range a.cfg.OperatorKeys {
+			op, err := peer.ParseOperatorKey(k)
+			if err != nil {
+				return peer.Rules{}, fmt.Errorf("%s: operator_keys[%d]: %w", a.configPath, i, err)
+			}
+			rules.Operators = append(rules.Operators, op)
+		}
+		rules.Require = a.cfg.MembershipSignatures == "require"
+	}
+	return rules, nil
 }
 
 // collectRows reads records, revocations and heartbeats.
@@ -159,8 +170,9 @@ func buildRows(entries []bucketEntry, revs map[wgtypes.Key]peer.Revocation, hbs 
 	for _, e := range entries {
 		table.Put(e.Key, e.Value, e.Revision)
 	}
-	for k := range revs {
-		table.Put(peer.RevokedKey(k), nil, 0)
+	for k, rv := range revs {
+		v, _ := json.Marshal(rv)
+		table.Put(peer.RevokedKey(k), v, 0)
 	}
 	rejected := map[string]peer.Rejection{}
 	for _, r := range table.Resolve().Rejected {

@@ -41,6 +41,9 @@ type app struct {
 	natsOpts               natsFlags
 	// meshCIDR and subnetPrefix come from -c unless given as flags on list.
 	cfg *config.Config
+	// operatorKey is the operator key file that signs evict, prune and
+	// unrevoke (--operator-key, else $IKTO_OPERATOR_KEY).
+	operatorKey string
 
 	stdout, stderr io.Writer
 	now            func() time.Time
@@ -74,7 +77,7 @@ func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ikto-admin <command> [flags]",
-		Short: "Operate an ikto mesh: list, evict, unrevoke, prune, status, health, enroll, init-bucket, revoke-user, init-operator",
+		Short: "Operate an ikto mesh: list, evict, unrevoke, prune, status, health, enroll, init-bucket, revoke-user, init-operator, keygen",
 		Long: `ikto-admin operates an ikto mesh. list, evict, unrevoke, prune and health
 talk to the NATS bucket: the server comes from --nats-url, a host's config
 (-c), $NATS_URL and friends, or a nats CLI context (--context), in that
@@ -92,7 +95,7 @@ credentials (docs/securing-membership.md).
 		// they become usage errors (exit 2) instead of plain errors.
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return cli.Usagef("unknown command %q; commands: list, evict, unrevoke, prune, status, health, enroll, init-bucket, revoke-user, init-operator", args[0])
+				return cli.Usagef("unknown command %q; commands: list, evict, unrevoke, prune, status, health, enroll, init-bucket, revoke-user, init-operator, keygen", args[0])
 			}
 			return nil
 		},
@@ -114,10 +117,11 @@ credentials (docs/securing-membership.md).
 	f.StringVarP(&a.configPath, "config", "c", "", "take the NATS settings and the mesh from this host `ikto.json`")
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&a.timeout, "timeout", 5*time.Second, "how long to wait for NATS or the agent")
+	f.StringVar(&a.operatorKey, "operator-key", "", "sign evict, prune and unrevoke with this operator key `FILE` (ikto-admin keygen; default $"+operatorKeyEnv+")")
 	a.natsOpts.bind(f)
 
 	root.AddCommand(a.listCommand(), a.evictCommand(), a.liftRevocationCommand(), a.pruneHostsCommand(), a.statusCommand(), a.healthCommand(),
-		a.enrollCommand(), a.initBucketCommand(), a.revokeUserCommand(), a.initOperatorCommand())
+		a.enrollCommand(), a.initBucketCommand(), a.revokeUserCommand(), a.initOperatorCommand(), a.keygenCommand())
 	for _, c := range root.Commands() {
 		c.SilenceErrors, c.SilenceUsage = true, true
 	}

@@ -184,7 +184,7 @@ func fillMesh(t *testing.T, kv, live jetstream.KeyValue) map[string]peer.Record 
 		if seed == 7 {
 			r = peer.Record{Name: "gone", AllowedIP: "fd10:7::/48"}
 		}
-		if err := bucket.Revoke(ctx, kv, testKey(t, seed), r, now.Add(-time.Hour)); err != nil {
+		if err := bucket.Revoke(ctx, kv, testKey(t, seed), r, now.Add(-time.Hour), bucket.Operator{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -22,6 +22,9 @@ type pruneOptions struct {
 	offlineFor    time.Duration
 	dryRun        bool
 	includeSilent bool
+	// op signs the evictions, if it signs.
+	op bucket.Operator
+	rf ruleFlags
 }
 
 // Actions of prune on one host, as -o json reports them.
@@ -75,6 +78,13 @@ you mean it, --dry-run first.`,
 			if opt.offlineFor <= 0 {
 				return cli.Usagef("prune needs --offline-for DURATION (e.g. 24h), longer than zero")
 			}
+			if err := a.loadConfig(cmd); err != nil {
+				return err
+			}
+			var err error
+			if opt.op, err = a.operator(cmd, opt.rf); err != nil {
+				return err
+			}
 			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
 				return a.pruneHosts(ctx, m, opt)
 			})
@@ -83,6 +93,7 @@ you mean it, --dry-run first.`,
 	cmd.Flags().DurationVar(&opt.offlineFor, "offline-for", 0, "evict hosts silent for longer than this (e.g. 30m, 24h)")
 	cmd.Flags().BoolVar(&opt.dryRun, "dry-run", false, "show what would be evicted and change nothing")
 	cmd.Flags().BoolVar(&opt.includeSilent, "include-silent", false, "also evict hosts without any heartbeat (ikto 0.3.0 agents, agents silent for over "+ago(bucket.HeartbeatMaxAge)+") by their record's age")
+	opt.rf.bind(cmd)
 	return cmd
 }
 
@@ -122,7 +133,7 @@ func (a *app) pruneHosts(ctx context.Context, m *mesh, opt pruneOptions) error {
 				fmt.Fprintf(a.stdout, "evicting %s: %s\n", describe(c.holder), h.Why)
 			}
 			h.Action = pruneEvicted
-			if err := bucket.Evict(ctx, m.kv, c.holder.Key, c.holder.Revision, c.holder.Record); err != nil {
+			if err := bucket.Evict(ctx, m.conn.JS, m.kv, c.holder.Key, c.holder.Revision, c.holder.Record, opt.op); err != nil {
 				if err = m.conn.Explain(err); errors.Is(err, bucket.ErrPermission) {
 					return err // every other eviction would be refused alike
 				}

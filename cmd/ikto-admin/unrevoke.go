@@ -22,7 +22,8 @@ type unrevoked struct {
 
 // liftRevocationCommand is `ikto-admin unrevoke`.
 func (a *app) liftRevocationCommand() *cobra.Command {
-	return &cobra.Command{
+	var rf ruleFlags
+	cmd := &cobra.Command{
 		Use:   "unrevoke <public-key>",
 		Short: "Lift the revocation of a public key, so agents accept records with it again",
 		Args:  exactArgs(1, "one public key"),
@@ -31,8 +32,15 @@ func (a *app) liftRevocationCommand() *cobra.Command {
 			if err != nil {
 				return cli.Usagef("%q is not a WireGuard public key (44 characters of base64)", args[0])
 			}
+			if err := a.loadConfig(cmd); err != nil {
+				return err
+			}
+			op, err := a.operator(cmd, rf)
+			if err != nil {
+				return err
+			}
 			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
-				if err := bucket.Unrevoke(ctx, m.kv, pk); err != nil {
+				if err := bucket.Unrevoke(ctx, m.conn.JS, m.kv, pk, op); err != nil {
 					if errors.Is(err, bucket.ErrNotRevoked) {
 						return fmt.Errorf("public key %s is not revoked in bucket %s; `ikto-admin list` marks revoked keys", pk, m.kv.Bucket())
 					}
@@ -46,4 +54,6 @@ func (a *app) liftRevocationCommand() *cobra.Command {
 			})
 		},
 	}
+	rf.bind(cmd)
+	return cmd
 }

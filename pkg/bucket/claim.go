@@ -141,7 +141,6 @@ func checkNotRevoked(ctx context.Context, kv jetstream.KeyValue, publicKey strin
 	return fmt.Errorf("look up %s: %w", peer.RevokedKey(pk), err)
 }
 
-
 func decodeHolder(v []byte) (peer.Record, error) {
 	var r peer.Record
 	err := json.Unmarshal(v, &r)

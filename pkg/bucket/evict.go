@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,6 +140,29 @@ func holderPrefix(key string, rec peer.Record) (netip.Prefix, bool) {
 	return p, err == nil
 }
 
+// Operator is who signs what ikto-admin writes: an operator key the agents
+// trust (operator_keys) and the mesh's rules, which the signatures bind.
+// The zero Operator writes plain delete markers and unsigned revocations,
+// which count only in a mesh that trusts no operator key (docs/contract.md
+// §5).
+type Operator struct {
+	Rules peer.Rules
+	Key   ed25519.PrivateKey
+}
+
+// Signs reports whether op signs what it writes.
+func (op Operator) Signs() bool { return op.Key != nil }
+
+// remove deletes the record of pk at key if it is still at revision rev:
+// with a marker carrying op's signed command (removing pk's statements up
+// to seq), or a plain one.
+func (op Operator) remove(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, key string, rev uint64, pk wgtypes.Key, seq uint64) error {
+	if !op.Signs() {
+		return Delete(ctx, kv, key, rev)
+	}
+	return DeleteCommand(ctx, js, kv.Bucket(), key, rev, op.Rules.OperatorCommand(key, pk, seq, op.Key))
+}
+
 // Evict removes a host for good: it revokes rec's public key, then deletes
 // the record at key if it is still at revision rev. The revocation goes first
 // so that, whatever happens to the delete, the host's agent and every other
@@ -146,13 +170,14 @@ func holderPrefix(key string, rec peer.Record) (netip.Prefix, bool) {
 // existing revocation is kept as it is (with its first revoked_at), and a
 // record already gone counts as deleted. A record whose public key does not
 // parse cannot be revoked and is only deleted.
-func Evict(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64, rec peer.Record) error {
-	if pk, err := wgtypes.ParseKey(rec.PublicKey); err == nil && pk != (wgtypes.Key{}) {
-		if err := Revoke(ctx, kv, pk, rec, time.Now()); err != nil {
+func Evict(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, key string, rev uint64, rec peer.Record, op Operator) error {
+	pk, err := wgtypes.ParseKey(rec.PublicKey)
+	if err == nil && pk != (wgtypes.Key{}) {
+		if err := Revoke(ctx, kv, pk, rec, time.Now(), op); err != nil {
 			return fmt.Errorf("evict %s: %w", key, err)
 		}
 	}
-	err := Delete(ctx, kv, key, rev)
+	err = op.remove(ctx, js, kv, key, rev, pk, rec.Seq)
 	if err == nil || !isWrongRevision(err) {
 		if err != nil {
 			return fmt.Errorf("evict: %w", err)
@@ -174,21 +199,31 @@ func Evict(ctx context.Context, kv jetstream.KeyValue, key string, rev uint64, r
 		key, rev, cur.Revision(), moved.Name, moved.PublicKey, ErrRecordChanged)
 }
 
-// Revoke writes the revoked.<key> entry for pk, describing rec. An existing
-// revocation is left as it is.
-func Revoke(ctx context.Context, kv jetstream.KeyValue, pk wgtypes.Key, rec peer.Record, now time.Time) error {
-	_, err := createRevocation(ctx, kv, pk, peer.Revocation{AllowedIP: rec.AllowedIP, Name: rec.Name, RevokedAt: now.UTC()})
+// DeleteRecord deletes the record rec at key if it is still at revision
+// rev, signed by op when it signs: the record goes, its key stays valid.
+func DeleteRecord(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, key string, rev uint64, rec peer.Record, op Operator) error {
+	pk, _ := wgtypes.ParseKey(rec.PublicKey)
+	return op.remove(ctx, js, kv, key, rev, pk, rec.Seq)
+}
+
+// Revoke writes the revoked.<key> entry for pk, describing rec, signed by
+// op when it signs. An existing revocation is left as it is.
+func Revoke(ctx context.Context, kv jetstream.KeyValue, pk wgtypes.Key, rec peer.Record, now time.Time, op Operator) error {
+	rv := peer.Revocation{PublicKey: pk.String(), AllowedIP: rec.AllowedIP, Name: rec.Name, RevokedAt: now.UTC()}
+	if op.Signs() {
+		op.Rules.SignRevocation(&rv, op.Key)
+	}
+	val, err := json.Marshal(rv)
+	if err != nil {
+		return fmt.Errorf("revoke %s: %w", pk, err)
+	}
+	_, err = createRevocation(ctx, kv, pk, val)
 	return err
 }
 
-// createRevocation writes rv as the revoked.* entry of pk unless there is
+// createRevocation writes val as the revoked.* entry of pk unless there is
 // one; created says whether this call wrote it.
-func createRevocation(ctx context.Context, kv jetstream.KeyValue, pk wgtypes.Key, rv peer.Revocation) (created bool, err error) {
-	rv.PublicKey = pk.String()
-	val, err := json.Marshal(rv)
-	if err != nil {
-		return false, fmt.Errorf("revoke %s: %w", pk, err)
-	}
+func createRevocation(ctx context.Context, kv jetstream.KeyValue, pk wgtypes.Key, val []byte) (created bool, err error) {
 	key := peer.RevokedKey(pk)
 	_, err = kv.Create(ctx, key, val)
 	switch {
@@ -201,17 +236,19 @@ func createRevocation(ctx context.Context, kv jetstream.KeyValue, pk wgtypes.Key
 }
 
 // Unrevoke lifts the revocation of pk: agents accept records with that key
-// again. ErrNotRevoked when there is none.
-func Unrevoke(ctx context.Context, kv jetstream.KeyValue, pk wgtypes.Key) error {
+// again. ErrNotRevoked when there is none. Where agents trust operator
+// keys, only a marker with op's signed command lifts it.
+func Unrevoke(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, pk wgtypes.Key, op Operator) error {
 	key := peer.RevokedKey(pk)
-	if _, err := kv.Get(ctx, key); err != nil {
+	e, err := kv.Get(ctx, key)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 			return fmt.Errorf("unrevoke %s: %w (no %s in bucket %s)", pk, ErrNotRevoked, key, kv.Bucket())
 		}
 		return fmt.Errorf("unrevoke %s: get %s: %w", pk, key, err)
 	}
-	if err := kv.Delete(ctx, key); err != nil {
-		return fmt.Errorf("unrevoke %s: delete %s: %w", pk, key, err)
+	if err := op.remove(ctx, js, kv, key, e.Revision(), pk, 0); err != nil {
+		return fmt.Errorf("unrevoke %s: %w", pk, err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -86,7 +87,7 @@ func TestEvictRevokesThenDeletes(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := time.Now().Add(-time.Second)
-	if err := Evict(ctx, kv, h.Key, h.Revision, h.Record); err != nil {
+	if err := Evict(ctx, nil, kv, h.Key, h.Revision, h.Record, Operator{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kv.Get(ctx, h.Key); !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -125,7 +126,7 @@ func TestEvictRevokesThenDeletes(t *testing.T) {
 
 	// A retry (the first try's answer was lost) succeeds and keeps the first
 	// revocation time.
-	if err := Evict(ctx, kv, h.Key, h.Revision, h.Record); err != nil {
+	if err := Evict(ctx, nil, kv, h.Key, h.Revision, h.Record, Operator{}); err != nil {
 		t.Errorf("second Evict: %v", err)
 	}
 	revs, _ = Revocations(ctx, kv)
@@ -144,7 +145,7 @@ func TestEvictLosesToANewerRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := peer.Key(netip.MustParsePrefix("fd10:1::/48"))
-	err := Evict(ctx, kv, key, rev, a)
+	err := Evict(ctx, nil, kv, key, rev, a, Operator{})
 	if !errors.Is(err, ErrRecordChanged) {
 		t.Fatalf("Evict at a stale revision = %v, want ErrRecordChanged", err)
 	}
@@ -166,7 +167,7 @@ func TestEvictGarbageOnlyDeletes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Evict(ctx, kv, key, rev, peer.Record{}); err != nil {
+	if err := Evict(ctx, nil, kv, key, rev, peer.Record{}, Operator{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kv.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -182,10 +183,10 @@ func TestUnrevoke(t *testing.T) {
 	ctx := context.Background()
 	k, _ := wgtypes.GeneratePrivateKey()
 	pk := k.PublicKey()
-	if err := Unrevoke(ctx, kv, pk); !errors.Is(err, ErrNotRevoked) {
+	if err := Unrevoke(ctx, nil, kv, pk, Operator{}); !errors.Is(err, ErrNotRevoked) {
 		t.Fatalf("Unrevoke of a key never revoked = %v, want ErrNotRevoked", err)
 	}
-	if err := Revoke(ctx, kv, pk, peer.Record{Name: "x"}, time.Now()); err != nil {
+	if err := Revoke(ctx, kv, pk, peer.Record{Name: "x"}, time.Now(), Operator{}); err != nil {
 		t.Fatal(err)
 	}
 	// A damaged revocation value still revokes and still lists.
@@ -200,10 +201,10 @@ func TestUnrevoke(t *testing.T) {
 	if len(revs) != 2 || revs[k2.PublicKey()].PublicKey != k2.PublicKey().String() {
 		t.Errorf("Revocations = %v, want both keys", revs)
 	}
-	if err := Unrevoke(ctx, kv, pk); err != nil {
+	if err := Unrevoke(ctx, nil, kv, pk, Operator{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := Unrevoke(ctx, kv, pk); !errors.Is(err, ErrNotRevoked) {
+	if err := Unrevoke(ctx, nil, kv, pk, Operator{}); !errors.Is(err, ErrNotRevoked) {
 		t.Errorf("second Unrevoke = %v, want ErrNotRevoked", err)
 	}
 	revs, _ = Revocations(ctx, kv)
@@ -217,5 +218,55 @@ func TestScanEmptyBucket(t *testing.T) {
 	entries, err := Scan(context.Background(), kv, peer.PeersPrefix+">")
 	if err != nil || len(entries) != 0 {
 		t.Errorf("Scan of an empty bucket = %v, %v; want nothing", entries, err)
+	}
+}
+
+// With an operator key, evict signs what it writes: the revocation and
+// the delete marker's command verify under the mesh's rules and that key.
+func TestEvictSignedByAnOperator(t *testing.T) {
+	js, kv := newBucketJS(t)
+	ctx := context.Background()
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := peer.Rules{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48, Bucket: kv.Bucket(), Operators: []ed25519.PublicKey{pub}}
+	a := newRecord(t, "a", "fd10:1::/48")
+	a.Seq = 42
+	claimT(t, kv, a)
+	h, err := FindHolder(ctx, kv, netip.MustParsePrefix("fd10:1::/48"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Stop() }()
+	if err := Evict(ctx, js, kv, h.Key, h.Revision, h.Record, Operator{Rules: rules, Key: priv}); err != nil {
+		t.Fatal(err)
+	}
+	pk, _ := wgtypes.ParseKey(a.PublicKey)
+	var marker, revocation jetstream.KeyValueEntry
+	for marker == nil || revocation == nil {
+		select {
+		case e := <-w.Updates():
+			switch {
+			case e == nil:
+			case e.Key() == h.Key && e.Operation() == jetstream.KeyValueDelete:
+				marker = e
+			case e.Key() == peer.RevokedKey(pk):
+				revocation = e
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("marker %v, revocation %v: want both", marker, revocation)
+		}
+	}
+	c, named, err := rules.ParseCommand(h.Key, marker.Value())
+	if err != nil || named != pk || c.Seq != 42 {
+		t.Errorf("the marker's command: %+v for %s, %v; want one for %s up to seq 42", c, named, err, pk)
+	}
+	if err := rules.RevocationCounts(pk, revocation.Value()); err != nil {
+		t.Errorf("the revocation: %v", err)
 	}
 }

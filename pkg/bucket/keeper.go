@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/retry"
@@ -36,11 +35,12 @@ type Repair struct {
 	// written back with Create where this host may (§5).
 	WriteBack []Lost
 	// Revoke: revocations this agent saw that the bucket no longer has (it
-	// was deleted and made again, or restored from an older backup); each
-	// is written back with Create where this host may. A host that may not
-	// says so, once per request: the agents that saw them still refuse those keys, but
-	// an agent that starts now would not.
-	Revoke []wgtypes.Key
+	// was deleted and made again, or restored from an older backup), with
+	// the values they had; each is written back with Create where this host
+	// may. A host that may not says so, once per request: the agents that
+	// saw them still refuse those keys, but an agent that starts now would
+	// not.
+	Revoke []Lost
 }
 
 // Lost is a signed record to write back where the bucket has none.
@@ -255,18 +255,21 @@ func (k *Keeper) recreate(ctx context.Context) error {
 	return nil
 }
 
-// restoreRevocations writes back revocations the bucket lost. Revocations
-// are commands, and a bucket made again must not let evicted keys back in.
-// A host that may not write them says so and leaves them: retrying
-// cannot help.
-func (k *Keeper) restoreRevocations(ctx context.Context, keys []wgtypes.Key) error {
-	rv := peer.Revocation{Name: "(written back by " + k.Self.Name + ")", RevokedAt: time.Now().UTC()}
-	for i, pk := range keys {
-		created, err := createRevocation(ctx, k.KV, pk, rv)
+// restoreRevocations writes back revocations the bucket lost, as they
+// were (a signed one stays signed). Revocations are commands, and a bucket
+// made again must not let evicted keys back in. A host that may not write
+// them says so and leaves them: retrying cannot help.
+func (k *Keeper) restoreRevocations(ctx context.Context, lost []Lost) error {
+	for i, l := range lost {
+		pk, err := peer.ParseRevokedKey(l.Key)
+		if err != nil {
+			continue
+		}
+		created, err := createRevocation(ctx, k.KV, pk, l.Value)
 		err = k.Conn.Explain(err)
 		if errors.Is(err, ErrPermission) {
 			k.Log.Warn("the bucket lost revocations this agent saw, and this host may not write them back: agents that saw them still refuse those keys; evict them again with ikto-admin evict",
-				"bucket", k.KV.Bucket(), "revocations", len(keys)-i, "err", err)
+				"bucket", k.KV.Bucket(), "revocations", len(lost)-i, "err", err)
 			return nil
 		}
 		if err != nil {

@@ -25,26 +25,29 @@ func TestKeeperWritesLostRevocationsBack(t *testing.T) {
 	var actions []string
 	k := &Keeper{Conn: &Conn{NC: nc, JS: js}, KV: kv, Self: newRecord(t, "alpha", "fd10:1::/48"),
 		Log: slog.New(slog.DiscardHandler), Done: func(a string) { actions = append(actions, a) }}
-	var lost []wgtypes.Key
+	var lost []Lost
+	var keys []wgtypes.Key
 	for range 2 {
 		sk, err := wgtypes.GeneratePrivateKey()
 		if err != nil {
 			t.Fatal(err)
 		}
-		lost = append(lost, sk.PublicKey())
+		keys = append(keys, sk.PublicKey())
+		v, _ := json.Marshal(peer.Revocation{PublicKey: sk.PublicKey().String(), Name: "as it was"})
+		lost = append(lost, Lost{Key: peer.RevokedKey(sk.PublicKey()), Value: v})
 	}
 	for range 2 {
 		if err := k.repair(ctx, Repair{Revoke: lost}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, pk := range lost {
+	for _, pk := range keys {
 		e, err := kv.Get(ctx, peer.RevokedKey(pk))
 		if err != nil {
 			t.Fatalf("revocation of %s: %v", pk, err)
 		}
 		var rv peer.Revocation
-		if err := json.Unmarshal(e.Value(), &rv); err != nil || rv.PublicKey != pk.String() || e.Revision() > 2 {
+		if err := json.Unmarshal(e.Value(), &rv); err != nil || rv.PublicKey != pk.String() || rv.Name != "as it was" || e.Revision() > 2 {
 			t.Fatalf("revocation of %s = %s (revision %d, err %v)", pk, e.Value(), e.Revision(), err)
 		}
 	}

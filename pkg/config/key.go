@@ -69,3 +69,20 @@ func CreatePrivateKey(path string) (wgtypes.Key, error) {
 	}
 	return k, nil
 }
+
+// ReadSecret reads a file that holds a secret (an operator key), refusing
+// one open to group or others as LoadPrivateKey does.
+func ReadSecret(what, path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	if err := checkSecretMode(what, path, st.Mode()); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	return data, nil
+}

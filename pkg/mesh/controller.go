@@ -83,7 +83,7 @@ type Controller struct {
 	dropped map[wgtypes.Key]time.Time
 	// lostRevs are the revocations the last snapshot lacked, until a pass
 	// asks the keeper to write them back.
-	lostRevs []wgtypes.Key
+	lostRevs []bucket.Lost
 }
 
 // New returns a controller for dev with an empty table. Nothing touches the
@@ -261,11 +261,11 @@ func (c *Controller) writeBack() []bucket.Lost {
 // lostRevocations are the revocations the table keeps that the snapshot
 // just loaded lacks (no value, no marker): the bucket lost them. Only a
 // snapshot can tell.
-func (c *Controller) lostRevocations() []wgtypes.Key {
-	var lost []wgtypes.Key
+func (c *Controller) lostRevocations() []bucket.Lost {
+	var lost []bucket.Lost
 	for _, k := range c.table.RevokedKeys() {
-		if !c.snapKeys[peer.RevokedKey(k)] {
-			lost = append(lost, k)
+		if key := peer.RevokedKey(k); !c.snapKeys[key] {
+			lost = append(lost, bucket.Lost{Key: key, Value: c.table.Revocation(k)})
 		}
 	}
 	return lost

@@ -52,7 +52,9 @@ type Table struct {
 	void map[wgtypes.Key]uint64
 	// records indexes the present valid records by public key.
 	records map[wgtypes.Key]map[string]struct{}
-	revoked map[wgtypes.Key]bool
+	// revoked are the revoked keys, with the revocations' values (to
+	// write back as they were).
+	revoked map[wgtypes.Key][]byte
 	// since orders first sightings: on a free prefix the key seen first
 	// wins.
 	since   map[wgtypes.Key]uint64
@@ -110,7 +112,7 @@ func (m member) compare(o member) int {
 func NewTable(rules Rules, self wgtypes.Key, selfPrefix netip.Prefix) *Table {
 	t := &Table{
 		rules: rules, selfKey: self, selfPrefix: selfPrefix, selfEntry: Key(selfPrefix),
-		signed: map[wgtypes.Key]known{}, void: map[wgtypes.Key]uint64{}, revoked: map[wgtypes.Key]bool{},
+		signed: map[wgtypes.Key]known{}, void: map[wgtypes.Key]uint64{}, revoked: map[wgtypes.Key][]byte{},
 		since: map[wgtypes.Key]uint64{}, cand: map[wgtypes.Key]Accepted{},
 		byPrefix: map[netip.Prefix]map[wgtypes.Key]struct{}{}, holder: map[netip.Prefix]wgtypes.Key{},
 		dirty: map[wgtypes.Key]struct{}{}, dirtyPrefix: map[netip.Prefix]struct{}{},
@@ -190,10 +192,10 @@ func (t *Table) Put(key string, value []byte, rev uint64) {
 			t.rejDirty = true
 			return
 		}
-		if !t.revoked[k] {
-			t.revoked[k] = true
+		if _, ok := t.revoked[k]; !ok {
 			t.touch(k)
 		}
+		t.revoked[k] = value
 	}
 }
 
@@ -353,7 +355,7 @@ func (t *Table) command(pk wgtypes.Key, seq uint64, why string) {
 // trusted, else one carrying an operator's signed command.
 func (t *Table) unrevoke(key string, body []byte, rev uint64) {
 	k, err := ParseRevokedKey(key)
-	if err != nil || !t.revoked[k] {
+	if _, revoked := t.revoked[k]; err != nil || !revoked {
 		return
 	}
 	if len(t.rules.Operators) > 0 {
@@ -378,6 +380,11 @@ func (t *Table) dirtyKey(key string) {
 	if p, err := ParseKey(key); err == nil {
 		t.dirtyPrefix[p] = struct{}{}
 	}
+}
+
+func (t *Table) isRevoked(pk wgtypes.Key) bool {
+	_, ok := t.revoked[pk]
+	return ok
 }
 
 // touch marks pk to be re-decided at the next Update.
@@ -463,7 +470,7 @@ func (t *Table) candidate(pk wgtypes.Key) {
 			// This host's record, where it belongs: never a peer.
 		case pk == t.selfKey && m.key != t.selfEntry:
 			rej[m.key] = rejection(a, ReasonOwnKey, "public key is this host's own, which holds "+t.selfPrefix.String())
-		case t.revoked[pk]:
+		case t.isRevoked(pk):
 			rej[m.key] = rejection(a, ReasonRevoked, "public key "+pk.String()+" is revoked")
 		case !a.Signed() && signs:
 			rej[m.key] = rejection(a, ReasonUnsigned, "the record is not signed, and key "+pk.String()+" signs its records")
@@ -477,7 +484,7 @@ func (t *Table) candidate(pk wgtypes.Key) {
 			rej[m.key] = rejection(a, ReasonDuplicateKey, "public key already used by "+now.Key)
 		}
 	}
-	if pk == t.selfKey || t.revoked[pk] {
+	if pk == t.selfKey || t.isRevoked(pk) {
 		now = nil
 	}
 	t.setRejections(pk, rej)
@@ -615,7 +622,7 @@ func (t *Table) updateSelf() {
 			self = &a
 		}
 	}
-	t.self, t.selfRej, t.selfRevoked, t.selfEvicted = self, selfRej, t.revoked[t.selfKey], t.evicted
+	t.self, t.selfRej, t.selfRevoked, t.selfEvicted = self, selfRej, t.isRevoked(t.selfKey), t.evicted
 	t.selfDirty = false
 	t.view = nil
 }

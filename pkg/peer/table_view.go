@@ -64,7 +64,7 @@ func (t *Table) At(key string) (rec Accepted, valid, present bool) {
 func (t *Table) Missing() []Accepted {
 	var out []Accepted
 	for _, k := range t.signed {
-		if _, ok := t.present[k.acc.Key]; !ok && !t.revoked[k.acc.PublicKey] {
+		if _, ok := t.present[k.acc.Key]; !ok && !t.isRevoked(k.acc.PublicKey) {
 			out = append(out, k.acc)
 		}
 	}
@@ -79,7 +79,10 @@ func (t *Table) RevokedKeys() []wgtypes.Key {
 }
 
 // IsRevoked reports whether pk has a revoked.* record.
-func (t *Table) IsRevoked(pk wgtypes.Key) bool { return t.revoked[pk] }
+func (t *Table) IsRevoked(pk wgtypes.Key) bool { return t.isRevoked(pk) }
+
+// Revocation is the value of pk's revocation, as the table last saw it.
+func (t *Table) Revocation(pk wgtypes.Key) []byte { return t.revoked[pk] }
 
 // Len is the number of peers.* values the bucket holds, accepted or not.
 func (t *Table) Len() int {
