@@ -42,6 +42,9 @@ type soak struct {
 	hosts    []*soakHost
 	used     map[netip.Prefix]bool // every prefix a host or a hostile write used
 	released []netip.Prefix        // prefixes hosts left (moved or evicted): free keys with a past
+	// said is the last signed record the soak read of each host: replayed
+	// once the host has superseded it.
+	said map[string][]byte
 	joins    int
 	exits    chan soakExit
 	// stopped are the agents the soak killed or stopped itself: their

@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"time"
@@ -203,8 +204,11 @@ func (s *soak) revokedKey() (wgtypes.Key, bool) {
 }
 
 // writeForged copies a live host's key into a record for another prefix —
-// another live host's claim or a free key. The older record keeps the key,
-// so nobody applies the copy; the claim's owner restores its record.
+// another live host's claim or a free key — as an attacker who holds no
+// private key can: the owner's signed record as it is (its key does not
+// encode its prefix), with its prefix and endpoint changed (the signature
+// fails), or unsigned under another name (the key signs its records).
+// Nobody applies it; a claim's owner restores its record.
 func (s *soak) writeForged() (string, error) {
 	if !s.nats.writable() {
 		return "", soakSkip("NATS down")
@@ -220,10 +224,62 @@ func (s *soak) writeForged() (string, error) {
 		victim, target = nil, s.freshPrefix()
 	}
 	r := s.hostileRecord(soakForgedName+owner.Name+"-", owner.PublicKey, target)
+	how := "unsigned"
+	if signed, ok := s.signedRecord(owner); ok {
+		switch s.rng.IntN(3) {
+		case 0:
+			r, how = signed, "signed, as it is"
+		case 1:
+			signed.AllowedIP, signed.AdvertiseAddress = target.String(), s.unusedUnderlay().String()
+			r, how = signed, "signed, altered"
+		}
+	}
 	if err := s.put(target, r.Encode(), victim); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s (%s's key) at %s %s", r.Name, owner.Name, soakVictimName(victim), target), nil
+	return fmt.Sprintf("%s (%s's key, %s) at %s %s", r.Name, owner.Name, how, soakVictimName(victim), target), nil
+}
+
+// signedRecord reads h's signed record from the bucket.
+func (s *soak) signedRecord(h *soakHost) (peer.Record, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), soakOpTimeout)
+	defer cancel()
+	r, err := s.bucket.Record(ctx, h.Prefix())
+	if err != nil || r.Sig == "" || r.PublicKey != h.PublicKey.String() {
+		return peer.Record{}, false
+	}
+	return r, true
+}
+
+// writeReplay puts a host's earlier signed record back over its claim once
+// the host has superseded it (a restart rewrites it with a higher seq): an
+// old statement replayed. Nobody applies it; the host restores its record.
+func (s *soak) writeReplay() (string, error) {
+	if !s.nats.writable() {
+		return "", soakSkip("NATS down")
+	}
+	now := time.Now()
+	h := s.pickHost(s.live(), func(h *soakHost) bool { return s.hasClaimed(h) && h.writes.allow(now) })
+	if h == nil {
+		return "", soakSkip("no live host's contest has room")
+	}
+	cur, ok := s.signedRecord(h)
+	if !ok {
+		return "", soakSkip("no signed record of " + h.Name + " to read")
+	}
+	if s.said == nil {
+		s.said = map[string][]byte{}
+	}
+	old, had := s.said[h.Name]
+	s.said[h.Name] = cur.Encode()
+	var was peer.Record
+	if !had || json.Unmarshal(old, &was) != nil || was.Seq >= cur.Seq || was.AllowedIP != h.Prefix().String() {
+		return "", soakSkip(h.Name + " has not superseded a record the soak read yet")
+	}
+	if err := s.put(h.Prefix(), old, h); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s's record of seq %d replayed over its claim (now seq %d)", h.Name, was.Seq, cur.Seq), nil
 }
 
 // takeOver writes a valid record of a fresh key over a live host's claim.

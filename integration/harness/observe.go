@@ -48,11 +48,20 @@ type Status struct {
 		Connected bool   `json:"connected"`
 		Server    string `json:"server"`
 	} `json:"nats"`
-	State  string         `json:"state"`
-	Claim  string         `json:"claim"`
-	Synced bool           `json:"synced"`
-	Peers  []StatusPeer   `json:"peers"`
-	Raw    map[string]any `json:"-"`
+	State  string       `json:"state"`
+	Claim  string       `json:"claim"`
+	Synced bool         `json:"synced"`
+	Peers  []StatusPeer `json:"peers"`
+	// Rejected are the records the agent refuses, with their reasons.
+	Rejected []StatusRejected `json:"rejected"`
+	Raw      map[string]any   `json:"-"`
+}
+
+// StatusRejected is one refused record.
+type StatusRejected struct {
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail"`
 }
 
 // StatusRecord carries the record fields of docs/contract.md §4.
