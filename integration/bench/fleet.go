@@ -95,6 +95,29 @@ func (f *Fleet) Records(n int) ([]peer.Record, error) {
 	return out, g.Wait()
 }
 
+// SignedRecords is Records with each record signed by its key for bucket,
+// as an agent signs its own (seq: the time in microseconds).
+func (f *Fleet) SignedRecords(n int, bucket string) ([]peer.Record, error) {
+	out := make([]peer.Record, n)
+	rules := peer.Rules{Mesh: f.Mesh, Bits: f.Bits, Bucket: bucket}
+	seq := uint64(time.Now().UnixMicro())
+	var g errgroup.Group
+	g.SetLimit(runtime.NumCPU())
+	for i := range out {
+		idx := f.Next()
+		g.Go(func() error {
+			k, err := wgtypes.GeneratePrivateKey()
+			if err != nil {
+				return fmt.Errorf("generate key: %w", err)
+			}
+			out[i] = f.Record(idx, k.PublicKey())
+			out[i].Seq = seq
+			return rules.SignRecord(&out[i], k)
+		})
+	}
+	return out, g.Wait()
+}
+
 // AgentConfig writes a private key for the index-th host into dir and returns
 // its validated configuration against natsURL and bucket. Resync is the
 // drift-repair period ("" = the default).

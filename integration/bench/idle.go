@@ -76,7 +76,7 @@ func startSyncedAgent(ctx context.Context, w *world, bins *Binaries, peers int) 
 		return nil, err
 	}
 	const bucket = "idle"
-	if _, err := fillBucket(ctx, w, fleet, bucket, peers); err != nil {
+	if _, err := fillBucket(ctx, w, fleet, bucket, peers, false); err != nil {
 		return nil, err
 	}
 	cfg := h.Config(w.nats.URL(), bucket)

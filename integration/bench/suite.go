@@ -36,6 +36,7 @@ var Full = Mode{
 	Sync: []SyncVariant{
 		{Device: "fake", Records: 1_000, Runs: 5},
 		{Device: "fake", Records: 10_000, Runs: 5, TargetSyncMs: 300, TargetPeakRSSMB: 60},
+		{Device: "fake", Records: 10_000, Runs: 5, Signed: true},
 		{Device: "userspace", Records: 10_000, Runs: 3, TargetSyncMs: 2000},
 	},
 	Idle:      IdleConfig{Peers: 1_000, Window: 10 * time.Second, Windows: 6},
@@ -52,6 +53,7 @@ var Smoke = Mode{
 	Propagation: []PropagationConfig{{Hosts: 100, Rounds: 10}},
 	Sync: []SyncVariant{
 		{Device: "fake", Records: 1_000, Runs: 2},
+		{Device: "fake", Records: 1_000, Runs: 2, Signed: true},
 		{Device: "userspace", Records: 1_000, Runs: 1},
 	},
 	Idle:      IdleConfig{Peers: 100, Window: 2 * time.Second, Windows: 1},

@@ -7,13 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/integration/bench/agentstats"
 	"github.com/ikto-mesh/ikto/integration/harness"
@@ -26,6 +29,9 @@ type SyncVariant struct {
 	Device  string // "fake" (in memory) or "userspace"
 	Records int    // records already in the bucket: the peers it must configure
 	Runs    int
+	// Signed: the records are signed (each verified on the way in), as
+	// agents write them; else unsigned, as ikto 0.3.0's.
+	Signed bool
 	// Targets, in ms and MB; 0 means none.
 	TargetSyncMs, TargetPeakRSSMB float64
 }
@@ -53,14 +59,19 @@ func InitialSync(ctx context.Context, bins *Binaries, variants []SyncVariant, lo
 	if err != nil {
 		return nil, err
 	}
-	buckets := map[int]jetstream.KeyValue{}
+	buckets := map[string]jetstream.KeyValue{}
+	medians := map[string]float64{}
 	for _, v := range variants {
-		kv, ok := buckets[v.Records]
+		name := "sync-" + strconv.Itoa(v.Records)
+		if v.Signed {
+			name += "-signed"
+		}
+		kv, ok := buckets[name]
 		if !ok {
-			if kv, err = fillBucket(ctx, w, fleet, "sync-"+strconv.Itoa(v.Records), v.Records); err != nil {
+			if kv, err = fillBucket(ctx, w, fleet, name, v.Records, v.Signed); err != nil {
 				return nil, err
 			}
-			buckets[v.Records] = kv
+			buckets[name] = kv
 		}
 		var stats []agentstats.Stats
 		for run := range v.Runs {
@@ -70,19 +81,66 @@ func InitialSync(ctx context.Context, bins *Binaries, variants []SyncVariant, lo
 			}
 			stats = append(stats, st)
 		}
-		log.Info("initial sync measured", "device", v.Device, "records", v.Records, "runs", v.Runs)
-		figs = append(figs, syncFigures(v, stats)...)
+		log.Info("initial sync measured", "device", v.Device, "records", v.Records, "signed", v.Signed, "runs", v.Runs)
+		vf := syncFigures(v, stats)
+		figs = append(figs, vf...)
+		medians[fmt.Sprint(v.Device, v.Records, v.Signed)] = vf[0].Median
+		unsigned, signed := medians[fmt.Sprint(v.Device, v.Records, false)], medians[fmt.Sprint(v.Device, v.Records, true)]
+		if v.Signed && unsigned > 0 {
+			figs = append(figs, NewFigure("initial sync", fmt.Sprintf("signed / unsigned records, median join time, %s peers, %s device", thousands(v.Records), v.Device),
+				"×", []float64{signed / unsigned}, AtMost(StatMedian, 1.2)))
+		}
 	}
-	return figs, nil
+	return append(figs, verificationFigures()...), nil
 }
 
-// fillBucket makes the bucket name and puts n claims in it.
-func fillBucket(ctx context.Context, w *world, fleet *Fleet, name string, n int) (jetstream.KeyValue, error) {
+// verificationFigures are the cost of the per-record rules on one record,
+// unsigned and signed (the signature verified): what a snapshot pays per
+// record before anything else.
+func verificationFigures() []Figure {
+	rules := peer.Rules{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48, Bucket: "ikto-bench"}
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		return nil
+	}
+	r := peer.Record{Name: "bench", PublicKey: k.PublicKey().String(), AdvertiseAddress: "198.18.0.9", AllowedIP: "fd10:1::/48", WGPort: 51820}
+	unsigned := r.Encode()
+	r.Seq = 1
+	if err := rules.SignRecord(&r, k); err != nil {
+		return nil
+	}
+	signed := r.Encode()
+	key := peer.Key(netip.MustParsePrefix(r.AllowedIP))
+	per := func(v []byte) []float64 {
+		var out []float64
+		for range 5 {
+			res := testing.Benchmark(func(b *testing.B) {
+				for b.Loop() {
+					if _, rej := rules.Check(key, v, 1); rej != nil {
+						b.Fatal(rej)
+					}
+				}
+			})
+			out = append(out, float64(res.NsPerOp())/1000)
+		}
+		return out
+	}
+	return []Figure{
+		NewFigure("signatures", "per-record rules, unsigned record", "µs", per(unsigned), nil),
+		NewFigure("signatures", "per-record rules, signed record (XEdDSA verified)", "µs", per(signed), nil),
+	}
+}
+
+// fillBucket makes the bucket name and puts n claims in it, signed or not.
+func fillBucket(ctx context.Context, w *world, fleet *Fleet, name string, n int, signed bool) (jetstream.KeyValue, error) {
 	kv, err := w.bucket(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	recs, err := fleet.Records(n)
+	if signed {
+		recs, err = fleet.SignedRecords(n, name)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +213,9 @@ func parseStats(logPath string) (agentstats.Stats, error) {
 func syncFigures(v SyncVariant, stats []agentstats.Stats) []Figure {
 	device := map[string]string{"fake": "in-memory", "userspace": "userspace"}[v.Device]
 	at := fmt.Sprintf("%s peers, %s device", thousands(v.Records), device)
+	if v.Signed {
+		at += ", signed"
+	}
 	var sync, cpu, peak, anon, heap []float64
 	for _, s := range stats {
 		sync = append(sync, ms(s.Sync))

@@ -141,18 +141,15 @@ func (c *Controller) Load(b bucket.Batch) {
 	} else {
 		c.events += len(b.Entries)
 	}
-	for _, e := range b.Entries {
+	writes := make([]peer.Write, len(b.Entries))
+	for i, e := range b.Entries {
 		c.revision = max(c.revision, e.Revision)
 		if b.Snapshot {
 			c.snapKeys[e.Key] = true
 		}
-		switch {
-		case e.Deleted:
-			c.table.Delete(e.Key, e.Value, e.Revision)
-		default:
-			c.table.Put(e.Key, e.Value, e.Revision)
-		}
+		writes[i] = peer.Write{Key: e.Key, Value: e.Value, Revision: e.Revision, Deleted: e.Deleted}
 	}
+	c.table.Load(writes)
 	if b.Snapshot {
 		c.lostRevs = c.lostRevocations()
 	}

@@ -7,8 +7,10 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -154,33 +156,74 @@ func (t *Table) Recall(key string, value []byte, rev uint64) {
 	}
 }
 
+// Write is one key's new state, as a watch delivers it: a value, or a
+// delete or purge marker (Deleted) whose Value is its body.
+type Write struct {
+	Key      string
+	Value    []byte
+	Revision uint64
+	Deleted  bool
+}
+
+// parallelChecks is the batch size from which Load checks records on every
+// CPU: a snapshot of thousands of signed records costs a signature
+// verification each.
+const parallelChecks = 64
+
+// Load applies writes in order: Put or Delete each. The per-record rules
+// (signature verification above all) run first, on every CPU for a large
+// batch; they depend only on the record and on statements the table held
+// before the batch.
+func (t *Table) Load(writes []Write) {
+	checked := make([]checkedRecord, len(writes))
+	check := func(i int) {
+		w := writes[i]
+		if !w.Deleted && strings.HasPrefix(w.Key, PeersPrefix) {
+			acc, rej := t.rules.check(w.Key, w.Value, w.Revision, t.knownRecord)
+			checked[i] = checkedRecord{acc: acc, rej: rej, done: true}
+		}
+	}
+	if len(writes) < parallelChecks {
+		for i := range writes {
+			check(i)
+		}
+	} else {
+		var wg sync.WaitGroup
+		next := atomic.Int64{}
+		for range runtime.GOMAXPROCS(0) {
+			wg.Go(func() {
+				for i := int(next.Add(1)) - 1; i < len(writes); i = int(next.Add(1)) - 1 {
+					check(i)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	for i, w := range writes {
+		switch {
+		case w.Deleted:
+			t.Delete(w.Key, w.Value, w.Revision)
+		case checked[i].done:
+			t.putRecord(w.Key, checked[i].acc, checked[i].rej)
+		default:
+			t.Put(w.Key, w.Value, w.Revision)
+		}
+	}
+}
+
+type checkedRecord struct {
+	acc  Accepted
+	rej  *Rejection
+	done bool
+}
+
 // Put records the value of key at revision rev. Keys outside peers.* and
 // revoked.* are ignored.
 func (t *Table) Put(key string, value []byte, rev uint64) {
 	switch {
 	case strings.HasPrefix(key, PeersPrefix):
 		acc, rej := t.rules.check(key, value, rev, t.knownRecord)
-		t.unpresent(key)
-		t.dirtyKey(key)
-		t.present[key] = slot{acc: acc, rej: rej}
-		t.selfDirty = t.selfDirty || key == t.selfEntry
-		switch {
-		case rej != nil:
-			t.recordRej[key] = *rej
-			t.rejDirty = true
-		default:
-			ks := t.records[acc.PublicKey]
-			if ks == nil {
-				ks = map[string]struct{}{}
-				t.records[acc.PublicKey] = ks
-			}
-			ks[key] = struct{}{}
-			if acc.Signed() {
-				t.learn(acc, true)
-			}
-			t.first(acc.PublicKey)
-			t.touch(acc.PublicKey)
-		}
+		t.putRecord(key, acc, rej)
 	case strings.HasPrefix(key, RevokedPrefix):
 		k, err := ParseRevokedKey(key)
 		if err != nil {
@@ -197,6 +240,30 @@ func (t *Table) Put(key string, value []byte, rev uint64) {
 		}
 		t.revoked[k] = value
 	}
+}
+
+// putRecord records the value at peers.* key key, as Check judged it.
+func (t *Table) putRecord(key string, acc Accepted, rej *Rejection) {
+	t.unpresent(key)
+	t.dirtyKey(key)
+	t.present[key] = slot{acc: acc, rej: rej}
+	t.selfDirty = t.selfDirty || key == t.selfEntry
+	if rej != nil {
+		t.recordRej[key] = *rej
+		t.rejDirty = true
+		return
+	}
+	ks := t.records[acc.PublicKey]
+	if ks == nil {
+		ks = map[string]struct{}{}
+		t.records[acc.PublicKey] = ks
+	}
+	ks[key] = struct{}{}
+	if acc.Signed() {
+		t.learn(acc, true)
+	}
+	t.first(acc.PublicKey)
+	t.touch(acc.PublicKey)
 }
 
 func (t *Table) clearRecordRej(key string) {

@@ -480,3 +480,45 @@ func FuzzTableModel(f *testing.F) {
 		}
 	})
 }
+
+// Load, which checks a large batch's records on every CPU, ends where the
+// same writes made one by one end.
+func TestLoadMatchesPut(t *testing.T) {
+	w := newModelWorld(t, true)
+	rnd := rand.New(rand.NewPCG(3, 9))
+	self := w.hosts[0]
+	one := NewTable(w.rules, self.pub, netip.MustParsePrefix(w.prefixes[0]))
+	batched := NewTable(w.rules, self.pub, netip.MustParsePrefix(w.prefixes[0]))
+	m := newModel(w.rules, self.pub, netip.MustParsePrefix(w.prefixes[0]))
+	rev := uint64(0)
+	for batch := range 20 {
+		var writes []Write
+		for range 64 + rnd.IntN(64) {
+			rev++
+			h, p := rnd.IntN(len(w.hosts)), rnd.IntN(len(w.prefixes))
+			key := Key(netip.MustParsePrefix(w.prefixes[p]))
+			switch rnd.IntN(5) {
+			case 0:
+				writes = append(writes, Write{Key: key, Revision: rev, Deleted: true})
+			case 1:
+				writes = append(writes, Write{Key: key, Value: []byte("garbage"), Revision: rev})
+			default:
+				writes = append(writes, Write{Key: key, Value: w.value(t, h, p, uint64(10+rnd.IntN(4))), Revision: rev})
+			}
+		}
+		for _, wr := range writes {
+			if wr.Deleted {
+				one.Delete(wr.Key, wr.Value, wr.Revision)
+				m.del(wr.Key, wr.Value, wr.Revision)
+			} else {
+				one.Put(wr.Key, wr.Value, wr.Revision)
+				m.put(wr.Key, wr.Value, wr.Revision)
+			}
+		}
+		batched.Load(writes)
+		compareWithModel(t, batch, "one by one", one, m)
+		if diff := gocmp.Diff(one.Resolve(), batched.Resolve(), equateNetip); diff != "" {
+			t.Fatalf("batch %d: Load differs from Put and Delete (-one by one +Load):\n%s", batch, diff)
+		}
+	}
+}
