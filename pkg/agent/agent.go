@@ -233,14 +233,14 @@ func (a *Agent) join(ctx context.Context) error {
 // serve runs the long-lived parts until ctx ends or one of them fails.
 func (a *Agent) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	batches := make(chan bucket.Batch, 16)
+	batches := make(chan peer.Batch, 16)
 	// The watch is probed once per resync: drift of the watch itself (a
 	// consumer lost with a cluster member) is repaired like the device's.
 	a.keeper = &bucket.Keeper{Conn: a.conn, KV: a.kv, Self: a.self, Log: a.log, Created: a.kickWatch,
 		Done: func(action string) { a.metrics.ClaimRepairs.WithLabelValues(action).Inc() }}
 	w := &bucket.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected, Probe: a.set.Resync, Connected: a.conn.Connected,
 		Audit: a.audit, Settings: a.noteBucketSettings,
-		Missing: func() { a.keeper.Request(bucket.Repair{Bucket: true}) }}
+		Missing: func() { a.keeper.Request(peer.Repair{Bucket: true}) }}
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
 	g.Go(func() error { return a.keeper.Run(gctx) })
 	g.Go(func() error { return a.followStream(gctx) })

@@ -129,7 +129,7 @@ func (a *Agent) followStream(ctx context.Context) error {
 	err := a.conn.FollowStream(ctx, bucket.StreamEvents{
 		Deleted: func() {
 			a.log.Warn("the bucket was deleted; the device keeps its peers while it is made again", "bucket", a.set.NATS.Bucket)
-			a.keeper.Request(bucket.Repair{Bucket: true})
+			a.keeper.Request(peer.Repair{Bucket: true})
 		},
 		Created: a.kickWatch,
 		Changed: func() {

@@ -108,7 +108,7 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record, sign fun
 		if !isWrongRevision(err) {
 			return rec, 0, fmt.Errorf("claim %s: update %s at revision %d: %w", prefix, key, cur.Revision(), err)
 		}
-		// Lost to another writer. On a replicated bucket the next Get may
+		// peer.Lost to another writer. On a replicated bucket the next Get may
 		// be answered by a replica that has not seen that write yet: a
 		// round lost on the revision the last one was lost on is such a
 		// stale read, not contention, and counts against staleReads only.

@@ -166,14 +166,14 @@ func TestClaimNeverOverwritesGarbage(t *testing.T) {
 }
 
 // recv waits for the next batch.
-func recv(t *testing.T, ch <-chan Batch) Batch {
+func recv(t *testing.T, ch <-chan peer.Batch) peer.Batch {
 	t.Helper()
 	select {
 	case b := <-ch:
 		return b
 	case <-time.After(10 * time.Second):
 		t.Fatal("no batch within 10s")
-		return Batch{}
+		return peer.Batch{}
 	}
 }
 
@@ -195,7 +195,7 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	restart := make(chan struct{}, 1)
-	out := make(chan Batch)
+	out := make(chan peer.Batch)
 	w := &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}}
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, out) }()

@@ -14,65 +14,6 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/retry"
 )
 
-// Repair is what the mesh controller asks of the bucket to heal this host's
-// claim. The zero Repair asks nothing.
-type Repair struct {
-	// Bucket: the bucket is gone; create it again (where permitted) with
-	// the agent's settings, then write the record back.
-	Bucket bool
-	// Reclaim: no record is at our key; write ours with Create, so a real
-	// race for the prefix still has exactly one winner.
-	Reclaim bool
-	// Defend: a value that is not our record sits at our key at this
-	// revision; put ours back with Update on it (compare-and-set).
-	Defend uint64
-	// Release: this host's own older records under prefixes it left (it
-	// moved); delete each with compare-and-set, once its claim is held.
-	// They route nothing (a newer record of the key supersedes them): this
-	// only frees the prefix for the next claim.
-	Release []Stale
-	// WriteBack: signed records of other hosts the bucket lost; each is
-	// written back with Create where this host may (§5).
-	WriteBack []Lost
-	// Revoke: revocations this agent saw that the bucket no longer has (it
-	// was deleted and made again, or restored from an older backup), with
-	// the values they had; each is written back with Create where this host
-	// may. A host that may not says so, once per request: the agents that
-	// saw them still refuse those keys, but an agent that starts now would
-	// not.
-	Revoke []Lost
-}
-
-// Lost is a signed record to write back where the bucket has none.
-type Lost struct {
-	Key   string
-	Value []byte
-}
-
-// Stale is a record to delete if it is still at Revision.
-type Stale struct {
-	Key      string
-	Revision uint64
-}
-
-// Empty reports whether r asks nothing.
-func (r Repair) Empty() bool {
-	return !r.Bucket && !r.Reclaim && r.Defend == 0 && len(r.Release) == 0 && len(r.Revoke) == 0 && len(r.WriteBack) == 0
-}
-
-// keep carries into r what a newer request must not drop: re-making the
-// bucket, and revocations and records to write back.
-func (r Repair) keep(older Repair) Repair {
-	r.Bucket = r.Bucket || older.Bucket
-	if len(r.Revoke) == 0 {
-		r.Revoke = older.Revoke
-	}
-	if len(r.WriteBack) == 0 {
-		r.WriteBack = older.WriteBack
-	}
-	return r
-}
-
 // RepairPolicy spaces the attempts of a repair that failed (NATS trouble,
 // a bucket this host may not create).
 var RepairPolicy = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
@@ -94,7 +35,7 @@ type Keeper struct {
 	Done func(action string)
 
 	mu      sync.Mutex
-	pending Repair
+	pending peer.Repair
 	wake    chan struct{}
 	once    sync.Once
 	// mayNotWrite is set once this host's credentials refused to write
@@ -106,13 +47,13 @@ type Keeper struct {
 func (k *Keeper) init() { k.once.Do(func() { k.wake = make(chan struct{}, 1) }) }
 
 // Request asks for r; it never blocks.
-func (k *Keeper) Request(r Repair) {
+func (k *Keeper) Request(r peer.Repair) {
 	if r.Empty() {
 		return
 	}
 	k.init()
 	k.mu.Lock()
-	k.pending = r.keep(k.pending)
+	k.pending = r.Keep(k.pending)
 	k.mu.Unlock()
 	select {
 	case k.wake <- struct{}{}:
@@ -127,7 +68,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 	delays := RepairPolicy.New()
 	var (
 		again  <-chan time.Time
-		failed Repair
+		failed peer.Repair
 	)
 	for {
 		select {
@@ -139,14 +80,14 @@ func (k *Keeper) Run(ctx context.Context) error {
 			if k.pending.Empty() {
 				k.pending = failed
 			} else {
-				k.pending = k.pending.keep(failed)
+				k.pending = k.pending.Keep(failed)
 			}
 			k.mu.Unlock()
 		}
 		again = nil
 		k.mu.Lock()
 		r := k.pending
-		k.pending = Repair{}
+		k.pending = peer.Repair{}
 		k.mu.Unlock()
 		if r.Empty() {
 			continue
@@ -168,7 +109,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 const repairTimeout = 5 * time.Second
 
 // repair carries out r.
-func (k *Keeper) repair(ctx context.Context, r Repair) error {
+func (k *Keeper) repair(ctx context.Context, r peer.Repair) error {
 	ctx, cancel := context.WithTimeout(ctx, repairTimeout)
 	defer cancel()
 	if r.Bucket {
@@ -210,7 +151,7 @@ func (k *Keeper) repair(ctx context.Context, r Repair) error {
 // writeBack writes the signed records the bucket lost back with Create: a
 // signed record speaks for itself, so whoever writes it changes nothing of
 // what it says. A host that may not says so once.
-func (k *Keeper) writeBack(ctx context.Context, lost []Lost) error {
+func (k *Keeper) writeBack(ctx context.Context, lost []peer.Lost) error {
 	if k.mayNotWrite {
 		return nil
 	}
@@ -259,7 +200,7 @@ func (k *Keeper) recreate(ctx context.Context) error {
 // were (a signed one stays signed). Revocations are commands, and a bucket
 // made again must not let evicted keys back in. A host that may not write
 // them says so and leaves them: retrying cannot help.
-func (k *Keeper) restoreRevocations(ctx context.Context, lost []Lost) error {
+func (k *Keeper) restoreRevocations(ctx context.Context, lost []peer.Lost) error {
 	for i, l := range lost {
 		pk, err := peer.ParseRevokedKey(l.Key)
 		if err != nil {
@@ -322,7 +263,7 @@ func (k *Keeper) defend(ctx context.Context, rev uint64) error {
 
 // release deletes an older record of this host's key, left under a prefix
 // it no longer claims, if it is still at the revision seen.
-func (k *Keeper) release(ctx context.Context, s Stale) error {
+func (k *Keeper) release(ctx context.Context, s peer.Stale) error {
 	err := k.Conn.Explain(k.KV.Delete(ctx, s.Key, jetstream.LastRevision(s.Revision)))
 	switch {
 	case isWrongRevision(err):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/netip"
 	"testing"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -25,7 +26,7 @@ func TestKeeperWritesLostRevocationsBack(t *testing.T) {
 	var actions []string
 	k := &Keeper{Conn: &Conn{NC: nc, JS: js}, KV: kv, Self: newRecord(t, "alpha", "fd10:1::/48"),
 		Log: slog.New(slog.DiscardHandler), Done: func(a string) { actions = append(actions, a) }}
-	var lost []Lost
+	var lost []peer.Lost
 	var keys []wgtypes.Key
 	for range 2 {
 		sk, err := wgtypes.GeneratePrivateKey()
@@ -34,10 +35,10 @@ func TestKeeperWritesLostRevocationsBack(t *testing.T) {
 		}
 		keys = append(keys, sk.PublicKey())
 		v, _ := json.Marshal(peer.Revocation{PublicKey: sk.PublicKey().String(), Name: "as it was"})
-		lost = append(lost, Lost{Key: peer.RevokedKey(sk.PublicKey()), Value: v})
+		lost = append(lost, peer.Lost{Key: peer.RevokedKey(sk.PublicKey()), Value: v})
 	}
 	for range 2 {
-		if err := k.repair(ctx, Repair{Revoke: lost}); err != nil {
+		if err := k.repair(ctx, peer.Repair{Revoke: lost}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -53,5 +54,39 @@ func TestKeeperWritesLostRevocationsBack(t *testing.T) {
 	}
 	if len(actions) != 2 {
 		t.Errorf("actions %q, want one revoke per revocation written (the second round finds them there)", actions)
+	}
+}
+
+// Signed records the bucket lost are written back with Create: once, and
+// never over a value that is there.
+func TestKeeperWritesLostRecordsBack(t *testing.T) {
+	s := natstest.Start(t)
+	nc, js := natstest.Connect(t, s.URL())
+	ctx := context.Background()
+	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	k := &Keeper{Conn: &Conn{NC: nc, JS: js}, KV: kv, Self: newRecord(t, "alpha", "fd10:1::/48"),
+		Log: slog.New(slog.DiscardHandler), Done: func(a string) { actions = append(actions, a) }}
+	lost := peer.Lost{Key: peer.Key(netip.MustParsePrefix("fd10:2::/48")), Value: newRecord(t, "bravo", "fd10:2::/48").Encode()}
+	there := peer.Lost{Key: peer.Key(netip.MustParsePrefix("fd10:3::/48")), Value: []byte("the record it was")}
+	if _, err := kv.Create(ctx, there.Key, []byte("a newer value")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := k.repair(ctx, peer.Repair{WriteBack: []peer.Lost{lost, there}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e, err := kv.Get(ctx, lost.Key); err != nil || string(e.Value()) != string(lost.Value) {
+		t.Errorf("lost record: %v, %v; want it written back", e, err)
+	}
+	if e, err := kv.Get(ctx, there.Key); err != nil || string(e.Value()) != "a newer value" {
+		t.Errorf("a key with a value: %v, %v; want it left as it was", e, err)
+	}
+	if len(actions) != 1 {
+		t.Errorf("actions %q, want one write_back", actions)
 	}
 }

@@ -9,30 +9,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/retry"
 )
-
-// Entry is one key's state as the watch delivered it.
-type Entry struct {
-	Key      string
-	Value    []byte
-	Revision uint64
-	// Deleted: a delete or purge marker. Its Value is the marker's body:
-	// empty for a plain KV delete, a signed command (peer.Command) when
-	// the marker carries one.
-	Deleted bool
-}
-
-// Batch is what Watch hands the agent. A Snapshot batch is the whole bucket,
-// delete and purge markers included, and replaces everything the receiver
-// knew; any other batch is updates in order.
-type Batch struct {
-	Snapshot bool
-	Entries  []Entry
-	// Revision is, for a snapshot, the highest revision the watch had
-	// delivered when the snapshot ended (markers included).
-	Revision uint64
-}
 
 // WatchPolicy spaces the watcher's attempts to re-subscribe.
 var WatchPolicy = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
@@ -108,7 +87,7 @@ type Watcher struct {
 // watch, a closed updates channel (nats.go gives up on a connection) or a
 // Restart kick each lead to a new watch after a jittered backoff, so a dead
 // server costs a few wakeups a second at most, never a spin.
-func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
+func (w *Watcher) Run(ctx context.Context, out chan<- peer.Batch) error {
 	policy := w.Backoff
 	if policy.Max == 0 {
 		policy = WatchPolicy
@@ -140,7 +119,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
 
 // watchOnce runs one watch to its end; it reports whether the snapshot was
 // delivered (a healthy watch that ended resets the backoff).
-func (w *Watcher) watchOnce(ctx context.Context, out chan<- Batch) bool {
+func (w *Watcher) watchOnce(ctx context.Context, out chan<- peer.Batch) bool {
 	// A kick that arrived before this watch is satisfied by it.
 	select {
 	case <-w.Restart:
@@ -229,7 +208,7 @@ func (w *Watcher) streamState(ctx context.Context) (uint64, bool) {
 
 // readSnapshot collects the watch's initial values up to nats.go's nil
 // marker. seen is the highest revision delivered, deletions included.
-func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.KeyValueEntry) (snap Batch, seen uint64, ok bool) {
+func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.KeyValueEntry) (snap peer.Batch, seen uint64, ok bool) {
 	snap.Snapshot = true
 	w.known = map[string]uint64{}
 	idle := w.SnapshotIdle
@@ -270,7 +249,7 @@ func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.Key
 // follow sends update batches until the watch should end: ctx is done, a
 // Restart kick, the channel closed, or a look at the stream (a probe, an
 // audit) found the watch stalled or messages removed under it.
-func (w *Watcher) follow(ctx context.Context, out chan<- Batch, updates <-chan jetstream.KeyValueEntry, seen uint64) {
+func (w *Watcher) follow(ctx context.Context, out chan<- peer.Batch, updates <-chan jetstream.KeyValueEntry, seen uint64) {
 	var probe <-chan time.Time
 	if w.Probe > 0 {
 		t := time.NewTicker(w.Probe)
@@ -458,8 +437,8 @@ func (w *Watcher) noteSettings(cfg jetstream.StreamConfig) {
 
 // nextBatch is e plus whatever else is already queued: a burst becomes one
 // batch.
-func nextBatch(e jetstream.KeyValueEntry, updates <-chan jetstream.KeyValueEntry) Batch {
-	b := Batch{Entries: []Entry{toEntry(e)}}
+func nextBatch(e jetstream.KeyValueEntry, updates <-chan jetstream.KeyValueEntry) peer.Batch {
+	b := peer.Batch{Entries: []peer.Write{toEntry(e)}}
 	for len(b.Entries) < maxBatch {
 		select {
 		case e, open := <-updates:
@@ -564,7 +543,7 @@ func isMissing(err error) bool {
 		errors.Is(err, nats.ErrStreamNotFound)
 }
 
-func send(ctx context.Context, out chan<- Batch, b Batch) bool {
+func send(ctx context.Context, out chan<- peer.Batch, b peer.Batch) bool {
 	select {
 	case out <- b:
 		return true
@@ -573,8 +552,8 @@ func send(ctx context.Context, out chan<- Batch, b Batch) bool {
 	}
 }
 
-func toEntry(e jetstream.KeyValueEntry) Entry {
+func toEntry(e jetstream.KeyValueEntry) peer.Write {
 	op := e.Operation()
-	return Entry{Key: e.Key(), Revision: e.Revision(), Value: e.Value(),
+	return peer.Write{Key: e.Key(), Revision: e.Revision(), Value: e.Value(),
 		Deleted: op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge}
 }

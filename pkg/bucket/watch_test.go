@@ -23,10 +23,10 @@ import (
 )
 
 // runWatcher runs w until the test ends and returns its batches.
-func runWatcher(t *testing.T, w *Watcher) <-chan Batch {
+func runWatcher(t *testing.T, w *Watcher) <-chan peer.Batch {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := make(chan Batch)
+	out := make(chan peer.Batch)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, out) }()
 	t.Cleanup(func() {
@@ -341,7 +341,7 @@ func TestWatcherCarriesAMarkersBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	restart := make(chan struct{}, 1)
-	out := make(chan Batch)
+	out := make(chan peer.Batch)
 	w := &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart,
 		Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}}
 	go func() { _ = w.Run(ctx, out) }()

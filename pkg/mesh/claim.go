@@ -7,7 +7,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -96,11 +95,11 @@ func (ct *contest) held(now time.Time) {
 // stale are this host's older records under prefixes it left: rejected as
 // its own key elsewhere. They route nothing; deleting them frees the
 // prefixes.
-func stale(rejected []peer.Rejection) []bucket.Stale {
-	var out []bucket.Stale
+func stale(rejected []peer.Rejection) []peer.Stale {
+	var out []peer.Stale
 	for _, r := range rejected {
 		if r.Reason == peer.ReasonOwnKey {
-			out = append(out, bucket.Stale{Key: r.Key, Revision: r.Revision})
+			out = append(out, peer.Stale{Key: r.Key, Revision: r.Revision})
 		}
 	}
 	return out

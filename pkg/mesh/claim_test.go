@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -48,18 +47,18 @@ func TestLostRecordsAreHealedNotObeyed(t *testing.T) {
 	w := newWorld(t)
 	a, _ := hostEntry(t, 2, 2)
 	b, _ := hostEntry(t, 3, 3)
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), a, b}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a, b}})
 	if o := w.ctl.Pass(false); o.Claim != ClaimHeld || !o.Repair.Empty() {
 		t.Fatalf("first pass: claim %s, repair %+v", o.Claim, o.Repair)
 	}
 	a1 := a
 	a1.Revision = 1
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{a1}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{a1}})
 	o := w.ctl.Pass(false)
 	if o.Err() != nil || o.Claim != ClaimMissing || !o.Repair.Reclaim {
 		t.Fatalf("after re-creation: claim %s, err %v, repair %+v", o.Claim, o.Err(), o.Repair)
 	}
-	if d := cmp.Diff([]bucket.Lost{{Key: b.Key, Value: b.Value}}, o.Repair.WriteBack); d != "" {
+	if d := cmp.Diff([]peer.Lost{{Key: b.Key, Value: b.Value}}, o.Repair.WriteBack); d != "" {
 		t.Fatalf("records to write back (-want +got):\n%s", d)
 	}
 	if d := cmp.Diff([]string{"fd10:2::/48", "fd10:3::/48"}, sorted(devicePrefixes(t, w.dev))); d != "" {
@@ -69,7 +68,7 @@ func TestLostRecordsAreHealedNotObeyed(t *testing.T) {
 	// device.
 	b1 := b
 	b1.Revision = 3
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{w.selfEntry(2), b1}})
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{w.selfEntry(2), b1}})
 	if o := w.ctl.Pass(false); o.Claim != ClaimHeld || len(o.Plan.Add) != 0 || len(o.Plan.Remove) != 0 {
 		t.Fatalf("after the write-backs: claim %s, plan %+v", o.Claim, o.Plan)
 	}
@@ -80,16 +79,16 @@ func TestLostRecordsAreHealedNotObeyed(t *testing.T) {
 func TestLostRecordKeepsItsPrefix(t *testing.T) {
 	w := newWorld(t)
 	a, aKey := hostEntry(t, 2, 2)
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), a}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
 	w.ctl.Pass(false)
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1)}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1)}})
 	w.ctl.Pass(false)
 	newcomer, newKey := hostEntry(t, 2, 4) // another key draws fd10:2::/48
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{newcomer}})
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{newcomer}})
 	if o := w.ctl.Pass(false); len(o.Plan.Remove) != 0 || len(o.Plan.Add) != 0 {
 		t.Fatalf("after the newcomer: plan %+v, want none", o.Plan)
 	}
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: peer.RevokedKey(aKey), Value: []byte("{}"), Revision: 5}}})
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{{Key: peer.RevokedKey(aKey), Value: []byte("{}"), Revision: 5}}})
 	o := w.ctl.Pass(false)
 	if len(o.Plan.Remove) != 1 || o.Plan.Remove[0] != aKey || len(o.Plan.Add) != 1 || o.Plan.Add[0].PublicKey != newKey {
 		t.Fatalf("after the revocation: plan %+v, want the newcomer in its place", o.Plan)
@@ -102,36 +101,36 @@ func TestLostRecordKeepsItsPrefix(t *testing.T) {
 func TestContestIsBoundedAndResumes(t *testing.T) {
 	w := newWorld(t)
 	a, _ := hostEntry(t, 2, 2)
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), a}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
 	w.ctl.Pass(false)
 	rev := uint64(10)
 	for i := range maxDefends {
 		intruder, _ := hostEntry(t, 1, rev)
-		w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{intruder}})
+		w.ctl.Load(peer.Batch{Entries: []peer.Write{intruder}})
 		o := w.ctl.Pass(false)
 		if o.Claim != ClaimContested || o.Repair.Defend != rev || o.Err() != nil || len(devicePrefixes(t, w.dev)) != 1 {
 			t.Fatalf("defend %d: claim %s, repair %+v, err %v", i, o.Claim, o.Repair, o.Err())
 		}
 		// Our restore lands, and the intruder writes again.
-		w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{w.selfEntry(rev + 1)}})
+		w.ctl.Load(peer.Batch{Entries: []peer.Write{w.selfEntry(rev + 1)}})
 		if o := w.ctl.Pass(false); o.Claim != ClaimHeld {
 			t.Fatalf("after restore %d: claim %s", i, o.Claim)
 		}
 		rev += 2
 	}
 	intruder, _ := hostEntry(t, 1, rev)
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{intruder}})
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{intruder}})
 	o := w.ctl.Pass(false)
 	if o.Claim != ClaimLost || o.State != StateStandingDown || o.Err() != nil || len(devicePrefixes(t, w.dev)) != 0 {
 		t.Fatalf("after the defends ran out: claim %s, state %s, err %v, device %v", o.Claim, o.State, o.Err(), devicePrefixes(t, w.dev))
 	}
 	// An operator evicts the intruder: its record is deleted. The prefix is
 	// free again, so this host claims it back and rejoins.
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: peer.Key(selfPrefix), Revision: rev + 1, Deleted: true}}})
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{{Key: peer.Key(selfPrefix), Revision: rev + 1, Deleted: true}}})
 	if o := w.ctl.Pass(false); o.Claim != ClaimLost || !o.Repair.Reclaim || o.Err() != nil {
 		t.Fatalf("after the intruder's eviction: claim %s, repair %+v, err %v", o.Claim, o.Repair, o.Err())
 	}
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{w.selfEntry(rev + 2)}})
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{w.selfEntry(rev + 2)}})
 	if o := w.ctl.Pass(false); o.Claim != ClaimHeld || o.State != StateSynced || len(devicePrefixes(t, w.dev)) != 1 {
 		t.Fatalf("after the record came back: claim %s, state %s, device %v", o.Claim, o.State, devicePrefixes(t, w.dev))
 	}
@@ -165,9 +164,9 @@ func TestContestMemory(t *testing.T) {
 func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 	w := newWorld(t)
 	old := signedEntry(w.priv, "self", netip.MustParsePrefix("fd10:7::/48"), 1)
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{old, w.selfEntry(2)}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{old, w.selfEntry(2)}})
 	o := w.ctl.Pass(false)
-	if d := cmp.Diff([]bucket.Stale{{Key: old.Key, Revision: 1}}, o.Repair.Release); d != "" || o.Claim != ClaimHeld {
+	if d := cmp.Diff([]peer.Stale{{Key: old.Key, Revision: 1}}, o.Repair.Release); d != "" || o.Claim != ClaimHeld {
 		t.Fatalf("claim %s, release (-want +got):\n%s", o.Claim, d)
 	}
 }

@@ -8,7 +8,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
 // devicePeer is k as the device has it.
@@ -45,7 +45,7 @@ func TestFirstContactRoles(t *testing.T) {
 	w := newWorld(t)
 	older, olderKey := hostEntry(t, 2, 2)  // joined before us: we initiate
 	newer, newerKey := hostEntry(t, 3, 10) // joined after us: it initiates
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), older, newer}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older, newer}})
 	o := w.ctl.Pass(false)
 	if len(o.Contacts) != 2 {
 		t.Fatalf("contacts %v, want both peers", o.Contacts)
@@ -74,7 +74,6 @@ func TestFirstContactRoles(t *testing.T) {
 	}
 }
 
-
 // Without a handshake the initiator starts again on a short schedule (a
 // reset: one device call taking the peer off and back on), then leaves the
 // peer to WireGuard; the responder gets its endpoint after its grace.
@@ -82,7 +81,7 @@ func TestFirstContactRetriesThenGivesUp(t *testing.T) {
 	w := newWorld(t)
 	older, olderKey := hostEntry(t, 2, 2)
 	newer, newerKey := hostEntry(t, 3, 10)
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), older, newer}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older, newer}})
 	w.ctl.Pass(false)
 	start := w.ctl.contacts[olderKey].since
 	calls := w.dev.Calls()
@@ -128,7 +127,7 @@ func TestNoFirstContactWithALiveSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	handshake(t, w, aKey, time.Now().Add(-time.Minute))
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), a}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), a}})
 	if o := w.ctl.Pass(false); len(o.Contacts) != 0 {
 		t.Fatalf("contacts %v for a peer with a live session", o.Contacts)
 	}
@@ -143,17 +142,17 @@ func TestFirstContactAfterADropIsOurs(t *testing.T) {
 	victimKey := victimPriv.PublicKey()
 	prefix := netip.MustParsePrefix("fd10:2::/48")
 	victim := signedEntry(victimPriv, "victim", prefix, 10) // newer than us: normally it initiates
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), victim}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), victim}})
 	w.ctl.Pass(false)
 	handshake(t, w, victimKey, time.Now())
 	w.ctl.checkContacts(time.Now())
 	w.ctl.Pass(false)
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{{Key: victim.Key, Revision: 11, Deleted: true}}})
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{{Key: victim.Key, Revision: 11, Deleted: true}}})
 	if o := w.ctl.Pass(false); len(o.Plan.Remove) != 1 {
 		t.Fatalf("victim's record deleted: plan %+v, want it removed", o.Plan)
 	}
 	back := signedEntry(victimPriv, "victim", prefix, 12) // the victim claims again
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{back}})
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{back}})
 	o := w.ctl.Pass(false)
 	ct, pending := w.ctl.contacts[victimKey]
 	if !pending || !ct.initiator {
@@ -171,7 +170,7 @@ func TestFirstContactAfterADropIsOurs(t *testing.T) {
 func TestFirstContactChecksWhenDue(t *testing.T) {
 	w := newWorld(t)
 	newer, newerKey := hostEntry(t, 3, 10)
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), newer}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), newer}})
 	w.ctl.Pass(false)
 	ct, ok := w.ctl.contacts[newerKey]
 	if !ok || ct.initiator {
@@ -187,7 +186,7 @@ func TestFirstContactChecksWhenDue(t *testing.T) {
 	}
 
 	older, olderKey := hostEntry(t, 2, 2)
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{older}})
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{older}})
 	w.ctl.Pass(false)
 	if ct := w.ctl.contacts[olderKey]; ct == nil || !ct.initiator {
 		t.Fatalf("want the older record's host as a pending initiator, got %+v", ct)
@@ -215,12 +214,12 @@ func TestFirstContactChecksWhenDue(t *testing.T) {
 func TestFirstContactOfAJoinReadsNoDevice(t *testing.T) {
 	w := newWorld(t)
 	older, _ := hostEntry(t, 2, 2)
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(5), older}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older}})
 	w.ctl.Pass(false)
 	reads := w.dev.Reads()
 	for i := range 20 {
 		joined, k := hostEntry(t, 10+i, uint64(10+i))
-		w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{joined}})
+		w.ctl.Load(peer.Batch{Entries: []peer.Write{joined}})
 		w.ctl.Pass(false)
 		if _, pending := w.ctl.contacts[k]; !pending {
 			t.Fatalf("join %d: no first contact begun", i)
@@ -236,12 +235,12 @@ func TestFirstContactOfAJoinReadsNoDevice(t *testing.T) {
 // keepalive) left to traffic. As started contacts end, the count frees up.
 func TestFirstContactsAreBounded(t *testing.T) {
 	w := newWorld(t)
-	entries := []bucket.Entry{w.selfEntry(1000)}
+	entries := []peer.Write{w.selfEntry(1000)}
 	for i := range maxInitiating + 44 {
 		e, _ := hostEntry(t, 100+i, uint64(10+i))
 		entries = append(entries, e)
 	}
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: entries})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: entries})
 	w.ctl.Pass(false)
 	if w.ctl.initiating != maxInitiating || len(w.ctl.contacts) != maxInitiating {
 		t.Fatalf("initiating %d, contacts %d; want %d of each", w.ctl.initiating, len(w.ctl.contacts), maxInitiating)

@@ -15,7 +15,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/reconcile"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
@@ -74,7 +73,7 @@ type Controller struct {
 	snapKeys map[string]bool
 	// selfRev is the revision of this host's own record when last held;
 	// contacts are the peers whose first handshake is being orchestrated.
-	selfRev uint64
+	selfRev  uint64
 	contacts map[wgtypes.Key]*contact
 	// initiating counts the contacts whose handshake this end starts.
 	initiating int
@@ -83,7 +82,7 @@ type Controller struct {
 	dropped map[wgtypes.Key]time.Time
 	// lostRevs are the revocations the last snapshot lacked, until a pass
 	// asks the keeper to write them back.
-	lostRevs []bucket.Lost
+	lostRevs []peer.Lost
 }
 
 // New returns a controller for dev with an empty table. Nothing touches the
@@ -131,7 +130,7 @@ func (c *Controller) Loaded() bool { return c.loaded }
 
 // Load folds one watch batch into the table. A snapshot batch replaces
 // everything known before.
-func (c *Controller) Load(b bucket.Batch) {
+func (c *Controller) Load(b peer.Batch) {
 	if b.Snapshot {
 		c.table.Reset()
 		c.loaded = true
@@ -245,11 +244,11 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 
 // writeBack are the signed records of other hosts the bucket lost (§5):
 // any agent may write them back, where its credentials allow.
-func (c *Controller) writeBack() []bucket.Lost {
-	var out []bucket.Lost
+func (c *Controller) writeBack() []peer.Lost {
+	var out []peer.Lost
 	for _, a := range c.table.Missing() {
 		if a.PublicKey != c.self.Key {
-			out = append(out, bucket.Lost{Key: a.Key, Value: a.Record.Encode()})
+			out = append(out, peer.Lost{Key: a.Key, Value: a.Record.Encode()})
 		}
 	}
 	return out
@@ -258,11 +257,11 @@ func (c *Controller) writeBack() []bucket.Lost {
 // lostRevocations are the revocations the table keeps that the snapshot
 // just loaded lacks (no value, no marker): the bucket lost them. Only a
 // snapshot can tell.
-func (c *Controller) lostRevocations() []bucket.Lost {
-	var lost []bucket.Lost
+func (c *Controller) lostRevocations() []peer.Lost {
+	var lost []peer.Lost
 	for _, k := range c.table.RevokedKeys() {
 		if key := peer.RevokedKey(k); !c.snapKeys[key] {
-			lost = append(lost, bucket.Lost{Key: key, Value: c.table.Revocation(k)})
+			lost = append(lost, peer.Lost{Key: key, Value: c.table.Revocation(k)})
 		}
 	}
 	return lost
@@ -341,7 +340,7 @@ func (c *Controller) StandDown(claim Claim, why string) Outcome {
 }
 
 func (c *Controller) standDown(o Outcome, claim Claim, why string) Outcome {
-	o.State, o.Claim, o.Why, o.View, o.Peers, o.Repair = StateStandingDown, claim, why, &peer.View{}, 0, bucket.Repair{}
+	o.State, o.Claim, o.Why, o.View, o.Peers, o.Repair = StateStandingDown, claim, why, &peer.View{}, 0, peer.Repair{}
 	res, err := c.rec.Apply(nil, true)
 	o.Plan, o.Refresh, o.Took, o.DeviceErr = res.Plan, true, res.Duration, err
 	if err != nil {

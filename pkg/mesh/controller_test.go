@@ -13,7 +13,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
@@ -42,21 +41,21 @@ func newWorld(t *testing.T) *world {
 }
 
 // selfEntry is this host's record, written at rev, signed with seq rev.
-func (w *world) selfEntry(rev uint64) bucket.Entry {
+func (w *world) selfEntry(rev uint64) peer.Write {
 	return signedEntry(w.priv, "self", selfPrefix, rev)
 }
 
-func signedEntry(priv wgtypes.Key, name string, p netip.Prefix, rev uint64) bucket.Entry {
+func signedEntry(priv wgtypes.Key, name string, p netip.Prefix, rev uint64) peer.Write {
 	r := peer.Record{Name: name, PublicKey: priv.PublicKey().String(), AdvertiseAddress: "198.18.0.20", AllowedIP: p.String(), WGPort: 51820, Seq: rev}
 	if err := rules.SignRecord(&r, priv); err != nil {
 		panic(err)
 	}
-	return bucket.Entry{Key: peer.Key(p), Value: r.Encode(), Revision: rev}
+	return peer.Write{Key: peer.Key(p), Value: r.Encode(), Revision: rev}
 }
 
 // hostEntry is the signed record of another host, holding fd10:<n>::/48,
 // written at rev (and signed with seq rev).
-func hostEntry(t *testing.T, n int, rev uint64) (bucket.Entry, wgtypes.Key) {
+func hostEntry(t *testing.T, n int, rev uint64) (peer.Write, wgtypes.Key) {
 	t.Helper()
 	priv := newPrivate(t)
 	p := netip.MustParsePrefix(fmt.Sprintf("fd10:%x::/48", n))
@@ -81,11 +80,11 @@ func devicePrefixes(t *testing.T, d wgdev.Device) []string {
 // A burst of watch batches queued behind a snapshot costs one device call.
 func TestBurstIsOneDeviceCall(t *testing.T) {
 	w := newWorld(t)
-	batches := make(chan bucket.Batch, 64)
-	batches <- bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1)}}
+	batches := make(chan peer.Batch, 64)
+	batches <- peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1)}}
 	for i := range 40 {
 		e, _ := hostEntry(t, 0x100+i, uint64(2+i))
-		batches <- bucket.Batch{Entries: []bucket.Entry{e}}
+		batches <- peer.Batch{Entries: []peer.Write{e}}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -112,13 +111,13 @@ func TestBurstIsOneDeviceCall(t *testing.T) {
 func TestOutcomeIsNotChangedByLaterPasses(t *testing.T) {
 	w := newWorld(t)
 	a, _ := hostEntry(t, 2, 2)
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), a}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
 	first := w.ctl.Pass(false)
 	if first.View == nil || len(first.View.Peers) != 1 {
 		t.Fatalf("first pass view = %+v, want one peer", first.View)
 	}
 	b, _ := hostEntry(t, 3, 3)
-	w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{b, {Key: a.Key, Revision: 4, Deleted: true}}})
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{b, {Key: a.Key, Revision: 4, Deleted: true}}})
 	second := w.ctl.Pass(false)
 	if len(first.View.Peers) != 1 || len(second.View.Peers) != 1 || first.Seq >= second.Seq {
 		t.Fatalf("views after the second pass: first %d peers (seq %d), second %d (seq %d)",
@@ -140,7 +139,7 @@ func TestRestoreOnlyAdds(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap := map[wgtypes.Key]peer.Accepted{}
-	for _, e := range []bucket.Entry{kept} {
+	for _, e := range []peer.Write{kept} {
 		acc, rej := rules.Check(e.Key, e.Value, e.Revision)
 		if rej != nil {
 			t.Fatal(rej)
@@ -155,7 +154,7 @@ func TestRestoreOnlyAdds(t *testing.T) {
 		t.Errorf("device after restore (-want +got):\n%s", d)
 	}
 	// The bucket's first pass has the last word: the stray peer goes.
-	w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), kept}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), kept}})
 	if o := w.ctl.Pass(false); o.DeviceErr != nil || len(o.Plan.Remove) != 1 || o.Plan.Remove[0] != strayKey {
 		t.Fatalf("first pass after restore: %+v", o)
 	}
@@ -166,23 +165,23 @@ func TestRestoreOnlyAdds(t *testing.T) {
 func TestEvictionStandsDown(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		change func(w *world) bucket.Entry
+		change func(w *world) peer.Write
 	}{
-		{"deleted", func(w *world) bucket.Entry {
-			return bucket.Entry{Key: peer.Key(selfPrefix), Revision: 5, Deleted: true}
+		{"deleted", func(w *world) peer.Write {
+			return peer.Write{Key: peer.Key(selfPrefix), Revision: 5, Deleted: true}
 		}},
-		{"revoked", func(w *world) bucket.Entry {
-			return bucket.Entry{Key: peer.RevokedKey(w.key), Value: []byte("{}"), Revision: 5}
+		{"revoked", func(w *world) peer.Write {
+			return peer.Write{Key: peer.RevokedKey(w.key), Value: []byte("{}"), Revision: 5}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
 			a, _ := hostEntry(t, 2, 2)
-			w.ctl.Load(bucket.Batch{Snapshot: true, Entries: []bucket.Entry{w.selfEntry(1), a}})
+			w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
 			if o := w.ctl.Pass(false); o.Err() != nil || o.Claim != ClaimHeld || len(devicePrefixes(t, w.dev)) != 1 {
 				t.Fatalf("first pass: %+v", o)
 			}
-			w.ctl.Load(bucket.Batch{Entries: []bucket.Entry{tc.change(w)}})
+			w.ctl.Load(peer.Batch{Entries: []peer.Write{tc.change(w)}})
 			o := w.ctl.Pass(false)
 			if !errors.Is(o.Err(), ErrEvicted) || o.State != StateStandingDown || o.Claim != ClaimEvicted || len(o.View.Peers) != 0 {
 				t.Fatalf("outcome after %s: state %s, claim %s, err %v, view %+v", tc.name, o.State, o.Claim, o.Err(), o.View)

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/reconcile"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // ErrEvicted means this host's record was deleted (a delete marker on a
@@ -68,7 +68,7 @@ type Outcome struct {
 	// reason, and Repair what the bucket must be asked to heal it.
 	Claim  Claim
 	Why    string
-	Repair bucket.Repair
+	Repair peer.Repair
 	// Contacts are the peers whose first handshake is being orchestrated,
 	// and since when.
 	Contacts map[wgtypes.Key]time.Time

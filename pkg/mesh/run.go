@@ -4,14 +4,14 @@ import (
 	"context"
 	"time"
 
-	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
 // Inputs are what wakes the controller's loop, and where its outcomes go.
 type Inputs struct {
 	// Batches come from the bucket's watch: a snapshot, then updates.
-	Batches <-chan bucket.Batch
+	Batches <-chan peer.Batch
 	// Resync is how often the device is read and drift repaired.
 	Resync time.Duration
 	// Connected says whether NATS answers: while it does not, the device
@@ -127,7 +127,7 @@ func (c *Controller) armContacts(t contactTimer, now time.Time) contactTimer {
 }
 
 // drain loads the batches already queued, so a burst costs one pass.
-func (c *Controller) drain(batches <-chan bucket.Batch) {
+func (c *Controller) drain(batches <-chan peer.Batch) {
 	for {
 		select {
 		case b := <-batches:

@@ -156,15 +156,6 @@ func (t *Table) Recall(key string, value []byte, rev uint64) {
 	}
 }
 
-// Write is one key's new state, as a watch delivers it: a value, or a
-// delete or purge marker (Deleted) whose Value is its body.
-type Write struct {
-	Key      string
-	Value    []byte
-	Revision uint64
-	Deleted  bool
-}
-
 // parallelChecks is the batch size from which Load checks records on every
 // CPU: a snapshot of thousands of signed records costs a signature
 // verification each.
