@@ -353,15 +353,11 @@ func (t *Table) Delete(key string, body []byte, rev uint64) {
 		t.recordRej[key] = Rejection{Key: key, Revision: rev, Reason: ReasonBadSignature, Detail: err.Error()}
 		t.rejDirty = true
 	case len(t.rules.Operators) == 0:
-		// The record the table holds at key, if the marker follows it (or
-		// the table saw nothing there since its last snapshot); or this
-		// host's unsigned record, just deleted.
+		// The signed record the table holds at key, if the marker follows
+		// it (or the table saw nothing there since its last snapshot).
 		pk, ok := t.acceptedAt(key)
-		switch {
-		case ok && (!had || !was.marker && was.rej == nil && was.acc.PublicKey == pk && was.acc.Seq == t.signed[pk].acc.Seq):
+		if ok && (!had || !was.marker && was.rej == nil && was.acc.PublicKey == pk && was.acc.Seq == t.signed[pk].acc.Seq) {
 			t.command(pk, t.signed[pk].acc.Seq, "its record "+key+" was deleted")
-		case had && !was.marker && was.rej == nil && !was.acc.Signed() && was.acc.PublicKey == t.selfKey:
-			t.command(t.selfKey, 0, "its record "+key+" was deleted")
 		}
 	}
 }

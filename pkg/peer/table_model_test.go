@@ -152,8 +152,6 @@ func (m *referenceModel) del(key string, body []byte, rev uint64) {
 		follows := !had || !was.marker && was.rej == nil && was.acc.PublicKey == h && was.acc.Seq == m.best[h].Seq
 		if b, ok := m.best[h]; held && ok && b.Key == key && follows {
 			m.remove(h, b.Seq)
-		} else if had && !was.marker && was.rej == nil && !was.acc.Signed() && was.acc.PublicKey == m.self {
-			m.remove(m.self, 0)
 		}
 	}
 }
@@ -419,6 +417,19 @@ func compareWithModel(t testing.TB, step int, what string, tb *Table, m *referen
 	got.Rejected = slices.Clone(got.Rejected)
 	if diff := gocmp.Diff(norm(want), norm(got), equateNetip); diff != "" {
 		t.Fatalf("step %d (%s): table differs from the model (-model +table):\n%s", step, what, diff)
+	}
+	// Whatever the model says, these hold: one peer per prefix, never this
+	// host's key or prefix, and every peer's record passes the per-record
+	// rules.
+	seen := map[netip.Prefix]bool{}
+	for k, p := range got.Peers {
+		if seen[p.Prefix] || k == m.self || p.Prefix == m.selfPrefix || p.PublicKey != k {
+			t.Fatalf("step %d (%s): peer %s at %s breaks an invariant", step, what, k, p.Prefix)
+		}
+		seen[p.Prefix] = true
+		if _, rej := m.rules.Check(p.Key, p.Record.Encode(), p.Revision); rej != nil {
+			t.Fatalf("step %d (%s): peer %s's record fails the per-record rules: %v", step, what, k, rej)
+		}
 	}
 	if d.Peers != len(want.Peers) {
 		t.Fatalf("step %d (%s): Delta.Peers = %d, want %d", step, what, d.Peers, len(want.Peers))

@@ -365,3 +365,20 @@ func TestSignedRevocation(t *testing.T) {
 	f.del(RevokedKey(b.pub), c.Encode())
 	f.want(map[string]string{"bravo": "fd10:2::/48"})
 }
+
+// Deleting a record of this host's key elsewhere — its own older record,
+// which it releases, or anyone's copy — is never its eviction.
+func TestReleaseElsewhereIsNoEviction(t *testing.T) {
+	f := newSignedFixture(t, signedRules)
+	own := f.self.record(t, f.rules, "fd10:1::/48", 20)
+	f.table.Recall(Key(netip.MustParsePrefix("fd10:1::/48")), own.Encode(), 1)
+	f.at(own)
+	older := f.at(f.self.record(t, f.rules, "fd10:9::/48", 5))
+	unsigned := Record{Name: "copy", PublicKey: f.self.pub.String(), AdvertiseAddress: "198.18.0.66", AllowedIP: "fd10:8::/48", WGPort: 51820}
+	copied := f.at(unsigned)
+	f.del(older, nil)
+	f.del(copied, nil)
+	if d := f.table.Update(); d.SelfEvicted != "" || d.Self == nil {
+		t.Fatalf("after deleting records of its key elsewhere: %+v, want its claim held", d)
+	}
+}
