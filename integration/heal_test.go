@@ -301,7 +301,6 @@ func (m *mesh) waitKeyGone(hosts []*harness.Host, key string, limit time.Duratio
 	})
 }
 
-
 // TestJoinRightAfterNATSRestart stops NATS for 10 s under two hosts and
 // starts a third host the moment it is back: the existing agents reconnect
 // within a second, so the newcomer reaches them in about that, not after

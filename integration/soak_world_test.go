@@ -44,9 +44,9 @@ type soak struct {
 	released []netip.Prefix        // prefixes hosts left (moved or evicted): free keys with a past
 	// said is the last signed record the soak read of each host: replayed
 	// once the host has superseded it.
-	said map[string][]byte
-	joins    int
-	exits    chan soakExit
+	said  map[string][]byte
+	joins int
+	exits chan soakExit
 	// stopped are the agents the soak killed or stopped itself: their
 	// exits are no failure.
 	stopped map[*harness.Agent]bool

@@ -64,6 +64,9 @@ type Agent struct {
 	log  *slog.Logger
 	key  wgtypes.Key
 	self peer.Record
+	// record is this host's record as last written (self at first, a
+	// rotated key's afterwards), for the goroutines that report it.
+	record atomic.Pointer[peer.Record]
 
 	conn   *bucket.Conn
 	kv     jetstream.KeyValue
@@ -223,6 +226,8 @@ func (a *Agent) join(ctx context.Context) error {
 		return err
 	}
 	a.ownRev = rev
+	rec := a.self
+	a.record.Store(&rec)
 	a.log.Info("claimed prefix", "prefix", a.set.Prefix, "key", peer.Key(a.set.Prefix), "revision", rev, "seq", a.self.Seq)
 	if a.ctl == nil {
 		return a.openDevice()

@@ -59,7 +59,11 @@ func (a *Agent) beat(ctx context.Context, live *jetstream.KeyValue, reach *mesh.
 		*live = kv
 	}
 	now := time.Now().UTC()
-	hb := bucket.Heartbeat{PublicKey: a.self.PublicKey, Name: a.self.Name, At: now, Version: a.opt.Version}
+	self := a.record.Load()
+	if self == nil {
+		return nil // not claimed yet
+	}
+	hb := bucket.Heartbeat{PublicKey: self.PublicKey, Name: self.Name, At: now, Version: a.opt.Version}
 	if o := a.last.Load(); o.Synced() {
 		hb.Revision = o.Revision
 	}

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/mesh"
+	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
 // follow applies each config re-read by SIGHUP (Options.Reload) until ctx
@@ -54,12 +57,59 @@ func (a *Agent) reload(cur config.Settings, next *config.Settings) config.Settin
 		cur.LogLevel = next.LogLevel
 		applied = append(applied, "log_level")
 	}
+	if cur.PrivateKeyPath != next.PrivateKeyPath {
+		if err := a.rotate(next.PrivateKeyPath, cur); err != nil {
+			a.log.Error("key rotation refused; the agent keeps its key", "private_key_path", next.PrivateKeyPath, "err", err)
+		} else {
+			cur.PrivateKeyPath = next.PrivateKeyPath
+			applied = append(applied, "private_key_path")
+		}
+	}
 	restart := needsRestart(cur, *next)
 	for _, f := range restart {
 		a.log.Warn("config field changed; it keeps its running value until the agent restarts", "field", f)
 	}
 	a.log.Info("config reloaded", "applied", applied, "needs_restart", restart)
 	return cur
+}
+
+// rotate moves this host to the private key at path (docs/contract.md §5,
+// key rotation): its record for the new key carries the old key's
+// handover and a higher seq; the keeper writes it over the old record, and
+// the controller switches the device once it is in.
+func (a *Agent) rotate(path string, cur config.Settings) error {
+	next, err := config.LoadPrivateKey(path)
+	if err != nil {
+		return err
+	}
+	old := a.key
+	if next == old {
+		return nil
+	}
+	self := a.record.Load()
+	if self == nil || a.keeper == nil {
+		return errors.New("the agent has not claimed its prefix yet; rotate once it has")
+	}
+	rules := cur.Rules()
+	r := *self
+	r.PublicKey, r.Handover = next.PublicKey().String(), peer.Handover{}
+	r.Seq = max(uint64(time.Now().UnixMicro()), self.Seq+1)
+	if err := rules.SignHandover(&r, old); err != nil {
+		return err
+	}
+	if err := rules.SignRecord(&r, next); err != nil {
+		return err
+	}
+	a.key = next
+	a.record.Store(&r)
+	a.keeper.SetSelf(r)
+	select {
+	case <-a.tune: // a newer tuning replaces one not yet taken
+	default:
+	}
+	a.tune <- mesh.Tuning{Resync: cur.Resync, Keepalive: cur.Keepalive, Rotate: &next}
+	a.log.Info("rotating to a new key", "from", old.PublicKey(), "to", next.PublicKey(), "seq", r.Seq)
+	return nil
 }
 
 // needsRestart names the fields of next that differ from cur and cannot
@@ -79,7 +129,6 @@ func needsRestart(cur, next config.Settings) []string {
 	add("wg_port", cur.Device.Port != next.Device.Port)
 	add("wg_mtu", cur.Device.MTU != next.Device.MTU)
 	add("wg_backend", cur.Device.Backend != next.Device.Backend)
-	add("private_key_path", cur.PrivateKeyPath != next.PrivateKeyPath)
 	add("nats_url", !slices.Equal(cur.NATS.URLs, next.NATS.URLs))
 	add("nats_creds", cur.NATS.Creds != next.NATS.Creds)
 	add("nats_tls_ca/nats_tls_cert/nats_tls_key", cur.NATS.TLSCA != next.NATS.TLSCA ||

@@ -23,8 +23,12 @@ func (a *Agent) routes() api.Routes {
 func (a *Agent) Status() api.Status {
 	o := a.last.Load()
 	conn := a.nc.Load()
+	self := a.self
+	if r := a.record.Load(); r != nil {
+		self = *r
+	}
 	st := api.Status{
-		Self:     a.self,
+		Self:     self,
 		Device:   a.set.Device.Name,
 		NATS:     api.NATSStatus{Connected: conn != nil && conn.Connected(), Bucket: a.set.NATS.Bucket},
 		State:    string(o.State),

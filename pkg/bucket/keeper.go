@@ -24,7 +24,8 @@ var RepairPolicy = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Secon
 type Keeper struct {
 	Conn *Conn
 	KV   jetstream.KeyValue
-	// Self is this host's record.
+	// Self is this host's record as it starts; SetSelf changes it (a key
+	// rotation).
 	Self peer.Record
 	Log  *slog.Logger
 	// Created is called after the bucket was created again, so the watch
@@ -42,6 +43,20 @@ type Keeper struct {
 	// another host's record back (an enrolled host writes only its own
 	// key): said once, not tried again. Only Run's goroutine uses it.
 	mayNotWrite bool
+}
+
+// SetSelf makes r the record this keeper writes for this host (a key
+// rotation: the new key's record, handed over by the old key).
+func (k *Keeper) SetSelf(r peer.Record) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.Self = r
+}
+
+func (k *Keeper) self() peer.Record {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.Self
 }
 
 func (k *Keeper) init() { k.once.Do(func() { k.wake = make(chan struct{}, 1) }) }
@@ -226,7 +241,7 @@ func (k *Keeper) restoreRevocations(ctx context.Context, lost []peer.Lost) error
 }
 
 func (k *Keeper) key() string {
-	p, _ := k.Self.Prefix()
+	p, _ := k.self().Prefix()
 	return peer.Key(p)
 }
 
@@ -234,14 +249,14 @@ func (k *Keeper) key() string {
 // value there is not ours to overwrite: the watch shows it, and the
 // controller decides.
 func (k *Keeper) reclaim(ctx context.Context) error {
-	_, err := k.KV.Create(ctx, k.key(), k.Self.Encode())
+	_, err := k.KV.Create(ctx, k.key(), k.self().Encode())
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
 		return nil
 	case err != nil:
 		return fmt.Errorf("write back %s: %w", k.key(), k.Conn.Explain(err))
 	}
-	k.Log.Warn("this host's record was missing from the bucket; wrote it back", "key", k.key(), "prefix", k.Self.AllowedIP)
+	k.Log.Warn("this host's record was missing from the bucket; wrote it back", "key", k.key(), "prefix", k.self().AllowedIP)
 	k.done("reclaim")
 	return nil
 }
@@ -249,7 +264,7 @@ func (k *Keeper) reclaim(ctx context.Context) error {
 // defend puts this host's record back over the value at revision rev. A
 // lost compare-and-set means a newer write: the controller sees it next.
 func (k *Keeper) defend(ctx context.Context, rev uint64) error {
-	_, err := k.KV.Update(ctx, k.key(), k.Self.Encode(), rev)
+	_, err := k.KV.Update(ctx, k.key(), k.self().Encode(), rev)
 	switch {
 	case isWrongRevision(err):
 		return nil
@@ -275,7 +290,7 @@ func (k *Keeper) release(ctx context.Context, s peer.Stale) error {
 	case err != nil:
 		return fmt.Errorf("release the old claim %s: %w", s.Key, err)
 	}
-	k.Log.Info("released this host's old claim: it moved", "key", s.Key, "prefix", k.Self.AllowedIP)
+	k.Log.Info("released this host's old claim: it moved", "key", s.Key, "prefix", k.self().AllowedIP)
 	k.done("release")
 	return nil
 }

@@ -170,3 +170,36 @@ func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 		t.Fatalf("claim %s, release (-want +got):\n%s", o.Claim, d)
 	}
 }
+
+// A key rotation: the controller asks for the handover record to be
+// written over its old record (no contest), keeps the old key on the
+// device until that record is in, then switches and starts every
+// handshake.
+func TestKeyRotation(t *testing.T) {
+	w := newWorld(t)
+	a, aKey := hostEntry(t, 2, 2)
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
+	w.ctl.Pass(false)
+	next := newPrivate(t)
+	w.ctl.Rotate(next)
+	o := w.ctl.Pass(false)
+	if o.Claim != ClaimContested || o.Repair.Defend != 1 || w.ctl.contest.defends != 0 || w.dev.PublicKey() == next.PublicKey() {
+		t.Fatalf("before the handover is in: claim %s, repair %+v, defends %d, device key new %v",
+			o.Claim, o.Repair, w.ctl.contest.defends, w.dev.PublicKey() == next.PublicKey())
+	}
+	r := peer.Record{Name: "self", PublicKey: next.PublicKey().String(), AdvertiseAddress: "198.18.0.20", AllowedIP: selfPrefix.String(), WGPort: 51820, Seq: 3}
+	if err := rules.SignHandover(&r, w.priv); err != nil {
+		t.Fatal(err)
+	}
+	if err := rules.SignRecord(&r, next); err != nil {
+		t.Fatal(err)
+	}
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{{Key: peer.Key(selfPrefix), Value: r.Encode(), Revision: 3}}})
+	o = w.ctl.Pass(false)
+	if o.Claim != ClaimHeld || o.Err() != nil || w.dev.PublicKey() != next.PublicKey() {
+		t.Fatalf("after the handover: claim %s, err %v, device key new %v", o.Claim, o.Err(), w.dev.PublicKey() == next.PublicKey())
+	}
+	if ct, ok := w.ctl.contacts[aKey]; !ok || !ct.initiator {
+		t.Errorf("contact with the peer after the rotation: %+v, %v; want this end to initiate", ct, ok)
+	}
+}

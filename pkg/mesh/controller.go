@@ -68,6 +68,8 @@ type Controller struct {
 	events, snapshots int // folded in since the last pass
 
 	contest contest
+	// rotating is a key rotation under way (Rotate).
+	rotating *rotation
 	// snapKeys are the keys, markers included, of the snapshot loaded since
 	// the last pass; nil when none was.
 	snapKeys map[string]bool
@@ -83,6 +85,45 @@ type Controller struct {
 	// lostRevs are the revocations the last snapshot lacked, until a pass
 	// asks the keeper to write them back.
 	lostRevs []peer.Lost
+}
+
+// rotation is a key rotation under way: the private key the device takes
+// once this host's record, handed over from the old key, is in the bucket.
+type rotation struct {
+	private wgtypes.Key
+	from    wgtypes.Key
+}
+
+// Rotate makes private this host's key (docs/contract.md §5, key
+// rotation). The record the agent writes next carries the old key's
+// handover; until it is in the bucket the device keeps the old key, which
+// the peers still route. Then the device takes the new key and this end
+// starts the first handshake with every peer.
+func (c *Controller) Rotate(private wgtypes.Key) {
+	from := c.self.Key
+	if r := c.rotating; r != nil {
+		from = r.from // rotated again before the first one was done
+	}
+	c.rotating = &rotation{private: private, from: from}
+	c.self.Key = private.PublicKey()
+	c.table.Rotate(c.self.Key)
+	c.log.Info("rotating this host's key: the old key hands its prefix over", "from", from, "to", c.self.Key, "prefix", c.self.Prefix)
+}
+
+// finishRotation switches the device to the new key once the handover is
+// in the bucket; the peers hold sessions with the old key only, so this end
+// starts every first handshake.
+func (c *Controller) finishRotation(now time.Time) {
+	if err := c.dev.SetPrivateKey(c.rotating.private); err != nil {
+		c.log.Error("rotating the device's key failed; will retry", "device", c.dev.Name(), "err", err)
+		return
+	}
+	for k, p := range c.table.View().Peers {
+		c.initiate(k, now)
+		c.rec.Set(c.spec(p))
+	}
+	c.log.Info("rotated this host's key", "from", c.rotating.from, "to", c.self.Key)
+	c.rotating = nil
 }
 
 // New returns a controller for dev with an empty table. Nothing touches the
@@ -175,9 +216,16 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	case ClaimHeld:
 		c.selfRev = d.Self.Revision
 		o.Repair.Release = stale(d.Rejected)
+		if c.rotating != nil {
+			c.finishRotation(now)
+		}
 	case ClaimMissing:
 		o.Repair.Reclaim = true
 	case ClaimContested:
+		if r := c.rotating; r != nil && d.Self != nil && d.Self.PublicKey == r.from {
+			o.Repair.Defend = d.Self.Revision // the handover, over the old key's record
+			break
+		}
 		if !c.contest.lost {
 			rev, giveUp := c.contest.next(foreignRevision(d), now)
 			if giveUp {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
@@ -34,6 +36,9 @@ type Inputs struct {
 type Tuning struct {
 	Resync    time.Duration
 	Keepalive time.Duration
+	// Rotate, when set, is a new private key for this host (a key
+	// rotation, Controller.Rotate).
+	Rotate *wgtypes.Key
 }
 
 // Run is the controller's loop. Watch batches and the resync timer only wake
@@ -88,10 +93,14 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 				in.Resync = t.Resync
 				resync.Reset(t.Resync)
 			}
-			if t.Keepalive == c.self.Keepalive {
+			if t.Rotate != nil {
+				c.Rotate(*t.Rotate)
+			} else if t.Keepalive == c.self.Keepalive {
 				continue
 			}
-			c.setKeepalive(t.Keepalive)
+			if t.Keepalive != c.self.Keepalive {
+				c.setKeepalive(t.Keepalive)
+			}
 		}
 		if !c.loaded {
 			continue

@@ -65,6 +65,8 @@ type Accepted struct {
 	Prefix    netip.Prefix
 	PublicKey wgtypes.Key
 	Endpoint  netip.AddrPort
+	// Retires is the key a valid handover retires (zero: none).
+	Retires wgtypes.Key
 }
 
 // Rules are the mesh-wide parameters every record is checked against.
@@ -146,9 +148,17 @@ func (ru Rules) check(key string, value []byte, rev uint64, known func(Record) b
 	case !ru.verifyRecord(r, pk):
 		return reject(ReasonBadSignature, "sig is not %s's signature of this record in mesh %s of bucket %s", r.PublicKey, ru.Mesh, ru.Bucket)
 	}
+	var retired wgtypes.Key
+	if r.Handover != (Handover{}) {
+		from, ok := ru.verifyHandover(r)
+		if !ok || !r.Signed() {
+			return reject(ReasonBadSignature, "handover.sig is not %s's signature handing %s over to %s", r.Handover.From, r.AllowedIP, r.PublicKey)
+		}
+		retired = from
+	}
 	return Accepted{
 		Record: r, Key: key, Revision: rev, Prefix: p, PublicKey: pk,
-		Endpoint: netip.AddrPortFrom(adv.Unmap(), uint16(r.WGPort)),
+		Endpoint: netip.AddrPortFrom(adv.Unmap(), uint16(r.WGPort)), Retires: retired,
 	}, nil
 }
 

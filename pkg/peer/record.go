@@ -31,6 +31,18 @@ type Record struct {
 	// Sig is the XEdDSA signature of the record's statement by the key it
 	// names (Rules.SignRecord), standard base64.
 	Sig string `json:"sig,omitempty"`
+	// Handover, in the first record of a new key, is the old key's
+	// statement that the new key takes over its prefix (a key rotation):
+	// the old key is retired for good.
+	Handover Handover `json:"handover,omitzero"`
+}
+
+// Handover is a key rotation: From, the old public key, signs (Sig, XEdDSA)
+// the statement that the record's public key succeeds it at the record's
+// prefix, from the record's seq on.
+type Handover struct {
+	From string `json:"from"`
+	Sig  string `json:"sig"`
 }
 
 // Revocation is the value of a revoked.<key> entry.

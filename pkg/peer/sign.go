@@ -26,7 +26,8 @@ const statementTag = "ikto/1 "
 const (
 	kindRecord = "record"
 	kindDelete = "delete"
-	kindRevoke = "revoke"
+	kindRevoke   = "revoke"
+	kindHandover = "handover"
 )
 
 func (ru Rules) statement(kind string, fields ...string) []byte {
@@ -49,8 +50,41 @@ func (ru Rules) statement(kind string, fields ...string) []byte {
 // RecordStatement is what a record's signature covers: every field but the
 // signature.
 func (ru Rules) RecordStatement(r Record) []byte {
-	return ru.statement(kindRecord, r.Name, r.PublicKey, r.AdvertiseAddress, r.AllowedIP,
-		strconv.Itoa(r.WGPort), strconv.FormatUint(r.Seq, 10))
+	fields := []string{r.Name, r.PublicKey, r.AdvertiseAddress, r.AllowedIP, strconv.Itoa(r.WGPort), strconv.FormatUint(r.Seq, 10)}
+	if r.Handover != (Handover{}) {
+		fields = append(fields, r.Handover.From, r.Handover.Sig)
+	}
+	return ru.statement(kindRecord, fields...)
+}
+
+// handoverStatement is what the old key signs in a key rotation: that the
+// record's key succeeds it at the record's prefix, from its seq on.
+func (ru Rules) handoverStatement(r Record) []byte {
+	return ru.statement(kindHandover, r.Handover.From, r.PublicKey, r.AllowedIP, strconv.FormatUint(r.Seq, 10))
+}
+
+// SignHandover makes r a key rotation from old: r.Handover signed by old.
+// Sign r itself (SignRecord, with the new key) afterwards: its statement
+// covers the handover.
+func (ru Rules) SignHandover(r *Record, old wgtypes.Key) error {
+	r.Handover = Handover{From: old.PublicKey().String()}
+	sig, err := xeddsa.Sign(old, ru.handoverStatement(*r))
+	if err != nil {
+		return fmt.Errorf("sign the handover of %s: %w", r.AllowedIP, err)
+	}
+	r.Handover.Sig = sigCodec.EncodeToString(sig[:])
+	return nil
+}
+
+// verifyHandover checks r's handover, if it has one, and returns the key
+// it retires.
+func (ru Rules) verifyHandover(r Record) (wgtypes.Key, bool) {
+	from, err := wgtypes.ParseKey(r.Handover.From)
+	if err != nil || r.Handover.From == r.PublicKey {
+		return wgtypes.Key{}, false
+	}
+	sig, ok := decodeSig(r.Handover.Sig)
+	return from, ok && xeddsa.Verify(from, ru.handoverStatement(r), sig)
 }
 
 // sigCodec encodes signatures and operator keys: standard base64, as

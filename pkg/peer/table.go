@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"math"
 	"maps"
 	"net/netip"
 	"slices"
@@ -294,6 +295,22 @@ func (t *Table) learn(acc Accepted, inBucket bool) {
 	t.first(pk)
 	t.signed[pk] = known{acc: acc}
 	t.touch(pk)
+	if acc.Retires != (wgtypes.Key{}) {
+		// A key rotation: the old key handed its prefix over, and none of
+		// its statements counts any more.
+		t.command(acc.Retires, math.MaxUint64, "its key was rotated to "+pk.String())
+	}
+}
+
+// Rotate makes newKey this host's key: a key rotation, before the record
+// that hands the prefix over is written (or the handover would retire
+// this host's own key).
+func (t *Table) Rotate(newKey wgtypes.Key) {
+	old := t.selfKey
+	t.selfKey = newKey
+	t.touch(old)
+	t.touch(newKey)
+	t.selfDirty = true
 }
 
 func (t *Table) first(pk wgtypes.Key) {

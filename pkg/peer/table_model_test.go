@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"crypto/ed25519"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -68,6 +69,9 @@ func (m *referenceModel) statement(a Accepted, inBucket bool) {
 	case !ok || a.Seq > b.Seq:
 		m.seen(a.PublicKey)
 		m.best[a.PublicKey] = a
+		if a.Retires != (wgtypes.Key{}) {
+			m.remove(a.Retires, math.MaxUint64)
+		}
 	case inBucket && a.Seq == b.Seq && a.Key == b.Key && a.Record == b.Record:
 		m.best[a.PublicKey] = a
 	}
@@ -302,6 +306,25 @@ func (w *modelWorld) value(t testing.TB, h, p int, seq uint64) []byte {
 	return w.signed[id]
 }
 
+// handover is host to's record of prefix p with seq, handed over by host
+// from (a key rotation).
+func (w *modelWorld) handover(t testing.TB, from, to, p int, seq uint64) []byte {
+	id := fmt.Sprint("rot", from, to, p, seq)
+	if v, ok := w.signed[id]; ok {
+		return v
+	}
+	ho := w.hosts[to]
+	r := Record{Name: ho.name, PublicKey: ho.pub.String(), AdvertiseAddress: "198.18.0.9", AllowedIP: w.prefixes[p], WGPort: 51820, Seq: seq}
+	if err := w.rules.SignHandover(&r, w.hosts[from].priv); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.rules.SignRecord(&r, ho.priv); err != nil {
+		t.Fatal(err)
+	}
+	w.signed[id] = r.Encode()
+	return w.signed[id]
+}
+
 // command is a delete marker's body at key for host h up to seq: by the
 // host (by 0), the operator (1), a stranger (2).
 func (w *modelWorld) command(t testing.TB, key string, h int, seq uint64, by int) []byte {
@@ -333,7 +356,14 @@ func (w *modelWorld) apply(t testing.TB, tb *Table, m *referenceModel, op [4]byt
 	seq := uint64(op[3]%4) + 10
 	key := Key(netip.MustParsePrefix(w.prefixes[p]))
 	revKey := RevokedKey(w.hosts[h].pub)
-	switch op[0] % 12 {
+	switch op[0] % 13 {
+	case 12:
+		// A key rotation: host h2 takes over h's prefix p, handed over by h.
+		h2 := (h + 1 + int(op[3]>>4)%(len(w.hosts)-1)) % len(w.hosts)
+		v := w.handover(t, h, h2, p, seq)
+		tb.Put(key, v, rev)
+		m.put(key, v, rev)
+		return fmt.Sprintf("handover %s → %s seq %d at %s", w.hosts[h].name, w.hosts[h2].name, seq, w.prefixes[p])
 	case 0, 1, 2, 3:
 		v := w.value(t, h, p, seq)
 		tb.Put(key, v, rev)

@@ -382,3 +382,74 @@ func TestReleaseElsewhereIsNoEviction(t *testing.T) {
 		t.Fatalf("after deleting records of its key elsewhere: %+v, want its claim held", d)
 	}
 }
+
+// A key rotation: the new key's record, handed over by the old key, takes
+// the prefix at once; nothing the old key signed counts afterwards, and a
+// handover the old key did not sign is refused.
+func TestKeyRotation(t *testing.T) {
+	f := newSignedFixture(t, signedRules)
+	old, next, mallory := newHost(t, "bravo"), newHost(t, "bravo"), newHost(t, "mallory")
+	oldRec := old.record(t, f.rules, "fd10:2::/48", 10)
+	key := f.at(oldRec)
+	f.want(map[string]string{"bravo": "fd10:2::/48"})
+
+	forged := Record{Name: "mallory", PublicKey: mallory.pub.String(), AdvertiseAddress: "198.18.0.66", AllowedIP: "fd10:2::/48", WGPort: 51820, Seq: 11}
+	if err := f.rules.SignHandover(&forged, mallory.priv); err != nil {
+		t.Fatal(err)
+	}
+	forged.Handover.From = old.pub.String() // claims to come from bravo's old key
+	if err := f.rules.SignRecord(&forged, mallory.priv); err != nil {
+		t.Fatal(err)
+	}
+	f.at(forged)
+	f.want(map[string]string{"bravo": "fd10:2::/48"})
+	if got := f.reason(key); got != ReasonBadSignature {
+		t.Errorf("a handover bravo did not sign: reason %q, want bad_signature", got)
+	}
+
+	r := Record{Name: "bravo", PublicKey: next.pub.String(), AdvertiseAddress: "198.18.0.9", AllowedIP: "fd10:2::/48", WGPort: 51820, Seq: 11}
+	if err := f.rules.SignHandover(&r, old.priv); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rules.SignRecord(&r, next.priv); err != nil {
+		t.Fatal(err)
+	}
+	f.at(r)
+	if p, ok := f.table.Resolve().Peers[next.pub]; !ok || p.AllowedIP != "fd10:2::/48" {
+		t.Fatalf("after the handover: %v, want the new key at fd10:2::/48", f.table.Resolve().Peers)
+	}
+	if _, ok := f.table.Resolve().Peers[old.pub]; ok {
+		t.Fatal("the old key is still a peer")
+	}
+	// Whatever the old key signs now, even a higher seq, counts for nothing.
+	late := f.at(old.record(t, f.rules, "fd10:3::/48", 99))
+	if _, ok := f.table.Resolve().Peers[old.pub]; ok || f.reason(late) != ReasonSuperseded {
+		t.Fatalf("a record of the retired key: peers %v, reason %q", f.table.Resolve().Peers, f.reason(late))
+	}
+}
+
+// This host rotating its key: after Rotate, the record handed over from its
+// old key is its own claim, held; the old key's retirement is no eviction.
+func TestOwnKeyRotation(t *testing.T) {
+	f := newSignedFixture(t, signedRules)
+	key := Key(netip.MustParsePrefix("fd10:1::/48"))
+	own := f.self.record(t, f.rules, "fd10:1::/48", 20)
+	f.table.Recall(key, own.Encode(), 1)
+	f.at(own)
+	next := newHost(t, "self")
+	f.table.Rotate(next.pub)
+	r := Record{Name: "self", PublicKey: next.pub.String(), AdvertiseAddress: "198.18.0.9", AllowedIP: "fd10:1::/48", WGPort: 51820, Seq: 21}
+	if err := f.rules.SignHandover(&r, f.self.priv); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rules.SignRecord(&r, next.priv); err != nil {
+		t.Fatal(err)
+	}
+	f.at(r)
+	if d := f.table.Update(); d.SelfEvicted != "" || d.Self == nil || d.Self.PublicKey != next.pub || d.SelfRejected != nil {
+		t.Fatalf("after rotating: %+v, want the new key's claim held", d)
+	}
+	if len(f.where()) != 0 {
+		t.Fatalf("peers %v, want none (the old key is this host's retired key)", f.where())
+	}
+}

@@ -76,6 +76,9 @@ type Device interface {
 	// ReplaceAllowedIPs when its allowed-ips are given). Peers not named are left
 	// alone. An empty slice is a no-op and must not touch the device.
 	ConfigurePeers(changes []wgtypes.PeerConfig) error
+	// SetPrivateKey replaces the device's private key (a key rotation):
+	// its peers stay, sessions made with the old key end.
+	SetPrivateKey(k wgtypes.Key) error
 	// Close releases the handle. A kernel or external device stays up with
 	// its peers (an agent restart must not cut traffic); an embedded
 	// userspace device lives in this process and goes down with it. Close is

@@ -59,7 +59,19 @@ func (d *Device) Name() string { return d.name }
 func (d *Device) Backend() wgdev.Kind { return wgdev.KindFake }
 
 // PublicKey is the public half of the key given to New.
-func (d *Device) PublicKey() wgtypes.Key { return d.publicKey }
+func (d *Device) PublicKey() wgtypes.Key {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.publicKey
+}
+
+// SetPrivateKey replaces the device's key.
+func (d *Device) SetPrivateKey(k wgtypes.Key) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.publicKey = k.PublicKey()
+	return nil
+}
 
 // Peers returns deep copies of the peers, sorted by public key so tests can
 // compare them directly.

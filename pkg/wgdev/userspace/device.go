@@ -9,6 +9,7 @@ package userspace
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,7 @@ var _ wgdev.Device = (*Device)(nil)
 // Device is an embedded wireguard-go device.
 type Device struct {
 	name      string
+	keyMu     sync.Mutex // guards publicKey, which SetPrivateKey changes
 	publicKey wgtypes.Key
 	log       *slog.Logger
 	dev       *device.Device
@@ -50,7 +52,26 @@ func (d *Device) Name() string { return d.name }
 func (d *Device) Backend() wgdev.Kind { return wgdev.KindUserspace }
 
 // PublicKey is the device's public key.
-func (d *Device) PublicKey() wgtypes.Key { return d.publicKey }
+func (d *Device) PublicKey() wgtypes.Key {
+	d.keyMu.Lock()
+	defer d.keyMu.Unlock()
+	return d.publicKey
+}
+
+// SetPrivateKey replaces the device's private key through an in-process
+// UAPI set.
+func (d *Device) SetPrivateKey(k wgtypes.Key) error {
+	if d.closed.Load() {
+		return fmt.Errorf("set the private key of %s: %w", d.name, net.ErrClosed)
+	}
+	if err := d.dev.IpcSet("private_key=" + hex.EncodeToString(k[:]) + "\n"); err != nil {
+		return fmt.Errorf("set the private key of %s: %w", d.name, err)
+	}
+	d.keyMu.Lock()
+	d.publicKey = k.PublicKey()
+	d.keyMu.Unlock()
+	return nil
+}
 
 // Peers reads the live peers through an in-process UAPI get.
 func (d *Device) Peers() ([]wgtypes.Peer, error) {

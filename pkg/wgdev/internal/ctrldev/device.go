@@ -58,7 +58,25 @@ func (d *Device) Name() string { return d.name }
 func (d *Device) Backend() wgdev.Kind { return d.kind }
 
 // PublicKey is the device's public key.
-func (d *Device) PublicKey() wgtypes.Key { return d.publicKey }
+func (d *Device) PublicKey() wgtypes.Key {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.publicKey
+}
+
+// SetPrivateKey replaces the device's private key in one wgctrl call.
+func (d *Device) SetPrivateKey(k wgtypes.Key) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return fmt.Errorf("set the private key of %s: %w", d.name, net.ErrClosed)
+	}
+	if err := d.client.ConfigureDevice(d.name, wgtypes.Config{PrivateKey: &k}); err != nil {
+		return fmt.Errorf("set the private key of %s: %w", d.name, err)
+	}
+	d.publicKey = k.PublicKey()
+	return nil
+}
 
 // Peers reads the live peers.
 func (d *Device) Peers() ([]wgtypes.Peer, error) {
