@@ -98,6 +98,11 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record, sign fun
 			// A record we cannot read is still someone's claim: never overwrite it.
 			return rec, 0, &InUseError{Prefix: prefix, Holder: holder}
 		}
+		if rec.Handover == (peer.Handover{}) && holder.AllowedIP == rec.AllowedIP {
+			// The key was rotated to: its records keep the handover, so
+			// the old key stays retired for agents that never saw it.
+			rec.Handover = holder.Handover
+		}
 		if val, err = write(holder.Seq); err != nil {
 			return rec, 0, err
 		}

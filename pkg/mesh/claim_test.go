@@ -171,21 +171,28 @@ func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 	}
 }
 
-// A key rotation: the controller asks for the handover record to be
-// written over its old record (no contest), keeps the old key on the
-// device until that record is in, then switches and starts every
-// handshake.
+// A key rotation: the device takes the new key at once; the controller
+// asks for the handover record to be written over its old record (no
+// contest) and starts no handshake itself: each peer does when it applies
+// the record. A peer that applies a handover starts the handshake.
 func TestKeyRotation(t *testing.T) {
 	w := newWorld(t)
 	a, aKey := hostEntry(t, 2, 2)
 	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
 	w.ctl.Pass(false)
 	next := newPrivate(t)
-	w.ctl.Rotate(next)
+	if err := w.ctl.Rotate(next); err != nil {
+		t.Fatal(err)
+	}
+	if w.dev.PublicKey() != next.PublicKey() {
+		t.Fatal("the device kept the old key")
+	}
 	o := w.ctl.Pass(false)
-	if o.Claim != ClaimContested || o.Repair.Defend != 1 || w.ctl.contest.defends != 0 || w.dev.PublicKey() == next.PublicKey() {
-		t.Fatalf("before the handover is in: claim %s, repair %+v, defends %d, device key new %v",
-			o.Claim, o.Repair, w.ctl.contest.defends, w.dev.PublicKey() == next.PublicKey())
+	if p, _ := devicePeer(t, w, aKey); p.Endpoint != nil {
+		t.Errorf("the peer kept its endpoint through the rotation (%v): this end would start handshakes the peer refuses", p.Endpoint)
+	}
+	if o.Claim != ClaimContested || o.Repair.Defend != 1 || w.ctl.contest.defends != 0 {
+		t.Fatalf("before the handover is in: claim %s, repair %+v, defends %d", o.Claim, o.Repair, w.ctl.contest.defends)
 	}
 	r := peer.Record{Name: "self", PublicKey: next.PublicKey().String(), AdvertiseAddress: "198.18.0.20", AllowedIP: selfPrefix.String(), WGPort: 51820, Seq: 3}
 	if err := rules.SignHandover(&r, w.priv); err != nil {
@@ -194,12 +201,29 @@ func TestKeyRotation(t *testing.T) {
 	if err := rules.SignRecord(&r, next); err != nil {
 		t.Fatal(err)
 	}
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{{Key: peer.Key(selfPrefix), Value: r.Encode(), Revision: 3}}})
-	o = w.ctl.Pass(false)
-	if o.Claim != ClaimHeld || o.Err() != nil || w.dev.PublicKey() != next.PublicKey() {
-		t.Fatalf("after the handover: claim %s, err %v, device key new %v", o.Claim, o.Err(), w.dev.PublicKey() == next.PublicKey())
+	handover := peer.Write{Key: peer.Key(selfPrefix), Value: r.Encode(), Revision: 3}
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{handover}})
+	if o := w.ctl.Pass(false); o.Claim != ClaimHeld || o.Err() != nil || w.ctl.rotating != nil {
+		t.Fatalf("after the handover: claim %s, err %v, rotating %v", o.Claim, o.Err(), w.ctl.rotating)
 	}
-	if ct, ok := w.ctl.contacts[aKey]; !ok || !ct.initiator {
-		t.Errorf("contact with the peer after the rotation: %+v, %v; want this end to initiate", ct, ok)
+
+	// The other side: a peer applying a handover record starts the
+	// handshake with the new key, though the record is newer than its own.
+	p := newWorld(t)
+	bravo, bravoNext := newPrivate(t), newPrivate(t)
+	at := netip.MustParsePrefix("fd10:5::/48")
+	p.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{p.selfEntry(1), signedEntry(bravo, "bravo", at, 2)}})
+	p.ctl.Pass(false)
+	r2 := peer.Record{Name: "bravo", PublicKey: bravoNext.PublicKey().String(), AdvertiseAddress: "198.18.0.20", AllowedIP: at.String(), WGPort: 51820, Seq: 3}
+	if err := rules.SignHandover(&r2, bravo); err != nil {
+		t.Fatal(err)
+	}
+	if err := rules.SignRecord(&r2, bravoNext); err != nil {
+		t.Fatal(err)
+	}
+	p.ctl.Load(peer.Batch{Entries: []peer.Write{{Key: peer.Key(at), Value: r2.Encode(), Revision: 3}}})
+	p.ctl.Pass(false)
+	if ct, ok := p.ctl.contacts[bravoNext.PublicKey()]; !ok || !ct.initiator {
+		t.Errorf("a peer applying the handover: contact %+v, %v; want it to start the handshake", ct, ok)
 	}
 }

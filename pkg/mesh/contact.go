@@ -77,7 +77,11 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 	// this end starts it, whatever the revisions.
 	at, droppedLately := c.dropped[p.PublicKey]
 	droppedLately = droppedLately && now.Sub(at) < sessionAge
-	if c.selfRev > p.Revision || droppedLately {
+	// A peer that rotated its key switched its device before its record
+	// was written: whoever applies the record knows the new key from then
+	// on, so this end starts the handshake (the rotating host starts
+	// none).
+	if c.selfRev > p.Revision || droppedLately || p.Retires != (wgtypes.Key{}) {
 		c.initiate(p.PublicKey, now)
 		return
 	}

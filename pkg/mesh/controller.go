@@ -9,6 +9,7 @@
 package mesh
 
 import (
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -87,43 +88,49 @@ type Controller struct {
 	lostRevs []peer.Lost
 }
 
-// rotation is a key rotation under way: the private key the device takes
-// once this host's record, handed over from the old key, is in the bucket.
+// rotation is a key rotation under way: the device has the new key, and
+// the record that hands the prefix over is not in the bucket yet.
 type rotation struct {
-	private wgtypes.Key
-	from    wgtypes.Key
+	from wgtypes.Key
 }
 
 // Rotate makes private this host's key (docs/contract.md §5, key
-// rotation). The record the agent writes next carries the old key's
-// handover; until it is in the bucket the device keeps the old key, which
-// the peers still route. Then the device takes the new key and this end
-// starts the first handshake with every peer.
-func (c *Controller) Rotate(private wgtypes.Key) {
+// rotation). The record the keeper writes next (Repair.Defend over the old
+// key's record) carries the old key's handover, and each peer starts the
+// first handshake with the new key when it applies that record. So that no
+// handshake from here crosses one of theirs (both would be refused), the
+// device takes its peers back without endpoints before it takes the new
+// key: it answers, and sends nothing, until a peer's handshake (or the
+// contact's grace) gives the endpoint back.
+func (c *Controller) Rotate(private wgtypes.Key) error {
+	peers := c.table.View().Peers
+	for k := range peers {
+		c.rec.Unset(k)
+	}
+	if _, err := c.rec.Sync(false); err != nil {
+		return fmt.Errorf("rotate the key of %s: take the peers off: %w", c.dev.Name(), err)
+	}
+	err := c.dev.SetPrivateKey(private)
+	now := time.Now()
+	for k, p := range peers {
+		c.endContact(k)
+		if err == nil {
+			c.contacts[k] = &contact{since: now}
+		}
+		c.rec.Set(c.spec(p))
+	}
+	if err != nil {
+		return fmt.Errorf("rotate the key of %s: %w", c.dev.Name(), err)
+	}
 	from := c.self.Key
 	if r := c.rotating; r != nil {
 		from = r.from // rotated again before the first one was done
 	}
-	c.rotating = &rotation{private: private, from: from}
+	c.rotating = &rotation{from: from}
 	c.self.Key = private.PublicKey()
 	c.table.Rotate(c.self.Key)
 	c.log.Info("rotating this host's key: the old key hands its prefix over", "from", from, "to", c.self.Key, "prefix", c.self.Prefix)
-}
-
-// finishRotation switches the device to the new key once the handover is
-// in the bucket; the peers hold sessions with the old key only, so this end
-// starts every first handshake.
-func (c *Controller) finishRotation(now time.Time) {
-	if err := c.dev.SetPrivateKey(c.rotating.private); err != nil {
-		c.log.Error("rotating the device's key failed; will retry", "device", c.dev.Name(), "err", err)
-		return
-	}
-	for k, p := range c.table.View().Peers {
-		c.initiate(k, now)
-		c.rec.Set(c.spec(p))
-	}
-	c.log.Info("rotated this host's key", "from", c.rotating.from, "to", c.self.Key)
-	c.rotating = nil
+	return nil
 }
 
 // New returns a controller for dev with an empty table. Nothing touches the
@@ -217,7 +224,8 @@ func (c *Controller) Pass(refresh bool) Outcome {
 		c.selfRev = d.Self.Revision
 		o.Repair.Release = stale(d.Rejected)
 		if c.rotating != nil {
-			c.finishRotation(now)
+			c.log.Info("rotated this host's key", "from", c.rotating.from, "to", c.self.Key)
+			c.rotating = nil
 		}
 	case ClaimMissing:
 		o.Repair.Reclaim = true

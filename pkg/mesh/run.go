@@ -94,7 +94,9 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 				resync.Reset(t.Resync)
 			}
 			if t.Rotate != nil {
-				c.Rotate(*t.Rotate)
+				if err := c.Rotate(*t.Rotate); err != nil {
+					c.log.Error("key rotation failed; the host keeps its key", "err", err)
+				}
 			} else if t.Keepalive == c.self.Keepalive {
 				continue
 			}

@@ -39,7 +39,7 @@ type Record struct {
 
 // Handover is a key rotation: From, the old public key, signs (Sig, XEdDSA)
 // the statement that the record's public key succeeds it at the record's
-// prefix, from the record's seq on.
+// prefix.
 type Handover struct {
 	From string `json:"from"`
 	Sig  string `json:"sig"`

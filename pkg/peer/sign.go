@@ -58,9 +58,11 @@ func (ru Rules) RecordStatement(r Record) []byte {
 }
 
 // handoverStatement is what the old key signs in a key rotation: that the
-// record's key succeeds it at the record's prefix, from its seq on.
+// record's key succeeds it at the record's prefix. Every later record of
+// the new key carries it, so that the old key stays retired for an agent
+// that never saw the rotation.
 func (ru Rules) handoverStatement(r Record) []byte {
-	return ru.statement(kindHandover, r.Handover.From, r.PublicKey, r.AllowedIP, strconv.FormatUint(r.Seq, 10))
+	return ru.statement(kindHandover, r.Handover.From, r.PublicKey, r.AllowedIP)
 }
 
 // SignHandover makes r a key rotation from old: r.Handover signed by old.
