@@ -78,4 +78,3 @@ func (r Repair) Keep(older Repair) Repair {
 	}
 	return r
 }
-

@@ -24,8 +24,8 @@ const statementTag = "ikto/1 "
 
 // The statement kinds.
 const (
-	kindRecord = "record"
-	kindDelete = "delete"
+	kindRecord   = "record"
+	kindDelete   = "delete"
 	kindRevoke   = "revoke"
 	kindHandover = "handover"
 )
