@@ -52,6 +52,69 @@ func Judge(d peer.Delta, self wgtypes.Key, prefix netip.Prefix) (Claim, string) 
 	return ClaimMissing, "there is no record at " + peer.Key(prefix) + " (a re-created or restored bucket, or a delete that is no command)"
 }
 
+// heal decides what the bucket must be asked for this host's claim
+// (o.Repair) and whether the host stands down (o.Claim then says why:
+// evicted, or lost a contest).
+func (c *Controller) heal(o *Outcome, d peer.Delta, now time.Time) (standDown bool) {
+	switch o.Claim {
+	case ClaimEvicted:
+		return true
+	case ClaimHeld:
+		c.selfRev = d.Self.Revision
+		o.Repair.Release = stale(d.Rejected)
+		if c.rotating != nil {
+			c.log.Info("rotated this host's key", "from", c.rotating.from, "to", c.self.Key)
+			c.rotating = nil
+		}
+	case ClaimMissing:
+		o.Repair.Reclaim = true
+	case ClaimContested:
+		if r := c.rotating; r != nil && d.Self != nil && d.Self.PublicKey == r.from {
+			o.Repair.Defend = d.Self.Revision // the handover, over the old key's record
+			return false
+		}
+		if c.contest.lost {
+			return false
+		}
+		rev, giveUp := c.contest.next(foreignRevision(d), now)
+		if giveUp {
+			c.contest.lost = true
+			c.log.Error("another key keeps taking this host's prefix; standing down until the record is ours again. "+
+				"If that host should not hold it, evict it with ikto-admin evict", "prefix", c.self.Prefix, "why", o.Why)
+			o.Claim = ClaimLost
+			return true
+		}
+		o.Repair.Defend = rev
+		c.log.Warn("this host's claim is contested; restoring its record", "prefix", c.self.Prefix, "why", o.Why, "revision", rev)
+	}
+	return false
+}
+
+// writeBack are the signed records of other hosts the bucket lost (§5):
+// any agent may write them back, where its credentials allow.
+func (c *Controller) writeBack() []peer.Lost {
+	var out []peer.Lost
+	for _, a := range c.table.Missing() {
+		if a.PublicKey != c.self.Key {
+			out = append(out, peer.Lost{Key: a.Key, Value: a.Record.Encode()})
+		}
+	}
+	return out
+}
+
+// lostRevocations are the revocations the table keeps that the snapshot
+// just loaded lacks (no value, no marker): the bucket lost them. Only a
+// snapshot can tell.
+func (c *Controller) lostRevocations() []peer.Lost {
+	var lost []peer.Lost
+	for _, k := range c.table.RevokedKeys() {
+		if key := peer.RevokedKey(k); !c.snapKeys[key] {
+			lost = append(lost, peer.Lost{Key: key, Value: c.table.Revocation(k)})
+		}
+	}
+	return lost
+}
+
 // maxDefends bounds how often one contest restores our record before this
 // host gives up and stands down: two hosts configured with one prefix would
 // otherwise overwrite each other for ever. One of them wins: the last to

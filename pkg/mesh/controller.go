@@ -9,7 +9,6 @@
 package mesh
 
 import (
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -86,51 +85,6 @@ type Controller struct {
 	// lostRevs are the revocations the last snapshot lacked, until a pass
 	// asks the keeper to write them back.
 	lostRevs []peer.Lost
-}
-
-// rotation is a key rotation under way: the device has the new key, and
-// the record that hands the prefix over is not in the bucket yet.
-type rotation struct {
-	from wgtypes.Key
-}
-
-// Rotate makes private this host's key (docs/contract.md §5, key
-// rotation). The record the keeper writes next (Repair.Defend over the old
-// key's record) carries the old key's handover, and each peer starts the
-// first handshake with the new key when it applies that record. So that no
-// handshake from here crosses one of theirs (both would be refused), the
-// device takes its peers back without endpoints before it takes the new
-// key: it answers, and sends nothing, until a peer's handshake (or the
-// contact's grace) gives the endpoint back.
-func (c *Controller) Rotate(private wgtypes.Key) error {
-	peers := c.table.View().Peers
-	for k := range peers {
-		c.rec.Unset(k)
-	}
-	if _, err := c.rec.Sync(false); err != nil {
-		return fmt.Errorf("rotate the key of %s: take the peers off: %w", c.dev.Name(), err)
-	}
-	err := c.dev.SetPrivateKey(private)
-	now := time.Now()
-	for k, p := range peers {
-		c.endContact(k)
-		if err == nil {
-			c.contacts[k] = &contact{since: now}
-		}
-		c.rec.Set(c.spec(p))
-	}
-	if err != nil {
-		return fmt.Errorf("rotate the key of %s: %w", c.dev.Name(), err)
-	}
-	from := c.self.Key
-	if r := c.rotating; r != nil {
-		from = r.from // rotated again before the first one was done
-	}
-	c.rotating = &rotation{from: from}
-	c.self.Key = private.PublicKey()
-	c.table.Rotate(c.self.Key)
-	c.log.Info("rotating this host's key: the old key hands its prefix over", "from", from, "to", c.self.Key, "prefix", c.self.Prefix)
-	return nil
 }
 
 // New returns a controller for dev with an empty table. Nothing touches the
@@ -217,34 +171,8 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	o.Refresh, o.Peers, o.Changes, o.Rejected = refresh, d.Peers, d.Changes, d.Rejected
 	o.NewRejections = c.noteRejections(d.Rejected)
 	o.Claim, o.Why = Judge(d, c.self.Key, c.self.Prefix)
-	switch o.Claim {
-	case ClaimEvicted:
-		return c.standDown(o, ClaimEvicted, o.Why)
-	case ClaimHeld:
-		c.selfRev = d.Self.Revision
-		o.Repair.Release = stale(d.Rejected)
-		if c.rotating != nil {
-			c.log.Info("rotated this host's key", "from", c.rotating.from, "to", c.self.Key)
-			c.rotating = nil
-		}
-	case ClaimMissing:
-		o.Repair.Reclaim = true
-	case ClaimContested:
-		if r := c.rotating; r != nil && d.Self != nil && d.Self.PublicKey == r.from {
-			o.Repair.Defend = d.Self.Revision // the handover, over the old key's record
-			break
-		}
-		if !c.contest.lost {
-			rev, giveUp := c.contest.next(foreignRevision(d), now)
-			if giveUp {
-				c.contest.lost = true
-				c.log.Error("another key keeps taking this host's prefix; standing down until the record is ours again. "+
-					"If that host should not hold it, evict it with ikto-admin evict", "prefix", c.self.Prefix, "why", o.Why)
-				return c.standDown(o, ClaimLost, o.Why)
-			}
-			o.Repair.Defend = rev
-			c.log.Warn("this host's claim is contested; restoring its record", "prefix", c.self.Prefix, "why", o.Why, "revision", rev)
-		}
+	if stop := c.heal(&o, d, now); stop {
+		return c.standDown(o, o.Claim, o.Why)
 	}
 	// Asked once per snapshot: the keeper carries it until it is done.
 	o.Repair.Revoke, c.lostRevs = c.lostRevs, nil
@@ -298,31 +226,6 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 	c.snapKeys = nil
 }
 
-// writeBack are the signed records of other hosts the bucket lost (§5):
-// any agent may write them back, where its credentials allow.
-func (c *Controller) writeBack() []peer.Lost {
-	var out []peer.Lost
-	for _, a := range c.table.Missing() {
-		if a.PublicKey != c.self.Key {
-			out = append(out, peer.Lost{Key: a.Key, Value: a.Record.Encode()})
-		}
-	}
-	return out
-}
-
-// lostRevocations are the revocations the table keeps that the snapshot
-// just loaded lacks (no value, no marker): the bucket lost them. Only a
-// snapshot can tell.
-func (c *Controller) lostRevocations() []peer.Lost {
-	var lost []peer.Lost
-	for _, k := range c.table.RevokedKeys() {
-		if key := peer.RevokedKey(k); !c.snapKeys[key] {
-			lost = append(lost, peer.Lost{Key: key, Value: c.table.Revocation(k)})
-		}
-	}
-	return lost
-}
-
 // setKeepalive changes the keepalive of every peer; the next pass writes it.
 func (c *Controller) setKeepalive(d time.Duration) {
 	c.self.Keepalive = d
@@ -350,63 +253,6 @@ func (c *Controller) finish(o Outcome, d peer.Delta, res reconcile.Result, err e
 	if c.keep {
 		v := c.table.View()
 		o.View = &v
-	}
-	return o
-}
-
-// resume puts every accepted peer back after a stand-down.
-func (c *Controller) resume(o Outcome) Outcome {
-	c.snapKeys = nil
-	v := c.table.View()
-	desired := make(map[wgtypes.Key]reconcile.Spec, len(v.Peers))
-	for k, p := range v.Peers {
-		desired[k] = c.spec(p)
-	}
-	res, err := c.rec.Apply(desired, true)
-	return c.finish(o, peer.Delta{Peers: len(v.Peers)}, res, err)
-}
-
-// Restore puts peers (the accepted records of a local snapshot) on the device
-// before the bucket can be read. It only adds: a peer the device already has
-// (a kernel device that outlived the agent) stays as it is until the bucket
-// says otherwise, so a restart never takes a working peer away. The first
-// pass after the bucket's snapshot compares the whole device again.
-func (c *Controller) Restore(peers map[wgtypes.Key]peer.Accepted) Outcome {
-	o := c.begin()
-	o.State, o.Peers, o.View = StateRestored, len(peers), &peer.View{Peers: peers}
-	specs := make(map[wgtypes.Key]reconcile.Spec, len(peers))
-	for k, p := range peers {
-		specs[k] = c.spec(p)
-	}
-	res, err := c.rec.AddMissing(specs)
-	o.Plan, o.Refresh, o.Took, o.DeviceErr = res.Plan, true, res.Duration, err
-	for _, p := range peers {
-		c.table.Recall(p.Key, p.Record.Encode(), p.Revision)
-	}
-	if err == nil {
-		o.Configured = len(peers)
-	}
-	return o
-}
-
-// StandDown takes every peer off the device: this host is out of the mesh
-// (claim is ClaimEvicted or ClaimLost, for the reason why).
-func (c *Controller) StandDown(claim Claim, why string) Outcome {
-	return c.standDown(c.begin(), claim, why)
-}
-
-func (c *Controller) standDown(o Outcome, claim Claim, why string) Outcome {
-	o.State, o.Claim, o.Why, o.View, o.Peers, o.Repair = StateStandingDown, claim, why, &peer.View{}, 0, peer.Repair{}
-	res, err := c.rec.Apply(nil, true)
-	o.Plan, o.Refresh, o.Took, o.DeviceErr = res.Plan, true, res.Duration, err
-	if err != nil {
-		c.log.Error("remove peers failed", "device", c.dev.Name(), "err", err)
-	} else {
-		c.log.Info("removed every peer", "device", c.dev.Name(), "removed", len(res.Plan.Remove))
-	}
-	if claim == ClaimEvicted {
-		c.log.Error("this host was evicted: "+why+"; every peer was removed. To rejoin, create a new key and prefix with ikto-init",
-			"prefix", c.self.Prefix)
 	}
 	return o
 }
