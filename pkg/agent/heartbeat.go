@@ -10,9 +10,8 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/mesh"
 )
 
-// HeartbeatEvery is how often an agent writes its heartbeat. ikto-admin list
-// calls a host online while its last heartbeat is younger than three periods.
-const HeartbeatEvery = 10 * time.Second
+// HeartbeatEvery is mesh.HeartbeatEvery (the timing table).
+const HeartbeatEvery = mesh.HeartbeatEvery
 
 // heartbeat keeps this host's liveness entry fresh in the separate live
 // bucket, so the peers bucket (which every agent watches) carries no periodic

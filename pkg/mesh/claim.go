@@ -115,16 +115,6 @@ func (c *Controller) lostRevocations() []peer.Lost {
 	return lost
 }
 
-// maxDefends bounds how often one contest restores our record before this
-// host gives up and stands down: two hosts configured with one prefix would
-// otherwise overwrite each other for ever. One of them wins: the last to
-// write has not run out of defends.
-const maxDefends = 3
-
-// contestMemory is how long a held claim must stay quiet before a new
-// contest starts from zero defends.
-const contestMemory = time.Minute
-
 // contest is the controller's memory of fights over its prefix.
 type contest struct {
 	defends  int       // restores asked for in this contest

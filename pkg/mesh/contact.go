@@ -25,32 +25,6 @@ import (
 // which clears WireGuard's per-peer rate limit; after a bound it leaves the
 // peer to WireGuard's own timers. Once a handshake exists nothing extra is
 // sent: the peer gets its configured keepalive back.
-const (
-	// contactKeepalive is the keepalive an initiator's new peer has until
-	// its first handshake, when none is configured.
-	contactKeepalive = time.Second
-	// contactRetry is the first wait before an initiator starts again;
-	// it doubles up to contactRetryMax.
-	contactRetry    = 250 * time.Millisecond
-	contactRetryMax = time.Second
-	// contactBound is how long an initiator keeps starting handshakes.
-	contactBound = 3 * time.Second
-	// responderGrace is how long a responder's new peer has no endpoint:
-	// longer than contactBound, so the two ends never cross.
-	responderGrace = 4 * time.Second
-	// contactPollMin is the shortest time between two reads of the
-	// device's handshakes while first contacts are pending. A read is a
-	// dump of every peer (a netlink dump of the whole device), so it is
-	// made when a contact is due (a restart, a bound, a grace), never on a
-	// fixed fast tick: a join wave of a thousand peers must not read a
-	// thousand-peer device twenty times a second.
-	contactPollMin = contactRetry
-	// maxInitiating bounds the first contacts this end starts at once.
-	maxInitiating = 256
-	// sessionAge is how old a handshake may be and still carry a session
-	// (WireGuard's REJECT_AFTER_TIME).
-	sessionAge = 180 * time.Second
-)
 
 // contact is one peer whose first handshake is being orchestrated.
 type contact struct {

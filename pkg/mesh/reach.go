@@ -7,12 +7,6 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// Unheard is how long a peer may go without sending anything back while this
-// host sends to it before it counts as unreachable. WireGuard answers data
-// with a keepalive within 10 s even when the other end has nothing to send,
-// so a live path is never silent this long while traffic flows.
-const Unheard = 15 * time.Second
-
 // Reach tells, from a device's byte counters read now and then, which peers
 // this host sends to without hearing back: a cut path, a dead host, a
 // firewall. Idle peers (nothing sent) are never unreachable. Not safe for

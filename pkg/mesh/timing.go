@@ -1,0 +1,57 @@
+package mesh
+
+import "time"
+
+// The durations that shape a decision of the controller, in one table.
+// Values that depend on others are derived from them here, and
+// timing_test.go states the relations. (The bucket's own timers — watch
+// probes, audits, request timeouts — are about talking to NATS, not about
+// membership, and live with the code that talks.)
+const (
+	// wireGuardKeepaliveTimeout is WireGuard's KEEPALIVE_TIMEOUT: a peer
+	// that received data answers within it, even with nothing to send.
+	wireGuardKeepaliveTimeout = 10 * time.Second
+	// wireGuardRejectAfter is WireGuard's REJECT_AFTER_TIME: no session is
+	// older than this.
+	wireGuardRejectAfter = 180 * time.Second
+
+	// First contact (contact.go). An initiator's new peer has
+	// contactKeepalive until its first handshake, when none is configured;
+	// the initiator starts again after contactRetry, doubling up to
+	// contactRetryMax, for contactBound.
+	contactKeepalive = time.Second
+	contactRetry     = 250 * time.Millisecond
+	contactRetryMax  = 4 * contactRetry
+	contactBound     = 3 * time.Second
+	// responderGrace is how long a responder's new peer has no endpoint:
+	// past contactBound, so the two ends never start at once.
+	responderGrace = contactBound + contactRetryMax
+	// contactPollMin is the shortest time between two reads of the
+	// device's handshakes while first contacts are pending. A read is a
+	// dump of every peer, so it is made when a contact is due, never on a
+	// fixed fast tick: a join wave of a thousand peers must not read a
+	// thousand-peer device twenty times a second.
+	contactPollMin = contactRetry
+	// maxInitiating bounds the first contacts this end starts at once.
+	maxInitiating = 256
+	// sessionAge is how old a handshake may be and still carry a session.
+	sessionAge = wireGuardRejectAfter
+
+	// The contest for this host's prefix (claim.go): at most maxDefends
+	// restores against newer foreign writes before standing down (two
+	// hosts configured with one prefix would otherwise overwrite each
+	// other for ever; the last to write has defends left and wins); a held
+	// claim quiet for contestMemory starts the next contest from zero.
+	maxDefends    = 3
+	contestMemory = time.Minute
+
+	// HeartbeatEvery is how often an agent writes its heartbeat; ikto-admin
+	// list calls a host online while its last heartbeat is younger than
+	// three periods.
+	HeartbeatEvery = 10 * time.Second
+	// Unheard is how long a peer may go without sending anything back
+	// while this host sends to it before it counts as unreachable (reach.go,
+	// reported in heartbeats): WireGuard answers data within its keepalive
+	// timeout, so a live path is never silent this long while traffic flows.
+	Unheard = wireGuardKeepaliveTimeout + 5*time.Second
+)

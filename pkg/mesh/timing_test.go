@@ -1,0 +1,21 @@
+package mesh
+
+import "testing"
+
+// The relations timing.go's values must keep.
+func TestTimingRelations(t *testing.T) {
+	for _, r := range []struct {
+		what string
+		ok   bool
+	}{
+		{"a responder's grace outlasts the initiator's attempts", responderGrace > contactBound},
+		{"the first retry comes before the bound", contactRetry < contactBound && contactRetryMax <= contactBound},
+		{"the device is read no faster than contacts are retried", contactPollMin >= contactRetry},
+		{"a live path answers before it counts as unheard", Unheard > wireGuardKeepaliveTimeout},
+		{"a peer is unheard within two heartbeats, so a heartbeat reports it", Unheard < 2*HeartbeatEvery},
+	} {
+		if !r.ok {
+			t.Errorf("timing: %s does not hold", r.what)
+		}
+	}
+}
