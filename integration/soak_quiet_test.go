@@ -17,8 +17,8 @@ import (
 )
 
 // soakQuietTimeout bounds the wait for the mesh to settle once the chaos is
-// over: longer than mesh.VanishGrace (30 s), the longest a device may keep
-// a peer whose record vanished.
+// over: agents restarted last write their records back, and a bucket made
+// again is written back whole.
 const soakQuietTimeout = 90 * time.Second
 
 // soakQuiet is what the end of a soak measured.

@@ -90,8 +90,8 @@ func soakAuditLog(m *soakModel, host, path string) (applied, intruders, unnamed 
 		applied++
 		if name == "" {
 			// A peer re-added with its device (after an ip link del) while
-			// kept for VanishGrace has no record to name it in the log; the
-			// sampler judges it on the device.
+			// its record is gone from the bucket has no record to name it in
+			// the log; the sampler judges it on the device.
 			unnamed++
 			continue
 		}

@@ -253,7 +253,7 @@ func (s *stallingKV) first(kw jetstream.KeyWatcher, err error) (jetstream.KeyWat
 }
 
 // A scan whose entries never come is made again, not waited on until the
-// caller's deadline (ikto-admin list, LiveHolder's heartbeat reads).
+// caller's deadline (ikto-admin list, health and prune).
 func TestScanStartsAgainWhenItsEntriesStop(t *testing.T) {
 	real := newBucket(t)
 	putRecords(t, real, 1, 3)

@@ -105,8 +105,8 @@ func TestAccountJWTCarriesTheLimits(t *testing.T) {
 // from no peer in a big fleet, with a name as long as a whole record.
 func TestHostPayloadHoldsTheLargestMessages(t *testing.T) {
 	// headers is room for what nats.go and ikto put in headers
-	// (Nats-Expected-Last-Subject-Sequence, Nats-Msg-Id, KV-Operation,
-	// Ikto-Released-By): under 256 bytes.
+	// (Nats-Expected-Last-Subject-Sequence, Nats-Msg-Id, KV-Operation):
+	// under 256 bytes.
 	const headers = 512
 	key := "5KW/aOOWAO5j9EH3Y4fL6a/GJ3j+le27+lQNqOx2qig="
 	unreachable := make([]string, 10*DefaultMaxHosts)
