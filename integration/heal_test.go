@@ -410,3 +410,70 @@ func TestDeviceDeletedIsMadeAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWipedBucketComesBackWhole: with charlie's agent stopped (its record
+// stays in the bucket, as a stopped host's does), the bucket is deleted.
+// alpha and bravo make it again and write back their own records and
+// charlie's: a signed record speaks for itself, so whoever writes it back
+// changes nothing of what it says. charlie's record is back, byte for byte,
+// within 2 s of the bucket being writable, and alpha and bravo never drop
+// charlie's peer.
+func TestWipedBucketComesBackWhole(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t)
+	hosts := m.startAll("alpha", "bravo", "charlie")
+	charlie := hosts[2]
+	ctx := context.Background()
+	was, err := m.bucket.Get(ctx, peer.Key(charlie.Prefix()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.agents[charlie.Name].Stop(agentStopTimeout); err != nil {
+		t.Fatal(err)
+	}
+	delete(m.agents, charlie.Name) // stopped on purpose
+	js, err := jetstream.New(m.bucket.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	if err := js.DeleteKeyValue(ctx, bucketName); err != nil {
+		t.Fatal(err)
+	}
+	var writable time.Duration
+	testkit.EventuallyContext(t, convergeTimeout, "the bucket to exist again", func(ctx context.Context) error {
+		if _, err := js.KeyValue(ctx, bucketName); err != nil {
+			return err
+		}
+		writable = time.Since(deleted)
+		return nil
+	})
+	testkit.EventuallyContext(t, convergeTimeout, "charlie's record back", func(ctx context.Context) error {
+		if err := m.exitedEarly(hosts[:2]); err != nil {
+			return err
+		}
+		e, err := m.bucket.Get(ctx, peer.Key(charlie.Prefix()))
+		if err != nil {
+			return err
+		}
+		if string(e.Value()) != string(was.Value()) {
+			return testkit.Permanent(fmt.Errorf("charlie's record came back as %s, want %s", e.Value(), was.Value()))
+		}
+		return nil
+	})
+	back := time.Since(deleted) - writable
+	t.Logf("figure: bucket deleted with charlie stopped: writable again after %s, charlie's record back %s later",
+		writable.Round(time.Millisecond), back.Round(time.Millisecond))
+	if back > 2*time.Second {
+		t.Errorf("charlie's record came back %s after the bucket was writable, want within 2s", back.Round(time.Millisecond))
+	}
+	for _, h := range hosts[:2] {
+		view, err := h.DeviceView()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := view[charlie.PublicKey.String()]; !ok {
+			t.Errorf("%s dropped charlie's peer with the bucket", h.Name)
+		}
+	}
+}
