@@ -60,18 +60,7 @@ func TestBucketDeletedUnderARunningMesh(t *testing.T) {
 			return err
 		})
 	}
-	deleted := time.Now()
-	if err := js.DeleteKeyValue(ctx, bucketName); err != nil {
-		t.Fatal(err)
-	}
-	var writable time.Duration
-	testkit.EventuallyContext(t, convergeTimeout, "the bucket to exist again", func(ctx context.Context) error {
-		if _, err := js.KeyValue(ctx, bucketName); err != nil {
-			return err
-		}
-		writable = time.Since(deleted)
-		return nil
-	})
+	deleted, writable := deleteBucketAndWait(t, js)
 	testkit.EventuallyContext(t, convergeTimeout, "every live host's record back", func(ctx context.Context) error {
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
@@ -436,18 +425,7 @@ func TestWipedBucketComesBackWhole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deleted := time.Now()
-	if err := js.DeleteKeyValue(ctx, bucketName); err != nil {
-		t.Fatal(err)
-	}
-	var writable time.Duration
-	testkit.EventuallyContext(t, convergeTimeout, "the bucket to exist again", func(ctx context.Context) error {
-		if _, err := js.KeyValue(ctx, bucketName); err != nil {
-			return err
-		}
-		writable = time.Since(deleted)
-		return nil
-	})
+	deleted, writable := deleteBucketAndWait(t, js)
 	testkit.EventuallyContext(t, convergeTimeout, "charlie's record back", func(ctx context.Context) error {
 		if err := m.exitedEarly(hosts[:2]); err != nil {
 			return err
@@ -476,4 +454,23 @@ func TestWipedBucketComesBackWhole(t *testing.T) {
 			t.Errorf("%s dropped charlie's peer with the bucket", h.Name)
 		}
 	}
+}
+
+// deleteBucketAndWait deletes the mesh's bucket and waits for the agents to make
+// it again: when it was deleted, and how long until it existed again.
+func deleteBucketAndWait(t *testing.T, js jetstream.JetStream) (time.Time, time.Duration) {
+	t.Helper()
+	deleted := time.Now()
+	if err := js.DeleteKeyValue(context.Background(), bucketName); err != nil {
+		t.Fatal(err)
+	}
+	var writable time.Duration
+	testkit.EventuallyContext(t, convergeTimeout, "the bucket to exist again", func(ctx context.Context) error {
+		if _, err := js.KeyValue(ctx, bucketName); err != nil {
+			return err
+		}
+		writable = time.Since(deleted)
+		return nil
+	})
+	return deleted, writable
 }

@@ -77,30 +77,21 @@ func (f *Fleet) Record(index int, pub wgtypes.Key) peer.Record {
 // Records makes n records with fresh indexes and real WireGuard key pairs
 // (a userspace device derives a secret from each public key, so random bytes
 // would not cost the same). Keys are generated on every CPU.
-func (f *Fleet) Records(n int) ([]peer.Record, error) {
-	out := make([]peer.Record, n)
-	var g errgroup.Group
-	g.SetLimit(runtime.NumCPU())
-	for i := range out {
-		idx := f.Next()
-		g.Go(func() error {
-			k, err := wgtypes.GeneratePrivateKey()
-			if err != nil {
-				return fmt.Errorf("generate key: %w", err)
-			}
-			out[i] = f.Record(idx, k.PublicKey())
-			return nil
-		})
-	}
-	return out, g.Wait()
-}
+func (f *Fleet) Records(n int) ([]peer.Record, error) { return f.records(n, nil) }
 
 // SignedRecords is Records with each record signed by its key for bucket,
 // as an agent signs its own (seq: the time in microseconds).
 func (f *Fleet) SignedRecords(n int, bucket string) ([]peer.Record, error) {
-	out := make([]peer.Record, n)
 	rules := peer.Rules{Mesh: f.Mesh, Bits: f.Bits, Bucket: bucket}
 	seq := uint64(time.Now().UnixMicro())
+	return f.records(n, func(r *peer.Record, k wgtypes.Key) error {
+		r.Seq = seq
+		return rules.SignRecord(r, k)
+	})
+}
+
+func (f *Fleet) records(n int, sign func(*peer.Record, wgtypes.Key) error) ([]peer.Record, error) {
+	out := make([]peer.Record, n)
 	var g errgroup.Group
 	g.SetLimit(runtime.NumCPU())
 	for i := range out {
@@ -111,8 +102,10 @@ func (f *Fleet) SignedRecords(n int, bucket string) ([]peer.Record, error) {
 				return fmt.Errorf("generate key: %w", err)
 			}
 			out[i] = f.Record(idx, k.PublicKey())
-			out[i].Seq = seq
-			return rules.SignRecord(&out[i], k)
+			if sign != nil {
+				return sign(&out[i], k)
+			}
+			return nil
 		})
 	}
 	return out, g.Wait()

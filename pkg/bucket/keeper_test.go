@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
@@ -16,16 +17,8 @@ import (
 // Revocations the bucket lost are written back, once: a second request
 // finds them there and leaves them as they are.
 func TestKeeperWritesLostRevocationsBack(t *testing.T) {
-	s := natstest.Start(t)
-	nc, js := natstest.Connect(t, s.URL())
 	ctx := context.Background()
-	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var actions []string
-	k := &Keeper{Conn: &Conn{NC: nc, JS: js}, KV: kv, Self: newRecord(t, "alpha", "fd10:1::/48"),
-		Log: slog.New(slog.DiscardHandler), Done: func(a string) { actions = append(actions, a) }}
+	k, kv, actions := newKeeper(t)
 	var lost []peer.Lost
 	var keys []wgtypes.Key
 	for range 2 {
@@ -52,24 +45,16 @@ func TestKeeperWritesLostRevocationsBack(t *testing.T) {
 			t.Fatalf("revocation of %s = %s (revision %d, err %v)", pk, e.Value(), e.Revision(), err)
 		}
 	}
-	if len(actions) != 2 {
-		t.Errorf("actions %q, want one revoke per revocation written (the second round finds them there)", actions)
+	if len(*actions) != 2 {
+		t.Errorf("actions %q, want one revoke per revocation written (the second round finds them there)", *actions)
 	}
 }
 
 // Signed records the bucket lost are written back with Create: once, and
 // never over a value that is there.
 func TestKeeperWritesLostRecordsBack(t *testing.T) {
-	s := natstest.Start(t)
-	nc, js := natstest.Connect(t, s.URL())
 	ctx := context.Background()
-	kv, err := OpenBucket(ctx, js, "ikto-test", true, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var actions []string
-	k := &Keeper{Conn: &Conn{NC: nc, JS: js}, KV: kv, Self: newRecord(t, "alpha", "fd10:1::/48"),
-		Log: slog.New(slog.DiscardHandler), Done: func(a string) { actions = append(actions, a) }}
+	k, kv, actions := newKeeper(t)
 	lost := peer.Lost{Key: peer.Key(netip.MustParsePrefix("fd10:2::/48")), Value: newRecord(t, "bravo", "fd10:2::/48").Encode()}
 	there := peer.Lost{Key: peer.Key(netip.MustParsePrefix("fd10:3::/48")), Value: []byte("the record it was")}
 	if _, err := kv.Create(ctx, there.Key, []byte("a newer value")); err != nil {
@@ -86,7 +71,23 @@ func TestKeeperWritesLostRecordsBack(t *testing.T) {
 	if e, err := kv.Get(ctx, there.Key); err != nil || string(e.Value()) != "a newer value" {
 		t.Errorf("a key with a value: %v, %v; want it left as it was", e, err)
 	}
-	if len(actions) != 1 {
-		t.Errorf("actions %q, want one write_back", actions)
+	if len(*actions) != 1 {
+		t.Errorf("actions %q, want one write_back", *actions)
 	}
+}
+
+// newKeeper is a keeper for host alpha on a fresh bucket, and the repair
+// actions it reports.
+func newKeeper(t *testing.T) (*Keeper, jetstream.KeyValue, *[]string) {
+	t.Helper()
+	s := natstest.Start(t)
+	nc, js := natstest.Connect(t, s.URL())
+	kv, err := OpenBucket(context.Background(), js, "ikto-test", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	k := &Keeper{Conn: &Conn{NC: nc, JS: js}, KV: kv, Self: newRecord(t, "alpha", "fd10:1::/48"),
+		Log: slog.New(slog.DiscardHandler), Done: func(a string) { actions = append(actions, a) }}
+	return k, kv, &actions
 }
