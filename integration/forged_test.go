@@ -39,7 +39,15 @@ func forgeryCut(t *testing.T) time.Duration {
 // bravo restores its claim.
 func TestForgeriesRouteNothingWhileTheirHostIsCutOff(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
+	for _, server := range servers {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			forgeriesWhileCutOff(t, newMeshOn(t, server))
+		})
+	}
+}
+
+func forgeriesWhileCutOff(t *testing.T, m *mesh) {
 	hosts := m.startAll("alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	alpha, bravo, charlie := hosts[0], hosts[1], hosts[2]
@@ -172,7 +180,7 @@ func checkRejected(t *testing.T, m *mesh, h *harness.Host, want map[string]peer.
 func cutNATS(t *testing.T, m *mesh, h *harness.Host) {
 	t.Helper()
 	ctx := context.Background()
-	addr := m.nats.Addr()
+	addr := m.addr
 	for _, args := range [][]string{
 		{"add", "table", "inet", "ikto_natscut"},
 		{"add", "chain", "inet", "ikto_natscut", "out", "{ type filter hook output priority 0; }"},

@@ -72,7 +72,15 @@ func (l *legacyHost) follow(t *testing.T, m *mesh) {
 // with require drops it and names the reason in its status.
 func TestLegacyAgentMeshes(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
+	for _, server := range servers {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			legacyAgentMeshes(t, newMeshOn(t, server))
+		})
+	}
+}
+
+func legacyAgentMeshes(t *testing.T, m *mesh) {
 	hosts := m.addHosts("alpha", "bravo", "legacy")
 	legacy := startLegacyHost(t, m, hosts[2])
 	for _, h := range hosts[:2] {

@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -29,7 +30,10 @@ const bucketName = "ikto-mesh"
 type mesh struct {
 	t      *testing.T
 	net    *harness.Network
-	nats   *natsserver.Server
+	nats   *natsserver.Server // nil on a mesh served by Debian's nats-server
+	// url and addr are where the agents reach NATS, whichever server it is.
+	url    string
+	addr   netip.AddrPort
 	bucket *harness.Bucket
 	bins   *harness.Binaries
 	agents map[string]*harness.Agent
@@ -54,14 +58,41 @@ func newMeshNATSDown(t *testing.T) *mesh {
 	t.Helper()
 	bins := harnesstest.Binaries(t)
 	n := harnesstest.Network(t)
+	srv := harnesstest.NewNATS(t, n)
 	return &mesh{
 		t:      t,
 		net:    n,
-		nats:   harnesstest.NewNATS(t, n),
+		nats:   srv,
+		url:    srv.URL(),
+		addr:   srv.Addr(),
 		bins:   bins,
 		agents: map[string]*harness.Agent{},
 	}
 }
+
+// newMeshOn is newMesh on the embedded server ("embedded") or on Debian's
+// packaged nats-server ("debian"), the oldest the docs promise, started in
+// the test network with JetStream and no auth.
+func newMeshOn(t *testing.T, server string) *mesh {
+	t.Helper()
+	if server == "embedded" {
+		return newMesh(t)
+	}
+	bins := harnesstest.Binaries(t)
+	n := harnesstest.Network(t)
+	p := startDebianNATS(t, n.Gateway, t.TempDir(), "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := harness.OpenBucket(ctx, p.URL(), bucketName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return &mesh{t: t, net: n, url: p.URL(), addr: p.Addr, bucket: b, bins: bins, agents: map[string]*harness.Agent{}}
+}
+
+// servers are the NATS servers a scenario runs on with newMeshOn.
+var servers = []string{"embedded", "debian"}
 
 // addHosts adds hosts by name.
 func (m *mesh) addHosts(names ...string) []*harness.Host {
@@ -87,7 +118,7 @@ func (m *mesh) startAll(names ...string) []*harness.Host {
 
 // config is the host's default configuration for this mesh.
 func (m *mesh) config(h *harness.Host) config.Config {
-	return h.Config(m.nats.URL(), bucketName)
+	return h.Config(m.url, bucketName)
 }
 
 // start starts an agent on h with its default configuration.

@@ -22,7 +22,15 @@ import (
 // routed nowhere).
 func TestKeyRotation(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
+	for _, server := range servers {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			keyRotation(t, newMeshOn(t, server))
+		})
+	}
+}
+
+func keyRotation(t *testing.T, m *mesh) {
 	hosts := m.startAll("alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	bravo := hosts[1]
