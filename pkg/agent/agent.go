@@ -241,7 +241,7 @@ func (a *Agent) serve(ctx context.Context) error {
 	batches := make(chan peer.Batch, 16)
 	// The watch is probed once per resync: drift of the watch itself (a
 	// consumer lost with a cluster member) is repaired like the device's.
-	a.keeper = &bucket.Keeper{Conn: a.conn, KV: a.kv, Self: a.self, Log: a.log, Created: a.kickWatch,
+	a.keeper = &bucket.Keeper{Conn: a.conn, KV: a.kv, Self: a.self, Key: a.key, Rules: a.set.Rules(), Log: a.log, Created: a.kickWatch,
 		Done: func(action string) { a.metrics.ClaimRepairs.WithLabelValues(action).Inc() }}
 	w := &bucket.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected, Probe: a.set.Resync, Connected: a.conn.Connected,
 		Audit: a.audit, Settings: a.noteBucketSettings,

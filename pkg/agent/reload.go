@@ -102,7 +102,7 @@ func (a *Agent) rotate(path string, cur config.Settings) error {
 	}
 	a.key = next
 	a.record.Store(&r)
-	a.keeper.SetSelf(r)
+	a.keeper.SetSelf(r, next)
 	select {
 	case <-a.tune: // a newer tuning replaces one not yet taken
 	default:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/retry"
@@ -24,10 +25,12 @@ var RepairPolicy = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Secon
 type Keeper struct {
 	Conn *Conn
 	KV   jetstream.KeyValue
-	// Self is this host's record as it starts; SetSelf changes it (a key
-	// rotation).
-	Self peer.Record
-	Log  *slog.Logger
+	// Self is this host's record as it starts, Key its private key and
+	// Rules the mesh's; SetSelf changes the first two (a key rotation).
+	Self  peer.Record
+	Key   wgtypes.Key
+	Rules peer.Rules
+	Log   *slog.Logger
 	// Created is called after the bucket was created again, so the watch
 	// re-reads it at once.
 	Created func()
@@ -47,16 +50,22 @@ type Keeper struct {
 
 // SetSelf makes r the record this keeper writes for this host (a key
 // rotation: the new key's record, handed over by the old key).
-func (k *Keeper) SetSelf(r peer.Record) {
+func (k *Keeper) SetSelf(r peer.Record, key wgtypes.Key) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.Self = r
+	k.Self, k.Key = r, key
 }
 
 func (k *Keeper) self() peer.Record {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.Self
+}
+
+func (k *Keeper) privateKey() wgtypes.Key {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.Key
 }
 
 func (k *Keeper) init() { k.once.Do(func() { k.wake = make(chan struct{}, 1) }) }
@@ -279,7 +288,11 @@ func (k *Keeper) defend(ctx context.Context, rev uint64) error {
 // release deletes an older record of this host's key, left under a prefix
 // it no longer claims, if it is still at the revision seen.
 func (k *Keeper) release(ctx context.Context, s peer.Stale) error {
-	err := k.Conn.Explain(k.KV.Delete(ctx, s.Key, jetstream.LastRevision(s.Revision)))
+	cmd, err := k.Rules.HostCommand(s.Key, k.privateKey(), s.Seq)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", s.Key, err)
+	}
+	err = k.Conn.Explain(DeleteCommand(ctx, k.Conn.JS, k.KV.Bucket(), s.Key, s.Revision, cmd))
 	switch {
 	case isWrongRevision(err):
 		return nil // written since: the controller sees what is there now

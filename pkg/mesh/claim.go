@@ -61,7 +61,7 @@ func (c *Controller) heal(o *Outcome, d peer.Delta, now time.Time) (standDown bo
 		return true
 	case ClaimHeld:
 		c.selfRev = d.Self.Revision
-		o.Repair.Release = stale(d.Rejected)
+		o.Repair.Release = stale(d.Rejected, c.table.At)
 		if c.rotating != nil {
 			c.log.Info("rotated this host's key", "from", c.rotating.from, "to", c.self.Key)
 			c.rotating = nil
@@ -148,11 +148,15 @@ func (ct *contest) held(now time.Time) {
 // stale are this host's older records under prefixes it left: rejected as
 // its own key elsewhere. They route nothing; deleting them frees the
 // prefixes.
-func stale(rejected []peer.Rejection) []peer.Stale {
+func stale(rejected []peer.Rejection, at func(key string) (peer.Accepted, bool, bool)) []peer.Stale {
 	var out []peer.Stale
 	for _, r := range rejected {
 		if r.Reason == peer.ReasonOwnKey {
-			out = append(out, peer.Stale{Key: r.Key, Revision: r.Revision})
+			s := peer.Stale{Key: r.Key, Revision: r.Revision}
+			if a, valid, _ := at(r.Key); valid {
+				s.Seq = a.Seq
+			}
+			out = append(out, s)
 		}
 	}
 	return out

@@ -166,7 +166,7 @@ func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 	old := signedEntry(w.priv, "self", netip.MustParsePrefix("fd10:7::/48"), 1)
 	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{old, w.selfEntry(2)}})
 	o := w.ctl.Pass(false)
-	if d := cmp.Diff([]peer.Stale{{Key: old.Key, Revision: 1}}, o.Repair.Release); d != "" || o.Claim != ClaimHeld {
+	if d := cmp.Diff([]peer.Stale{{Key: old.Key, Revision: 1, Seq: 1}}, o.Repair.Release); d != "" || o.Claim != ClaimHeld {
 		t.Fatalf("claim %s, release (-want +got):\n%s", o.Claim, d)
 	}
 }

@@ -32,10 +32,13 @@ type Repair struct {
 	// Defend: a value that is not our record sits at our key at this
 	// revision; put ours back with Update on it (compare-and-set).
 	Defend uint64
-	// Release: this host's own older records under prefixes it left (it
-	// moved); delete each with compare-and-set, once its claim is held.
-	// They route nothing (a newer record of the key supersedes them): this
-	// only frees the prefix for the next claim.
+	// Release: records of this host's key under other prefixes (its own
+	// older ones where it moved, or copies); delete each with
+	// compare-and-set, once its claim is held, with a command signed by
+	// this host's key up to the record's seq: a plain delete at another
+	// host's claim could pass for that host's eviction. They route nothing
+	// (a newer record of the key supersedes them): this only frees the
+	// prefix.
 	Release []Stale
 	// WriteBack: signed records of other hosts the bucket lost; each is
 	// written back with Create where this host may (§5).
@@ -55,10 +58,12 @@ type Lost struct {
 	Value []byte
 }
 
-// Stale is a record to delete if it is still at Revision.
+// Stale is a record of this host's key to delete if it is still at
+// Revision; Seq is the record's (0 for an unsigned one).
 type Stale struct {
 	Key      string
 	Revision uint64
+	Seq      uint64
 }
 
 // Empty reports whether r asks nothing.

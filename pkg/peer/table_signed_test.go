@@ -453,3 +453,25 @@ func TestOwnKeyRotation(t *testing.T) {
 		t.Fatalf("peers %v, want none (the old key is this host's retired key)", f.where())
 	}
 }
+
+// Another host releases a copy of its key sitting on this host's claim
+// with a command signed by its own key: in a snapshot that starts with that
+// marker (this host missed the copy), it is no eviction of this host.
+func TestAnotherHostsReleaseAtOurKeyIsNoEviction(t *testing.T) {
+	f := newSignedFixture(t, signedRules)
+	key := Key(netip.MustParsePrefix("fd10:1::/48"))
+	own := f.self.record(t, f.rules, "fd10:1::/48", 20)
+	f.table.Recall(key, own.Encode(), 1)
+	f.at(own)
+	f.table.Update()
+	s1 := newHost(t, "s1")
+	f.table.Reset()
+	c, err := f.rules.HostCommand(key, s1.priv, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.del(key, c.Encode())
+	if d := f.table.Update(); d.SelfEvicted != "" {
+		t.Fatalf("another host's release at this host's key evicted it: %q", d.SelfEvicted)
+	}
+}
