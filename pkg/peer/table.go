@@ -412,10 +412,14 @@ func (t *Table) acceptedAt(key string) (wgtypes.Key, bool) {
 // command removes pk's statements up to seq.
 func (t *Table) command(pk wgtypes.Key, seq uint64, why string) {
 	t.void[pk] = max(t.void[pk], seq)
-	if k, ok := t.signed[pk]; ok && k.acc.Seq <= seq {
+	k, ok := t.signed[pk]
+	removed := ok && k.acc.Seq <= seq
+	if removed {
 		delete(t.signed, pk)
 	}
-	if pk == t.selfKey {
+	// This host's own command about an older record of its key (a
+	// release) leaves its record standing: only removing it evicts.
+	if pk == t.selfKey && removed {
 		t.evicted = why
 		t.selfDirty = true
 	}

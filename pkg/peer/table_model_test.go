@@ -114,11 +114,12 @@ func (m *referenceModel) put(key string, value []byte, rev uint64) {
 
 func (m *referenceModel) remove(pk wgtypes.Key, seq uint64) {
 	m.void[pk] = max(m.void[pk], seq)
-	if b, ok := m.best[pk]; ok && b.Seq <= seq {
+	b, ok := m.best[pk]
+	if ok && b.Seq <= seq {
 		delete(m.best, pk)
-	}
-	if pk == m.self {
-		m.evicted = true
+		if pk == m.self {
+			m.evicted = true
+		}
 	}
 }
 

@@ -475,3 +475,23 @@ func TestAnotherHostsReleaseAtOurKeyIsNoEviction(t *testing.T) {
 		t.Fatalf("another host's release at this host's key evicted it: %q", d.SelfEvicted)
 	}
 }
+
+// This host releasing its own older record (a command signed by its key up
+// to that record's seq) is no eviction: its current record has a higher
+// seq.
+func TestOwnReleaseIsNoEviction(t *testing.T) {
+	f := newSignedFixture(t, signedRules)
+	key := Key(netip.MustParsePrefix("fd10:1::/48"))
+	own := f.self.record(t, f.rules, "fd10:1::/48", 20)
+	f.table.Recall(key, own.Encode(), 1)
+	f.at(own)
+	older := f.at(f.self.record(t, f.rules, "fd10:9::/48", 5))
+	c, err := f.rules.HostCommand(older, f.self.priv, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.del(older, c.Encode())
+	if d := f.table.Update(); d.SelfEvicted != "" || d.Self == nil {
+		t.Fatalf("after releasing its older record: %+v, want its claim held", d)
+	}
+}
