@@ -28,9 +28,9 @@ const bucketName = "ikto-mesh"
 // mesh is one scenario's world: a network, a NATS server, the test's own
 // handle on the bucket, and the agents started so far, by host name.
 type mesh struct {
-	t      *testing.T
-	net    *harness.Network
-	nats   *natsserver.Server // nil on a mesh served by Debian's nats-server
+	t    *testing.T
+	net  *harness.Network
+	nats *natsserver.Server // nil on a mesh served by Debian's nats-server
 	// url and addr are where the agents reach NATS, whichever server it is.
 	url    string
 	addr   netip.AddrPort

@@ -407,13 +407,7 @@ func TestKeyRotation(t *testing.T) {
 		t.Errorf("a handover bravo did not sign: reason %q, want bad_signature", got)
 	}
 
-	r := Record{Name: "bravo", PublicKey: next.pub.String(), AdvertiseAddress: "198.18.0.9", AllowedIP: "fd10:2::/48", WGPort: 51820, Seq: 11}
-	if err := f.rules.SignHandover(&r, old.priv); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.rules.SignRecord(&r, next.priv); err != nil {
-		t.Fatal(err)
-	}
+	r := handoverRecord(t, f.rules, old, next, "fd10:2::/48", 11)
 	f.at(r)
 	if p, ok := f.table.Resolve().Peers[next.pub]; !ok || p.AllowedIP != "fd10:2::/48" {
 		t.Fatalf("after the handover: %v, want the new key at fd10:2::/48", f.table.Resolve().Peers)
@@ -432,19 +426,10 @@ func TestKeyRotation(t *testing.T) {
 // old key is its own claim, held; the old key's retirement is no eviction.
 func TestOwnKeyRotation(t *testing.T) {
 	f := newSignedFixture(t, signedRules)
-	key := Key(netip.MustParsePrefix("fd10:1::/48"))
-	own := f.self.record(t, f.rules, "fd10:1::/48", 20)
-	f.table.Recall(key, own.Encode(), 1)
-	f.at(own)
+	f.claim()
 	next := newHost(t, "self")
 	f.table.Rotate(next.pub)
-	r := Record{Name: "self", PublicKey: next.pub.String(), AdvertiseAddress: "198.18.0.9", AllowedIP: "fd10:1::/48", WGPort: 51820, Seq: 21}
-	if err := f.rules.SignHandover(&r, f.self.priv); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.rules.SignRecord(&r, next.priv); err != nil {
-		t.Fatal(err)
-	}
+	r := handoverRecord(t, f.rules, f.self, next, "fd10:1::/48", 21)
 	f.at(r)
 	if d := f.table.Update(); d.SelfEvicted != "" || d.Self == nil || d.Self.PublicKey != next.pub || d.SelfRejected != nil {
 		t.Fatalf("after rotating: %+v, want the new key's claim held", d)
@@ -459,10 +444,7 @@ func TestOwnKeyRotation(t *testing.T) {
 // marker (this host missed the copy), it is no eviction of this host.
 func TestAnotherHostsReleaseAtOurKeyIsNoEviction(t *testing.T) {
 	f := newSignedFixture(t, signedRules)
-	key := Key(netip.MustParsePrefix("fd10:1::/48"))
-	own := f.self.record(t, f.rules, "fd10:1::/48", 20)
-	f.table.Recall(key, own.Encode(), 1)
-	f.at(own)
+	key := f.claim()
 	f.table.Update()
 	s1 := newHost(t, "s1")
 	f.table.Reset()
@@ -481,10 +463,7 @@ func TestAnotherHostsReleaseAtOurKeyIsNoEviction(t *testing.T) {
 // seq.
 func TestOwnReleaseIsNoEviction(t *testing.T) {
 	f := newSignedFixture(t, signedRules)
-	key := Key(netip.MustParsePrefix("fd10:1::/48"))
-	own := f.self.record(t, f.rules, "fd10:1::/48", 20)
-	f.table.Recall(key, own.Encode(), 1)
-	f.at(own)
+	f.claim()
 	older := f.at(f.self.record(t, f.rules, "fd10:9::/48", 5))
 	c, err := f.rules.HostCommand(older, f.self.priv, 5)
 	if err != nil {
@@ -494,4 +473,28 @@ func TestOwnReleaseIsNoEviction(t *testing.T) {
 	if d := f.table.Update(); d.SelfEvicted != "" || d.Self == nil {
 		t.Fatalf("after releasing its older record: %+v, want its claim held", d)
 	}
+}
+
+// claim gives the fixture's host its own signed record at fd10:1::/48, as
+// an agent's claim does (recalled, then seen in the bucket), and returns
+// its key.
+func (f *signedFixture) claim() string {
+	key := Key(netip.MustParsePrefix("fd10:1::/48"))
+	own := f.self.record(f.t, f.rules, "fd10:1::/48", 20)
+	f.table.Recall(key, own.Encode(), 1)
+	f.at(own)
+	return key
+}
+
+// handoverRecord is next's record of prefix with seq, handed over by from.
+func handoverRecord(t *testing.T, ru Rules, from, next host, prefix string, seq uint64) Record {
+	t.Helper()
+	r := Record{Name: next.name, PublicKey: next.pub.String(), AdvertiseAddress: "198.18.0.9", AllowedIP: prefix, WGPort: 51820, Seq: seq}
+	if err := ru.SignHandover(&r, from.priv); err != nil {
+		t.Fatal(err)
+	}
+	if err := ru.SignRecord(&r, next.priv); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
