@@ -24,9 +24,10 @@ import (
 //   - A public key's record is its valid signed record with the highest
 //     seq the table has seen. It stays when the bucket loses it or someone
 //     writes over it (state, healed by its host or any agent), and goes only
-//     by a statement: a newer record of the key (a move) or a command (a
-//     delete marker signed by the key or an operator key; without operator
-//     keys, any delete marker at the record's key; a revocation).
+//     by a statement: a newer record of the key (a move), a handover to a
+//     new key (a rotation), or a command (a delete marker signed by the key
+//     or an operator key; without operator keys, a plain delete marker
+//     after the record at its key; a revocation).
 //   - An unsigned record (ikto 0.3.0's) counts, unless signatures are
 //     required, for a key never seen signed, while it is in the bucket; of
 //     several, the oldest revision.
@@ -50,7 +51,7 @@ type Table struct {
 	present map[string]slot
 	// signed is each key's valid signed record with the highest seq seen,
 	// whether or not the bucket still holds it.
-	signed map[wgtypes.Key]known
+	signed map[wgtypes.Key]Accepted
 	// void is, per key, the seq up to which commands removed its records.
 	void map[wgtypes.Key]uint64
 	// records indexes the present valid records by public key.
@@ -98,9 +99,6 @@ type slot struct {
 	marker bool
 }
 
-// known is a signed record and where the table saw it.
-type known struct{ acc Accepted }
-
 type member struct {
 	key string
 	rev uint64
@@ -115,7 +113,7 @@ func (m member) compare(o member) int {
 func NewTable(rules Rules, self wgtypes.Key, selfPrefix netip.Prefix) *Table {
 	t := &Table{
 		rules: rules, selfKey: self, selfPrefix: selfPrefix, selfEntry: Key(selfPrefix),
-		signed: map[wgtypes.Key]known{}, void: map[wgtypes.Key]uint64{}, revoked: map[wgtypes.Key][]byte{},
+		signed: map[wgtypes.Key]Accepted{}, void: map[wgtypes.Key]uint64{}, revoked: map[wgtypes.Key][]byte{},
 		since: map[wgtypes.Key]uint64{}, cand: map[wgtypes.Key]Accepted{},
 		byPrefix: map[netip.Prefix]map[wgtypes.Key]struct{}{}, holder: map[netip.Prefix]wgtypes.Key{},
 		dirty: map[wgtypes.Key]struct{}{}, dirtyPrefix: map[netip.Prefix]struct{}{},
@@ -273,7 +271,7 @@ func (t *Table) knownRecord(r Record) bool {
 		return false
 	}
 	k, ok := t.signed[pk]
-	return ok && k.acc.Record == r
+	return ok && k.Record == r
 }
 
 // learn takes a signed record as its key's statement if it is the newest.
@@ -284,16 +282,16 @@ func (t *Table) learn(acc Accepted, inBucket bool) {
 	if acc.Seq <= t.void[pk] {
 		return
 	}
-	if k, ok := t.signed[pk]; ok && k.acc.Seq >= acc.Seq {
-		if inBucket && k.acc.Seq == acc.Seq && k.acc.Key == acc.Key && k.acc.Record == acc.Record {
-			k.acc.Revision = acc.Revision
+	if k, ok := t.signed[pk]; ok && k.Seq >= acc.Seq {
+		if inBucket && k.Seq == acc.Seq && k.Key == acc.Key && k.Record == acc.Record {
+			k.Revision = acc.Revision
 			t.signed[pk] = k
 			t.touch(pk)
 		}
 		return
 	}
 	t.first(pk)
-	t.signed[pk] = known{acc: acc}
+	t.signed[pk] = acc
 	t.touch(pk)
 	if acc.Retires != (wgtypes.Key{}) {
 		// A key rotation: the old key handed its prefix over, and none of
@@ -373,8 +371,8 @@ func (t *Table) Delete(key string, body []byte, rev uint64) {
 		// The signed record the table holds at key, if the marker follows
 		// it (or the table saw nothing there since its last snapshot).
 		pk, ok := t.acceptedAt(key)
-		if ok && (!had || !was.marker && was.rej == nil && was.acc.PublicKey == pk && was.acc.Seq == t.signed[pk].acc.Seq) {
-			t.command(pk, t.signed[pk].acc.Seq, "its record "+key+" was deleted")
+		if ok && (!had || !was.marker && was.rej == nil && was.acc.PublicKey == pk && was.acc.Seq == t.signed[pk].Seq) {
+			t.command(pk, t.signed[pk].Seq, "its record "+key+" was deleted")
 		}
 	}
 }
@@ -394,7 +392,7 @@ func (t *Table) acceptedAt(key string) (wgtypes.Key, bool) {
 		return wgtypes.Key{}, false
 	}
 	if key == t.selfEntry {
-		if k, ok := t.signed[t.selfKey]; ok && k.acc.Key == key {
+		if k, ok := t.signed[t.selfKey]; ok && k.Key == key {
 			return t.selfKey, true
 		}
 		return wgtypes.Key{}, false
@@ -403,7 +401,7 @@ func (t *Table) acceptedAt(key string) (wgtypes.Key, bool) {
 	if !ok {
 		return wgtypes.Key{}, false
 	}
-	if k, ok := t.signed[h]; ok && k.acc.Key == key {
+	if k, ok := t.signed[h]; ok && k.Key == key {
 		return h, true
 	}
 	return wgtypes.Key{}, false
@@ -413,7 +411,7 @@ func (t *Table) acceptedAt(key string) (wgtypes.Key, bool) {
 func (t *Table) command(pk wgtypes.Key, seq uint64, why string) {
 	t.void[pk] = max(t.void[pk], seq)
 	k, ok := t.signed[pk]
-	removed := ok && k.acc.Seq <= seq
+	removed := ok && k.Seq <= seq
 	if removed {
 		delete(t.signed, pk)
 	}
@@ -533,7 +531,7 @@ func (t *Table) Update() Delta {
 func (t *Table) candidate(pk wgtypes.Key) {
 	var now *Accepted
 	if k, ok := t.signed[pk]; ok {
-		a := k.acc
+		a := k
 		now = &a
 	}
 	signs := now != nil || t.void[pk] > 0

@@ -64,8 +64,8 @@ func (t *Table) At(key string) (rec Accepted, valid, present bool) {
 func (t *Table) Missing() []Accepted {
 	var out []Accepted
 	for _, k := range t.signed {
-		if _, ok := t.present[k.acc.Key]; !ok && !t.isRevoked(k.acc.PublicKey) {
-			out = append(out, k.acc)
+		if _, ok := t.present[k.Key]; !ok && !t.isRevoked(k.PublicKey) {
+			out = append(out, k)
 		}
 	}
 	slices.SortFunc(out, func(a, b Accepted) int { return strings.Compare(a.Key, b.Key) })
