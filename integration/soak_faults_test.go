@@ -32,7 +32,7 @@ func soakFaults(deviceFaults bool) []soakFault {
 		{"nats-kill", 1.5, (*soak).killNATS},
 		{"garbage", 3, (*soak).writeGarbage},
 		{"forged", 2, (*soak).writeForged},
-		{"replay", 1, (*soak).writeReplay},
+		{"replay", 2, (*soak).writeReplay},
 		{"takeover", 1, (*soak).takeOver},
 		{"join", 1, (*soak).join},
 		{"evict", 1, (*soak).evict},

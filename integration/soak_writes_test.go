@@ -254,32 +254,43 @@ func (s *soak) signedRecord(h *soakHost) (peer.Record, bool) {
 // writeReplay puts a host's earlier signed record back over its claim once
 // the host has superseded it (a restart rewrites it with a higher seq): an
 // old statement replayed. Nobody applies it; the host restores its record.
+// Each call first notes the signed record of every live host it has none
+// of, so that later calls have old statements to replay.
 func (s *soak) writeReplay() (string, error) {
 	if !s.nats.writable() {
 		return "", soakSkip("NATS down")
 	}
-	now := time.Now()
-	h := s.pickHost(s.live(), func(h *soakHost) bool { return s.hasClaimed(h) && h.writes.allow(now) })
-	if h == nil {
-		return "", soakSkip("no live host's contest has room")
-	}
-	cur, ok := s.signedRecord(h)
-	if !ok {
-		return "", soakSkip("no signed record of " + h.Name + " to read")
-	}
 	if s.said == nil {
 		s.said = map[string][]byte{}
 	}
-	old, had := s.said[h.Name]
-	s.said[h.Name] = cur.Encode()
-	var was peer.Record
-	if !had || json.Unmarshal(old, &was) != nil || was.Seq >= cur.Seq || was.AllowedIP != h.Prefix().String() {
-		return "", soakSkip(h.Name + " has not superseded a record the soak read yet")
+	now := time.Now()
+	var victim *soakHost
+	var old, cur peer.Record
+	for _, h := range s.live() {
+		if !s.hasClaimed(h) {
+			continue
+		}
+		r, ok := s.signedRecord(h)
+		if !ok {
+			continue
+		}
+		var was peer.Record
+		if json.Unmarshal(s.said[h.Name], &was) != nil || was.AllowedIP != r.AllowedIP {
+			s.said[h.Name] = r.Encode()
+			continue
+		}
+		if victim == nil && was.Seq < r.Seq && h.writes.allow(now) {
+			victim, old, cur = h, was, r
+		}
 	}
-	if err := s.put(h.Prefix(), old, h); err != nil {
+	if victim == nil {
+		return "", soakSkip("no live host has superseded a record the soak read yet")
+	}
+	s.said[victim.Name] = cur.Encode()
+	if err := s.put(victim.Prefix(), old.Encode(), victim); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s's record of seq %d replayed over its claim (now seq %d)", h.Name, was.Seq, cur.Seq), nil
+	return fmt.Sprintf("%s's record of seq %d replayed over its claim (now seq %d)", victim.Name, old.Seq, cur.Seq), nil
 }
 
 // takeOver writes a valid record of a fresh key over a live host's claim.
