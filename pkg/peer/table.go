@@ -54,8 +54,9 @@ type Table struct {
 	signed map[wgtypes.Key]Accepted
 	// void is, per key, the seq up to which commands removed its records.
 	void map[wgtypes.Key]uint64
-	// records indexes the present valid records by public key.
-	records map[wgtypes.Key]map[string]struct{}
+	// records indexes the present valid records by public key: their
+	// bucket keys (nearly always one).
+	records map[wgtypes.Key][]string
 	// revoked are the revoked keys, with the revocations' values (to
 	// write back as they were).
 	revoked map[wgtypes.Key][]byte
@@ -64,10 +65,11 @@ type Table struct {
 	since   map[wgtypes.Key]uint64
 	counter uint64
 
-	// cand is each key's record, before the prefix rule; byPrefix indexes
-	// them; holder is the key each prefix is given to.
-	cand     map[wgtypes.Key]Accepted
-	byPrefix map[netip.Prefix]map[wgtypes.Key]struct{}
+	// cand is each key's record, before the prefix rule (where it is:
+	// signed, or present at a bucket key); byPrefix indexes them; holder
+	// is the key each prefix is given to.
+	cand     map[wgtypes.Key]candRef
+	byPrefix map[netip.Prefix][]wgtypes.Key
 	holder   map[netip.Prefix]wgtypes.Key
 
 	dirty       map[wgtypes.Key]struct{}
@@ -99,6 +101,23 @@ type slot struct {
 	marker bool
 }
 
+// candRef says where a key's candidate record is: the key's signed record,
+// or the unsigned one present at key. Any change to either re-decides the
+// key before the record is read again, so the reference never goes stale.
+type candRef struct {
+	signed bool
+	key    string
+	prefix netip.Prefix
+}
+
+// record is the candidate record r refers to.
+func (t *Table) record(pk wgtypes.Key, r candRef) Accepted {
+	if r.signed {
+		return t.signed[pk]
+	}
+	return t.present[r.key].acc
+}
+
 type member struct {
 	key string
 	rev uint64
@@ -114,8 +133,8 @@ func NewTable(rules Rules, self wgtypes.Key, selfPrefix netip.Prefix) *Table {
 	t := &Table{
 		rules: rules, selfKey: self, selfPrefix: selfPrefix, selfEntry: Key(selfPrefix),
 		signed: map[wgtypes.Key]Accepted{}, void: map[wgtypes.Key]uint64{}, revoked: map[wgtypes.Key][]byte{},
-		since: map[wgtypes.Key]uint64{}, cand: map[wgtypes.Key]Accepted{},
-		byPrefix: map[netip.Prefix]map[wgtypes.Key]struct{}{}, holder: map[netip.Prefix]wgtypes.Key{},
+		since: map[wgtypes.Key]uint64{}, cand: map[wgtypes.Key]candRef{},
+		byPrefix: map[netip.Prefix][]wgtypes.Key{}, holder: map[netip.Prefix]wgtypes.Key{},
 		dirty: map[wgtypes.Key]struct{}{}, dirtyPrefix: map[netip.Prefix]struct{}{},
 		setRej: map[string]Rejection{}, setRejOfKey: map[wgtypes.Key][]string{}, prefixRej: map[string]Rejection{},
 		peers: map[wgtypes.Key]Accepted{},
@@ -137,7 +156,7 @@ func (t *Table) Reset() {
 		t.dirtyKey(key)
 	}
 	t.present = map[string]slot{}
-	t.records = map[wgtypes.Key]map[string]struct{}{}
+	t.records = map[wgtypes.Key][]string{}
 	// Every rejection was of a value now forgotten; the keys touched
 	// above make the set rules' again from the snapshot.
 	t.recordRej = map[string]Rejection{}
@@ -243,12 +262,7 @@ func (t *Table) putRecord(key string, acc Accepted, rej *Rejection) {
 		t.rejDirty = true
 		return
 	}
-	ks := t.records[acc.PublicKey]
-	if ks == nil {
-		ks = map[string]struct{}{}
-		t.records[acc.PublicKey] = ks
-	}
-	ks[key] = struct{}{}
+	t.records[acc.PublicKey] = append(t.records[acc.PublicKey], key)
 	if acc.Signed() {
 		t.learn(acc, true)
 	}
@@ -335,9 +349,10 @@ func (t *Table) unpresent(key string) {
 		return
 	}
 	pk := s.acc.PublicKey
-	delete(t.records[pk], key)
-	if len(t.records[pk]) == 0 {
+	if ks := slices.DeleteFunc(t.records[pk], func(k string) bool { return k == key }); len(ks) == 0 {
 		delete(t.records, pk)
+	} else {
+		t.records[pk] = ks
 	}
 	t.touch(pk)
 }
@@ -481,9 +496,13 @@ func (t *Table) Update() Delta {
 	var changes []Change
 	for pk := range t.dirty {
 		old, had := t.peers[pk]
-		now, has := t.cand[pk]
+		ref, has := t.cand[pk]
 		// This host's own prefix is never routed to a peer.
-		has = has && pk != t.selfKey && now.Prefix != t.selfPrefix && t.holder[now.Prefix] == pk
+		has = has && pk != t.selfKey && ref.prefix != t.selfPrefix && t.holder[ref.prefix] == pk
+		var now Accepted
+		if has {
+			now = t.record(pk, ref)
+		}
 		switch {
 		case has && (!had || now != old):
 			t.peers[pk] = now
@@ -530,9 +549,9 @@ func (t *Table) Update() Delta {
 // rejections of pk's present records.
 func (t *Table) candidate(pk wgtypes.Key) {
 	var now *Accepted
-	if k, ok := t.signed[pk]; ok {
-		a := k
-		now = &a
+	k, fromSigned := t.signed[pk]
+	if fromSigned {
+		now = &k
 	}
 	signs := now != nil || t.void[pk] > 0
 	rej := map[string]Rejection{}
@@ -565,26 +584,26 @@ func (t *Table) candidate(pk wgtypes.Key) {
 	switch {
 	case now == nil && had:
 		delete(t.cand, pk)
-		t.unindex(pk, old.Prefix)
-	case now != nil && (!had || old != *now):
+		t.unindex(pk, old.prefix)
+	case now != nil:
+		ref := candRef{signed: fromSigned, key: now.Key, prefix: now.Prefix}
+		if had && old == ref {
+			return // the same record's place: Update compares its content
+		}
 		if had {
-			t.unindex(pk, old.Prefix)
+			t.unindex(pk, old.prefix)
 		}
-		t.cand[pk] = *now
-		ks := t.byPrefix[now.Prefix]
-		if ks == nil {
-			ks = map[wgtypes.Key]struct{}{}
-			t.byPrefix[now.Prefix] = ks
-		}
-		ks[pk] = struct{}{}
-		t.dirtyPrefix[now.Prefix] = struct{}{}
+		t.cand[pk] = ref
+		t.byPrefix[ref.prefix] = append(t.byPrefix[ref.prefix], pk)
+		t.dirtyPrefix[ref.prefix] = struct{}{}
 	}
 }
 
 func (t *Table) unindex(pk wgtypes.Key, p netip.Prefix) {
-	delete(t.byPrefix[p], pk)
-	if len(t.byPrefix[p]) == 0 {
+	if ks := slices.DeleteFunc(t.byPrefix[p], func(k wgtypes.Key) bool { return k == pk }); len(ks) == 0 {
 		delete(t.byPrefix, p)
+	} else {
+		t.byPrefix[p] = ks
 	}
 	t.dirtyPrefix[p] = struct{}{}
 }
@@ -592,7 +611,7 @@ func (t *Table) unindex(pk wgtypes.Key, p netip.Prefix) {
 // presentOf are pk's present valid records, oldest first.
 func (t *Table) presentOf(pk wgtypes.Key) []member {
 	out := make([]member, 0, len(t.records[pk]))
-	for key := range t.records[pk] {
+	for _, key := range t.records[pk] {
 		out = append(out, member{key: key, rev: t.present[key].acc.Revision})
 	}
 	slices.SortFunc(out, member.compare)
@@ -636,12 +655,12 @@ func (t *Table) setRejections(pk wgtypes.Key, rej map[string]Rejection) {
 func (t *Table) givePrefix(p netip.Prefix) {
 	ks := t.byPrefix[p]
 	h, held := t.holder[p]
-	if _, still := ks[h]; held && !still {
+	if held && !slices.Contains(ks, h) {
 		held = false
 	}
 	if !held {
 		first := true
-		for k := range ks {
+		for _, k := range ks {
 			if first || t.since[k] < t.since[h] || t.since[k] == t.since[h] && bytes.Compare(k[:], h[:]) < 0 {
 				h, first = k, false
 			}
@@ -654,12 +673,12 @@ func (t *Table) givePrefix(p netip.Prefix) {
 	}
 	key := Key(p)
 	old, had := t.prefixRej[key]
-	for k := range ks {
+	for _, k := range ks {
 		t.dirty[k] = struct{}{}
 	}
 	if s, ok := t.present[key]; ok && !s.marker && s.rej == nil && len(ks) > 0 && s.acc.PublicKey != h {
-		if _, contends := ks[s.acc.PublicKey]; contends {
-			holder := t.cand[h]
+		if slices.Contains(ks, s.acc.PublicKey) {
+			holder := t.record(h, t.cand[h])
 			r := rejection(s.acc, ReasonPrefixTaken, "prefix "+p.String()+" is held by "+holder.Name+" (public key "+h.String()+")")
 			if !had || old != r {
 				t.prefixRej[key] = r
