@@ -180,7 +180,7 @@ func checkRejected(t *testing.T, m *mesh, h *harness.Host, want map[string]peer.
 func cutNATS(t *testing.T, m *mesh, h *harness.Host) {
 	t.Helper()
 	ctx := context.Background()
-	addr := m.addr
+	addr := m.natsAddr()
 	for _, args := range [][]string{
 		{"add", "table", "inet", "ikto_natscut"},
 		{"add", "chain", "inet", "ikto_natscut", "out", "{ type filter hook output priority 0; }"},

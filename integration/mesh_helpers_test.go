@@ -31,7 +31,8 @@ type mesh struct {
 	t    *testing.T
 	net  *harness.Network
 	nats *natsserver.Server // nil on a mesh served by Debian's nats-server
-	// url and addr are where the agents reach NATS, whichever server it is.
+	// url and addr are where the agents reach a server that is not the
+	// embedded one (newMeshOn); natsURL and natsAddr say where, either way.
 	url    string
 	addr   netip.AddrPort
 	bucket *harness.Bucket
@@ -58,16 +59,29 @@ func newMeshNATSDown(t *testing.T) *mesh {
 	t.Helper()
 	bins := harnesstest.Binaries(t)
 	n := harnesstest.Network(t)
-	srv := harnesstest.NewNATS(t, n)
 	return &mesh{
 		t:      t,
 		net:    n,
-		nats:   srv,
-		url:    srv.URL(),
-		addr:   srv.Addr(),
+		nats:   harnesstest.NewNATS(t, n),
 		bins:   bins,
 		agents: map[string]*harness.Agent{},
 	}
+}
+
+// natsURL is where the agents reach NATS.
+func (m *mesh) natsURL() string {
+	if m.url != "" {
+		return m.url
+	}
+	return m.nats.URL()
+}
+
+// natsAddr is the address of the NATS server the agents use.
+func (m *mesh) natsAddr() netip.AddrPort {
+	if m.addr.IsValid() {
+		return m.addr
+	}
+	return m.nats.Addr()
 }
 
 // newMeshOn is newMesh on the embedded server ("embedded") or on Debian's
@@ -118,7 +132,7 @@ func (m *mesh) startAll(names ...string) []*harness.Host {
 
 // config is the host's default configuration for this mesh.
 func (m *mesh) config(h *harness.Host) config.Config {
-	return h.Config(m.url, bucketName)
+	return h.Config(m.natsURL(), bucketName)
 }
 
 // start starts an agent on h with its default configuration.
