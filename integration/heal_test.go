@@ -425,6 +425,11 @@ func TestWipedBucketComesBackWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	delete(m.agents, charlie.Name) // stopped on purpose
+	// A host that is down, not one going down: a stream deleted while the
+	// stopping agent's consumers are being removed can be left refusing
+	// every write (the server's race the next issue handles; see the
+	// comment above).
+	time.Sleep(time.Second)
 	js, err := jetstream.New(m.bucket.Conn)
 	if err != nil {
 		t.Fatal(err)
