@@ -91,7 +91,13 @@ func InitialSync(ctx context.Context, bins *Binaries, variants []SyncVariant, lo
 				"×", []float64{signed / unsigned}, AtMost(StatMedian, 1.2)))
 		}
 	}
-	return append(figs, verificationFigures()...), nil
+	figs = append(figs, verificationFigures()...)
+	largest := 0
+	for _, v := range variants {
+		largest = max(largest, v.Records)
+	}
+	restore, err := RestoreFigures(largest, 5)
+	return append(figs, restore...), err
 }
 
 // verificationFigures are the cost of the per-record rules on one record,

@@ -16,12 +16,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/enroll"
+	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
 // connzSubs is the part of the server's /connz?subs=1&auth=1 this test reads.
@@ -128,8 +130,11 @@ func TestEnrolledAgentSubscriptions(t *testing.T) {
 	go func() {
 		defer close(sampled)
 		for sampling.Err() == nil {
-			if addr := s.Embedded().MonitorAddr(); addr != nil {
-				_ = peak.sample(addr.String(), userKey) // none while the server restarts
+			// No server between Shutdown and Start: nothing to sample.
+			if srv := s.Embedded(); srv != nil {
+				if addr := srv.MonitorAddr(); addr != nil {
+					_ = peak.sample(addr.String(), userKey)
+				}
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
@@ -143,7 +148,16 @@ func TestEnrolledAgentSubscriptions(t *testing.T) {
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	putPeer(t, kv, "fd10:4::/48")
+	// The admin connection reconnects on its own time: a put sent before it
+	// has may go unanswered, so try again until one lands.
+	k, _ := wgtypes.GeneratePrivateKey()
+	r := peer.Record{Name: "remote-4", PublicKey: k.PublicKey().String(), AdvertiseAddress: "198.18.0.20", AllowedIP: "fd10:4::/48", WGPort: 51820}
+	testkit.Eventually(t, waitTimeout, "a put after the server restart", func() error {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := kv.Put(pctx, peer.Key(netip.MustParsePrefix(r.AllowedIP)), r.Encode())
+		return err
+	})
 	waitPeers(t, h, 4)
 	stop()
 	<-sampled

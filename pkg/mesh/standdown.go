@@ -34,7 +34,7 @@ func (c *Controller) Restore(peers map[wgtypes.Key]peer.Accepted) Outcome {
 	res, err := c.rec.AddMissing(specs)
 	o.Plan, o.Refresh, o.Took, o.DeviceErr = res.Plan, true, res.Duration, err
 	for _, p := range peers {
-		c.table.Recall(p.Key, p.Record.Encode(), p.Revision)
+		c.table.RecallAccepted(p)
 	}
 	if err == nil {
 		o.Configured = len(peers)

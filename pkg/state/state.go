@@ -94,6 +94,7 @@ func (s *Snapshot) Peers(id Identity) (map[wgtypes.Key]peer.Accepted, error) {
 	}
 	table := peer.NewTable(id.Rules, id.PublicKey, id.Prefix)
 	seen := make(map[string]bool, len(s.Records))
+	writes := make([]peer.Write, 0, len(s.Records))
 	for _, r := range s.Records {
 		if !strings.HasPrefix(r.Key, peer.PeersPrefix) {
 			return nil, fmt.Errorf("%w: key %q is not a peer record", ErrCorrupt, r.Key)
@@ -102,8 +103,9 @@ func (s *Snapshot) Peers(id Identity) (map[wgtypes.Key]peer.Accepted, error) {
 			return nil, fmt.Errorf("%w: key %s appears twice", ErrCorrupt, r.Key)
 		}
 		seen[r.Key] = true
-		table.Put(r.Key, r.Value, r.Revision)
+		writes = append(writes, peer.Write{Key: r.Key, Value: r.Value, Revision: r.Revision})
 	}
+	table.Load(writes) // every CPU verifies: the device waits for this
 	view := table.Resolve()
 	if len(view.Rejected) > 0 {
 		rej := view.Rejected[0]
