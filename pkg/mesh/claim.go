@@ -3,6 +3,7 @@ package mesh
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -103,12 +104,18 @@ func (c *Controller) writeBack() []peer.Lost {
 }
 
 // lostRevocations are the revocations the table keeps that the snapshot
-// just loaded lacks (no value, no marker): the bucket lost them. Only a
-// snapshot can tell.
-func (c *Controller) lostRevocations() []peer.Lost {
+// just loaded (entries, markers included) lacks: the bucket lost them. Only
+// a snapshot can tell.
+func (c *Controller) lostRevocations(entries []peer.Write) []peer.Lost {
+	inSnapshot := map[string]bool{}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Key, peer.RevokedPrefix) {
+			inSnapshot[e.Key] = true
+		}
+	}
 	var lost []peer.Lost
 	for _, k := range c.table.RevokedKeys() {
-		if key := peer.RevokedKey(k); !c.snapKeys[key] {
+		if key := peer.RevokedKey(k); !inSnapshot[key] {
 			lost = append(lost, peer.Lost{Key: key, Value: c.table.Revocation(k)})
 		}
 	}

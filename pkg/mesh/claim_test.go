@@ -227,3 +227,44 @@ func TestKeyRotation(t *testing.T) {
 		t.Errorf("a peer applying the handover: contact %+v, %v; want it to start the handshake", ct, ok)
 	}
 }
+
+// What a snapshot asks is asked by the pass that follows it, whichever way
+// that pass ends, and never later: a revocation the bucket lost, noticed by
+// a snapshot whose pass stood down, is not written back after an operator
+// lifted it while this host was down.
+func TestPassTakesWhatTheSnapshotAsked(t *testing.T) {
+	w := newWorld(t)
+	_, xKey := hostEntry(t, 5, 1)
+	revoked := peer.Write{Key: peer.RevokedKey(xKey), Value: []byte("{}"), Revision: 2}
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), revoked}})
+	w.ctl.Pass(false)
+	rev := uint64(10)
+	for range maxDefends {
+		intruder, _ := hostEntry(t, 1, rev)
+		w.ctl.Load(peer.Batch{Entries: []peer.Write{intruder}})
+		w.ctl.Pass(false)
+		w.ctl.Load(peer.Batch{Entries: []peer.Write{w.selfEntry(rev + 1)}})
+		w.ctl.Pass(false)
+		rev += 2
+	}
+	// A snapshot of a bucket that lost the revocation, with an intruder at
+	// our prefix once too often: the pass stands down and asks nothing.
+	intruder, _ := hostEntry(t, 1, rev)
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{intruder}})
+	if o := w.ctl.Pass(false); o.State != StateStandingDown || !o.Repair.Empty() {
+		t.Fatalf("stand-down pass: state %s, repair %+v", o.State, o.Repair)
+	}
+	// The operator lifts the revocation; the intruder is evicted and our
+	// record is back.
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{
+		{Key: revoked.Key, Revision: rev + 1, Deleted: true},
+		{Key: peer.Key(selfPrefix), Revision: rev + 2, Deleted: true},
+	}})
+	if o := w.ctl.Pass(false); !o.Repair.Reclaim || len(o.Repair.Revoke) != 0 {
+		t.Fatalf("prefix free again: repair %+v, want a reclaim and no revocation (the operator lifted it)", o.Repair)
+	}
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{w.selfEntry(rev + 3)}})
+	if o := w.ctl.Pass(false); o.Claim != ClaimHeld || len(o.Repair.Revoke) != 0 {
+		t.Fatalf("after resuming: claim %s, revocations to write back %v (the operator lifted it)", o.Claim, o.Repair.Revoke)
+	}
+}

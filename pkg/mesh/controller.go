@@ -70,9 +70,8 @@ type Controller struct {
 	contest contest
 	// rotating is a key rotation under way (Rotate).
 	rotating *rotation
-	// snapKeys are the keys, markers included, of the snapshot loaded since
-	// the last pass; nil when none was.
-	snapKeys map[string]bool
+	// pending is what loads left for the next pass to ask.
+	pending pending
 	// selfRev is the revision of this host's own record when last held;
 	// contacts are the peers whose first handshake is being orchestrated.
 	selfRev  uint64
@@ -82,9 +81,14 @@ type Controller struct {
 	// dropped is when each peer was last taken off the device: the other
 	// end may still hold a session with us that it will not renew.
 	dropped map[wgtypes.Key]time.Time
-	// lostRevs are the revocations the last snapshot lacked, until a pass
-	// asks the keeper to write them back.
-	lostRevs []peer.Lost
+}
+
+// pending is the per-pass scratch: what loads since the last pass leave for
+// it. A pass takes it whole at its start, whichever way the pass ends, so
+// nothing seen before one pass is acted on by a later one.
+type pending struct {
+	snapshot bool        // a snapshot of the bucket was loaded: ask for write-backs
+	lostRevs []peer.Lost // revocations that snapshot lacked
 }
 
 // New returns a controller for dev with an empty table. Nothing touches the
@@ -137,7 +141,6 @@ func (c *Controller) Load(b peer.Batch) {
 		c.table.Reset()
 		c.loaded = true
 		c.snapshots++
-		c.snapKeys = make(map[string]bool, len(b.Entries))
 		c.revision = b.Revision
 	} else {
 		c.events += len(b.Entries)
@@ -145,14 +148,11 @@ func (c *Controller) Load(b peer.Batch) {
 	writes := make([]peer.Write, len(b.Entries))
 	for i, e := range b.Entries {
 		c.revision = max(c.revision, e.Revision)
-		if b.Snapshot {
-			c.snapKeys[e.Key] = true
-		}
 		writes[i] = peer.Write{Key: e.Key, Value: e.Value, Revision: e.Revision, Deleted: e.Deleted}
 	}
 	c.table.Load(writes)
 	if b.Snapshot {
-		c.lostRevs = c.lostRevocations()
+		c.pending = pending{snapshot: true, lostRevs: c.lostRevocations(b.Entries)}
 	}
 }
 
@@ -168,6 +168,8 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	d := c.table.Update()
 	now := time.Now()
 	o := c.begin()
+	p := c.pending
+	c.pending = pending{}
 	o.Refresh, o.Peers, o.Changes, o.Rejected = refresh, d.Peers, d.Changes, d.Rejected
 	o.NewRejections = c.noteRejections(d.Rejected)
 	o.Claim, o.Why = Judge(d, c.self.Key, c.self.Prefix)
@@ -175,9 +177,8 @@ func (c *Controller) Pass(refresh bool) Outcome {
 		return c.standDown(o, o.Claim, o.Why)
 	}
 	// Asked once per snapshot: the keeper carries it until it is done.
-	o.Repair.Revoke, c.lostRevs = c.lostRevs, nil
-	if c.snapKeys != nil {
-		o.Repair.WriteBack = c.writeBack()
+	if p.snapshot {
+		o.Repair.Revoke, o.Repair.WriteBack = p.lostRevs, c.writeBack()
 	}
 	if c.contest.lost {
 		if o.Claim != ClaimHeld {
@@ -223,7 +224,6 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 			delete(c.dropped, k)
 		}
 	}
-	c.snapKeys = nil
 }
 
 // setKeepalive changes the keepalive of every peer; the next pass writes it.

@@ -9,7 +9,6 @@ import (
 
 // resume puts every accepted peer back after a stand-down.
 func (c *Controller) resume(o Outcome) Outcome {
-	c.snapKeys = nil
 	v := c.table.View()
 	desired := make(map[wgtypes.Key]reconcile.Spec, len(v.Peers))
 	for k, p := range v.Peers {
