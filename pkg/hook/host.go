@@ -104,7 +104,7 @@ func New(hooks []config.Hook, node sdk.Node, opt Options) *Host {
 
 // newSupervisor prepares a supervisor for hc and makes its metric series.
 func (h *Host) newSupervisor(hc config.Hook) *supervisor {
-	s := newSupervisor(h, hc, h.node)
+	s := newSupervisor(hc, h.node, h.opt, h.latest)
 	// Every hook's series exists from the start, so a dashboard sees
 	// zeros instead of missing series.
 	if m := h.opt.Metrics; m.Failures != nil {

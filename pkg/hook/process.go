@@ -37,6 +37,10 @@ type process struct {
 	sockDir string
 	exited  chan struct{} // closed when the process is found gone
 	done    chan struct{} // closed by kill; ends the exit watcher
+	// applied is the state this process last applied successfully. It
+	// starts nil, so a fresh process, which knows nothing of its
+	// predecessors, is handed every peer as Added.
+	applied *state
 }
 
 // startProcess execs the hook, checks its pinned hash, does go-plugin's
