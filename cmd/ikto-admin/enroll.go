@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/enroll"
@@ -220,7 +221,7 @@ func (a *app) enroll(cmd *cobra.Command, in *enrollInput, seedPath string) error
 	if err != nil {
 		return err
 	}
-	return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
+	return a.withMesh(cmd, func(ctx context.Context, m *bucket.Mesh) error {
 		e, err := a.planEnrollment(ctx, m, in, prev)
 		if err != nil {
 			return err
@@ -237,7 +238,7 @@ func (a *app) enroll(cmd *cobra.Command, in *enrollInput, seedPath string) error
 		if err := e.write(in, prev.exists()); err != nil {
 			return err
 		}
-		e.report(a.stdout, in, m.kv.Bucket())
+		e.report(a.stdout, in, m.Bucket())
 		return nil
 	})
 }

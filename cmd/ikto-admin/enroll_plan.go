@@ -4,20 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"path/filepath"
 	"sort"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/enroll"
+	"github.com/ikto-mesh/ikto/pkg/ipam"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -87,18 +86,18 @@ type enrollment struct {
 	account  string
 }
 
-func (a *app) planEnrollment(ctx context.Context, m *mesh, in *enrollInput, prev previous) (*enrollment, error) {
+func (a *app) planEnrollment(ctx context.Context, m *bucket.Mesh, in *enrollInput, prev previous) (*enrollment, error) {
 	e := &enrollment{}
 	if err := e.chooseKeys(in, prev); err != nil {
 		return nil, err
 	}
-	p, err := choosePrefix(ctx, m.kv, in, prev.cfg, e.wgPublic)
+	p, err := choosePrefix(ctx, m, in, prev.cfg, e.wgPublic)
 	if err != nil {
-		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
+		return nil, fmt.Errorf("NATS server %s: %w", m.Servers, err)
 	}
 	e.prefix = p
 	inbox := enroll.InboxPrefix(e.user.Key)
-	subjects, err := enroll.Permissions(enroll.Host{Bucket: m.kv.Bucket(), Prefix: p, InboxPrefix: inbox})
+	subjects, err := enroll.Permissions(enroll.Host{Bucket: m.Bucket(), Prefix: p, InboxPrefix: inbox})
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +109,7 @@ func (a *app) planEnrollment(ctx context.Context, m *mesh, in *enrollInput, prev
 		Name: in.name, AdvertiseAddress: in.advertise.String(),
 		PrivateAddress: p.Addr().String(), SubnetPrefix: p.Bits(), MeshCIDR: in.rules.Mesh.String(),
 		WGDevName: in.wgDevName, WGPort: in.wgPort, PrivateKeyPath: in.keyPath,
-		NATSCreds: filepath.Join(in.hostDir, in.name+".creds"), NATSURL: hostURLs(a.natsURL), NATSKV: m.kv.Bucket(),
+		NATSCreds: filepath.Join(in.hostDir, in.name+".creds"), NATSURL: hostURLs(a.natsURL), NATSKV: m.Bucket(),
 		NATSTLSCA: a.tlsCA, NATSTLSCert: a.tlsCert, NATSTLSKey: a.tlsKey,
 		NATSInboxPrefix: inbox,
 	}
@@ -151,12 +150,12 @@ func (e *enrollment) chooseKeys(in *enrollInput, prev previous) error {
 
 // choosePrefix keeps an earlier enrollment's prefix when it is still free
 // or held by this host's key; otherwise it draws one that is free.
-func choosePrefix(ctx context.Context, kv jetstream.KeyValue, in *enrollInput, prev *config.Config, pub wgtypes.Key) (netip.Prefix, error) {
+func choosePrefix(ctx context.Context, m *bucket.Mesh, in *enrollInput, prev *config.Config, pub wgtypes.Key) (netip.Prefix, error) {
 	if prev != nil {
 		addr, err := netip.ParseAddr(prev.PrivateAddress)
 		p := netip.PrefixFrom(addr, in.rules.Bits)
 		if err == nil && p.Masked() == p && in.rules.Mesh.Contains(addr) {
-			holder, err := holderOf(ctx, kv, p)
+			holder, err := m.HolderKey(ctx, p)
 			if err != nil {
 				return netip.Prefix{}, err
 			}
@@ -165,29 +164,11 @@ func choosePrefix(ctx context.Context, kv jetstream.KeyValue, in *enrollInput, p
 			}
 		}
 	}
-	p, err := enroll.DrawFree(ctx, in.rules.Mesh, in.rules.Bits, nil, func(ctx context.Context, p netip.Prefix) (bool, error) {
-		return bucket.Claimed(ctx, kv, p)
-	})
+	p, err := ipam.DrawFree(ctx, in.rules.Mesh, in.rules.Bits, nil, m.Claimed)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("draw a free prefix in bucket %s: %w", kv.Bucket(), err)
+		return netip.Prefix{}, fmt.Errorf("draw a free prefix in bucket %s: %w", m.Bucket(), err)
 	}
 	return p, nil
-}
-
-// holderOf is the public key in p's record; "" when there is none.
-func holderOf(ctx context.Context, kv jetstream.KeyValue, p netip.Prefix) (string, error) {
-	e, err := kv.Get(ctx, peer.Key(p))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("look up %s: %w", peer.Key(p), err)
-	}
-	var r peer.Record
-	if json.Unmarshal(e.Value(), &r) != nil || r.PublicKey == "" {
-		return "(unreadable record)", nil
-	}
-	return r.PublicKey, nil
 }
 
 // sign makes the user JWT and the .creds file.

@@ -73,7 +73,7 @@ revokes the key anyway.`,
 			if err != nil {
 				return err
 			}
-			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
+			return a.withMesh(cmd, func(ctx context.Context, m *bucket.Mesh) error {
 				return a.evict(ctx, cmd, m, target, args[0], dryRun, keys, r, user, op)
 			})
 		},
@@ -91,10 +91,10 @@ revokes the key anyway.`,
 type keyChoice struct{ keep, revoke bool }
 
 // evict evicts the holder of target and, given its NATS user, revokes that.
-func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *mesh, target netip.Prefix, arg string, dryRun bool, keys keyChoice, r revokeFlags, user *natsUser, op bucket.Operator) error {
-	h, err := bucket.FindHolder(ctx, m.kv, target)
+func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *bucket.Mesh, target netip.Prefix, arg string, dryRun bool, keys keyChoice, r revokeFlags, user *natsUser, op bucket.Operator) error {
+	h, err := m.FindHolder(ctx, target)
 	if errors.Is(err, bucket.ErrNoHolder) {
-		return fmt.Errorf("no host holds %s in bucket %s; `ikto-admin list` shows who holds what", arg, m.kv.Bucket())
+		return fmt.Errorf("no host holds %s in bucket %s; `ikto-admin list` shows who holds what", arg, m.Bucket())
 	}
 	if err != nil {
 		return err
@@ -105,7 +105,7 @@ func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *mesh, target net
 		return err
 	}
 	if user != nil {
-		if err := user.checkHost(m.kv.Bucket(), h.Key, hostName(h.Record)); err != nil {
+		if err := user.checkHost(m.Bucket(), h.Key, hostName(h.Record)); err != nil {
 			return err
 		}
 	}
@@ -157,8 +157,8 @@ func (a *app) evict(ctx context.Context, cmd *cobra.Command, m *mesh, target net
 // sweepAfterRevoke evicts a record the host wrote at its key between its
 // eviction and its user's revocation: with the user refused, nothing can
 // write there again, so this pass is the last.
-func (a *app) sweepAfterRevoke(ctx context.Context, m *mesh, was bucket.Holder, op bucket.Operator) error {
-	h, err := bucket.FindHolder(ctx, m.kv, was.Prefix)
+func (a *app) sweepAfterRevoke(ctx context.Context, m *bucket.Mesh, was bucket.Holder, op bucket.Operator) error {
+	h, err := m.FindHolder(ctx, was.Prefix)
 	if errors.Is(err, bucket.ErrNoHolder) || (err == nil && h.Key != was.Key) {
 		return nil
 	}
@@ -166,7 +166,7 @@ func (a *app) sweepAfterRevoke(ctx context.Context, m *mesh, was bucket.Holder, 
 		return err
 	}
 	fmt.Fprintf(a.stdout, "the host wrote its record again before its user was revoked; evicting %s\n", describe(h))
-	return bucket.Evict(ctx, m.conn.JS, m.kv, h.Key, h.Revision, h.Record, op)
+	return m.Evict(ctx, h, op)
 }
 
 // parseTarget reads an address (a single-address prefix) or a prefix.
@@ -212,7 +212,7 @@ type eviction struct {
 // planEviction decides what to do with h's public key. A key that other
 // records carry too is revoked only with --revoke-key: one of the records
 // is a copy, and revoking would cut off the host that really holds the key.
-func (a *app) planEviction(ctx context.Context, m *mesh, h bucket.Holder, arg string, keys keyChoice) (eviction, error) {
+func (a *app) planEviction(ctx context.Context, m *bucket.Mesh, h bucket.Holder, arg string, keys keyChoice) (eviction, error) {
 	e := eviction{holder: h}
 	pk, err := wgtypes.ParseKey(h.Record.PublicKey)
 	if err != nil || pk == (wgtypes.Key{}) {
@@ -222,7 +222,7 @@ func (a *app) planEviction(ctx context.Context, m *mesh, h bucket.Holder, arg st
 	if _, err := netip.ParsePrefix(h.Record.AllowedIP); err != nil {
 		return e, nil
 	}
-	if e.others, err = bucket.FindCopies(ctx, m.kv, h.Record); err != nil {
+	if e.others, err = m.FindCopies(ctx, h.Record); err != nil {
 		return e, err
 	}
 	if len(e.others) > 0 && !keys.keep && !keys.revoke {
@@ -256,12 +256,12 @@ func (e eviction) plan() string {
 
 // run carries the eviction out: Evict (revoke, then delete), or with the
 // key kept only the delete, with compare-and-set on the revision read.
-func (e eviction) run(ctx context.Context, m *mesh) error {
+func (e eviction) run(ctx context.Context, m *bucket.Mesh) error {
 	h := e.holder
 	if e.revoke {
-		return bucket.Evict(ctx, m.conn.JS, m.kv, h.Key, h.Revision, h.Record, e.op)
+		return m.Evict(ctx, h, e.op)
 	}
-	if err := bucket.DeleteRecord(ctx, m.conn.JS, m.kv, h.Key, h.Revision, h.Record, e.op); err != nil {
+	if err := m.DeleteRecord(ctx, h, e.op); err != nil {
 		return fmt.Errorf("%w; the record changed since it was read: run evict again", err)
 	}
 	return nil

@@ -11,7 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
@@ -71,26 +70,18 @@ func (a *app) healthCommand() *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var h health
-			err := a.withRows(cmd, rf, func(ctx context.Context, m *mesh, rows []row) error {
-				hbs, err := bucket.Heartbeats(ctx, m.live)
+			err := a.withRows(cmd, rf, func(ctx context.Context, m *bucket.Mesh, rows []row) error {
+				hbs, err := m.Heartbeats(ctx)
 				if err != nil {
-					return fmt.Errorf("NATS server %s: %w", m.server, err)
+					return fmt.Errorf("NATS server %s: %w", m.Servers, err)
 				}
-				info, err := streamInfo(ctx, m.kv)
+				buckets, err := m.Statuses(ctx)
 				if err != nil {
-					return fmt.Errorf("NATS server %s: %w", m.server, err)
+					return fmt.Errorf("NATS server %s: %w", m.Servers, err)
 				}
-				h = judgeHealth(rows, hbs, info.State.LastSeq, info.State.LastTime, a.now())
-				h.Bucket = m.kv.Bucket()
-				infos := []*jetstream.StreamInfo{info}
-				if m.live != nil {
-					live, err := streamInfo(ctx, m.live)
-					if err != nil {
-						return fmt.Errorf("NATS server %s: %w", m.server, err)
-					}
-					infos = append(infos, live)
-				}
-				h.judgeSettings(infos)
+				h = judgeHealth(rows, hbs, buckets[0].Revision, buckets[0].LastWrite, a.now())
+				h.Bucket = m.Bucket()
+				h.judgeSettings(buckets)
 				return nil
 			})
 			if err != nil {
@@ -111,26 +102,12 @@ func (a *app) healthCommand() *cobra.Command {
 	return cmd
 }
 
-// streamInfo is the bucket's stream: its newest revision and when it was
-// written, and its settings.
-func streamInfo(ctx context.Context, kv jetstream.KeyValue) (*jetstream.StreamInfo, error) {
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("status of bucket %s: %w", kv.Bucket(), err)
-	}
-	bs, ok := st.(*jetstream.KeyValueBucketStatus)
-	if !ok {
-		return nil, fmt.Errorf("status of bucket %s: unexpected type %T", kv.Bucket(), st)
-	}
-	return bs.StreamInfo(), nil
-}
-
 // judgeSettings adds what is wrong with the buckets' settings: a bucket
 // that allows rollups makes the fleet unhealthy whatever its hosts do.
-func (h *health) judgeSettings(infos []*jetstream.StreamInfo) {
+func (h *health) judgeSettings(buckets []bucket.Status) {
 	h.Settings = []string{}
-	for _, info := range infos {
-		for _, p := range bucket.Problems(info.Config) {
+	for _, b := range buckets {
+		for _, p := range b.Problems {
 			h.Settings = append(h.Settings, p.Error())
 		}
 	}

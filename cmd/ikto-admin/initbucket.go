@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
+	"io"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
@@ -52,55 +50,30 @@ func (a *app) initBuckets(cmd *cobra.Command, replicas int) error {
 		return err
 	}
 	defer conn.Close()
-	for _, b := range []struct {
-		what string
-		open func(context.Context, bool) (jetstream.KeyValue, error)
-	}{{"bucket", conn.Mesh}, {"heartbeat bucket", conn.Live}} {
-		kv, err := b.open(ctx, false)
-		created := false
-		if errors.Is(err, bucket.ErrBucketMissing) {
-			kv, err = b.open(ctx, true)
-			created = true
+	done, err := conn.Prepare(ctx)
+	for _, b := range done {
+		if b.Fixed {
+			fmt.Fprintf(a.stdout, "%s %s: changed to refuse Nats-Rollup headers\n", b.What, b.Name)
 		}
-		if err != nil {
-			return whoMay(fmt.Errorf("NATS server %s: %w", conn.Servers, conn.Explain(err)))
-		}
-		fixed, err := bucket.RefuseRollups(ctx, conn.JS, kv.Bucket())
-		if err != nil {
-			return whoMay(fmt.Errorf("NATS server %s: %w; the bucket stays open to rollups until an operator's credentials may update its stream",
-				conn.Servers, conn.Explain(err)))
-		}
-		if fixed {
-			fmt.Fprintf(a.stdout, "%s %s: changed to refuse Nats-Rollup headers\n", b.what, kv.Bucket())
-		}
-		if err := a.describeBucket(ctx, b.what, kv, created); err != nil {
-			return whoMay(fmt.Errorf("NATS server %s: %w", conn.Servers, conn.Explain(err)))
-		}
+		describeBucket(a.stdout, b)
+	}
+	if err != nil {
+		return whoMay(fmt.Errorf("NATS server %s: %w", conn.Servers, err))
 	}
 	return nil
 }
 
-func (a *app) describeBucket(ctx context.Context, what string, kv jetstream.KeyValue, created bool) error {
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return fmt.Errorf("status of %s %s: %w", what, kv.Bucket(), err)
-	}
-	verb := "exists"
-	if created {
+func describeBucket(w io.Writer, b bucket.Prepared) {
+	verb, rollups, maxAge := "exists", "refused", "none"
+	if b.Created {
 		verb = "created"
 	}
-	replicas, rollups := 0, "refused"
-	if s, ok := st.(*jetstream.KeyValueBucketStatus); ok {
-		replicas = s.StreamInfo().Config.Replicas
-		if s.StreamInfo().Config.AllowRollup {
-			rollups = "ALLOWED"
-		}
+	if b.Rollups {
+		rollups = "ALLOWED"
 	}
-	maxAge := "none"
-	if st.TTL() > 0 {
-		maxAge = st.TTL().Round(time.Second).String()
+	if b.MaxAge > 0 {
+		maxAge = b.MaxAge.Round(time.Second).String()
 	}
-	fmt.Fprintf(a.stdout, "%s %s %s: history %d, replicas %d, max age %s, rollups %s, %d values\n",
-		what, kv.Bucket(), verb, st.History(), replicas, maxAge, rollups, st.Values())
-	return nil
+	fmt.Fprintf(w, "%s %s %s: history %d, replicas %d, max age %s, rollups %s, %d values\n",
+		b.What, b.Name, verb, b.History, b.Replicas, maxAge, rollups, b.Values)
 }

@@ -53,14 +53,6 @@ type row struct {
 	AlsoAt []string `json:"also_at,omitempty"`
 }
 
-// bucketEntry is what list needs of a KV entry.
-type bucketEntry struct {
-	Key      string
-	Value    []byte
-	Revision uint64
-	Created  time.Time
-}
-
 func (a *app) listCommand() *cobra.Command {
 	var rf ruleFlags
 	cmd := &cobra.Command{
@@ -68,7 +60,7 @@ func (a *app) listCommand() *cobra.Command {
 		Short: "List every peer record in the bucket: valid, rejected (and why) or revoked, with liveness",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withRows(cmd, rf, func(_ context.Context, _ *mesh, rows []row) error {
+			return a.withRows(cmd, rf, func(_ context.Context, _ *bucket.Mesh, rows []row) error {
 				if a.output == "json" {
 					return writeJSON(a.stdout, rows)
 				}
@@ -93,7 +85,7 @@ func (rf *ruleFlags) bind(cmd *cobra.Command) {
 
 // withRows runs f with the mesh open and every record judged as an agent
 // would. The rules come from -c or the flags, checked before going to NATS.
-func (a *app) withRows(cmd *cobra.Command, rf ruleFlags, f func(ctx context.Context, m *mesh, rows []row) error) error {
+func (a *app) withRows(cmd *cobra.Command, rf ruleFlags, f func(ctx context.Context, m *bucket.Mesh, rows []row) error) error {
 	if err := a.loadConfig(cmd); err != nil {
 		return err
 	}
@@ -101,7 +93,7 @@ func (a *app) withRows(cmd *cobra.Command, rf ruleFlags, f func(ctx context.Cont
 	if err != nil {
 		return err
 	}
-	return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
+	return a.withMesh(cmd, func(ctx context.Context, m *bucket.Mesh) error {
 		rows, err := a.collectRows(ctx, m, rules)
 		if err != nil {
 			return err
@@ -142,22 +134,18 @@ func (a *app) rules(cmd *cobra.Command, meshCIDR string, bits int) (peer.Rules, 
 }
 
 // collectRows reads records, revocations and heartbeats.
-func (a *app) collectRows(ctx context.Context, m *mesh, rules peer.Rules) ([]row, error) {
-	raw, err := bucket.Scan(ctx, m.kv, peer.PeersPrefix+">")
+func (a *app) collectRows(ctx context.Context, m *bucket.Mesh, rules peer.Rules) ([]row, error) {
+	entries, err := m.Records(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
+		return nil, fmt.Errorf("NATS server %s: %w", m.Servers, err)
 	}
-	entries := make([]bucketEntry, 0, len(raw))
-	for _, e := range raw {
-		entries = append(entries, bucketEntry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Created: e.Created()})
-	}
-	revs, err := bucket.Revocations(ctx, m.kv)
+	revs, err := m.Revocations(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
+		return nil, fmt.Errorf("NATS server %s: %w", m.Servers, err)
 	}
-	hbs, err := bucket.Heartbeats(ctx, m.live)
+	hbs, err := m.Heartbeats(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
+		return nil, fmt.Errorf("NATS server %s: %w", m.Servers, err)
 	}
 	return buildRows(entries, revs, hbs, rules, a.now()), nil
 }
@@ -165,7 +153,7 @@ func (a *app) collectRows(ctx context.Context, m *mesh, rules peer.Rules) ([]row
 // buildRows judges every record as an agent would — the per-record rules and
 // the set rules of peer.Table, with no host of its own — and adds a row for
 // each revoked key no record carries any more.
-func buildRows(entries []bucketEntry, revs map[wgtypes.Key]peer.Revocation, hbs map[netip.Prefix]bucket.Heartbeat, rules peer.Rules, now time.Time) []row {
+func buildRows(entries []bucket.Entry, revs map[wgtypes.Key]peer.Revocation, hbs map[netip.Prefix]bucket.Heartbeat, rules peer.Rules, now time.Time) []row {
 	table := peer.NewTable(rules, wgtypes.Key{}, netip.Prefix{})
 	for _, e := range entries {
 		table.Put(e.Key, e.Value, e.Revision)
@@ -183,7 +171,7 @@ func buildRows(entries []bucketEntry, revs map[wgtypes.Key]peer.Revocation, hbs 
 	carried := map[string]bool{}
 	for _, e := range entries {
 		r := row{Key: e.Key, Revision: e.Revision, State: stateValid}
-		_ = json.Unmarshal(e.Value, &r.Record) // a malformed value shows as rejected, fields empty
+		r.Record, _ = peer.DecodeRecord(e.Value) // a malformed value shows as rejected, fields empty
 		if !e.Created.IsZero() {
 			created := e.Created.UTC()
 			r.Created = &created

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
@@ -14,19 +13,9 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
-// mesh is an open connection to the mesh's buckets.
-type mesh struct {
-	conn   *bucket.Conn
-	kv     jetstream.KeyValue
-	live   jetstream.KeyValue // nil until an agent has written a heartbeat
-	server string
-}
-
-func (m *mesh) Close() { m.conn.Close() }
-
 // withMesh runs f with the mesh open and the command's timeout applied, and
 // closes the connection afterwards.
-func (a *app) withMesh(cmd *cobra.Command, f func(ctx context.Context, m *mesh) error) error {
+func (a *app) withMesh(cmd *cobra.Command, f func(ctx context.Context, m *bucket.Mesh) error) error {
 	ctx, cancel := a.withTimeout(cmd.Context())
 	defer cancel()
 	m, err := a.openMesh(ctx, cmd)
@@ -35,7 +24,7 @@ func (a *app) withMesh(cmd *cobra.Command, f func(ctx context.Context, m *mesh) 
 	}
 	defer m.Close()
 	// A request the server denied is never answered: say why it timed out.
-	return whoMay(m.conn.Explain(f(ctx, m)))
+	return whoMay(m.Explain(f(ctx, m)))
 }
 
 // whoMay adds to a refusal by the server (bucket.ErrPermission, whose text
@@ -71,30 +60,21 @@ func (a *app) dial(cmd *cobra.Command, replicas int) (*bucket.Conn, error) {
 	return conn, nil
 }
 
-// openMesh connects and opens the bucket and, when it exists, the heartbeat
-// bucket.
-func (a *app) openMesh(ctx context.Context, cmd *cobra.Command) (*mesh, error) {
+// openMesh connects and opens the mesh's bucket, which must exist: its
+// settings are the agents' (or init-bucket's) to choose.
+func (a *app) openMesh(ctx context.Context, cmd *cobra.Command) (*bucket.Mesh, error) {
 	conn, err := a.dial(cmd, 1)
 	if err != nil {
 		return nil, err
 	}
-	m := &mesh{conn: conn, server: conn.Servers}
-	m.kv, err = conn.Mesh(ctx, false)
+	m, err := conn.Open(ctx, false)
 	if errors.Is(err, bucket.ErrBucketMissing) {
 		conn.Close()
-		return nil, fmt.Errorf("bucket %s does not exist on NATS server %s; check --nats-kv (the first agent creates it, or ikto-admin init-bucket)", a.natsKV, m.server)
+		return nil, fmt.Errorf("bucket %s does not exist on NATS server %s; check --nats-kv (the first agent creates it, or ikto-admin init-bucket)", a.natsKV, conn.Servers)
 	}
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
-	}
-	m.live, err = conn.Live(ctx, false)
-	if errors.Is(err, bucket.ErrBucketMissing) {
-		m.live, err = nil, nil
-	}
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
+		return nil, fmt.Errorf("NATS server %s: %w", conn.Servers, err)
 	}
 	return m, nil
 }

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
@@ -85,7 +83,7 @@ you mean it, --dry-run first.`,
 			if opt.op, err = a.operator(cmd, opt.rf); err != nil {
 				return err
 			}
-			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
+			return a.withMesh(cmd, func(ctx context.Context, m *bucket.Mesh) error {
 				return a.pruneHosts(ctx, m, opt)
 			})
 		},
@@ -99,7 +97,7 @@ you mean it, --dry-run first.`,
 
 // pruneHosts evicts the silent hosts one by one; a failed eviction does not
 // stop the others, and the command fails at the end naming them.
-func (a *app) pruneHosts(ctx context.Context, m *mesh, opt pruneOptions) error {
+func (a *app) pruneHosts(ctx context.Context, m *bucket.Mesh, opt pruneOptions) error {
 	candidates, err := a.pruneCandidates(ctx, m, opt)
 	if err != nil {
 		return err
@@ -133,8 +131,8 @@ func (a *app) pruneHosts(ctx context.Context, m *mesh, opt pruneOptions) error {
 				fmt.Fprintf(a.stdout, "evicting %s: %s\n", describe(c.holder), h.Why)
 			}
 			h.Action = pruneEvicted
-			if err := bucket.Evict(ctx, m.conn.JS, m.kv, c.holder.Key, c.holder.Revision, c.holder.Record, opt.op); err != nil {
-				if err = m.conn.Explain(err); errors.Is(err, bucket.ErrPermission) {
+			if err := m.Evict(ctx, c.holder, opt.op); err != nil {
+				if err = m.Explain(err); errors.Is(err, bucket.ErrPermission) {
 					return err // every other eviction would be refused alike
 				}
 				fmt.Fprintf(a.stderr, "ikto-admin: %v\n", err)
@@ -175,14 +173,14 @@ type pruneCandidate struct {
 }
 
 // pruneCandidates reads the records and heartbeats and judges each host.
-func (a *app) pruneCandidates(ctx context.Context, m *mesh, opt pruneOptions) ([]pruneCandidate, error) {
-	entries, err := bucket.Scan(ctx, m.kv, peer.PeersPrefix+">")
+func (a *app) pruneCandidates(ctx context.Context, m *bucket.Mesh, opt pruneOptions) ([]pruneCandidate, error) {
+	entries, err := m.Records(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
+		return nil, fmt.Errorf("NATS server %s: %w", m.Servers, err)
 	}
-	hbs, err := bucket.Heartbeats(ctx, m.live)
+	hbs, err := m.Heartbeats(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("NATS server %s: %w", m.server, err)
+		return nil, fmt.Errorf("NATS server %s: %w", m.Servers, err)
 	}
 	now := a.now()
 	var (
@@ -206,17 +204,17 @@ func (a *app) pruneCandidates(ctx context.Context, m *mesh, opt pruneOptions) ([
 
 // judgeSilence decides about one record: ok is false for a host that has
 // not been silent for longer than opt.offlineFor.
-func judgeSilence(e jetstream.KeyValueEntry, hbs map[netip.Prefix]bucket.Heartbeat, now time.Time, opt pruneOptions) (pruneCandidate, bool) {
-	h := bucket.Holder{Key: e.Key(), Revision: e.Revision()}
-	_ = json.Unmarshal(e.Value(), &h.Record) // garbage has no heartbeat: a silent host
+func judgeSilence(e bucket.Entry, hbs map[netip.Prefix]bucket.Heartbeat, now time.Time, opt pruneOptions) (pruneCandidate, bool) {
+	h := bucket.Holder{Key: e.Key, Revision: e.Revision}
+	h.Record, _ = peer.DecodeRecord(e.Value) // garbage has no heartbeat: a silent host
 	h.Prefix, _ = netip.ParsePrefix(h.Record.AllowedIP)
 	r := row{Record: h.Record}
 	r.setLiveness(hbs, now)
 	c := pruneCandidate{holder: h, host: prunedHost{
 		Key: h.Key, Revision: h.Revision, Name: h.Record.Name, AllowedIP: h.Record.AllowedIP,
-		PublicKey: h.Record.PublicKey, LastSeen: r.LastSeen, Created: e.Created().UTC(),
+		PublicKey: h.Record.PublicKey, LastSeen: r.LastSeen, Created: e.Created.UTC(),
 	}}
-	written := now.Sub(e.Created())
+	written := now.Sub(e.Created)
 	switch {
 	case r.LastSeen != nil && now.Sub(*r.LastSeen) > opt.offlineFor:
 		c.host.Why = "last seen " + ago(now.Sub(*r.LastSeen)) + " ago"

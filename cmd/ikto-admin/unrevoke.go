@@ -39,10 +39,10 @@ func (a *app) liftRevocationCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.withMesh(cmd, func(ctx context.Context, m *mesh) error {
-				if err := bucket.Unrevoke(ctx, m.conn.JS, m.kv, pk, op); err != nil {
+			return a.withMesh(cmd, func(ctx context.Context, m *bucket.Mesh) error {
+				if err := m.Unrevoke(ctx, pk, op); err != nil {
 					if errors.Is(err, bucket.ErrNotRevoked) {
-						return fmt.Errorf("public key %s is not revoked in bucket %s; `ikto-admin list` marks revoked keys", pk, m.kv.Bucket())
+						return fmt.Errorf("public key %s is not revoked in bucket %s; `ikto-admin list` marks revoked keys", pk, m.Bucket())
 					}
 					return err
 				}

@@ -14,7 +14,6 @@ import (
 	"os"
 	"sync/atomic"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -69,7 +68,7 @@ type Agent struct {
 	record atomic.Pointer[peer.Record]
 
 	conn   *bucket.Conn
-	kv     jetstream.KeyValue
+	mesh   *bucket.Mesh     // the bucket, once open
 	ctl    *mesh.Controller // nil until the device is open
 	keeper *bucket.Keeper   // heals the claim in the bucket
 
@@ -241,9 +240,9 @@ func (a *Agent) serve(ctx context.Context) error {
 	batches := make(chan peer.Batch, 16)
 	// The watch is probed once per resync: drift of the watch itself (a
 	// consumer lost with a cluster member) is repaired like the device's.
-	a.keeper = &bucket.Keeper{Conn: a.conn, KV: a.kv, Self: a.self, Key: a.key, Rules: a.set.Rules(), Log: a.log, Created: a.kickWatch,
+	a.keeper = &bucket.Keeper{Mesh: a.mesh, Self: a.self, Key: a.key, Rules: a.set.Rules(), Log: a.log, Created: a.kickWatch,
 		Done: func(action string) { a.metrics.ClaimRepairs.WithLabelValues(action).Inc() }}
-	w := &bucket.Watcher{KV: a.kv, Log: a.log, Restart: a.reconnected, Probe: a.set.Resync, Connected: a.conn.Connected,
+	w := &bucket.Watcher{Mesh: a.mesh, Log: a.log, Restart: a.reconnected, Probe: a.set.Resync, Connected: a.conn.Connected,
 		Audit: a.audit, Settings: a.noteBucketSettings,
 		Missing: func() { a.keeper.Request(peer.Repair{Bucket: true}) }}
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })

@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/mesh"
 )
@@ -21,14 +19,13 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	tick := time.NewTicker(HeartbeatEvery)
 	defer tick.Stop()
 	var (
-		live    jetstream.KeyValue
 		failing bool
 		reach   mesh.Reach
 	)
 	liveBucket := bucket.LiveBucket(a.set.NATS.Bucket)
 	for {
 		if a.conn.Connected() {
-			err := a.beat(ctx, &live, &reach)
+			err := a.beat(ctx, &reach)
 			switch {
 			case err != nil && !failing && ctx.Err() == nil:
 				a.log.Warn("heartbeat write failed; the mesh is unaffected, ikto-admin list will show this host as offline",
@@ -47,16 +44,9 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) beat(ctx context.Context, live *jetstream.KeyValue, reach *mesh.Reach) error {
+func (a *Agent) beat(ctx context.Context, reach *mesh.Reach) error {
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	if *live == nil {
-		kv, err := a.conn.Live(ctx, true)
-		if err != nil {
-			return err
-		}
-		*live = kv
-	}
 	now := time.Now().UTC()
 	self := a.record.Load()
 	if self == nil {
@@ -71,9 +61,7 @@ func (a *Agent) beat(ctx context.Context, live *jetstream.KeyValue, reach *mesh.
 			hb.Unreachable = reach.Unreachable(peers, now)
 		}
 	}
-	if err := bucket.PutHeartbeat(ctx, *live, a.set.Prefix, hb); err != nil {
-		// The bucket may have been deleted: open (or make) it again next time.
-		*live = nil
+	if err := a.mesh.PutHeartbeat(ctx, a.set.Prefix, hb); err != nil {
 		return err
 	}
 	a.metrics.HeartbeatWritten(now)

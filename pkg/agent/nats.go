@@ -68,7 +68,7 @@ func (a *Agent) openBucket(ctx context.Context) error {
 		if err := a.conn.ClosedForGood(); err != nil {
 			return retry.Permanent(err)
 		}
-		kv, err := a.conn.Mesh(ctx, true)
+		m, err := a.conn.Open(ctx, true)
 		switch {
 		case errors.Is(err, bucket.ErrBucketMissing) && errors.Is(err, bucket.ErrPermission):
 			// Enrolled hosts may not create buckets: an operator will.
@@ -80,7 +80,7 @@ func (a *Agent) openBucket(ctx context.Context) error {
 		case err != nil:
 			return err
 		}
-		a.kv = kv
+		a.mesh = m
 		return nil
 	})
 }
@@ -96,7 +96,7 @@ func (a *Agent) claim(ctx context.Context) (uint64, error) {
 		if err := a.conn.ClosedForGood(); err != nil {
 			return retry.Permanent(err)
 		}
-		rec, r, err := bucket.Claim(ctx, a.kv, a.self, sign)
+		rec, r, err := a.mesh.Claim(ctx, a.self, sign)
 		err = a.conn.Explain(err)
 		switch {
 		case errors.Is(err, bucket.ErrRevoked):

@@ -2,7 +2,6 @@ package bucket
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -93,7 +92,7 @@ func Claim(ctx context.Context, kv jetstream.KeyValue, rec peer.Record, sign fun
 		if err != nil {
 			return rec, 0, fmt.Errorf("claim %s: get %s: %w", prefix, key, err)
 		}
-		holder, herr := decodeHolder(cur.Value())
+		holder, herr := peer.DecodeRecord(cur.Value())
 		if herr != nil || holder.PublicKey != rec.PublicKey {
 			// A record we cannot read is still someone's claim: never overwrite it.
 			return rec, 0, &InUseError{Prefix: prefix, Holder: holder}
@@ -144,12 +143,6 @@ func checkNotRevoked(ctx context.Context, kv jetstream.KeyValue, publicKey strin
 		return nil
 	}
 	return fmt.Errorf("look up %s: %w", peer.RevokedKey(pk), err)
-}
-
-func decodeHolder(v []byte) (peer.Record, error) {
-	var r peer.Record
-	err := json.Unmarshal(v, &r)
-	return r, err
 }
 
 // isWrongRevision reports a compare-and-set that lost: the key moved on. A

@@ -196,7 +196,7 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 	}
 	restart := make(chan struct{}, 1)
 	out := make(chan peer.Batch)
-	w := &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}}
+	w := &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Restart: restart, Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}}
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, out) }()
 

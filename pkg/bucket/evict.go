@@ -102,7 +102,7 @@ func FindHolder(ctx context.Context, kv jetstream.KeyValue, target netip.Prefix)
 	found := false
 	for _, e := range entries {
 		h := Holder{Key: e.Key(), Revision: e.Revision()}
-		_ = json.Unmarshal(e.Value(), &h.Record) // garbage still has a key
+		h.Record, _ = peer.DecodeRecord(e.Value()) // garbage still has a key
 		p, ok := holderPrefix(h.Key, h.Record)
 		if !ok || p.Addr().BitLen() != target.Addr().BitLen() || p.Bits() > target.Bits() || !p.Contains(target.Addr()) {
 			continue
@@ -193,8 +193,7 @@ func Evict(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, k
 	if gerr != nil {
 		return fmt.Errorf("evict %s: %w (and re-reading it: %v)", key, err, gerr)
 	}
-	var moved peer.Record
-	_ = json.Unmarshal(cur.Value(), &moved)
+	moved, _ := peer.DecodeRecord(cur.Value())
 	return fmt.Errorf("evict %s: revision %d read, now %d (name %q, public key %s): %w; the old key stays revoked, run evict again to remove the new record",
 		key, rev, cur.Revision(), moved.Name, moved.PublicKey, ErrRecordChanged)
 }
@@ -294,7 +293,7 @@ func FindCopies(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) ([]
 	}
 	var out []Copy
 	for _, e := range entries {
-		if r, err := decodeHolder(e.Value()); err == nil && r.PublicKey == rec.PublicKey && r.AllowedIP != rec.AllowedIP {
+		if r, err := peer.DecodeRecord(e.Value()); err == nil && r.PublicKey == rec.PublicKey && r.AllowedIP != rec.AllowedIP {
 			out = append(out, Copy{Key: e.Key(), Revision: e.Revision(), Record: r})
 		}
 	}

@@ -23,8 +23,7 @@ var RepairPolicy = retry.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Secon
 // controller's goroutine. A newer request replaces one not yet done, except
 // that a request to re-create the bucket is kept until it is done.
 type Keeper struct {
-	Conn *Conn
-	KV   jetstream.KeyValue
+	Mesh *Mesh
 	// Self is this host's record as it starts, Key its private key and
 	// Rules the mesh's; SetSelf changes the first two (a key rotation).
 	Self  peer.Record
@@ -181,15 +180,15 @@ func (k *Keeper) writeBack(ctx context.Context, lost []peer.Lost) error {
 	}
 	n := 0
 	for _, l := range lost {
-		_, err := k.KV.Create(ctx, l.Key, l.Value)
-		err = k.Conn.Explain(err)
+		_, err := k.Mesh.kv.Create(ctx, l.Key, l.Value)
+		err = k.Mesh.Explain(err)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyExists):
 			continue // written back by its host or another agent first
 		case errors.Is(err, ErrPermission):
 			k.mayNotWrite = true
 			k.Log.Info("the bucket lost records of other hosts, and this host may write only its own: their hosts or an agent with wider credentials write them back",
-				"bucket", k.KV.Bucket(), "records", len(lost), "err", err)
+				"bucket", k.Mesh.kv.Bucket(), "records", len(lost), "err", err)
 			return nil
 		case err != nil:
 			return fmt.Errorf("write back %s: %w", l.Key, err)
@@ -206,13 +205,13 @@ func (k *Keeper) writeBack(ctx context.Context, lost []peer.Lost) error {
 // recreate makes the bucket again with the agent's settings. A host that
 // may not create it says so and keeps waiting for an operator.
 func (k *Keeper) recreate(ctx context.Context) error {
-	if _, err := k.Conn.Mesh(ctx, true); err != nil {
+	if _, err := k.Mesh.Conn.Open(ctx, true); err != nil {
 		if errors.Is(err, ErrPermission) {
-			return fmt.Errorf("bucket %s is missing and this host may not create it (ikto-admin init-bucket does): %w", k.KV.Bucket(), err)
+			return fmt.Errorf("bucket %s is missing and this host may not create it (ikto-admin init-bucket does): %w", k.Mesh.kv.Bucket(), err)
 		}
 		return err
 	}
-	k.Log.Warn("the bucket was gone; this host made sure it exists again and writes its record back", "bucket", k.KV.Bucket())
+	k.Log.Warn("the bucket was gone; this host made sure it exists again and writes its record back", "bucket", k.Mesh.kv.Bucket())
 	k.done("bucket")
 	if k.Created != nil {
 		k.Created()
@@ -230,11 +229,11 @@ func (k *Keeper) restoreRevocations(ctx context.Context, lost []peer.Lost) error
 		if err != nil {
 			continue
 		}
-		created, err := createRevocation(ctx, k.KV, pk, l.Value)
-		err = k.Conn.Explain(err)
+		created, err := createRevocation(ctx, k.Mesh.kv, pk, l.Value)
+		err = k.Mesh.Explain(err)
 		if errors.Is(err, ErrPermission) {
 			k.Log.Warn("the bucket lost revocations this agent saw, and this host may not write them back: agents that saw them still refuse those keys; evict them again with ikto-admin evict",
-				"bucket", k.KV.Bucket(), "revocations", len(lost)-i, "err", err)
+				"bucket", k.Mesh.kv.Bucket(), "revocations", len(lost)-i, "err", err)
 			return nil
 		}
 		if err != nil {
@@ -258,12 +257,12 @@ func (k *Keeper) key() string {
 // value there is not ours to overwrite: the watch shows it, and the
 // controller decides.
 func (k *Keeper) reclaim(ctx context.Context) error {
-	_, err := k.KV.Create(ctx, k.key(), k.self().Encode())
+	_, err := k.Mesh.kv.Create(ctx, k.key(), k.self().Encode())
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
 		return nil
 	case err != nil:
-		return fmt.Errorf("write back %s: %w", k.key(), k.Conn.Explain(err))
+		return fmt.Errorf("write back %s: %w", k.key(), k.Mesh.Explain(err))
 	}
 	k.Log.Warn("this host's record was missing from the bucket; wrote it back", "key", k.key(), "prefix", k.self().AllowedIP)
 	k.done("reclaim")
@@ -273,12 +272,12 @@ func (k *Keeper) reclaim(ctx context.Context) error {
 // defend puts this host's record back over the value at revision rev. A
 // lost compare-and-set means a newer write: the controller sees it next.
 func (k *Keeper) defend(ctx context.Context, rev uint64) error {
-	_, err := k.KV.Update(ctx, k.key(), k.self().Encode(), rev)
+	_, err := k.Mesh.kv.Update(ctx, k.key(), k.self().Encode(), rev)
 	switch {
 	case isWrongRevision(err):
 		return nil
 	case err != nil:
-		return fmt.Errorf("restore %s over revision %d: %w", k.key(), rev, k.Conn.Explain(err))
+		return fmt.Errorf("restore %s over revision %d: %w", k.key(), rev, k.Mesh.Explain(err))
 	}
 	k.Log.Warn("restored this host's record over a value that was not its own", "key", k.key(), "revision", rev)
 	k.done("defend")
@@ -292,7 +291,7 @@ func (k *Keeper) release(ctx context.Context, s peer.Stale) error {
 	if err != nil {
 		return fmt.Errorf("release %s: %w", s.Key, err)
 	}
-	err = k.Conn.Explain(DeleteCommand(ctx, k.Conn.JS, k.KV.Bucket(), s.Key, s.Revision, cmd))
+	err = k.Mesh.Explain(DeleteCommand(ctx, k.Mesh.JS, k.Mesh.kv.Bucket(), s.Key, s.Revision, cmd))
 	switch {
 	case isWrongRevision(err):
 		return nil // written since: the controller sees what is there now

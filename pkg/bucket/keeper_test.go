@@ -87,7 +87,7 @@ func newKeeper(t *testing.T) (*Keeper, jetstream.KeyValue, *[]string) {
 		t.Fatal(err)
 	}
 	var actions []string
-	k := &Keeper{Conn: &Conn{NC: nc, JS: js}, KV: kv, Self: newRecord(t, "alpha", "fd10:1::/48"),
+	k := &Keeper{Mesh: &Mesh{Conn: &Conn{NC: nc, JS: js}, kv: kv}, Self: newRecord(t, "alpha", "fd10:1::/48"),
 		Log: slog.New(slog.DiscardHandler), Done: func(a string) { actions = append(actions, a) }}
 	return k, kv, &actions
 }

@@ -137,7 +137,7 @@ func TestWatcherFindsMessagesRemovedWithoutEvents(t *testing.T) {
 				probe = 300 * time.Millisecond
 			}
 			var settings []jetstream.StreamConfig
-			out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Audit: audit, Probe: probe,
+			out := runWatcher(t, &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Audit: audit, Probe: probe,
 				Settings: func(c jetstream.StreamConfig) { settings = append(settings, c) },
 				Backoff:  retry.Policy{Min: time.Millisecond, Max: 10 * time.Millisecond}})
 			if b := recv(t, out); !b.Snapshot || len(b.Entries) != 3 {
@@ -169,7 +169,7 @@ func TestWatcherKeepsItsWatchThroughUpdates(t *testing.T) {
 	kv := newBucket(t)
 	putRecords(t, kv, 1, 3)
 	audit := make(chan struct{}, 1)
-	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Audit: audit, Probe: 200 * time.Millisecond})
+	out := runWatcher(t, &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Audit: audit, Probe: 200 * time.Millisecond})
 	recv(t, out)
 	for i := 0; i < 20; i++ {
 		putRecords(t, kv, 1, 3) // rewrites: the stream's first sequence moves on

@@ -22,8 +22,8 @@ const maxBatch = 4096
 
 // Watcher follows the whole bucket with one watch at a time.
 type Watcher struct {
-	KV  jetstream.KeyValue
-	Log *slog.Logger
+	Mesh *Mesh
+	Log  *slog.Logger
 	// Restart, when it fires, makes the watcher drop its watch and take a fresh
 	// snapshot. The agent kicks it on every NATS reconnect: an ordered-consumer
 	// watch would only notice a restarted server after missed heartbeats.
@@ -126,9 +126,9 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- peer.Batch) bool {
 	default:
 	}
 	last, known := w.streamState(ctx)
-	kw, err := w.KV.WatchAll(ctx)
+	kw, err := w.Mesh.kv.WatchAll(ctx)
 	if err != nil {
-		w.Log.Warn("watch bucket failed; retrying", "bucket", w.KV.Bucket(), "err", err)
+		w.Log.Warn("watch bucket failed; retrying", "bucket", w.Mesh.kv.Bucket(), "err", err)
 		if isMissing(err) {
 			w.missing()
 		}
@@ -148,7 +148,7 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- peer.Batch) bool {
 		w.highest = 0 // the stream itself went back (restored): believe it
 	case snapshotBehind:
 		w.Log.Warn("the bucket's snapshot is older than what this agent has applied (a cluster member that is behind); reading it again",
-			"bucket", w.KV.Bucket(), "snapshot_revision", seen, "applied_revision", w.highest, "stream_known", known)
+			"bucket", w.Mesh.kv.Bucket(), "snapshot_revision", seen, "applied_revision", w.highest, "stream_known", known)
 		return false
 	}
 	w.highest = max(w.highest, seen)
@@ -190,7 +190,7 @@ func judgeSnapshot(known bool, last, seen, highest uint64, entries int) snapshot
 func (w *Watcher) streamState(ctx context.Context) (uint64, bool) {
 	sctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	st, err := w.KV.Status(sctx)
+	st, err := w.Mesh.kv.Status(sctx)
 	if err != nil {
 		return 0, false
 	}
@@ -224,12 +224,12 @@ func (w *Watcher) readSnapshot(ctx context.Context, updates <-chan jetstream.Key
 		case <-w.Restart:
 			return snap, seen, false
 		case <-timer.C:
-			w.Log.Warn("the bucket's snapshot stopped arriving; watching it again", "bucket", w.KV.Bucket(),
+			w.Log.Warn("the bucket's snapshot stopped arriving; watching it again", "bucket", w.Mesh.kv.Bucket(),
 				"entries", len(snap.Entries), "idle", idle)
 			return snap, seen, false
 		case e, open := <-updates:
 			if !open {
-				w.Log.Warn("watch closed during snapshot; retrying", "bucket", w.KV.Bucket())
+				w.Log.Warn("watch closed during snapshot; retrying", "bucket", w.Mesh.kv.Bucket())
 				return snap, seen, false
 			}
 			if e == nil {
@@ -267,7 +267,7 @@ func (w *Watcher) follow(ctx context.Context, out chan<- peer.Batch, updates <-c
 		case <-ctx.Done():
 			return
 		case <-w.Restart:
-			w.Log.Info("re-reading bucket after reconnect", "bucket", w.KV.Bucket())
+			w.Log.Info("re-reading bucket after reconnect", "bucket", w.Mesh.kv.Bucket())
 			return
 		case <-w.Audit:
 			audit.start()
@@ -282,7 +282,7 @@ func (w *Watcher) follow(ctx context.Context, out chan<- peer.Batch, updates <-c
 			progress = false
 		case e, open := <-updates:
 			if !open {
-				w.Log.Warn("watch closed; re-subscribing", "bucket", w.KV.Bucket())
+				w.Log.Warn("watch closed; re-subscribing", "bucket", w.Mesh.kv.Bucket())
 				return
 			}
 			if e == nil {
@@ -397,7 +397,7 @@ func (w *Watcher) removed(info *jetstream.StreamInfo, seen uint64) removal {
 		return removalNone
 	}
 	w.Log.Warn("messages were removed from the bucket without watch events (a purge or a rollup); reading it again",
-		"bucket", w.KV.Bucket(), "stream_messages", st.Msgs, "keys_known", len(w.known), "first_sequence", st.FirstSeq)
+		"bucket", w.Mesh.kv.Bucket(), "stream_messages", st.Msgs, "keys_known", len(w.known), "first_sequence", st.FirstSeq)
 	return removalFound
 }
 
@@ -410,9 +410,9 @@ func (w *Watcher) streamInfo(ctx context.Context) (*jetstream.StreamInfo, bool) 
 	}
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	st, err := w.KV.Status(pctx)
+	st, err := w.Mesh.kv.Status(pctx)
 	if isMissing(err) {
-		w.Log.Warn("the bucket is gone; the device keeps its peers", "bucket", w.KV.Bucket())
+		w.Log.Warn("the bucket is gone; the device keeps its peers", "bucket", w.Mesh.kv.Bucket())
 		w.missing()
 		return nil, false
 	}
@@ -476,7 +476,7 @@ func (w *Watcher) stalled(ctx context.Context, seen uint64, progress bool, suspe
 	}
 	if *suspect > seen && !progress && *suspect != w.stallRestart {
 		w.Log.Warn("watch fell behind the bucket (its consumer is gone); re-reading it",
-			"bucket", w.KV.Bucket(), "delivered", seen, "stream_sequence", *suspect)
+			"bucket", w.Mesh.kv.Bucket(), "delivered", seen, "stream_sequence", *suspect)
 		w.stallRestart = *suspect
 		return true
 	}
@@ -487,7 +487,7 @@ func (w *Watcher) stalled(ctx context.Context, seen uint64, progress bool, suspe
 	if created := info.Created; w.created.IsZero() {
 		w.created = created
 	} else if !created.Equal(w.created) {
-		w.Log.Warn("the bucket was deleted and made again; re-reading it", "bucket", w.KV.Bucket())
+		w.Log.Warn("the bucket was deleted and made again; re-reading it", "bucket", w.Mesh.kv.Bucket())
 		return true
 	}
 	if w.removed(info, seen) == removalFound {

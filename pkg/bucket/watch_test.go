@@ -60,7 +60,7 @@ func TestWatcherHoldsOneWatchAcrossRestarts(t *testing.T) {
 	}
 	putRecords(t, kv, 1, 3)
 	restart := make(chan struct{}, 1)
-	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, Backoff: retry.Policy{Min: time.Millisecond, Max: 10 * time.Millisecond}})
+	out := runWatcher(t, &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Restart: restart, Backoff: retry.Policy{Min: time.Millisecond, Max: 10 * time.Millisecond}})
 
 	const kicks = 20
 	for i := 0; i <= kicks; i++ {
@@ -94,7 +94,7 @@ func consumers(t *testing.T, js jetstream.JetStream, bucket string) int {
 func TestWatcherLeavesNoDeliveryBlocked(t *testing.T) {
 	kv := newBucket(t)
 	restart := make(chan struct{}, 1)
-	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart, Backoff: retry.Policy{Min: time.Millisecond, Max: 10 * time.Millisecond}})
+	out := runWatcher(t, &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Restart: restart, Backoff: retry.Policy{Min: time.Millisecond, Max: 10 * time.Millisecond}})
 	recv(t, out)
 	for round := range 4 {
 		// More updates than the watch's channel holds, not read: the
@@ -149,7 +149,7 @@ func TestWatcherFollowsAServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	putRecords(t, kv, 1, 2)
-	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart})
+	out := runWatcher(t, &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Restart: restart})
 	if b := recv(t, out); len(b.Entries) != 2 {
 		t.Fatalf("first snapshot has %d entries, want 2", len(b.Entries))
 	}
@@ -204,7 +204,7 @@ func TestWatcherBacksOffOnAClosedConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	kv := &countingKV{KeyValue: real}
-	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Backoff: retry.Policy{Min: 20 * time.Millisecond, Max: 160 * time.Millisecond}})
+	out := runWatcher(t, &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Backoff: retry.Policy{Min: 20 * time.Millisecond, Max: 160 * time.Millisecond}})
 	recv(t, out)
 	nc.Close()
 
@@ -305,7 +305,7 @@ func TestWatcherProbeRestartsAStalledWatch(t *testing.T) {
 	real := newBucket(t)
 	putRecords(t, real, 1, 2)
 	kv := &stallingKV{KeyValue: real, stall: newStalledWatch}
-	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Probe: 50 * time.Millisecond, Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}})
+	out := runWatcher(t, &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Probe: 50 * time.Millisecond, Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}})
 	if b := recv(t, out); !b.Snapshot || len(b.Entries) != 2 {
 		t.Fatalf("first batch = %+v, want a snapshot of 2", b)
 	}
@@ -342,7 +342,7 @@ func TestWatcherCarriesAMarkersBody(t *testing.T) {
 	}
 	restart := make(chan struct{}, 1)
 	out := make(chan peer.Batch)
-	w := &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Restart: restart,
+	w := &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Restart: restart,
 		Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}}
 	go func() { _ = w.Run(ctx, out) }()
 	recv(t, out)
@@ -428,7 +428,7 @@ func TestWatcherRetriesASnapshotThatStops(t *testing.T) {
 	putRecords(t, real, 1, 3)
 	kv := &stallingKV{KeyValue: real, stall: newCutSnapshot}
 	start := time.Now()
-	out := runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), SnapshotIdle: 200 * time.Millisecond,
+	out := runWatcher(t, &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), SnapshotIdle: 200 * time.Millisecond,
 		Backoff: retry.Policy{Min: time.Millisecond, Max: WatchPolicy.Max}})
 	b := recv(t, out)
 	if !b.Snapshot || len(b.Entries) != 3 {
@@ -451,7 +451,7 @@ func TestWatcherReportsABucketGoneBeforeTheWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := make(chan struct{}, 16)
-	runWatcher(t, &Watcher{KV: kv, Log: slog.New(slog.DiscardHandler), Backoff: retry.Policy{Min: time.Millisecond, Max: 10 * time.Millisecond},
+	runWatcher(t, &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Backoff: retry.Policy{Min: time.Millisecond, Max: 10 * time.Millisecond},
 		Missing: func() { missing <- struct{}{} }})
 	select {
 	case <-missing:

@@ -44,10 +44,7 @@ func TestEnrolledUserOnAnEmbeddedServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	adminConn := dial(t, config.NATS{URLs: []string{s.URL()}, Creds: writeCreds(t, "admin", admin), Bucket: "ikto-mesh", Replicas: 1})
-	if _, err := adminConn.Mesh(ctx, true); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := adminConn.Live(ctx, true); err != nil {
+	if _, err := adminConn.Prepare(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -82,34 +79,30 @@ func dial(t *testing.T, s config.NATS) *bucket.Conn {
 
 func checkEnrolledHost(ctx context.Context, t *testing.T, conn *bucket.Conn) {
 	t.Helper()
-	kv, err := conn.Mesh(ctx, false)
+	m, err := conn.Open(ctx, false)
 	if err != nil {
 		t.Fatalf("open the bucket as the host: %v", err)
 	}
-	live, err := conn.Live(ctx, false)
-	if err != nil {
-		t.Fatalf("open the heartbeat bucket as the host: %v", err)
-	}
 	self := peer.Record{Name: "host-a", PublicKey: "5KW/aOOWAO5j9EH3Y4fL6a/GJ3j+le27+lQNqOx2qig=", AdvertiseAddress: "192.0.2.1", AllowedIP: specPrefix.String(), WGPort: 51820}
-	if _, _, err := bucket.Claim(ctx, kv, self, nil); err != nil {
+	if _, _, err := m.Claim(ctx, self, nil); err != nil {
 		t.Fatalf("claim as the host: %v", conn.Explain(err))
 	}
-	entries, err := bucket.Scan(ctx, kv, peer.PeersPrefix+">")
+	entries, err := m.Records(ctx)
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("watch as the host: %d entries, %v", len(entries), conn.Explain(err))
 	}
-	if err := bucket.PutHeartbeat(ctx, live, specPrefix, bucket.Heartbeat{PublicKey: self.PublicKey, Name: self.Name, At: time.Now()}); err != nil {
+	if err := m.PutHeartbeat(ctx, specPrefix, bucket.Heartbeat{PublicKey: self.PublicKey, Name: self.Name, At: time.Now()}); err != nil {
 		t.Fatalf("heartbeat as the host: %v", conn.Explain(err))
 	}
 	other := self
 	other.AllowedIP = "fd10:1::/48"
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, _, err = bucket.Claim(wctx, kv, other, nil)
+	_, _, err = m.Claim(wctx, other, nil)
 	if err = conn.Explain(err); !errors.Is(err, bucket.ErrPermission) {
 		t.Fatalf("claim of another prefix as the host = %v, want ErrPermission", err)
 	}
-	if _, err := kv.Get(ctx, peer.Key(netip.MustParsePrefix(other.AllowedIP))); err == nil {
-		t.Fatal("the refused claim was written")
+	if held, err := m.Claimed(ctx, netip.MustParsePrefix(other.AllowedIP)); err != nil || held {
+		t.Fatalf("the refused claim was written (%v)", err)
 	}
 }

@@ -60,7 +60,7 @@ func TestResolvedSettingsAuthenticate(t *testing.T) {
 			t.Errorf("context %s %v: %v", tc.context, tc.env, err)
 			continue
 		}
-		_, err = conn.Mesh(context.Background(), true)
+		_, err = conn.Open(context.Background(), true)
 		conn.Close()
 		if err != nil && !errors.Is(err, bucket.ErrBucketMissing) {
 			t.Errorf("context %s: open bucket: %v", tc.context, err)

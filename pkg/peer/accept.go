@@ -1,9 +1,7 @@
 package peer
 
 import (
-	"bytes"
 	"crypto/ed25519"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 
@@ -101,9 +99,9 @@ func (ru Rules) check(key string, value []byte, rev uint64, known func(Record) b
 	if len(value) > MaxValueSize {
 		return reject(ReasonTooLarge, "value is %d bytes, limit %d", len(value), MaxValueSize)
 	}
-	var r Record
-	if err := json.Unmarshal(value, &r); err != nil || !bytes.HasPrefix(bytes.TrimSpace(value), []byte("{")) {
-		return reject(ReasonMalformed, "value is not a JSON peer record")
+	r, err := DecodeRecord(value)
+	if err != nil {
+		return reject(ReasonMalformed, "%v", err)
 	}
 	p, err := netip.ParsePrefix(r.AllowedIP)
 	if err != nil || p.Addr().Zone() != "" {

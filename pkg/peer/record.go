@@ -5,7 +5,10 @@
 package peer
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -64,6 +67,20 @@ func (r Record) Signed() bool { return r.Sig != "" }
 func (r Record) Encode() []byte {
 	b, _ := json.Marshal(r) // a struct of strings and ints always marshals
 	return b
+}
+
+// DecodeRecord reads a stored value as a record: the one decoder of record
+// values. It checks only that the value is a JSON object of at most
+// MaxValueSize bytes; whether the record counts is Rules.Check's to say.
+func DecodeRecord(value []byte) (Record, error) {
+	var r Record
+	if len(value) > MaxValueSize {
+		return r, fmt.Errorf("value is %d bytes, limit %d", len(value), MaxValueSize)
+	}
+	if err := json.Unmarshal(value, &r); err != nil || !bytes.HasPrefix(bytes.TrimSpace(value), []byte("{")) {
+		return Record{}, errors.New("value is not a JSON peer record")
+	}
+	return r, nil
 }
 
 // Prefix parses AllowedIP. It does not check acceptance; use Accept.

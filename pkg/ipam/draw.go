@@ -1,4 +1,4 @@
-package enroll
+package ipam
 
 import (
 	"context"
@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-
-	"github.com/ikto-mesh/ikto/pkg/ipam"
 )
 
 // MaxDraws bounds the search for a free prefix: a mesh so full that this
@@ -18,18 +16,19 @@ const MaxDraws = 16
 var ErrMeshFull = errors.New("mesh looks full")
 
 // DrawFree draws prefixes of bits inside mesh until claimed reports one
-// free (bucket.Claimed, in practice). Unlike ikto-init, which may print an
-// unchecked draw, an enrollment fails when it cannot ask: the host's
-// credentials will name this prefix and no other.
+// free (the bucket's Claimed, in practice). When claimed fails, the error
+// comes with the draw it was checking: ikto-init may still print it as an
+// unchecked hint, while an enrollment fails (the host's credentials will
+// name this prefix and no other).
 func DrawFree(ctx context.Context, mesh netip.Prefix, bits int, rnd io.Reader, claimed func(context.Context, netip.Prefix) (bool, error)) (netip.Prefix, error) {
 	for range MaxDraws {
-		p, err := ipam.RandomPrefix(mesh, bits, rnd)
+		p, err := RandomPrefix(mesh, bits, rnd)
 		if err != nil {
 			return netip.Prefix{}, err
 		}
 		taken, err := claimed(ctx, p)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("look up %s: %w", p, err)
+			return p, fmt.Errorf("look up %s: %w", p, err)
 		}
 		if !taken {
 			return p, nil
