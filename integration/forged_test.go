@@ -38,13 +38,7 @@ func forgeryCut(t *testing.T) time.Duration {
 // whole cut; pings between every pair lose nothing. Once the cut is lifted,
 // bravo restores its claim.
 func TestForgeriesRouteNothingWhileTheirHostIsCutOff(t *testing.T) {
-	t.Parallel()
-	for _, server := range servers {
-		t.Run(server, func(t *testing.T) {
-			t.Parallel()
-			forgeriesWhileCutOff(t, newMeshOn(t, server))
-		})
-	}
+	onEveryServer(t, forgeriesWhileCutOff)
 }
 
 func forgeriesWhileCutOff(t *testing.T, m *mesh) {

@@ -71,13 +71,7 @@ func (l *legacyHost) follow(t *testing.T, m *mesh) {
 // agents in the default membership_signatures (prefer); an agent restarted
 // with require drops it and names the reason in its status.
 func TestLegacyAgentMeshes(t *testing.T) {
-	t.Parallel()
-	for _, server := range servers {
-		t.Run(server, func(t *testing.T) {
-			t.Parallel()
-			legacyAgentMeshes(t, newMeshOn(t, server))
-		})
-	}
+	onEveryServer(t, legacyAgentMeshes)
 }
 
 func legacyAgentMeshes(t *testing.T, m *mesh) {

@@ -95,18 +95,24 @@ func newMeshOn(t *testing.T, server string) *mesh {
 	bins := harnesstest.Binaries(t)
 	n := harnesstest.Network(t)
 	p := startDebianNATS(t, n.Gateway, t.TempDir(), "")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := harness.OpenBucket(ctx, p.URL(), bucketName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
+	b := harnesstest.BucketAt(t, p.URL(), bucketName)
 	return &mesh{t: t, net: n, url: p.URL(), addr: p.Addr, bucket: b, bins: bins, agents: map[string]*harness.Agent{}}
 }
 
 // servers are the NATS servers a scenario runs on with newMeshOn.
 var servers = []string{"embedded", "debian"}
+
+// onEveryServer runs scenario in parallel subtests, one per server, each on
+// its own mesh.
+func onEveryServer(t *testing.T, scenario func(t *testing.T, m *mesh)) {
+	t.Parallel()
+	for _, server := range servers {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			scenario(t, newMeshOn(t, server))
+		})
+	}
+}
 
 // addHosts adds hosts by name.
 func (m *mesh) addHosts(names ...string) []*harness.Host {

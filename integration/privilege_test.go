@@ -164,9 +164,9 @@ func (w *privilegeWorld) checkHostCannotRevoke(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
 	bravo := w.hosts[1]
-	op := openBucketAs(t, w.opURL, bucketName)
-	hostKV := openBucketAs(t, w.hostURL, bucketName)
-	live := openBucketAs(t, w.opURL, bucket.LiveBucket(bucketName))
+	op := harnesstest.BucketAt(t, w.opURL, bucketName)
+	hostKV := harnesstest.BucketAt(t, w.hostURL, bucketName)
+	live := harnesstest.BucketAt(t, w.opURL, bucket.LiveBucket(bucketName))
 	for _, h := range w.hosts {
 		if _, err := live.Get(ctx, bucket.HeartbeatKey(h.Prefix())); err != nil {
 			t.Errorf("heartbeat of %s, read as the operator: %v", h.Name, err)
@@ -241,19 +241,6 @@ func heartbeatsWritten(ctx context.Context, hosts []*harness.Host) error {
 		}
 	}
 	return nil
-}
-
-// openBucketAs opens bucket with the user in url.
-func openBucketAs(t *testing.T, url, bucket string) *harness.Bucket {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := harness.OpenBucket(ctx, url, bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
 }
 
 func randomSecret(t *testing.T) string {

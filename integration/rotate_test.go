@@ -21,13 +21,7 @@ import (
 // old key counts for nothing afterwards (a record of it, even newer, is
 // routed nowhere).
 func TestKeyRotation(t *testing.T) {
-	t.Parallel()
-	for _, server := range servers {
-		t.Run(server, func(t *testing.T) {
-			t.Parallel()
-			keyRotation(t, newMeshOn(t, server))
-		})
-	}
+	onEveryServer(t, keyRotation)
 }
 
 func keyRotation(t *testing.T, m *mesh) {

@@ -87,9 +87,16 @@ func NewNATS(tb testing.TB, n *harness.Network) *natsserver.Server {
 // Bucket opens (or creates) the bucket on s and closes it when the test ends.
 func Bucket(tb testing.TB, s *natsserver.Server, bucket string) *harness.Bucket {
 	tb.Helper()
+	return BucketAt(tb, s.URL(), bucket)
+}
+
+// BucketAt is Bucket on the server at natsURL (which may carry a user),
+// whatever runs it.
+func BucketAt(tb testing.TB, natsURL, bucket string) *harness.Bucket {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := harness.OpenBucket(ctx, s.URL(), bucket)
+	b, err := harness.OpenBucket(ctx, natsURL, bucket)
 	if err != nil {
 		tb.Fatal(err)
 	}
