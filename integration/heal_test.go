@@ -84,11 +84,7 @@ func TestBucketDeletedUnderARunningMesh(t *testing.T) {
 	m.waitConverged(hosts)
 	holdSteady(t, m, hosts, 2*time.Second)
 
-	delta := m.addHosts("delta")[0]
-	m.start(delta)
-	all := append(hosts, delta)
-	m.waitConverged(all)
-	m.pingAll(all)
+	all := m.join(hosts, "delta")
 	if lost, _ := stopAll(t, pingers); lost != 0 {
 		t.Errorf("%d pings lost across the bucket's deletion, want 0", lost)
 	}

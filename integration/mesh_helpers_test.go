@@ -136,6 +136,25 @@ func (m *mesh) startAll(names ...string) []*harness.Host {
 	return hosts
 }
 
+// join adds a host by name and starts its agent with its default
+// configuration; it must mesh with hosts, every pair answering pings. It
+// returns hosts and the newcomer.
+func (m *mesh) join(hosts []*harness.Host, name string) []*harness.Host {
+	m.t.Helper()
+	return m.joinWith(hosts, name, m.config)
+}
+
+// joinWith is join with the newcomer's configuration made by cfg.
+func (m *mesh) joinWith(hosts []*harness.Host, name string, cfg func(*harness.Host) config.Config) []*harness.Host {
+	m.t.Helper()
+	h := m.addHosts(name)[0]
+	m.startWith(h, cfg(h))
+	all := append(hosts, h)
+	m.waitConverged(all)
+	m.pingAll(all)
+	return all
+}
+
 // config is the host's default configuration for this mesh.
 func (m *mesh) config(h *harness.Host) config.Config {
 	return h.Config(m.natsURL(), bucketName)

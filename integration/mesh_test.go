@@ -83,12 +83,7 @@ func checkStatusBackend(ctx context.Context, h *harness.Host, peers int, backend
 func TestFourthHostJoins(t *testing.T) {
 	m := newMesh(t)
 	hosts := m.startAll("alpha", "bravo", "charlie")
-
-	delta := m.addHosts("delta")[0]
-	m.start(delta)
-	hosts = append(hosts, delta)
-	m.waitConverged(hosts)
-	m.pingAll(hosts)
+	m.join(hosts, "delta")
 }
 
 func TestDeletedRecordEvictsHost(t *testing.T) {
@@ -264,9 +259,5 @@ func TestNATSOutageLeavesDevicesAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A host that joins after the outage proves the watch came back.
-	charlie := m.addHosts("charlie")[0]
-	m.start(charlie)
-	hosts = append(hosts, charlie)
-	m.waitConverged(hosts)
-	m.pingAll(hosts)
+	m.join(hosts, "charlie")
 }

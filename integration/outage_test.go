@@ -92,11 +92,7 @@ func natsOutage(t *testing.T, d time.Duration) {
 	}
 	// A change made after the outage must reach every agent: their watches
 	// came back.
-	charlie := m.addHosts("charlie")[0]
-	m.start(charlie)
-	hosts = append(hosts, charlie)
-	m.waitConverged(hosts)
-	m.pingAll(hosts)
+	m.join(hosts, "charlie")
 }
 
 // agentCPU reads the user+system CPU time of each host's agent process.

@@ -84,11 +84,7 @@ func TestRestartWhileNATSIsDown(t *testing.T) {
 	if err := m.nats.Start(); err != nil {
 		t.Fatal(err)
 	}
-	delta := m.addHosts("delta")[0]
-	m.startWith(delta, withState(delta))
-	hosts = append(hosts, delta)
-	m.waitConverged(hosts)
-	m.pingAll(hosts)
+	hosts = m.joinWith(hosts, "delta", withState)
 	testkit.EventuallyContext(t, convergeTimeout, "bravo's status after NATS returned", func(ctx context.Context) error {
 		return checkStatus(ctx, bravo, len(hosts)-1)
 	})
