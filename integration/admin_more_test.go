@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
-	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/peer"
@@ -64,10 +63,7 @@ func rejectedMetric(ctx context.Context, socket string, reason peer.Reason) (flo
 }
 
 func TestAdminEvictedHostRejoinsWithFreshIdentity(t *testing.T) {
-	m := newMesh(t)
-	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
-	hosts := m.startAll("alpha", "bravo", "charlie")
-	cfgPath := m.agents["alpha"].ConfigPath
+	m, bins, hosts, cfgPath := startAdminMesh(t, "alpha", "bravo", "charlie")
 	charlie := hosts[2]
 	oldKey, oldPrefix := charlie.PublicKey, charlie.Prefix()
 
@@ -117,10 +113,7 @@ func TestAdminEvictedHostRejoinsWithFreshIdentity(t *testing.T) {
 }
 
 func TestAdminRevokedKeyRecordRejectedEverywhere(t *testing.T) {
-	m := newMesh(t)
-	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
-	hosts := m.startAll("alpha", "bravo", "charlie")
-	cfgPath := m.agents["alpha"].ConfigPath
+	m, bins, hosts, cfgPath := startAdminMesh(t, "alpha", "bravo", "charlie")
 	charlie, rest := hosts[2], hosts[:2]
 	ctx := context.Background()
 	old, err := m.bucket.Record(ctx, charlie.Prefix())
@@ -194,10 +187,7 @@ func TestAdminRevokedKeyRecordRejectedEverywhere(t *testing.T) {
 }
 
 func TestAdminPruneKilledAgent(t *testing.T) {
-	m := newMesh(t)
-	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
-	hosts := m.startAll("alpha", "bravo", "charlie")
-	cfgPath := m.agents["alpha"].ConfigPath
+	m, bins, hosts, cfgPath := startAdminMesh(t, "alpha", "bravo", "charlie")
 	charlie, rest := hosts[2], hosts[:2]
 	ctx := context.Background()
 

@@ -87,13 +87,19 @@ func tryListRows(t *testing.T, bins *harness.Binaries, cfgPath string) (map[stri
 	return byName, nil
 }
 
+// startAdminMesh starts a mesh of hosts by name and the ikto-admin binary,
+// with the config an operator runs it with: alpha's, since a host's config
+// names the server, the bucket and the mesh the records are judged by.
+func startAdminMesh(t *testing.T, names ...string) (m *mesh, bins *harness.Binaries, hosts []*harness.Host, cfgPath string) {
+	t.Helper()
+	m = newMesh(t)
+	bins = harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
+	hosts = m.startAll(names...)
+	return m, bins, hosts, m.agents["alpha"].ConfigPath
+}
+
 func TestAdminListAndEvict(t *testing.T) {
-	m := newMesh(t)
-	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
-	hosts := m.startAll("alpha", "bravo", "charlie", "delta")
-	// The operator uses a host's config: it names the server, the bucket and
-	// the mesh the records are judged by.
-	cfgPath := m.agents["alpha"].ConfigPath
+	m, bins, hosts, cfgPath := startAdminMesh(t, "alpha", "bravo", "charlie", "delta")
 
 	rows := listRows(t, bins, cfgPath)
 	if len(rows) != len(hosts) {

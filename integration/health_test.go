@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
-	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
 	"github.com/ikto-mesh/ikto/internal/testkit"
 )
 
@@ -35,14 +34,11 @@ type fleetHealth struct {
 // exits non-zero, then all well again once the cut is lifted.
 func TestHealthSeesACutPath(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
-	hosts := m.startAll("alpha", "bravo", "charlie")
+	m, bins, hosts, cfg := startAdminMesh(t, "alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	pingers := startLossPingers(t, hosts)
 	defer stopAll(t, pingers)
 	alpha, bravo := hosts[0], hosts[1]
-	cfg := m.agents[alpha.Name].ConfigPath
 	health := func() (int, fleetHealth, string) {
 		code, stdout, stderr := runAdmin(t, bins, "-c", cfg, "health", "-o", "json")
 		var h fleetHealth
