@@ -123,10 +123,7 @@ func TestBadConfiguration(t *testing.T) {
 			if tc.raw != nil {
 				content = []byte(*tc.raw)
 			}
-			path := filepath.Join(files.dir, "ikto.json")
-			if err := os.WriteFile(path, content, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			path := harnesstest.WriteFile(t, filepath.Join(files.dir, "ikto.json"), content, 0o644)
 			code, stderr := runBadAgent(t, h, agent, path, filepath.Join(files.dir, "agent.sock"), tc.asNob)
 			if code != 1 {
 				t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
@@ -177,20 +174,8 @@ func runBadAgent(t *testing.T, h *harness.Host, agent, path, socket string, asNo
 // every user may enter, removed when the test ends.
 func copyForNobody(t *testing.T, path string) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "ikto-nobody-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, filepath.Base(path))
-	if err := os.WriteFile(dst, data, 0o755); err != nil {
+	dst := filepath.Join(harnesstest.SharedDir(t, "ikto-nobody-bin-"), filepath.Base(path))
+	if err := harness.CopyExecutable(path, dst); err != nil {
 		t.Fatal(err)
 	}
 	return dst
@@ -203,14 +188,7 @@ func copyForNobody(t *testing.T, path string) string {
 // unreadable by nobody, one garbage.
 func newBadConfigFiles(t *testing.T) *badConfigFiles {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "ikto-badconfig-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := harnesstest.SharedDir(t, "ikto-badconfig-")
 	f := &badConfigFiles{
 		dir: dir, key: filepath.Join(dir, "private.key"), nobodysKey: filepath.Join(dir, "nobodys.key"),
 		worldKey:   filepath.Join(dir, "world.key"),
@@ -234,12 +212,7 @@ func newBadConfigFiles(t *testing.T) *badConfigFiles {
 		f.creds:        {"-----BEGIN NATS USER JWT-----\n", 0o600},
 		f.garbageCreds: {"user: ikto\npassword: hunter2\n", 0o600},
 	} {
-		if err := os.WriteFile(path, []byte(c.content), c.mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(path, c.mode); err != nil { // WriteFile's mode passes the umask
-			t.Fatal(err)
-		}
+		harnesstest.WriteFile(t, path, []byte(c.content), c.mode)
 	}
 	if err := os.Chown(f.nobodysKey, nobody, nobody); err != nil {
 		t.Fatal(err)

@@ -118,11 +118,7 @@ func startDebianNATS(t *testing.T, host netip.Addr, dir, conf string) *harness.N
 func (w *enrollWorld) writeOperatorFiles(t *testing.T) {
 	t.Helper()
 	write := func(name string, data []byte) string {
-		path := filepath.Join(w.dir, name)
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
+		return harnesstest.WriteFile(t, filepath.Join(w.dir, name), data, 0o600)
 	}
 	seed := func(kp nkeys.KeyPair) []byte {
 		s, err := kp.Seed()

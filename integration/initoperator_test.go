@@ -66,9 +66,7 @@ func testInitOperator(t *testing.T, bins *harness.Binaries, kind string) {
 		// includes the file the steps wrote, which nats-server parses
 		// with include paths relative to that file's directory. The text
 		// has no directory, so its own include is relative to ours.
-		if err := os.WriteFile(serverConf, []byte(include+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		harnesstest.WriteFile(t, serverConf, []byte(include+"\n"), 0o600)
 		wd, err := os.Getwd()
 		if err != nil {
 			t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
 )
 
 // TestSoakAuditLog checks the soak's log audit on lines as the agent writes
@@ -52,10 +52,7 @@ func TestSoakAuditLog(t *testing.T) {
 			m.claim("alpha", wgtypes.Key{1}, own)
 			m.claim("bravo", wgtypes.Key{2}, other)
 			m.evicted[wgtypes.Key{2}] = start.Add(time.Minute)
-			path := filepath.Join(t.TempDir(), "agent.log")
-			if err := os.WriteFile(path, []byte(strings.Join(tc.lines, "\n")+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			path := harnesstest.WriteFile(t, filepath.Join(t.TempDir(), "agent.log"), []byte(strings.Join(tc.lines, "\n")+"\n"), 0o600)
 			if _, _, _, err := soakAuditLog(m, "charlie", path); err != nil {
 				t.Fatal(err)
 			}

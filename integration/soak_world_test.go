@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
+	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/peer"
@@ -309,10 +309,7 @@ func (s *soak) writeOperatorConfig(h *soakHost) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.opCfg = filepath.Join(s.t.TempDir(), "operator.json")
-	if err := os.WriteFile(s.opCfg, b, 0o600); err != nil {
-		s.t.Fatal(err)
-	}
+	s.opCfg = harnesstest.WriteFile(s.t, filepath.Join(s.t.TempDir(), "operator.json"), b, 0o600)
 }
 
 // openBucket opens the soak's handle on the agents' bucket once an agent has

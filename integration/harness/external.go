@@ -49,14 +49,16 @@ func CopyBinaries(b *Binaries, dir string, names ...string) (*Binaries, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := copyFile(src, filepath.Join(dir, name)); err != nil {
+		if err := CopyExecutable(src, filepath.Join(dir, name)); err != nil {
 			return nil, fmt.Errorf("copy %s: %w", name, err)
 		}
 	}
 	return &Binaries{Dir: dir, errors: map[string]error{}}, nil
 }
 
-func copyFile(src, dst string) error {
+// CopyExecutable copies the file at src to a new file dst that anyone may
+// run (mode 0755 less the umask), replacing what was there.
+func CopyExecutable(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err

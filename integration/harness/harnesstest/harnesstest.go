@@ -188,6 +188,34 @@ func Binaries(tb testing.TB, names ...string) *harness.Binaries {
 	return bins
 }
 
+// WriteFile writes data to path with exactly mode (os.WriteFile's mode
+// passes the umask) and returns path.
+func WriteFile(tb testing.TB, path string, data []byte, mode os.FileMode) string {
+	tb.Helper()
+	if err := os.WriteFile(path, data, mode); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// SharedDir makes a fresh directory that every user may enter (the test's
+// TempDir is root's alone), removed when the test ends.
+func SharedDir(tb testing.TB, pattern string) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
 // Main runs the tests and removes the binaries afterwards:
 //
 //	func TestMain(m *testing.M) { os.Exit(harnesstest.Main(m)) }
