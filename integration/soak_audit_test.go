@@ -56,15 +56,7 @@ func TestSoakAuditLog(t *testing.T) {
 			if _, _, _, err := soakAuditLog(m, "charlie", path); err != nil {
 				t.Fatal(err)
 			}
-			got := m.failures()
-			if len(got) != len(tc.want) {
-				t.Fatalf("violations %q, want %d matching %q", got, len(tc.want), tc.want)
-			}
-			for i, w := range tc.want {
-				if !strings.Contains(got[i], w) {
-					t.Errorf("violation %q does not say %q", got[i], w)
-				}
-			}
+			wantViolations(t, m.failures(), tc.want)
 		})
 	}
 }
@@ -104,15 +96,21 @@ func TestSoakCheckDevice(t *testing.T) {
 			m.addGarbage(junk)
 			m.addIntruder(intruder, netip.MustParsePrefix("fd12:2::/48"))
 			m.checkDevice(soakTarget{host: &harness.Host{Name: "charlie"}, prefix: netip.MustParsePrefix("fd12:7::/48")}, tc.peers)
-			got := m.failures()
-			if len(got) != len(tc.want) {
-				t.Fatalf("violations %q, want %d matching %q", got, len(tc.want), tc.want)
-			}
-			for i, w := range tc.want {
-				if !strings.Contains(got[i], w) {
-					t.Errorf("violation %q does not say %q", got[i], w)
-				}
-			}
+			wantViolations(t, m.failures(), tc.want)
 		})
+	}
+}
+
+// wantViolations checks that the audit found one violation per want, in
+// order, each saying its want.
+func wantViolations(t *testing.T, got, want []string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("violations %q, want %d matching %q", got, len(want), want)
+	}
+	for i, w := range want {
+		if !strings.Contains(got[i], w) {
+			t.Errorf("violation %q does not say %q", got[i], w)
+		}
 	}
 }
