@@ -38,7 +38,7 @@ func TestDriftIsRepaired(t *testing.T) {
 	// Where a hijacked peer would send: a host of this test, a port nobody
 	// listens on.
 	elsewhere := &net.UDPAddr{IP: charlie.Addr.AsSlice(), Port: 9}
-	foreign := newKey(t)
+	foreign := newPublicKey(t)
 
 	for _, tc := range []struct {
 		name  string
@@ -128,15 +128,6 @@ func wg(h *harness.Host, args ...string) error {
 		return err
 	}
 	return nil
-}
-
-func newKey(t *testing.T) wgtypes.Key {
-	t.Helper()
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k.PublicKey()
 }
 
 // requireTool skips the test when bin is missing, or fails it when
