@@ -133,19 +133,26 @@ func (p *Process) Stop(grace time.Duration) error {
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		return err
 	}
-	select {
-	case <-p.done:
+	if p.exitsWithin(grace) {
 		return nil
-	case <-time.After(grace):
 	}
 	if err := p.Signal(syscall.SIGKILL); err != nil {
 		return err
 	}
+	if p.exitsWithin(killWait) {
+		return nil
+	}
+	return fmt.Errorf("stop %s (pid %d): still running %s after SIGKILL", p.Name, p.PID, killWait)
+}
+
+// exitsWithin waits up to d for the process to exit and reports whether it
+// did.
+func (p *Process) exitsWithin(d time.Duration) bool {
 	select {
 	case <-p.done:
-		return nil
-	case <-time.After(killWait):
-		return fmt.Errorf("stop %s (pid %d): still running %s after SIGKILL", p.Name, p.PID, killWait)
+		return true
+	case <-time.After(d):
+		return false
 	}
 }
 
