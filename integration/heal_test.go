@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
@@ -32,10 +31,6 @@ func TestBucketDeletedUnderARunningMesh(t *testing.T) {
 	m.pingAll(hosts)
 	pingers := startLossPingers(t, hosts)
 
-	js, err := jetstream.New(m.bucket.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	// An evicted host's key: every agent has seen its revocation.
 	evicted := newPublicKey(t)
@@ -60,7 +55,7 @@ func TestBucketDeletedUnderARunningMesh(t *testing.T) {
 			return err
 		})
 	}
-	deleted, writable := deleteBucketAndWait(t, js)
+	deleted, writable := deleteBucketAndWait(t, m.bucket)
 	testkit.EventuallyContext(t, convergeTimeout, "every live host's record back", func(ctx context.Context) error {
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
@@ -254,7 +249,7 @@ func replayOldRecord(t *testing.T, m *mesh, hosts []*harness.Host, old netip.Pre
 				t.Fatalf("after the replay of alpha's old record: %v", err)
 			}
 		}
-		if _, err := m.bucket.Get(ctx, peer.Key(old)); gone.IsZero() && errors.Is(err, jetstream.ErrKeyNotFound) {
+		if gone.IsZero() && m.bucket.Absent(ctx, peer.Key(old)) == nil {
 			gone = time.Now()
 		}
 		if time.Since(at) > convergeTimeout {
@@ -278,11 +273,7 @@ func (m *mesh) waitKeyGone(hosts []*harness.Host, key string, limit time.Duratio
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
 		}
-		_, err := m.bucket.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil
-		}
-		return fmt.Errorf("record at %s: %v", key, err)
+		return m.bucket.Absent(ctx, key)
 	})
 }
 
@@ -426,11 +417,7 @@ func TestWipedBucketComesBackWhole(t *testing.T) {
 	// every write (the server's race the next issue handles; see the
 	// comment above).
 	time.Sleep(time.Second)
-	js, err := jetstream.New(m.bucket.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deleted, writable := deleteBucketAndWait(t, js)
+	deleted, writable := deleteBucketAndWait(t, m.bucket)
 	testkit.EventuallyContext(t, convergeTimeout, "charlie's record back", func(ctx context.Context) error {
 		if err := m.exitedEarly(hosts[:2]); err != nil {
 			return err
@@ -463,15 +450,15 @@ func TestWipedBucketComesBackWhole(t *testing.T) {
 
 // deleteBucketAndWait deletes the mesh's bucket and waits for the agents to make
 // it again: when it was deleted, and how long until it existed again.
-func deleteBucketAndWait(t *testing.T, js jetstream.JetStream) (time.Time, time.Duration) {
+func deleteBucketAndWait(t *testing.T, b *harness.Bucket) (time.Time, time.Duration) {
 	t.Helper()
 	deleted := time.Now()
-	if err := js.DeleteKeyValue(context.Background(), bucketName); err != nil {
+	if err := b.Drop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	var writable time.Duration
 	testkit.EventuallyContext(t, convergeTimeout, "the bucket to exist again", func(ctx context.Context) error {
-		if _, err := js.KeyValue(ctx, bucketName); err != nil {
+		if err := b.Exists(ctx); err != nil {
 			return err
 		}
 		writable = time.Since(deleted)

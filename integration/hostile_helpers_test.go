@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -15,7 +14,6 @@ import (
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/pkg/peer"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // checkPeers is nil when h's device lists exactly the other hosts of mesh
@@ -219,8 +217,8 @@ func checkRemovedByItsKey(t *testing.T, w *hostileWorld, tc hostileCase, key str
 				return testkit.Permanent(fmt.Errorf("a device applied the copy of %s's key: %w", tc.keyOf, err))
 			}
 		}
-		if _, err := w.m.bucket.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return fmt.Errorf("%s is still in the bucket (%v)", key, err)
+		if err := w.m.bucket.Absent(ctx, key); err != nil {
+			return fmt.Errorf("still in the bucket: %v", err)
 		}
 		return nil
 	})

@@ -112,3 +112,35 @@ func (b *Bucket) Record(ctx context.Context, prefix netip.Prefix) (peer.Record, 
 	}
 	return r, nil
 }
+
+// Absent is nil when key holds nothing (never written, deleted or purged),
+// and otherwise says what it holds or why it could not be read.
+func (b *Bucket) Absent(ctx context.Context, key string) error {
+	e, err := b.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get %s: %w", key, err)
+	}
+	return fmt.Errorf("%s holds revision %d: %s", key, e.Revision(), e.Value())
+}
+
+// Drop deletes the whole bucket, as `nats kv del` or a wiped server does.
+func (b *Bucket) Drop(ctx context.Context) error {
+	js, err := jetstream.New(b.Conn)
+	if err != nil {
+		return err
+	}
+	return js.DeleteKeyValue(ctx, b.Bucket())
+}
+
+// Exists is nil when the bucket exists, as after the agents made it again.
+func (b *Bucket) Exists(ctx context.Context) error {
+	js, err := jetstream.New(b.Conn)
+	if err != nil {
+		return err
+	}
+	_, err = js.KeyValue(ctx, b.Bucket())
+	return err
+}
