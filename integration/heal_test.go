@@ -16,8 +16,16 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
-// The scenarios of issue 11: loss of state is healed, never obeyed. Each
-// builds its own network and NATS, so they run in parallel.
+// The scenarios of issue 11: loss of state is healed, never obeyed.
+
+// healMesh is a heal scenario's world: hosts by name meshed on a network
+// and NATS of the scenario's own, so the scenarios run in parallel.
+func healMesh(t *testing.T, names ...string) (*mesh, []*harness.Host) {
+	t.Helper()
+	t.Parallel()
+	m := newMesh(t)
+	return m, m.startAll(names...)
+}
 
 // TestBucketDeletedUnderARunningMesh deletes the whole bucket (an operator's
 // `nats kv del`, a wiped server) under three meshed hosts pinging each other
@@ -25,9 +33,7 @@ import (
 // bucket again and write their records back, and a host joining afterwards
 // reaches everyone.
 func TestBucketDeletedUnderARunningMesh(t *testing.T) {
-	t.Parallel()
-	m := newMesh(t)
-	hosts := m.startAll("alpha", "bravo", "charlie")
+	m, hosts := healMesh(t, "alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	pingers := startLossPingers(t, hosts)
 
@@ -108,9 +114,7 @@ func recordsOf(ctx context.Context, m *mesh, hosts []*harness.Host) error {
 // record itself at once and never exits; the garbage costs no packet, since
 // the other agents keep alpha's peer while its record is not a record.
 func TestClaimOverwrittenIsRestored(t *testing.T) {
-	t.Parallel()
-	m := newMesh(t)
-	hosts := m.startAll("alpha", "bravo", "charlie")
+	m, hosts := healMesh(t, "alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	alpha := hosts[0]
 	ctx := context.Background()
@@ -188,9 +192,7 @@ func intruderRecord(t *testing.T, m *mesh, h *harness.Host) peer.Record {
 // private_address. It claims the new prefix and deletes its old record; the
 // other hosts route the new prefix, and no record of the old one remains.
 func TestReaddressedHostMovesItsClaim(t *testing.T) {
-	t.Parallel()
-	m := newMesh(t)
-	hosts := m.startAll("alpha", "bravo", "charlie")
+	m, hosts := healMesh(t, "alpha", "bravo", "charlie")
 	alpha := hosts[0]
 	old := alpha.Prefix()
 	oldRecord, err := m.bucket.Get(context.Background(), peer.Key(old))
@@ -282,9 +284,7 @@ func (m *mesh) waitKeyGone(hosts []*harness.Host, key string, limit time.Duratio
 // within a second, so the newcomer reaches them in about that, not after
 // their reconnect back-off.
 func TestJoinRightAfterNATSRestart(t *testing.T) {
-	t.Parallel()
-	m := newMesh(t)
-	hosts := m.startAll("alpha", "bravo")
+	m, hosts := healMesh(t, "alpha", "bravo")
 	m.nats.Shutdown()
 	down := time.Now()
 	testkit.EventuallyContext(t, time.Minute, "10 s of outage", func(context.Context) error {
@@ -355,9 +355,7 @@ func holdSteady(t *testing.T, m *mesh, hosts []*harness.Host, d time.Duration) {
 // notices at once, makes the device again with its address, port and peers,
 // and starts the handshakes itself: the mesh is whole again within 2 s.
 func TestDeviceDeletedIsMadeAgain(t *testing.T) {
-	t.Parallel()
-	m := newMesh(t)
-	hosts := m.startAll("alpha", "bravo", "charlie")
+	m, hosts := healMesh(t, "alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	alpha := hosts[0]
 	pingers := startLossPingers(t, hosts)
@@ -399,9 +397,7 @@ func TestDeviceDeletedIsMadeAgain(t *testing.T) {
 // stream deleted and made again at once refusing every write
 // (err_code=10077), which is the next issue's to handle.
 func TestWipedBucketComesBackWhole(t *testing.T) {
-	t.Parallel()
-	m := newMesh(t)
-	hosts := m.startAll("alpha", "bravo", "charlie")
+	m, hosts := healMesh(t, "alpha", "bravo", "charlie")
 	charlie := hosts[2]
 	ctx := context.Background()
 	was, err := m.bucket.Get(ctx, peer.Key(charlie.Prefix()))
