@@ -70,7 +70,7 @@ func attacks(a, b *harness.Host, bInbox string, free netip.Prefix) []attack {
 			return err
 		})},
 		{name: "write b's heartbeat", subject: kvSubject(live, bucket.HeartbeatKey(b.Prefix())), do: func(ctx context.Context, c *bucket.Conn) error {
-			kv, err := c.Live(ctx, false)
+			kv, err := bucket.OpenLiveBucket(ctx, c.JS, bucketName, false, 0)
 			if err != nil {
 				return err
 			}
@@ -110,7 +110,7 @@ func attacks(a, b *harness.Host, bInbox string, free netip.Prefix) []attack {
 
 func onMesh(f func(context.Context, jetstream.KeyValue) error) func(context.Context, *bucket.Conn) error {
 	return func(ctx context.Context, c *bucket.Conn) error {
-		kv, err := c.Mesh(ctx, false)
+		kv, err := bucket.OpenBucket(ctx, c.JS, bucketName, false, 0)
 		if err != nil {
 			return err
 		}

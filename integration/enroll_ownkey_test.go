@@ -267,7 +267,7 @@ func (w *enrollWorld) checkCopyAtOwnPrefix(t *testing.T, conn *bucket.Conn, a, b
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
 	defer cancel()
-	kv, err := conn.Mesh(ctx, false)
+	kv, err := bucket.OpenBucket(ctx, conn.JS, bucketName, false, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

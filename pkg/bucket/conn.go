@@ -1,7 +1,6 @@
 package bucket
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -218,28 +217,4 @@ func (c *Conn) Explain(err error) error {
 		return fmt.Errorf("%w (%w: %w)", err, ErrPermission, last)
 	}
 	return err
-}
-
-// Mesh opens the mesh's bucket, creating it (with the configured replicas)
-// when it is missing and create is set.
-func (c *Conn) Mesh(ctx context.Context, create bool) (jetstream.KeyValue, error) {
-	kv, err := OpenBucket(ctx, c.JS, c.nats.Bucket, create, c.nats.Replicas)
-	return kv, c.Explain(err)
-}
-
-// LiveIfAny is the heartbeat bucket, or nil when there is none yet (no
-// agent has written a heartbeat: no host counts as live).
-func (c *Conn) LiveIfAny(ctx context.Context) (jetstream.KeyValue, error) {
-	kv, err := c.Live(ctx, false)
-	if errors.Is(err, ErrBucketMissing) {
-		return nil, nil
-	}
-	return kv, err
-}
-
-// Live opens the heartbeat bucket that goes with the mesh's, creating it
-// when it is missing and create is set.
-func (c *Conn) Live(ctx context.Context, create bool) (jetstream.KeyValue, error) {
-	kv, err := OpenLiveBucket(ctx, c.JS, c.nats.Bucket, create, c.nats.Replicas)
-	return kv, c.Explain(err)
 }
