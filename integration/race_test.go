@@ -170,7 +170,7 @@ func checkLoser(t *testing.T, a *harness.Agent, winner *harness.Host) {
 	}
 	// A loser must fail its claim, not win it and lose the prefix later:
 	// by then it would have configured a device and disturbed the mesh.
-	if strings.Contains(logs, `msg="claimed prefix"`) || strings.Contains(logs, `msg="device ready"`) {
+	if strings.Contains(logs, `msg="claimed prefix"`) || strings.Contains(logs, `msg="wireguard device open"`) {
 		t.Errorf("%s claimed the prefix or configured its device before exiting:\n%s", h.Name, a.LogTail(10))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

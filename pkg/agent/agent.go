@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync/atomic"
 
@@ -42,7 +43,9 @@ type Options struct {
 	OpenDevice func(wgdev.Config) (wgdev.Device, error)
 	// Version is reported in heartbeats.
 	Version string
-	// Ready, when set, is called once the device carries the first snapshot.
+	// Ready, when set, is called once, when the device first carries a mesh
+	// — the bucket's, or the snapshot's restored while NATS is down: the
+	// moment systemd is told READY=1.
 	Ready func()
 	// Reload, when set, brings the config re-read on SIGHUP.
 	Reload <-chan *config.Settings
@@ -69,13 +72,12 @@ type Agent struct {
 
 	conn   *bucket.Conn
 	mesh   *bucket.Mesh     // the bucket, once open
-	ctl    *mesh.Controller // nil until the device is open
+	ctl    *mesh.Controller // the device is its from the moment it opens
 	keeper *bucket.Keeper   // heals the claim in the bucket
 
-	// dev and nc are what /v1/status, served from the agent's first
-	// moment, may read of parts made later: set once each, read anywhere.
+	// dev is the device, for /v1/status (served from the agent's first
+	// moment) and the heartbeat: set when it is opened or made again.
 	dev atomic.Pointer[devHandle]
-	nc  atomic.Pointer[bucket.Conn]
 
 	metrics *metrics.Agent
 	hooks   *hook.Host
@@ -83,20 +85,14 @@ type Agent struct {
 	// reconnected kicks the watcher to re-read the bucket; audit makes it
 	// look for messages removed from it without events.
 	reconnected, audit chan struct{}
-	// ownRev is the revision of the record the claim wrote.
-	ownRev uint64
 	// problems are what is wrong with the bucket's settings, as the watch
 	// last read them (bucket.Problems), for /v1/status.
 	problems atomic.Pointer[[]string]
-	// tune carries reloaded run-time settings to the controller.
-	tune chan mesh.Tuning
-	// lost and replaced carry a vanished device to the controller and back.
-	lost, replaced chan struct{}
 	// last is the latest outcome, for /v1/status.
 	last atomic.Pointer[mesh.Outcome]
-	// synced and ready are set once: the first synced pass (Options.Ready)
-	// and READY=1 to systemd. Only publish touches them.
-	synced, ready bool
+	// ready is set once the device first carries a mesh (Options.Ready,
+	// READY=1). Only publish touches it.
+	ready bool
 }
 
 // Run is the whole life of an agent. It returns nil after ctx is cancelled
@@ -132,9 +128,6 @@ func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 		set: set, opt: opt, log: opt.Log, key: key,
 		reconnected: make(chan struct{}, 1),
 		audit:       make(chan struct{}, 1),
-		tune:        make(chan mesh.Tuning, 1),
-		lost:        make(chan struct{}),
-		replaced:    make(chan struct{}, 1),
 		metrics:     metrics.NewAgent(),
 		self: peer.Record{
 			Name:             name,
@@ -149,45 +142,54 @@ func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 		a.saver = state.NewSaver(state.Path(set.StateDir, set.Device.Name), a.log)
 	}
 	a.hooks = a.newHookHost()
+	a.ctl = a.newController()
 	return a, nil
 }
 
 func (a *Agent) run(ctx context.Context) error {
 	// Find out now, before touching NATS or the device, whether another agent
 	// already serves this socket: that is almost always a second copy of us.
-	// The socket answers from the first moment: "waiting for NATS" is an
-	// answer an operator needs most.
+	var sock net.Listener
 	if a.opt.Socket != "" {
 		l, err := api.Listen(a.opt.Socket)
 		if err != nil {
 			return err
 		}
-		sockCtx, stopSock := context.WithCancel(context.Background())
-		sockDone := make(chan struct{})
-		go func() {
-			defer close(sockDone)
-			if err := api.Serve(sockCtx, l, a.routes()); err != nil {
-				a.log.Error("admin socket failed", "socket", a.opt.Socket, "err", err)
-			}
-		}()
-		defer func() { stopSock(); <-sockDone }()
+		sock = l
 	}
-
-	// Hooks run for the agent's whole life, so that a mesh restored from
-	// the snapshot gets its routes and firewall sets while NATS is down.
-	// They stop last: each gets the final state (none, after an eviction).
-	hooksCtx, stopHooks := context.WithCancel(ctx)
-	hooksDone := make(chan struct{})
-	go func() {
-		defer close(hooksDone)
-		_ = a.hooks.Run(hooksCtx) // a failing hook never ends the agent
-	}()
-	defer func() { stopHooks(); <-hooksDone }()
-	go a.follow(hooksCtx)
-	if err := a.serveMetrics(hooksCtx); err != nil {
+	// The connection returns at once and keeps trying in the background:
+	// the status shows it from the first moment.
+	if err := a.connect(); err != nil {
+		if sock != nil {
+			sock.Close()
+		}
 		return err
 	}
-	go a.watchdog(hooksCtx)
+	defer a.conn.Close()
+
+	// The parts that serve the agent's whole life: the socket ("waiting for
+	// NATS" is an answer an operator needs most), the hooks (so a mesh
+	// restored from the snapshot gets its routes and firewall sets while NATS
+	// is down), metrics, the watchdog and reloads. None ends the agent. They
+	// stop together once the control plane and the device are done, so the
+	// hooks see the final state (none, after an eviction).
+	background, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	var parts errgroup.Group
+	defer func() { stopBackground(); _ = parts.Wait() }()
+	if sock != nil {
+		parts.Go(func() error {
+			if err := api.Serve(background, sock, a.routes()); err != nil {
+				a.log.Error("admin socket failed", "socket", a.opt.Socket, "err", err)
+			}
+			return nil
+		})
+	}
+	parts.Go(func() error { return a.hooks.Run(background) })
+	parts.Go(func() error { a.follow(background); return nil })
+	parts.Go(func() error { return a.watchdog(background) })
+	if err := a.serveMetrics(background); err != nil {
+		return err
+	}
 
 	if a.opt.CheckDevice != nil {
 		if err := a.opt.CheckDevice(a.set.Device.Name); err != nil {
@@ -200,12 +202,6 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 	defer a.closeDevice()
-
-	if err := a.connect(); err != nil {
-		return err
-	}
-	defer a.conn.Close()
-
 	if err := a.join(ctx); err != nil {
 		return err
 	}
@@ -224,11 +220,11 @@ func (a *Agent) join(ctx context.Context) error {
 		a.lostClaim(err)
 		return err
 	}
-	a.ownRev = rev
 	rec := a.self
 	a.record.Store(&rec)
 	a.log.Info("claimed prefix", "prefix", a.set.Prefix, "key", peer.Key(a.set.Prefix), "revision", rev, "seq", a.self.Seq)
-	if a.ctl == nil {
+	a.ctl.RecallOwn(mesh.OwnRecord{Key: peer.Key(a.set.Prefix), Value: a.self.Encode(), Revision: rev})
+	if a.dev.Load() == nil {
 		return a.openDevice()
 	}
 	return nil
@@ -249,8 +245,8 @@ func (a *Agent) serve(ctx context.Context) error {
 	g.Go(func() error { return a.keeper.Run(gctx) })
 	g.Go(func() error { return a.followStream(gctx) })
 	g.Go(func() error {
-		return a.ctl.Run(gctx, mesh.Inputs{Batches: batches, Resync: a.set.Resync, Connected: a.conn.Connected, Publish: a.publish, Tune: a.tune,
-			Lost: a.lost, Reopen: a.reopen, Replaced: func() { a.replaced <- struct{}{} }})
+		return a.ctl.Run(gctx, mesh.Inputs{Batches: batches, Resync: a.set.Resync, Connected: a.conn.Connected, Publish: a.publish,
+			Reopen: a.reopen})
 	})
 	g.Go(func() error { return a.keepDevice(gctx) })
 	g.Go(func() error { return a.heartbeat(gctx) })

@@ -13,26 +13,29 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// openDevice opens the WireGuard device and puts the controller in charge of
-// it.
+// openDevice opens the WireGuard device and hands it to the controller.
 func (a *Agent) openDevice() error {
 	dc := a.deviceConfig()
 	dev, err := a.opt.OpenDevice(dc)
 	if err != nil {
 		return fmt.Errorf("device %s: %w", dc.Name, err)
 	}
-	a.log.Info("device ready", "device", dev.Name(), "backend", dev.Backend(), "address", dc.Address, "port", dc.ListenPort)
 	a.dev.Store(&devHandle{dev})
-	a.ctl = mesh.New(mesh.Self{
+	a.ctl.UseDevice(dev)
+	return nil
+}
+
+// newController makes the controller before its device, so that reloads
+// and a lost device reach it through its methods from the first moment.
+func (a *Agent) newController() *mesh.Controller {
+	return mesh.New(mesh.Self{
 		Key: a.key.PublicKey(), Prefix: a.set.Prefix, Rules: a.set.Rules(), Keepalive: a.set.Keepalive,
-	}, dev, mesh.Options{
+	}, nil, mesh.Options{
 		Log: a.log,
 		// Only the hooks (also ones a reload may add), the snapshot and
 		// the socket read every peer.
 		KeepView: len(a.set.Hooks) > 0 || a.opt.Reload != nil || a.saver != nil || a.opt.Socket != "",
-		Own:      &mesh.OwnRecord{Key: peer.Key(a.set.Prefix), Value: a.self.Encode(), Revision: a.ownRev},
 	})
-	return nil
 }
 
 // deviceConfig is the device's own side.
@@ -47,8 +50,8 @@ func (a *Agent) deviceConfig() wgdev.Config {
 }
 
 func (a *Agent) closeDevice() {
-	if a.ctl != nil {
-		a.ctl.Device().Close()
+	if h := a.dev.Load(); h != nil {
+		h.Close()
 	}
 }
 
@@ -85,7 +88,7 @@ func (a *Agent) restore() error {
 	o := a.ctl.Restore(peers)
 	a.publish(o)
 	if o.DeviceErr != nil {
-		a.log.Error("restore the mesh snapshot failed; the device waits for NATS", "path", path, "device", a.ctl.Device().Name(), "err", o.DeviceErr)
+		a.log.Error("restore the mesh snapshot failed; the device waits for NATS", "path", path, "device", a.set.Device.Name, "err", o.DeviceErr)
 		return nil
 	}
 	a.log.Info("restored the mesh from the snapshot until NATS answers", "path", path, "saved_at", snap.SavedAt,
@@ -106,12 +109,12 @@ func (a *Agent) lostClaim(err error) {
 		return
 	}
 	a.discardSnapshot()
-	if a.ctl == nil {
-		return
+	if a.dev.Load() == nil {
+		return // nothing was restored
 	}
 	o := a.ctl.StandDown(claim, err.Error())
 	if o.DeviceErr == nil {
-		a.log.Info("removed the peers restored from the snapshot", "device", a.ctl.Device().Name(), "removed", len(o.Plan.Remove))
+		a.log.Info("removed the peers restored from the snapshot", "device", a.set.Device.Name, "removed", len(o.Plan.Remove))
 	}
 	a.publish(o)
 }

@@ -29,13 +29,8 @@ func (a *Agent) keepDevice(ctx context.Context) error {
 		case <-gone:
 		}
 		a.log.Warn("the device is gone; making it again with its peers", "device", name)
-		select {
-		case a.lost <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
 		select { // the new device exists before it is watched again
-		case <-a.replaced:
+		case <-a.ctl.DeviceLost(ctx):
 		case <-ctx.Done():
 			return nil
 		}
@@ -45,7 +40,9 @@ func (a *Agent) keepDevice(ctx context.Context) error {
 // reopen closes what is left of the old device and opens a new one, retrying
 // until it succeeds or ctx ends.
 func (a *Agent) reopen(ctx context.Context) (wgdev.Device, error) {
-	_ = a.ctl.Device().Close()
+	if h := a.dev.Load(); h != nil {
+		_ = h.Close()
+	}
 	var dev wgdev.Device
 	err := retry.Do(ctx, retry.Standard, 0, func(n int, err error, next time.Duration) {
 		a.log.Warn("make the device again failed; retrying", "attempt", n, "retry_in", next.Round(time.Millisecond), "err", err)

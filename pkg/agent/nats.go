@@ -39,7 +39,6 @@ func (a *Agent) connect() error {
 		return err
 	}
 	a.conn = conn
-	a.nc.Store(conn)
 	if err := conn.ClosedForGood(); err != nil {
 		conn.Close()
 		return err

@@ -13,10 +13,11 @@ func (a *Agent) publish(o mesh.Outcome) {
 		a.keeper.Request(o.Repair)
 	}
 	prev := a.last.Load()
-	first := !prev.Synced() && o.Synced() && !a.synced
-	a.synced = a.synced || first
+	// Ready once the device carries a mesh: the bucket's or the snapshot's.
+	first := !a.ready && (o.State == mesh.StateSynced || o.State == mesh.StateRestored) && o.DeviceErr == nil
+	a.ready = a.ready || first
 	a.last.Store(&o)
-	a.notifySystemd(*prev, o)
+	a.notifySystemd(*prev, o, first)
 	if o.DeviceErr != nil {
 		return // the device is not known to carry this outcome's peers
 	}

@@ -47,11 +47,7 @@ func (a *Agent) reload(cur config.Settings, next *config.Settings) config.Settin
 			applied = append(applied, "persistent_keepalive")
 		}
 		cur.Resync, cur.Keepalive = next.Resync, next.Keepalive
-		select {
-		case <-a.tune: // a newer tuning replaces one not yet taken
-		default:
-		}
-		a.tune <- mesh.Tuning{Resync: cur.Resync, Keepalive: cur.Keepalive}
+		a.ctl.Tune(mesh.Tuning{Resync: cur.Resync, Keepalive: cur.Keepalive})
 	}
 	if cur.LogLevel != next.LogLevel {
 		cur.LogLevel = next.LogLevel
@@ -103,11 +99,7 @@ func (a *Agent) rotate(path string, cur config.Settings) error {
 	a.key = next
 	a.record.Store(&r)
 	a.keeper.SetSelf(r, next)
-	select {
-	case <-a.tune: // a newer tuning replaces one not yet taken
-	default:
-	}
-	a.tune <- mesh.Tuning{Resync: cur.Resync, Keepalive: cur.Keepalive, Rotate: &next}
+	a.ctl.Tune(mesh.Tuning{Resync: cur.Resync, Keepalive: cur.Keepalive, Rotate: &next})
 	a.log.Info("rotating to a new key", "from", old.PublicKey(), "to", next.PublicKey(), "seq", r.Seq)
 	return nil
 }

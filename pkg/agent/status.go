@@ -22,7 +22,6 @@ func (a *Agent) routes() api.Routes {
 // time of the last reconcile shown together always belong together.
 func (a *Agent) Status() api.Status {
 	o := a.last.Load()
-	conn := a.nc.Load()
 	self := a.self
 	if r := a.record.Load(); r != nil {
 		self = *r
@@ -30,7 +29,7 @@ func (a *Agent) Status() api.Status {
 	st := api.Status{
 		Self:     self,
 		Device:   a.set.Device.Name,
-		NATS:     api.NATSStatus{Connected: conn != nil && conn.Connected(), Bucket: a.set.NATS.Bucket},
+		NATS:     api.NATSStatus{Connected: a.conn.Connected(), Bucket: a.set.NATS.Bucket},
 		State:    string(o.State),
 		Claim:    string(o.Claim),
 		Synced:   o.Synced(),
@@ -41,7 +40,7 @@ func (a *Agent) Status() api.Status {
 		st.NATS.Problems = *p
 	}
 	if st.NATS.Connected {
-		st.NATS.Server = conn.NC.ConnectedUrlRedacted()
+		st.NATS.Server = a.conn.Server()
 	}
 	if o.Synced() {
 		t := o.At

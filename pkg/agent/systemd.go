@@ -15,14 +15,13 @@ import (
 // pass over the bucket, or the snapshot restored while NATS is down — and a
 // STATUS= line at every change of state. Without $NOTIFY_SOCKET it does
 // nothing.
-func (a *Agent) notifySystemd(prev, o mesh.Outcome) {
-	if o.State == prev.State && o.Claim == prev.Claim {
+func (a *Agent) notifySystemd(prev, o mesh.Outcome, ready bool) {
+	if o.State == prev.State && o.Claim == prev.Claim && !ready {
 		return
 	}
 	status := fmt.Sprintf("STATUS=%s, claim %s, %d peers", o.State, claimOrNone(o.Claim), o.Configured)
 	msg := status
-	if !a.ready && (o.State == mesh.StateSynced || o.State == mesh.StateRestored) && o.DeviceErr == nil {
-		a.ready = true
+	if ready {
 		msg = "READY=1\n" + status
 	}
 	if _, err := daemon.SdNotify(false, msg); err != nil {

@@ -182,6 +182,10 @@ func (c *Conn) Close() { c.NC.Close() }
 // Connected reports whether a server answers right now.
 func (c *Conn) Connected() bool { return c.NC.IsConnected() }
 
+// Server is the URL of the server connected to, password masked; "" when
+// none is.
+func (c *Conn) Server() string { return c.NC.ConnectedUrlRedacted() }
+
 // ClosedForGood is nil while the connection is up or still trying. Once
 // nats.go has closed it — it does that on a repeated authentication failure,
 // never for an unreachable server — it is the final error, naming what to

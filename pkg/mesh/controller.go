@@ -36,11 +36,6 @@ type Options struct {
 	// Building it costs O(peers) per pass that changed something, so it is
 	// off where nobody reads it (benchmarks with thousands of agents).
 	KeepView bool
-	// Own is this host's record as its claim wrote it (key, value,
-	// revision): the table takes it as a statement seen before the watch
-	// shows it, so a command that removes it counts from the first
-	// snapshot on.
-	Own *OwnRecord
 }
 
 // OwnRecord is this host's record as written to the bucket.
@@ -72,6 +67,10 @@ type Controller struct {
 	rotating *rotation
 	// pending is what loads left for the next pass to ask.
 	pending pending
+	// tune and lost carry requests from other goroutines to Run (Tune,
+	// DeviceLost).
+	tune chan Tuning
+	lost chan chan struct{}
 	// selfRev is the revision of this host's own record when last held;
 	// contacts are the peers whose first handshake is being orchestrated.
 	selfRev  uint64
@@ -92,7 +91,7 @@ type pending struct {
 }
 
 // New returns a controller for dev with an empty table. Nothing touches the
-// device until a pass, Restore or StandDown.
+// device until a pass, Restore or StandDown; dev may be nil until UseDevice.
 func New(self Self, dev wgdev.Device, opt Options) *Controller {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
@@ -104,15 +103,26 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 		logged:   map[string]uint64{},
 		contacts: map[wgtypes.Key]*contact{},
 		dropped:  map[wgtypes.Key]time.Time{},
-	}
-	if opt.Own != nil {
-		c.table.Recall(opt.Own.Key, opt.Own.Value, opt.Own.Revision)
+		tune:     make(chan Tuning, 1),
+		lost:     make(chan chan struct{}, 1),
 	}
 	return c
 }
 
-// Device is the device the controller drives.
-func (c *Controller) Device() wgdev.Device { return c.dev }
+// UseDevice gives a controller made before its device (New with a nil
+// device) the device it drives. Call it before anything else touches the
+// device: Restore, a pass, Run.
+func (c *Controller) UseDevice(dev wgdev.Device) {
+	c.dev = dev
+	c.rec.Rebind(dev)
+}
+
+// RecallOwn tells the table of this host's record as its claim wrote it: a
+// statement seen before the watch shows it, so a command that removes it
+// counts from the first snapshot on. Call it before Run.
+func (c *Controller) RecallOwn(own OwnRecord) {
+	c.table.Recall(own.Key, own.Value, own.Revision)
+}
 
 // ReplaceDevice drives dev from now on, in place of a device that is gone
 // (deleted, or its process died). The next pass writes every peer to it, and

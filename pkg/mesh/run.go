@@ -22,14 +22,39 @@ type Inputs struct {
 	// Publish receives every pass's outcome, in the loop's goroutine. It
 	// must not block: consumers take what they need and return.
 	Publish func(Outcome)
-	// Tune, when set, brings new run-time settings (a reloaded config).
-	Tune <-chan Tuning
-	// Lost, when it fires, says the device is gone; Reopen makes a new one
-	// (retrying until ctx ends) and Replaced is told once it carries the
-	// mesh again.
-	Lost     <-chan struct{}
-	Reopen   func(context.Context) (wgdev.Device, error)
-	Replaced func()
+	// Reopen makes a new device when the old one is gone (DeviceLost),
+	// retrying until ctx ends.
+	Reopen func(context.Context) (wgdev.Device, error)
+}
+
+// Tune hands the loop new run-time settings (a reloaded config); a newer
+// tuning replaces one the loop has not taken yet. Safe from any goroutine,
+// before or while Run runs.
+func (c *Controller) Tune(t Tuning) {
+	for {
+		select {
+		case c.tune <- t:
+			return
+		default:
+		}
+		select {
+		case <-c.tune:
+		default:
+		}
+	}
+}
+
+// DeviceLost tells the loop that its device is gone: it makes a new one
+// (Inputs.Reopen) and puts the mesh on it. The channel returned is closed
+// once it has, or at once when ctx ends first. Safe from any goroutine.
+func (c *Controller) DeviceLost(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	select {
+	case c.lost <- done:
+	case <-ctx.Done():
+		close(done)
+	}
+	return done
 }
 
 // Tuning is what may change while the controller runs.
@@ -70,25 +95,26 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 				continue
 			}
 			refresh = true
-		case <-in.Lost:
+		case replaced := <-c.lost:
 			dev, err := in.Reopen(ctx)
 			if err != nil {
+				close(replaced)
 				return nil // only a stop ends Reopen
 			}
 			c.ReplaceDevice(dev)
 			if !c.loaded {
-				in.Replaced()
+				close(replaced)
 				continue
 			}
 			o := c.Pass(true)
 			in.Publish(o)
-			in.Replaced()
+			close(replaced)
 			if err := o.Err(); err != nil {
 				return err
 			}
 			contacts = c.armContacts(contacts, time.Now())
 			continue
-		case t := <-in.Tune:
+		case t := <-c.tune:
 			if t.Resync > 0 && t.Resync != in.Resync {
 				in.Resync = t.Resync
 				resync.Reset(t.Resync)

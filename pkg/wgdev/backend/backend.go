@@ -184,6 +184,6 @@ func open(kind wgdev.Kind, cfg wgdev.Config, log *slog.Logger, f found, o opener
 		return nil, err
 	}
 	log.Info("wireguard device open", "device", d.Name(), "backend", d.Backend(), "adopted", f.linkType != "",
-		"public_key", d.PublicKey().String())
+		"public_key", d.PublicKey().String(), "address", cfg.Address, "port", cfg.ListenPort)
 	return d, nil
 }
