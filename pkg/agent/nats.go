@@ -7,8 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/retry"
@@ -147,9 +145,9 @@ func (a *Agent) followStream(ctx context.Context) error {
 // noteBucketSettings keeps what is wrong with the bucket's settings for
 // /v1/status and logs it when it changes: a bucket that allows rollups lets
 // any one host empty it (docs/contract.md §4).
-func (a *Agent) noteBucketSettings(cfg jetstream.StreamConfig) {
+func (a *Agent) noteBucketSettings(problems []error) {
 	var now []string
-	for _, p := range bucket.Problems(cfg) {
+	for _, p := range problems {
 		now = append(now, p.Error())
 	}
 	if old := a.problems.Swap(&now); old != nil && slices.Equal(*old, now) {

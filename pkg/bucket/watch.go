@@ -55,9 +55,10 @@ type Watcher struct {
 	// are no watch events; the watcher finds them gone by comparing the
 	// stream's state with what it delivered, and reads the bucket again.
 	Audit <-chan struct{}
-	// Settings, when set, is told the stream's configuration each time the
-	// watcher reads it: the agent reports an unsafe bucket (Problems).
-	Settings func(jetstream.StreamConfig)
+	// Settings, when set, is told what is wrong with the bucket's settings
+	// (Problems; none when it is as ikto makes it) each time the watch
+	// reads the stream's configuration.
+	Settings func(problems []error)
 
 	// known is the revision of every key delivered since the last
 	// snapshot: in a stream that keeps one message per key, each of them
@@ -431,7 +432,7 @@ func (w *Watcher) streamInfo(ctx context.Context) (*jetstream.StreamInfo, bool) 
 func (w *Watcher) noteSettings(cfg jetstream.StreamConfig) {
 	w.rollups = cfg.AllowRollup
 	if w.Settings != nil {
-		w.Settings(cfg)
+		w.Settings(Problems(cfg))
 	}
 }
 
