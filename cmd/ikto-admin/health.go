@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ikto-mesh/ikto/pkg/bucket"
+	"github.com/ikto-mesh/ikto/pkg/mesh"
 )
 
 // catchUp is how long after the bucket's last change a host's heartbeat may
@@ -135,7 +136,7 @@ func judgeHealth(rows []row, hbs map[netip.Prefix]bucket.Heartbeat, last uint64,
 		case !ok || hb.PublicKey != r.PublicKey:
 			h.NoHeartbeat = append(h.NoHeartbeat, name)
 			continue
-		case now.Sub(hb.At) >= onlineWindow:
+		case now.Sub(hb.At) >= mesh.OnlineWithin:
 			h.Silent = append(h.Silent, silentHost{Name: name, PublicKey: r.PublicKey, LastHeartbeat: hb.At.UTC()})
 			continue
 		case hb.Revision < last && hb.At.After(lastAt.Add(catchUp)):

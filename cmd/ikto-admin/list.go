@@ -20,12 +20,9 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/mesh"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
-
-// onlineWindow: an agent heartbeats every 10 s, so three missed beats mean
-// it is gone (or cut off from NATS).
-const onlineWindow = 30 * time.Second
 
 // Row states.
 const (
@@ -262,7 +259,7 @@ func (r *row) setLiveness(hbs map[netip.Prefix]bucket.Heartbeat, now time.Time) 
 	}
 	at := hb.At.UTC()
 	r.LastSeen = &at
-	r.Online = now.Sub(at) < onlineWindow
+	r.Online = now.Sub(at) < mesh.OnlineWithin
 	r.Version = hb.Version
 }
 

@@ -8,15 +8,12 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/mesh"
 )
 
-// HeartbeatEvery is mesh.HeartbeatEvery (the timing table).
-const HeartbeatEvery = mesh.HeartbeatEvery
-
 // heartbeat keeps this host's liveness entry fresh in the separate live
 // bucket, so the peers bucket (which every agent watches) carries no periodic
 // traffic and the claim's revision never moves. Failures are logged when the
 // state changes, not on every tick, and never stop the agent.
 func (a *Agent) heartbeat(ctx context.Context) error {
-	tick := time.NewTicker(HeartbeatEvery)
+	tick := time.NewTicker(mesh.HeartbeatEvery)
 	defer tick.Stop()
 	var (
 		failing bool

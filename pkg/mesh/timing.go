@@ -45,10 +45,11 @@ const (
 	maxDefends    = 3
 	contestMemory = time.Minute
 
-	// HeartbeatEvery is how often an agent writes its heartbeat; ikto-admin
-	// list calls a host online while its last heartbeat is younger than
-	// three periods.
+	// HeartbeatEvery is how often an agent writes its heartbeat; a host is
+	// online (ikto-admin list, health, prune) while its last heartbeat is
+	// younger than OnlineWithin: three beats, so one lost write is no alarm.
 	HeartbeatEvery = 10 * time.Second
+	OnlineWithin   = 3 * HeartbeatEvery
 	// Unheard is how long a peer may go without sending anything back
 	// while this host sends to it before it counts as unreachable (reach.go,
 	// reported in heartbeats): WireGuard answers data within its keepalive

@@ -13,6 +13,7 @@ func TestTimingRelations(t *testing.T) {
 		{"the device is read no faster than contacts are retried", contactPollMin >= contactRetry},
 		{"a live path answers before it counts as unheard", Unheard > wireGuardKeepaliveTimeout},
 		{"a peer is unheard within two heartbeats, so a heartbeat reports it", Unheard < 2*HeartbeatEvery},
+		{"one lost heartbeat does not make a host offline", OnlineWithin > 2*HeartbeatEvery},
 	} {
 		if !r.ok {
 			t.Errorf("timing: %s does not hold", r.what)
