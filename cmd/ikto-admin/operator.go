@@ -40,19 +40,12 @@ revocation, and a plain delete in the bucket is no command.`,
 			if err != nil {
 				return fmt.Errorf("make an operator key: %w", err)
 			}
-			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			err = config.WriteSecretFile(out, []byte(base64.StdEncoding.EncodeToString(priv.Seed())+"\n"), false)
 			if errors.Is(err, os.ErrExist) {
 				return fmt.Errorf("%s exists; keygen never overwrites a key (remove it first if it is no longer in any operator_keys)", out)
 			}
 			if err != nil {
 				return fmt.Errorf("write the operator key: %w", err)
-			}
-			_, werr := fmt.Fprintln(f, base64.StdEncoding.EncodeToString(priv.Seed()))
-			if cerr := f.Close(); werr == nil {
-				werr = cerr
-			}
-			if werr != nil {
-				return fmt.Errorf("write the operator key %s: %w", out, werr)
 			}
 			p := base64.StdEncoding.EncodeToString(pub)
 			if a.output == "json" {

@@ -236,41 +236,15 @@ func (o *options) ensureKey(stderr io.Writer) error {
 	return nil
 }
 
-// writeFile writes data to path with mode 0600. Without force it never
-// replaces a file (O_EXCL closes the race with the early check); with force it
-// replaces the file atomically, so a reader never sees half a configuration and
-// a file that was group-readable comes back 0600.
+// writeFile writes the configuration to -o with mode 0600. Without force it
+// never replaces a file (the early check above can race); with force it
+// replaces the file atomically (config.WriteSecretFile).
 func writeFile(path string, data []byte, force bool) error {
-	if !force {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("-o %s: file exists; pass --force to overwrite it", path)
-		}
-		if err != nil {
-			return fmt.Errorf("-o: %w", err)
-		}
-		if _, err := f.Write(data); err != nil {
-			f.Close()
-			return fmt.Errorf("-o %s: %w", path, err)
-		}
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("-o %s: %w", path, err)
-		}
-		return nil
+	err := config.WriteSecretFile(path, data, force)
+	if !force && errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("-o %s: file exists; pass --force to overwrite it", path)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*") // mode 0600
 	if err != nil {
-		return fmt.Errorf("-o %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("-o %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("-o %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("-o %s: %w", path, err)
 	}
 	return nil

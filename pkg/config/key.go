@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -85,4 +86,41 @@ func ReadSecret(what, path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	return data, nil
+}
+
+// WriteSecretFile writes data to path with mode 0600: a configuration, a key
+// or a creds file that ikto-init or ikto-admin hands to an agent.
+//
+// Without replace it never replaces a file: O_EXCL closes the race with any
+// earlier check, and an existing file gives an error matching fs.ErrExist.
+// With replace it swaps the file in atomically, so a reader never sees half a
+// file and a file that was group-readable comes back 0600.
+//
+// The errors are the os package's, which name the file; the caller says
+// which flag or step wrote it.
+func WriteSecretFile(path string, data []byte, replace bool) error {
+	if !replace {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(data)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*") // mode 0600
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op once renamed
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,5 +113,55 @@ func TestLoadPrivateKeyErrors(t *testing.T) {
 	}
 	if _, err := LoadPrivateKey(fx.key); err == nil || !strings.Contains(err.Error(), "0640") {
 		t.Errorf("LoadPrivateKey(mode 0640) = %v, want a mode error", err)
+	}
+}
+
+func TestWriteSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ikto.json")
+	if err := WriteSecretFile(path, []byte("one"), false); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	checkFile(t, path, "one", 0o600)
+
+	// Without replace an existing file is never touched.
+	err := WriteSecretFile(path, []byte("two"), false)
+	if !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("create over an existing file: %v, want fs.ErrExist", err)
+	}
+	checkFile(t, path, "one", 0o600)
+
+	// With replace the file is swapped in whole and comes back 0600.
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteSecretFile(path, []byte("three"), true); err != nil {
+		t.Fatalf("replace: %v", err)
+	}
+	checkFile(t, path, "three", 0o600)
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*.tmp*")); len(left) != 0 {
+		t.Errorf("temporary files left behind: %v", left)
+	}
+
+	if err := WriteSecretFile(filepath.Join(dir, "missing", "x"), nil, true); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("replace in a missing directory: %v, want fs.ErrNotExist", err)
+	}
+}
+
+func checkFile(t *testing.T, path, want string, mode fs.FileMode) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Mode().Perm(); got != mode {
+		t.Errorf("%s: mode %v, want %v", path, got, mode)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(data) != want {
+		t.Errorf("%s holds %q, want %q", path, data, want)
 	}
 }
