@@ -58,20 +58,7 @@ func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 	a := &app{stdout: stdout, stderr: stderr, now: now}
 	root := a.rootCommand()
 	enableDocs(root)
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	err := root.ExecuteContext(context.Background())
-	switch {
-	case err == nil:
-		return cli.ExitOK
-	case cli.IsUsage(err):
-		fmt.Fprintf(stderr, "ikto-admin: %v\nRun 'ikto-admin --help' for usage.\n", err)
-		return cli.ExitUsage
-	default:
-		fmt.Fprintf(stderr, "ikto-admin: %v\n", err)
-		return cli.ExitError
-	}
+	return cli.Execute(root, args, stdout, stderr, nil)
 }
 
 func (a *app) rootCommand() *cobra.Command {
@@ -108,7 +95,6 @@ credentials (docs/securing-membership.md).
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &cli.UsageError{Err: err} })
 
 	f := root.PersistentFlags()
 	f.StringVar(&a.natsURL, "nats-url", "", "NATS server URL(s), comma-separated (default: nats_url of -c)")

@@ -59,10 +59,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		},
 	}
 	enableDocs(cmd)
-	cmd.SetArgs(args)
-	cmd.SetOut(stdout)
-	cmd.SetErr(stderr)
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &cli.UsageError{Err: err} })
 	fs := cmd.Flags()
 	fs.StringVarP(&f.cfgPath, "config", "c", "", "configuration file (from ikto-init)")
 	fs.StringVarP(&f.socket, "socket", "s", api.DefaultSocket, "admin socket path")
@@ -72,23 +68,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the config, print the resolved settings and exit 0 (valid) or 1")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 
-	err := cmd.Execute()
+	return cli.Execute(cmd, args, stdout, stderr, exitCode)
+}
+
+// exitCode gives the two failures a supervisor must not simply restart
+// their own codes (docs/contract.md §2).
+func exitCode(err error) (int, string) {
 	switch {
-	case err == nil:
-		return cli.ExitOK
-	case cli.IsUsage(err):
-		fmt.Fprintf(stderr, "ikto-agent: %v\nRun 'ikto-agent --help' for usage.\n", err)
-		return cli.ExitUsage
 	case errors.Is(err, bucket.ErrAddressInUse):
-		fmt.Fprintf(stderr, "ikto-agent: %v\n", err)
-		return cli.ExitInUse
+		return cli.ExitInUse, ""
 	case errors.Is(err, agent.ErrEvicted):
-		fmt.Fprintf(stderr, "ikto-agent: %v; create a new key and prefix with ikto-init to rejoin\n", err)
-		return cli.ExitEvicted
-	default:
-		fmt.Fprintf(stderr, "ikto-agent: %v\n", err)
-		return cli.ExitError
+		return cli.ExitEvicted, "; create a new key and prefix with ikto-init to rejoin"
 	}
+	return cli.ExitError, ""
 }
 
 // runAgent runs the agent until SIGINT or SIGTERM. SIGHUP re-reads the

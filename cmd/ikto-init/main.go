@@ -63,23 +63,8 @@ does not exist (an existing key is never overwritten).
 	}
 	cmd.SetVersionTemplate("{{.Version}}\n")
 	enableDocs(cmd)
-	cmd.SetArgs(args)
-	cmd.SetOut(stdout)
-	cmd.SetErr(stderr)
 	o.bindFlags(cmd.Flags())
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &cli.UsageError{Err: err} })
-
-	err := cmd.ExecuteContext(context.Background())
-	switch {
-	case err == nil:
-		return cli.ExitOK
-	case cli.IsUsage(err):
-		fmt.Fprintf(stderr, "ikto-init: %v\nRun 'ikto-init --help' for usage.\n", err)
-		return cli.ExitUsage
-	default:
-		fmt.Fprintf(stderr, "ikto-init: %v\n", err)
-		return cli.ExitError
-	}
+	return cli.Execute(cmd, args, stdout, stderr, nil)
 }
 
 func noArgs(_ *cobra.Command, args []string) error {

@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,33 @@ func Usagef(format string, args ...any) error {
 func IsUsage(err error) bool {
 	var u *UsageError
 	return errors.As(err, &u)
+}
+
+// Execute runs root, the whole command line of an ikto binary, with args and
+// returns the exit code. A bad flag is a usage error. An error is printed to
+// stderr once, as "NAME: error": a usage error adds a pointer to --help and
+// exits ExitUsage; any other takes its code, and a hint appended to the line,
+// from exit (nil: ExitError, no hint).
+func Execute(root *cobra.Command, args []string, stdout, stderr io.Writer, exit func(error) (code int, hint string)) int {
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{Err: err} })
+	err := root.ExecuteContext(context.Background())
+	name := root.Name()
+	switch {
+	case err == nil:
+		return ExitOK
+	case IsUsage(err):
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", name, err, name)
+		return ExitUsage
+	}
+	code, hint := ExitError, ""
+	if exit != nil {
+		code, hint = exit(err)
+	}
+	fmt.Fprintf(stderr, "%s: %v%s\n", name, err, hint)
+	return code
 }
 
 // NewLogger builds the slog logger for --log-format and --log-level.
