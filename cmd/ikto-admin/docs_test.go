@@ -1,36 +1,23 @@
 package main
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/ikto-mesh/ikto/pkg/cli"
+	"github.com/ikto-mesh/ikto/pkg/cli/clitest"
 )
 
 // make package runs the built binary with --generate-docs: one man page per
-// command, and the completions.
+// command, each with the global flags, and the completions.
 func TestGenerateDocs(t *testing.T) {
 	dir := t.TempDir()
 	if code, stdout, stderr := exec(t, "--generate-docs", dir); code != 0 || stdout != "" {
 		t.Fatalf("--generate-docs: exit %d, stdout %q, stderr %s", code, stdout, stderr)
 	}
-	for _, page := range []string{"ikto-admin.1", "ikto-admin-list.1", "ikto-admin-evict.1", "ikto-admin-status.1"} {
-		b, err := os.ReadFile(filepath.Join(dir, "man", page))
-		if err != nil {
-			t.Error(err)
-			continue
-		}
-		if !strings.Contains(string(b), "--nats-url") {
-			t.Errorf("%s lacks the global flags", page)
-		}
-	}
-	for _, f := range []string{"bash/ikto-admin", "zsh/_ikto-admin", "fish/ikto-admin.fish"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			t.Error(err)
-		}
-	}
+	global := []string{"--nats-url"}
+	clitest.CheckDocs(t, dir, "ikto-admin", map[string][]string{
+		"ikto-admin.1": global, "ikto-admin-list.1": global, "ikto-admin-evict.1": global, "ikto-admin-status.1": global,
+	})
 }
 
 func TestVersionLine(t *testing.T) {

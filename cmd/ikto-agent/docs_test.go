@@ -1,12 +1,10 @@
 package main
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/ikto-mesh/ikto/pkg/cli"
+	"github.com/ikto-mesh/ikto/pkg/cli/clitest"
 )
 
 // make package runs the built binary with --generate-docs: it needs no -c,
@@ -16,20 +14,9 @@ func TestGenerateDocs(t *testing.T) {
 	if code, _, stderr := runAgent("--generate-docs", dir); code != 0 {
 		t.Fatalf("--generate-docs: exit %d, %s", code, stderr)
 	}
-	page, err := os.ReadFile(filepath.Join(dir, "man", "ikto-agent.1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"--check-config", "EXIT STATUS", "evicted", "SIGHUP"} {
-		if !strings.Contains(string(page), want) {
-			t.Errorf("ikto-agent.1 lacks %q", want)
-		}
-	}
-	for _, f := range []string{"bash/ikto-agent", "zsh/_ikto-agent", "fish/ikto-agent.fish"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			t.Error(err)
-		}
-	}
+	clitest.CheckDocs(t, dir, "ikto-agent", map[string][]string{
+		"ikto-agent.1": {"--check-config", "EXIT STATUS", "evicted", "SIGHUP"},
+	})
 }
 
 func TestVersionLine(t *testing.T) {

@@ -1,10 +1,9 @@
 package main
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/ikto-mesh/ikto/pkg/cli/clitest"
 )
 
 // make package runs the built binary with --generate-docs: it prints no
@@ -15,18 +14,7 @@ func TestGenerateDocs(t *testing.T) {
 	if r.code != 0 || r.stdout != "" {
 		t.Fatalf("--generate-docs: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
 	}
-	page, err := os.ReadFile(filepath.Join(dir, "man", "ikto-init.1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"--mesh-cidr", "EXIT STATUS"} {
-		if !strings.Contains(string(page), want) {
-			t.Errorf("ikto-init.1 lacks %q", want)
-		}
-	}
-	for _, f := range []string{"bash/ikto-init", "zsh/_ikto-init", "fish/ikto-init.fish"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			t.Error(err)
-		}
-	}
+	clitest.CheckDocs(t, dir, "ikto-init", map[string][]string{
+		"ikto-init.1": {"--mesh-cidr", "EXIT STATUS"},
+	})
 }
