@@ -66,14 +66,7 @@ revokes the key anyway.`,
 			if keys.keep && keys.revoke {
 				return cli.Usagef("--keep-key and --revoke-key exclude each other")
 			}
-			if err := a.loadConfig(cmd); err != nil {
-				return err
-			}
-			op, err := a.operator(cmd, rf)
-			if err != nil {
-				return err
-			}
-			return a.withMesh(cmd, func(ctx context.Context, m *bucket.Mesh) error {
+			return a.withOperator(cmd, rf, func(ctx context.Context, m *bucket.Mesh, op bucket.Operator) error {
 				return a.evict(ctx, cmd, m, target, args[0], dryRun, keys, r, user, op)
 			})
 		},

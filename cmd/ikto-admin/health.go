@@ -88,11 +88,7 @@ func (a *app) healthCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				err = writeJSON(a.stdout, h)
-			} else {
-				err = writeHealth(a.stdout, h)
-			}
+			err = a.show(h, func(w io.Writer) error { return writeHealth(w, h) })
 			if err == nil && !h.OK {
 				err = errors.New("the fleet is not healthy")
 			}

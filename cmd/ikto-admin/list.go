@@ -58,10 +58,7 @@ func (a *app) listCommand() *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withRows(cmd, rf, func(_ context.Context, _ *bucket.Mesh, rows []row) error {
-				if a.output == "json" {
-					return writeJSON(a.stdout, rows)
-				}
-				return writeListTable(a.stdout, rows, a.now())
+				return a.show(rows, func(w io.Writer) error { return writeListTable(w, rows, a.now()) })
 			})
 		},
 	}
@@ -316,6 +313,14 @@ func writeListTable(w io.Writer, rows []row, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// show writes v as -o asks: JSON, or as table writes it for a person.
+func (a *app) show(v any, table func(io.Writer) error) error {
+	if a.output == "json" {
+		return writeJSON(a.stdout, v)
+	}
+	return table(a.stdout)
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -48,11 +50,10 @@ revocation, and a plain delete in the bucket is no command.`,
 				return fmt.Errorf("write the operator key: %w", err)
 			}
 			p := base64.StdEncoding.EncodeToString(pub)
-			if a.output == "json" {
-				return writeJSON(a.stdout, map[string]string{"public_key": p, "private_key_file": out})
-			}
-			fmt.Fprintf(a.stdout, "wrote the operator key to %s (keep it off the hosts)\npublic key: %s\nadd to every agent's config: \"operator_keys\": [%q]\n", out, p, p)
-			return nil
+			return a.show(map[string]string{"public_key": p, "private_key_file": out}, func(w io.Writer) error {
+				fmt.Fprintf(w, "wrote the operator key to %s (keep it off the hosts)\npublic key: %s\nadd to every agent's config: \"operator_keys\": [%q]\n", out, p, p)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "where to write the private key (mode 0600)")
@@ -63,6 +64,20 @@ revocation, and a plain delete in the bucket is no command.`,
 // --operator-key (or $IKTO_OPERATOR_KEY), bound to the mesh's rules, or
 // nobody. A mesh whose agents trust operator keys (-c shows operator_keys)
 // needs one: a plain delete would be no command there.
+// withOperator runs f with the mesh open and the operator that signs what f
+// writes (evict, prune, unrevoke): -c and the operator key are read and
+// checked before going to NATS.
+func (a *app) withOperator(cmd *cobra.Command, rf ruleFlags, f func(ctx context.Context, m *bucket.Mesh, op bucket.Operator) error) error {
+	if err := a.loadConfig(cmd); err != nil {
+		return err
+	}
+	op, err := a.operator(cmd, rf)
+	if err != nil {
+		return err
+	}
+	return a.withMesh(cmd, func(ctx context.Context, m *bucket.Mesh) error { return f(ctx, m, op) })
+}
+
 func (a *app) operator(cmd *cobra.Command, rf ruleFlags) (bucket.Operator, error) {
 	rules, err := a.rules(cmd, rf.meshCIDR, rf.subnetPrefix)
 	if err != nil {

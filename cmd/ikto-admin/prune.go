@@ -76,14 +76,8 @@ you mean it, --dry-run first.`,
 			if opt.offlineFor <= 0 {
 				return cli.Usagef("prune needs --offline-for DURATION (e.g. 24h), longer than zero")
 			}
-			if err := a.loadConfig(cmd); err != nil {
-				return err
-			}
-			var err error
-			if opt.op, err = a.operator(cmd, opt.rf); err != nil {
-				return err
-			}
-			return a.withMesh(cmd, func(ctx context.Context, m *bucket.Mesh) error {
+			return a.withOperator(cmd, opt.rf, func(ctx context.Context, m *bucket.Mesh, op bucket.Operator) error {
+				opt.op = op
 				return a.pruneHosts(ctx, m, opt)
 			})
 		},

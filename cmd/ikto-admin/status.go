@@ -25,12 +25,7 @@ func (a *app) statusCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.output == "json" {
-				err = writeJSON(a.stdout, st)
-			} else {
-				err = writeStatusTable(a.stdout, st, a.now())
-			}
-			if err != nil {
+			if err := a.show(st, func(w io.Writer) error { return writeStatusTable(w, st, a.now()) }); err != nil {
 				return err
 			}
 			// Scripts and monitors read the exit status: 0 only for an

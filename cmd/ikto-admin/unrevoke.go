@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -32,25 +33,17 @@ func (a *app) liftRevocationCommand() *cobra.Command {
 			if err != nil {
 				return cli.Usagef("%q is not a WireGuard public key (44 characters of base64)", args[0])
 			}
-			if err := a.loadConfig(cmd); err != nil {
-				return err
-			}
-			op, err := a.operator(cmd, rf)
-			if err != nil {
-				return err
-			}
-			return a.withMesh(cmd, func(ctx context.Context, m *bucket.Mesh) error {
+			return a.withOperator(cmd, rf, func(ctx context.Context, m *bucket.Mesh, op bucket.Operator) error {
 				if err := m.Unrevoke(ctx, pk, op); err != nil {
 					if errors.Is(err, bucket.ErrNotRevoked) {
 						return fmt.Errorf("public key %s is not revoked in bucket %s; `ikto-admin list` marks revoked keys", pk, m.Bucket())
 					}
 					return err
 				}
-				if a.output == "json" {
-					return writeJSON(a.stdout, unrevoked{PublicKey: pk.String(), Key: peer.RevokedKey(pk), Unrevoked: true})
-				}
-				fmt.Fprintf(a.stdout, "unrevoked %s; a host with this key may claim a prefix again\n", pk)
-				return nil
+				return a.show(unrevoked{PublicKey: pk.String(), Key: peer.RevokedKey(pk), Unrevoked: true}, func(w io.Writer) error {
+					fmt.Fprintf(w, "unrevoked %s; a host with this key may claim a prefix again\n", pk)
+					return nil
+				})
 			})
 		},
 	}
