@@ -57,9 +57,21 @@ func startNATS(t *testing.T) (string, jetstream.JetStream) {
 	return s.URL(), js
 }
 
+// openBucket and openLiveBucket create the mesh's buckets, "ikto-mesh" and
+// its heartbeat bucket.
 func openBucket(t *testing.T, js jetstream.JetStream) jetstream.KeyValue {
 	t.Helper()
-	kv, err := bucket.OpenBucket(context.Background(), js, "ikto-mesh", true, 1)
+	return mustOpen(t, js, bucket.OpenBucket)
+}
+
+func openLiveBucket(t *testing.T, js jetstream.JetStream) jetstream.KeyValue {
+	t.Helper()
+	return mustOpen(t, js, bucket.OpenLiveBucket)
+}
+
+func mustOpen(t *testing.T, js jetstream.JetStream, open func(context.Context, jetstream.JetStream, string, bool, int) (jetstream.KeyValue, error)) jetstream.KeyValue {
+	t.Helper()
+	kv, err := open(context.Background(), js, "ikto-mesh", true, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,10 +206,7 @@ func fillMesh(t *testing.T, kv, live jetstream.KeyValue) map[string]peer.Record 
 func TestListTable(t *testing.T) {
 	url, js := startNATS(t)
 	kv := openBucket(t, js)
-	live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	live := openLiveBucket(t, js)
 	fillMesh(t, kv, live)
 
 	code, stdout, stderr := exec(t, "list", "--nats-url", url)
@@ -232,10 +241,7 @@ func TestListTable(t *testing.T) {
 func TestListJSON(t *testing.T) {
 	url, js := startNATS(t)
 	kv := openBucket(t, js)
-	live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	live := openLiveBucket(t, js)
 	recs := fillMesh(t, kv, live)
 
 	code, stdout, stderr := exec(t, "-o", "json", "list", "--nats-url", url)

@@ -35,6 +35,58 @@ func recordExists(t *testing.T, kv jetstream.KeyValue, prefix string) bool {
 	return err == nil
 }
 
+func TestPrune(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	live := openLiveBucket(t, js)
+	ctx := context.Background()
+	wall := time.Now()
+	fresh := record(t, "fresh", "fd10:1::/48", 1, "198.18.0.2", 51820)
+	stale := record(t, "stale", "fd10:2::/48", 2, "198.18.0.3", 51820)
+	silent := record(t, "silent", "fd10:3::/48", 3, "198.18.0.4", 51820) // new record, no heartbeat yet
+	for _, r := range []peer.Record{fresh, stale, silent} {
+		put(t, kv, r)
+	}
+	heartbeat(t, live, fresh, wall.Add(-time.Minute))
+	heartbeat(t, live, stale, wall.Add(-2*time.Hour))
+
+	clock := func() time.Time { return wall }
+	code, stdout, stderr := execAt(t, clock, "prune", "--offline-for", "1h", "--dry-run", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "would evict stale fd10:2::/48") || strings.Contains(stdout, "fresh") || strings.Contains(stdout, "silent") {
+		t.Errorf("prune --dry-run: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = execAt(t, clock, "prune", "--offline-for", "1h", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicting stale") || !strings.Contains(stdout, "last seen 2h ago") {
+		t.Errorf("prune: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := kv.Get(ctx, peer.Key(netip.MustParsePrefix(stale.AllowedIP))); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("stale record after prune: %v, want deleted", err)
+	}
+	if revs, _ := bucket.Revocations(ctx, kv); len(revs) != 1 || revs[testKey(t, 2)].Name != "stale" {
+		t.Errorf("revocations after prune = %v, want stale's key", revs)
+	}
+	for _, r := range []peer.Record{fresh, silent} {
+		if _, err := kv.Get(ctx, peer.Key(netip.MustParsePrefix(r.AllowedIP))); err != nil {
+			t.Errorf("%s after prune: %v, want kept", r.Name, err)
+		}
+	}
+	// Two hours on, the record that never sent a heartbeat is old enough
+	// too, but only --include-silent evicts a host without heartbeats.
+	later := func() time.Time { return wall.Add(2 * time.Hour) }
+	code, stdout, _ = execAt(t, later, "prune", "--offline-for", "1h", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "kept silent") || strings.Contains(stdout, "evicting silent") {
+		t.Errorf("later prune: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = execAt(t, later, "prune", "--offline-for", "1h", "--include-silent", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicting silent") || !strings.Contains(stdout, "no heartbeat") {
+		t.Errorf("later prune --include-silent: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = execAt(t, clock, "prune", "--offline-for", "1h", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "no host has been silent for longer than 1h0m0s") {
+		t.Errorf("prune with nothing to do: exit %d\n%s", code, stdout)
+	}
+}
+
 // A 0.3.0 agent sharing the bucket sends no heartbeat: prune must not take
 // it for dead, whether or not newer agents have made a heartbeat bucket.
 func TestPruneLeavesHostsWithoutHeartbeats(t *testing.T) {
@@ -46,10 +98,7 @@ func TestPruneLeavesHostsWithoutHeartbeats(t *testing.T) {
 			stale := record(t, "stale", "fd10:2::/48", 2, "198.18.0.3", 51820)
 			put(t, kv, stale)
 			if withLive {
-				live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
-				if err != nil {
-					t.Fatal(err)
-				}
+				live := openLiveBucket(t, js)
 				heartbeat(t, live, stale, time.Now())
 			}
 			// Two days on: the 0.3.0 record is old, stale's heartbeat too.
@@ -79,10 +128,7 @@ func TestPruneLeavesHostsWithoutHeartbeats(t *testing.T) {
 func TestPruneJSON(t *testing.T) {
 	url, js := startNATS(t)
 	kv := openBucket(t, js)
-	live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	live := openLiveBucket(t, js)
 	wall := time.Now().UTC().Truncate(time.Second)
 	stale := record(t, "stale", "fd10:2::/48", 2, "198.18.0.3", 51820)
 	staleRev := put(t, kv, stale)
@@ -144,35 +190,12 @@ func TestPruneJSON(t *testing.T) {
 	}
 }
 
-func TestUnrevokeJSON(t *testing.T) {
-	url, js := startNATS(t)
-	kv := openBucket(t, js)
-	pk := testKey(t, 3)
-	if err := bucket.Revoke(context.Background(), kv, pk, peer.Record{Name: "c"}, now, bucket.Operator{}); err != nil {
-		t.Fatal(err)
-	}
-	code, stdout, stderr := exec(t, "unrevoke", pk.String(), "-o", "json", "--nats-url", url)
-	if code != 0 {
-		t.Fatalf("unrevoke -o json: exit %d: %s", code, stderr)
-	}
-	var got unrevoked
-	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
-		t.Fatalf("unrevoke -o json printed %q: %v", stdout, err)
-	}
-	if want := (unrevoked{PublicKey: pk.String(), Key: peer.RevokedKey(pk), Unrevoked: true}); got != want {
-		t.Errorf("unrevoke -o json = %+v, want %+v", got, want)
-	}
-}
-
 // A silent host whose public key another record carries too is kept: one
 // of the records is a copy, and revoking the key is evict's choice to make.
 func TestPruneLeavesASharedKeyToEvict(t *testing.T) {
 	url, js := startNATS(t)
 	kv := openBucket(t, js)
-	live, err := bucket.OpenLiveBucket(context.Background(), js, "ikto-mesh", true, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	live := openLiveBucket(t, js)
 	victim := record(t, "victim", "fd10:2::/48", 2, "198.18.0.3", 51820)
 	put(t, kv, victim)
 	heartbeat(t, live, victim, time.Now())
