@@ -10,7 +10,7 @@ import (
 // applyLocked applies one delta the way the kernel's WG_CMD_SET_DEVICE does.
 func (d *Device) applyLocked(c *wgtypes.PeerConfig) {
 	// The kernel silently skips a peer carrying the device's own key.
-	if d.hasKey && c.PublicKey == d.publicKey {
+	if d.hasKey && c.PublicKey == d.PublicKey() {
 		return
 	}
 	p, ok := d.peers[c.PublicKey]

@@ -24,9 +24,8 @@ var _ wgdev.Device = (*Device)(nil)
 
 // Device is an in-memory WireGuard device. The zero value is not usable; use New.
 type Device struct {
-	name      string
-	publicKey wgtypes.Key
-	hasKey    bool // the kernel only ignores "self" peers once the device has a key
+	*wgdev.Identity
+	hasKey bool // the kernel only ignores "self" peers once the device has a key
 
 	calls atomic.Int64
 	reads atomic.Int64
@@ -40,36 +39,21 @@ type Device struct {
 
 // New returns an empty device named cfg.Name whose key is cfg.PrivateKey.
 func New(cfg wgdev.Config) *Device {
-	d := &Device{
-		name:   cfg.Name,
-		peers:  make(map[wgtypes.Key]*wgtypes.Peer),
-		owners: make(map[netip.Prefix]wgtypes.Key),
-	}
+	var pub wgtypes.Key
 	if cfg.PrivateKey != (wgtypes.Key{}) {
-		d.publicKey = cfg.PrivateKey.PublicKey()
-		d.hasKey = true
+		pub = cfg.PrivateKey.PublicKey()
 	}
-	return d
-}
-
-// Name is the interface name given to New.
-func (d *Device) Name() string { return d.name }
-
-// Backend is wgdev.KindFake.
-func (d *Device) Backend() wgdev.Kind { return wgdev.KindFake }
-
-// PublicKey is the public half of the key given to New.
-func (d *Device) PublicKey() wgtypes.Key {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	return d.publicKey
+	return &Device{
+		Identity: wgdev.NewIdentity(cfg.Name, wgdev.KindFake, pub),
+		hasKey:   pub != (wgtypes.Key{}),
+		peers:    make(map[wgtypes.Key]*wgtypes.Peer),
+		owners:   make(map[netip.Prefix]wgtypes.Key),
+	}
 }
 
 // SetPrivateKey replaces the device's key.
 func (d *Device) SetPrivateKey(k wgtypes.Key) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.publicKey = k.PublicKey()
+	d.SetPublicKey(k.PublicKey())
 	return nil
 }
 
@@ -100,7 +84,7 @@ func (d *Device) ConfigurePeers(changes []wgtypes.PeerConfig) error {
 	d.calls.Add(1)
 	if err := d.failNext; err != nil {
 		d.failNext = nil
-		return fmt.Errorf("configure peers on %s: %w", d.name, err)
+		return fmt.Errorf("configure peers on %s: %w", d.Name(), err)
 	}
 	for i := range changes {
 		d.applyLocked(&changes[i])
@@ -141,7 +125,7 @@ func (d *Device) Closed() bool {
 }
 
 func (d *Device) errClosed() error {
-	return fmt.Errorf("device %s: %w", d.name, net.ErrClosed)
+	return fmt.Errorf("device %s: %w", d.Name(), net.ErrClosed)
 }
 
 // errNoSuchPeer is returned by drift helpers naming a peer that is not there.

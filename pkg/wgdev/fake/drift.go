@@ -43,7 +43,7 @@ func (d *Device) RemovePeerBehindBack(k wgtypes.Key) error {
 	defer d.mu.Unlock()
 	p, ok := d.peers[k]
 	if !ok {
-		return fmt.Errorf("device %s: remove peer %s: %w", d.name, k, errNoSuchPeer)
+		return fmt.Errorf("device %s: remove peer %s: %w", d.Name(), k, errNoSuchPeer)
 	}
 	d.removeLocked(p)
 	return nil

@@ -28,11 +28,9 @@ var _ wgdev.Device = (*Device)(nil)
 
 // Device is an embedded wireguard-go device.
 type Device struct {
-	name      string
-	keyMu     sync.Mutex // guards publicKey, which SetPrivateKey changes
-	publicKey wgtypes.Key
-	log       *slog.Logger
-	dev       *device.Device
+	*wgdev.Identity
+	log *slog.Logger
+	dev *device.Device
 
 	// uapi serves `wg` and wgctrl; nil when the device was built without one
 	// (unit tests).
@@ -45,46 +43,31 @@ type Device struct {
 	closeErr  error
 }
 
-// Name is the interface name.
-func (d *Device) Name() string { return d.name }
-
-// Backend is wgdev.KindUserspace.
-func (d *Device) Backend() wgdev.Kind { return wgdev.KindUserspace }
-
-// PublicKey is the device's public key.
-func (d *Device) PublicKey() wgtypes.Key {
-	d.keyMu.Lock()
-	defer d.keyMu.Unlock()
-	return d.publicKey
-}
-
 // SetPrivateKey replaces the device's private key through an in-process
 // UAPI set.
 func (d *Device) SetPrivateKey(k wgtypes.Key) error {
 	if d.closed.Load() {
-		return fmt.Errorf("set the private key of %s: %w", d.name, net.ErrClosed)
+		return fmt.Errorf("set the private key of %s: %w", d.Name(), net.ErrClosed)
 	}
 	if err := d.dev.IpcSet("private_key=" + hex.EncodeToString(k[:]) + "\n"); err != nil {
-		return fmt.Errorf("set the private key of %s: %w", d.name, err)
+		return fmt.Errorf("set the private key of %s: %w", d.Name(), err)
 	}
-	d.keyMu.Lock()
-	d.publicKey = k.PublicKey()
-	d.keyMu.Unlock()
+	d.SetPublicKey(k.PublicKey())
 	return nil
 }
 
 // Peers reads the live peers through an in-process UAPI get.
 func (d *Device) Peers() ([]wgtypes.Peer, error) {
 	if d.closed.Load() {
-		return nil, fmt.Errorf("peers of %s: %w", d.name, net.ErrClosed)
+		return nil, fmt.Errorf("peers of %s: %w", d.Name(), net.ErrClosed)
 	}
 	var buf bytes.Buffer
 	if err := d.dev.IpcGetOperation(&buf); err != nil {
-		return nil, fmt.Errorf("peers of %s: %w", d.name, err)
+		return nil, fmt.Errorf("peers of %s: %w", d.Name(), err)
 	}
 	peers, err := parsePeers(&buf)
 	if err != nil {
-		return nil, fmt.Errorf("peers of %s: %w", d.name, err)
+		return nil, fmt.Errorf("peers of %s: %w", d.Name(), err)
 	}
 	return peers, nil
 }
@@ -98,15 +81,15 @@ func (d *Device) ConfigurePeers(changes []wgtypes.PeerConfig) error {
 		return nil
 	}
 	if d.closed.Load() {
-		return fmt.Errorf("configure peers on %s: %w", d.name, net.ErrClosed)
+		return fmt.Errorf("configure peers on %s: %w", d.Name(), net.ErrClosed)
 	}
 	var buf bytes.Buffer
 	buf.Grow(len(changes) * 200) // about one peer's worth of lines each
 	if err := writePeerConfigs(&buf, changes); err != nil {
-		return fmt.Errorf("configure peers on %s: %w", d.name, err)
+		return fmt.Errorf("configure peers on %s: %w", d.Name(), err)
 	}
 	if err := d.dev.IpcSetOperation(&buf); err != nil {
-		return fmt.Errorf("configure peers on %s: %w", d.name, err)
+		return fmt.Errorf("configure peers on %s: %w", d.Name(), err)
 	}
 	return nil
 }
@@ -133,9 +116,9 @@ func (d *Device) Close() error {
 		}
 		d.dev.Close()
 		if len(errs) > 0 {
-			d.closeErr = fmt.Errorf("close %s: %w", d.name, errors.Join(errs...))
+			d.closeErr = fmt.Errorf("close %s: %w", d.Name(), errors.Join(errs...))
 		}
-		d.log.Debug("wireguard device closed", "device", d.name)
+		d.log.Debug("wireguard device closed", "device", d.Name())
 	})
 	return d.closeErr
 }
@@ -147,7 +130,7 @@ func (d *Device) serveUAPI() {
 		c, err := d.uapi.Accept()
 		if err != nil {
 			if !d.closed.Load() {
-				d.log.Warn("uapi socket stopped", "device", d.name, "err", err)
+				d.log.Warn("uapi socket stopped", "device", d.Name(), "err", err)
 			}
 			return
 		}

@@ -70,10 +70,9 @@ func Open(cfg wgdev.Config, log *slog.Logger) (*Device, error) {
 // one on a channel TUN.
 func newDevice(cfg wgdev.Config, dev *device.Device, log *slog.Logger) *Device {
 	return &Device{
-		name:      cfg.Name,
-		publicKey: cfg.PrivateKey.PublicKey(),
-		log:       log,
-		dev:       dev,
+		Identity: wgdev.NewIdentity(cfg.Name, wgdev.KindUserspace, cfg.PrivateKey.PublicKey()),
+		log:      log,
+		dev:      dev,
 	}
 }
 
@@ -81,17 +80,17 @@ func newDevice(cfg wgdev.Config, dev *device.Device, log *slog.Logger) *Device {
 // replaces a stale socket left by a crashed process (one nobody answers on)
 // and refuses one that a live process still serves.
 func (d *Device) listenUAPI() error {
-	f, err := ipc.UAPIOpen(d.name)
+	f, err := ipc.UAPIOpen(d.Name())
 	if err != nil {
-		return fmt.Errorf("uapi socket %s: %w", socketPath(d.name), err)
+		return fmt.Errorf("uapi socket %s: %w", socketPath(d.Name()), err)
 	}
 	defer f.Close() // UAPIListen dups the descriptor
-	l, err := ipc.UAPIListen(d.name, f)
+	l, err := ipc.UAPIListen(d.Name(), f)
 	if err != nil {
-		return fmt.Errorf("uapi socket %s: %w", socketPath(d.name), err)
+		return fmt.Errorf("uapi socket %s: %w", socketPath(d.Name()), err)
 	}
 	d.uapi = l
-	d.sockPath = socketPath(d.name)
+	d.sockPath = socketPath(d.Name())
 	d.acceptDone = make(chan struct{})
 	go d.serveUAPI()
 	return nil

@@ -35,9 +35,7 @@ func NewWgctrlClient() (Client, error) { return wgctrl.New() }
 
 // Device is a WireGuard interface driven through wgctrl.
 type Device struct {
-	name      string
-	kind      wgdev.Kind
-	publicKey wgtypes.Key
+	*wgdev.Identity
 
 	// mu serialises use of the wgctrl client (one generic netlink socket)
 	// and its closing.
@@ -48,20 +46,7 @@ type Device struct {
 
 // New wraps an open client for the device name; kind is what Backend reports.
 func New(name string, kind wgdev.Kind, publicKey wgtypes.Key, client Client) *Device {
-	return &Device{name: name, kind: kind, publicKey: publicKey, client: client}
-}
-
-// Name is the interface name.
-func (d *Device) Name() string { return d.name }
-
-// Backend is the kind given to New (kernel or external).
-func (d *Device) Backend() wgdev.Kind { return d.kind }
-
-// PublicKey is the device's public key.
-func (d *Device) PublicKey() wgtypes.Key {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.publicKey
+	return &Device{Identity: wgdev.NewIdentity(name, kind, publicKey), client: client}
 }
 
 // SetPrivateKey replaces the device's private key in one wgctrl call.
@@ -69,12 +54,12 @@ func (d *Device) SetPrivateKey(k wgtypes.Key) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return fmt.Errorf("set the private key of %s: %w", d.name, net.ErrClosed)
+		return fmt.Errorf("set the private key of %s: %w", d.Name(), net.ErrClosed)
 	}
-	if err := d.client.ConfigureDevice(d.name, wgtypes.Config{PrivateKey: &k}); err != nil {
-		return fmt.Errorf("set the private key of %s: %w", d.name, err)
+	if err := d.client.ConfigureDevice(d.Name(), wgtypes.Config{PrivateKey: &k}); err != nil {
+		return fmt.Errorf("set the private key of %s: %w", d.Name(), err)
 	}
-	d.publicKey = k.PublicKey()
+	d.SetPublicKey(k.PublicKey())
 	return nil
 }
 
@@ -83,11 +68,11 @@ func (d *Device) Peers() ([]wgtypes.Peer, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return nil, fmt.Errorf("peers of %s: %w", d.name, net.ErrClosed)
+		return nil, fmt.Errorf("peers of %s: %w", d.Name(), net.ErrClosed)
 	}
-	dev, err := d.client.Device(d.name)
+	dev, err := d.client.Device(d.Name())
 	if err != nil {
-		return nil, fmt.Errorf("peers of %s: %w", d.name, err)
+		return nil, fmt.Errorf("peers of %s: %w", d.Name(), err)
 	}
 	return dev.Peers, nil
 }
@@ -101,10 +86,10 @@ func (d *Device) ConfigurePeers(changes []wgtypes.PeerConfig) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return fmt.Errorf("configure peers on %s: %w", d.name, net.ErrClosed)
+		return fmt.Errorf("configure peers on %s: %w", d.Name(), net.ErrClosed)
 	}
-	if err := d.client.ConfigureDevice(d.name, wgtypes.Config{Peers: changes}); err != nil {
-		return fmt.Errorf("configure peers on %s: %w", d.name, err)
+	if err := d.client.ConfigureDevice(d.Name(), wgtypes.Config{Peers: changes}); err != nil {
+		return fmt.Errorf("configure peers on %s: %w", d.Name(), err)
 	}
 	return nil
 }
@@ -119,7 +104,7 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	if err := d.client.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", d.name, err)
+		return fmt.Errorf("close %s: %w", d.Name(), err)
 	}
 	return nil
 }
