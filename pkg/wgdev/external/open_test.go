@@ -2,28 +2,19 @@ package external
 
 import (
 	"errors"
-	"net/netip"
-	"strings"
 	"syscall"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
-	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/ctrldev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/ctrldev/ctrldevtest"
 )
 
 func TestOpen(t *testing.T) {
-	priv, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyTag := "key=" + priv.PublicKey().String()[:4]
-	cfg := wgdev.Config{Name: "wg-ikto", PrivateKey: priv, ListenPort: 51820,
-		Address: netip.MustParsePrefix("fd10:2082:5bc1::/16"), MTU: 1420}
+	cfg, keyTag := ctrldevtest.OpenConfig(t)
+	priv := cfg.PrivateKey
 	ours, err := netlink.ParseAddr("fd10:2082:5bc1::/16")
 	if err != nil {
 		t.Fatal(err)
@@ -84,22 +75,9 @@ func TestOpen(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			client := tt.client
-			client.Events = &tt.links.Events
-			d, err := open(cfg, tt.links, func() (ctrldev.Client, error) { return &client, nil })
-			if diff := cmp.Diff(tt.wantEvents, tt.links.Events); diff != "" {
-				t.Errorf("calls (-want +got):\n%s", diff)
-			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("open = %v, want an error containing %q", err, tt.wantErr)
-				}
-				return
-			}
+			d, err := ctrldevtest.CheckOpen(t, open, cfg, wgdev.KindExternal, tt.links, &client, tt.wantEvents, tt.wantErr)
 			if err != nil {
-				t.Fatalf("open: %v", err)
-			}
-			if d.Backend() != wgdev.KindExternal || d.Name() != "wg-ikto" || d.PublicKey() != priv.PublicKey() {
-				t.Errorf("identity = %s %s %s", d.Name(), d.Backend(), d.PublicKey())
+				return
 			}
 			got, err := d.Peers()
 			if err != nil || len(got) != 1 {

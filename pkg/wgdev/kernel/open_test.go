@@ -7,9 +7,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/ctrldev"
@@ -28,18 +26,7 @@ func addr(t *testing.T, s string) netlink.Addr {
 }
 
 func TestOpen(t *testing.T) {
-	priv, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyTag := "key=" + priv.PublicKey().String()[:4]
-	cfg := wgdev.Config{
-		Name:       "wg-ikto",
-		PrivateKey: priv,
-		ListenPort: 51820,
-		Address:    netip.MustParsePrefix("fd10:2082:5bc1::/16"),
-		MTU:        1420,
-	}
+	cfg, keyTag := ctrldevtest.OpenConfig(t)
 	dummy := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "wg-ikto"}}
 
 	tests := []struct {
@@ -147,26 +134,10 @@ func TestOpen(t *testing.T) {
 			if links.Addrs == nil {
 				links.Addrs = map[string][]netlink.Addr{}
 			}
-			client := &ctrldevtest.Client{Events: &links.Events, ConfigureErr: tt.configureErr}
-			d, err := open(cfg, links, func() (ctrldev.Client, error) { return client, nil })
-
-			if diff := cmp.Diff(tt.wantEvents, links.Events); diff != "" {
-				t.Errorf("calls (-want +got):\n%s", diff)
-			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("open error = %v, want one containing %q", err, tt.wantErr)
-				}
-				if got := errors.Is(err, wgdev.ErrNotSupported); got != tt.wantNotSupp {
-					t.Errorf("errors.Is(err, ErrNotSupported) = %t, want %t", got, tt.wantNotSupp)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("open: %v", err)
-			}
-			if d.Name() != cfg.Name || d.PublicKey() != priv.PublicKey() || d.Backend() != wgdev.KindKernel {
-				t.Errorf("identity = %s %s %s", d.Name(), d.Backend(), d.PublicKey())
+			client := &ctrldevtest.Client{ConfigureErr: tt.configureErr}
+			_, err := ctrldevtest.CheckOpen(t, open, cfg, wgdev.KindKernel, links, client, tt.wantEvents, tt.wantErr)
+			if got := errors.Is(err, wgdev.ErrNotSupported); got != tt.wantNotSupp {
+				t.Errorf("errors.Is(err, ErrNotSupported) = %t, want %t", got, tt.wantNotSupp)
 			}
 		})
 	}
