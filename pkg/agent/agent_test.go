@@ -15,12 +15,12 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
 	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/api"
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/config"
-	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"

@@ -10,9 +10,9 @@ import (
 	"testing"
 
 	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/hook/hooktest"
-	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
 	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
 )
 

@@ -12,9 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/hook/hooktest"
-	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
 	"github.com/ikto-mesh/ikto/pkg/retry"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"

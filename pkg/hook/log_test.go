@@ -8,7 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
+	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
 )
 
 // go-plugin's own messages are debug chatter; the hook's relayed lines keep

@@ -21,7 +21,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/internal/testkit"
-	"github.com/ikto-mesh/ikto/pkg/internal/logbuf"
+	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 

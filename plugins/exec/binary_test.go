@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
 )
@@ -20,7 +21,7 @@ func TestBinaryServesHook(t *testing.T) {
 	bin := sdktest.Build(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "payload.json")
-	var stdout, stderr logBuffer
+	var stdout, stderr logbuf.Buffer
 	h := sdktest.Launch(t, bin, sdktest.LaunchOptions{Stdout: &stdout, Stderr: &stderr})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

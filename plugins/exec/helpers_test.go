@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 )
 
@@ -68,7 +68,7 @@ func testPeer(i int) sdk.Peer {
 
 // configured is an exec hook configured with config, logging into the
 // returned buffer.
-func configured(t *testing.T, config json.RawMessage) (*execHook, *logBuffer) {
+func configured(t *testing.T, config json.RawMessage) (*execHook, *logbuf.Buffer) {
 	t.Helper()
 	h, logs := newTestHook(t)
 	if err := h.Configure(context.Background(), testNode(config)); err != nil {
@@ -77,45 +77,10 @@ func configured(t *testing.T, config json.RawMessage) (*execHook, *logBuffer) {
 	return h, logs
 }
 
-func newTestHook(t *testing.T) (*execHook, *logBuffer) {
+func newTestHook(t *testing.T) (*execHook, *logbuf.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("hook log:\n%s", logs)
-		}
-	})
+	logs := logbuf.New(t, "hook log")
 	return newExecHook(hclog.New(&hclog.LoggerOptions{Output: logs, JSONFormat: true, Level: hclog.Debug})), logs
-}
-
-// logBuffer collects a logger's JSON lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// entries are the decoded log lines with the message msg.
-func (b *logBuffer) entries(msg string) []map[string]any {
-	var out []map[string]any
-	for _, line := range strings.Split(b.String(), "\n") {
-		var e map[string]any
-		if json.Unmarshal([]byte(line), &e) == nil && e["@message"] == msg {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // processGone reports whether pid has exited: no longer in /proc, or a

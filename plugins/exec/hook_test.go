@@ -52,7 +52,7 @@ func TestApplyHandsPayloadOnStdin(t *testing.T) {
 			if diff := cmp.Diff(wantPayload(t), got); diff != "" {
 				t.Errorf("payload (-want +got):\n%s", diff)
 			}
-			done := logs.entries("command finished")
+			done := logs.Entries("command finished")
 			if len(done) != 1 || done[0]["status"] != "exit status 0" || !strings.HasPrefix(done[0]["stdout"].(string), "saw ") {
 				t.Errorf("\"command finished\" log lines = %v, want one with status 0 and the command's stdout", done)
 			}
@@ -117,7 +117,7 @@ func TestApplyReportsFailures(t *testing.T) {
 			if err == nil || !strings.HasSuffix(err.Error(), tt.wantErr) {
 				t.Fatalf("Apply: err = %v, want one ending in %q", err, tt.wantErr)
 			}
-			failed := logs.entries("command failed")
+			failed := logs.Entries("command failed")
 			if len(failed) != 1 {
 				t.Fatalf("%d \"command failed\" log lines, want 1", len(failed))
 			}

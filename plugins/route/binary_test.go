@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
 	"github.com/vishvananda/netns"
@@ -16,12 +17,7 @@ import (
 // routes it makes land there.
 func startInNamespace(t *testing.T, ns netns.NsHandle, bin string) *sdktest.Launched {
 	t.Helper()
-	logs := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("hook process log:\n%s", logs)
-		}
-	})
+	logs := logbuf.New(t, "hook process log")
 	return sdktest.Launch(t, bin, sdktest.LaunchOptions{Stderr: logs, Within: func(start func() error) error {
 		return onThreadIn(func() error {
 			if err := netns.Set(ns); err != nil {

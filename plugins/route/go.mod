@@ -2,11 +2,14 @@ module github.com/ikto-mesh/ikto/plugins/route
 
 go 1.26.0
 
+replace github.com/ikto-mesh/ikto/internal/testkit => ../../internal/testkit
+
 replace github.com/ikto-mesh/ikto/plugins/sdk => ../sdk
 
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/go-hclog v1.6.3
+	github.com/ikto-mesh/ikto/internal/testkit v0.0.0-00010101000000-000000000000
 	github.com/ikto-mesh/ikto/plugins/sdk v0.0.0-00010101000000-000000000000
 	github.com/vishvananda/netlink v1.3.1
 	github.com/vishvananda/netns v0.0.5

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
 	"github.com/ikto-mesh/ikto/plugins/sdk"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -22,7 +23,7 @@ type fixture struct {
 	ns  netns.NsHandle
 	nl  *netlink.Handle // the test's own view of the kernel
 	dev string
-	log *logBuffer
+	log *logbuf.Buffer
 	// newHook is a new unconfigured hook, as a restarted process is.
 	newHook func() *routeHook
 }
@@ -114,13 +115,13 @@ func TestApplyInstallsOneRoutePerPeer(t *testing.T) {
 			h := f.configured(t, tt.cfg)
 			apply(t, h, tt.prefixes...)
 			checkRoutes(t, f, tt.proto, wantRoutes(tt.table, f.dev, tt.metric, tt.prefixes...))
-			if got := f.log.count("route added"); got != len(tt.prefixes) {
+			if got := len(f.log.Entries("route added")); got != len(tt.prefixes) {
 				t.Errorf("%d \"route added\" log lines, want %d", got, len(tt.prefixes))
 			}
 			// The same peers again change nothing.
 			apply(t, h, tt.prefixes...)
 			checkRoutes(t, f, tt.proto, wantRoutes(tt.table, f.dev, tt.metric, tt.prefixes...))
-			if got := f.log.count("route added") + f.log.count("route removed"); got != len(tt.prefixes) {
+			if got := len(f.log.Entries("route added")) + len(f.log.Entries("route removed")); got != len(tt.prefixes) {
 				t.Errorf("a repeated Apply changed routes: %d change lines, want %d", got, len(tt.prefixes))
 			}
 		})
@@ -153,7 +154,7 @@ func TestApplyRemovesDepartedPeersOnly(t *testing.T) {
 	if diff := cmp.Diff([]string{"table 254 fd20:1::/48 dev " + f.dev + " metric 1024"}, static); diff != "" {
 		t.Errorf("static routes (-want +got):\n%s", diff)
 	}
-	if got := f.log.count("route removed"); got != 2 {
+	if got := len(f.log.Entries("route removed")); got != 2 {
 		t.Errorf("%d \"route removed\" log lines, want 2", got)
 	}
 }
@@ -250,7 +251,7 @@ func TestApplyMeetsExistingRoutes(t *testing.T) {
 	}
 	checkRoutes(t, f, defaultProtocol, wantRoutes(254, f.dev, 1024, "fd10:1::/48", "fd10:3::/48"))
 	checkRoutes(t, f, unix.RTPROT_STATIC, []string{"table 254 fd10:2::/48 dev " + other + " metric 1024"})
-	if got := f.log.count("route adopted"); got != 1 {
+	if got := len(f.log.Entries("route adopted")); got != 1 {
 		t.Errorf("%d \"route adopted\" log lines, want 1", got)
 	}
 }

@@ -1,21 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"sort"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -151,47 +148,8 @@ func routeLines(t *testing.T, h *netlink.Handle, proto int) []string {
 	return lines
 }
 
-// logBuffer collects a logger's JSON lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// count is how many lines have the message msg.
-func (b *logBuffer) count(msg string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for _, line := range strings.Split(b.buf.String(), "\n") {
-		var entry struct {
-			Message string `json:"@message"`
-		}
-		if json.Unmarshal([]byte(line), &entry) == nil && entry.Message == msg {
-			n++
-		}
-	}
-	return n
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func testLogger(t *testing.T) (hclog.Logger, *logBuffer) {
+func testLogger(t *testing.T) (hclog.Logger, *logbuf.Buffer) {
 	t.Helper()
-	buf := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("hook log:\n%s", buf)
-		}
-	})
+	buf := logbuf.New(t, "hook log")
 	return hclog.New(&hclog.LoggerOptions{Name: "route", Output: buf, JSONFormat: true, Level: hclog.Debug}), buf
 }
