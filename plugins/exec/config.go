@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/ikto-mesh/ikto/plugins/sdk"
 )
 
 // defaultTimeout bounds one run of the command when the config gives none.
@@ -38,9 +40,7 @@ func parseConfig(raw json.RawMessage) (config, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return config{}, errors.New("exec hook config: missing; set \"command\"")
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
+	if err := sdk.DecodeConfig(raw, &in); err != nil {
 		return config{}, fmt.Errorf("exec hook config: %w", err)
 	}
 	argv, err := parseCommand(in.Command)

@@ -1,53 +1,30 @@
 package main
 
 import (
-	"encoding/json"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
+	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
 )
 
 func TestParseConfig(t *testing.T) {
-	tests := []struct {
-		name    string
-		raw     string
-		want    config
-		wantErr string // a substring of the error; "" for none
-	}{
-		{name: "argv", raw: `{"command": ["/usr/bin/logger", "-t", "ikto"]}`,
-			want: config{Argv: []string{"/usr/bin/logger", "-t", "ikto"}, Timeout: 10 * time.Second}},
-		{name: "shell line", raw: `{"command": "jq -c .added | logger", "timeout": "2.5s"}`,
-			want: config{Argv: []string{"/bin/sh", "-c", "jq -c .added | logger"}, Timeout: 2500 * time.Millisecond}},
-		{name: "absent", raw: "", wantErr: `set "command"`},
-		{name: "no command", raw: `{"timeout": "1s"}`, wantErr: "command: missing"},
-		{name: "empty line", raw: `{"command": "  "}`, wantErr: "command: empty shell command line"},
-		{name: "empty argv", raw: `{"command": []}`, wantErr: "command: empty argv"},
-		{name: "empty program", raw: `{"command": [""]}`, wantErr: "command: empty argv"},
-		{name: "not strings", raw: `{"command": [1, 2]}`, wantErr: "command: neither a string nor an array of strings"},
-		{name: "bad timeout", raw: `{"command": "true", "timeout": "10"}`, wantErr: `timeout: "10" is not a positive Go duration`},
-		{name: "zero timeout", raw: `{"command": "true", "timeout": "0s"}`, wantErr: `timeout: "0s"`},
-		{name: "unknown key", raw: `{"command": "true", "args": []}`, wantErr: `unknown field "args"`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseConfig(json.RawMessage(tt.raw))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("parseConfig(%s) error = %v, want one containing %q", tt.raw, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("parseConfig(%s): %v", tt.raw, err)
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("parseConfig(%s) (-want +got):\n%s", tt.raw, diff)
-			}
-		})
-	}
+	sdktest.CheckConfigs(t, parseConfig, []sdktest.ConfigCase[config]{
+		{Name: "argv", Raw: `{"command": ["/usr/bin/logger", "-t", "ikto"]}`,
+			Want: config{Argv: []string{"/usr/bin/logger", "-t", "ikto"}, Timeout: 10 * time.Second}},
+		{Name: "shell line", Raw: `{"command": "jq -c .added | logger", "timeout": "2.5s"}`,
+			Want: config{Argv: []string{"/bin/sh", "-c", "jq -c .added | logger"}, Timeout: 2500 * time.Millisecond}},
+		{Name: "absent", Raw: "", WantErr: `set "command"`},
+		{Name: "no command", Raw: `{"timeout": "1s"}`, WantErr: "command: missing"},
+		{Name: "empty line", Raw: `{"command": "  "}`, WantErr: "command: empty shell command line"},
+		{Name: "empty argv", Raw: `{"command": []}`, WantErr: "command: empty argv"},
+		{Name: "empty program", Raw: `{"command": [""]}`, WantErr: "command: empty argv"},
+		{Name: "not strings", Raw: `{"command": [1, 2]}`, WantErr: "command: neither a string nor an array of strings"},
+		{Name: "bad timeout", Raw: `{"command": "true", "timeout": "10"}`, WantErr: `timeout: "10" is not a positive Go duration`},
+		{Name: "zero timeout", Raw: `{"command": "true", "timeout": "0s"}`, WantErr: `timeout: "0s"`},
+		{Name: "unknown key", Raw: `{"command": "true", "args": []}`, WantErr: `unknown field "args"`},
+	})
 }
 
 // Configure finds the program as the command will (in the command's PATH),

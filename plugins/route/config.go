@@ -1,10 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
+
+	"github.com/ikto-mesh/ikto/plugins/sdk"
 )
 
 // Defaults of the hook's "config" object.
@@ -52,12 +53,8 @@ type config struct {
 // Unknown keys are an error that names them, as in the agent's own config.
 func parseConfig(raw json.RawMessage) (config, error) {
 	cfg := config{Table: defaultTable, Protocol: defaultProtocol}
-	if len(bytes.TrimSpace(raw)) > 0 && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&cfg); err != nil {
-			return config{}, fmt.Errorf("route hook config: %w", err)
-		}
+	if err := sdk.DecodeConfig(raw, &cfg); err != nil {
+		return config{}, fmt.Errorf("route hook config: %w", err)
 	}
 	if err := cfg.validate(); err != nil {
 		return config{}, fmt.Errorf("route hook config: %w", err)

@@ -1,53 +1,31 @@
 package main
 
 import (
-	"encoding/json"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
 )
 
 func TestParseConfig(t *testing.T) {
 	metric := func(m int) *int { return &m }
-	tests := []struct {
-		name    string
-		raw     string
-		want    config
-		wantErr string // a substring of the error; "" for none
-	}{
-		{name: "absent", raw: "", want: config{Table: 254, Protocol: 73}},
-		{name: "null", raw: "null", want: config{Table: 254, Protocol: 73}},
-		{name: "empty object", raw: "{}", want: config{Table: 254, Protocol: 73}},
-		{name: "all keys", raw: `{"table": 100, "metric": 0, "protocol": 201}`, want: config{Table: 100, Metric: metric(0), Protocol: 201}},
-		{name: "large table", raw: `{"table": 4294967295}`, want: config{Table: 4294967295, Protocol: 73}},
-		{name: "unknown key", raw: `{"tabel": 100}`, wantErr: `unknown field "tabel"`},
-		{name: "table as text", raw: `{"table": "main"}`, wantErr: "table"},
-		{name: "table unspec", raw: `{"table": 0}`, wantErr: "table: 0 is reserved"},
-		{name: "table local", raw: `{"table": 255}`, wantErr: "table: 255 is reserved"},
-		{name: "table too big", raw: `{"table": 4294967296}`, wantErr: "table: 4294967296 is out of range"},
-		{name: "negative metric", raw: `{"metric": -1}`, wantErr: "metric: -1 is out of range"},
-		{name: "static protocol", raw: `{"protocol": 4}`, wantErr: `protocol: 4 is "static"`},
-		{name: "bird's protocol", raw: `{"protocol": 12}`, wantErr: `protocol: 12 is "bird"`},
-		{name: "protocol too big", raw: `{"protocol": 256}`, wantErr: "protocol: 256 is out of range"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseConfig(json.RawMessage(tt.raw))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("parseConfig(%s) error = %v, want one containing %q", tt.raw, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("parseConfig(%s): %v", tt.raw, err)
-			}
-			if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(config{})); diff != "" {
-				t.Errorf("parseConfig(%s) (-want +got):\n%s", tt.raw, diff)
-			}
-		})
-	}
+	sdktest.CheckConfigs(t, parseConfig, []sdktest.ConfigCase[config]{
+		{Name: "absent", Raw: "", Want: config{Table: 254, Protocol: 73}},
+		{Name: "null", Raw: "null", Want: config{Table: 254, Protocol: 73}},
+		{Name: "empty object", Raw: "{}", Want: config{Table: 254, Protocol: 73}},
+		{Name: "all keys", Raw: `{"table": 100, "metric": 0, "protocol": 201}`, Want: config{Table: 100, Metric: metric(0), Protocol: 201}},
+		{Name: "large table", Raw: `{"table": 4294967295}`, Want: config{Table: 4294967295, Protocol: 73}},
+		{Name: "unknown key", Raw: `{"tabel": 100}`, WantErr: `unknown field "tabel"`},
+		{Name: "table as text", Raw: `{"table": "main"}`, WantErr: "table"},
+		{Name: "table unspec", Raw: `{"table": 0}`, WantErr: "table: 0 is reserved"},
+		{Name: "table local", Raw: `{"table": 255}`, WantErr: "table: 255 is reserved"},
+		{Name: "table too big", Raw: `{"table": 4294967296}`, WantErr: "table: 4294967296 is out of range"},
+		{Name: "negative metric", Raw: `{"metric": -1}`, WantErr: "metric: -1 is out of range"},
+		{Name: "static protocol", Raw: `{"protocol": 4}`, WantErr: `protocol: 4 is "static"`},
+		{Name: "bird's protocol", Raw: `{"protocol": 12}`, WantErr: `protocol: 12 is "bird"`},
+		{Name: "protocol too big", Raw: `{"protocol": 256}`, WantErr: "protocol: 256 is out of range"},
+	}, cmp.AllowUnexported(config{}))
 }
 
 func TestPriority(t *testing.T) {

@@ -1,7 +1,6 @@
 package filter
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,12 +42,7 @@ type Config struct {
 // that names them, as in the agent's own configuration.
 func decodeConfig(raw json.RawMessage) (Config, error) {
 	cfg := Config{Table: DefaultTable}
-	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-		return cfg, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
+	if err := sdk.DecodeConfig(raw, &cfg); err != nil {
 		return Config{}, fmt.Errorf("firewall hook config: %w", err)
 	}
 	switch {

@@ -1,7 +1,6 @@
 package filter
 
 import (
-	"encoding/json"
 	"net/netip"
 	"slices"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/ikto-mesh/ikto/plugins/sdk"
+	"github.com/ikto-mesh/ikto/plugins/sdk/sdktest"
 )
 
 func mustItems(t *testing.T, specs ...string) map[item]bool {
@@ -216,34 +216,16 @@ func TestDiffMembers(t *testing.T) {
 }
 
 func TestDecodeConfig(t *testing.T) {
-	tests := []struct {
-		raw     string
-		want    string
-		wantErr string
-	}{
-		{raw: "", want: DefaultTable},
-		{raw: "null", want: DefaultTable},
-		{raw: "{}", want: DefaultTable},
-		{raw: `{"table": "ikto_mesh2"}`, want: "ikto_mesh2"},
-		{raw: `{"table": ""}`, wantErr: `"table" is empty`},
-		{raw: `{"table": "` + strings.Repeat("x", 256) + `"}`, wantErr: "256 bytes"},
-		{raw: `{"tabel": "x"}`, wantErr: `unknown field "tabel"`},
-		{raw: `[1]`, wantErr: "firewall hook config"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.raw, func(t *testing.T) {
-			cfg, err := decodeConfig(json.RawMessage(tt.raw))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("decodeConfig(%s) error = %v, want one containing %q", tt.raw, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil || cfg.Table != tt.want {
-				t.Fatalf("decodeConfig(%s) = %+v, %v; want table %q", tt.raw, cfg, err, tt.want)
-			}
-		})
-	}
+	sdktest.CheckConfigs(t, decodeConfig, []sdktest.ConfigCase[Config]{
+		{Raw: "", Want: Config{Table: DefaultTable}},
+		{Raw: "null", Want: Config{Table: DefaultTable}},
+		{Raw: "{}", Want: Config{Table: DefaultTable}},
+		{Raw: `{"table": "ikto_mesh2"}`, Want: Config{Table: "ikto_mesh2"}},
+		{Raw: `{"table": ""}`, WantErr: `"table" is empty`},
+		{Raw: `{"table": "` + strings.Repeat("x", 256) + `"}`, WantErr: "256 bytes"},
+		{Raw: `{"tabel": "x"}`, WantErr: `unknown field "tabel"`},
+		{Raw: `[1]`, WantErr: "firewall hook config"},
+	})
 }
 
 func TestNewRulesetRejectsBadNode(t *testing.T) {
