@@ -156,6 +156,19 @@ func putPeer(t *testing.T, kv jetstream.KeyValue, prefix string) wgtypes.Key {
 	return k.PublicKey()
 }
 
+// meshOf starts a NATS server whose bucket holds a record at each of peers,
+// and returns it, the bucket and the config of a host at fd10:1::/48 that
+// joins it: what most of these tests start from.
+func meshOf(t *testing.T, peers ...string) (*natsserver.Server, jetstream.KeyValue, *config.Config) {
+	t.Helper()
+	s := natstest.Start(t)
+	kv := openBucket(t, s.URL())
+	for _, p := range peers {
+		putPeer(t, kv, p)
+	}
+	return s, kv, newConfig(t, s.URL(), "fd10:1::/48")
+}
+
 func openBucket(t *testing.T, url string) jetstream.KeyValue {
 	t.Helper()
 	_, js := natstest.Connect(t, url)
@@ -248,10 +261,8 @@ func TestAgentExitsInUseNamingTheHolder(t *testing.T) {
 }
 
 func TestAgentEvictedWhenItsRecordIsDeleted(t *testing.T) {
-	s := natstest.Start(t)
-	kv := openBucket(t, s.URL())
-	putPeer(t, kv, "fd10:2::/48")
-	h := start(t, newConfig(t, s.URL(), "fd10:1::/48"), nil)
+	_, kv, cfg := meshOf(t, "fd10:2::/48")
+	h := start(t, cfg, nil)
 	h.waitReady(t)
 	if err := kv.Delete(context.Background(), peer.Key(netip.MustParsePrefix("fd10:1::/48"))); err != nil {
 		t.Fatal(err)
@@ -265,9 +276,8 @@ func TestAgentEvictedWhenItsRecordIsDeleted(t *testing.T) {
 }
 
 func TestAgentEvictedWhenItsKeyIsRevoked(t *testing.T) {
-	s := natstest.Start(t)
-	kv := openBucket(t, s.URL())
-	h := start(t, newConfig(t, s.URL(), "fd10:1::/48"), nil)
+	_, kv, cfg := meshOf(t)
+	h := start(t, cfg, nil)
 	h.waitReady(t)
 	k, _ := config.LoadPrivateKey(h.cfg.PrivateKeyPath)
 	if _, err := kv.Put(context.Background(), peer.RevokedKey(k.PublicKey()), []byte(`{}`)); err != nil {
@@ -292,9 +302,7 @@ func TestAgentEvictedWhenItsKeyIsRevoked(t *testing.T) {
 // A restarted agent must not drop peers it has not heard about yet, and
 // must leave the device alone while NATS is down.
 func TestAgentLeavesDeviceAloneUntilSnapshotAndWhileNATSIsDown(t *testing.T) {
-	s := natstest.Start(t)
-	kv := openBucket(t, s.URL())
-	cfg := newConfig(t, s.URL(), "fd10:1::/48")
+	s, kv, cfg := meshOf(t)
 	h := start(t, cfg, nil)
 	h.waitReady(t)
 	putPeer(t, kv, "fd10:2::/48")

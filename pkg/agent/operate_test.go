@@ -69,10 +69,8 @@ func TestSystemdReadyOnceAfterTheFirstPass(t *testing.T) {
 			msgs <- string(buf[:n])
 		}
 	}()
-	s := natstest.Start(t)
-	kv := openBucket(t, s.URL())
-	putPeer(t, kv, "fd10:2::/48")
-	h := start(t, newConfig(t, s.URL(), "fd10:1::/48"), nil)
+	_, kv, cfg := meshOf(t, "fd10:2::/48")
+	h := start(t, cfg, nil)
 	h.waitReady(t)
 	putPeer(t, kv, "fd10:3::/48") // a later pass must not say READY again
 	testkit.Eventually(t, waitTimeout, "the second peer", testkit.True(func() bool { return peerPrefixes(t, h.dev)["fd10:3::/48"] }))
@@ -130,10 +128,7 @@ func TestMetricsOverTCP(t *testing.T) {
 // A reloaded config changes the hooks, resync and keepalive at once; a field
 // that needs a restart is named and keeps its running value.
 func TestReloadAppliesWhatMayChange(t *testing.T) {
-	s := natstest.Start(t)
-	kv := openBucket(t, s.URL())
-	putPeer(t, kv, "fd10:2::/48")
-	cfg := newConfig(t, s.URL(), "fd10:1::/48")
+	_, _, cfg := meshOf(t, "fd10:2::/48")
 	reloads := make(chan *config.Settings, 1)
 	h := startWith(t, cfg, nil, func(o *Options) { o.Reload = reloads })
 	h.waitReady(t)

@@ -78,11 +78,7 @@ func samePrefixes(got map[string]bool, want ...string) bool {
 // An agent restarted while NATS is down puts its peers back from the
 // snapshot at once; when NATS returns, the bucket has the last word.
 func TestSnapshotRestoresTheMeshWhileNATSIsDown(t *testing.T) {
-	s := natstest.Start(t)
-	kv := openBucket(t, s.URL())
-	putPeer(t, kv, "fd10:2::/48")
-	putPeer(t, kv, "fd10:3::/48")
-	cfg := newConfig(t, s.URL(), "fd10:1::/48")
+	s, kv, cfg := meshOf(t, "fd10:2::/48", "fd10:3::/48")
 	cfg.StateDir = filepath.Join(t.TempDir(), "state")
 
 	first := start(t, cfg, nil)
@@ -135,10 +131,7 @@ func TestSnapshotRestoresTheMeshWhileNATSIsDown(t *testing.T) {
 
 // Resync passes that change nothing write nothing; a change writes once.
 func TestSnapshotWrittenOnlyWhenTheMeshChanges(t *testing.T) {
-	s := natstest.Start(t)
-	kv := openBucket(t, s.URL())
-	putPeer(t, kv, "fd10:2::/48")
-	cfg := newConfig(t, s.URL(), "fd10:1::/48")
+	_, kv, cfg := meshOf(t, "fd10:2::/48")
 	cfg.StateDir = t.TempDir()
 	h := start(t, cfg, nil)
 	h.waitReady(t)
@@ -277,9 +270,7 @@ func TestRestoredPeersRemovedWhenTheClaimFails(t *testing.T) {
 		}, ErrEvicted},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := natstest.Start(t)
-			kv := openBucket(t, s.URL())
-			cfg := newConfig(t, s.URL(), "fd10:1::/48")
+			_, kv, cfg := meshOf(t)
 			cfg.StateDir = t.TempDir()
 			snap := state.New(identityOf(t, cfg), []peer.Accepted{accepted(t, "fd10:2::/48"), accepted(t, "fd10:3::/48")}, time.Now())
 			if err := state.Save(snapshotPath(cfg), snap); err != nil {
@@ -308,10 +299,7 @@ func TestRestoredPeersRemovedWhenTheClaimFails(t *testing.T) {
 // An evicted host forgets its snapshot, so that restarting it by hand does
 // not bring back a mesh it no longer belongs to.
 func TestEvictionRemovesTheSnapshot(t *testing.T) {
-	s := natstest.Start(t)
-	kv := openBucket(t, s.URL())
-	putPeer(t, kv, "fd10:2::/48")
-	cfg := newConfig(t, s.URL(), "fd10:1::/48")
+	_, kv, cfg := meshOf(t, "fd10:2::/48")
 	cfg.StateDir = t.TempDir()
 	h := start(t, cfg, nil)
 	h.waitReady(t)
