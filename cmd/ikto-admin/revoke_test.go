@@ -12,8 +12,6 @@ import (
 
 	"github.com/nats-io/nkeys"
 
-	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
-	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/enroll"
 	"github.com/ikto-mesh/ikto/pkg/peer"
@@ -122,38 +120,5 @@ func TestEvictChecksTheUser(t *testing.T) {
 	code, stdout, stderr := exec(t, "evict", b.PrivateAddress, "--nats-url", f.url, "--user", filepath.Join(f.dir, "host-b.creds"))
 	if code != 0 || !strings.Contains(stdout, "evicted host-b") || !strings.Contains(stdout, "nsc revocations add-user") {
 		t.Errorf("evict --user with host-b's creds: exit %d\n%s%s", code, stdout, stderr)
-	}
-}
-
-// TestInitOperatorMakesAWorkingServerConfig starts the embedded nats-server
-// with the nats-auth.conf init-operator wrote: its admin.creds can make the
-// buckets and enroll a host. A second run replaces nothing.
-func TestInitOperatorMakesAWorkingServerConfig(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "nats")
-	code, stdout, stderr := exec(t, "init-operator", "-o", dir, "--resolver-dir", filepath.Join(t.TempDir(), "jwt"))
-	if code != 0 {
-		t.Fatalf("init-operator: exit %d\n%s%s", code, stdout, stderr)
-	}
-	for name, mode := range map[string]os.FileMode{"operator.nk": 0o600, "ikto.nk": 0o600, "sys.creds": 0o600, "admin.creds": 0o600, "ikto.jwt": 0o644, "nats-auth.conf": 0o644} {
-		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Mode().Perm() != mode {
-			t.Errorf("%s: %v, want mode %04o", name, err, mode)
-		}
-	}
-	conf, err := os.ReadFile(filepath.Join(dir, "nats-auth.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := natstest.StartWith(t, natsserver.Options{Config: string(conf)})
-	admin := filepath.Join(dir, "admin.creds")
-	if code, stdout, stderr := exec(t, "init-bucket", "--nats-url", s.URL(), "--nats-creds", admin); code != 0 {
-		t.Fatalf("init-bucket with admin.creds: exit %d\n%s%s", code, stdout, stderr)
-	}
-	code, stdout, stderr = exec(t, "enroll", "--nats-url", s.URL(), "--nats-creds", admin, "--name", "host-a",
-		"--advertise-address", "192.0.2.10", "--account-seed", filepath.Join(dir, "ikto.nk"), "-o", t.TempDir())
-	if code != 0 {
-		t.Fatalf("enroll with init-operator's files: exit %d\n%s%s", code, stdout, stderr)
-	}
-	if code, _, stderr := exec(t, "init-operator", "-o", dir); code != 1 || !strings.Contains(stderr, "never replaces") {
-		t.Errorf("init-operator again: exit %d, %q", code, stderr)
 	}
 }
