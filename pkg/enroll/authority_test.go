@@ -26,44 +26,39 @@ func writeCreds(t *testing.T, name string, creds []byte) string {
 	return path
 }
 
+// startAuthority makes an authority sized by sizing and starts the embedded
+// nats-server with its configuration; adminCreds is the creds file of a user
+// with the account's full rights.
+func startAuthority(t *testing.T, sizing Sizing) (auth *Authority, s *natsserver.Server, adminCreds string) {
+	t.Helper()
+	auth, err := NewSizedAuthority("test", sizing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = natstest.StartWith(t, natsserver.Options{Config: auth.ServerConfig(Resolver{})})
+	admin, err := UserCreds(auth.Account, "admin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return auth, s, writeCreds(t, "admin", admin)
+}
+
 // TestEnrolledUserOnAnEmbeddedServer runs the embedded (current)
 // nats-server with the authority's configuration: an enrolled user, with
 // its own inbox prefix, opens both buckets, claims its prefix, watches
 // (bucket.Scan), reads and writes its heartbeat, and is refused another
 // host's record. Debian's 2.9 is covered by integration.TestEnroll.
 func TestEnrolledUserOnAnEmbeddedServer(t *testing.T) {
-	auth, err := NewAuthority("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := natstest.StartWith(t, natsserver.Options{Config: auth.ServerConfig(Resolver{})})
-	admin, err := UserCreds(auth.Account, "admin", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	auth, s, adminCreds := startAuthority(t, DefaultSizing())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	adminConn := dial(t, config.NATS{URLs: []string{s.URL()}, Creds: writeCreds(t, "admin", admin), Bucket: "ikto-mesh", Replicas: 1})
+	adminConn := dial(t, config.NATS{URLs: []string{s.URL()}, Creds: adminCreds, Bucket: "ikto-mesh", Replicas: 1})
 	if _, err := adminConn.Prepare(ctx); err != nil {
 		t.Fatal(err)
 	}
 
-	user, userKey := newUser(t)
-	host := Host{Bucket: "ikto-mesh", Prefix: specPrefix, InboxPrefix: InboxPrefix(userKey)}
-	subjects, err := Permissions(host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, err := Sign(auth.Account, User{Name: "host-a", Key: userKey, Subjects: subjects})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed, _ := user.Seed()
-	creds, err := Creds(token, seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := dial(t, config.NATS{URLs: []string{s.URL()}, Creds: writeCreds(t, "host-a", creds), Bucket: "ikto-mesh", InboxPrefix: host.InboxPrefix})
+	hostCredsPath, inbox := hostCreds(t, auth, "host-a")
+	conn := dial(t, config.NATS{URLs: []string{s.URL()}, Creds: hostCredsPath, Bucket: "ikto-mesh", InboxPrefix: inbox})
 	checkEnrolledHost(ctx, t, conn)
 }
 

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/peer"
@@ -27,16 +26,7 @@ import (
 // TestInitOperator.
 func TestLimitsBoundAHostOnAnEmbeddedServer(t *testing.T) {
 	sizing := Sizing{MaxHosts: 1}
-	auth, err := NewSizedAuthority("test", sizing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := natstest.StartWith(t, natsserver.Options{Config: auth.ServerConfig(Resolver{})})
-	admin, err := UserCreds(auth.Account, "admin", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminCreds := writeCreds(t, "admin", admin)
+	auth, s, adminCreds := startAuthority(t, sizing)
 	_, adminJS := natstest.Connect(t, s.URL(), nats.UserCredentials(adminCreds))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
