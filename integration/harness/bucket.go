@@ -144,3 +144,37 @@ func (b *Bucket) Exists(ctx context.Context) error {
 	_, err = js.KeyValue(ctx, b.Bucket())
 	return err
 }
+
+// Remake deletes the bucket and creates it again at once, as an operator's
+// `nats kv del` followed by `nats kv add` does: the creation is asked for
+// while the deletion is still answering, and again until it is made.
+func (b *Bucket) Remake(ctx context.Context) error {
+	js, err := jetstream.New(b.Conn)
+	if err != nil {
+		return err
+	}
+	deleted := make(chan error, 1)
+	go func() { deleted <- js.DeleteKeyValue(ctx, b.Bucket()) }()
+	for made := false; !made; {
+		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.Bucket(), History: 64})
+		made = err == nil
+		if ctx.Err() != nil {
+			return fmt.Errorf("create bucket %s again: %w", b.Bucket(), err)
+		}
+	}
+	if err := <-deleted; err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("delete bucket %s: %w", b.Bucket(), err)
+	}
+	return nil
+}
+
+// StoreFailed reports whether a write to the bucket fails with err_code
+// 10077: its stream cannot store anything.
+func (b *Bucket) StoreFailed(ctx context.Context) bool {
+	var apiErr *jetstream.APIError
+	_, err := b.Create(ctx, "probe.store", []byte("{}"))
+	if err == nil {
+		_ = b.Purge(ctx, "probe.store")
+	}
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == 10077
+}

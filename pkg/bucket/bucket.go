@@ -20,6 +20,10 @@ import (
 // non-clustered mode"; nats.go has no constant for it.
 const jsErrReplicasNotSupported jetstream.ErrorCode = 10074
 
+// jsErrStreamStoreFailed is nats-server's "error opening msg block file"
+// and other failures to store a message (ErrStoreFailed).
+const jsErrStreamStoreFailed jetstream.ErrorCode = 10077
+
 // kind is one of ikto's two buckets: what messages call it and how it is
 // made.
 type kind struct {
@@ -93,7 +97,7 @@ func streamConfig(name string, k kind, replicas int) jetstream.StreamConfig {
 		dupes = k.maxAge
 	}
 	return jetstream.StreamConfig{
-		Name:              "KV_" + name,
+		Name:              streamName(name),
 		Description:       k.description,
 		Subjects:          []string{"$KV." + name + ".>"},
 		MaxMsgsPerSubject: 1,
@@ -132,7 +136,7 @@ func Problems(cfg jetstream.StreamConfig) []error {
 // (an update of its configuration, which needs operator credentials). It
 // reports whether it changed anything.
 func RefuseRollups(ctx context.Context, js jetstream.JetStream, name string) (bool, error) {
-	st, err := js.Stream(ctx, "KV_"+name)
+	st, err := js.Stream(ctx, streamName(name))
 	if err != nil {
 		return false, fmt.Errorf("stream of %s: %w", name, err)
 	}

@@ -217,6 +217,9 @@ func (c *Conn) Explain(err error) error {
 	case errors.Is(err, nats.ErrPermissionViolation):
 		return fmt.Errorf("%w: %w", ErrPermission, err)
 	}
+	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrStreamStoreFailed {
+		return fmt.Errorf("%w: %w", ErrStoreFailed, err)
+	}
 	if last := c.NC.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
 		return fmt.Errorf("%w (%w: %w)", err, ErrPermission, last)
 	}

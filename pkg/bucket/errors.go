@@ -42,3 +42,10 @@ var ErrBucketMissing = errors.New("bucket does not exist")
 // replicated bucket on a server that is not part of a JetStream cluster: a
 // configuration error that retrying cannot fix.
 var ErrReplicasNotSupported = errors.New("the NATS server is not a JetStream cluster")
+
+// ErrStoreFailed is matched by a write the server refused because the
+// bucket's stream could not store it (err_code 10077). One such stream is
+// broken for good: nats-server 2.9 goes on removing a deleted stream's files
+// after the deletion answers, and takes the files of a stream of the same
+// name made in the meantime. The keeper mends it (Keeper, DeletionSettle).
+var ErrStoreFailed = errors.New("the bucket's stream could not store the write")

@@ -45,6 +45,10 @@ type Keeper struct {
 	// another host's record back (an enrolled host writes only its own
 	// key): said once, not tried again. Only Run's goroutine uses it.
 	mayNotWrite bool
+	// storeFailed is when the stream that refused the last repair with
+	// ErrStoreFailed was made; broken is set when it refused twice in a row:
+	// it is deleted and made again. Only Run's goroutine uses them.
+	storeFailed, broken time.Time
 }
 
 // SetSelf makes r the record this keeper writes for this host (a key
@@ -116,6 +120,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 			continue
 		}
 		err := k.repair(ctx, r)
+		k.noteStoreFailure(ctx, err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -131,11 +136,32 @@ func (k *Keeper) Run(ctx context.Context) error {
 
 const repairTimeout = 5 * time.Second
 
+// noteStoreFailure keeps track of writes the bucket's stream refused as
+// ErrStoreFailed: the same stream refusing twice in a row is broken for
+// good, and the next repair makes the bucket again.
+func (k *Keeper) noteStoreFailure(ctx context.Context, err error) {
+	if !errors.Is(err, ErrStoreFailed) {
+		k.storeFailed = time.Time{}
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, repairTimeout)
+	defer cancel()
+	at, cerr := k.Mesh.created(cctx)
+	if cerr != nil {
+		return
+	}
+	if at.Equal(k.storeFailed) {
+		k.broken = at
+		k.Log.Warn("the bucket's stream refuses every write (its files are gone); making the bucket again", "bucket", k.Mesh.Bucket(), "err", err)
+	}
+	k.storeFailed = at
+}
+
 // repair carries out r.
 func (k *Keeper) repair(ctx context.Context, r peer.Repair) error {
 	ctx, cancel := context.WithTimeout(ctx, repairTimeout)
 	defer cancel()
-	if r.Bucket {
+	if r.Bucket || !k.broken.IsZero() {
 		if err := k.recreate(ctx); err != nil {
 			return err
 		}
@@ -205,13 +231,17 @@ func (k *Keeper) writeBack(ctx context.Context, lost []peer.Lost) error {
 // recreate makes the bucket again with the agent's settings. A host that
 // may not create it says so and keeps waiting for an operator.
 func (k *Keeper) recreate(ctx context.Context) error {
-	if _, err := k.Mesh.Conn.Open(ctx, true); err != nil {
+	made, err := k.Mesh.remake(ctx, k.broken)
+	if err != nil {
 		if errors.Is(err, ErrPermission) {
-			return fmt.Errorf("bucket %s is missing and this host may not create it (ikto-admin init-bucket does): %w", k.Mesh.kv.Bucket(), err)
+			return fmt.Errorf("bucket %s is missing or broken and this host may not make it (ikto-admin init-bucket does): %w", k.Mesh.kv.Bucket(), err)
 		}
 		return err
 	}
-	k.Log.Warn("the bucket was gone; this host made sure it exists again and writes its record back", "bucket", k.Mesh.kv.Bucket())
+	k.broken, k.storeFailed = time.Time{}, time.Time{}
+	if made {
+		k.Log.Warn("the bucket was gone; it exists again and this host writes its record back", "bucket", k.Mesh.kv.Bucket())
+	}
 	k.done("bucket")
 	if k.Created != nil {
 		k.Created()

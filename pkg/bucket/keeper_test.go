@@ -3,6 +3,8 @@ package bucket
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
+	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -87,7 +90,60 @@ func newKeeper(t *testing.T) (*Keeper, jetstream.KeyValue, *[]string) {
 		t.Fatal(err)
 	}
 	var actions []string
-	k := &Keeper{Mesh: &Mesh{Conn: &Conn{NC: nc, JS: js}, kv: kv}, Self: newRecord(t, "alpha", "fd10:1::/48"),
+	k := &Keeper{Mesh: &Mesh{Conn: &Conn{NC: nc, JS: js, nats: config.NATS{Bucket: "ikto-test"}}, kv: kv}, Self: newRecord(t, "alpha", "fd10:1::/48"),
 		Log: slog.New(slog.DiscardHandler), Done: func(a string) { actions = append(actions, a) }}
 	return k, kv, &actions
+}
+
+// A stream that refused a write as ErrStoreFailed twice is deleted and made
+// again (nats-server 2.9 can leave one without its files); one made since by
+// another host is left alone.
+func TestKeeperMendsABrokenStream(t *testing.T) {
+	k, kv, actions := newKeeper(t)
+	ctx := context.Background()
+	if _, err := kv.Put(ctx, "peers.x", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	failed := &jetstream.APIError{Code: 503, ErrorCode: jsErrStreamStoreFailed, Description: "error opening msg block file"}
+	refused := k.Mesh.Explain(fmt.Errorf("write back: %w", failed))
+	if !errors.Is(refused, ErrStoreFailed) {
+		t.Fatalf("Explain(err_code 10077) = %v, want ErrStoreFailed", refused)
+	}
+	before, err := k.Mesh.created(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.noteStoreFailure(ctx, refused)
+	if !k.broken.IsZero() {
+		t.Fatal("one refusal made the stream count as broken")
+	}
+	k.noteStoreFailure(ctx, refused)
+	if !k.broken.Equal(before) {
+		t.Fatalf("two refusals: broken = %v, want the stream made at %v", k.broken, before)
+	}
+	if err := k.repair(ctx, peer.Repair{}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := k.Mesh.created(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.After(before) || !k.broken.IsZero() {
+		t.Fatalf("after the repair: stream made at %v (was %v), broken %v; want a new stream", after, before, k.broken)
+	}
+	if _, err := kv.Get(ctx, "peers.x"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the broken stream's values are still there: %v", err)
+	}
+	if _, err := kv.Get(ctx, k.key()); err != nil {
+		t.Errorf("this host's record was not written to the new stream: %v", err)
+	}
+	// A stream made since (by another host) is not the broken one.
+	k.broken = before
+	if err := k.repair(ctx, peer.Repair{}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := k.Mesh.created(ctx); !again.Equal(after) {
+		t.Errorf("a stream made after the broken one was deleted too (made at %v, was %v)", again, after)
+	}
+	t.Logf("actions: %v", *actions)
 }

@@ -248,3 +248,46 @@ func (c *Conn) Prepare(ctx context.Context) ([]Prepared, error) {
 	}
 	return out, nil
 }
+
+// DeletionSettle is how long a host waits, after finding the bucket gone or
+// deleting a broken one, before it makes the bucket again: nats-server 2.9
+// goes on removing a deleted stream's files for a moment after the deletion
+// answers, and takes the files of a stream made again in that moment with
+// them (ErrStoreFailed).
+const DeletionSettle = 250 * time.Millisecond
+
+// created is when the server made the bucket's stream: what tells one
+// stream of the bucket from the next.
+func (m *Mesh) created(ctx context.Context) (time.Time, error) {
+	st, err := m.JS.Stream(ctx, streamName(m.nats.Bucket))
+	if err != nil {
+		return time.Time{}, m.Explain(err)
+	}
+	return st.CachedInfo().Created, nil
+}
+
+// remake makes the bucket again when it is missing, DeletionSettle after
+// finding it so. broken, when not zero, is when the stream that refused a
+// write as ErrStoreFailed was made: that stream is deleted first, unless
+// another host has already made a new one.
+func (m *Mesh) remake(ctx context.Context, broken time.Time) (made bool, err error) {
+	name := m.nats.Bucket
+	if !broken.IsZero() {
+		if at, err := m.created(ctx); err == nil && at.Equal(broken) {
+			if err := m.JS.DeleteStream(ctx, streamName(name)); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return false, fmt.Errorf("delete the broken stream of bucket %s: %w", name, m.Explain(err))
+			}
+		}
+	}
+	_, err = open(ctx, m.JS, name, meshKind, false, m.nats.Replicas)
+	if !errors.Is(err, ErrBucketMissing) {
+		return false, m.Explain(err)
+	}
+	if err := sleep(ctx, DeletionSettle); err != nil {
+		return false, err
+	}
+	_, err = open(ctx, m.JS, name, meshKind, true, m.nats.Replicas)
+	return err == nil, m.Explain(err)
+}
+
+func streamName(bucket string) string { return "KV_" + bucket }
