@@ -146,24 +146,17 @@ func (b *Bucket) Exists(ctx context.Context) error {
 }
 
 // Remake deletes the bucket and creates it again at once, as an operator's
-// `nats kv del` followed by `nats kv add` does: the creation is asked for
-// while the deletion is still answering, and again until it is made.
+// `nats kv del` followed by `nats kv add` does.
 func (b *Bucket) Remake(ctx context.Context) error {
 	js, err := jetstream.New(b.Conn)
 	if err != nil {
 		return err
 	}
-	deleted := make(chan error, 1)
-	go func() { deleted <- js.DeleteKeyValue(ctx, b.Bucket()) }()
-	for made := false; !made; {
-		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.Bucket(), History: 64})
-		made = err == nil
-		if ctx.Err() != nil {
-			return fmt.Errorf("create bucket %s again: %w", b.Bucket(), err)
-		}
-	}
-	if err := <-deleted; err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+	if err := js.DeleteKeyValue(ctx, b.Bucket()); err != nil {
 		return fmt.Errorf("delete bucket %s: %w", b.Bucket(), err)
+	}
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.Bucket(), History: 64}); err != nil {
+		return fmt.Errorf("create bucket %s again: %w", b.Bucket(), err)
 	}
 	return nil
 }
