@@ -133,7 +133,7 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 		OpenDevice: func(c wgdev.Config) (wgdev.Device, error) {
 			return backend.Open(cfg.Device.Backend, c, log)
 		},
-		CheckDevice: func(name string) error { return backend.Check(cfg.Device.Backend, name) },
+		CheckDevice: func(c wgdev.Config) error { return backend.Preflight(cfg.Device.Backend, c) },
 		WatchDevice: backend.WatchRemoval,
 	})
 }

@@ -53,10 +53,11 @@ type Options struct {
 	// goes away (backend.WatchRemoval in ikto-agent); the agent then makes
 	// it again.
 	WatchDevice func(ctx context.Context, name string) (<-chan struct{}, error)
-	// CheckDevice, when set, says whether the device name can be used at
-	// all (backend.Check in ikto-agent): a name held by something that is
-	// not WireGuard must stop the agent before it writes to the bucket.
-	CheckDevice func(name string) error
+	// CheckDevice, when set, says whether this host can have its device
+	// at all (backend.Preflight in ikto-agent: the name, CAP_NET_ADMIN,
+	// TUN, the UDP port): a host that cannot must stop before it writes to
+	// the bucket.
+	CheckDevice func(wgdev.Config) error
 }
 
 // Agent is one running ikto-agent.
@@ -157,6 +158,16 @@ func (a *Agent) run(ctx context.Context) error {
 		}
 		sock = l
 	}
+	// A host that cannot have its device stops before NATS is asked
+	// anything: it must not claim a prefix it cannot serve.
+	if a.opt.CheckDevice != nil {
+		if err := a.opt.CheckDevice(a.deviceConfig()); err != nil {
+			if sock != nil {
+				sock.Close()
+			}
+			return fmt.Errorf("device %s: %w", a.set.Device.Name, err)
+		}
+	}
 	// The connection returns at once and keeps trying in the background:
 	// the status shows it from the first moment.
 	if err := a.connect(); err != nil {
@@ -191,11 +202,6 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 
-	if a.opt.CheckDevice != nil {
-		if err := a.opt.CheckDevice(a.set.Device.Name); err != nil {
-			return fmt.Errorf("device %s: %w", a.set.Device.Name, err)
-		}
-	}
 	// The data plane before the control plane: NATS may not answer for a
 	// long while, and the other hosts still hold our claim and send to us.
 	if err := a.restore(); err != nil {
