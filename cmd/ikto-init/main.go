@@ -36,7 +36,10 @@ type options struct {
 	cfg    config.Config
 	output string
 	force  bool
-	host   hostOptions // options.go: the optional fields, and NATS for the look-up
+	// template prints a config with the fields the agent needs left empty,
+	// for filling in by hand; without it, a missing one is an error.
+	template bool
+	host     hostOptions // options.go: the optional fields, and NATS for the look-up
 }
 
 // run is the whole program; rnd is the source of the random prefix (nil means
@@ -98,6 +101,7 @@ func (o *options) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NATSKV, "nats-kv", config.DefaultBucket, "NATS KV bucket holding the mesh")
 	fs.StringVarP(&o.output, "output", "o", "", "write the configuration to `FILE` (mode 0600) instead of stdout")
 	fs.BoolVar(&o.force, "force", false, "with -o, overwrite an existing file")
+	fs.BoolVar(&o.template, "template", false, "print the config even without --advertise-address, --private-key-path or --nats-url, to fill in by hand")
 	o.bindHostFlags(fs)
 }
 
@@ -145,6 +149,23 @@ func (o *options) validate() (netip.Prefix, error) {
 	return mesh, o.validateHost()
 }
 
+// missing are the flags of the fields the agent cannot start without that
+// were not given (the NATS servers may also come from a nats context or
+// $NATS_URL).
+func (o *options) missing() []string {
+	var out []string
+	if o.cfg.AdvertiseAddress == "" {
+		out = append(out, "--advertise-address")
+	}
+	if o.cfg.PrivateKeyPath == "" {
+		out = append(out, "--private-key-path")
+	}
+	if len(o.natsServers()) == 0 {
+		out = append(out, "--nats-url")
+	}
+	return out
+}
+
 // natsServers are the servers to check the draw against: none for the bare
 // "nats://" placeholder that is printed when no URL was given.
 func (o *options) natsServers() []string {
@@ -162,6 +183,10 @@ func (o *options) run(ctx context.Context, stdout, stderr io.Writer, rnd io.Read
 	}
 	if err := o.resolveNATS(); err != nil {
 		return err
+	}
+	if missing := o.missing(); len(missing) > 0 && !o.template {
+		return usagef("%s missing: the agent refuses a config without them; pass them, e.g. ikto-init --advertise-address 192.0.2.10 --private-key-path /etc/ikto/wg.key --nats-url nats://nats.example:4222 -o /etc/ikto/ikto.json (or --template to print one to fill in by hand)",
+			strings.Join(missing, ", "))
 	}
 	// Refuse early, before drawing or creating a key for a file we will not write.
 	if o.output != "" && !o.force {

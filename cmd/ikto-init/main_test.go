@@ -45,11 +45,51 @@ type result struct {
 	stdout, stderr string
 }
 
+// runInit runs ikto-init with --template: these tests check what each flag
+// writes, not that the agent's required fields are there
+// (TestIncompleteConfigRefused does).
 func runInit(t *testing.T, rnd io.Reader, args ...string) result {
+	t.Helper()
+	return runStrict(t, rnd, append([]string{"--template"}, args...)...)
+}
+
+// runStrict runs ikto-init with exactly args.
+func runStrict(t *testing.T, rnd io.Reader, args ...string) result {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	code := run(args, &stdout, &stderr, rnd)
 	return result{code, stdout.String(), stderr.String()}
+}
+
+// TestIncompleteConfigRefused: without the fields the agent needs,
+// ikto-init prints nothing and exits 2 naming the missing flags and an
+// example; with them (or --template) it prints the config.
+func TestIncompleteConfigRefused(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "wg.key")
+	for _, tc := range []struct {
+		args    []string
+		missing []string
+	}{
+		{nil, []string{"--advertise-address", "--private-key-path", "--nats-url"}},
+		{[]string{"--advertise-address", "192.0.2.10"}, []string{"--private-key-path", "--nats-url"}},
+		{[]string{"--advertise-address", "192.0.2.10", "--private-key-path", key}, []string{"--nats-url"}},
+	} {
+		r := runStrict(t, nil, tc.args...)
+		if r.code != 2 || r.stdout != "" {
+			t.Errorf("ikto-init %v: exit %d, stdout %q; want 2 and nothing printed", tc.args, r.code, r.stdout)
+		}
+		for _, want := range append(tc.missing, "missing", "--template") {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("ikto-init %v: stderr does not name %s:\n%s", tc.args, want, r.stderr)
+			}
+		}
+		if strings.Count(r.stderr, "ikto-init:") > 1 {
+			t.Errorf("ikto-init %v: more than one line of complaint:\n%s", tc.args, r.stderr)
+		}
+	}
+	if _, err := os.Stat(key); err == nil {
+		t.Error("a refused run created the private key")
+	}
 }
 
 // mustRun runs ikto-init, expects success and returns the printed config.
