@@ -78,7 +78,7 @@ func exitCode(err error) (int, string) {
 	case errors.Is(err, bucket.ErrAddressInUse):
 		return cli.ExitInUse, ""
 	case errors.Is(err, agent.ErrEvicted):
-		return cli.ExitEvicted, "; create a new key and prefix with ikto-init to rejoin"
+		return cli.ExitEvicted, ""
 	}
 	return cli.ExitError, ""
 }
@@ -125,7 +125,7 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 		}
 	}()
 	log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix, "device", cfg.Device.Name, "nats_url", cfg.NATS.Redacted())
-	return agent.Run(ctx, cfg, agent.Options{
+	err = agent.Run(ctx, cfg, agent.Options{
 		Socket:  f.socket,
 		Log:     log,
 		Version: cli.Version,
@@ -136,6 +136,12 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 		CheckDevice: func(c wgdev.Config) error { return backend.Preflight(cfg.Device.Backend, c) },
 		WatchDevice: backend.WatchRemoval,
 	})
+	if errors.Is(err, agent.ErrEvicted) {
+		// ikto-init never overwrites a key: the revoked one must go first.
+		k := cfg.PrivateKeyPath
+		return fmt.Errorf("%w; the key in %s is revoked for good: to rejoin, move it away (mv %s %s.revoked) and run ikto-init again, which makes a new key and draws a new prefix", err, k, k, k)
+	}
+	return err
 }
 
 // applyLevel sets the log level from the config unless --log-level was given.

@@ -75,3 +75,35 @@ func openMesh(ctx context.Context, s config.NATS) (*bucket.Mesh, error) {
 	}
 	return m, nil
 }
+
+// checkKeyNotRevoked refuses a config for a key the mesh has revoked (an
+// evicted host run through ikto-init again: the existing key is kept, never
+// overwritten, and the agent would exit 4 at once). When NATS cannot be
+// asked, the draw has already said so.
+func (o *options) checkKeyNotRevoked(ctx context.Context) error {
+	path := o.cfg.PrivateKeyPath
+	if path == "" || len(o.natsServers()) == 0 {
+		return nil
+	}
+	key, err := config.LoadPrivateKey(path)
+	if err != nil {
+		return nil // ensureKey warned
+	}
+	settings, err := o.host.lookup.NATS(o.cfg.NATSKV)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	m, err := openMesh(ctx, settings)
+	if err != nil {
+		return nil
+	}
+	defer m.Close()
+	revoked, err := m.Revoked(ctx, key.PublicKey())
+	if err != nil || !revoked {
+		return nil
+	}
+	return fmt.Errorf("--private-key-path %s: its public key %s is revoked in bucket %s (this host was evicted), and ikto-init never overwrites a key: move it away (mv %s %s.revoked) and run ikto-init again to make a new one",
+		path, key.PublicKey(), o.cfg.NATSKV, path, path)
+}

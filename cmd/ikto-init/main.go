@@ -204,6 +204,9 @@ func (o *options) run(ctx context.Context, stdout, stderr io.Writer, rnd io.Read
 	if err := o.ensureKey(stderr); err != nil {
 		return err
 	}
+	if err := o.checkKeyNotRevoked(ctx); err != nil {
+		return err
+	}
 
 	out, err := json.MarshalIndent(&o.cfg, "", "  ")
 	if err != nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
+	"github.com/ikto-mesh/ikto/pkg/config"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -82,6 +85,39 @@ func TestNATSSkipsClaimedPrefixes(t *testing.T) {
 		}
 		if r.stdout != "" {
 			t.Errorf("full mesh printed a config:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("revoked key", func(t *testing.T) {
+		// An evicted host run through ikto-init again: its key file is
+		// kept, and the mesh has revoked it.
+		path := filepath.Join(t.TempDir(), "wg.key")
+		key, err := config.CreatePrivateKey(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Create(t.Context(), peer.RevokedKey(key.PublicKey()), []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		r := runInit(t, seeded(6), "--nats-url", url, "--private-key-path", path, "--advertise-address", "192.0.2.10")
+		if r.code != 1 || r.stdout != "" {
+			t.Errorf("revoked key: exit %d, stdout %q; want 1 and no config", r.code, r.stdout)
+		}
+		for _, want := range []string{path, "revoked", "mv " + path} {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("revoked key: stderr does not say %q:\n%s", want, r.stderr)
+			}
+		}
+		// Moved away as told: a new key, and a config.
+		if err := os.Rename(path, path+".revoked"); err != nil {
+			t.Fatal(err)
+		}
+		c, _ := mustRun(t, seeded(6), "--nats-url", url, "--private-key-path", path, "--advertise-address", "192.0.2.10")
+		if c.PrivateKeyPath != path {
+			t.Errorf("private_key_path = %q, want %q", c.PrivateKeyPath, path)
+		}
+		if k, err := config.LoadPrivateKey(path); err != nil || k.PublicKey() == key.PublicKey() {
+			t.Errorf("after moving the revoked key away: key %v, err %v; want a new key", k.PublicKey(), err)
 		}
 	})
 

@@ -69,6 +69,16 @@ func (m *Mesh) Claimed(ctx context.Context, prefix netip.Prefix) (bool, error) {
 	return Claimed(ctx, m.kv, prefix)
 }
 
+// Revoked reports whether pk has a revocation in the bucket (ErrRevoked's
+// test, without claiming anything).
+func (m *Mesh) Revoked(ctx context.Context, pk wgtypes.Key) (bool, error) {
+	err := checkNotRevoked(ctx, m.kv, pk.String())
+	if errors.Is(err, ErrRevoked) {
+		return true, nil
+	}
+	return false, m.Explain(err)
+}
+
 // HolderKey is the public key in prefix's record: "" when there is none,
 // "(unreadable record)" when its value does not decode.
 func (m *Mesh) HolderKey(ctx context.Context, prefix netip.Prefix) (string, error) {

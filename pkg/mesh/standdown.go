@@ -57,7 +57,7 @@ func (c *Controller) standDown(o Outcome, claim Claim, why string) Outcome {
 		c.log.Info("removed every peer", "device", c.dev.Name(), "removed", len(res.Plan.Remove))
 	}
 	if claim == ClaimEvicted {
-		c.log.Error("this host was evicted: "+why+"; every peer was removed. To rejoin, create a new key and prefix with ikto-init",
+		c.log.Error("this host was evicted: "+why+"; every peer was removed. To rejoin, move the revoked key file away and run ikto-init again (a new key and prefix)",
 			"prefix", c.self.Prefix)
 	}
 	return o
