@@ -13,7 +13,7 @@ func enableDocs(cmd *cobra.Command) {
 	cli.EnableDocs(cmd,
 		cli.ExitStatus(
 			"**3** the address (prefix) is held by another public key in the bucket; restarting cannot fix it",
-			"**4** this host was evicted or its key revoked; create a new key and prefix with **ikto-init**(1) to rejoin",
+			"**4** this host was evicted or its key revoked; move the key file away and run **ikto-init**(1) again for a new key and prefix",
 		),
 		cli.ManSection{Title: "SIGNALS", Body: `**SIGINT**, **SIGTERM** stop the agent; the claim stays in the bucket and a kernel device keeps its peers, so a restart does not cut traffic.
 
