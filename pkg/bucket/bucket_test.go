@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
+	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
 func TestOpenBucketReplicasOnASingleServer(t *testing.T) {
@@ -44,6 +47,33 @@ func TestIsWrongRevision(t *testing.T) {
 	} {
 		if got := isWrongRevision(tc.err); got != tc.want {
 			t.Errorf("isWrongRevision(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// Credentials of an account without JetStream get an error that says so and
+// names the fix, not a timeout or "no responders".
+func TestNoJetStreamIsNamed(t *testing.T) {
+	s := natstest.StartWith(t, natsserver.Options{Config: `accounts {
+  MESH: { jetstream: enabled, users: [{user: mesh, password: mesh}] }
+  PLAIN: { users: [{user: plain, password: plain}] }
+}
+`})
+	url := strings.Replace(s.URL(), "nats://", "nats://plain:plain@", 1)
+	conn, err := Dial(config.NATS{URLs: []string{url}, Bucket: "ikto-test"}, Client{Name: "test", Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = conn.Open(ctx, true)
+	if !errors.Is(err, ErrNoJetStream) {
+		t.Fatalf("Open with an account without JetStream = %v, want ErrNoJetStream", err)
+	}
+	for _, want := range []string{"JetStream", "account", "jetstream {}"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
 }

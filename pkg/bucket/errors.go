@@ -49,3 +49,8 @@ var ErrReplicasNotSupported = errors.New("the NATS server is not a JetStream clu
 // after the deletion answers, and takes the files of a stream of the same
 // name made in the meantime. The keeper mends it (Keeper, DeletionSettle).
 var ErrStoreFailed = errors.New("the bucket's stream could not store the write")
+
+// ErrNoJetStream is matched by a request no JetStream answered: the server
+// runs without JetStream, or the credentials belong to an account without
+// it. Both look like timeouts or "no responders" otherwise.
+var ErrNoJetStream = errors.New("no JetStream answers for these credentials: enable JetStream on the NATS server (jetstream {} in its config, or -js), or use credentials of an account that has it")
