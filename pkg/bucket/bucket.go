@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -55,6 +56,10 @@ func open(ctx context.Context, js jetstream.JetStream, name string, k kind, crea
 	kv, err := js.KeyValue(ctx, name)
 	if err == nil {
 		return kv, nil
+	}
+	if errors.Is(err, nats.ErrNoResponders) {
+		// Nothing answers the JetStream API at all.
+		return nil, fmt.Errorf("open %s %s: %w (%w)", k.what, name, ErrNoJetStream, err)
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("open %s %s: %w", k.what, name, err)

@@ -220,8 +220,7 @@ func (c *Conn) Explain(err error) error {
 	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrStreamStoreFailed {
 		return fmt.Errorf("%w: %w", ErrStoreFailed, err)
 	}
-	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
-		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 		return fmt.Errorf("%w (%w)", ErrNoJetStream, err)
 	}
 	if last := c.NC.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
