@@ -303,10 +303,5 @@ func checkRefused(t *testing.T, m *mesh, h *harness.Host, a *harness.Agent, want
 	if err := m.bucket.Absent(ctx, peer.Key(h.Prefix())); err != nil {
 		t.Errorf("agent on %s wrote to the bucket: %v", h.Name, err)
 	}
-	t.Logf("%s refused: %s", h.Name, lastLine(logs))
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return lines[len(lines)-1]
+	t.Logf("%s refused: %s", h.Name, a.LogTail(1))
 }

@@ -148,8 +148,16 @@ func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 }
 
 func (a *Agent) run(ctx context.Context) error {
-	// Find out now, before touching NATS or the device, whether another agent
-	// already serves this socket: that is almost always a second copy of us.
+	// A host that cannot have its device stops before NATS is asked
+	// anything: it must not claim a prefix it cannot serve. (Another agent
+	// already running here passes: its device is adopted, not made.)
+	if a.opt.CheckDevice != nil {
+		if err := a.opt.CheckDevice(a.deviceConfig()); err != nil {
+			return fmt.Errorf("device %s: %w", a.set.Device.Name, err)
+		}
+	}
+	// Find out now, before touching NATS, whether another agent already
+	// serves this socket: that is almost always a second copy of us.
 	var sock net.Listener
 	if a.opt.Socket != "" {
 		l, err := api.Listen(a.opt.Socket)
@@ -157,16 +165,6 @@ func (a *Agent) run(ctx context.Context) error {
 			return err
 		}
 		sock = l
-	}
-	// A host that cannot have its device stops before NATS is asked
-	// anything: it must not claim a prefix it cannot serve.
-	if a.opt.CheckDevice != nil {
-		if err := a.opt.CheckDevice(a.deviceConfig()); err != nil {
-			if sock != nil {
-				sock.Close()
-			}
-			return fmt.Errorf("device %s: %w", a.set.Device.Name, err)
-		}
 	}
 	// The connection returns at once and keeps trying in the background:
 	// the status shows it from the first moment.
