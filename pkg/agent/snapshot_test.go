@@ -110,9 +110,10 @@ func TestSnapshotRestoresTheMeshWhileNATSIsDown(t *testing.T) {
 			return false
 		}
 	}))
-	if !strings.Contains(second.logs.String(), "restored the mesh from the snapshot") {
-		t.Errorf("restore not logged:\n%s", second.logs.String())
-	}
+	// The line is written just after the peers reach the device.
+	testkit.Eventually(t, waitTimeout, "the restore logged", testkit.True(func() bool {
+		return strings.Contains(second.logs.String(), "restored the mesh from the snapshot")
+	}))
 
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
