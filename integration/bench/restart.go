@@ -94,7 +94,8 @@ func restartBackend(ctx context.Context, bins *Binaries, backend string, rc Rest
 	case restartKernel:
 		cfgB.WGBackend = string(wgdev.KindKernel)
 	}
-	if _, err := a.StartAgent(bins.Binaries, cfgA); err != nil {
+	agentA, err := a.StartAgent(bins.Binaries, cfgA)
+	if err != nil {
 		return nil, nil, err
 	}
 	agent, err := b.StartAgent(bins.Binaries, cfgB)
@@ -103,12 +104,15 @@ func restartBackend(ctx context.Context, bins *Binaries, backend string, rc Rest
 	}
 	hosts := []*harness.Host{a, b}
 	if err := waitMeshed(ctx, hosts); err != nil {
-		return nil, nil, err
+		return nil, nil, withLogs(err, agentA, agent)
 	}
 	for i := range rc.Restarts {
 		n, gap, next, err := restartOnce(ctx, bins, agent, cfgB, hosts, i+1)
 		if err != nil {
-			return nil, nil, fmt.Errorf("restart %d: %w", i+1, err)
+			if next != nil {
+				agent = next
+			}
+			return nil, nil, withLogs(fmt.Errorf("restart %d: %w", i+1, err), agentA, agent)
 		}
 		agent = next
 		lost = append(lost, float64(n))
@@ -116,6 +120,15 @@ func restartBackend(ctx context.Context, bins *Binaries, backend string, rc Rest
 		log.Info("restart", "backend", backend, "n", i+1, "lost", n, "longest_gap", gap)
 	}
 	return lost, gaps, nil
+}
+
+// withLogs adds the agents' last log lines to a failure, which is all a
+// run in the kernel lane leaves to read.
+func withLogs(err error, agents ...*harness.Agent) error {
+	for _, a := range agents {
+		err = fmt.Errorf("%w\n--- %s, last lines:\n%s", err, a.Name, a.LogTail(30))
+	}
+	return err
 }
 
 // waitMeshed waits until both devices list each other and a pings b.
@@ -163,11 +176,11 @@ func restartOnce(ctx context.Context, bins *Binaries, agent *harness.Agent, cfg 
 		return 0, 0, nil, err
 	}
 	if err := waitMeshed(ctx, hosts); err != nil {
-		return 0, 0, nil, err
+		return 0, 0, next, err
 	}
 	for _, p := range pingers {
 		if err := p.WaitReplies(ctx, 20, restartWait); err != nil {
-			return 0, 0, nil, err
+			return 0, 0, next, err
 		}
 	}
 	lost, gap := 0, time.Duration(0)
