@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,10 +32,13 @@ type kind struct {
 	what        string
 	description string
 	maxAge      time.Duration
+	// followed: agents follow it, so its stream republishes what it
+	// stores (FollowSubject).
+	followed bool
 }
 
 var (
-	meshKind = kind{what: "bucket", description: "ikto mesh: peer claims and revocations"}
+	meshKind = kind{what: "bucket", description: "ikto mesh: peer claims and revocations", followed: true}
 	liveKind = kind{what: "heartbeat bucket", description: "ikto mesh: agent heartbeats (liveness for ikto-admin list)",
 		maxAge: HeartbeatMaxAge}
 )
@@ -101,7 +105,12 @@ func streamConfig(name string, k kind, replicas int) jetstream.StreamConfig {
 	if k.maxAge > 0 && k.maxAge < dupes {
 		dupes = k.maxAge
 	}
+	var rp *jetstream.RePublish
+	if k.followed {
+		rp = rePublish(name)
+	}
 	return jetstream.StreamConfig{
+		RePublish:         rp,
 		Name:              streamName(name),
 		Description:       k.description,
 		Subjects:          []string{"$KV." + name + ".>"},
@@ -125,33 +134,68 @@ func streamConfig(name string, k kind, replicas int) jetstream.StreamConfig {
 // let one host's credentials harm the others.
 var ErrUnsafeBucket = errors.New("bucket settings let one host harm the others")
 
+// ErrNotRepublished is matched by Problems' finding that the bucket's
+// stream does not republish what it stores: each agent then follows it
+// with a consumer of its own, and a server allows 1,000 per stream unless
+// configured otherwise.
+var ErrNotRepublished = errors.New("bucket not republished")
+
 // Problems says what is wrong with the settings of a bucket's stream, one
 // error per finding naming the fix; none for a bucket as ikto makes it. A
-// bucket made by ikto before 0.5 or by another tool allows rollups.
+// bucket made by ikto before 0.5 or by another tool allows rollups; one
+// made before 0.6 does not republish.
 func Problems(cfg jetstream.StreamConfig) []error {
+	return problems(cfg, meshKind)
+}
+
+func problems(cfg jetstream.StreamConfig, k kind) []error {
 	var out []error
 	if cfg.AllowRollup {
 		out = append(out, fmt.Errorf("%w: stream %s allows Nats-Rollup headers, so one message from any host can empty it; run ikto-admin init-bucket with operator credentials to refuse them",
 			ErrUnsafeBucket, cfg.Name))
 	}
+	if k.followed && !republishes(cfg, strings.TrimPrefix(cfg.Name, "KV_")) {
+		out = append(out, fmt.Errorf("%w: stream %s does not republish to %s, so every agent follows it with a consumer (1,000 per stream unless the server is configured otherwise); run ikto-admin init-bucket with operator credentials (nats-server 2.10 or newer can add it to an existing stream)",
+			ErrNotRepublished, cfg.Name, FollowSubject(strings.TrimPrefix(cfg.Name, "KV_"))))
+	}
 	return out
 }
 
-// RefuseRollups makes the stream of bucket name refuse Nats-Rollup headers
-// (an update of its configuration, which needs operator credentials). It
-// reports whether it changed anything.
-func RefuseRollups(ctx context.Context, js jetstream.JetStream, name string) (bool, error) {
+// jsErrRePublishUnchangeable is nats-server 2.9's "stream configuration
+// update can not change RePublish".
+const jsErrRePublishUnchangeable jetstream.ErrorCode = 10052
+
+// upgrade brings the stream of bucket name to ikto's settings where they
+// differ (an update of its configuration, which needs operator
+// credentials): it refuses Nats-Rollup headers, and a followed bucket
+// republishes what it stores. It reports whether it changed anything. A
+// server that cannot add republishing to an existing stream (2.9) still
+// gets the rest; the bucket is then followed the old way.
+func upgrade(ctx context.Context, js jetstream.JetStream, name string, k kind) (bool, error) {
 	st, err := js.Stream(ctx, streamName(name))
 	if err != nil {
 		return false, fmt.Errorf("stream of %s: %w", name, err)
 	}
 	cfg := st.CachedInfo().Config
-	if !cfg.AllowRollup {
+	want := cfg
+	want.AllowRollup = false
+	if k.followed && !republishes(cfg, name) {
+		want.RePublish = rePublish(name)
+	}
+	if want.AllowRollup == cfg.AllowRollup && want.RePublish == cfg.RePublish {
 		return false, nil
 	}
-	cfg.AllowRollup = false
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return false, fmt.Errorf("refuse rollups on stream %s: %w", cfg.Name, err)
+	_, err = js.UpdateStream(ctx, want)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrRePublishUnchangeable {
+		want.RePublish = cfg.RePublish
+		if !cfg.AllowRollup {
+			return false, nil
+		}
+		_, err = js.UpdateStream(ctx, want)
+	}
+	if err != nil {
+		return false, fmt.Errorf("update the settings of stream %s: %w", cfg.Name, err)
 	}
 	return true, nil
 }

@@ -218,7 +218,7 @@ func status(ctx context.Context, kv jetstream.KeyValue, k kind) (Status, error) 
 	return Status{
 		What: k.what, Name: kv.Bucket(), Revision: info.State.LastSeq, LastWrite: info.State.LastTime,
 		History: st.History(), Replicas: info.Config.Replicas, MaxAge: st.TTL(), Rollups: info.Config.AllowRollup,
-		Values: st.Values(), Problems: Problems(info.Config),
+		Values: st.Values(), Problems: problems(info.Config, k),
 	}, nil
 }
 
@@ -226,12 +226,13 @@ func status(ctx context.Context, kv jetstream.KeyValue, k kind) (Status, error) 
 type Prepared struct {
 	Status
 	Created bool // it was missing and was made now
-	Fixed   bool // it allowed rollups and now refuses them
+	Fixed   bool // its settings were brought to ikto's (upgrade)
 }
 
 // Prepare makes both of the mesh's buckets as ikto wants them: created when
 // missing (with the configured replicas), made to refuse rollups when they
-// allow them (an operator's credentials may; an agent's may not). It stops
+// allow them and to republish when they do not (an operator's credentials
+// may; an agent's may not). It stops
 // at the first bucket it cannot prepare, returning what it did before.
 func (c *Conn) Prepare(ctx context.Context) ([]Prepared, error) {
 	var out []Prepared
@@ -248,7 +249,7 @@ func (c *Conn) Prepare(ctx context.Context) ([]Prepared, error) {
 		if err != nil {
 			return out, c.Explain(err)
 		}
-		if p.Fixed, err = RefuseRollups(ctx, c.JS, b.name); err != nil {
+		if p.Fixed, err = upgrade(ctx, c.JS, b.name, b.k); err != nil {
 			return out, fmt.Errorf("%w; the %s stays open to rollups until an operator's credentials may update its stream", c.Explain(err), b.k.what)
 		}
 		if p.Status, err = status(ctx, kv, b.k); err != nil {

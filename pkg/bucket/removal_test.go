@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -33,6 +34,7 @@ func TestBucketsRefuseRollups(t *testing.T) {
 		t.Fatal(err)
 	}
 	putRecords(t, kv, 1, 3)
+	kinds := map[string]kind{kv.Bucket(): meshKind, live.Bucket(): liveKind}
 	for _, b := range []jetstream.KeyValue{kv, live} {
 		if _, err := b.Put(ctx, "peers.x", []byte(`{}`)); err != nil {
 			t.Fatal(err)
@@ -45,7 +47,7 @@ func TestBucketsRefuseRollups(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p := Problems(st.CachedInfo().Config); len(p) != 0 {
+		if p := problems(st.CachedInfo().Config, kinds[b.Bucket()]); len(p) != 0 {
 			t.Errorf("Problems(%s) = %v, want none", b.Bucket(), p)
 		}
 	}
@@ -55,8 +57,8 @@ func TestBucketsRefuseRollups(t *testing.T) {
 }
 
 // A bucket made by nats.go's defaults (ikto before 0.5, or the nats CLI)
-// allows rollups: Problems says so and names the fix, RefuseRollups fixes
-// it once.
+// allows rollups and does not republish: Problems says so and names the
+// fix, upgrade fixes both once.
 func TestRefuseRollupsFixesAnOldBucket(t *testing.T) {
 	s := natstest.Start(t)
 	_, js := natstest.Connect(t, s.URL())
@@ -69,14 +71,21 @@ func TestRefuseRollupsFixesAnOldBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := Problems(st.CachedInfo().Config)
-	if len(p) != 1 || !strings.Contains(p[0].Error(), "init-bucket") {
-		t.Fatalf("Problems of a default KV bucket = %v, want one naming init-bucket", p)
+	if len(p) != 2 || !errors.Is(p[0], ErrUnsafeBucket) || !errors.Is(p[1], ErrNotRepublished) ||
+		!strings.Contains(p[0].Error(), "init-bucket") || !strings.Contains(p[1].Error(), "init-bucket") {
+		t.Fatalf("Problems of a default KV bucket = %v, want ErrUnsafeBucket and ErrNotRepublished naming init-bucket", p)
 	}
 	for i, want := range []bool{true, false} {
-		changed, err := RefuseRollups(ctx, js, "ikto-old")
+		changed, err := upgrade(ctx, js, "ikto-old", meshKind)
 		if err != nil || changed != want {
-			t.Fatalf("RefuseRollups #%d = %v, %v; want %v, nil", i+1, changed, err, want)
+			t.Fatalf("upgrade #%d = %v, %v; want %v, nil", i+1, changed, err, want)
 		}
+	}
+	if st, err = js.Stream(ctx, "KV_ikto-old"); err != nil {
+		t.Fatal(err)
+	}
+	if p := Problems(st.CachedInfo().Config); len(p) != 0 {
+		t.Errorf("Problems after upgrade = %v, want none", p)
 	}
 	kv, err := OpenBucket(ctx, js, "ikto-old", false, 0)
 	if err != nil {

@@ -81,6 +81,12 @@ type Watcher struct {
 	// that is behind and would undo commands (evictions) already applied.
 	highest  uint64
 	instance time.Time
+	// republished: the stream republishes what it stores, as last read,
+	// so the watcher follows it with a subscription (follow.go) instead
+	// of a consumer. noFollow: that failed for want of permissions, and
+	// the consumer stays.
+	republished bool
+	noFollow    bool
 }
 
 // Run sends a Snapshot batch each time it (re)subscribes and then update
@@ -127,6 +133,10 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- peer.Batch) bool {
 	default:
 	}
 	last, known := w.streamState(ctx)
+	if known && w.republished && !w.noFollow && w.Mesh.Conn != nil {
+		w.created = time.Time{}
+		return w.followOnce(ctx, out)
+	}
 	kw, err := w.Mesh.kv.WatchAll(ctx)
 	if err != nil {
 		w.Log.Warn("watch bucket failed; retrying", "bucket", w.Mesh.kv.Bucket(), "err", err)
@@ -431,6 +441,7 @@ func (w *Watcher) streamInfo(ctx context.Context) (*jetstream.StreamInfo, bool) 
 
 func (w *Watcher) noteSettings(cfg jetstream.StreamConfig) {
 	w.rollups = cfg.AllowRollup
+	w.republished = republishes(cfg, w.Mesh.kv.Bucket())
 	if w.Settings != nil {
 		w.Settings(Problems(cfg))
 	}
@@ -485,10 +496,7 @@ func (w *Watcher) stalled(ctx context.Context, seen uint64, progress bool, suspe
 	if !ok {
 		return false
 	}
-	if created := info.Created; w.created.IsZero() {
-		w.created = created
-	} else if !created.Equal(w.created) {
-		w.Log.Warn("the bucket was deleted and made again; re-reading it", "bucket", w.Mesh.kv.Bucket())
+	if w.recreated(info) {
 		return true
 	}
 	if w.removed(info, seen) == removalFound {

@@ -71,9 +71,13 @@ func Permissions(h Host) (Subjects, error) {
 		// buckets made without it (by older clients).
 		api + "DIRECT.GET." + stream + ".>",
 		api + "STREAM.MSG.GET." + stream,
-		// The watch and the scans of the bucket (list, evict's lookup, the
-		// claim's look for copies): an ordered consumer, its flow control,
-		// its removal.
+		// Following the bucket (bucket.FollowSubject): reading its
+		// messages in sequence order, a batch at a time, for the snapshot
+		// and to mend a hole in what was republished.
+		api + "DIRECT.GET." + stream,
+		// The scans of the bucket (list, evict's lookup, the claim's look
+		// for copies) and the watch of a bucket that does not republish:
+		// an ordered consumer, its flow control, its removal.
 		api + "CONSUMER.CREATE." + stream + ".>",
 		api + "CONSUMER.DELETE." + stream + ".>",
 		"$JS.FC." + stream + ".>",
@@ -102,6 +106,11 @@ func Permissions(h Host) (Subjects, error) {
 		h.InboxPrefix + ".>",
 		// News of the bucket's stream being deleted, made again or changed.
 		bucket.AdvisorySubject(h.Bucket),
+		// What the bucket's stream republishes: every record, revocation
+		// and delete marker as it is stored, which the host may read
+		// anyway. Subscribe only: a host that could publish here could
+		// feed the other agents messages the stream never stored.
+		bucket.FollowSubject(h.Bucket),
 	}
 	// Purges and message deletions asked of the bucket's stream, which
 	// remove records without a watch event: the agent hears the request

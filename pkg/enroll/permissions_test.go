@@ -27,6 +27,7 @@ func TestPermissionsForTheSpecExample(t *testing.T) {
 			"$JS.API.STREAM.INFO.KV_ikto-mesh-live",
 			"$JS.API.DIRECT.GET.KV_ikto-mesh.>",
 			"$JS.API.STREAM.MSG.GET.KV_ikto-mesh",
+			"$JS.API.DIRECT.GET.KV_ikto-mesh",
 			"$JS.API.CONSUMER.CREATE.KV_ikto-mesh.>",
 			"$JS.API.CONSUMER.DELETE.KV_ikto-mesh.>",
 			"$JS.FC.KV_ikto-mesh.>",
@@ -40,6 +41,7 @@ func TestPermissionsForTheSpecExample(t *testing.T) {
 		Subscribe: []string{
 			inbox + ".>",
 			"$JS.EVENT.ADVISORY.STREAM.*.KV_ikto-mesh",
+			"ikto.kv.ikto-mesh.>",
 			"$JS.API.STREAM.PURGE.KV_ikto-mesh",
 			"$JS.API.STREAM.MSG.DELETE.KV_ikto-mesh",
 		},
@@ -109,6 +111,7 @@ var enrolledSubjects = map[string]struct{ pub, sub []string }{
 		sub: []string{
 			inbox + ".Kx3Ev0sIu2kQmXo3Nd1SDW", inbox + ".Kx3Ev0sIu2kQmXo3Nd1SDW.*",
 			"$JS.EVENT.ADVISORY.STREAM.*.KV_ikto-mesh",
+			"ikto.kv.ikto-mesh.>",
 			"$JS.API.STREAM.PURGE.KV_ikto-mesh", "$JS.API.STREAM.MSG.DELETE.KV_ikto-mesh",
 		},
 	},
@@ -137,6 +140,7 @@ var enrolledSubjects = map[string]struct{ pub, sub []string }{
 		sub: []string{
 			inbox + ".e7K0sLq1nDfXv9aZp2bQwA", inbox + ".e7K0sLq1nDfXv9aZp2bQwA.*",
 			"$JS.EVENT.ADVISORY.STREAM.*.KV_ikto-mesh",
+			"ikto.kv.ikto-mesh.>",
 			"$JS.API.STREAM.PURGE.KV_ikto-mesh", "$JS.API.STREAM.MSG.DELETE.KV_ikto-mesh",
 		},
 	},

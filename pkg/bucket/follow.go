@@ -1,0 +1,521 @@
+package bucket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ikto-mesh/ikto/pkg/peer"
+)
+
+// Following the bucket without a consumer (docs/contract.md §3).
+//
+// The bucket's stream republishes every message it stores to
+// FollowSubject, with its stream sequence and its key's previous sequence
+// in headers. An agent subscribes there with a plain subscription, reads
+// the stream's messages by direct get (the snapshot), and then applies what
+// the subscription delivers. Republished messages are core NATS: at most
+// once. Every message the stream stores is republished and the stream
+// numbers its messages without holes, so a hole in the sequence numbers an
+// agent has seen is a message it lost; it reads that range again by direct
+// get. A lost last message leaves no hole; the probe's look at the stream's
+// last sequence finds it.
+//
+// One rule makes all of this safe to apply in any order: a key's value is
+// the message with the highest sequence seen for it. The snapshot, the
+// republished messages and the repairs only ever add messages; each is
+// applied when it is newer than what is held for its key.
+
+// FollowSubject is the subject a bucket's stream republishes to: the
+// subscription agents follow the bucket with.
+func FollowSubject(bucket string) string { return followPrefix(bucket) + ">" }
+
+func followPrefix(bucket string) string { return "ikto.kv." + bucket + "." }
+
+// rePublish is the setting that makes a bucket's stream republish what it
+// stores to FollowSubject.
+func rePublish(bucket string) *jetstream.RePublish {
+	return &jetstream.RePublish{Source: kvPrefix(bucket) + ">", Destination: FollowSubject(bucket)}
+}
+
+func kvPrefix(bucket string) string { return "$KV." + bucket + "." }
+
+// republishes reports whether cfg is the stream of bucket, republishing
+// whole messages to FollowSubject.
+func republishes(cfg jetstream.StreamConfig, bucket string) bool {
+	rp := cfg.RePublish
+	if rp == nil || rp.HeadersOnly || rp.Destination != FollowSubject(bucket) {
+		return false
+	}
+	return rp.Source == "" || rp.Source == ">" || rp.Source == kvPrefix(bucket)+">"
+}
+
+// Headers of republished and directly read messages.
+const (
+	hdrSequence = "Nats-Sequence"
+	hdrSubject  = "Nats-Subject"
+	hdrStream   = "Nats-Stream"
+	hdrPending  = "Nats-Num-Pending"
+	hdrKVOp     = "KV-Operation"
+)
+
+// followBuffer is how many republished messages wait for the follower.
+// Past it nats.go drops them (a slow consumer), which is a hole like any
+// other lost message: read again.
+const followBuffer = 16384
+
+// scanBatch is how many messages one direct get asks for on servers that
+// answer with batches (2.11 on); older servers answer with one.
+const scanBatch = 512
+
+// requestTimeout bounds the wait for each answer to a direct get.
+const requestTimeout = 5 * time.Second
+
+// repairDelay is how long a hole waits before it is read again: a message
+// that comes late (a cluster's leader changed) closes it for free.
+const repairDelay = 50 * time.Millisecond
+
+// errNoDirectGet is a direct get that was never answered: credentials that
+// may not send it (a host enrolled before 0.6), or a server that does not
+// serve it.
+var errNoDirectGet = errors.New("no answer to a direct get of the bucket's stream")
+
+// message is one message of the bucket's stream, as a direct get or a
+// republish carries it.
+func message(m *nats.Msg, bucket string) (peer.Write, error) {
+	subject := m.Header.Get(hdrSubject)
+	key, ok := strings.CutPrefix(subject, kvPrefix(bucket))
+	if !ok {
+		return peer.Write{}, fmt.Errorf("message on %q is not of bucket %s", subject, bucket)
+	}
+	if stream := m.Header.Get(hdrStream); stream != "" && stream != streamName(bucket) {
+		return peer.Write{}, fmt.Errorf("message of stream %q, not %s", stream, streamName(bucket))
+	}
+	seq, err := parseSeq(m.Header.Get(hdrSequence))
+	if err != nil || seq == 0 {
+		return peer.Write{}, fmt.Errorf("message on %q: bad %s %q", subject, hdrSequence, m.Header.Get(hdrSequence))
+	}
+	op := m.Header.Get(hdrKVOp)
+	return peer.Write{Key: key, Revision: seq, Value: m.Data, Deleted: op == "DEL" || op == "PURGE"}, nil
+}
+
+func parseSeq(s string) (uint64, error) {
+	var n uint64
+	if s == "" {
+		return 0, errors.New("empty")
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("not a number: %q", s)
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, nil
+}
+
+// scan reads the messages of the bucket's stream with sequences from
+// upTo (0: to the end) by direct get, in sequence order, and calls each
+// with every one. It returns the highest sequence it read (0 if none).
+// Servers from 2.11 answer a request with a batch ended by an "EOB"
+// status; older ones with one message, so the next request starts after it.
+func (m *Mesh) scan(ctx context.Context, from, upTo uint64, each func(peer.Write)) (last uint64, err error) {
+	bucket := m.nats.Bucket
+	inbox := m.NC.NewInbox()
+	replies := make(chan *nats.Msg, scanBatch+8)
+	sub, err := m.NC.ChanSubscribe(inbox, replies)
+	if err != nil {
+		return 0, fmt.Errorf("scan bucket %s: %w", bucket, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	api := "$JS.API.DIRECT.GET." + streamName(bucket)
+	for upTo == 0 || from <= upTo {
+		batch := uint64(scanBatch)
+		if upTo > 0 {
+			batch = min(batch, upTo-from+1)
+		}
+		req := fmt.Sprintf(`{"seq":%d,"next_by_subj":%q,"batch":%d}`, from, kvPrefix(bucket)+">", batch)
+		if err := m.NC.PublishRequest(api, inbox, []byte(req)); err != nil {
+			return last, fmt.Errorf("scan bucket %s: %w", bucket, err)
+		}
+		more, next, err := m.readBatch(ctx, replies, upTo, func(w peer.Write) {
+			last = w.Revision
+			each(w)
+		})
+		if err != nil {
+			return last, fmt.Errorf("scan bucket %s from %d: %w", bucket, from, err)
+		}
+		if !more {
+			return last, nil
+		}
+		from = next
+	}
+	return last, nil
+}
+
+// readBatch reads the answers to one direct get. more says whether the
+// stream may hold further messages, from sequence next on.
+func (m *Mesh) readBatch(ctx context.Context, replies <-chan *nats.Msg, upTo uint64, each func(peer.Write)) (more bool, next uint64, err error) {
+	timer := time.NewTimer(requestTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false, 0, ctx.Err()
+		case <-timer.C:
+			return false, 0, errNoDirectGet
+		case msg := <-replies:
+			timer.Reset(requestTimeout)
+			if status := msg.Header.Get("Status"); status != "" {
+				switch status {
+				case "404": // nothing at or after the sequence asked for
+					return false, 0, nil
+				case "204": // end of a batch
+					pending := msg.Header.Get(hdrPending)
+					return pending != "" && pending != "0", next, nil
+				}
+				return false, 0, fmt.Errorf("direct get answered %s %s", status, msg.Header.Get("Description"))
+			}
+			w, err := message(msg, m.nats.Bucket)
+			if err != nil {
+				return false, 0, err
+			}
+			if upTo > 0 && w.Revision > upTo {
+				return false, 0, nil
+			}
+			each(w)
+			next = w.Revision + 1
+			if msg.Header.Get(hdrPending) == "" {
+				// A server without batches: one message per request.
+				return true, next, nil
+			}
+		}
+	}
+}
+
+// follower is the state of one following: what it has seen of the
+// stream's sequence, and the newest sequence of every key.
+type follower struct {
+	known map[string]uint64
+	// contig: every sequence up to it was seen (read or republished, or
+	// found gone when its range was read again).
+	contig uint64
+	// ahead are the sequences beyond contig+1 seen so far, and top the
+	// highest of them.
+	ahead map[uint64]bool
+	top   uint64
+}
+
+func newFollower(known map[string]uint64, contig uint64) *follower {
+	return &follower{known: known, contig: contig, ahead: map[uint64]bool{}, top: contig}
+}
+
+// take records w as seen and reports whether it is news for its key.
+func (f *follower) take(w peer.Write) bool {
+	seq := w.Revision
+	switch {
+	case seq == f.contig+1:
+		f.contig = seq
+		for f.ahead[f.contig+1] {
+			delete(f.ahead, f.contig+1)
+			f.contig++
+		}
+	case seq > f.contig+1:
+		f.ahead[seq] = true
+	}
+	f.top = max(f.top, seq)
+	if seq <= f.known[w.Key] {
+		return false
+	}
+	f.known[w.Key] = seq
+	return true
+}
+
+// hole reports whether a sequence below the highest seen is missing.
+func (f *follower) hole() bool { return f.top > f.contig }
+
+// readTo records that every sequence up to upTo was read again: what is
+// not there was superseded or removed.
+func (f *follower) readTo(upTo uint64) {
+	if upTo <= f.contig {
+		return
+	}
+	f.contig = upTo
+	for seq := range f.ahead {
+		if seq <= upTo {
+			delete(f.ahead, seq)
+		}
+	}
+	for f.ahead[f.contig+1] {
+		delete(f.ahead, f.contig+1)
+		f.contig++
+	}
+	f.top = max(f.top, f.contig)
+}
+
+// followOnce follows a bucket that republishes: subscribe, read the stream,
+// then apply what is republished, reading holes again. It reports whether
+// the snapshot was delivered.
+func (w *Watcher) followOnce(ctx context.Context, out chan<- peer.Batch) bool {
+	m := w.Mesh
+	msgs := make(chan *nats.Msg, followBuffer)
+	sub, err := m.NC.ChanSubscribe(FollowSubject(m.nats.Bucket), msgs)
+	if err != nil {
+		w.Log.Warn("follow bucket failed; retrying", "bucket", m.nats.Bucket, "err", err)
+		return false
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	// The subscription is in place before the stream's last sequence is
+	// read: every message after it is republished to us.
+	fctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	err = m.NC.FlushWithContext(fctx)
+	cancel()
+	if err == nil {
+		if err = subscribeRefused(m.NC, FollowSubject(m.nats.Bucket)); err != nil {
+			w.noFollow = true
+			w.Log.Warn("the bucket republishes, but this host may not follow it; following it with a consumer instead", "bucket", m.nats.Bucket, "err", err)
+			return false
+		}
+	}
+	if err != nil {
+		w.Log.Warn("follow bucket failed; retrying", "bucket", m.nats.Bucket, "err", err)
+		return false
+	}
+	last, known := w.streamState(ctx)
+	if !known {
+		return false
+	}
+	w.known = map[string]uint64{}
+	var snap peer.Batch
+	snap.Snapshot = true
+	byKey := map[string]int{}
+	add := func(e peer.Write) {
+		if i, ok := byKey[e.Key]; ok {
+			snap.Entries[i] = e
+			return
+		}
+		byKey[e.Key] = len(snap.Entries)
+		snap.Entries = append(snap.Entries, e)
+	}
+	seen, err := m.scan(ctx, 1, 0, func(e peer.Write) {
+		if e.Revision > w.known[e.Key] {
+			w.known[e.Key] = e.Revision
+			add(e)
+		}
+	})
+	if err != nil {
+		if errors.Is(err, errNoDirectGet) {
+			w.noFollow = true
+			w.Log.Warn("the bucket republishes, but nothing answers this host's direct reads of it; following it with a consumer instead. Credentials made before ikto 0.6 lack the permission: enroll the host again (ikto-admin enroll)",
+				"bucket", m.nats.Bucket)
+		} else if ctx.Err() == nil {
+			w.Log.Warn("reading the bucket failed; retrying", "bucket", m.nats.Bucket, "err", err)
+		}
+		return false
+	}
+	switch judgeSnapshot(known, last, seen, w.highest, len(snap.Entries)) {
+	case snapshotRestored:
+		w.highest = 0
+	case snapshotBehind:
+		w.Log.Warn("the bucket's snapshot is older than what this agent has applied (a cluster member that is behind); reading it again",
+			"bucket", m.nats.Bucket, "snapshot_revision", seen, "applied_revision", w.highest, "stream_known", known)
+		return false
+	}
+	// What the scan read is complete up to seen: a message stored while it
+	// ran came after everything it had passed. What came after seen is in
+	// msgs, or a hole to read again. A scan that ended below the stream's
+	// last sequence (a cluster member behind its leader answered) leaves
+	// a hole up to it.
+	f := newFollower(w.known, seen)
+	f.top = max(f.top, last)
+	for drained := false; !drained; {
+		select {
+		case msg := <-msgs:
+			if e, ok := w.decodeRepublished(msg); ok && f.take(e) {
+				add(e)
+			}
+		default:
+			drained = true
+		}
+	}
+	seen = max(seen, f.top)
+	w.highest = max(w.highest, seen)
+	snap.Revision = seen
+	if !send(ctx, out, snap) {
+		return true
+	}
+	w.followOn(ctx, out, msgs, f)
+	return true
+}
+
+// decodeRepublished decodes one republished message; a malformed one is logged
+// and dropped (the hole it leaves, if any, is read again).
+func (w *Watcher) decodeRepublished(msg *nats.Msg) (peer.Write, bool) {
+	e, err := message(msg, w.Mesh.nats.Bucket)
+	if err != nil {
+		w.Log.Warn("dropped a republished message", "bucket", w.Mesh.nats.Bucket, "err", err)
+		return peer.Write{}, false
+	}
+	return e, true
+}
+
+// followOn applies republished messages until the following should end:
+// ctx done, a Restart kick, or a look at the stream found it made again or
+// messages removed under us.
+func (w *Watcher) followOn(ctx context.Context, out chan<- peer.Batch, msgs <-chan *nats.Msg, f *follower) {
+	m := w.Mesh
+	probeEvery := w.Probe
+	if probeEvery <= 0 {
+		probeEvery = defaultFollowProbe
+	}
+	probe := time.NewTicker(probeEvery)
+	defer probe.Stop()
+	var (
+		repair  *time.Timer // pending while a hole waits to be read again
+		suspect uint64      // the stream's last sequence at the last probe, beyond contig
+		audit   audit
+	)
+	defer audit.stop()
+	defer func() {
+		if repair != nil {
+			repair.Stop()
+		}
+	}()
+	if f.hole() {
+		repair = time.NewTimer(0)
+	}
+	repairDue := func() <-chan time.Time {
+		if repair == nil {
+			return nil
+		}
+		return repair.C
+	}
+	// readAgain reads the stream from contig+1 to upTo and sends what is
+	// news; false means the following must end.
+	readAgain := func(upTo uint64) bool {
+		var b peer.Batch
+		from := f.contig + 1
+		_, err := m.scan(ctx, from, upTo, func(e peer.Write) {
+			if f.take(e) {
+				b.Entries = append(b.Entries, e)
+			}
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				w.Log.Warn("reading a hole in the bucket's updates failed; reading the bucket again", "bucket", m.nats.Bucket, "from", from, "to", upTo, "err", err)
+			}
+			return false
+		}
+		f.readTo(upTo)
+		w.Log.Debug("read a hole in the bucket's updates again", "bucket", m.nats.Bucket, "from", from, "to", upTo, "found", len(b.Entries))
+		return w.deliver(ctx, out, b, f, &audit)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.Restart:
+			w.Log.Info("re-reading bucket after reconnect", "bucket", m.nats.Bucket)
+			return
+		case <-w.Audit:
+			audit.start()
+		case <-audit.due():
+			if w.audited(ctx, f.contig, &audit) {
+				return
+			}
+		case <-repairDue():
+			repair = nil
+			if f.hole() && !readAgain(f.top) {
+				return
+			}
+		case <-probe.C:
+			if w.Connected != nil && !w.Connected() {
+				suspect = 0
+				continue
+			}
+			if suspect > f.contig {
+				// The stream held it a whole probe ago and nothing
+				// brought it: its message was lost.
+				if !readAgain(suspect) {
+					return
+				}
+			}
+			info, ok := w.streamInfo(ctx)
+			if !ok {
+				continue
+			}
+			if w.recreated(info) || w.removed(info, f.contig) == removalFound {
+				return
+			}
+			suspect = 0
+			if last := info.State.LastSeq; last > f.contig {
+				suspect = last
+			}
+		case msg := <-msgs:
+			var b peer.Batch
+			if e, ok := w.decodeRepublished(msg); ok && f.take(e) {
+				b.Entries = append(b.Entries, e)
+			}
+			for more := true; more && len(b.Entries) < maxBatch; {
+				select {
+				case msg := <-msgs:
+					if e, ok := w.decodeRepublished(msg); ok && f.take(e) {
+						b.Entries = append(b.Entries, e)
+					}
+				default:
+					more = false
+				}
+			}
+			if f.hole() && repair == nil {
+				repair = time.NewTimer(repairDelay)
+			}
+			if !w.deliver(ctx, out, b, f, &audit) {
+				return
+			}
+		}
+	}
+}
+
+// defaultFollowProbe is the probe of a following without Watcher.Probe.
+const defaultFollowProbe = 30 * time.Second
+
+// deliver sends a batch of news, if any.
+func (w *Watcher) deliver(ctx context.Context, out chan<- peer.Batch, b peer.Batch, f *follower, a *audit) bool {
+	if len(b.Entries) == 0 {
+		return true
+	}
+	w.highest = max(w.highest, f.top)
+	if w.rollups {
+		a.start()
+	}
+	return send(ctx, out, b)
+}
+
+// recreated reports whether the stream is another than the one the
+// following began on.
+func (w *Watcher) recreated(info *jetstream.StreamInfo) bool {
+	if w.created.IsZero() {
+		w.created = info.Created
+		return false
+	}
+	if !info.Created.Equal(w.created) {
+		w.Log.Warn("the bucket was deleted and made again; re-reading it", "bucket", w.Mesh.kv.Bucket())
+		return true
+	}
+	return false
+}
+
+// subscribeRefused is the server's refusal of a subscription to subject,
+// which nats.go keeps as the connection's last error (the flush that
+// follows the subscription waits for it).
+func subscribeRefused(nc *nats.Conn, subject string) error {
+	err := nc.LastError()
+	if err != nil && errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), subject) {
+		return fmt.Errorf("subscribe to %s: %w; enroll the host again (ikto-admin enroll) for credentials that may follow the bucket", subject, err)
+	}
+	return nil
+}
