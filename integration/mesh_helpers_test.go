@@ -21,6 +21,8 @@ const (
 	convergeTimeout = 30 * time.Second
 	pingTimeout     = 30 * time.Second
 	exitTimeout     = 30 * time.Second
+	// agentStopTimeout bounds an agent's exit on SIGTERM.
+	agentStopTimeout = 10 * time.Second
 )
 
 const bucketName = "ikto-mesh"
