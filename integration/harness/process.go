@@ -7,11 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/ikto-mesh/ikto/internal/testkit/childproc"
 	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
@@ -42,32 +42,20 @@ func (n *Network) start(name, ns, logPath string, argv ...string) (*Process, err
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
-	// The kernel sends Pdeathsig when the *thread* that forked the child
-	// exits, not the process, and Go retires threads whose goroutine ends
-	// locked (code that switches network namespaces does that). So the
-	// child is forked from a thread held locked, and so alive, until the
-	// child has exited.
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		p.PID = cmd.Process.Pid
-		started <- nil
-		err := cmd.Wait()
+	// childproc.Start holds the forking thread until the child exits, so
+	// Pdeathsig fires only when the test binary dies.
+	err = childproc.Start(cmd, func(err error) {
 		p.exitCode = cmd.ProcessState.ExitCode()
 		var exit *exec.ExitError
 		if err != nil && !errors.As(err, &exit) {
 			p.waitErr = err
 		}
 		close(p.done)
-	}()
-	if err := <-started; err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
+	p.PID = cmd.Process.Pid
 	if err := n.track(p); err != nil {
 		_ = syscall.Kill(p.PID, syscall.SIGKILL)
 		<-p.done

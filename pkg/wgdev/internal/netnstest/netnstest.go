@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/ikto-mesh/ikto/internal/testkit/childproc"
 )
 
 // Require skips a test that needs root and /dev/net/tun (and the given
@@ -131,25 +133,11 @@ func (ns *Namespace) StartWireguardGo(t testing.TB, name string) *Process {
 	}
 	defer f.Close()
 	cmd.Stdout, cmd.Stderr = f, f
-	// Pdeathsig: if the test binary dies, so does the device. The kernel
-	// sends it when the *thread* that forked the child exits, and Do retires
-	// threads, so the child is started from a goroutine that keeps its
-	// thread locked, and so alive, until the child has exited.
+	// Pdeathsig: if the test binary dies, so does the device (childproc
+	// says why it must start from a thread of its own).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	started := make(chan error, 1)
 	done := make(chan struct{})
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(done)
-	}()
-	if err := <-started; err != nil {
+	if err := childproc.Start(cmd, func(error) { close(done) }); err != nil {
 		t.Fatalf("start wireguard-go: %v", err)
 	}
 	t.Cleanup(func() {
