@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 )
@@ -59,10 +58,8 @@ func serveNATS(storeDir string, stdin io.Reader, stdout io.Writer) error {
 	srv, err := natsserver.Start(natsserver.Options{
 		ServerName: "ikto-bench",
 		StoreDir:   storeDir,
-		// nats-server 2.12 and later allow 1,000 consumers per stream unless
-		// told otherwise, and every agent's watch is one: a fleet larger
-		// than that needs this setting (or a stream max_consumers).
-		Configure: func(o *server.Options) { o.JetStreamLimits.DefaultMaxConsumers = -1 },
+		// Default JetStream limits (1,000 consumers per stream): agents
+		// follow the bucket with a subscription, not a consumer each.
 	})
 	if err != nil {
 		return fmt.Errorf("nats-server: %w", err)

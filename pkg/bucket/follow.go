@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/retry"
 )
 
 // Following the bucket without a consumer (docs/contract.md §3).
@@ -80,10 +81,12 @@ const requestTimeout = 5 * time.Second
 // that comes late (a cluster's leader changed) closes it for free.
 const repairDelay = 50 * time.Millisecond
 
-// errNoDirectGet is a direct get that was never answered: credentials that
-// may not send it (a host enrolled before 0.6), or a server that does not
-// serve it.
+// errNoDirectGet is a direct get that was not answered in time.
 var errNoDirectGet = errors.New("no answer to a direct get of the bucket's stream")
+
+// errDirectGetRefused: the credentials may not send a direct get for the
+// whole stream (a host enrolled before ikto 0.6).
+var errDirectGetRefused = errors.New("direct get of the bucket's stream refused")
 
 // message is one message of the bucket's stream, as a direct get or a
 // republish carries it.
@@ -123,32 +126,56 @@ func parseSeq(s string) (uint64, error) {
 // with every one. It returns the highest sequence it read (0 if none).
 // Servers from 2.11 answer a request with a batch ended by an "EOB"
 // status; older ones with one message, so the next request starts after it.
+// A request left unanswered (a server shedding direct gets under load) is
+// sent again after a pause, up to scanTries times.
 func (m *Mesh) scan(ctx context.Context, from, upTo uint64, each func(peer.Write)) (last uint64, err error) {
 	bucket := m.nats.Bucket
+	// Each request has its own reply subject under one subscription, so
+	// a late answer to a request given up on is told from the next.
 	inbox := m.NC.NewInbox()
-	replies := make(chan *nats.Msg, scanBatch+8)
-	sub, err := m.NC.ChanSubscribe(inbox, replies)
+	replies := make(chan *nats.Msg, 4*scanBatch)
+	sub, err := m.NC.ChanSubscribe(inbox+".*", replies)
 	if err != nil {
 		return 0, fmt.Errorf("scan bucket %s: %w", bucket, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	api := "$JS.API.DIRECT.GET." + streamName(bucket)
+	pause := retry.Policy{Min: 50 * time.Millisecond, Max: 2 * time.Second}.New()
+	tries, n := 0, 0
 	for upTo == 0 || from <= upTo {
 		batch := uint64(scanBatch)
 		if upTo > 0 {
 			batch = min(batch, upTo-from+1)
 		}
+		n++
+		reply := fmt.Sprintf("%s.%d", inbox, n)
 		req := fmt.Sprintf(`{"seq":%d,"next_by_subj":%q,"batch":%d}`, from, kvPrefix(bucket)+">", batch)
-		if err := m.NC.PublishRequest(api, inbox, []byte(req)); err != nil {
+		if err := m.NC.PublishRequest(api, reply, []byte(req)); err != nil {
 			return last, fmt.Errorf("scan bucket %s: %w", bucket, err)
 		}
-		more, next, err := m.readBatch(ctx, replies, upTo, func(w peer.Write) {
+		more, next, err := m.readBatch(ctx, replies, reply, upTo, func(w peer.Write) {
 			last = w.Revision
 			each(w)
 		})
+		if errors.Is(err, errNoDirectGet) {
+			if refused := publishRefused(m.NC, api); refused != nil {
+				return last, fmt.Errorf("scan bucket %s: %w", bucket, refused)
+			}
+			if tries++; tries < scanTries {
+				if err := sleep(ctx, pause.NextBackOff()); err != nil {
+					return last, err
+				}
+				if next > from {
+					from = next // what did arrive stays read
+				}
+				continue
+			}
+		}
 		if err != nil {
 			return last, fmt.Errorf("scan bucket %s from %d: %w", bucket, from, err)
 		}
+		tries = 0
+		pause.Reset()
 		if !more {
 			return last, nil
 		}
@@ -157,35 +184,44 @@ func (m *Mesh) scan(ctx context.Context, from, upTo uint64, each func(peer.Write
 	return last, nil
 }
 
-// readBatch reads the answers to one direct get. more says whether the
-// stream may hold further messages, from sequence next on.
-func (m *Mesh) readBatch(ctx context.Context, replies <-chan *nats.Msg, upTo uint64, each func(peer.Write)) (more bool, next uint64, err error) {
+// scanTries bounds the requests sent for one batch before a scan fails.
+const scanTries = 6
+
+// readBatch reads the answers to one direct get, sent with reply subject
+// reply. more says whether the stream may hold further messages, from
+// sequence next on; next is also set when the answer stopped half-way.
+func (m *Mesh) readBatch(ctx context.Context, replies <-chan *nats.Msg, reply string, upTo uint64, each func(peer.Write)) (more bool, next uint64, err error) {
 	timer := time.NewTimer(requestTimeout)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return false, 0, ctx.Err()
+			return false, next, ctx.Err()
 		case <-timer.C:
-			return false, 0, errNoDirectGet
+			return false, next, errNoDirectGet
 		case msg := <-replies:
+			if msg.Subject != reply {
+				continue // a late answer to an earlier request
+			}
 			timer.Reset(requestTimeout)
 			if status := msg.Header.Get("Status"); status != "" {
 				switch status {
 				case "404": // nothing at or after the sequence asked for
-					return false, 0, nil
+					return false, next, nil
 				case "204": // end of a batch
 					pending := msg.Header.Get(hdrPending)
 					return pending != "" && pending != "0", next, nil
+				case "408", "503": // the server is busy: ask again
+					return false, next, errNoDirectGet
 				}
-				return false, 0, fmt.Errorf("direct get answered %s %s", status, msg.Header.Get("Description"))
+				return false, next, fmt.Errorf("direct get answered %s %s", status, msg.Header.Get("Description"))
 			}
 			w, err := message(msg, m.nats.Bucket)
 			if err != nil {
-				return false, 0, err
+				return false, next, err
 			}
 			if upTo > 0 && w.Revision > upTo {
-				return false, 0, nil
+				return false, next, nil
 			}
 			each(w)
 			next = w.Revision + 1
@@ -195,6 +231,17 @@ func (m *Mesh) readBatch(ctx context.Context, replies <-chan *nats.Msg, upTo uin
 			}
 		}
 	}
+}
+
+// publishRefused is the server's refusal of a publish to subject (the
+// credentials may not send it), which nats.go keeps as the connection's
+// last error.
+func publishRefused(nc *nats.Conn, subject string) error {
+	err := nc.LastError()
+	if err != nil && errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), subject) {
+		return fmt.Errorf("%w: %w", errDirectGetRefused, err)
+	}
+	return nil
 }
 
 // follower is the state of one following: what it has seen of the
@@ -308,10 +355,10 @@ func (w *Watcher) followOnce(ctx context.Context, out chan<- peer.Batch) bool {
 		}
 	})
 	if err != nil {
-		if errors.Is(err, errNoDirectGet) {
+		if errors.Is(err, errDirectGetRefused) {
 			w.noFollow = true
-			w.Log.Warn("the bucket republishes, but nothing answers this host's direct reads of it; following it with a consumer instead. Credentials made before ikto 0.6 lack the permission: enroll the host again (ikto-admin enroll)",
-				"bucket", m.nats.Bucket)
+			w.Log.Warn("the bucket republishes, but this host may not read it by direct get; following it with a consumer instead. Credentials made before ikto 0.6 lack the permission: enroll the host again (ikto-admin enroll)",
+				"bucket", m.nats.Bucket, "err", err)
 		} else if ctx.Err() == nil {
 			w.Log.Warn("reading the bucket failed; retrying", "bucket", m.nats.Bucket, "err", err)
 		}
