@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-
 	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 )
 
