@@ -37,6 +37,7 @@ type mesh struct {
 	// embedded one (newMeshOn); natsURL and natsAddr say where, either way.
 	url    string
 	addr   netip.AddrPort
+	proc   *harness.NATSProcess // Debian's nats-server, on a mesh served by it
 	bucket *harness.Bucket
 	bins   *harness.Binaries
 	agents map[string]*harness.Agent
@@ -98,7 +99,23 @@ func newMeshOn(t *testing.T, server string) *mesh {
 	n := harnesstest.Network(t)
 	p := startDebianNATS(t, n.Gateway, t.TempDir(), "")
 	b := harnesstest.BucketAt(t, p.URL(), bucketName)
-	return &mesh{t: t, net: n, url: p.URL(), addr: p.Addr, bucket: b, bins: bins, agents: map[string]*harness.Agent{}}
+	return &mesh{t: t, net: n, url: p.URL(), addr: p.Addr, proc: p, bucket: b, bins: bins, agents: map[string]*harness.Agent{}}
+}
+
+// restartNATS stops the mesh's server, whichever it is, and starts it again
+// on the same port and store.
+func (m *mesh) restartNATS() {
+	m.t.Helper()
+	if m.proc != nil {
+		if err := m.proc.Restart(nil); err != nil {
+			m.t.Fatal(err)
+		}
+		return
+	}
+	m.nats.Shutdown()
+	if err := m.nats.Start(); err != nil {
+		m.t.Fatal(err)
+	}
 }
 
 // servers are the NATS servers a scenario runs on with newMeshOn.

@@ -39,6 +39,9 @@ type health struct {
 	// Settings are what is wrong with the buckets' settings, each naming
 	// its fix (bucket.Problems).
 	Settings []string `json:"settings"`
+	// Notes are what else init-bucket would change (a bucket that does
+	// not republish): worth doing, and no harm to the fleet meanwhile.
+	Notes []string `json:"notes"`
 	// NoHeartbeat are hosts that never wrote one (ikto 0.3.0 agents): they
 	// cannot be judged, and do not count against health.
 	NoHeartbeat []string `json:"no_heartbeat"`
@@ -102,10 +105,14 @@ func (a *app) healthCommand() *cobra.Command {
 // judgeSettings adds what is wrong with the buckets' settings: a bucket
 // that allows rollups makes the fleet unhealthy whatever its hosts do.
 func (h *health) judgeSettings(buckets []bucket.Status) {
-	h.Settings = []string{}
+	h.Settings, h.Notes = []string{}, []string{}
 	for _, b := range buckets {
 		for _, p := range b.Problems {
-			h.Settings = append(h.Settings, p.Error())
+			if errors.Is(p, bucket.ErrUnsafeBucket) {
+				h.Settings = append(h.Settings, p.Error())
+			} else {
+				h.Notes = append(h.Notes, p.Error())
+			}
 		}
 	}
 	h.OK = h.OK && len(h.Settings) == 0
@@ -157,6 +164,9 @@ func writeHealth(w io.Writer, h health) error {
 	fmt.Fprintf(w, "bucket %s at revision %d, %d hosts\n", h.Bucket, h.Revision, h.Hosts)
 	for _, s := range h.Settings {
 		fmt.Fprintf(w, "unsafe bucket: %s\n", s)
+	}
+	for _, s := range h.Notes {
+		fmt.Fprintf(w, "note: %s\n", s)
 	}
 	if h.OK {
 		fmt.Fprintln(w, "all well: every host has applied the bucket, every pair that talks hears back, no host is silent")

@@ -20,7 +20,10 @@ func (a *app) initBucketCommand() *cobra.Command {
 (<bucket>-live) with exactly the settings an agent would create them with.
 A bucket that exists keeps its settings, except that one allowing
 Nats-Rollup headers (made by ikto before 0.5, or by other tools) is changed
-to refuse them: one such message from any host empties the bucket. Enrolled
+to refuse them: one such message from any host empties the bucket; and the
+mesh's bucket is made to republish what it stores, so agents follow it
+without a consumer each (nats-server 2.10 and later can add this to an
+existing stream; on 2.9 the bucket must be made again). Enrolled
 hosts (ikto-admin enroll) may not create buckets: an operator runs this once
 before they start, and again after upgrading ikto.`,
 		Args: noArgs,
@@ -53,7 +56,7 @@ func (a *app) initBuckets(cmd *cobra.Command, replicas int) error {
 	done, err := conn.Prepare(ctx)
 	for _, b := range done {
 		if b.Fixed {
-			fmt.Fprintf(a.stdout, "%s %s: changed to refuse Nats-Rollup headers\n", b.What, b.Name)
+			fmt.Fprintf(a.stdout, "%s %s: changed to refuse Nats-Rollup headers%s\n", b.What, b.Name, republishNote(b))
 		}
 		describeBucket(a.stdout, b)
 	}
@@ -61,6 +64,14 @@ func (a *app) initBuckets(cmd *cobra.Command, replicas int) error {
 		return whoMay(fmt.Errorf("NATS server %s: %w", conn.Servers, err))
 	}
 	return nil
+}
+
+// republishNote says what a changed bucket now republishes.
+func republishNote(b bucket.Prepared) string {
+	if b.Follow == "" {
+		return ""
+	}
+	return " and to republish to " + b.Follow
 }
 
 func describeBucket(w io.Writer, b bucket.Prepared) {
@@ -76,4 +87,7 @@ func describeBucket(w io.Writer, b bucket.Prepared) {
 	}
 	fmt.Fprintf(w, "%s %s %s: history %d, replicas %d, max age %s, rollups %s, %d values\n",
 		b.What, b.Name, verb, b.History, b.Replicas, maxAge, rollups, b.Values)
+	for _, p := range b.Problems {
+		fmt.Fprintf(w, "  still: %v\n", p)
+	}
 }

@@ -49,7 +49,7 @@ func startWatchers(ctx context.Context, url, bucketName string, n int) (*lightWa
 	return w, nil
 }
 
-func (w *lightWatchers) startOne(ctx context.Context, url, bucketName string, i int) error {
+func (w *lightWatchers) startOne(_ context.Context, url, bucketName string, i int) error {
 	nc, err := nats.Connect(url, nats.Name(fmt.Sprintf("bench-watcher-%d", i)), nats.MaxReconnects(-1))
 	if err != nil {
 		return fmt.Errorf("watcher %d: connect: %w", i, err)
@@ -65,7 +65,7 @@ func (w *lightWatchers) startOne(ctx context.Context, url, bucketName string, i 
 	if err != nil {
 		return fmt.Errorf("watcher %d: follow %s: %w", i, bucketName, err)
 	}
-	if err := nc.FlushWithContext(ctx); err != nil {
+	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("watcher %d: follow %s: %w", i, bucketName, err)
 	}
 	return nil

@@ -145,6 +145,9 @@ var ErrNotRepublished = errors.New("bucket not republished")
 // bucket made by ikto before 0.5 or by another tool allows rollups; one
 // made before 0.6 does not republish.
 func Problems(cfg jetstream.StreamConfig) []error {
+	if strings.HasSuffix(cfg.Name, liveSuffix) {
+		return problems(cfg, liveKind)
+	}
 	return problems(cfg, meshKind)
 }
 

@@ -149,7 +149,14 @@ func (m *Mesh) scan(ctx context.Context, from, upTo uint64, each func(peer.Write
 		}
 		n++
 		reply := fmt.Sprintf("%s.%d", inbox, n)
-		req := fmt.Sprintf(`{"seq":%d,"next_by_subj":%q,"batch":%d}`, from, kvPrefix(bucket)+">", batch)
+		// The stream holds only the bucket's subjects: a server that
+		// answers with batches needs no filter, and reads faster
+		// without one; an older one needs it to step over the
+		// sequences that are gone.
+		req := fmt.Sprintf(`{"seq":%d,"batch":%d}`, from, batch)
+		if !m.batches.Load() {
+			req = fmt.Sprintf(`{"seq":%d,"next_by_subj":%q,"batch":%d}`, from, kvPrefix(bucket)+">", batch)
+		}
 		if err := m.NC.PublishRequest(api, reply, []byte(req)); err != nil {
 			return last, fmt.Errorf("scan bucket %s: %w", bucket, err)
 		}
@@ -229,6 +236,7 @@ func (m *Mesh) readBatch(ctx context.Context, replies <-chan *nats.Msg, reply st
 				// A server without batches: one message per request.
 				return true, next, nil
 			}
+			m.batches.Store(true)
 		}
 	}
 }

@@ -107,7 +107,7 @@ func TestFollowRepairsLostMessages(t *testing.T) {
 	s := natstest.Start(t)
 	writer := followedMesh(t, s.URL())
 	putRecords(t, writer.kv, 1, 20)
-	proxy, err := lossy.Start(s.Addr().String(), "ikto.kv.", 0.3)
+	proxy, err := lossy.Start("127.0.0.1:0", s.Addr().String(), "ikto.kv.", 0.3)
 	if err != nil {
 		t.Fatal(err)
 	}

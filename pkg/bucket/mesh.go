@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,6 +25,9 @@ type Mesh struct {
 
 	mu   sync.Mutex
 	live jetstream.KeyValue // nil until opened: it may not exist yet
+
+	// batches: the server answered a direct get with a batch (2.11 on).
+	batches atomic.Bool
 }
 
 // Open opens the mesh's bucket, creating it (with the configured replicas)
@@ -184,6 +188,9 @@ type Status struct {
 	Replicas  int
 	MaxAge    time.Duration
 	Rollups   bool // it accepts Nats-Rollup headers (Problems names the fix)
+	// Follow is the subject its stream republishes to (FollowSubject),
+	// empty when it does not.
+	Follow string
 	Values    uint64
 	// Problems are what is wrong with its settings, each naming its fix.
 	Problems []error
@@ -215,7 +222,12 @@ func status(ctx context.Context, kv jetstream.KeyValue, k kind) (Status, error) 
 		return Status{}, fmt.Errorf("status of %s %s: unexpected type %T", k.what, kv.Bucket(), st)
 	}
 	info := bs.StreamInfo()
+	follow := ""
+	if republishes(info.Config, kv.Bucket()) {
+		follow = FollowSubject(kv.Bucket())
+	}
 	return Status{
+		Follow: follow,
 		What: k.what, Name: kv.Bucket(), Revision: info.State.LastSeq, LastWrite: info.State.LastTime,
 		History: st.History(), Replicas: info.Config.Replicas, MaxAge: st.TTL(), Rollups: info.Config.AllowRollup,
 		Values: st.Values(), Problems: problems(info.Config, k),

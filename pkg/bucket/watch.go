@@ -87,6 +87,8 @@ type Watcher struct {
 	// the consumer stays.
 	republished bool
 	noFollow    bool
+	// gone: the last look found no stream for the bucket.
+	gone bool
 }
 
 // Run sends a Snapshot batch each time it (re)subscribes and then update
@@ -133,9 +135,20 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- peer.Batch) bool {
 	default:
 	}
 	last, known := w.streamState(ctx)
-	if known && w.republished && !w.noFollow && w.Mesh.Conn != nil {
-		w.created = time.Time{}
-		return w.followOnce(ctx, out)
+	if w.Mesh.Conn != nil && !w.noFollow {
+		// How to follow the bucket depends on its settings: without
+		// them, try again rather than make a consumer it may not need.
+		if !known {
+			if w.gone {
+				w.Log.Warn("watch bucket failed; retrying", "bucket", w.Mesh.kv.Bucket(), "err", ErrBucketMissing)
+				w.missing()
+			}
+			return false
+		}
+		if w.republished {
+			w.created = time.Time{}
+			return w.followOnce(ctx, out)
+		}
 	}
 	kw, err := w.Mesh.kv.WatchAll(ctx)
 	if err != nil {
@@ -202,6 +215,7 @@ func (w *Watcher) streamState(ctx context.Context) (uint64, bool) {
 	sctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	st, err := w.Mesh.kv.Status(sctx)
+	w.gone = isMissing(err)
 	if err != nil {
 		return 0, false
 	}

@@ -34,10 +34,11 @@ type Proxy struct {
 	wg    sync.WaitGroup
 }
 
-// Start proxies to server (host:port), dropping share (0..1) of the
-// messages delivered on subjects that start with prefix.
-func Start(server, prefix string, share float64) (*Proxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// Start listens on listen (host:port; port 0 picks one) and proxies to
+// server (host:port), dropping share (0..1) of the messages delivered on
+// subjects that start with prefix.
+func Start(listen, server, prefix string, share float64) (*Proxy, error) {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("lossy proxy: %w", err)
 	}
