@@ -191,7 +191,7 @@ type Status struct {
 	// Follow is the subject its stream republishes to (FollowSubject),
 	// empty when it does not.
 	Follow string
-	Values    uint64
+	Values uint64
 	// Problems are what is wrong with its settings, each naming its fix.
 	Problems []error
 }
@@ -228,7 +228,7 @@ func status(ctx context.Context, kv jetstream.KeyValue, k kind) (Status, error) 
 	}
 	return Status{
 		Follow: follow,
-		What: k.what, Name: kv.Bucket(), Revision: info.State.LastSeq, LastWrite: info.State.LastTime,
+		What:   k.what, Name: kv.Bucket(), Revision: info.State.LastSeq, LastWrite: info.State.LastTime,
 		History: st.History(), Replicas: info.Config.Replicas, MaxAge: st.TTL(), Rollups: info.Config.AllowRollup,
 		Values: st.Values(), Problems: problems(info.Config, k),
 	}, nil
