@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -11,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
-	"github.com/ikto-mesh/ikto/pkg/retry"
 )
 
 // Following the bucket without a consumer (docs/contract.md §3).
@@ -70,23 +70,9 @@ const (
 // other lost message: read again.
 const followBuffer = 16384
 
-// scanBatch is how many messages one direct get asks for on servers that
-// answer with batches (2.11 on); older servers answer with one.
-const scanBatch = 512
-
-// requestTimeout bounds the wait for each answer to a direct get.
-const requestTimeout = 5 * time.Second
-
 // repairDelay is how long a hole waits before it is read again: a message
 // that comes late (a cluster's leader changed) closes it for free.
 const repairDelay = 50 * time.Millisecond
-
-// errNoDirectGet is a direct get that was not answered in time.
-var errNoDirectGet = errors.New("no answer to a direct get of the bucket's stream")
-
-// errDirectGetRefused: the credentials may not send a direct get for the
-// whole stream (a host enrolled before ikto 0.6).
-var errDirectGetRefused = errors.New("direct get of the bucket's stream refused")
 
 // message is one message of the bucket's stream, as a direct get or a
 // republish carries it.
@@ -99,157 +85,12 @@ func message(m *nats.Msg, bucket string) (peer.Write, error) {
 	if stream := m.Header.Get(hdrStream); stream != "" && stream != streamName(bucket) {
 		return peer.Write{}, fmt.Errorf("message of stream %q, not %s", stream, streamName(bucket))
 	}
-	seq, err := parseSeq(m.Header.Get(hdrSequence))
+	seq, err := strconv.ParseUint(m.Header.Get(hdrSequence), 10, 64)
 	if err != nil || seq == 0 {
 		return peer.Write{}, fmt.Errorf("message on %q: bad %s %q", subject, hdrSequence, m.Header.Get(hdrSequence))
 	}
 	op := m.Header.Get(hdrKVOp)
 	return peer.Write{Key: key, Revision: seq, Value: m.Data, Deleted: op == "DEL" || op == "PURGE"}, nil
-}
-
-func parseSeq(s string) (uint64, error) {
-	var n uint64
-	if s == "" {
-		return 0, errors.New("empty")
-	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("not a number: %q", s)
-		}
-		n = n*10 + uint64(c-'0')
-	}
-	return n, nil
-}
-
-// scan reads the messages of the bucket's stream with sequences from
-// upTo (0: to the end) by direct get, in sequence order, and calls each
-// with every one. It returns the highest sequence it read (0 if none).
-// Servers from 2.11 answer a request with a batch ended by an "EOB"
-// status; older ones with one message, so the next request starts after it.
-// A request left unanswered (a server shedding direct gets under load) is
-// sent again after a pause, up to scanTries times.
-func (m *Mesh) scan(ctx context.Context, from, upTo uint64, each func(peer.Write)) (last uint64, err error) {
-	bucket := m.nats.Bucket
-	// Each request has its own reply subject under one subscription, so
-	// a late answer to a request given up on is told from the next.
-	inbox := m.NC.NewInbox()
-	replies := make(chan *nats.Msg, 4*scanBatch)
-	sub, err := m.NC.ChanSubscribe(inbox+".*", replies)
-	if err != nil {
-		return 0, fmt.Errorf("scan bucket %s: %w", bucket, err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	api := "$JS.API.DIRECT.GET." + streamName(bucket)
-	pause := retry.Policy{Min: 50 * time.Millisecond, Max: 2 * time.Second}.New()
-	tries, n := 0, 0
-	for upTo == 0 || from <= upTo {
-		batch := uint64(scanBatch)
-		if upTo > 0 {
-			batch = min(batch, upTo-from+1)
-		}
-		n++
-		reply := fmt.Sprintf("%s.%d", inbox, n)
-		// The stream holds only the bucket's subjects: a server that
-		// answers with batches needs no filter, and reads faster
-		// without one; an older one needs it to step over the
-		// sequences that are gone.
-		req := fmt.Sprintf(`{"seq":%d,"batch":%d}`, from, batch)
-		if !m.batches.Load() {
-			req = fmt.Sprintf(`{"seq":%d,"next_by_subj":%q,"batch":%d}`, from, kvPrefix(bucket)+">", batch)
-		}
-		if err := m.NC.PublishRequest(api, reply, []byte(req)); err != nil {
-			return last, fmt.Errorf("scan bucket %s: %w", bucket, err)
-		}
-		more, next, err := m.readBatch(ctx, replies, reply, upTo, func(w peer.Write) {
-			last = w.Revision
-			each(w)
-		})
-		if errors.Is(err, errNoDirectGet) {
-			if refused := publishRefused(m.NC, api); refused != nil {
-				return last, fmt.Errorf("scan bucket %s: %w", bucket, refused)
-			}
-			if tries++; tries < scanTries {
-				if err := sleep(ctx, pause.NextBackOff()); err != nil {
-					return last, err
-				}
-				if next > from {
-					from = next // what did arrive stays read
-				}
-				continue
-			}
-		}
-		if err != nil {
-			return last, fmt.Errorf("scan bucket %s from %d: %w", bucket, from, err)
-		}
-		tries = 0
-		pause.Reset()
-		if !more {
-			return last, nil
-		}
-		from = next
-	}
-	return last, nil
-}
-
-// scanTries bounds the requests sent for one batch before a scan fails.
-const scanTries = 6
-
-// readBatch reads the answers to one direct get, sent with reply subject
-// reply. more says whether the stream may hold further messages, from
-// sequence next on; next is also set when the answer stopped half-way.
-func (m *Mesh) readBatch(ctx context.Context, replies <-chan *nats.Msg, reply string, upTo uint64, each func(peer.Write)) (more bool, next uint64, err error) {
-	timer := time.NewTimer(requestTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return false, next, ctx.Err()
-		case <-timer.C:
-			return false, next, errNoDirectGet
-		case msg := <-replies:
-			if msg.Subject != reply {
-				continue // a late answer to an earlier request
-			}
-			timer.Reset(requestTimeout)
-			if status := msg.Header.Get("Status"); status != "" {
-				switch status {
-				case "404": // nothing at or after the sequence asked for
-					return false, next, nil
-				case "204": // end of a batch
-					pending := msg.Header.Get(hdrPending)
-					return pending != "" && pending != "0", next, nil
-				case "408", "503": // the server is busy: ask again
-					return false, next, errNoDirectGet
-				}
-				return false, next, fmt.Errorf("direct get answered %s %s", status, msg.Header.Get("Description"))
-			}
-			w, err := message(msg, m.nats.Bucket)
-			if err != nil {
-				return false, next, err
-			}
-			if upTo > 0 && w.Revision > upTo {
-				return false, next, nil
-			}
-			each(w)
-			next = w.Revision + 1
-			if msg.Header.Get(hdrPending) == "" {
-				// A server without batches: one message per request.
-				return true, next, nil
-			}
-			m.batches.Store(true)
-		}
-	}
-}
-
-// publishRefused is the server's refusal of a publish to subject (the
-// credentials may not send it), which nats.go keeps as the connection's
-// last error.
-func publishRefused(nc *nats.Conn, subject string) error {
-	err := nc.LastError()
-	if err != nil && errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), subject) {
-		return fmt.Errorf("%w: %w", errDirectGetRefused, err)
-	}
-	return nil
 }
 
 // follower is the state of one following: what it has seen of the

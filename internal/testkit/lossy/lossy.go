@@ -23,8 +23,8 @@ import (
 type Proxy struct {
 	ln     net.Listener
 	server string  // host:port
-	prefix string  // subjects dropped from start with it
-	share  float64 // of those, the share dropped
+	chosen func(subject string) bool // the subjects messages are dropped from
+	share  float64                   // of those, the share dropped
 
 	dropped atomic.Int64
 	passed  atomic.Int64
@@ -36,13 +36,13 @@ type Proxy struct {
 
 // Start listens on listen (host:port; port 0 picks one) and proxies to
 // server (host:port), dropping share (0..1) of the messages delivered on
-// subjects that start with prefix.
-func Start(listen, server, prefix string, share float64) (*Proxy, error) {
+// the subjects chosen says.
+func Start(listen, server string, share float64, chosen func(subject string) bool) (*Proxy, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("lossy proxy: %w", err)
 	}
-	p := &Proxy{ln: ln, server: server, prefix: prefix, share: share}
+	p := &Proxy{ln: ln, server: server, chosen: chosen, share: share}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -117,7 +117,7 @@ func (p *Proxy) filter(client io.Writer, server io.Reader) error {
 				return err
 			}
 			frame = append(frame, body...)
-			if strings.HasPrefix(subject, p.prefix) {
+			if p.chosen(subject) {
 				if rand.Float64() < p.share {
 					p.dropped.Add(1)
 					continue
@@ -134,6 +134,11 @@ func (p *Proxy) filter(client io.Writer, server io.Reader) error {
 			}
 		}
 	}
+}
+
+// Prefix chooses the subjects that start with prefix.
+func Prefix(prefix string) func(string) bool {
+	return func(subject string) bool { return strings.HasPrefix(subject, prefix) }
 }
 
 // msgSize reads a MSG or HMSG control line: "MSG subject sid [reply]
