@@ -22,7 +22,7 @@ import (
 // Proxy listens on loopback and passes connections to a server.
 type Proxy struct {
 	ln     net.Listener
-	server string  // host:port
+	server string                    // host:port
 	chosen func(subject string) bool // the subjects messages are dropped from
 	share  float64                   // of those, the share dropped
 
