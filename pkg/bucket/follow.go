@@ -271,9 +271,8 @@ func (w *Watcher) followOn(ctx context.Context, out chan<- peer.Batch, msgs <-ch
 	probe := time.NewTicker(probeEvery)
 	defer probe.Stop()
 	var (
-		repair  *time.Timer // pending while a hole waits to be read again
-		suspect uint64      // the stream's last sequence at the last probe, beyond contig
-		audit   audit
+		repair *time.Timer // pending while a hole waits to be read again
+		audit  audit
 	)
 	defer audit.stop()
 	defer func() {
@@ -329,17 +328,6 @@ func (w *Watcher) followOn(ctx context.Context, out chan<- peer.Batch, msgs <-ch
 				return
 			}
 		case <-probe.C:
-			if w.Connected != nil && !w.Connected() {
-				suspect = 0
-				continue
-			}
-			if suspect > f.contig {
-				// The stream held it a whole probe ago and nothing
-				// brought it: its message was lost.
-				if !readAgain(suspect) {
-					return
-				}
-			}
 			info, ok := w.streamInfo(ctx)
 			if !ok {
 				continue
@@ -347,9 +335,14 @@ func (w *Watcher) followOn(ctx context.Context, out chan<- peer.Batch, msgs <-ch
 			if w.recreated(info) || w.removed(info, f.contig) == removalFound {
 				return
 			}
-			suspect = 0
+			// A last message lost leaves no hole in what came: the
+			// stream's last sequence shows it. Unless it arrives in the
+			// meantime (it was on its way), it is read again.
 			if last := info.State.LastSeq; last > f.contig {
-				suspect = last
+				f.top = max(f.top, last)
+				if repair == nil {
+					repair = time.NewTimer(repairDelay)
+				}
 			}
 		case msg := <-msgs:
 			var b peer.Batch
