@@ -96,7 +96,23 @@ func Propagation(ctx context.Context, pc PropagationConfig, log *slog.Logger) (f
 		return nil, err
 	}
 	res.gcs = gcCycles() - gcs
+	if res.consumers, err = env.consumers(ctx); err != nil {
+		return nil, err
+	}
 	return res.figures(pc), nil
+}
+
+// consumers is how many consumers the bucket's stream holds.
+func (e *propagationEnv) consumers(ctx context.Context) (int, error) {
+	st, err := e.js.Stream(ctx, "KV_"+e.bucket)
+	if err != nil {
+		return 0, fmt.Errorf("stream of %s: %w", e.bucket, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream of %s: %w", e.bucket, err)
+	}
+	return info.State.Consumers, nil
 }
 
 // propagationResult holds every probe's per-observer delays.
@@ -105,6 +121,9 @@ type propagationResult struct {
 	// CPU time per round (put and delete) of the server and of this process.
 	serverCPU, clientCPU time.Duration
 	gcs                  uint64 // collections of this process during the rounds
+	// consumers on the bucket's stream after the rounds, every agent and
+	// watcher still following it.
+	consumers int
 }
 
 // probeRounds puts rounds new records one at a time and times each until
@@ -182,7 +201,7 @@ func (r *propagationResult) figures(pc PropagationConfig) []Figure {
 	all := NewFigure("propagation", n+": put → applied on every agent", "ms", Millis(r.addAll), target)
 	all.Note = fmt.Sprintf("%d garbage collections of the simulation during the rounds", r.gcs)
 	if pc.Full < pc.Hosts {
-		all.Note = fmt.Sprintf("%s full agents + %s light watchers (own connection and watch each); %s", thousands(pc.Full), thousands(pc.Hosts-pc.Full), all.Note)
+		all.Note = fmt.Sprintf("%s full agents + %s light watchers (own connection and subscription each); %s", thousands(pc.Full), thousands(pc.Hosts-pc.Full), all.Note)
 	}
 	figs := []Figure{
 		all,
@@ -193,6 +212,7 @@ func (r *propagationResult) figures(pc PropagationConfig) []Figure {
 		figs = append(figs, NewFigure("propagation", n+": put → received by every watcher", "ms", Millis(r.watchAll), nil))
 	}
 	return append(figs,
+		NewFigure("propagation", n+": consumers on the bucket's stream, every agent following it", "consumers", []float64{float64(r.consumers)}, AtMost(StatMax, 0)),
 		NewFigure("propagation", n+": CPU per put+delete, nats-server", "ms", Millis([]time.Duration{r.serverCPU}), nil),
 		NewFigure("propagation", n+": CPU per put+delete, all agents", "ms", Millis([]time.Duration{r.clientCPU}), nil))
 }

@@ -243,7 +243,7 @@ func (a *Agent) serve(ctx context.Context) error {
 	a.keeper = &bucket.Keeper{Mesh: a.mesh, Self: a.self, Key: a.key, Rules: a.set.Rules(), Log: a.log, Created: a.kickWatch,
 		Done: func(action string) { a.metrics.ClaimRepairs.WithLabelValues(action).Inc() }}
 	w := &bucket.Watcher{Mesh: a.mesh, Log: a.log, Restart: a.reconnected, Probe: a.set.Resync, Connected: a.conn.Connected,
-		Audit: a.audit, Settings: a.noteBucketSettings,
+		Audit: a.audit, Settings: a.noteBucketSettings, Reread: a.metrics.FollowRereads.Inc,
 		Missing: func() { a.keeper.Request(peer.Repair{Bucket: true}) }}
 	g.Go(func() error { return ignoreCanceled(w.Run(gctx, batches)) })
 	g.Go(func() error { return a.keeper.Run(gctx) })

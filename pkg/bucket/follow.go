@@ -206,7 +206,7 @@ func (w *Watcher) followOnce(ctx context.Context, out chan<- peer.Batch) bool {
 	if err != nil {
 		if errors.Is(err, errDirectGetRefused) {
 			w.noFollow = true
-			w.Log.Warn("the bucket republishes, but this host may not read it by direct get; following it with a consumer instead. Credentials made before ikto 0.6 lack the permission: enroll the host again (ikto-admin enroll)",
+			w.Log.Warn("the bucket republishes, but this host may not read it by direct get; following it with a consumer instead. Credentials made before ikto 0.4 lack the permission: enroll the host again (ikto-admin enroll)",
 				"bucket", m.nats.Bucket, "err", err)
 		} else if ctx.Err() == nil {
 			w.Log.Warn("reading the bucket failed; retrying", "bucket", m.nats.Bucket, "err", err)
@@ -307,6 +307,9 @@ func (w *Watcher) followOn(ctx context.Context, out chan<- peer.Batch, msgs <-ch
 		}
 		f.readTo(upTo)
 		w.Log.Debug("read a hole in the bucket's updates again", "bucket", m.nats.Bucket, "from", from, "to", upTo, "found", len(b.Entries))
+		if w.Reread != nil {
+			w.Reread()
+		}
 		return w.deliver(ctx, out, b, f, &audit)
 	}
 	for {

@@ -54,7 +54,7 @@ const (
 var errNoDirectGet = errors.New("no answer to a direct get of the bucket's stream")
 
 // errDirectGetRefused: the credentials may not send a direct get for the
-// whole stream (a host enrolled before ikto 0.6).
+// whole stream (a host enrolled before ikto 0.4).
 var errDirectGetRefused = errors.New("direct get of the bucket's stream refused")
 
 // span is a range of stream sequences; to 0 is the stream's end.

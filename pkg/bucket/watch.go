@@ -55,6 +55,9 @@ type Watcher struct {
 	// are no watch events; the watcher finds them gone by comparing the
 	// stream's state with what it delivered, and reads the bucket again.
 	Audit <-chan struct{}
+	// Reread, when set, is told each time a range of the bucket's stream
+	// is read again because what it republished was lost on the way.
+	Reread func()
 	// Settings, when set, is told what is wrong with the bucket's settings
 	// (Problems; none when it is as ikto makes it) each time the watch
 	// reads the stream's configuration.

@@ -38,6 +38,7 @@ type Agent struct {
 	HookUp            *prometheus.GaugeVec   // by hook
 	ClaimContested    prometheus.Gauge       // 1 while another value holds this host's prefix
 	ClaimRepairs      *prometheus.CounterVec // by action: bucket | reclaim | defend | release
+	FollowRereads     prometheus.Counter     // ranges of the bucket's stream read again (lost republished messages)
 }
 
 // NewAgent registers the agent's metrics (and the Go runtime and process
@@ -64,11 +65,12 @@ func NewAgent() *Agent {
 		HookUp:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ikto_hook_up", Help: "1 while the hook's process runs and has taken its configuration, by hook."}, []string{"hook"}),
 		ClaimContested: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ikto_claim_contested", Help: "1 while another key's record or a non-record holds this host's prefix (contested or lost)."}),
 		ClaimRepairs:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ikto_claim_repairs_total", Help: "Repairs of this host's claim written to the bucket, by action."}, []string{"action"}),
+		FollowRereads:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ikto_follow_rereads_total", Help: "Ranges of the bucket's stream read again because what it republished was lost on the way."}),
 	}
 	m.reg.MustRegister(
 		m.PeersDesired, m.PeersConfigured, m.RecordsRejected, m.Rejections, m.WatchEvents, m.WatchSnapshots,
 		m.Reconciles, m.ReconcileDuration, m.PeerChanges, m.NATSConnected, m.NATSReconnects,
-		m.HookFailures, m.HookRestarts, m.HookUp, m.ClaimContested, m.ClaimRepairs,
+		m.HookFailures, m.HookRestarts, m.HookUp, m.ClaimContested, m.ClaimRepairs, m.FollowRereads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ikto_heartbeat_age_seconds",
 			Help: "Seconds since this agent last wrote its heartbeat; -1 before the first.",
