@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/integration/harness/harnesstest"
 	"github.com/ikto-mesh/ikto/internal/testkit"
@@ -95,22 +93,11 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.EventuallyContext(t, convergeTimeout, "no consumer left on the bucket's stream", func(ctx context.Context) error {
-		js, err := jetstream.New(b.Conn)
-		if err != nil {
-			return err
+		n, err := consumersOf(ctx, b)
+		if err == nil && n != 0 {
+			err = fmt.Errorf("%d consumers on the bucket's stream of %d agents that follow it without one", n, len(hosts))
 		}
-		st, err := js.Stream(ctx, "KV_"+bucketName)
-		if err != nil {
-			return err
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.State.Consumers != 0 {
-			return fmt.Errorf("%d consumers on the bucket's stream of %d agents that follow it without one", info.State.Consumers, len(hosts))
-		}
-		return nil
+		return err
 	})
 	for _, h := range hosts {
 		testkit.EventuallyContext(t, convergeTimeout, "status of "+h.Name, func(ctx context.Context) error {

@@ -87,21 +87,27 @@ func TestMeshFollowsThroughLoss(t *testing.T) {
 func noConsumers(t *testing.T, m *mesh) {
 	t.Helper()
 	testkit.EventuallyContext(t, convergeTimeout, "no consumer on the bucket's stream", func(ctx context.Context) error {
-		js, err := jetstream.New(m.bucket.Conn)
-		if err != nil {
-			return err
+		n, err := consumersOf(ctx, m.bucket)
+		if err == nil && n != 0 {
+			err = fmt.Errorf("%d consumers on the bucket's stream", n)
 		}
-		st, err := js.Stream(ctx, "KV_"+bucketName)
-		if err != nil {
-			return err
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if n := info.State.Consumers; n != 0 {
-			return fmt.Errorf("%d consumers on the bucket's stream", n)
-		}
-		return nil
+		return err
 	})
+}
+
+// consumersOf is how many consumers the stream of b holds.
+func consumersOf(ctx context.Context, b *harness.Bucket) (int, error) {
+	js, err := jetstream.New(b.Conn)
+	if err != nil {
+		return 0, err
+	}
+	st, err := js.Stream(ctx, "KV_"+b.Bucket())
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Consumers, nil
 }

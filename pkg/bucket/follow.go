@@ -3,9 +3,6 @@ package bucket
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,7 +11,7 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
-// Following the bucket without a consumer (docs/contract.md §3).
+// Following the bucket without a consumer (docs/contract.md §4, §6).
 //
 // The bucket's stream republishes every message it stores to
 // FollowSubject, with its stream sequence and its key's previous sequence
@@ -73,25 +70,6 @@ const followBuffer = 16384
 // repairDelay is how long a hole waits before it is read again: a message
 // that comes late (a cluster's leader changed) closes it for free.
 const repairDelay = 50 * time.Millisecond
-
-// message is one message of the bucket's stream, as a direct get or a
-// republish carries it.
-func message(m *nats.Msg, bucket string) (peer.Write, error) {
-	subject := m.Header.Get(hdrSubject)
-	key, ok := strings.CutPrefix(subject, kvPrefix(bucket))
-	if !ok {
-		return peer.Write{}, fmt.Errorf("message on %q is not of bucket %s", subject, bucket)
-	}
-	if stream := m.Header.Get(hdrStream); stream != "" && stream != streamName(bucket) {
-		return peer.Write{}, fmt.Errorf("message of stream %q, not %s", stream, streamName(bucket))
-	}
-	seq, err := strconv.ParseUint(m.Header.Get(hdrSequence), 10, 64)
-	if err != nil || seq == 0 {
-		return peer.Write{}, fmt.Errorf("message on %q: bad %s %q", subject, hdrSequence, m.Header.Get(hdrSequence))
-	}
-	op := m.Header.Get(hdrKVOp)
-	return peer.Write{Key: key, Revision: seq, Value: m.Data, Deleted: op == "DEL" || op == "PURGE"}, nil
-}
 
 // follower is the state of one following: what it has seen of the
 // stream's sequence, and the newest sequence of every key.
@@ -399,15 +377,4 @@ func (w *Watcher) recreated(info *jetstream.StreamInfo) bool {
 		return true
 	}
 	return false
-}
-
-// subscribeRefused is the server's refusal of a subscription to subject,
-// which nats.go keeps as the connection's last error (the flush that
-// follows the subscription waits for it).
-func subscribeRefused(nc *nats.Conn, subject string) error {
-	err := nc.LastError()
-	if err != nil && errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), subject) {
-		return fmt.Errorf("subscribe to %s: %w; enroll the host again (ikto-admin enroll) for credentials that may follow the bucket", subject, err)
-	}
-	return nil
 }

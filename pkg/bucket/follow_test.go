@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/internal/testkit/lossy"
@@ -51,9 +50,9 @@ func (v view) apply(b peer.Batch) {
 }
 
 // bucketView is the bucket's content read directly: key → revision.
-func bucketView(t *testing.T, kv jetstream.KeyValue) view {
+func bucketView(t *testing.T, m *Mesh) view {
 	t.Helper()
-	ctx := context.Background()
+	ctx, kv := context.Background(), m.kv
 	v := view{}
 	lister, err := kv.ListKeys(ctx)
 	if err != nil {
@@ -92,7 +91,7 @@ func TestFollowHoldsNoConsumer(t *testing.T) {
 	if err := m.kv.Delete(ctx, key); err != nil {
 		t.Fatal(err)
 	}
-	want := bucketView(t, m.kv)
+	want := bucketView(t, m)
 	for !maps.Equal(got, want) {
 		got.apply(recv(t, out))
 	}
@@ -143,7 +142,7 @@ func followThroughLoss(t *testing.T, chosen func(string) bool) {
 			t.Fatal(err)
 		}
 	}
-	want := bucketView(t, writer.kv)
+	want := bucketView(t, writer)
 	rereads := 0
 	testkit.Eventually(t, 20*time.Second, "the followed view to equal the bucket", func() error {
 		for {
