@@ -28,7 +28,7 @@ const followLoss = 0.4
 // and pings between the two hosts that stay throughout lose nothing.
 func TestMeshFollowsThroughLoss(t *testing.T) {
 	onEveryServer(t, func(t *testing.T, m *mesh) {
-		proxy, err := lossy.Start(netip.AddrPortFrom(m.net.Gateway, 0).String(), m.natsAddr().String(), followLoss, lossy.Prefix("ikto.kv."))
+		proxy, err := lossy.Start(netip.AddrPortFrom(m.net.Gateway, 0).String(), m.natsAddr().String(), lossy.Prefix("ikto.kv.", followLoss))
 		if err != nil {
 			t.Fatal(err)
 		}

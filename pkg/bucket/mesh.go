@@ -28,9 +28,6 @@ type Mesh struct {
 
 	// batches: the server answered a direct get with a batch (2.11 on).
 	batches atomic.Bool
-	// scanWait is how long a scan's round waits for its first answer, as
-	// the last scan left it (0: answerTimeout).
-	scanWait atomic.Int64
 }
 
 // Open opens the mesh's bucket, creating it (with the configured replicas)

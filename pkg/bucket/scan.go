@@ -31,7 +31,7 @@ const scanBatch = 512
 // answerTimeout is how long a round of requests waits for its first
 // answer, and at most for any other, before the requests still open are
 // asked again.
-const answerTimeout = 2 * time.Second
+const answerTimeout = 5 * time.Second
 
 // minSilence is the shortest pause in a round's answers taken to mean the
 // rest were lost.
@@ -77,23 +77,13 @@ type scanner struct {
 	each    func(peer.Write)
 	sent    int
 	todo    []span
-	// wait is how long a round waits for its first answer: answerTimeout
-	// at first, then a few times the delay of the last round's first
-	// answer, doubling after a round that heard nothing. The next scan
-	// starts from where this one left it.
-	wait time.Duration
 }
 
 // scan reads the messages of the bucket's stream with sequences from
 // upTo (0: to the end) and calls each with every one, once, not always in
 // sequence order. It returns the highest sequence it read (0 if none).
 func (m *Mesh) scan(ctx context.Context, from, upTo uint64, each func(peer.Write)) (last uint64, err error) {
-	wait := time.Duration(m.scanWait.Load())
-	if wait <= 0 {
-		wait = answerTimeout
-	}
-	s := &scanner{m: m, inbox: m.NC.NewInbox() + ".scan", replies: make(chan *nats.Msg, 4*scanBatch), wait: wait}
-	defer func() { m.scanWait.Store(int64(s.wait)) }()
+	s := &scanner{m: m, inbox: m.NC.NewInbox() + ".scan", replies: make(chan *nats.Msg, 4*scanBatch)}
 	s.each = func(w peer.Write) {
 		last = max(last, w.Revision)
 		each(w)
@@ -109,7 +99,6 @@ func (m *Mesh) scan(ctx context.Context, from, upTo uint64, each func(peer.Write
 	s.todo = []span{{from, upTo}}
 	pause := retry.Policy{Min: 50 * time.Millisecond, Max: 2 * time.Second}.New()
 	for silent := 0; len(s.todo) > 0; {
-		waited := s.wait
 		answered, err := s.round(ctx)
 		if err != nil {
 			return last, fmt.Errorf("scan bucket %s: %w", m.nats.Bucket, err)
@@ -121,12 +110,6 @@ func (m *Mesh) scan(ctx context.Context, from, upTo uint64, each func(peer.Write
 		}
 		if err := m.directGetRefused(); err != nil {
 			return last, fmt.Errorf("scan bucket %s: %w", m.nats.Bucket, err)
-		}
-		// A round that waited less than answerTimeout may just have
-		// been unlucky; the next waits twice as long.
-		s.wait = min(2*s.wait, answerTimeout)
-		if waited < answerTimeout {
-			continue
 		}
 		if silent++; silent >= scanTries {
 			return last, fmt.Errorf("scan bucket %s from %d: %w", m.nats.Bucket, s.todo[0].from, errNoDirectGet)
@@ -153,11 +136,14 @@ func (s *scanner) round(ctx context.Context) (answered bool, err error) {
 		}
 	}
 	s.todo = s.todo[n:]
-	// After the first answer, answers come back to back, and a pause of a
-	// few times the first one's delay means the rest were lost.
+	// A busy server may take long to answer at all: nothing is asked
+	// again before answerTimeout, or a fleet reading the bucket at once
+	// would ask for it many times over. After the first answer, answers
+	// come back to back, and a pause of a few times the first one's delay
+	// means the rest were lost.
 	sent, silence := time.Now(), answerTimeout
 	waiting := n
-	timer := time.NewTimer(s.wait)
+	timer := time.NewTimer(answerTimeout)
 	defer timer.Stop()
 	for waiting > 0 {
 		select {
@@ -172,7 +158,6 @@ func (s *scanner) round(ctx context.Context) (answered bool, err error) {
 			}
 			if !answered {
 				silence = min(max(4*time.Since(sent), minSilence), answerTimeout)
-				s.wait = min(2*silence, answerTimeout)
 			}
 			timer.Reset(silence)
 			answered, r.answered = true, true

@@ -22,9 +22,8 @@ import (
 // Proxy listens on loopback and passes connections to a server.
 type Proxy struct {
 	ln     net.Listener
-	server string                    // host:port
-	chosen func(subject string) bool // the subjects messages are dropped from
-	share  float64                   // of those, the share dropped
+	server string                       // host:port
+	lose   func(subject string) float64 // the share of a subject's messages dropped
 
 	dropped atomic.Int64
 	passed  atomic.Int64
@@ -35,14 +34,14 @@ type Proxy struct {
 }
 
 // Start listens on listen (host:port; port 0 picks one) and proxies to
-// server (host:port), dropping share (0..1) of the messages delivered on
-// the subjects chosen says.
-func Start(listen, server string, share float64, chosen func(subject string) bool) (*Proxy, error) {
+// server (host:port), dropping the share lose says (0..1) of the messages
+// delivered on each subject.
+func Start(listen, server string, lose func(subject string) float64) (*Proxy, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("lossy proxy: %w", err)
 	}
-	p := &Proxy{ln: ln, server: server, chosen: chosen, share: share}
+	p := &Proxy{ln: ln, server: server, lose: lose}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -51,7 +50,7 @@ func Start(listen, server string, share float64, chosen func(subject string) boo
 // URL is the proxy's address as a NATS URL.
 func (p *Proxy) URL() string { return "nats://" + p.ln.Addr().String() }
 
-// Dropped and Passed count the messages on the chosen subjects.
+// Dropped and Passed count the messages on subjects that lose some.
 func (p *Proxy) Dropped() int64 { return p.dropped.Load() }
 func (p *Proxy) Passed() int64  { return p.passed.Load() }
 
@@ -117,8 +116,8 @@ func (p *Proxy) filter(client io.Writer, server io.Reader) error {
 				return err
 			}
 			frame = append(frame, body...)
-			if p.chosen(subject) {
-				if rand.Float64() < p.share {
+			if share := p.lose(subject); share > 0 {
+				if rand.Float64() < share {
 					p.dropped.Add(1)
 					continue
 				}
@@ -136,9 +135,15 @@ func (p *Proxy) filter(client io.Writer, server io.Reader) error {
 	}
 }
 
-// Prefix chooses the subjects that start with prefix.
-func Prefix(prefix string) func(string) bool {
-	return func(subject string) bool { return strings.HasPrefix(subject, prefix) }
+// Prefix loses share of the messages on the subjects that start with
+// prefix.
+func Prefix(prefix string, share float64) func(string) float64 {
+	return func(subject string) float64 {
+		if strings.HasPrefix(subject, prefix) {
+			return share
+		}
+		return 0
+	}
 }
 
 // msgSize reads a MSG or HMSG control line: "MSG subject sid [reply]
