@@ -163,6 +163,7 @@ func (w *Watcher) followOnce(ctx context.Context, out chan<- peer.Batch) bool {
 	if !known {
 		return false
 	}
+	w.created = w.instance // the stream this following reads
 	w.known = map[string]uint64{}
 	var snap peer.Batch
 	snap.Snapshot = true
@@ -267,12 +268,18 @@ func (w *Watcher) followOn(ctx context.Context, out chan<- peer.Batch, msgs <-ch
 		}
 		return repair.C
 	}
-	// readAgain reads the stream from contig+1 to upTo and sends what is
-	// news; false means the following must end.
+	// readAgain reads the stream from contig+1 on and sends what is news;
+	// false means the following must end. What it reads is complete up to
+	// the highest sequence the answers reach: on a cluster, a member that
+	// is behind its leader may answer, and a read that does not reach
+	// upTo (a sequence known to exist, or superseded by a later one) is
+	// tried again a little later, and after behindTries the bucket is read
+	// whole.
+	behind := 0
 	readAgain := func(upTo uint64) bool {
 		var b peer.Batch
 		from := f.contig + 1
-		_, err := m.scan(ctx, from, upTo, func(e peer.Write) {
+		last, err := m.scan(ctx, from, 0, func(e peer.Write) {
 			if f.take(e) {
 				b.Entries = append(b.Entries, e)
 			}
@@ -283,20 +290,46 @@ func (w *Watcher) followOn(ctx context.Context, out chan<- peer.Batch, msgs <-ch
 			}
 			return false
 		}
-		f.readTo(upTo)
-		w.Log.Debug("read a hole in the bucket's updates again", "bucket", m.nats.Bucket, "from", from, "to", upTo, "found", len(b.Entries))
+		f.readTo(last)
+		w.Log.Debug("read a hole in the bucket's updates again", "bucket", m.nats.Bucket, "from", from, "to", last, "found", len(b.Entries))
 		if w.Reread != nil {
 			w.Reread()
 		}
+		if last < upTo {
+			if behind++; behind >= behindTries {
+				w.Log.Warn("the bucket's stream keeps answering short of what it holds; reading it again", "bucket", m.nats.Bucket,
+					"read_to", last, "want", upTo)
+				return false
+			}
+		} else {
+			behind = 0
+		}
 		return w.deliver(ctx, out, b, f, &audit)
+	}
+	retryRepair := func() {
+		if f.hole() && repair == nil {
+			repair = time.NewTimer(repairDelay << min(behind, 6))
+		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.Restart:
-			w.Log.Info("re-reading bucket after reconnect", "bucket", m.nats.Bucket)
-			return
+			// A reconnect: what was stored meanwhile was not republished
+			// to us. The same stream is caught up with from where we
+			// were; another one (made again, or gone back) is read whole.
+			info, ok := w.streamInfo(ctx)
+			if !ok || w.recreated(info) || info.State.LastSeq < f.contig || w.removed(info, f.contig) == removalFound {
+				w.Log.Info("re-reading bucket after reconnect", "bucket", m.nats.Bucket)
+				return
+			}
+			w.Log.Info("catching up with the bucket after reconnect", "bucket", m.nats.Bucket, "from", f.contig+1, "to", info.State.LastSeq)
+			f.top = max(f.top, info.State.LastSeq)
+			if f.hole() && !readAgain(f.top) {
+				return
+			}
+			retryRepair()
 		case <-w.Audit:
 			audit.start()
 		case <-audit.due():
@@ -308,6 +341,7 @@ func (w *Watcher) followOn(ctx context.Context, out chan<- peer.Batch, msgs <-ch
 			if f.hole() && !readAgain(f.top) {
 				return
 			}
+			retryRepair()
 		case <-probe.C:
 			info, ok := w.streamInfo(ctx)
 			if !ok {
@@ -349,6 +383,9 @@ func (w *Watcher) followOn(ctx context.Context, out chan<- peer.Batch, msgs <-ch
 		}
 	}
 }
+
+// behindTries bounds the reads of a hole in a row that stop short of it.
+const behindTries = 8
 
 // defaultFollowProbe is the probe of a following without Watcher.Probe.
 const defaultFollowProbe = 30 * time.Second

@@ -7,10 +7,12 @@ import (
 	"maps"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
 
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/internal/testkit/lossy"
@@ -190,5 +192,54 @@ func followThroughLoss(t *testing.T, lose func(string) float64) {
 	t.Logf("the proxy dropped %d of %d messages", proxy.Dropped(), proxy.Dropped()+proxy.Passed())
 	if n := consumers(t, writer.JS, "ikto-test"); n != 0 {
 		t.Errorf("the stream has %d consumers after the repairs, want 0", n)
+	}
+}
+
+// A reconnect loses what was republished meanwhile. The watcher catches up
+// from where it was, reading only what it missed: no snapshot, and the
+// stream holds no consumer.
+func TestFollowCatchesUpAfterReconnect(t *testing.T) {
+	s := natstest.Start(t)
+	writer := followedMesh(t, s.URL())
+	putRecords(t, writer.kv, 1, 50)
+	proxy, err := lossy.Start("127.0.0.1:0", s.Addr().String(), func(string) float64 { return 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	m := followedMesh(t, proxy.URL())
+	restart := make(chan struct{}, 1)
+	var rereads atomic.Int32
+	out := runWatcher(t, &Watcher{Mesh: m, Log: slog.New(slog.DiscardHandler), Restart: restart, Reread: func() { rereads.Add(1) }})
+	got := view{}
+	got.apply(recv(t, out))
+
+	// Cut, write while the follower's connection is down, let it back.
+	reconnected := make(chan struct{}, 1)
+	m.NC.SetReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} })
+	proxy.Cut()
+	putRecords(t, writer.kv, 40, 20)
+	if err := writer.kv.Delete(context.Background(), peer.Key(netip.MustParsePrefix("fd10:2::/48"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-reconnected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reconnect within 10s")
+	}
+	restart <- struct{}{}
+	want := bucketView(t, writer)
+	for !maps.Equal(got, want) {
+		b := recv(t, out)
+		if b.Snapshot {
+			t.Fatal("the watcher read the whole bucket again after a reconnect to the same stream")
+		}
+		got.apply(b)
+	}
+	if rereads.Load() == 0 {
+		t.Error("no range was read again, yet the watcher caught up")
+	}
+	if n := consumers(t, writer.JS, "ikto-test"); n != 0 {
+		t.Errorf("the stream has %d consumers, want 0", n)
 	}
 }

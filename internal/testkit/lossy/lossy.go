@@ -54,6 +54,17 @@ func (p *Proxy) URL() string { return "nats://" + p.ln.Addr().String() }
 func (p *Proxy) Dropped() int64 { return p.dropped.Load() }
 func (p *Proxy) Passed() int64  { return p.passed.Load() }
 
+// Cut closes every connection made so far, as a network fault would; the
+// proxy goes on listening, so clients reconnect.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
 // Close stops listening and cuts every connection.
 func (p *Proxy) Close() error {
 	err := p.ln.Close()
