@@ -25,11 +25,12 @@ func (a *app) evictCommand() *cobra.Command {
 		rf     ruleFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "evict <ip-or-prefix> [--user FILE|UPUB [--operator-seed FILE --account-jwt FILE [--system-creds FILE]]]",
-		Short: "Remove the host whose prefix contains an address: delete its record and revoke its key",
+		Use:   "evict <name|ip|prefix> [--user FILE|UPUB [--operator-seed FILE --account-jwt FILE [--system-creds FILE]]]",
+		Short: "Remove a host, by name or by an address in its prefix: delete its record and revoke its key",
 		Long: `evict finds the host whose prefix contains the address (or is the prefix),
-revokes its public key and deletes its record with compare-and-set on the
-revision it read. Every agent drops the host; its own agent exits 4 and will
+or whose record carries the name (as ikto-admin list shows it; a name two
+records carry is refused: give the address), revokes its public key and
+deletes its record with compare-and-set on the revision it read. Every agent drops the host; its own agent exits 4 and will
 not start again with that key.
 
 A host enrolled with ikto-admin enroll keeps its NATS user, which may still
@@ -46,10 +47,11 @@ that really holds it, until told what to do: --keep-key deletes only the
 record at the address given and leaves the key alone (remove an intruder's
 copy, and revoke the intruder's NATS user with --user); --revoke-key
 revokes the key anyway.`,
-		Args: exactArgs(1, "one address or prefix"),
+		Args: exactArgs(1, "one host name, address or prefix"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			target, err := parseTarget(args[0])
-			if err != nil {
+			byName := errors.Is(err, errNotAnAddress)
+			if err != nil && !byName {
 				return err
 			}
 			if err := r.check(); err != nil {
@@ -67,6 +69,11 @@ revokes the key anyway.`,
 				return cli.Usagef("--keep-key and --revoke-key exclude each other")
 			}
 			return a.withOperator(cmd, rf, func(ctx context.Context, m *bucket.Mesh, op bucket.Operator) error {
+				if byName {
+					if target, err = prefixOfName(ctx, m, args[0]); err != nil {
+						return err
+					}
+				}
 				return a.evict(ctx, cmd, m, target, args[0], dryRun, keys, r, user, op)
 			})
 		},
@@ -163,6 +170,10 @@ func (a *app) sweepAfterRevoke(ctx context.Context, m *bucket.Mesh, was bucket.H
 }
 
 // parseTarget reads an address (a single-address prefix) or a prefix.
+// errNotAnAddress: the argument is no address or prefix, so it may be a
+// host's name.
+var errNotAnAddress = errors.New("not an IP address or prefix")
+
 func parseTarget(s string) (netip.Prefix, error) {
 	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
 		a = a.Unmap()
@@ -171,7 +182,36 @@ func parseTarget(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
 		return p.Masked(), nil
 	}
-	return netip.Prefix{}, cli.Usagef("%q is not an IP address or prefix (e.g. fd10:2082:5bc1::1 or fd10:2082:5bc1::/48)", s)
+	return netip.Prefix{}, fmt.Errorf("%q: %w", s, errNotAnAddress)
+}
+
+// prefixOfName is the prefix of the one record that carries name.
+func prefixOfName(ctx context.Context, m *bucket.Mesh, name string) (netip.Prefix, error) {
+	entries, err := m.Records(ctx)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	var found []netip.Prefix
+	for _, e := range entries {
+		r, err := peer.DecodeRecord(e.Value)
+		if err != nil || r.Name != name {
+			continue
+		}
+		if p, err := netip.ParsePrefix(r.AllowedIP); err == nil {
+			found = append(found, p.Masked())
+		}
+	}
+	switch len(found) {
+	case 0:
+		return netip.Prefix{}, cli.Usagef("no host is named %q in bucket %s, and it is no IP address or prefix (e.g. fd10:2082:5bc1::1 or fd10:2082:5bc1::/48); `ikto-admin list` shows every host", name, m.Bucket())
+	case 1:
+		return found[0], nil
+	}
+	var ps []string
+	for _, p := range found {
+		ps = append(ps, p.String())
+	}
+	return netip.Prefix{}, cli.Usagef("%d records carry the name %q (%s): evict by address instead", len(found), name, strings.Join(ps, ", "))
 }
 
 func hostName(r peer.Record) string {

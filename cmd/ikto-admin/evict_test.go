@@ -62,6 +62,33 @@ func TestEvict(t *testing.T) {
 // The attack of issue 19: host a publishes, at its own prefix, the record of
 // bravo's key. Evicting a's prefix must not revoke bravo's key unless told:
 // --keep-key deletes the copy and leaves the key; --revoke-key revokes it.
+// A host is evicted by the name list shows; a name no record carries, or
+// that two carry, is refused with what to give instead.
+func TestEvictByName(t *testing.T) {
+	url, js := startNATS(t)
+	kv := openBucket(t, js)
+	put(t, kv, record(t, "alpha", "fd10:1::/48", 1, "198.18.0.2", 51820))
+	put(t, kv, record(t, "twin", "fd10:2::/48", 2, "198.18.0.3", 51820))
+	put(t, kv, record(t, "twin", "fd10:3::/48", 3, "198.18.0.4", 51820))
+
+	code, stdout, stderr := exec(t, "evict", "alpha", "--nats-url", url)
+	if code != 0 || !strings.Contains(stdout, "evicted alpha") {
+		t.Fatalf("evict alpha: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := kv.Get(context.Background(), peer.Key(netip.MustParsePrefix("fd10:1::/48"))); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("alpha's record after evict by name: %v, want deleted", err)
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"nobody", `no host is named "nobody"`},
+		{"twin", "2 records carry the name \"twin\" (fd10:2::/48, fd10:3::/48): evict by address instead"},
+	} {
+		code, _, stderr := exec(t, "evict", tc.name, "--nats-url", url)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("evict %s: exit %d, %q; want 2 and %q", tc.name, code, stderr, tc.want)
+		}
+	}
+}
+
 func TestEvictACopyOfAnotherHostsKey(t *testing.T) {
 	url, js := startNATS(t)
 	kv := openBucket(t, js)
