@@ -182,6 +182,10 @@ func parseTarget(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
 		return p.Masked(), nil
 	}
+	if strings.ContainsAny(s, ":/%") || s == "" {
+		// Meant as an address, and not one (names carry none of these).
+		return netip.Prefix{}, cli.Usagef("%q is not an IP address, prefix or host name (e.g. fd10:2082:5bc1::1, fd10:2082:5bc1::/48 or the NAME ikto-admin list shows)", s)
+	}
 	return netip.Prefix{}, fmt.Errorf("%q: %w", s, errNotAnAddress)
 }
 
