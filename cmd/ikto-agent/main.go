@@ -66,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error (default: log_level of -c, else info)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve /metrics on this TCP host:port (default: metrics_listen of -c)")
 	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the config, print the resolved settings and exit 0 (valid) or 1")
-	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
+	fs.BoolVarP(&f.showVersion, "version", "v", false, "print the version and exit")
 
 	return cli.Execute(cmd, args, stdout, stderr, exitCode)
 }

@@ -33,10 +33,13 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// --version and -v, as every ikto binary answers them.
 func TestVersion(t *testing.T) {
-	code, stdout, _ := runAgent("--version")
-	if code != 0 || !strings.HasPrefix(stdout, "ikto-agent ") {
-		t.Fatalf("--version: exit %d, %q", code, stdout)
+	for _, flag := range []string{"--version", "-v"} {
+		code, stdout, _ := runAgent(flag)
+		if code != 0 || !strings.HasPrefix(stdout, "ikto-agent ") {
+			t.Errorf("%s: exit %d, %q", flag, code, stdout)
+		}
 	}
 }
 
