@@ -106,7 +106,7 @@ credentials (docs/securing-membership.md).
 	f.StringVar(&a.operatorKey, "operator-key", "", "sign evict, prune and unrevoke with this operator key `FILE` (ikto-admin keygen; default $"+operatorKeyEnv+")")
 	a.natsOpts.bind(f)
 
-	root.AddCommand(a.listCommand(), a.evictCommand(), a.liftRevocationCommand(), a.pruneHostsCommand(), a.statusCommand(), a.healthCommand(),
+	root.AddCommand(a.listCommand(), a.evictCommand(), a.liftRevocationCommand(), a.pruneHostsCommand(), a.statusCommand(), a.ipCommand(), a.healthCommand(),
 		a.enrollCommand(), a.initBucketCommand(), a.revokeUserCommand(), a.initOperatorCommand(), a.keygenCommand())
 	for _, c := range root.Commands() {
 		c.SilenceErrors, c.SilenceUsage = true, true

@@ -47,10 +47,14 @@ func writeStatusTable(w io.Writer, st api.Status, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	self := st.Self
 	fmt.Fprintf(tw, "self\t%s %s (public key %s)\n", hostName(self), dash(self.AllowedIP), dash(self.PublicKey))
+	fmt.Fprintf(tw, "address\t%s\n", dash(st.Address))
 	fmt.Fprintf(tw, "endpoint\t%s\n", dash(row{Record: self}.endpoint()))
 	fmt.Fprintf(tw, "backend\t%s\n", dash(string(st.Backend)))
 	fmt.Fprintf(tw, "device\t%s\n", dash(st.Device))
-	nats := "disconnected"
+	nats := "disconnected from " + dash(st.NATS.URL)
+	if st.NATS.LastError != "" {
+		nats += ", last error: " + st.NATS.LastError
+	}
 	if st.NATS.Connected {
 		nats = "connected to " + dash(st.NATS.Server)
 	}
@@ -131,4 +135,37 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func (a *app) ipCommand() *cobra.Command {
+	var socket string
+	var prefix bool
+	cmd := &cobra.Command{
+		Use:   "ip [-s SOCKET] [--prefix]",
+		Short: "Print this host's address in the mesh (or its prefix), as the local agent has it",
+		Long: `ip asks the local agent over its admin socket for this host's address in
+the mesh (private_address) and prints it alone on a line, for scripts:
+ping "$(ikto-admin ip)". --prefix prints the host's prefix instead.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := a.withTimeout(cmd.Context())
+			defer cancel()
+			st, err := api.NewClient(socket).Status(ctx)
+			if err != nil {
+				return err
+			}
+			out := st.Address
+			if prefix {
+				out = st.Self.AllowedIP
+			}
+			if out == "" {
+				return fmt.Errorf("the agent at %s reports no address yet", socket)
+			}
+			_, err = fmt.Fprintln(a.stdout, out)
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&socket, "socket", "s", api.DefaultSocket, "the agent's admin socket")
+	cmd.Flags().BoolVar(&prefix, "prefix", false, "print the host's prefix instead of its address")
+	return cmd
 }

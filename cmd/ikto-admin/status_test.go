@@ -34,7 +34,7 @@ func cannedStatus() api.Status {
 	hs := now.Add(-90 * time.Second)
 	return api.Status{
 		Self:    peer.Record{Name: "alpha", PublicKey: "SELFKEY=", AdvertiseAddress: "198.18.0.2", AllowedIP: "fd10:1::/48", WGPort: 51820},
-		Backend: "userspace", Device: "wg-ikto",
+		Address: "fd10:1::1", Backend: "userspace", Device: "wg-ikto",
 		NATS:  api.NATSStatus{Connected: true, Server: "nats://198.18.0.1:4222", Bucket: "ikto-mesh"},
 		State: "synced", Claim: "held", Synced: true, LastReconcile: &rec,
 		Peers: []api.PeerStatus{
@@ -54,6 +54,7 @@ func TestStatusTable(t *testing.T) {
 	}
 	want := "" +
 		"self            alpha fd10:1::/48 (public key SELFKEY=)\n" +
+		"address         fd10:1::1\n" +
 		"endpoint        198.18.0.2:51820\n" +
 		"backend         userspace\n" +
 		"device          wg-ikto\n" +
@@ -73,6 +74,33 @@ func TestStatusTable(t *testing.T) {
 		"peers.x  7         bad_port  wg_port 0 is not 1-65535\n"
 	if diff := cmp.Diff(want, stdout); diff != "" {
 		t.Errorf("status table (-want +got):\n%s", diff)
+	}
+}
+
+// ip prints this host's mesh address, as the agent reports it, for scripts
+// (ping "$(ikto-admin ip)").
+func TestIP(t *testing.T) {
+	sock := serveStatus(t, cannedStatus())
+	code, stdout, stderr := exec(t, "ip", "-s", sock)
+	if code != 0 || stdout != "fd10:1::1\n" {
+		t.Errorf("ip: exit %d, %q, %q; want 0 and the address", code, stdout, stderr)
+	}
+	code, stdout, stderr = exec(t, "ip", "-s", sock, "--prefix")
+	if code != 0 || stdout != "fd10:1::/48\n" {
+		t.Errorf("ip --prefix: exit %d, %q, %q; want 0 and the prefix", code, stdout, stderr)
+	}
+}
+
+// A disconnected agent's status names the servers it tries and why it
+// cannot reach them.
+func TestStatusNamesTheUnreachableServer(t *testing.T) {
+	st := cannedStatus()
+	st.NATS = api.NATSStatus{URL: "nats://198.18.0.1:4222", LastError: "dial tcp 198.18.0.1:4222: connect: connection refused", Bucket: "ikto-mesh"}
+	st.Synced = false
+	code, stdout, _ := exec(t, "status", "-s", serveStatus(t, st))
+	want := "nats            disconnected from nats://198.18.0.1:4222, last error: dial tcp 198.18.0.1:4222: connect: connection refused (bucket ikto-mesh)\n"
+	if code != 1 || !strings.Contains(stdout, want) {
+		t.Errorf("status of a disconnected agent: exit %d, want 1 and %q in\n%s", code, want, stdout)
 	}
 }
 

@@ -28,8 +28,9 @@ func (a *Agent) Status() api.Status {
 	}
 	st := api.Status{
 		Self:     self,
+		Address:  a.set.Device.Address.Addr().String(),
 		Device:   a.set.Device.Name,
-		NATS:     api.NATSStatus{Connected: a.conn.Connected(), Bucket: a.set.NATS.Bucket},
+		NATS:     api.NATSStatus{Connected: a.conn.Connected(), Bucket: a.set.NATS.Bucket, URL: a.set.NATS.Redacted()},
 		State:    string(o.State),
 		Claim:    string(o.Claim),
 		Synced:   o.Synced(),
@@ -41,6 +42,8 @@ func (a *Agent) Status() api.Status {
 	}
 	if st.NATS.Connected {
 		st.NATS.Server = a.conn.Server()
+	} else if err := a.conn.LastError(); err != nil {
+		st.NATS.LastError = err.Error()
 	}
 	if o.Synced() {
 		t := o.At

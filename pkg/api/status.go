@@ -13,8 +13,10 @@ import (
 
 // Status is the body of GET /v1/status.
 type Status struct {
-	Self    peer.Record `json:"self"`
-	Backend wgdev.Kind  `json:"backend"`
+	Self peer.Record `json:"self"`
+	// Address is this host's address in the mesh (private_address).
+	Address string     `json:"address,omitempty"`
+	Backend wgdev.Kind `json:"backend"`
 	Device  string      `json:"device"`
 	NATS    NATSStatus  `json:"nats"`
 	// State is where the agent stands: "waiting for NATS", "restored from
@@ -35,6 +37,10 @@ type Status struct {
 type NATSStatus struct {
 	Connected bool   `json:"connected"`
 	Server    string `json:"server,omitempty"`
+	// URL is nats_url, passwords masked; LastError the connection's last
+	// error (why it is disconnected, when it is).
+	URL       string `json:"url,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 	Bucket    string `json:"bucket"`
 	// Problems are what is wrong with the bucket's settings, each naming
 	// its fix (a bucket that allows rollups): empty when none.

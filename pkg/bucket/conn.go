@@ -186,6 +186,16 @@ func (c *Conn) Connected() bool { return c.NC.IsConnected() }
 // none is.
 func (c *Conn) Server() string { return c.NC.ConnectedUrlRedacted() }
 
+// LastError is the connection's last error as nats.go keeps it (a refused
+// dial, a failed handshake, a permissions violation), explained where
+// ikto knows the fix; nil when there was none.
+func (c *Conn) LastError() error {
+	if err := c.NC.LastError(); err != nil {
+		return c.Explain(err)
+	}
+	return nil
+}
+
 // ClosedForGood is nil while the connection is up or still trying. Once
 // nats.go has closed it — it does that on a repeated authentication failure,
 // never for an unreachable server — it is the final error, naming what to
