@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -51,6 +52,27 @@ type Conn struct {
 	// Servers names the servers for messages, passwords masked.
 	Servers string
 	nats    config.NATS
+
+	// dialErr is the last failed attempt to reach a server (a persistent
+	// connection's), which nats.go keeps nowhere else.
+	dialErr atomic.Pointer[dialFailure]
+	log     *slog.Logger
+}
+
+type dialFailure struct{ err error }
+
+// noteDialErr keeps a failed attempt's error and logs it when it is not
+// the same as the last one: a refused port, an unknown host name and a
+// TLS or authentication failure each say so once, not every retry.
+func (c *Conn) noteDialErr(err error) {
+	if errors.Is(err, nats.ErrNoServers) {
+		return // says no more than that the attempt failed
+	}
+	old := c.dialErr.Swap(&dialFailure{err})
+	if old != nil && old.err.Error() == err.Error() {
+		return
+	}
+	c.log.Warn("cannot reach NATS; retrying", "nats_url", c.Servers, "err", c.Explain(err))
 }
 
 // Options are the nats.go options for s and c: the only place ikto builds
@@ -161,7 +183,15 @@ func persistentOptions(c Client, log *slog.Logger) []nats.Option {
 // servers when none answers.
 func Dial(s config.NATS, c Client) (*Conn, error) {
 	servers := s.Redacted()
-	nc, err := nats.Connect(strings.Join(s.URLs, ","), Options(s, c)...)
+	conn := &Conn{Servers: servers, nats: s, log: c.Log}
+	if conn.log == nil {
+		conn.log = slog.New(slog.DiscardHandler)
+	}
+	opts := Options(s, c)
+	if c.Persistent {
+		opts = append(opts, nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { conn.noteDialErr(err) }))
+	}
+	nc, err := nats.Connect(strings.Join(s.URLs, ","), opts...)
 	if err != nil {
 		if c.Persistent {
 			return nil, fmt.Errorf("nats_url %s: %w", servers, err)
@@ -173,7 +203,8 @@ func Dial(s config.NATS, c Client) (*Conn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("NATS server %s: jetstream: %w", servers, err)
 	}
-	return &Conn{NC: nc, JS: js, Servers: servers, nats: s}, nil
+	conn.NC, conn.JS = nc, js
+	return conn, nil
 }
 
 // Close closes the connection.
@@ -186,12 +217,16 @@ func (c *Conn) Connected() bool { return c.NC.IsConnected() }
 // none is.
 func (c *Conn) Server() string { return c.NC.ConnectedUrlRedacted() }
 
-// LastError is the connection's last error as nats.go keeps it (a refused
-// dial, a failed handshake, a permissions violation), explained where
-// ikto knows the fix; nil when there was none.
+// LastError is the connection's last error (a permissions violation, a
+// closed connection) or, while no server is reached, the last failed
+// attempt's (a refused port, an unknown host name, TLS, authentication),
+// explained where ikto knows the fix; nil when there is none.
 func (c *Conn) LastError() error {
 	if err := c.NC.LastError(); err != nil {
 		return c.Explain(err)
+	}
+	if f := c.dialErr.Load(); f != nil && !c.Connected() {
+		return c.Explain(f.err)
 	}
 	return nil
 }
