@@ -19,9 +19,7 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show the local agent's view over its admin socket: self, backend, NATS, peers",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := a.withTimeout(cmd.Context())
-			defer cancel()
-			st, err := api.NewClient(socket).Status(ctx)
+			st, err := a.agentStatus(cmd, socket)
 			if err != nil {
 				return err
 			}
@@ -148,9 +146,7 @@ the mesh (private_address) and prints it alone on a line, for scripts:
 ping "$(ikto-admin ip)". --prefix prints the host's prefix instead.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := a.withTimeout(cmd.Context())
-			defer cancel()
-			st, err := api.NewClient(socket).Status(ctx)
+			st, err := a.agentStatus(cmd, socket)
 			if err != nil {
 				return err
 			}
@@ -168,4 +164,11 @@ ping "$(ikto-admin ip)". --prefix prints the host's prefix instead.`,
 	cmd.Flags().StringVarP(&socket, "socket", "s", api.DefaultSocket, "the agent's admin socket")
 	cmd.Flags().BoolVar(&prefix, "prefix", false, "print the host's prefix instead of its address")
 	return cmd
+}
+
+// agentStatus asks the local agent at socket for its status.
+func (a *app) agentStatus(cmd *cobra.Command, socket string) (api.Status, error) {
+	ctx, cancel := a.withTimeout(cmd.Context())
+	defer cancel()
+	return api.NewClient(socket).Status(ctx)
 }
