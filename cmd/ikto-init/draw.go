@@ -29,7 +29,9 @@ func (o *options) drawPrefix(ctx context.Context, mesh netip.Prefix, rnd io.Read
 	}
 	serverName := strings.Join(servers, ",")
 	warn := func(err error) {
-		fmt.Fprintf(stderr, "ikto-init: warning: NATS server %s: %v; private_address was not checked against the mesh\n", serverName, err)
+		// The error may name the server already.
+		msg := strings.TrimPrefix(err.Error(), "NATS server "+serverName+": ")
+		fmt.Fprintf(stderr, "ikto-init: warning: NATS server %s: %s; private_address was not checked against the mesh\n", serverName, msg)
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)

@@ -188,6 +188,15 @@ func (o *options) run(ctx context.Context, stdout, stderr io.Writer, rnd io.Read
 		return usagef("%s missing: the agent refuses a config without them; pass them, e.g. ikto-init --advertise-address 192.0.2.10 --private-key-path /etc/ikto/wg.key --nats-url nats://nats.example:4222 -o /etc/ikto/ikto.json (or --template to print one to fill in by hand)",
 			strings.Join(missing, ", "))
 	}
+	// A credentials file the agent cannot read stops it at start: say so
+	// now, not after the config is written.
+	if creds := o.cfg.NATSCreds; creds != "" && !o.template {
+		f, err := os.Open(creds)
+		if err != nil {
+			return usagef("--nats-creds %s: %v; give the .creds file ikto-admin enroll wrote for this host (or --template to print a config to fill in by hand)", creds, err)
+		}
+		f.Close()
+	}
 	// Refuse early, before drawing or creating a key for a file we will not write.
 	if o.output != "" && !o.force {
 		if _, err := os.Lstat(o.output); err == nil {

@@ -92,6 +92,22 @@ func TestIncompleteConfigRefused(t *testing.T) {
 	}
 }
 
+// A credentials file that is not there would stop the agent at start:
+// ikto-init refuses it, naming the file, before it makes a key or prints
+// a config.
+func TestMissingCredsRefused(t *testing.T) {
+	dir := t.TempDir()
+	key, creds := filepath.Join(dir, "wg.key"), filepath.Join(dir, "host.creds")
+	r := runStrict(t, nil, "--advertise-address", "192.0.2.10", "--private-key-path", key,
+		"--nats-url", "nats://127.0.0.1:1", "--nats-creds", creds)
+	if r.code != 2 || r.stdout != "" || !strings.Contains(r.stderr, creds) || !strings.Contains(r.stderr, "ikto-admin enroll") {
+		t.Errorf("missing creds: exit %d, stdout %q, stderr %q; want 2 naming the file and enroll", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(key); err == nil {
+		t.Error("a refused run created the private key")
+	}
+}
+
 // mustRun runs ikto-init, expects success and returns the printed config.
 func mustRun(t *testing.T, rnd io.Reader, args ...string) (*config.Config, result) {
 	t.Helper()
