@@ -1,6 +1,7 @@
 package integration_test
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -37,6 +38,14 @@ func startLossPingers(t *testing.T, hosts []*harness.Host, interval ...time.Dura
 				t.Fatal(err)
 			}
 			out = append(out, p)
+		}
+	}
+	// A ping starts by asking for a route: a fault the test makes right
+	// away (a device deleted) would end it before it sent anything, with
+	// no figures. Each is running once it has its first reply.
+	for _, p := range out {
+		if err := p.WaitReplies(context.Background(), 1, pingTimeout); err != nil {
+			t.Fatalf("pinger %s → %s: no first reply: %v", p.From.Name, p.To, err)
 		}
 	}
 	return out
