@@ -17,8 +17,8 @@ type Status struct {
 	// Address is this host's address in the mesh (private_address).
 	Address string     `json:"address,omitempty"`
 	Backend wgdev.Kind `json:"backend"`
-	Device  string      `json:"device"`
-	NATS    NATSStatus  `json:"nats"`
+	Device  string     `json:"device"`
+	NATS    NATSStatus `json:"nats"`
 	// State is where the agent stands: "waiting for NATS", "restored from
 	// snapshot", "synced" or "standing down".
 	State string `json:"state"`
