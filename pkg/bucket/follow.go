@@ -14,8 +14,7 @@ import (
 // Following the bucket without a consumer (docs/contract.md §4, §6).
 //
 // The bucket's stream republishes every message it stores to
-// FollowSubject, with its stream sequence and its key's previous sequence
-// in headers. An agent subscribes there with a plain subscription, reads
+// FollowSubject, with its stream sequence in a header. An agent subscribes there with a plain subscription, reads
 // the stream's messages by direct get (the snapshot), and then applies what
 // the subscription delivers. Republished messages are core NATS: at most
 // once. Every message the stream stores is republished and the stream
@@ -31,9 +30,7 @@ import (
 
 // FollowSubject is the subject a bucket's stream republishes to: the
 // subscription agents follow the bucket with.
-func FollowSubject(bucket string) string { return followPrefix(bucket) + ">" }
-
-func followPrefix(bucket string) string { return "ikto.kv." + bucket + "." }
+func FollowSubject(bucket string) string { return "ikto.kv." + bucket + ".>" }
 
 // rePublish is the setting that makes a bucket's stream republish what it
 // stores to FollowSubject.
@@ -94,10 +91,7 @@ func (f *follower) take(w peer.Write) bool {
 	switch {
 	case seq == f.contig+1:
 		f.contig = seq
-		for f.ahead[f.contig+1] {
-			delete(f.ahead, f.contig+1)
-			f.contig++
-		}
+		f.advance()
 	case seq > f.contig+1:
 		f.ahead[seq] = true
 	}
@@ -124,11 +118,16 @@ func (f *follower) readTo(upTo uint64) {
 			delete(f.ahead, seq)
 		}
 	}
+	f.advance()
+	f.top = max(f.top, f.contig)
+}
+
+// advance moves contig over the sequences already seen just beyond it.
+func (f *follower) advance() {
 	for f.ahead[f.contig+1] {
 		delete(f.ahead, f.contig+1)
 		f.contig++
 	}
-	f.top = max(f.top, f.contig)
 }
 
 // followOnce follows a bucket that republishes: subscribe, read the stream,

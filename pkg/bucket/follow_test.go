@@ -243,3 +243,32 @@ func TestFollowCatchesUpAfterReconnect(t *testing.T) {
 		t.Errorf("the stream has %d consumers, want 0", n)
 	}
 }
+
+// The follower's bookkeeping: a hole is a sequence below the highest seen
+// that neither came nor was read again; a key takes only a newer message.
+func TestFollowerFindsHoles(t *testing.T) {
+	w := func(key string, seq uint64) peer.Write { return peer.Write{Key: key, Revision: seq} }
+	f := newFollower(map[string]uint64{}, 2)
+	for _, tc := range []struct {
+		w          peer.Write
+		news, hole bool
+		contig     uint64
+	}{
+		{w("a", 3), true, false, 3},
+		{w("b", 5), true, true, 3},   // 4 is missing
+		{w("a", 6), true, true, 3},   // still
+		{w("b", 4), false, false, 6}, // 4 came late, older than b's 5: no news, no hole
+		{w("a", 6), false, false, 6}, // a duplicate
+		{w("c", 9), true, true, 6},
+	} {
+		news := f.take(tc.w)
+		if news != tc.news || f.hole() != tc.hole || f.contig != tc.contig {
+			t.Fatalf("take(%s %d) = news %v, hole %v, contig %d; want %v, %v, %d",
+				tc.w.Key, tc.w.Revision, news, f.hole(), f.contig, tc.news, tc.hole, tc.contig)
+		}
+	}
+	f.readTo(8) // 7 and 8 were read again: superseded or gone
+	if f.hole() || f.contig != 9 {
+		t.Errorf("after reading 7-8 again: hole %v, contig %d; want none, 9", f.hole(), f.contig)
+	}
+}
