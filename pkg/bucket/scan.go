@@ -63,10 +63,9 @@ type span struct{ from, to uint64 }
 // request is one direct get of a round.
 type request struct {
 	span
-	prev     uint64 // the sequence of the last answer read
-	next     uint64 // where what is still unread starts
-	answered bool
-	done     bool
+	prev uint64 // the sequence of the last answer read
+	next uint64 // where what is still unread starts
+	done bool
 }
 
 // scanner is one scan: its subscription and what is still to read.
@@ -160,7 +159,7 @@ func (s *scanner) round(ctx context.Context) (answered bool, err error) {
 				silence = min(max(4*time.Since(sent), minSilence), answerTimeout)
 			}
 			timer.Reset(silence)
-			answered, r.answered = true, true
+			answered = true
 			if err := s.answer(r, msg); err != nil {
 				return answered, err
 			}
@@ -189,8 +188,7 @@ func (s *scanner) answer(r *request, msg *nats.Msg) error {
 			if pending := msg.Header.Get(hdrPending); pending != "" && pending != "0" && (r.to == 0 || r.next <= r.to) {
 				s.todo = append(s.todo, span{r.next, r.to})
 			}
-		case "408", "503": // refused for now: asked again next round
-		default:
+		default: // a request refused (408), no stream to answer (503), ...
 			return fmt.Errorf("direct get answered %s %s", status, msg.Header.Get("Description"))
 		}
 		return nil
