@@ -149,7 +149,6 @@ func (w *Watcher) watchOnce(ctx context.Context, out chan<- peer.Batch) bool {
 			return false
 		}
 		if w.republished {
-			w.created = time.Time{}
 			return w.followOnce(ctx, out)
 		}
 	}
