@@ -36,9 +36,7 @@ const waitingForBucket = "bucket " + bucketName + " does not exist and this host
 // operator evicts alpha and revokes its NATS user, which can then no longer
 // connect.
 func TestEnroll(t *testing.T) {
-	for _, kind := range serverKinds {
-		t.Run("nats-server-"+kind, func(t *testing.T) { testEnroll(t, kind) })
-	}
+	forEachServer(t, testEnroll)
 }
 
 // enrollTestSizing keeps the account's limits small enough for the attack

@@ -62,9 +62,7 @@ var permissionViolation = regexp.MustCompile(`(?i)permissions? violation|denied 
 func TestEnrolledMeshIsNeverRefused(t *testing.T) {
 	t.Parallel()
 	d := violationsDuration(t)
-	for _, kind := range serverKinds {
-		t.Run("nats-server-"+kind, func(t *testing.T) { testEnrolledMeshIsNeverRefused(t, kind, d) })
-	}
+	forEachServer(t, func(t *testing.T, server string) { testEnrolledMeshIsNeverRefused(t, server, d) })
 }
 
 func violationsDuration(t *testing.T) time.Duration {

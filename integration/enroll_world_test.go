@@ -42,11 +42,7 @@ type enrollWorld struct {
 	accountSeed, operatorSeed, accountJWT, adminCreds, systemCreds string
 }
 
-// serverKinds are the servers every enrollment scenario runs against: the
-// embedded current release and Debian's 2.9, the oldest supported.
-var serverKinds = []string{"current", "2.9"}
-
-// newEnrollWorld makes the world on a server of kind. The mesh account's
+// newEnrollWorld makes the world on a server of the matrix (servers). The mesh account's
 // limits follow sizing (init-operator's --max-hosts), enroll's default
 // without it.
 func newEnrollWorld(t *testing.T, kind string, sizing ...enroll.Sizing) *enrollWorld {
@@ -69,47 +65,19 @@ func newEnrollWorld(t *testing.T, kind string, sizing ...enroll.Sizing) *enrollW
 	// A full resolver accepts pushed account updates (revocations).
 	conf := auth.ServerConfig(enroll.Resolver{Dir: t.TempDir()})
 	switch kind {
-	case "current":
+	case serverEmbedded:
 		s, err := harness.StartConfNATS(natsserver.Options{Host: n.Gateway, StoreDir: t.TempDir()}, conf)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = s.Close() })
 		w.srv = s
-	case "2.9":
+	case serverDebian:
 		w.srv = startDebianNATS(t, n.Gateway, t.TempDir(), conf)
 	default:
 		t.Fatalf("unknown server kind %q", kind)
 	}
 	return w
-}
-
-// startDebianNATS runs /usr/sbin/nats-server (apt-get install nats-server)
-// on host with conf, its store and config in dir, killed by PID when the
-// test ends. Without the binary the test is skipped, or fails with
-// IKTO_REQUIRE_INTEGRATION=1.
-func startDebianNATS(t *testing.T, host netip.Addr, dir, conf string) *harness.NATSProcess {
-	t.Helper()
-	if _, err := os.Stat(harness.DebianNATS); err != nil {
-		msg := fmt.Sprintf("%s: %v (apt-get install nats-server)", harness.DebianNATS, err)
-		if os.Getenv(harnesstest.RequireEnv) == "1" {
-			t.Fatalf("%s (%s=1)", msg, harnesstest.RequireEnv)
-		}
-		t.Skip(msg)
-	}
-	p, err := harness.StartNATSProcess(harness.DebianNATS, host, dir, conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("stop nats-server pid %d: %v", p.PID, err)
-		}
-		if t.Failed() {
-			t.Logf("---- nats-server %s (pid %d):\n%s", harness.DebianNATS, p.PID, p.Log())
-		}
-	})
-	return p
 }
 
 // writeOperatorFiles writes what an operator keeps after setting up NATS

@@ -38,9 +38,7 @@ const initOperatorHosts = 1
 // size of what it publishes. The servers listen on 127.0.0.1 only.
 func TestInitOperator(t *testing.T) {
 	bins := harnesstest.Binaries(t, harness.AdminBinary)
-	for _, kind := range serverKinds {
-		t.Run("nats-server-"+kind, func(t *testing.T) { testInitOperator(t, bins, kind) })
-	}
+	forEachServer(t, func(t *testing.T, server string) { testInitOperator(t, bins, server) })
 }
 
 func testInitOperator(t *testing.T, bins *harness.Binaries, kind string) {
@@ -59,9 +57,9 @@ func testInitOperator(t *testing.T, bins *harness.Binaries, kind string) {
 
 	var url string
 	switch kind {
-	case "2.9":
+	case serverDebian:
 		url = startDebianNATS(t, netip.MustParseAddr("127.0.0.1"), serverDir, include).URL()
-	case "current":
+	case serverEmbedded:
 		// The embedded server reads configuration text, not a file: it
 		// includes the file the steps wrote, which nats-server parses
 		// with include paths relative to that file's directory. The text

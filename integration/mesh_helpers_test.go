@@ -34,7 +34,8 @@ type mesh struct {
 	net  *harness.Network
 	nats *natsserver.Server // nil on a mesh served by Debian's nats-server
 	// url and addr are where the agents reach a server that is not the
-	// embedded one (newMeshOn); natsURL and natsAddr say where, either way.
+	// embedded one (newMeshOn); natsURL and natsAddr say where, either way,
+	// and server is the server either way.
 	url    string
 	addr   netip.AddrPort
 	proc   *harness.NATSProcess // Debian's nats-server, on a mesh served by it
@@ -85,52 +86,6 @@ func (m *mesh) natsAddr() netip.AddrPort {
 		return m.addr
 	}
 	return m.nats.Addr()
-}
-
-// newMeshOn is newMesh on the embedded server ("embedded") or on Debian's
-// packaged nats-server ("debian"), the oldest the docs promise, started in
-// the test network with JetStream and no auth.
-func newMeshOn(t *testing.T, server string) *mesh {
-	t.Helper()
-	if server == "embedded" {
-		return newMesh(t)
-	}
-	bins := harnesstest.Binaries(t)
-	n := harnesstest.Network(t)
-	p := startDebianNATS(t, n.Gateway, t.TempDir(), "")
-	b := harnesstest.BucketAt(t, p.URL(), bucketName)
-	return &mesh{t: t, net: n, url: p.URL(), addr: p.Addr, proc: p, bucket: b, bins: bins, agents: map[string]*harness.Agent{}}
-}
-
-// restartNATS stops the mesh's server, whichever it is, and starts it again
-// on the same port and store.
-func (m *mesh) restartNATS() {
-	m.t.Helper()
-	if m.proc != nil {
-		if err := m.proc.Restart(nil); err != nil {
-			m.t.Fatal(err)
-		}
-		return
-	}
-	m.nats.Shutdown()
-	if err := m.nats.Start(); err != nil {
-		m.t.Fatal(err)
-	}
-}
-
-// servers are the NATS servers a scenario runs on with newMeshOn.
-var servers = []string{"embedded", "debian"}
-
-// onEveryServer runs scenario in parallel subtests, one per server, each on
-// its own mesh.
-func onEveryServer(t *testing.T, scenario func(t *testing.T, m *mesh)) {
-	t.Parallel()
-	for _, server := range servers {
-		t.Run(server, func(t *testing.T) {
-			t.Parallel()
-			scenario(t, newMeshOn(t, server))
-		})
-	}
 }
 
 // addHosts adds hosts by name.

@@ -85,6 +85,71 @@ func (p *NATSProcess) start() error {
 	return nil
 }
 
+// NATSServer is a NATS server a test stops and starts again on the same
+// port and store: the embedded one or a nats-server process, so that a
+// scenario runs unchanged on either.
+type NATSServer interface {
+	URL() string
+	Name() string
+	// Start starts a stopped server and waits until it accepts clients;
+	// on a running one it does nothing.
+	Start() error
+	// Shutdown stops the server and waits until it is gone.
+	Shutdown()
+	Running() bool
+}
+
+var (
+	_ NATSServer = (*NATSProcess)(nil)
+	_ NATSServer = (*natsserver.Server)(nil)
+)
+
+// processStopTimeout bounds a nats-server process's own shutdown on
+// SIGTERM before it is killed.
+const processStopTimeout = 10 * time.Second
+
+// Start runs a stopped server again with the same configuration, port,
+// store and log.
+func (p *NATSProcess) Start() error {
+	if p.Running() {
+		return nil
+	}
+	return p.start()
+}
+
+// Shutdown stops the server as a service manager would: SIGTERM, which
+// nats-server answers by closing its clients and its store, and SIGKILL
+// should it not exit within processStopTimeout.
+func (p *NATSProcess) Shutdown() {
+	if !p.Running() {
+		return
+	}
+	if err := syscall.Kill(p.PID, syscall.SIGTERM); err == nil {
+		select {
+		case <-p.done:
+			return
+		case <-time.After(processStopTimeout):
+		}
+	}
+	_ = p.Close()
+}
+
+// Running reports whether the process is up (it may still be starting).
+func (p *NATSProcess) Running() bool {
+	if p.done == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Name names the server in logs: the binary and its address.
+func (p *NATSProcess) Name() string { return p.bin + "@" + p.Addr.String() }
+
 // Restart stops the server and runs it again with the same configuration,
 // port, store and log; stopped, when set, runs while it is down.
 func (p *NATSProcess) Restart(stopped func()) error {
