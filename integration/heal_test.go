@@ -16,16 +16,9 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
-// The scenarios of issue 11: loss of state is healed, never obeyed.
-
-// healMesh is a heal scenario's world: hosts by name meshed on a network
-// and NATS of the scenario's own, so the scenarios run in parallel.
-func healMesh(t *testing.T, names ...string) (*mesh, []*harness.Host) {
-	t.Helper()
-	t.Parallel()
-	m := newMesh(t)
-	return m, m.startAll(names...)
-}
+// The scenarios of issue 11: loss of state is healed, never obeyed. Each
+// runs on every server of the matrix (onEveryServer), on a network and NATS
+// of its own, so the scenarios run in parallel.
 
 // TestBucketDeletedUnderARunningMesh deletes the whole bucket (an operator's
 // `nats kv del`, a wiped server) under three meshed hosts pinging each other
@@ -33,7 +26,11 @@ func healMesh(t *testing.T, names ...string) (*mesh, []*harness.Host) {
 // bucket again and write their records back, and a host joining afterwards
 // reaches everyone.
 func TestBucketDeletedUnderARunningMesh(t *testing.T) {
-	m, hosts := healMesh(t, "alpha", "bravo", "charlie")
+	onEveryServer(t, bucketDeletedUnderARunningMesh)
+}
+
+func bucketDeletedUnderARunningMesh(t *testing.T, m *mesh) {
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	pingers := startLossPingers(t, hosts)
 
@@ -114,7 +111,11 @@ func recordsOf(ctx context.Context, m *mesh, hosts []*harness.Host) error {
 // record itself at once and never exits; the garbage costs no packet, since
 // the other agents keep alpha's peer while its record is not a record.
 func TestClaimOverwrittenIsRestored(t *testing.T) {
-	m, hosts := healMesh(t, "alpha", "bravo", "charlie")
+	onEveryServer(t, claimOverwrittenIsRestored)
+}
+
+func claimOverwrittenIsRestored(t *testing.T, m *mesh) {
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	alpha := hosts[0]
 	ctx := context.Background()
@@ -192,7 +193,11 @@ func intruderRecord(t *testing.T, m *mesh, h *harness.Host) peer.Record {
 // private_address. It claims the new prefix and deletes its old record; the
 // other hosts route the new prefix, and no record of the old one remains.
 func TestReaddressedHostMovesItsClaim(t *testing.T) {
-	m, hosts := healMesh(t, "alpha", "bravo", "charlie")
+	onEveryServer(t, readdressedHostMovesItsClaim)
+}
+
+func readdressedHostMovesItsClaim(t *testing.T, m *mesh) {
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	alpha := hosts[0]
 	old := alpha.Prefix()
 	oldRecord, err := m.bucket.Get(context.Background(), peer.Key(old))
@@ -284,8 +289,12 @@ func (m *mesh) waitKeyGone(hosts []*harness.Host, key string, limit time.Duratio
 // within a second, so the newcomer reaches them in about that, not after
 // their reconnect back-off.
 func TestJoinRightAfterNATSRestart(t *testing.T) {
-	m, hosts := healMesh(t, "alpha", "bravo")
-	m.nats.Shutdown()
+	onEveryServer(t, joinRightAfterNATSRestart)
+}
+
+func joinRightAfterNATSRestart(t *testing.T, m *mesh) {
+	hosts := m.startAll("alpha", "bravo")
+	m.server().Shutdown()
 	down := time.Now()
 	testkit.EventuallyContext(t, time.Minute, "10 s of outage", func(context.Context) error {
 		if err := m.exitedEarly(hosts); err != nil {
@@ -296,7 +305,7 @@ func TestJoinRightAfterNATSRestart(t *testing.T) {
 		}
 		return nil
 	})
-	if err := m.nats.Start(); err != nil {
+	if err := m.server().Start(); err != nil {
 		t.Fatal(err)
 	}
 	up := time.Now()
@@ -355,7 +364,11 @@ func holdSteady(t *testing.T, m *mesh, hosts []*harness.Host, d time.Duration) {
 // notices at once, makes the device again with its address, port and peers,
 // and starts the handshakes itself: the mesh is whole again within 2 s.
 func TestDeviceDeletedIsMadeAgain(t *testing.T) {
-	m, hosts := healMesh(t, "alpha", "bravo", "charlie")
+	onEveryServer(t, deviceDeletedIsMadeAgain)
+}
+
+func deviceDeletedIsMadeAgain(t *testing.T, m *mesh) {
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	m.pingAll(hosts)
 	alpha := hosts[0]
 	pingers := startLossPingers(t, hosts)
@@ -392,12 +405,12 @@ func TestDeviceDeletedIsMadeAgain(t *testing.T) {
 // changes nothing of what it says. charlie's record is back, byte for byte,
 // within 2 s of the bucket being writable, and alpha and bravo never drop
 // charlie's peer.
-//
-// On the embedded server only: Debian's nats-server 2.9.10 can leave a
-// stream deleted and made again at once refusing every write
-// (err_code=10077), which is the next issue's to handle.
 func TestWipedBucketComesBackWhole(t *testing.T) {
-	m, hosts := healMesh(t, "alpha", "bravo", "charlie")
+	onEveryServer(t, wipedBucketComesBackWhole)
+}
+
+func wipedBucketComesBackWhole(t *testing.T, m *mesh) {
+	hosts := m.startAll("alpha", "bravo", "charlie")
 	charlie := hosts[2]
 	ctx := context.Background()
 	was, err := m.bucket.Get(ctx, peer.Key(charlie.Prefix()))
@@ -408,11 +421,6 @@ func TestWipedBucketComesBackWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	delete(m.agents, charlie.Name) // stopped on purpose
-	// A host that is down, not one going down: a stream deleted while the
-	// stopping agent's consumers are being removed can be left refusing
-	// every write (the server's race the next issue handles; see the
-	// comment above).
-	time.Sleep(time.Second)
 	deleted, writable := deleteBucketAndWait(t, m.bucket)
 	testkit.EventuallyContext(t, convergeTimeout, "charlie's record back", func(ctx context.Context) error {
 		if err := m.exitedEarly(hosts[:2]); err != nil {

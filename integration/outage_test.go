@@ -35,29 +35,26 @@ const (
 )
 
 func TestNATSDownTenSeconds(t *testing.T) {
-	t.Parallel()
-	natsOutage(t, 10*time.Second)
+	onEveryServer(t, func(t *testing.T, m *mesh) { natsOutage(t, m, 10*time.Second) })
 }
 
 // The outage that broke 0.3.0: nats.go's default of 60 reconnects runs out
 // in about two minutes.
 func TestNATSDownTwoAndAHalfMinutes(t *testing.T) {
-	t.Parallel()
-	natsOutage(t, 150*time.Second)
+	onEveryServer(t, func(t *testing.T, m *mesh) { natsOutage(t, m, 150*time.Second) })
 }
 
 // natsOutage stops the whole control plane for d with two hosts meshed:
 // traffic keeps flowing, devices are not touched, agents stay near idle,
 // and once NATS is back a host joining reaches everyone.
-func natsOutage(t *testing.T, d time.Duration) {
-	m := newMesh(t)
+func natsOutage(t *testing.T, m *mesh, d time.Duration) {
 	hosts := m.startAll("alpha", "bravo")
 	m.pingAll(hosts)
 	pingers := startLossPingers(t, hosts, outagePing)
 
 	cpuBefore := agentCPU(t, m, hosts)
 	down := time.Now()
-	m.nats.Shutdown()
+	m.server().Shutdown()
 	testkit.EventuallyContext(t, d+convergeTimeout, "the outage to last "+d.String(), func(ctx context.Context) error {
 		if err := m.exitedEarly(hosts); err != nil {
 			return err
@@ -87,7 +84,7 @@ func natsOutage(t *testing.T, d time.Duration) {
 		t.Errorf("a pair went %s without an echo reply while NATS was down (allowed %s)", gap.Round(time.Millisecond), maxPingGap)
 	}
 
-	if err := m.nats.Start(); err != nil {
+	if err := m.server().Start(); err != nil {
 		t.Fatal(err)
 	}
 	// A change made after the outage must reach every agent: their watches
