@@ -114,3 +114,30 @@ func wantViolations(t *testing.T, got, want []string) {
 		}
 	}
 }
+
+// TestSoakTopologies reads IKTO_SOAK_NATS as make test and make soak write
+// it: topologies without a chaos time of their own share IKTO_SOAK.
+func TestSoakTopologies(t *testing.T) {
+	for _, tc := range []struct {
+		env, want string // want: the topologies' String, or the error's start
+	}{
+		{"", "[single:30s cluster:30s]"},
+		{"both", "[single:30s cluster:30s]"},
+		{"single", "[single:1m0s]"},
+		{"single,debian:30s", "[single:1m0s debian:30s]"},
+		{"debian:10s,cluster:20s", "[debian:10s cluster:20s]"},
+		{"single,debian", "[single:30s debian:30s]"},
+		{"kernel", `"kernel": no topology "kernel"`},
+		{"single,single", `"single,single": single twice`},
+		{"debian:0s", `"debian:0s": debian's chaos time "0s"`},
+	} {
+		topos, err := soakTopologies(tc.env, time.Minute)
+		got := fmt.Sprint(topos)
+		if err != nil {
+			got = err.Error()
+		}
+		if !strings.HasPrefix(got, tc.want) {
+			t.Errorf("soakTopologies(%q) = %s, want %s", tc.env, got, tc.want)
+		}
+	}
+}

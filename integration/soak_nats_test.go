@@ -11,9 +11,10 @@ import (
 	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
 )
 
-// soakNATS is the control plane under chaos: one server, or a 3-server
-// JetStream cluster with an R3 bucket. Either way it is a set of servers the
-// soak stops and starts again on their ports and stores.
+// soakNATS is the control plane under chaos: one embedded server, a 3-server
+// JetStream cluster with an R3 bucket, or one Debian nats-server process.
+// Either way it is a set of servers the soak stops and starts again on
+// their ports and stores.
 //
 // A server starts in the background: a cluster member that comes back while
 // the others are down can take many seconds to accept clients, and the
@@ -22,35 +23,42 @@ import (
 // (its Running would wait for the start).
 type soakNATS struct {
 	topo     string
-	servers  []*natsserver.Server
+	servers  []harness.NATSServer
 	cluster  *natsserver.Cluster
 	url      string
-	starting map[*natsserver.Server]bool
+	starting map[harness.NATSServer]bool
 	started  chan soakStarted
 }
 
 // soakStarted is a background start that ended, after took.
 type soakStarted struct {
-	srv  *natsserver.Server
+	srv  harness.NATSServer
 	err  error
 	took time.Duration
 }
 
 func startSoakNATS(t *testing.T, n *harness.Network, topo string) *soakNATS {
 	t.Helper()
-	c := &soakNATS{topo: topo, starting: map[*natsserver.Server]bool{}, started: make(chan soakStarted, 8)}
-	if topo == soakCluster {
+	c := &soakNATS{topo: topo, starting: map[harness.NATSServer]bool{}, started: make(chan soakStarted, 8)}
+	switch topo {
+	case soakCluster:
 		c.cluster = harnesstest.Cluster(t, n)
-		c.servers, c.url = c.cluster.Servers, c.cluster.URL()
-		return c
+		for _, s := range c.cluster.Servers {
+			c.servers = append(c.servers, s)
+		}
+		c.url = c.cluster.URL()
+	case soakDebian:
+		p := startDebianNATS(t, n.Gateway, t.TempDir(), "")
+		c.servers, c.url = []harness.NATSServer{p}, p.URL()
+	default:
+		s := harnesstest.NATS(t, n)
+		c.servers, c.url = []harness.NATSServer{s}, s.URL()
 	}
-	s := harnesstest.NATS(t, n)
-	c.servers, c.url = []*natsserver.Server{s}, s.URL()
 	return c
 }
 
 // startInBackground starts srv again without waiting for it.
-func (c *soakNATS) startInBackground(srv *natsserver.Server) {
+func (c *soakNATS) startInBackground(srv harness.NATSServer) {
 	c.starting[srv] = true
 	go func() {
 		at := time.Now()
@@ -89,8 +97,8 @@ func (c *soakNATS) replicas() int {
 }
 
 // running is the servers that are up.
-func (c *soakNATS) running() []*natsserver.Server {
-	var up []*natsserver.Server
+func (c *soakNATS) running() []harness.NATSServer {
+	var up []harness.NATSServer
 	for _, s := range c.servers {
 		if _, busy := c.starting[s]; !busy && s.Running() {
 			up = append(up, s)

@@ -41,7 +41,7 @@ func (s *soak) auditLogs(q *soakQuiet) {
 func (s *soak) report(q soakQuiet) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "chaos soak (%s NATS), seed %d: %s of chaos, %d agent starts, %d hosts in all\n",
-		s.topo, s.cfg.topologySeed(s.topo), s.stats.chaos.Round(time.Millisecond), s.stats.starts, len(s.hosts))
+		s.topo.name, s.cfg.topologySeed(s.topo.name), s.stats.chaos.Round(time.Millisecond), s.stats.starts, len(s.hosts))
 	fmt.Fprintf(&b, "  injected:")
 	total := 0
 	for _, k := range soakSortedKeys(s.stats.injected) {

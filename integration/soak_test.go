@@ -52,17 +52,17 @@ func TestSoak(t *testing.T) {
 		t.Skip("the chaos soak takes minutes")
 	}
 	cfg := soakSettingsFromEnv(t)
-	t.Logf("chaos soak: seed %d, %s of chaos per topology (%v); replay: %s",
-		cfg.seed, cfg.chaos, cfg.topologies, cfg.replay())
+	t.Logf("chaos soak: seed %d, chaos per topology %v; replay: %s",
+		cfg.seed, cfg.topologies, cfg.replay())
 	if !cfg.deviceFaults {
 		t.Logf("device deletions off (%s=0)", envSoakDevice)
 	}
 	for _, topo := range cfg.topologies {
-		t.Run(topo, func(t *testing.T) { runSoak(t, cfg, topo) })
+		t.Run(topo.name, func(t *testing.T) { runSoak(t, cfg, topo) })
 	}
 }
 
-func runSoak(t *testing.T, cfg soakSettings, topo string) {
+func runSoak(t *testing.T, cfg soakSettings, topo soakTopology) {
 	var (
 		suffix      string
 		restoreKeep func()
@@ -80,7 +80,7 @@ func runSoak(t *testing.T, cfg soakSettings, topo string) {
 	suffix = s.net.Suffix
 	// Runs before the network's Close, which reads IKTO_KEEP_DIR.
 	t.Cleanup(func() { restoreKeep = soakKeepLogsOnFailure(t, s.net.Dir) })
-	t.Logf("%s: seed %d, %d hosts, %s of chaos", topo, cfg.topologySeed(topo), cfg.hosts, cfg.chaos)
+	t.Logf("%s: seed %d, %d hosts, %s of chaos", topo.name, cfg.topologySeed(topo.name), cfg.hosts, topo.chaos)
 	w := s.warmUp()
 	stopSampler := runSoakSampler(t.Context(), s.model)
 	s.runChaos()
@@ -116,14 +116,14 @@ const soakKeepDirEnv = "IKTO_KEEP_DIR"
 
 // newSoak builds the world: the network, NATS, the starting hosts with
 // their agents, the operator's config and the soak's handle on the bucket.
-func newSoak(t *testing.T, cfg soakSettings, topo string) *soak {
+func newSoak(t *testing.T, cfg soakSettings, topo soakTopology) *soak {
 	t.Helper()
 	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
 	n := harnesstest.Network(t)
-	seed := cfg.topologySeed(topo)
+	seed := cfg.topologySeed(topo.name)
 	s := &soak{
 		t: t, cfg: cfg, topo: topo, rng: rand.New(rand.NewPCG(seed, seed>>1|1)), net: n,
-		nats: startSoakNATS(t, n, topo), bins: bins, start: time.Now(),
+		nats: startSoakNATS(t, n, topo.name), bins: bins, start: time.Now(),
 		used: map[netip.Prefix]bool{}, exits: make(chan soakExit, 4096), stopped: map[*harness.Agent]bool{},
 		stats: soakStats{injected: map[string]int{}, skipped: map[string]int{}},
 	}
@@ -228,7 +228,7 @@ func (s *soak) runChaos() {
 		total += f.weight
 	}
 	began := time.Now()
-	deadline := began.Add(s.cfg.chaos)
+	deadline := began.Add(s.topo.chaos)
 	tick := time.NewTicker(soakLoopTick)
 	defer tick.Stop()
 	injected := 0

@@ -29,7 +29,7 @@ import (
 type soak struct {
 	t      *testing.T
 	cfg    soakSettings
-	topo   string
+	topo   soakTopology
 	rng    *rand.Rand
 	net    *harness.Network
 	nats   *soakNATS

@@ -6,7 +6,9 @@
 # Needs root, like make integration. A failed run keeps its agents' logs (the
 # failures point into them) and prints where.
 #   SOAK_SEED=<n>         replay the fault sequence of a printed seed
-#   SOAK_NATS=single      one topology only (or cluster); default both
+#   SOAK_NATS=single      one topology only (or cluster, or debian: Debian's
+#                         nats-server); default both (single,cluster); a list
+#                         takes a chaos time per topology: single,debian:5m
 #   SOAK_SKIP=forged,...  leave fault kinds out
 #   SOAK_DEVICE_FAULTS=0  leave device deletions out (agents before 9e524fd)
 #   SOAK_TIMEOUT=2h       go test's bound, for a SOAK longer than about 50m

@@ -148,7 +148,7 @@ func (p *NATSProcess) Running() bool {
 }
 
 // Name names the server in logs: the binary and its address.
-func (p *NATSProcess) Name() string { return p.bin + "@" + p.Addr.String() }
+func (p *NATSProcess) Name() string { return filepath.Base(p.bin) + "@" + p.Addr.String() }
 
 // Restart stops the server and runs it again with the same configuration,
 // port, store and log; stopped, when set, runs while it is down.
