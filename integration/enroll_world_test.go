@@ -73,7 +73,7 @@ func newEnrollWorld(t *testing.T, kind string, sizing ...enroll.Sizing) *enrollW
 		t.Cleanup(func() { _ = s.Close() })
 		w.srv = s
 	case serverDebian:
-		w.srv = startDebianNATS(t, n.Gateway, t.TempDir(), conf)
+		w.srv = harnesstest.DebianNATS(t, n.Gateway, t.TempDir(), conf)
 	default:
 		t.Fatalf("unknown server kind %q", kind)
 	}

@@ -58,7 +58,7 @@ func testInitOperator(t *testing.T, bins *harness.Binaries, kind string) {
 	var url string
 	switch kind {
 	case serverDebian:
-		url = startDebianNATS(t, netip.MustParseAddr("127.0.0.1"), serverDir, include).URL()
+		url = harnesstest.DebianNATS(t, netip.MustParseAddr("127.0.0.1"), serverDir, include).URL()
 	case serverEmbedded:
 		// The embedded server reads configuration text, not a file: it
 		// includes the file the steps wrote, which nats-server parses

@@ -1,9 +1,6 @@
 package integration_test
 
 import (
-	"fmt"
-	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/ikto-mesh/ikto/integration/harness"
@@ -52,7 +49,7 @@ func newMeshOn(t *testing.T, server string) *mesh {
 	case serverDebian:
 		bins := harnesstest.Binaries(t)
 		n := harnesstest.Network(t)
-		p := startDebianNATS(t, n.Gateway, t.TempDir(), "")
+		p := harnesstest.DebianNATS(t, n.Gateway, t.TempDir(), "")
 		b := harnesstest.BucketAt(t, p.URL(), bucketName)
 		return &mesh{t: t, net: n, url: p.URL(), addr: p.Addr, proc: p, bucket: b, bins: bins, agents: map[string]*harness.Agent{}}
 	}
@@ -83,32 +80,4 @@ func (m *mesh) restartNATS() {
 	if err := m.nats.Start(); err != nil {
 		m.t.Fatal(err)
 	}
-}
-
-// startDebianNATS runs /usr/sbin/nats-server (apt-get install nats-server)
-// on host with conf, its store and config in dir, killed by PID when the
-// test ends. Without the binary the test is skipped, or fails with
-// IKTO_REQUIRE_INTEGRATION=1.
-func startDebianNATS(t *testing.T, host netip.Addr, dir, conf string) *harness.NATSProcess {
-	t.Helper()
-	if _, err := os.Stat(harness.DebianNATS); err != nil {
-		msg := fmt.Sprintf("%s: %v (apt-get install nats-server)", harness.DebianNATS, err)
-		if os.Getenv(harnesstest.RequireEnv) == "1" {
-			t.Fatalf("%s (%s=1)", msg, harnesstest.RequireEnv)
-		}
-		t.Skip(msg)
-	}
-	p, err := harness.StartNATSProcess(harness.DebianNATS, host, dir, conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("stop nats-server pid %d: %v", p.PID, err)
-		}
-		if t.Failed() {
-			t.Logf("---- nats-server %s (pid %d):\n%s", harness.DebianNATS, p.PID, p.Log())
-		}
-	})
-	return p
 }

@@ -48,7 +48,7 @@ func startSoakNATS(t *testing.T, n *harness.Network, topo string) *soakNATS {
 		}
 		c.url = c.cluster.URL()
 	case soakDebian:
-		p := startDebianNATS(t, n.Gateway, t.TempDir(), "")
+		p := harnesstest.DebianNATS(t, n.Gateway, t.TempDir(), "")
 		c.servers, c.url = []harness.NATSServer{p}, p.URL()
 	default:
 		s := harnesstest.NATS(t, n)

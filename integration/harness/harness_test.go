@@ -67,14 +67,37 @@ func TestNATSFromNamespace(t *testing.T) {
 		t.Fatalf("namespace cannot reach NATS: %v", err)
 	}
 
-	// The bucket survives a restart on the same port and store.
-	bkt := harnesstest.Bucket(t, s, "harness-test")
+	checkRestartKeepsStore(t, h, s, s.Addr())
+}
+
+// TestDebianNATSRestarts: Debian's nats-server, run as a process, stops
+// and starts again on its port and store as the embedded server does, so
+// the scenarios that stop NATS run on it unchanged.
+func TestDebianNATSRestarts(t *testing.T) {
+	n := harnesstest.Network(t)
+	h := harnesstest.AddHost(t, n, "a")
+	p := harnesstest.DebianNATS(t, n.Gateway, t.TempDir(), "")
+	if err := h.DialTCP(context.Background(), p.Addr); err != nil {
+		t.Fatalf("namespace cannot reach %s: %v", p.Name(), err)
+	}
+	checkRestartKeepsStore(t, h, p, p.Addr)
+}
+
+// checkRestartKeepsStore stops s and starts it again: while it is down h
+// cannot connect to addr, and a value put before is there after.
+func checkRestartKeepsStore(t *testing.T, h *harness.Host, s harness.NATSServer, addr netip.AddrPort) {
+	t.Helper()
+	ctx := context.Background()
+	bkt := harnesstest.BucketAt(t, s.URL(), "harness-test")
 	if _, err := bkt.Put(ctx, "k", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 	s.Shutdown()
-	if err := h.DialTCP(ctx, s.Addr()); err == nil {
-		t.Fatalf("connected to %s while the server is down", s.Addr())
+	if s.Running() {
+		t.Fatalf("%s runs after Shutdown", s.Name())
+	}
+	if err := h.DialTCP(ctx, addr); err == nil {
+		t.Fatalf("connected to %s while the server is down", addr)
 	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -82,6 +83,34 @@ func NATS(tb testing.TB, n *harness.Network) *natsserver.Server {
 func NewNATS(tb testing.TB, n *harness.Network) *natsserver.Server {
 	tb.Helper()
 	return natstest.New(tb, natsserver.Options{Host: n.Gateway})
+}
+
+// DebianNATS runs Debian's nats-server (harness.DebianNATS; apt-get install
+// nats-server) on host with conf, its store and config in dir, killed by
+// PID when the test ends; a failed test prints its log. Without the binary
+// the test is skipped, or fails with IKTO_REQUIRE_INTEGRATION=1.
+func DebianNATS(tb testing.TB, host netip.Addr, dir, conf string) *harness.NATSProcess {
+	tb.Helper()
+	if _, err := os.Stat(harness.DebianNATS); err != nil {
+		msg := fmt.Sprintf("%s: %v (apt-get install nats-server)", harness.DebianNATS, err)
+		if os.Getenv(RequireEnv) == "1" {
+			tb.Fatalf("%s (%s=1)", msg, RequireEnv)
+		}
+		tb.Skip(msg)
+	}
+	p, err := harness.StartNATSProcess(harness.DebianNATS, host, dir, conf)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			tb.Errorf("stop nats-server pid %d: %v", p.PID, err)
+		}
+		if tb.Failed() {
+			tb.Logf("---- nats-server %s (pid %d):\n%s", harness.DebianNATS, p.PID, p.Log())
+		}
+	})
+	return p
 }
 
 // Bucket opens (or creates) the bucket on s and closes it when the test ends.
