@@ -246,7 +246,7 @@ func (c *Conn) ClosedForGood() error {
 	fix := "check the user and password in nats_url, or nats_creds"
 	if errors.Is(err, nats.ErrPermissionViolation) {
 		err = fmt.Errorf("%w: %w", ErrPermission, err)
-		fix = "check the permissions of the NATS user (see the README's least-privilege section)"
+		fix = "check the permissions of the NATS user (docs/nats-permissions.md, installed in /usr/share/doc/ikto)"
 	}
 	return fmt.Errorf("NATS at %s closed the connection: %w; %s", c.Servers, err, fix)
 }
