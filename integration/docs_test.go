@@ -275,4 +275,3 @@ func linesAre(path string, want []string) error {
 	}
 	return nil
 }
-
