@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -246,13 +247,22 @@ func readRepoFile(t *testing.T, path string) string {
 }
 
 // codeBlock is the body of the first fenced block of lang in doc whose first
-// line starts with first.
+// line starts with first; a fence indented (in a list item) has its body
+// dedented as much.
 func codeBlock(t *testing.T, doc, lang, first string) string {
 	t.Helper()
-	re := regexp.MustCompile("(?ms)^```" + regexp.QuoteMeta(lang) + "\n(.*?)^```")
+	re := regexp.MustCompile("(?ms)^([ \t]*)```" + regexp.QuoteMeta(lang) + "\n(.*?)^[ \t]*```")
 	for _, m := range re.FindAllStringSubmatch(doc, -1) {
-		if strings.HasPrefix(m[1], first) {
-			return m[1]
+		body := m[2]
+		if indent := m[1]; indent != "" {
+			lines := strings.Split(body, "\n")
+			for i, l := range lines {
+				lines[i] = strings.TrimPrefix(l, indent)
+			}
+			body = strings.Join(lines, "\n")
+		}
+		if strings.HasPrefix(body, first) {
+			return body
 		}
 	}
 	t.Fatalf("no ```%s block starting %q in the docs", lang, first)
@@ -274,4 +284,124 @@ func linesAre(path string, want []string) error {
 		return fmt.Errorf("%s holds %q, want %q", path, got, want)
 	}
 	return nil
+}
+
+// TestREADMEDeploySteps follows the README's "Deploy it" on two hosts as a
+// new operator would: its ikto-init command, then each line of "Run it", and
+// pings the address `ikto-admin ip` gives from the other host. What differs
+// from the page is only what a test machine must change: this network's
+// addresses and NATS server (which has no users, so no --nats-creds), the
+// host's directory for /etc/ikto and its socket, a device name of its own,
+// and the harness starting the agent where the page says systemctl.
+func TestREADMEDeploySteps(t *testing.T) {
+	readme := readRepoFile(t, "README.md")
+	deploy := section(t, readme, "## Deploy it")
+	initCmd := shellWords(t, codeBlock(t, deploy, "sh", "ikto-init"))
+	runIt := codeBlock(t, deploy, "sh", "ikto-agent")
+
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo")
+	addrs := map[string]netip.Addr{}
+	for _, h := range hosts {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		etc := func(p string) string { return strings.Replace(p, "/etc/ikto/", h.Dir+"/", 1) }
+		var argv []string
+		for i := 0; i < len(initCmd); i++ {
+			switch w := initCmd[i]; w {
+			case "--advertise-address":
+				argv, i = append(argv, w, h.Addr.String()), i+1
+			case "--nats-url":
+				argv, i = append(argv, w, m.natsURL()), i+1
+			case "--nats-creds":
+				i++ // the test's server has no users
+			default:
+				argv = append(argv, etc(w))
+			}
+		}
+		argv = append(argv, "--wg-dev-name", h.DevName)
+		out, err := h.Exec(ctx, m.binPath(t, argv[0]), argv[1:]...)
+		if err != nil {
+			t.Fatalf("%s: the README's ikto-init: %v\n%s", h.Name, err, out)
+		}
+		sock := []string{"-s", h.SocketPath}
+		for _, line := range strings.Split(strings.TrimSpace(runIt), "\n") {
+			line, _, _ = strings.Cut(line, "#")
+			words := strings.Fields(line)
+			switch strings.Join(words[:2], " ") {
+			case "ikto-agent -c":
+				var args []string
+				for _, w := range words[1:] {
+					args = append(args, etc(w))
+				}
+				if out, err := h.Exec(ctx, m.binPath(t, words[0]), args...); err != nil {
+					t.Fatalf("%s: %s: %v\n%s", h.Name, line, err, out)
+				}
+			case "systemctl enable":
+				// The unit's ExecStart, from dist/systemd.
+				if _, err := h.Start("ikto-agent", m.binPath(t, "ikto-agent"), "-c", filepath.Join(h.Dir, "ikto.json"), "-s", h.SocketPath); err != nil {
+					t.Fatal(err)
+				}
+			case "ikto-admin status":
+				testkit.Eventually(t, 30*time.Second, h.Name+": "+line, func() error {
+					out, err := h.Exec(ctx, m.binPath(t, words[0]), append(words[1:], sock...)...)
+					if err != nil {
+						return fmt.Errorf("%v\n%s", err, out)
+					}
+					return nil
+				})
+			case "ikto-admin ip":
+				out, err := h.Exec(ctx, m.binPath(t, words[0]), append(words[1:], sock...)...)
+				if err != nil {
+					t.Fatalf("%s: %s: %v\n%s", h.Name, line, err, out)
+				}
+				a, err := netip.ParseAddr(strings.TrimSpace(out))
+				if err != nil {
+					t.Fatalf("%s: %s printed %q, not an address", h.Name, line, out)
+				}
+				addrs[h.Name] = a
+			default:
+				t.Fatalf("the README's %q is not a step this test knows; teach it", line)
+			}
+		}
+	}
+	testkit.Eventually(t, 30*time.Second, "bravo to ping alpha's `ikto-admin ip`", func() error {
+		_, err := hosts[1].Ping(context.Background(), addrs["alpha"])
+		return err
+	})
+}
+
+// binPath is the path of the built binary name.
+func (m *mesh) binPath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := m.bins.Path(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// section is doc from heading to the next heading of its level.
+func section(t *testing.T, doc, heading string) string {
+	t.Helper()
+	i := strings.Index(doc, "\n"+heading+"\n")
+	if i < 0 {
+		t.Fatalf("no %q heading", heading)
+	}
+	rest := doc[i+1+len(heading):]
+	level := heading[:strings.IndexByte(heading, ' ')+1]
+	if j := strings.Index(rest, "\n"+level); j >= 0 {
+		rest = rest[:j]
+	}
+	return rest
+}
+
+// shellWords splits a one-command shell block with continuation lines into
+// words; anything a shell would expand or quote is refused.
+func shellWords(t *testing.T, block string) []string {
+	t.Helper()
+	if strings.ContainsAny(block, "$`'\"*?;|&<>") {
+		t.Fatalf("the command %q needs a shell; this test runs plain words only", block)
+	}
+	return strings.Fields(strings.ReplaceAll(block, "\\\n", " "))
 }
