@@ -72,7 +72,7 @@ func (c *Conn) noteDialErr(err error) {
 	if old != nil && old.err.Error() == err.Error() {
 		return
 	}
-	c.log.Warn("cannot reach NATS; retrying", "nats_url", c.Servers, "err", c.Explain(err))
+	c.log.Warn("cannot reach NATS; retrying", "nats_url", c.Servers, "err", explainDial(err))
 }
 
 // Options are the nats.go options for s and c: the only place ikto builds
@@ -193,6 +193,7 @@ func Dial(s config.NATS, c Client) (*Conn, error) {
 	}
 	nc, err := nats.Connect(strings.Join(s.URLs, ","), opts...)
 	if err != nil {
+		err = explainConnect(err, s.URLs, c.Timeout)
 		if c.Persistent {
 			return nil, fmt.Errorf("nats_url %s: %w", servers, err)
 		}
@@ -226,7 +227,7 @@ func (c *Conn) LastError() error {
 		return c.Explain(err)
 	}
 	if f := c.dialErr.Load(); f != nil && !c.Connected() {
-		return c.Explain(f.err)
+		return explainDial(f.err)
 	}
 	return nil
 }
