@@ -55,7 +55,7 @@ func (a *app) dial(cmd *cobra.Command, replicas int) (*bucket.Conn, error) {
 	settings.Replicas, settings.InboxPrefix = replicas, a.inboxPrefix
 	conn, err := bucket.Dial(settings, bucket.Client{Name: "ikto-admin", Timeout: a.timeout})
 	if err != nil {
-		return nil, fmt.Errorf("%w; check --nats-url (or nats_url in -c) and that the server is running", err)
+		return nil, err // it names the cause and what to check
 	}
 	return conn, nil
 }

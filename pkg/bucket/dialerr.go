@@ -56,7 +56,7 @@ func explainConnect(err error, urls []string, timeout time.Duration) error {
 	if why := whyNoServer(urls, timeout); why != nil {
 		return why
 	}
-	return err
+	return fmt.Errorf("%w: each server takes a TCP connection but none completed the NATS handshake; is the port in nats_url a NATS client port (not the cluster, leafnode or monitoring port)?", err)
 }
 
 // whyNoServer is the cause behind nats.go's "no servers available for
