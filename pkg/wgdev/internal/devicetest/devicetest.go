@@ -1,0 +1,53 @@
+// Package devicetest is what the device backends' tests share: the check of
+// what every wgdev.Device promises on Close, and the keys and networks the
+// tests build their configs from.
+package devicetest
+
+import (
+	"errors"
+	"net"
+	"testing"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
+)
+
+// CheckClose closes d twice, which must succeed both times (Close is
+// idempotent), and checks that Peers and ConfigurePeers then fail with
+// net.ErrClosed.
+func CheckClose(t testing.TB, d wgdev.Device) {
+	t.Helper()
+	for i := range 2 {
+		if err := d.Close(); err != nil {
+			t.Fatalf("Close #%d: %v", i+1, err)
+		}
+	}
+	if _, err := d.Peers(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Peers after Close = %v, want net.ErrClosed", err)
+	}
+	if err := d.ConfigurePeers([]wgtypes.PeerConfig{{PublicKey: wgtypes.Key{1}}}); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("ConfigurePeers after Close = %v, want net.ErrClosed", err)
+	}
+}
+
+// PrivateKey is a new random private key.
+func PrivateKey(t testing.TB) wgtypes.Key {
+	t.Helper()
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// IPNet parses the CIDR s as wgtypes wants allowed IPs; the address is
+// masked to the prefix.
+func IPNet(t testing.TB, s string) net.IPNet {
+	t.Helper()
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *n
+}
