@@ -40,6 +40,19 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
+// snapshot loads entries as a bucket's snapshot (the first one, or a
+// re-created bucket's) and runs a pass.
+func (w *world) snapshot(entries ...peer.Write) Outcome {
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: entries})
+	return w.ctl.Pass(false)
+}
+
+// update loads entries as updates that follow the snapshot and runs a pass.
+func (w *world) update(entries ...peer.Write) Outcome {
+	w.ctl.Load(peer.Batch{Entries: entries})
+	return w.ctl.Pass(false)
+}
+
 // selfEntry is this host's record, written at rev, signed with seq rev.
 func (w *world) selfEntry(rev uint64) peer.Write {
 	return signedEntry(w.priv, "self", selfPrefix, rev)
@@ -111,14 +124,12 @@ func TestBurstIsOneDeviceCall(t *testing.T) {
 func TestOutcomeIsNotChangedByLaterPasses(t *testing.T) {
 	w := newWorld(t)
 	a, _ := hostEntry(t, 2, 2)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
-	first := w.ctl.Pass(false)
+	first := w.snapshot(w.selfEntry(1), a)
 	if first.View == nil || len(first.View.Peers) != 1 {
 		t.Fatalf("first pass view = %+v, want one peer", first.View)
 	}
 	b, _ := hostEntry(t, 3, 3)
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{b, {Key: a.Key, Revision: 4, Deleted: true}}})
-	second := w.ctl.Pass(false)
+	second := w.update(b, peer.Write{Key: a.Key, Revision: 4, Deleted: true})
 	if len(first.View.Peers) != 1 || len(second.View.Peers) != 1 || first.Seq >= second.Seq {
 		t.Fatalf("views after the second pass: first %d peers (seq %d), second %d (seq %d)",
 			len(first.View.Peers), first.Seq, len(second.View.Peers), second.Seq)
@@ -154,8 +165,7 @@ func TestRestoreOnlyAdds(t *testing.T) {
 		t.Errorf("device after restore (-want +got):\n%s", d)
 	}
 	// The bucket's first pass has the last word: the stray peer goes.
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), kept}})
-	if o := w.ctl.Pass(false); o.DeviceErr != nil || len(o.Plan.Remove) != 1 || o.Plan.Remove[0] != strayKey {
+	if o := w.snapshot(w.selfEntry(1), kept); o.DeviceErr != nil || len(o.Plan.Remove) != 1 || o.Plan.Remove[0] != strayKey {
 		t.Fatalf("first pass after restore: %+v", o)
 	}
 }
@@ -177,12 +187,10 @@ func TestEvictionStandsDown(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
 			a, _ := hostEntry(t, 2, 2)
-			w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
-			if o := w.ctl.Pass(false); o.Err() != nil || o.Claim != ClaimHeld || len(devicePrefixes(t, w.dev)) != 1 {
+			if o := w.snapshot(w.selfEntry(1), a); o.Err() != nil || o.Claim != ClaimHeld || len(devicePrefixes(t, w.dev)) != 1 {
 				t.Fatalf("first pass: %+v", o)
 			}
-			w.ctl.Load(peer.Batch{Entries: []peer.Write{tc.change(w)}})
-			o := w.ctl.Pass(false)
+			o := w.update(tc.change(w))
 			if !errors.Is(o.Err(), ErrEvicted) || o.State != StateStandingDown || o.Claim != ClaimEvicted || len(o.View.Peers) != 0 {
 				t.Fatalf("outcome after %s: state %s, claim %s, err %v, view %+v", tc.name, o.State, o.Claim, o.Err(), o.View)
 			}
