@@ -336,10 +336,7 @@ func TestWatcherCarriesAMarkersBody(t *testing.T) {
 	defer cancel()
 	own := newRecord(t, "alpha", "fd10:1::/48")
 	key := peer.Key(netip.MustParsePrefix(own.AllowedIP))
-	rev, err := claimOf(ctx, kv, own)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rev := mustClaim(t, ctx, kv, own)
 	restart := make(chan struct{}, 1)
 	out := make(chan peer.Batch)
 	w := &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Restart: restart,
@@ -363,7 +360,7 @@ func TestWatcherCarriesAMarkersBody(t *testing.T) {
 		t.Fatalf("snapshot after a command's marker: %+v, want the marker with the command", b)
 	}
 
-	rev, err = kv.Create(ctx, key, own.Encode())
+	rev, err := kv.Create(ctx, key, own.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
