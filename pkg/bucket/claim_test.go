@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/retry"
 )
@@ -44,10 +44,7 @@ func newBucketJS(t *testing.T) (jetstream.JetStream, jetstream.KeyValue) {
 }
 
 func newRecord(t testing.TB, name, prefix string) peer.Record {
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := wgtest.PrivateKey(t)
 	return peer.Record{Name: name, PublicKey: k.PublicKey().String(), AdvertiseAddress: "198.18.0.2", AllowedIP: prefix, WGPort: 51820}
 }
 

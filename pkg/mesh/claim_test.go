@@ -7,11 +7,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
 func TestJudge(t *testing.T) {
-	self, other := newKey(t), newKey(t)
+	self, other := wgtest.PublicKey(t), wgtest.PublicKey(t)
 	prefix := netip.MustParsePrefix("fd10:1::/48")
 	ours := &peer.Accepted{PublicKey: self, Prefix: prefix, Record: peer.Record{Name: "us"}}
 	theirs := &peer.Accepted{PublicKey: other, Prefix: prefix, Record: peer.Record{Name: "intruder"}}
@@ -165,7 +166,7 @@ func TestKeyRotation(t *testing.T) {
 	w := newWorld(t)
 	a, aKey := hostEntry(t, 2, 2)
 	w.snapshot(w.selfEntry(1), a)
-	next := newPrivate(t)
+	next := wgtest.PrivateKey(t)
 	if err := w.ctl.Rotate(next); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +195,7 @@ func TestKeyRotation(t *testing.T) {
 	// The other side: a peer applying a handover record starts the
 	// handshake with the new key, though the record is newer than its own.
 	p := newWorld(t)
-	bravo, bravoNext := newPrivate(t), newPrivate(t)
+	bravo, bravoNext := wgtest.PrivateKey(t), wgtest.PrivateKey(t)
 	at := netip.MustParsePrefix("fd10:5::/48")
 	p.snapshot(p.selfEntry(1), signedEntry(bravo, "bravo", at, 2))
 	r2 := peer.Record{Name: "bravo", PublicKey: bravoNext.PublicKey().String(), AdvertiseAddress: "198.18.0.20", AllowedIP: at.String(), WGPort: 51820, Seq: 3}

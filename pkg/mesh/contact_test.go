@@ -8,6 +8,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -121,7 +122,7 @@ func TestFirstContactRetriesThenGivesUp(t *testing.T) {
 func TestNoFirstContactWithALiveSession(t *testing.T) {
 	w := newWorld(t)
 	a, aKey := hostEntry(t, 2, 2)
-	if err := w.dev.ConfigurePeers([]wgtypes.PeerConfig{{PublicKey: aKey, AllowedIPs: []net.IPNet{mustIPNet(t, "fd10:2::/48")}}}); err != nil {
+	if err := w.dev.ConfigurePeers([]wgtypes.PeerConfig{{PublicKey: aKey, AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10:2::/48")}}}); err != nil {
 		t.Fatal(err)
 	}
 	handshake(t, w, aKey, time.Now().Add(-time.Minute))
@@ -135,7 +136,7 @@ func TestNoFirstContactWithALiveSession(t *testing.T) {
 // this end initiates when it takes the peer back, whatever the revisions.
 func TestFirstContactAfterADropIsOurs(t *testing.T) {
 	w := newWorld(t)
-	victimPriv := newPrivate(t)
+	victimPriv := wgtest.PrivateKey(t)
 	victimKey := victimPriv.PublicKey()
 	prefix := netip.MustParsePrefix("fd10:2::/48")
 	victim := signedEntry(victimPriv, "victim", prefix, 10) // newer than us: normally it initiates

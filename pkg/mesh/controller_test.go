@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
@@ -34,7 +35,7 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	priv := newPrivate(t)
+	priv := wgtest.PrivateKey(t)
 	w := &world{priv: priv, key: priv.PublicKey(), dev: fake.New(wgdev.Config{Name: "wgtest"})}
 	w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: rules}, w.dev, Options{KeepView: true})
 	return w
@@ -70,7 +71,7 @@ func signedEntry(priv wgtypes.Key, name string, p netip.Prefix, rev uint64) peer
 // written at rev (and signed with seq rev).
 func hostEntry(t *testing.T, n int, rev uint64) (peer.Write, wgtypes.Key) {
 	t.Helper()
-	priv := newPrivate(t)
+	priv := wgtest.PrivateKey(t)
 	p := netip.MustParsePrefix(fmt.Sprintf("fd10:%x::/48", n))
 	return signedEntry(priv, p.String(), p, rev), priv.PublicKey()
 }
@@ -145,7 +146,7 @@ func TestRestoreOnlyAdds(t *testing.T) {
 	w := newWorld(t)
 	kept, keptKey := hostEntry(t, 2, 2)
 	_, strayKey := hostEntry(t, 9, 9)
-	stray := wgtypes.PeerConfig{PublicKey: strayKey, AllowedIPs: []net.IPNet{mustIPNet(t, "fd10:9::/48")}}
+	stray := wgtypes.PeerConfig{PublicKey: strayKey, AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10:9::/48")}}
 	if err := w.dev.ConfigurePeers([]wgtypes.PeerConfig{stray}); err != nil {
 		t.Fatal(err)
 	}
@@ -199,29 +200,6 @@ func TestEvictionStandsDown(t *testing.T) {
 			}
 		})
 	}
-}
-
-func newKey(t *testing.T) wgtypes.Key {
-	t.Helper()
-	return newPrivate(t).PublicKey()
-}
-
-func newPrivate(t *testing.T) wgtypes.Key {
-	t.Helper()
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func mustIPNet(t *testing.T, s string) net.IPNet {
-	t.Helper()
-	_, n, err := net.ParseCIDR(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return *n
 }
 
 func sorted(s []string) []string {

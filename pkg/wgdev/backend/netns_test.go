@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
-	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/devicetest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
 )
 
@@ -59,7 +59,7 @@ func TestCheckAndOpenReal(t *testing.T) {
 		})
 	}
 
-	priv := devicetest.PrivateKey(t)
+	priv := wgtest.PrivateKey(t)
 	cfg := wgdev.Config{Name: names["external"], PrivateKey: priv, ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
 	var d wgdev.Device
 	if err := ns.Do(func() (err error) { d, err = Open(wgdev.KindAuto, cfg, nil); return err }); err != nil {
@@ -103,7 +103,7 @@ func TestCheckAndOpenKernelLink(t *testing.T) {
 			t.Errorf("Check(%s) on a kernel link = %v, want ErrNameTaken %t", kind, err, wantErr)
 		}
 	}
-	priv := devicetest.PrivateKey(t)
+	priv := wgtest.PrivateKey(t)
 	cfg := wgdev.Config{Name: name, PrivateKey: priv, ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
 	var logs bytes.Buffer
 	var d wgdev.Device

@@ -10,8 +10,8 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
-	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/devicetest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
 )
 
@@ -33,8 +33,8 @@ func TestAdoptRealWireguardGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	old := wgtypes.PeerConfig{PublicKey: devicetest.PrivateKey(t).PublicKey(), Endpoint: &net.UDPAddr{IP: net.IPv4(198, 18, 9, 9), Port: 51820},
-		AllowedIPs: []net.IPNet{devicetest.IPNet(t, "fd10:1::/48")}}
+	old := wgtypes.PeerConfig{PublicKey: wgtest.PrivateKey(t).PublicKey(), Endpoint: &net.UDPAddr{IP: net.IPv4(198, 18, 9, 9), Port: 51820},
+		AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10:1::/48")}}
 	if err := client.ConfigureDevice(name, wgtypes.Config{Peers: []wgtypes.PeerConfig{old}}); err != nil {
 		t.Fatalf("give the external device a peer: %v", err)
 	}
@@ -42,7 +42,7 @@ func TestAdoptRealWireguardGo(t *testing.T) {
 		t.Fatalf("SocketLive(%s) = %t, SocketLive(%sx) = %t; want true, false", name, SocketLive(name), name, SocketLive(name+"x"))
 	}
 
-	priv := devicetest.PrivateKey(t)
+	priv := wgtest.PrivateKey(t)
 	cfg := wgdev.Config{Name: name, PrivateKey: priv, ListenPort: 51820, Address: netip.MustParsePrefix("fd10:2::1/16"), MTU: 1400}
 	var d *Device
 	if err := ns.Do(func() (err error) { d, err = Open(cfg); return err }); err != nil {
@@ -51,7 +51,7 @@ func TestAdoptRealWireguardGo(t *testing.T) {
 	if d.Backend() != wgdev.KindExternal {
 		t.Errorf("Backend() = %q, want %q", d.Backend(), wgdev.KindExternal)
 	}
-	added := wgtypes.PeerConfig{PublicKey: devicetest.PrivateKey(t).PublicKey(), AllowedIPs: []net.IPNet{devicetest.IPNet(t, "fd10:3::/48")}}
+	added := wgtypes.PeerConfig{PublicKey: wgtest.PrivateKey(t).PublicKey(), AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10:3::/48")}}
 	if err := d.ConfigurePeers([]wgtypes.PeerConfig{added}); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestAdoptNeedsTheLinkHere(t *testing.T) {
 	here := netnstest.NewNamespace(t, "iktx-"+sfx+"b")
 	name := "iktx" + sfx
 	there.StartWireguardGo(t, name)
-	cfg := wgdev.Config{Name: name, PrivateKey: devicetest.PrivateKey(t), ListenPort: 51820, Address: netip.MustParsePrefix("fd10:2::1/16")}
+	cfg := wgdev.Config{Name: name, PrivateKey: wgtest.PrivateKey(t), ListenPort: 51820, Address: netip.MustParsePrefix("fd10:2::1/16")}
 	err := here.Do(func() error { _, err := Open(cfg); return err })
 	if err == nil || !strings.Contains(err.Error(), "no link "+name+" in this network namespace") {
 		t.Errorf("Open from another namespace = %v, want an error", err)

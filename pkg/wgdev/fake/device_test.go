@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/devicetest"
 )
@@ -27,7 +28,7 @@ func key(b byte) wgtypes.Key {
 func ipnets(t testing.TB, ss ...string) []net.IPNet {
 	out := make([]net.IPNet, 0, len(ss))
 	for _, s := range ss {
-		out = append(out, devicetest.IPNet(t, s))
+		out = append(out, wgtest.IPNet(t, s))
 	}
 	return out
 }
@@ -43,7 +44,7 @@ func udp(s string) *net.UDPAddr {
 func dur(d time.Duration) *time.Duration { return &d }
 
 func TestConfigurePeersDeltas(t *testing.T) {
-	priv := devicetest.PrivateKey(t)
+	priv := wgtest.PrivateKey(t)
 	self := priv.PublicKey()
 	a, b := key(1), key(2)
 	peerA := func() wgtypes.Peer {

@@ -9,8 +9,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
-	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/devicetest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
 )
 
@@ -26,7 +26,7 @@ func TestOpenReal(t *testing.T) {
 		t.Skip("needs root")
 	}
 	name := "iktk" + netnstest.Suffix(t)
-	priv := devicetest.PrivateKey(t)
+	priv := wgtest.PrivateKey(t)
 	cfg := wgdev.Config{Name: name, PrivateKey: priv, ListenPort: 0, Address: netip.MustParsePrefix("fd00:1::1/64"), MTU: 1420}
 	t.Cleanup(func() {
 		if l, err := netlink.LinkByName(name); err == nil {
@@ -46,7 +46,7 @@ func TestOpenReal(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	peer := wgtypes.PeerConfig{PublicKey: priv.PublicKey(), AllowedIPs: nil}
-	other := devicetest.PrivateKey(t)
+	other := wgtest.PrivateKey(t)
 	peer.PublicKey = other.PublicKey()
 	if err := d.ConfigurePeers([]wgtypes.PeerConfig{peer}); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/devicetest"
@@ -71,7 +72,7 @@ var peerOpts = cmp.Options{
 // device's own key shows up) and requires identical peers after every call.
 // It proves both the UAPI encoding and the fake's kernel semantics.
 func TestMatchesFake(t *testing.T) {
-	priv := devicetest.PrivateKey(t)
+	priv := wgtest.PrivateKey(t)
 	real := newTestDevice(t, priv)
 	model := fake.New(wgdev.Config{Name: "wgtest0", PrivateKey: priv})
 
@@ -140,7 +141,7 @@ func randomChange(t *testing.T, rng *rand.Rand, keys []wgtypes.Key, prefixes, en
 // TestTenThousandPeersOneCall configures a fleet-sized peer set in one
 // in-process set operation and reads it back.
 func TestTenThousandPeersOneCall(t *testing.T) {
-	priv := devicetest.PrivateKey(t)
+	priv := wgtest.PrivateKey(t)
 	d := newTestDevice(t, priv)
 	const n = 10_000
 	changes := make([]wgtypes.PeerConfig, n)
@@ -171,7 +172,7 @@ func TestTenThousandPeersOneCall(t *testing.T) {
 }
 
 func TestConfigurePeersErrorNamesDevice(t *testing.T) {
-	priv := devicetest.PrivateKey(t)
+	priv := wgtest.PrivateKey(t)
 	d := newTestDevice(t, priv)
 	// A zero-port endpoint fails in encoding, before the device sees it.
 	err := d.ConfigurePeers([]wgtypes.PeerConfig{{PublicKey: testKey(1), Endpoint: &net.UDPAddr{IP: net.ParseIP("198.18.0.1")}}})
@@ -181,7 +182,7 @@ func TestConfigurePeersErrorNamesDevice(t *testing.T) {
 }
 
 func TestEmptyConfigureAndClose(t *testing.T) {
-	priv := devicetest.PrivateKey(t)
+	priv := wgtest.PrivateKey(t)
 	d := newTestDevice(t, priv)
 	if err := d.ConfigurePeers(nil); err != nil {
 		t.Errorf("ConfigurePeers(nil) = %v", err)

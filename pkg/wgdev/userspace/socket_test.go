@@ -10,8 +10,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
-	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/devicetest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
 )
 
@@ -23,7 +23,7 @@ func socketTest(t *testing.T, tag string) (*netnstest.Namespace, wgdev.Config) {
 	netnstest.Require(t)
 	sfx := netnstest.Suffix(t)
 	ns := netnstest.NewNamespace(t, "ikto-"+tag+"-"+sfx)
-	return ns, wgdev.Config{Name: "ikw" + tag + sfx, PrivateKey: devicetest.PrivateKey(t), ListenPort: 51820, MTU: 1420, Address: netip.MustParsePrefix("fd00:5::1/64")}
+	return ns, wgdev.Config{Name: "ikw" + tag + sfx, PrivateKey: wgtest.PrivateKey(t), ListenPort: 51820, MTU: 1420, Address: netip.MustParsePrefix("fd00:5::1/64")}
 }
 
 // staleSocket leaves a socket file nobody listens on, as a crashed agent does.

@@ -13,8 +13,8 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
-	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/devicetest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
 )
 
@@ -65,7 +65,7 @@ func TestTunnelBetweenNamespaces(t *testing.T) {
 		{ns: nsB, underlay: netip.MustParseAddr("198.18.0.2"), cfg: wgdev.Config{Name: "ikwb" + sfx, Address: netip.MustParsePrefix(mesh + ":2::1/32")}},
 	}
 	for _, h := range hosts {
-		h.cfg.PrivateKey, h.cfg.ListenPort, h.cfg.MTU = devicetest.PrivateKey(t), 51820, 1420
+		h.cfg.PrivateKey, h.cfg.ListenPort, h.cfg.MTU = wgtest.PrivateKey(t), 51820, 1420
 		h.dev = openIn(t, h.ns, h.cfg)
 	}
 	// The TUN interface must be in the namespace, not where the test runs.

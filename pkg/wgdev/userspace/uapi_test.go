@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/devicetest"
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 )
 
 // testKey returns a key whose every byte is b, which keeps the expected UAPI
@@ -37,7 +37,7 @@ func TestWritePeerConfigs(t *testing.T) {
 	}{
 		{
 			name:    "remove ignores everything else",
-			changes: []wgtypes.PeerConfig{{PublicKey: testKey(1), Remove: true, UpdateOnly: true, AllowedIPs: []net.IPNet{devicetest.IPNet(t, "fd10::/48")}}},
+			changes: []wgtypes.PeerConfig{{PublicKey: testKey(1), Remove: true, UpdateOnly: true, AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10::/48")}}},
 			want:    "public_key=" + hexKey(1) + "\nremove=true\n",
 		},
 		{
@@ -49,7 +49,7 @@ func TestWritePeerConfigs(t *testing.T) {
 				Endpoint:                    &net.UDPAddr{IP: net.ParseIP("198.18.0.1"), Port: 51820},
 				PersistentKeepaliveInterval: durp(25 * time.Second),
 				ReplaceAllowedIPs:           true,
-				AllowedIPs:                  []net.IPNet{devicetest.IPNet(t, "fd10:1::/48"), devicetest.IPNet(t, "198.18.4.0/24")},
+				AllowedIPs:                  []net.IPNet{wgtest.IPNet(t, "fd10:1::/48"), wgtest.IPNet(t, "198.18.4.0/24")},
 			}},
 			want: "public_key=" + hexKey(2) + "\n" +
 				"update_only=true\n" +
@@ -140,7 +140,7 @@ func TestParsePeers(t *testing.T) {
 			TransmitBytes:               100,
 			ReceiveBytes:                200,
 			PersistentKeepaliveInterval: 25 * time.Second,
-			AllowedIPs:                  []net.IPNet{devicetest.IPNet(t, "fd10:1::/48"), devicetest.IPNet(t, "198.18.4.0/24")},
+			AllowedIPs:                  []net.IPNet{wgtest.IPNet(t, "fd10:1::/48"), wgtest.IPNet(t, "198.18.4.0/24")},
 		},
 		{PublicKey: testKey(2)},
 	}

@@ -1,6 +1,5 @@
-// Package devicetest is what the device backends' tests share: the check of
-// what every wgdev.Device promises on Close, and the keys and networks the
-// tests build their configs from.
+// Package devicetest holds the checks of what every wgdev.Device promises,
+// for each backend's tests to run against its device.
 package devicetest
 
 import (
@@ -29,25 +28,4 @@ func CheckClose(t testing.TB, d wgdev.Device) {
 	if err := d.ConfigurePeers([]wgtypes.PeerConfig{{PublicKey: wgtypes.Key{1}}}); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("ConfigurePeers after Close = %v, want net.ErrClosed", err)
 	}
-}
-
-// PrivateKey is a new random private key.
-func PrivateKey(t testing.TB) wgtypes.Key {
-	t.Helper()
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// IPNet parses the CIDR s as wgtypes wants allowed IPs; the address is
-// masked to the prefix.
-func IPNet(t testing.TB, s string) net.IPNet {
-	t.Helper()
-	_, n, err := net.ParseCIDR(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return *n
 }
