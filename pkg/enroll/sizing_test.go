@@ -137,11 +137,7 @@ func TestHostPayloadHoldsTheLargestMessages(t *testing.T) {
 // an operator's user (no subjects) carries none.
 func TestSignPutsTheHostLimits(t *testing.T) {
 	account := newAccount(t)
-	_, userKey := newUser(t)
-	subjects, err := Permissions(Host{Bucket: "ikto-mesh", Prefix: specPrefix, InboxPrefix: InboxPrefix(userKey)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, userKey, subjects := newHostUser(t)
 	for _, tc := range []struct {
 		name     string
 		subjects Subjects
