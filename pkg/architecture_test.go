@@ -159,6 +159,8 @@ func eachImport(t *testing.T, root string, fn func(src, imp string)) {
 func node(dir string) string {
 	parts := strings.Split(dir, "/")
 	switch {
+	case parts[0] == "pkg" && len(parts) > 2 && parts[1] == "internal":
+		return "internal/" + parts[2] // pkg/internal/wgtest
 	case parts[0] == "pkg" && len(parts) > 1, parts[0] == "cmd" && len(parts) > 1:
 		return parts[1]
 	case len(parts) > 1:
