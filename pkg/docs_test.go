@@ -7,16 +7,21 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/metrics"
 )
 
-// The README's architecture section states who imports whom; this test holds
-// it to the code, so the arrows a newcomer reads are the arrows there are.
+// What the docs state about the code, held to the code: the README's import
+// arrows, the configuration reference's fields, the metrics list.
 
 const repoPath = "github.com/ikto-mesh/ikto/"
 
@@ -175,4 +180,84 @@ func sorted(s []string) []string {
 	}
 	slices.Sort(s)
 	return s
+}
+
+// TestConfigurationReferenceListsEveryField: docs/configuration.md's table
+// names every field the agent reads, and no other.
+func TestConfigurationReferenceListsEveryField(t *testing.T) {
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	field := regexp.MustCompile("`([a-z0-9_]+)`")
+	var documented []string
+	for line := range strings.SplitSeq(string(doc), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		for _, m := range field.FindAllStringSubmatch(cells[1], -1) {
+			documented = append(documented, m[1])
+		}
+	}
+	var fields []string
+	typ := reflect.TypeFor[config.Config]()
+	for i := range typ.NumField() {
+		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+		fields = append(fields, name)
+	}
+	slices.Sort(documented)
+	slices.Sort(fields)
+	if diff := cmp.Diff(fields, documented); diff != "" {
+		t.Errorf("docs/configuration.md's table and the config's fields differ (-code +docs):\n%s", diff)
+	}
+}
+
+// TestDocsListEveryMetric: docs/deploying.md's list of metrics names every
+// ikto_ metric the agent exports, and no other.
+func TestDocsListEveryMetric(t *testing.T) {
+	doc, err := os.ReadFile("../docs/deploying.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := slices.Compact(slices.Sorted(slices.Values(
+		regexp.MustCompile(`ikto_[a-z_]+`).FindAllString(string(doc), -1))))
+
+	m := metrics.NewAgent()
+	names := map[string]bool{}
+	// Every metric a field holds, labelled or not yet observed.
+	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
+	v := reflect.ValueOf(m).Elem()
+	for i := range v.NumField() {
+		if !v.Type().Field(i).IsExported() {
+			continue
+		}
+		c, ok := v.Field(i).Interface().(prometheus.Collector)
+		if !ok {
+			continue
+		}
+		descs := make(chan *prometheus.Desc, 8)
+		go func() { c.Describe(descs); close(descs) }()
+		for d := range descs {
+			names[fqName.FindStringSubmatch(d.String())[1]] = true
+		}
+	}
+	// And those registered without a field (the heartbeat's age, build info).
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		names[f.GetName()] = true
+	}
+	var exported []string
+	for n := range names {
+		if strings.HasPrefix(n, "ikto_") {
+			exported = append(exported, n)
+		}
+	}
+	slices.Sort(exported)
+	if diff := cmp.Diff(exported, documented); diff != "" {
+		t.Errorf("docs/deploying.md's metrics and the agent's differ (-agent +docs):\n%s", diff)
+	}
 }
