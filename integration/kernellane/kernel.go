@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -93,6 +94,9 @@ func moduleName(path string) string {
 // built-in ones are left out.
 func (k Kernel) LoadOrder(wanted ...string) ([]string, error) {
 	dep, err := k.modulesDep()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no modules installed for it: %w", err)
+	}
 	if err != nil {
 		return nil, err
 	}

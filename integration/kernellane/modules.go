@@ -100,14 +100,14 @@ func readModule(path string) ([]byte, error) {
 	if compressed {
 		rc, err := c.open(f)
 		if err != nil {
-			return nil, fmt.Errorf("module %s: decompress: %w", filepath.Base(path), err)
+			return nil, fmt.Errorf("module %s: decompress: %w (a damaged file? reinstall its kernel package)", filepath.Base(path), err)
 		}
 		defer rc.Close()
 		r = rc
 	}
 	b, err := io.ReadAll(r)
 	if err != nil {
-		return nil, fmt.Errorf("module %s: decompress: %w", filepath.Base(path), err)
+		return nil, fmt.Errorf("module %s: decompress: %w (a damaged file? reinstall its kernel package)", filepath.Base(path), err)
 	}
 	if !bytes.HasPrefix(b, elfMagic) {
 		return nil, fmt.Errorf("module %s is not an ELF object (a damaged file? reinstall its kernel package)", filepath.Base(path))
