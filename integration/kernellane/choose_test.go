@@ -73,97 +73,56 @@ func (k fakeKernel) install(t *testing.T, boot, modules string) {
 }
 
 func TestChooseKernel(t *testing.T) {
-	debian := map[string]bool{"XZ": true, "ZSTD": true} // kmod 30 as Debian 12 builds it
+	const newest = "6.12.57+deb13-amd64"
 	old := fakeKernel{version: "6.1.0-57-amd64"}
 	type passed struct{ version, why string }
-	for _, tc := range []struct {
+	type testCase struct {
 		name     string
 		kernels  []fakeKernel
-		modprobe map[string]bool
-		want     string   // the version booted, "" for none
-		passed   []passed // the kernels passed over, newest first, and a word of why
+		modprobe map[string]bool // [XZ and ZSTD: kmod 30 as Debian 12 builds it]
+		want     string          // the version booted, "" for none
+		passed   []passed        // the kernels passed over, newest first, and a word of why
+	}
+	cases := []testCase{
+		{name: "the newest, its modules plain", kernels: []fakeKernel{old, {version: "6.1.0-9-amd64"}}, want: old.version},
+		{name: "the newest, its modules gzip, which modprobe reads", kernels: []fakeKernel{old, {version: newest, suffix: ".gz"}},
+			modprobe: map[string]bool{"ZLIB": true}, want: newest},
+		{name: "two passed over", want: old.version,
+			kernels: []fakeKernel{old, {version: newest, suffix: ".bz2"}, {version: "6.16.3+deb13-amd64", suffix: ".xz", without: "veth"}},
+			passed:  []passed{{"6.16.3+deb13-amd64", "no module veth"}, {newest, "cannot decompress .bz2"}}},
+		{name: "none can serve",
+			kernels: []fakeKernel{{version: old.version, without: "wireguard"}, {version: newest, suffix: ".xz", damaged: "virtio_pci"}},
+			passed:  []passed{{newest, "virtio_pci.ko.xz: decompress"}, {old.version, "no module wireguard"}}},
+	}
+	// The newest serves, its modules compressed.
+	for _, suffix := range []string{".xz", ".zst"} {
+		cases = append(cases, testCase{name: "the newest, its modules " + suffix, kernels: []fakeKernel{old, {version: newest, suffix: suffix}}, want: newest})
+	}
+	// The newest cannot serve: the old one is booted, and the newest named.
+	for name, unfit := range map[string]struct {
+		kernel fakeKernel
+		why    string
 	}{
-		{
-			name:    "the newest, its modules plain",
-			kernels: []fakeKernel{old, {version: "6.1.0-9-amd64"}},
-			want:    "6.1.0-57-amd64",
-		},
-		{
-			name:    "the newest, its modules xz",
-			kernels: []fakeKernel{old, {version: "6.12.57+deb13-amd64", suffix: ".xz"}},
-			want:    "6.12.57+deb13-amd64",
-		},
-		{
-			name:    "the newest, its modules zstd",
-			kernels: []fakeKernel{old, {version: "6.12.57+deb13-amd64", suffix: ".zst"}},
-			want:    "6.12.57+deb13-amd64",
-		},
-		{
-			name:     "the newest, its modules gzip, which modprobe reads",
-			kernels:  []fakeKernel{old, {version: "6.12.57+deb13-amd64", suffix: ".gz"}},
-			modprobe: map[string]bool{"ZLIB": true},
-			want:     "6.12.57+deb13-amd64",
-		},
-		{
-			name:    "gzip, which modprobe does not read",
-			kernels: []fakeKernel{old, {version: "6.12.57+deb13-amd64", suffix: ".gz"}},
-			want:    "6.1.0-57-amd64",
-			passed:  []passed{{"6.12.57+deb13-amd64", "does not read .gz"}},
-		},
-		{
-			name:    "no wireguard",
-			kernels: []fakeKernel{old, {version: "6.12.57+deb13-amd64", suffix: ".xz", without: "wireguard"}},
-			want:    "6.1.0-57-amd64",
-			passed:  []passed{{"6.12.57+deb13-amd64", "no module wireguard"}},
-		},
-		{
-			name:    "no 9p",
-			kernels: []fakeKernel{old, {version: "6.12.57+deb13-amd64", without: "9p"}},
-			want:    "6.1.0-57-amd64",
-			passed:  []passed{{"6.12.57+deb13-amd64", "no module 9p"}},
-		},
-		{
-			name:    "a damaged boot module",
-			kernels: []fakeKernel{old, {version: "6.12.57+deb13-amd64", suffix: ".zst", damaged: "9pnet"}},
-			want:    "6.1.0-57-amd64",
-			passed:  []passed{{"6.12.57+deb13-amd64", "9pnet.ko.zst: decompress"}},
-		},
-		{
-			name:    "a compression the lane cannot read",
-			kernels: []fakeKernel{old, {version: "6.12.57+deb13-amd64", suffix: ".bz2"}},
-			want:    "6.1.0-57-amd64",
-			passed:  []passed{{"6.12.57+deb13-amd64", "cannot decompress .bz2"}},
-		},
-		{
-			name:    "no module tree",
-			kernels: []fakeKernel{old, {version: "6.12.57+deb13-amd64", noTree: true}},
-			want:    "6.1.0-57-amd64",
-			passed:  []passed{{"6.12.57+deb13-amd64", "modules.dep"}},
-		},
-		{
-			name: "two passed over",
-			kernels: []fakeKernel{old, {version: "6.12.57+deb13-amd64", suffix: ".bz2"},
-				{version: "6.16.3+deb13-amd64", suffix: ".xz", without: "veth"}},
-			want: "6.1.0-57-amd64",
-			passed: []passed{{"6.16.3+deb13-amd64", "no module veth"},
-				{"6.12.57+deb13-amd64", "cannot decompress .bz2"}},
-		},
-		{
-			name: "none can serve",
-			kernels: []fakeKernel{{version: "6.1.0-57-amd64", without: "wireguard"},
-				{version: "6.12.57+deb13-amd64", suffix: ".xz", damaged: "virtio_pci"}},
-			passed: []passed{{"6.12.57+deb13-amd64", "virtio_pci.ko.xz: decompress"},
-				{"6.1.0-57-amd64", "no module wireguard"}},
-		},
+		"gzip, which modprobe does not read": {fakeKernel{suffix: ".gz"}, "does not read .gz"},
+		"no wireguard":                       {fakeKernel{suffix: ".xz", without: "wireguard"}, "no module wireguard"},
+		"no 9p":                              {fakeKernel{without: "9p"}, "no module 9p"},
+		"a damaged boot module":              {fakeKernel{suffix: ".zst", damaged: "9pnet"}, "9pnet.ko.zst: decompress"},
+		"a compression the lane cannot read": {fakeKernel{suffix: ".bz2"}, "cannot decompress .bz2"},
+		"no module tree":                     {fakeKernel{noTree: true}, "no modules installed"},
 	} {
+		unfit.kernel.version = newest
+		cases = append(cases, testCase{name: name, kernels: []fakeKernel{old, unfit.kernel}, want: old.version,
+			passed: []passed{{newest, unfit.why}}})
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			boot, modules := t.TempDir(), t.TempDir()
 			for _, k := range tc.kernels {
 				k.install(t, boot, modules)
 			}
-			h := kernelHost{bootDir: boot, modulesRoot: modules, modprobe: debian, modprobeSays: "kmod version 30 +ZSTD +XZ -ZLIB"}
-			if tc.modprobe != nil {
-				h.modprobe = tc.modprobe
+			h := kernelHost{bootDir: boot, modulesRoot: modules, modprobe: tc.modprobe, modprobeSays: "kmod version 30 +ZSTD +XZ -ZLIB"}
+			if h.modprobe == nil {
+				h.modprobe = map[string]bool{"XZ": true, "ZSTD": true}
 			}
 			k, unfit, err := h.chooseKernel("")
 			if tc.want == "" {
