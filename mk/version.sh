@@ -1,67 +1,85 @@
 #!/bin/sh
-# version.sh prints the package version of the checkout, in a form that dpkg
-# orders correctly, from `git describe`:
+# version.sh prints ikto's version, the one every binary, hook, man page and
+# package of a build carries. It is the only place the version is computed:
 #
-#   v0.4.0                   0.4.0
-#   v0.4.0, 3 commits on     0.4.0+3.gabc1234         (after 0.4.0, before 0.4.1)
-#   v0.5.0-rc.1              0.5.0~rc.1               (before 0.5.0)
-#   no v* tag at all         0.0.0~git20260101120000.abc1234  (commit time, UTC)
-#   uncommitted changes      ...+dirty or ....dirty
+#   HEAD tagged vX.Y.Z (or vX.Y.Z-rc.1)   X.Y.Z (X.Y.Z-rc.1); the tag must name
+#                                         the version of CHANGELOG.md's top heading
+#   otherwise                             V-dev.N+gHASH, where V is the version
+#                                         CHANGELOG.md's top heading names
+#                                         ("## Unreleased (0.4.0)"), N the commits
+#                                         since the last v* tag (since the root
+#                                         commit without one), HASH the commit
+#   uncommitted changes to tracked files  +dirty, or .dirty after a +gHASH
 #
-# version.sh DESCRIBE maps a `git describe --tags --long --dirty` string
-# instead of asking git; version.sh --test checks the table above.
+# These are semver versions: a build between two releases sorts after the
+# last and before the next. version.sh --deb prints the same version in
+# Debian's form, where "~" sorts before the release (0.4.0~dev.N+gHASH);
+# the package carries that form (version.sh --deb VERSION maps a version
+# given to make, `make package VERSION=1.2.3`). Outside a git checkout (a source tarball)
+# the version is V-dev, and `make VERSION=...` overrides it.
 set -eu
+cd "$(dirname "$0")/.."
 
-map() {
-	desc=$1
-	dirty=
-	case $desc in *-dirty) dirty=1 desc=${desc%-dirty} ;; esac
-	sha=${desc##*-g}
-	rest=${desc%-g*}
-	commits=${rest##*-}
-	tag=${rest%-*}
-	# A pre-release (v0.5.0-rc.1) sorts before its release with "~".
-	v=$(printf '%s\n' "${tag#v}" | sed 's/-/~/')
-	if [ "$commits" != 0 ]; then
-		v="$v+$commits.g$sha"
-	fi
-	if [ -n "$dirty" ]; then
-		case $v in *+*) v="$v.dirty" ;; *) v="$v+dirty" ;; esac
-	fi
-	printf '%s\n' "$v"
+# Debian sorts "~" before anything, as semver sorts a pre-release before
+# its release; the first "-" starts semver's pre-release part.
+debian() {
+	printf '%s\n' "$1" | sed 's/-/~/'
 }
-
-selftest() {
-	fail=0
-	while read -r in want; do
-		got=$(map "$in")
-		if [ "$got" != "$want" ]; then
-			echo "version.sh: $in maps to $got, want $want" >&2
-			fail=1
-		fi
-	done <<-TABLE
-		v0.4.0-0-gabc1234 0.4.0
-		v0.4.0-3-gabc1234 0.4.0+3.gabc1234
-		v0.4.0-0-gabc1234-dirty 0.4.0+dirty
-		v0.4.0-3-gabc1234-dirty 0.4.0+3.gabc1234.dirty
-		v0.5.0-rc.1-0-gabc1234 0.5.0~rc.1
-		v0.5.0-rc.1-2-gabc1234 0.5.0~rc.1+2.gabc1234
-	TABLE
-	return $fail
-}
-
 case ${1:-} in
---test) selftest; exit ;;
+--deb) [ $# -lt 2 ] || { debian "$2"; exit; } ;;
 "") ;;
-*) map "$1"; exit ;;
+*) echo "usage: mk/version.sh [--deb [VERSION]]" >&2; exit 2 ;;
 esac
 
-if desc=$(git describe --tags --match 'v[0-9]*' --long --dirty 2>/dev/null); then
-	map "$desc"
-	exit
+die() {
+	echo "mk/version.sh: $*" >&2
+	exit 1
+}
+
+# The version CHANGELOG.md's first "## " heading names.
+top=$(grep -m1 '^## ' CHANGELOG.md) || die "CHANGELOG.md has no \"## \" heading; its top heading names the version in the making, e.g. \"## Unreleased (0.4.0)\""
+base=$(printf '%s\n' "$top" | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n1)
+[ -n "$base" ] ||
+	die "CHANGELOG.md's top heading \"$top\" names no version X.Y.Z; name the version in the making, e.g. \"## Unreleased (0.4.0)\""
+
+if ! git rev-parse --verify -q HEAD >/dev/null 2>&1; then
+	v="$base-dev"
+else
+	hash=$(git rev-parse --short HEAD)
+	dirty=
+	if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+		dirty=dirty
+	fi
+	if tag=$(git describe --tags --exact-match --match 'v[0-9]*.[0-9]*.[0-9]*' HEAD 2>/dev/null); then
+		v=${tag#v}
+		case $v in "$base" | "$base"-*) ;; *)
+			die "HEAD is tagged $tag but CHANGELOG.md's top heading names $base (\"$top\"); a release's heading names its version"
+			;;
+		esac
+		[ -z "$dirty" ] || v="$v+dirty"
+	else
+		if desc=$(git describe --tags --match 'v[0-9]*.[0-9]*.[0-9]*' --long HEAD 2>/dev/null); then
+			last=${desc%-*-g*}
+			n=${desc%-g*}
+			n=${n##*-}
+			# A released version (no pre-release part) that is not below
+			# the CHANGELOG's would make this build sort before it.
+			case $last in *-*) ;; *)
+				if [ "$(printf '%s\n%s\n' "${last#v}" "$base" | sort -V | tail -n1)" = "${last#v}" ]; then
+					die "CHANGELOG.md's top heading names $base (\"$top\"), but $last is released; open the next version's heading, e.g. \"## Unreleased (X.Y.Z)\" above it"
+				fi
+				;;
+			esac
+		else
+			n=$(git rev-list --count HEAD)
+		fi
+		v="$base-dev.$n+g$hash"
+		[ -z "$dirty" ] || v="$v.dirty"
+	fi
 fi
-# No release tag: order builds by commit time.
-when=$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d%H%M%S)
-v="0.0.0~git$when.$(git rev-parse --short HEAD)"
-case $(git describe --always --dirty) in *-dirty) v="$v.dirty" ;; esac
-printf '%s\n' "$v"
+
+if [ "${1:-}" = --deb ]; then
+	debian "$v"
+else
+	printf '%s\n' "$v"
+fi

@@ -55,7 +55,14 @@ func (a *app) listCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List every peer record in the bucket: valid, rejected (and why) or revoked, with liveness",
-		Args:  noArgs,
+		Long: `list reads every record in the bucket and judges it as an agent would:
+valid, rejected (with the rule it breaks) or revoked. Evicted hosts whose
+record is gone show as revoked rows. Liveness comes from the heartbeats:
+online, when the host was last seen, or never. Below the table, each record
+that is not valid gets a line saying why, and a public key found at more
+than one prefix is pointed out (one record is a copy of another host's key).
+-o json prints the rows for scripts.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withRows(cmd, rf, func(_ context.Context, _ *bucket.Mesh, rows []row) error {
 				return a.show(rows, func(w io.Writer) error { return writeListTable(w, rows, a.now()) })
