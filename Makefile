@@ -3,7 +3,11 @@
 
 GO        ?= go
 BIN       := $(CURDIR)/bin
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# One version for every binary, hook, man page and package: mk/version.sh
+# says how it comes from a v* tag or CHANGELOG.md's top heading.
+ifndef VERSION
+VERSION   := $(shell mk/version.sh)
+endif
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X github.com/ikto-mesh/ikto/pkg/cli.Version=$(VERSION) -X github.com/ikto-mesh/ikto/pkg/cli.Commit=$(COMMIT)
 HOOK_LDFLAGS := -s -w -X github.com/ikto-mesh/ikto/plugins/sdk.Version=$(VERSION) -X github.com/ikto-mesh/ikto/plugins/sdk.Commit=$(COMMIT)
@@ -17,6 +21,7 @@ TESTFLAGS ?= -count=1 -timeout 20m
 all: build
 
 build:
+	@test -n "$(VERSION)" || { echo "make: no version (mk/version.sh says why, above)" >&2; exit 1; }
 	@mkdir -p $(BIN)
 	@for c in $(CMDS); do \
 		echo "build bin/$$c"; \

@@ -71,7 +71,15 @@ func (a *app) healthCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "health",
 		Short: "The fleet in one view: hosts behind on the bucket, pairs that cannot reach each other, silent hosts; exit 0 only when all is well",
-		Args:  noArgs,
+		Long: `health reads the bucket and the heartbeats every agent writes, and judges
+the fleet from them: hosts whose last heartbeat reports an older revision
+than the bucket's (behind), pairs of hosts where one sends to the other and
+hears nothing back (unreachable), hosts whose heartbeats stopped (silent),
+and bucket settings that put the mesh at risk, each with its fix. Hosts
+that never wrote a heartbeat (ikto 0.3.0 agents) are listed but not held
+against the fleet. It exits 0 only when all is well, so a monitor can run it
+as it is; -o json gives the same findings to a script.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var h health
 			err := a.withRows(cmd, rf, func(ctx context.Context, m *bucket.Mesh, rows []row) error {

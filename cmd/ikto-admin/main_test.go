@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -214,6 +215,10 @@ func TestListTable(t *testing.T) {
 		t.Fatalf("list: exit %d: %s", code, stderr)
 	}
 	k := func(seed byte) string { return testKey(t, seed).String() }
+	key := func(n int) string { return peer.Key(netip.MustParsePrefix(fmt.Sprintf("fd10:%d::/48", n))) }
+	// The revocation's key is the longest: the other keys are padded to it.
+	revoked7 := peer.RevokedKey(testKey(t, 7))
+	pad := func(s string) string { return strings.Repeat(" ", len(revoked7)+2-len(s)) }
 	shared := func(at, other string) string {
 		return peer.Key(netip.MustParsePrefix(at)) + " (" + at + "): its public key also has a record at " + other +
 			"; one is a copy of another host's key (ikto-admin evict PREFIX --keep-key removes a copy)\n"
@@ -227,12 +232,14 @@ func TestListTable(t *testing.T) {
 		"dup      fd10:5::/48  198.18.0.6:51820  " + k(1) + "  rejected: duplicate_public_key, key shared  never\n" +
 		"revoked  fd10:6::/48  198.18.0.7:51820  " + k(6) + "  revoked                                     never\n" +
 		"gone     fd10:7::/48  -                 " + k(7) + "  revoked                                     never\n" +
+		"\n" +
+		"KEY" + pad("KEY") + "STATE     REVISION  WHY\n" +
+		key(4) + pad(key(4)) + "rejected  4         wg_port 0 is not 1-65535\n" +
+		key(5) + pad(key(5)) + "rejected  5         public key already used by " + key(1) + "\n" +
+		key(6) + pad(key(6)) + "revoked   6         public key " + k(6) + " is revoked\n" +
+		revoked7 + "  revoked   -         evicted 2026-11-24T11:00:00Z; no record left\n" +
 		shared("fd10:1::/48", "fd10:5::/48") +
-		peer.Key(netip.MustParsePrefix("fd10:4::/48")) + " rejected (revision 4): wg_port 0 is not 1-65535\n" +
-		peer.Key(netip.MustParsePrefix("fd10:5::/48")) + " rejected (revision 5): public key already used by " + peer.Key(netip.MustParsePrefix("fd10:1::/48")) + "\n" +
-		shared("fd10:5::/48", "fd10:1::/48") +
-		peer.Key(netip.MustParsePrefix("fd10:6::/48")) + " revoked (revision 6): public key " + k(6) + " is revoked\n" +
-		peer.RevokedKey(testKey(t, 7)) + " revoked (revision 0): evicted 2026-11-24T11:00:00Z; no record left\n"
+		shared("fd10:5::/48", "fd10:1::/48")
 	if diff := cmp.Diff(want, stdout); diff != "" {
 		t.Errorf("list table (-want +got):\n%s", diff)
 	}
@@ -326,5 +333,30 @@ func TestListRulesFromConfig(t *testing.T) {
 	code, _, stderr = exec(t, "-c", filepath.Join(t.TempDir(), "missing.json"), "list")
 	if code != 1 || !strings.Contains(stderr, "missing.json") {
 		t.Errorf("missing -c: exit %d, %q", code, stderr)
+	}
+}
+
+// A credentials file that is not there is named as missing, before any
+// server is asked: the server is fine (it runs here), the file is not.
+func TestMissingCredsFile(t *testing.T) {
+	url, _ := startNATS(t)
+	missing := filepath.Join(t.TempDir(), "operator.creds")
+	t.Setenv("NATS_CREDS", "")
+	for _, args := range [][]string{
+		{"list", "--nats-url", url, "--nats-creds", missing},
+		{"evict", "fd10:1::1", "--nats-url", url, "--nats-creds", missing},
+	} {
+		code, stdout, stderr := exec(t, args...)
+		if code != 1 || stdout != "" {
+			t.Errorf("%v: exit %d, stdout %q; want exit 1", args, code, stdout)
+		}
+		for _, want := range []string{missing, "no such file", "--nats-creds FILE"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("%v: stderr lacks %q:\n%s", args, want, stderr)
+			}
+		}
+		if strings.Contains(stderr, "server is running") {
+			t.Errorf("%v: blames the server for a missing file:\n%s", args, stderr)
+		}
 	}
 }

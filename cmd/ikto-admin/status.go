@@ -17,7 +17,17 @@ func (a *app) statusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status [-s SOCKET]",
 		Short: "Show the local agent's view over its admin socket: self, backend, NATS, peers",
-		Args:  noArgs,
+		Long: `status asks the agent on this host, over its admin socket (-s), for its
+view: this host's record and address, the WireGuard backend and device, the
+NATS connection (the server, or the URL and the last error while
+disconnected), and each peer with its endpoint and last handshake. It exits
+0 only when the agent follows the bucket and is connected to NATS.
+
+The socket is read-only. Root may read it, and so may the members of its
+group (ikto, which the package creates): add an operator with
+usermod -aG ikto NAME. It never changes the mesh: evict and the other
+commands that do go through NATS with the operator's credentials.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := a.agentStatus(cmd, socket)
 			if err != nil {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
@@ -36,6 +37,9 @@ var ErrEvicted = mesh.ErrEvicted
 type Options struct {
 	// Socket is the admin socket path; empty means no socket (tests).
 	Socket string
+	// SocketGroup may read the socket besides root (api.SocketGroup); nil
+	// leaves it root's alone.
+	SocketGroup *user.Group
 	// Log receives every event worth an operator's time.
 	Log *slog.Logger
 	// OpenDevice opens the WireGuard device (backend.Open in ikto-agent, a
@@ -160,11 +164,16 @@ func (a *Agent) run(ctx context.Context) error {
 	// serves this socket: that is almost always a second copy of us.
 	var sock net.Listener
 	if a.opt.Socket != "" {
-		l, err := api.Listen(a.opt.Socket)
+		l, err := api.Listen(a.opt.Socket, a.opt.SocketGroup)
 		if err != nil {
 			return err
 		}
 		sock = l
+		readers := "root"
+		if g := a.opt.SocketGroup; g != nil {
+			readers += ", group " + g.Name
+		}
+		a.log.Info("admin socket", "socket", a.opt.Socket, "readers", readers)
 	}
 	// The connection returns at once and keeps trying in the background:
 	// the status shows it from the first moment.

@@ -1,5 +1,6 @@
 // Package api is the agent's local admin API (docs/contract.md §7): HTTP/1.1 on a unix
-// socket with mode 0600, a handler map (GET /v1/status, GET /metrics), and the
+// socket, root's and, read-only, its group's (mode 0660; 0600 without a
+// group), a handler map of reads (GET /v1/status, GET /metrics), and the
 // client ikto-admin uses. The JSON types here are a contract: ikto-admin
 // status -o json prints them as they are.
 package api
