@@ -93,6 +93,11 @@ type Agent struct {
 	// problems are what is wrong with the bucket's settings, as the watch
 	// last read them (bucket.Problems), for /v1/status.
 	problems atomic.Pointer[[]string]
+	// instance is this process's random id, in every heartbeat; twin is
+	// the other live agent with this host's key while one is seen
+	// (noteTwin), for /v1/status and the heartbeats.
+	instance string
+	twin     atomic.Pointer[twinSeen]
 	// last is the latest outcome, for /v1/status.
 	last atomic.Pointer[mesh.Outcome]
 	// ready is set once the device first carries a mesh (Options.Ready,
@@ -130,7 +135,7 @@ func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 		name, _ = os.Hostname()
 	}
 	a := &Agent{
-		set: set, opt: opt, log: opt.Log, key: key,
+		set: set, opt: opt, log: opt.Log, key: key, instance: newInstance(),
 		reconnected: make(chan struct{}, 1),
 		audit:       make(chan struct{}, 1),
 		metrics:     metrics.NewAgent(),

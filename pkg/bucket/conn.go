@@ -218,6 +218,20 @@ func (c *Conn) Connected() bool { return c.NC.IsConnected() }
 // none is.
 func (c *Conn) Server() string { return c.NC.ConnectedUrlRedacted() }
 
+// ClientIP is this host's address as the connected server sees it (the
+// client_ip of its INFO): what tells two machines with one config apart.
+// "" while none is connected.
+func (c *Conn) ClientIP() string {
+	if !c.Connected() {
+		return ""
+	}
+	ip, err := c.NC.GetClientIP()
+	if err != nil || ip == nil {
+		return ""
+	}
+	return ip.String()
+}
+
 // LastError is the connection's last error (a permissions violation, a
 // closed connection) or, while no server is reached, the last failed
 // attempt's (a refused port, an unknown host name, TLS, authentication),
