@@ -48,6 +48,9 @@ type row struct {
 	// AlsoAt are the prefixes of the other records that carry this row's
 	// public key: one of them is a copy of another host's key.
 	AlsoAt []string `json:"also_at,omitempty"`
+	// Duplicate is, while the host is online, the other live agent its
+	// last heartbeat says runs with its key (a cloned host).
+	Duplicate *bucket.Duplicate `json:"duplicate,omitempty"`
 }
 
 func (a *app) listCommand() *cobra.Command {
@@ -265,6 +268,9 @@ func (r *row) setLiveness(hbs map[netip.Prefix]bucket.Heartbeat, now time.Time) 
 	r.LastSeen = &at
 	r.Online = now.Sub(at) < mesh.OnlineWithin
 	r.Version = hb.Version
+	if r.Online {
+		r.Duplicate = hb.Duplicate
+	}
 }
 
 func (r row) liveness(now time.Time) string {
@@ -284,6 +290,9 @@ func (r row) stateText() string {
 	}
 	if len(r.AlsoAt) > 0 {
 		s += ", key shared"
+	}
+	if r.Duplicate != nil {
+		s += ", running twice"
 	}
 	return s
 }

@@ -262,6 +262,9 @@ func TestListJSON(t *testing.T) {
 	if len(got) != 7 {
 		t.Fatalf("%d rows, want 7:\n%s", len(got), stdout)
 	}
+	if strings.Contains(stdout, `"duplicate"`) {
+		t.Errorf("a row shows a duplicate none of the heartbeats reports:\n%s", stdout)
+	}
 	byName := map[string]map[string]any{}
 	for _, r := range got {
 		for _, f := range []string{"name", "public_key", "advertise_address", "allowed_ip", "wg_port", "key", "revision", "state", "reason", "last_seen", "online"} {
@@ -357,6 +360,27 @@ func TestMissingCredsFile(t *testing.T) {
 		}
 		if strings.Contains(stderr, "server is running") {
 			t.Errorf("%v: blames the server for a missing file:\n%s", args, stderr)
+		}
+	}
+}
+
+// list marks a record whose host's heartbeat reports another live agent
+// with its key, while the host is online; a silent host's old report is
+// no longer news.
+func TestListMarksARecordRunningTwice(t *testing.T) {
+	r := record(t, "alpha", "fd10:1::/48", 1, "198.18.0.2", 51820)
+	entries := []bucket.Entry{{Key: peer.Key(netip.MustParsePrefix(r.AllowedIP)), Value: r.Encode(), Revision: 1}}
+	rules := peer.Rules{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48}
+	twin := &bucket.Duplicate{Writer: bucket.Writer{Instance: "bbbb", Addr: "198.18.0.3"}, Since: now.Add(-time.Minute)}
+	for _, tc := range []struct {
+		ago   time.Duration
+		state string
+		dup   bool
+	}{{5 * time.Second, "valid, running twice", true}, {time.Hour, "valid", false}} {
+		hb := bucket.Heartbeat{PublicKey: r.PublicKey, At: now.Add(-tc.ago), Duplicate: twin}
+		rows := buildRows(entries, nil, map[netip.Prefix]bucket.Heartbeat{netip.MustParsePrefix(r.AllowedIP): hb}, rules, now)
+		if got := rows[0].stateText(); got != tc.state || (rows[0].Duplicate != nil) != tc.dup {
+			t.Errorf("heartbeat %s old: state %q, duplicate %v; want %q, %v", tc.ago, got, rows[0].Duplicate, tc.state, tc.dup)
 		}
 	}
 }

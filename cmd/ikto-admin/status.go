@@ -37,7 +37,11 @@ commands that do go through NATS with the operator's credentials.`,
 				return err
 			}
 			// Scripts and monitors read the exit status: 0 only for an
-			// agent that follows the bucket and can hear its changes.
+			// agent that follows the bucket and can hear its changes, and
+			// holds its key alone.
+			if d := st.Duplicate; d != nil {
+				return fmt.Errorf("another agent runs with this host's key (instance %s at %s); %s", dash(d.Instance), dash(d.Addr), d.Fix)
+			}
 			if !st.Synced || !st.NATS.Connected {
 				return fmt.Errorf("the agent at %s is not synced and connected: state %s, NATS %s",
 					socket, dash(st.State), connectedWord(st.NATS.Connected))
@@ -78,6 +82,10 @@ func writeStatusTable(w io.Writer, st api.Status, now time.Time) error {
 		last = st.LastReconcile.UTC().Format(time.RFC3339) + " (" + ago(now.Sub(*st.LastReconcile)) + " ago)"
 	}
 	fmt.Fprintf(tw, "last reconcile\t%s\n", last)
+	if d := st.Duplicate; d != nil {
+		fmt.Fprintf(tw, "duplicate\tanother agent runs with this host's key: instance %s at %s (name %s, version %s), since %s\n",
+			dash(d.Instance), dash(d.Addr), dash(d.Name), dash(d.Version), d.Since.UTC().Format(time.RFC3339))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
