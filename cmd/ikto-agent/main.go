@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -154,6 +155,9 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 			return backend.Open(cfg.Device.Backend, c, log)
 		},
 		CheckDevice: func(c wgdev.Config) error { return backend.Preflight(cfg.Device.Backend, c) },
+		HoldDevice: func(name string) (func(), error) {
+			return backend.Hold(name, backend.Holder{PID: os.Getpid(), Socket: absPath(f.socket), Config: absPath(f.cfgPath)})
+		},
 		WatchDevice: backend.WatchRemoval,
 	})
 	if errors.Is(err, agent.ErrEvicted) {
@@ -162,6 +166,16 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 		return fmt.Errorf("%w; the key in %s is revoked for good: to rejoin, move it away (mv %s %s.revoked) and run ikto-init again, which makes a new key and draws a new prefix", err, k, k, k)
 	}
 	return err
+}
+
+// absPath is path made absolute, for another agent's messages: "" when
+// it cannot be.
+func absPath(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return ""
+	}
+	return abs
 }
 
 // applyLevel sets the log level from the config unless --log-level was given.

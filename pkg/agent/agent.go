@@ -62,6 +62,11 @@ type Options struct {
 	// TUN, the UDP port): a host that cannot must stop before it writes to
 	// the bucket.
 	CheckDevice func(wgdev.Config) error
+	// HoldDevice, when set, marks the device name as this agent's for its
+	// whole run (backend.Hold in ikto-agent), failing when another running
+	// agent drives it: adopting that agent's device would have the two
+	// remove each other's peers.
+	HoldDevice func(name string) (release func(), err error)
 }
 
 // Agent is one running ikto-agent.
@@ -157,9 +162,17 @@ func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 }
 
 func (a *Agent) run(ctx context.Context) error {
+	// A device another agent drives is not adopted: the second agent stops
+	// before it writes anything.
+	if a.opt.HoldDevice != nil {
+		release, err := a.opt.HoldDevice(a.set.Device.Name)
+		if err != nil {
+			return fmt.Errorf("device %s: %w", a.set.Device.Name, err)
+		}
+		defer release()
+	}
 	// A host that cannot have its device stops before NATS is asked
-	// anything: it must not claim a prefix it cannot serve. (Another agent
-	// already running here passes: its device is adopted, not made.)
+	// anything: it must not claim a prefix it cannot serve.
 	if a.opt.CheckDevice != nil {
 		if err := a.opt.CheckDevice(a.deviceConfig()); err != nil {
 			return fmt.Errorf("device %s: %w", a.set.Device.Name, err)
