@@ -190,11 +190,15 @@ func (f *flags) applyLevel(cfg *config.Settings, level *slog.LevelVar, fromFlag 
 	}
 }
 
-// checkConfig validates the file and prints the settings it resolves to.
+// checkConfig validates the file, and its mesh_cidr against this host's
+// addresses and routes, and prints the settings it resolves to.
 func checkConfig(path string, stdout io.Writer) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
+	}
+	if err := backend.CheckMeshCIDR(cfg.Mesh, cfg.Device.Name); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	shown := *cfg
 	shown.NATS.URLs = []string{cfg.NATS.Redacted()}
