@@ -52,11 +52,11 @@ func Hold(name string, me Holder) (release func(), err error) {
 		}
 		other, err := askHolder(addr)
 		if err == nil {
-			return nil, fmt.Errorf("%w: device %s in this network namespace is driven by ikto-agent pid %d (admin socket %s, config %s); two agents on one device remove each other's peers: stop that agent (ikto-admin status -s %s shows its mesh), or give this one its own wg_dev_name and wg_port",
-				ErrDeviceHeld, name, other.PID, dash(other.Socket), dash(other.Config), dash(other.Socket))
+			return nil, fmt.Errorf("%w: ikto-agent pid %d (admin socket %s, config %s) drives %s in this network namespace; two agents on one device remove each other's peers: stop that agent (ikto-admin status -s %s shows its mesh), or give this one its own wg_dev_name and wg_port",
+				ErrDeviceHeld, other.PID, dash(other.Socket), dash(other.Config), name, dash(other.Socket))
 		}
 		if attempt == 2 {
-			return nil, fmt.Errorf("%w: device %s in this network namespace is held by another process (abstract socket %s), which does not say who it is (%w); stop it, or choose another wg_dev_name",
+			return nil, fmt.Errorf("%w: another process holds %s in this network namespace (abstract socket %s) and does not say who it is (%w); stop it, or choose another wg_dev_name",
 				ErrDeviceHeld, name, addr, err)
 		}
 		time.Sleep(100 * time.Millisecond) // its agent is just ending

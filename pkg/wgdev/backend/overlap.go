@@ -78,7 +78,7 @@ func checkMeshCIDR(mesh netip.Prefix, device string, nets []hostNet) error {
 			remove = ", or take it off those interfaces"
 		}
 	}
-	return fmt.Errorf("%w: mesh_cidr %s overlaps what this host already uses: %s; packets for the overlap would go to only one of them (another mesh with the same mesh_cidr here is cut off): give this mesh another mesh_cidr, the same on every host (ikto-init -m fdXX::/16 draws a config in it)%s",
+	return fmt.Errorf("%w: %s takes in %s; packets for those addresses would go to only one of the two (a second mesh with the same mesh_cidr on a host is cut off): give this mesh another mesh_cidr, the same on every host (ikto-init -m fdXX::/16 draws a config in it)%s",
 		ErrMeshOverlap, mesh, strings.Join(clash, ", "), remove)
 }
 

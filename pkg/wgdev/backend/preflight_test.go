@@ -49,7 +49,7 @@ func TestPreflight(t *testing.T) {
 			p.nets = func() ([]hostNet, error) {
 				return []hostNet{{iface: "wg-other", route: true, prefix: netip.MustParsePrefix("fd10::/16")}}, nil
 			}
-		}, want: []string{"mesh_cidr fd10::/16", "route fd10::/16 on interface wg-other", "another mesh_cidr"}},
+		}, want: []string{"mesh_cidr overlaps", "fd10::/16 takes in", "route fd10::/16 on interface wg-other", "another mesh_cidr"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := ok
@@ -114,7 +114,7 @@ func TestCheckMeshCIDR(t *testing.T) {
 		}},
 		{name: "another mesh with the same mesh_cidr", nets: []hostNet{
 			{iface: "wg-other", prefix: p("fd10:2::1/16")}, {iface: "wg-other", route: true, prefix: p("fd10::/16")},
-		}, want: []string{"mesh_cidr fd10::/16", "address fd10:2::1/16 on interface wg-other", "route fd10::/16 on interface wg-other",
+		}, want: []string{"mesh_cidr overlaps", "fd10::/16 takes in", "address fd10:2::1/16 on interface wg-other", "route fd10::/16 on interface wg-other",
 			"another mesh_cidr", "take it off wg-other"}},
 		{name: "a smaller network inside the mesh", nets: []hostNet{{iface: "eth1", route: true, prefix: p("fd10:5::/64")}},
 			want: []string{"route fd10:5::/64 on interface eth1"}},
