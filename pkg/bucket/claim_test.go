@@ -43,6 +43,17 @@ func newBucketJS(t *testing.T) (jetstream.JetStream, jetstream.KeyValue) {
 	return js, kv
 }
 
+// newLiveBucketJS is newBucketJS with the heartbeat bucket made too.
+func newLiveBucketJS(t *testing.T) (js jetstream.JetStream, kv, live jetstream.KeyValue) {
+	t.Helper()
+	js, kv = newBucketJS(t)
+	live, err := OpenLiveBucket(context.Background(), js, "ikto-test", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, kv, live
+}
+
 func newRecord(t testing.TB, name, prefix string) peer.Record {
 	k := wgtest.PrivateKey(t)
 	return peer.Record{Name: name, PublicKey: k.PublicKey().String(), AdvertiseAddress: "198.18.0.2", AllowedIP: prefix, WGPort: 51820}

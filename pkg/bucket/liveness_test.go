@@ -96,13 +96,8 @@ func TestHeartbeats(t *testing.T) {
 // the key moved on returns what stood there (another agent with the key)
 // and still writes its own.
 func TestWriteHeartbeatFindsTheWriterBetween(t *testing.T) {
-	s := natstest.Start(t)
-	_, js := natstest.Connect(t, s.URL())
+	js, _, kv := newLiveBucketJS(t)
 	ctx := context.Background()
-	kv, err := OpenLiveBucket(ctx, js, "ikto-test", true, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := netip.MustParsePrefix("fd10:1::/48")
 	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	mine := Heartbeat{PublicKey: "K", Name: "a", At: at, Writer: Writer{Instance: "aaaa", Addr: "198.18.0.2"}}
