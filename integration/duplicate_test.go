@@ -48,9 +48,15 @@ type twinHealth struct {
 // /v1/status, and ikto-admin health, list and status must show it (health
 // and status exiting non-zero) until the clone stops. The pings the other
 // hosts lose meanwhile and the time to detection are logged, not asserted.
+// On the embedded server and on Debian's nats-server 2.9.
 func TestClonedHost(t *testing.T) {
-	t.Parallel()
-	m, bins, hosts, cfgPath := startAdminMesh(t, "alpha", "bravo", "charlie")
+	onEveryServer(t, clonedHost)
+}
+
+func clonedHost(t *testing.T, m *mesh) {
+	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.AdminBinary)
+	hosts := m.startAll("alpha", "bravo", "charlie")
+	cfgPath := m.agents["alpha"].ConfigPath
 	m.pingAll(hosts)
 	alpha := hosts[0]
 	pingers := startLossPingers(t, hosts)
