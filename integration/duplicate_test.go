@@ -59,6 +59,7 @@ func clonedHost(t *testing.T, m *mesh) {
 	cfgPath := m.agents["alpha"].ConfigPath
 	m.pingAll(hosts)
 	alpha := hosts[0]
+	t.Logf("alpha, whose config the clone runs, is %s", alpha.PrivateAddress)
 	pingers := startLossPingers(t, hosts)
 	pingersStopped := false
 	defer func() {
