@@ -86,7 +86,7 @@ func (a *app) healthCommand() *cobra.Command {
 	var rf ruleFlags
 	cmd := &cobra.Command{
 		Use:   "health",
-		Short: "The fleet in one view: hosts behind on the bucket, pairs that cannot reach each other, silent hosts; exit 0 only when all is well",
+		Short: "The fleet in one view: hosts behind on the bucket, pairs that cannot reach each other, silent hosts, keys two agents run with; exit 0 only when all is well",
 		Long: `health reads the bucket and the heartbeats every agent writes, and judges
 the fleet from them: hosts whose last heartbeat reports an older revision
 than the bucket's (behind), pairs of hosts where one sends to the other and
