@@ -52,7 +52,7 @@ type Heartbeat struct {
 // Writer is one agent process as its heartbeats show it: the instance id
 // it drew at its start and its address as its NATS server sees it (a
 // cloned machine has the same name, key and config, but not the same
-// address). An agent before 0.5 writes neither.
+// address). An agent before 0.4 writes neither.
 type Writer struct {
 	Instance string `json:"instance,omitempty"`
 	Addr     string `json:"addr,omitempty"`
