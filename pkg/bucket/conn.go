@@ -163,7 +163,9 @@ func persistentOptions(c Client, log *slog.Logger) []nats.Option {
 		}),
 		nats.ClosedHandler(func(nc *nats.Conn) {
 			notify(c.OnDisconnect)
-			if err := nc.LastError(); err != nil {
+			// Closed while reconnecting (no server answered the last try)
+			// is our own Close at shutdown: nats.go never gives up.
+			if err := nc.LastError(); err != nil && !errors.Is(err, nats.ErrNoServers) {
 				log.Error("NATS connection closed for good", "err", err)
 			}
 		}),
