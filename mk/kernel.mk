@@ -1,6 +1,8 @@
 # make test-kernel: the kernel lane (integration/kernellane). Boots the newest
-# /boot/vmlinuz-* that has the wireguard module under qemu-system-x86_64 (KVM
-# when it boots the guest, else TCG), with the host's root read-only over 9p,
+# /boot/vmlinuz-* that can serve (the wireguard, tun, veth, bridge, virtio and
+# 9p modules, plain or compressed with xz, zstd or gzip; it names each newer
+# kernel it passed over and why) under qemu-system-x86_64 (KVM when it boots
+# the guest, else TCG), with the host's root read-only over 9p,
 # and runs the integration scenarios with wg_backend kernel forced, plus
 # pkg/wgdev's real-device tests. Prints the kernel it booted and each
 # scenario; the exit status is the result. About 3 minutes on 2 cores.

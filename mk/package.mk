@@ -8,24 +8,26 @@
 #   /usr/lib/systemd/system/ikto-agent@.service   (one agent per mesh: /etc/ikto/%i.json, /run/ikto/%i.sock)
 #   /etc/ikto/                                    (0700, empty: the configurations are the operator's)
 #   /usr/share/man/man1/*.1.gz, bash/zsh/fish completions (written by the binaries themselves)
+#   /usr/share/doc/ikto/README.md, CHANGELOG.md, docs/*.md, copyright (LICENSE)
 #
 # The .deb's scripts only reload systemd: installing never enables or starts an
 # agent, removing never stops one (dist/package/*.sh say why). The tarball is
 # for hosts without dpkg: tar -C / --no-overwrite-dir -xzf ikto_*.tar.gz, then
 # systemctl daemon-reload. nfpm is pinned in tools/go.mod and built into
-# bin/tools; the version comes from git (dist/package/version.sh), or from
-# make package PKG_VERSION=1.2.3 outside a checkout.
+# bin/tools; the version is the binaries' (VERSION, from mk/version.sh) in
+# Debian's form: make package VERSION=1.2.3 outside a checkout.
 
 PKG_OUT     := $(CURDIR)/dist/out
 PKG_ROOT    := $(PKG_OUT)/root
 PKG_DOCS    := $(PKG_OUT)/docs
-PKG_VERSION  = $(shell dist/package/version.sh)
+PKG_VERSION  = $(shell mk/version.sh --deb '$(VERSION)')
 PKG_ARCH    ?= $(shell $(GO) env GOARCH)
 # File times and man page dates come from the commit, so that two builds of
 # one commit are the same bytes.
 PKG_EPOCH    = $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 NFPM        := $(BIN)/tools/nfpm
 UNITS       := $(PKG_ROOT)/usr/lib/systemd/system
+SHARE_DOC   := $(PKG_ROOT)/usr/share/doc/ikto
 
 .PHONY: package package-root nfpm
 
@@ -43,7 +45,6 @@ nfpm:
 
 # package-root stages the package's tree in $(PKG_ROOT), from scratch.
 package-root: build
-	dist/package/version.sh --test
 	rm -rf $(PKG_ROOT) $(PKG_DOCS)
 	@# The binaries write their own man pages and completions (--generate-docs).
 	@for c in $(CMDS); do \
@@ -69,8 +70,12 @@ package-root: build
 	install -m 0644 $(PKG_DOCS)/bash/* $(PKG_ROOT)/usr/share/bash-completion/completions/
 	install -m 0644 $(PKG_DOCS)/zsh/* $(PKG_ROOT)/usr/share/zsh/vendor-completions/
 	install -m 0644 $(PKG_DOCS)/fish/* $(PKG_ROOT)/usr/share/fish/vendor_completions.d/
-	@# The license, once the repository carries one.
-	if [ -f LICENSE ]; then install -D -m 0644 LICENSE $(PKG_ROOT)/usr/share/doc/ikto/copyright; fi
+	@# The documentation as the repository has it, so that README's links
+	@# to docs/ resolve; the license as Debian names it.
+	install -d -m 0755 $(SHARE_DOC)/docs
+	install -m 0644 README.md CHANGELOG.md $(SHARE_DOC)/
+	install -m 0644 docs/*.md $(SHARE_DOC)/docs/
+	install -m 0644 LICENSE $(SHARE_DOC)/copyright
 	find $(PKG_ROOT) -exec touch -h -d @$(PKG_EPOCH) {} +
 
 # make clean also removes the packages and their staged tree.

@@ -15,8 +15,13 @@ func TestGenerateDocs(t *testing.T) {
 		t.Fatalf("--generate-docs: exit %d, stdout %q, stderr %s", code, stdout, stderr)
 	}
 	global := []string{"--nats-url"}
+	// The synopsis keeps its <argument> (markdown took it for HTML once).
 	clitest.CheckDocs(t, dir, "ikto-admin", map[string][]string{
-		"ikto-admin.1": global, "ikto-admin-list.1": global, "ikto-admin-evict.1": global, "ikto-admin-status.1": global,
+		"ikto-admin.1":          append(global, `\fBikto-admin <command> [flags]\fP`),
+		"ikto-admin-list.1":     global,
+		"ikto-admin-evict.1":    append(global, `\fBikto-admin evict <name|ip|prefix> [--user`),
+		"ikto-admin-unrevoke.1": append(global, `\fBikto-admin unrevoke <public-key> [flags]\fP`),
+		"ikto-admin-status.1":   append(global, "usermod -aG ikto"),
 	})
 }
 

@@ -12,10 +12,7 @@ import (
 // writeSecret writes data to path with mode 0600, never replacing a file
 // unless replace (config.WriteSecretFile).
 func writeSecret(path string, data []byte, replace bool) error {
-	if err := config.WriteSecretFile(path, data, replace); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return config.WriteSecretFile(path, data, replace) // its error names path
 }
 
 // readOptional reads path; a file that does not exist is nil, not an error.

@@ -36,6 +36,9 @@ type health struct {
 	Unreachable []unreachablePair `json:"unreachable"`
 	// Silent are hosts whose heartbeats stopped.
 	Silent []silentHost `json:"silent"`
+	// Duplicate are hosts whose key two live agents run with (a cloned
+	// host, or one config on two hosts), as their heartbeats say.
+	Duplicate []duplicateHost `json:"duplicate"`
 	// Settings are what is wrong with the buckets' settings, each naming
 	// its fix (bucket.Problems).
 	Settings []string `json:"settings"`
@@ -66,12 +69,33 @@ type silentHost struct {
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 }
 
+// duplicateHost is a host's key run by two agents: the one that wrote its
+// last heartbeat, and the other it has seen since Since.
+type duplicateHost struct {
+	Name      string        `json:"name"`
+	PublicKey string        `json:"public_key"`
+	Writer    bucket.Writer `json:"writer"`
+	Other     bucket.Writer `json:"other"`
+	Since     time.Time     `json:"since"`
+}
+
+// duplicateFix is what an operator does about a duplicate.
+const duplicateFix = "a copy must get a key and prefix of its own: on the copy, stop ikto-agent, move its private key away and run ikto-init again"
+
 func (a *app) healthCommand() *cobra.Command {
 	var rf ruleFlags
 	cmd := &cobra.Command{
 		Use:   "health",
-		Short: "The fleet in one view: hosts behind on the bucket, pairs that cannot reach each other, silent hosts; exit 0 only when all is well",
-		Args:  noArgs,
+		Short: "The fleet in one view: hosts behind on the bucket, pairs that cannot reach each other, silent hosts, keys two agents run with; exit 0 only when all is well",
+		Long: `health reads the bucket and the heartbeats every agent writes, and judges
+the fleet from them: hosts whose last heartbeat reports an older revision
+than the bucket's (behind), pairs of hosts where one sends to the other and
+hears nothing back (unreachable), hosts whose heartbeats stopped (silent),
+and bucket settings that put the mesh at risk, each with its fix. Hosts
+that never wrote a heartbeat (ikto 0.3.0 agents) are listed but not held
+against the fleet. It exits 0 only when all is well, so a monitor can run it
+as it is; -o json gives the same findings to a script.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var h health
 			err := a.withRows(cmd, rf, func(ctx context.Context, m *bucket.Mesh, rows []row) error {
@@ -120,7 +144,8 @@ func (h *health) judgeSettings(buckets []bucket.Status) {
 
 // judgeHealth looks at every valid host's heartbeat.
 func judgeHealth(rows []row, hbs map[netip.Prefix]bucket.Heartbeat, last uint64, lastAt, now time.Time) health {
-	h := health{Revision: last, Behind: []behindHost{}, Unreachable: []unreachablePair{}, Silent: []silentHost{}, NoHeartbeat: []string{}}
+	h := health{Revision: last, Behind: []behindHost{}, Unreachable: []unreachablePair{}, Silent: []silentHost{}, Duplicate: []duplicateHost{},
+		NoHeartbeat: []string{}}
 	names := map[string]string{}
 	for _, r := range rows {
 		if r.State == stateValid {
@@ -145,6 +170,9 @@ func judgeHealth(rows []row, hbs map[netip.Prefix]bucket.Heartbeat, last uint64,
 		case hb.Revision < last && hb.At.After(lastAt.Add(catchUp)):
 			h.Behind = append(h.Behind, behindHost{Name: name, PublicKey: r.PublicKey, Applied: hb.Revision})
 		}
+		if d := hb.Duplicate; d != nil {
+			h.Duplicate = append(h.Duplicate, duplicateHost{Name: name, PublicKey: r.PublicKey, Writer: hb.Writer, Other: d.Writer, Since: d.Since.UTC()})
+		}
 		for _, k := range hb.Unreachable {
 			to, known := names[k]
 			if !known {
@@ -156,7 +184,7 @@ func judgeHealth(rows []row, hbs map[netip.Prefix]bucket.Heartbeat, last uint64,
 	slices.SortFunc(h.Unreachable, func(x, y unreachablePair) int {
 		return strings.Compare(x.From+"\x00"+x.To, y.From+"\x00"+y.To)
 	})
-	h.OK = len(h.Behind)+len(h.Unreachable)+len(h.Silent) == 0
+	h.OK = len(h.Behind)+len(h.Unreachable)+len(h.Silent)+len(h.Duplicate) == 0
 	return h
 }
 
@@ -169,7 +197,7 @@ func writeHealth(w io.Writer, h health) error {
 		fmt.Fprintf(w, "note: %s\n", s)
 	}
 	if h.OK {
-		fmt.Fprintln(w, "all well: every host has applied the bucket, every pair that talks hears back, no host is silent")
+		fmt.Fprintln(w, "all well: every host has applied the bucket, every pair that talks hears back, no host is silent or runs twice")
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if !h.OK {
@@ -183,6 +211,10 @@ func writeHealth(w io.Writer, h health) error {
 	}
 	for _, s := range h.Silent {
 		fmt.Fprintf(tw, "silent\t%s\tlast heartbeat %s\n", s.Name, s.LastHeartbeat.Format(time.RFC3339))
+	}
+	for _, d := range h.Duplicate {
+		fmt.Fprintf(tw, "duplicate\t%s\ttwo live agents run with its key: instance %s at %s and instance %s at %s, since %s; %s\n",
+			d.Name, dash(d.Writer.Instance), dash(d.Writer.Addr), dash(d.Other.Instance), dash(d.Other.Addr), d.Since.Format(time.RFC3339), duplicateFix)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -48,6 +48,9 @@ type row struct {
 	// AlsoAt are the prefixes of the other records that carry this row's
 	// public key: one of them is a copy of another host's key.
 	AlsoAt []string `json:"also_at,omitempty"`
+	// Duplicate is, while the host is online, the other live agent its
+	// last heartbeat says runs with its key (a cloned host).
+	Duplicate *bucket.Duplicate `json:"duplicate,omitempty"`
 }
 
 func (a *app) listCommand() *cobra.Command {
@@ -55,7 +58,14 @@ func (a *app) listCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List every peer record in the bucket: valid, rejected (and why) or revoked, with liveness",
-		Args:  noArgs,
+		Long: `list reads every record in the bucket and judges it as an agent would:
+valid, rejected (with the rule it breaks) or revoked. Evicted hosts whose
+record is gone show as revoked rows. Liveness comes from the heartbeats:
+online, when the host was last seen, or never. Below the table, each record
+that is not valid gets a line saying why, and a public key found at more
+than one prefix is pointed out (one record is a copy of another host's key).
+-o json prints the rows for scripts.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withRows(cmd, rf, func(_ context.Context, _ *bucket.Mesh, rows []row) error {
 				return a.show(rows, func(w io.Writer) error { return writeListTable(w, rows, a.now()) })
@@ -258,6 +268,9 @@ func (r *row) setLiveness(hbs map[netip.Prefix]bucket.Heartbeat, now time.Time) 
 	r.LastSeen = &at
 	r.Online = now.Sub(at) < mesh.OnlineWithin
 	r.Version = hb.Version
+	if r.Online {
+		r.Duplicate = hb.Duplicate
+	}
 }
 
 func (r row) liveness(now time.Time) string {
@@ -278,6 +291,9 @@ func (r row) stateText() string {
 	if len(r.AlsoAt) > 0 {
 		s += ", key shared"
 	}
+	if r.Duplicate != nil {
+		s += ", running twice"
+	}
 	return s
 }
 
@@ -291,8 +307,9 @@ func (r row) endpoint() string {
 	return r.AdvertiseAddress + ":" + strconv.Itoa(r.WGPort)
 }
 
-// writeListTable prints aligned columns, then why each rejected record is
-// rejected (the detail is too long for a column).
+// writeListTable prints aligned columns, then, in a second table, why each
+// record that is not valid is rejected or revoked (the detail is too long
+// for a column of the first), then the keys found at more than one prefix.
 func writeListTable(w io.Writer, rows []row, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tPREFIX\tENDPOINT\tPUBLIC-KEY\tSTATE\tLIVENESS")
@@ -303,16 +320,40 @@ func writeListTable(w io.Writer, rows []row, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := writeWhyTable(w, rows); err != nil {
+		return err
+	}
 	for _, r := range rows {
-		if r.State != stateValid {
-			fmt.Fprintf(w, "%s %s (revision %d): %s\n", r.Key, r.State, r.Revision, r.Detail)
-		}
 		if len(r.AlsoAt) > 0 {
 			fmt.Fprintf(w, "%s (%s): its public key also has a record at %s; one is a copy of another host's key (ikto-admin evict PREFIX --keep-key removes a copy)\n",
 				r.Key, dash(r.AllowedIP), strings.Join(r.AlsoAt, ", "))
 		}
 	}
 	return nil
+}
+
+// writeWhyTable prints, after a blank line, one aligned row per record that
+// is not valid: its bucket key, state, revision ("-" for a revocation whose
+// record is gone) and why. It prints nothing when every record is valid.
+func writeWhyTable(w io.Writer, rows []row) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	header := false
+	for _, r := range rows {
+		if r.State == stateValid {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w)
+			fmt.Fprintln(tw, "KEY\tSTATE\tREVISION\tWHY")
+			header = true
+		}
+		rev := "-"
+		if r.Revision != 0 {
+			rev = strconv.FormatUint(r.Revision, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", dash(r.Key), r.State, rev, dash(r.Detail))
+	}
+	return tw.Flush()
 }
 
 // show writes v as -o asks: JSON, or as table writes it for a person.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -214,6 +215,10 @@ func TestListTable(t *testing.T) {
 		t.Fatalf("list: exit %d: %s", code, stderr)
 	}
 	k := func(seed byte) string { return testKey(t, seed).String() }
+	key := func(n int) string { return peer.Key(netip.MustParsePrefix(fmt.Sprintf("fd10:%d::/48", n))) }
+	// The revocation's key is the longest: the other keys are padded to it.
+	revoked7 := peer.RevokedKey(testKey(t, 7))
+	pad := func(s string) string { return strings.Repeat(" ", len(revoked7)+2-len(s)) }
 	shared := func(at, other string) string {
 		return peer.Key(netip.MustParsePrefix(at)) + " (" + at + "): its public key also has a record at " + other +
 			"; one is a copy of another host's key (ikto-admin evict PREFIX --keep-key removes a copy)\n"
@@ -227,12 +232,14 @@ func TestListTable(t *testing.T) {
 		"dup      fd10:5::/48  198.18.0.6:51820  " + k(1) + "  rejected: duplicate_public_key, key shared  never\n" +
 		"revoked  fd10:6::/48  198.18.0.7:51820  " + k(6) + "  revoked                                     never\n" +
 		"gone     fd10:7::/48  -                 " + k(7) + "  revoked                                     never\n" +
+		"\n" +
+		"KEY" + pad("KEY") + "STATE     REVISION  WHY\n" +
+		key(4) + pad(key(4)) + "rejected  4         wg_port 0 is not 1-65535\n" +
+		key(5) + pad(key(5)) + "rejected  5         public key already used by " + key(1) + "\n" +
+		key(6) + pad(key(6)) + "revoked   6         public key " + k(6) + " is revoked\n" +
+		revoked7 + "  revoked   -         evicted 2026-11-24T11:00:00Z; no record left\n" +
 		shared("fd10:1::/48", "fd10:5::/48") +
-		peer.Key(netip.MustParsePrefix("fd10:4::/48")) + " rejected (revision 4): wg_port 0 is not 1-65535\n" +
-		peer.Key(netip.MustParsePrefix("fd10:5::/48")) + " rejected (revision 5): public key already used by " + peer.Key(netip.MustParsePrefix("fd10:1::/48")) + "\n" +
-		shared("fd10:5::/48", "fd10:1::/48") +
-		peer.Key(netip.MustParsePrefix("fd10:6::/48")) + " revoked (revision 6): public key " + k(6) + " is revoked\n" +
-		peer.RevokedKey(testKey(t, 7)) + " revoked (revision 0): evicted 2026-11-24T11:00:00Z; no record left\n"
+		shared("fd10:5::/48", "fd10:1::/48")
 	if diff := cmp.Diff(want, stdout); diff != "" {
 		t.Errorf("list table (-want +got):\n%s", diff)
 	}
@@ -254,6 +261,9 @@ func TestListJSON(t *testing.T) {
 	}
 	if len(got) != 7 {
 		t.Fatalf("%d rows, want 7:\n%s", len(got), stdout)
+	}
+	if strings.Contains(stdout, `"duplicate"`) {
+		t.Errorf("a row shows a duplicate none of the heartbeats reports:\n%s", stdout)
 	}
 	byName := map[string]map[string]any{}
 	for _, r := range got {
@@ -326,5 +336,51 @@ func TestListRulesFromConfig(t *testing.T) {
 	code, _, stderr = exec(t, "-c", filepath.Join(t.TempDir(), "missing.json"), "list")
 	if code != 1 || !strings.Contains(stderr, "missing.json") {
 		t.Errorf("missing -c: exit %d, %q", code, stderr)
+	}
+}
+
+// A credentials file that is not there is named as missing, before any
+// server is asked: the server is fine (it runs here), the file is not.
+func TestMissingCredsFile(t *testing.T) {
+	url, _ := startNATS(t)
+	missing := filepath.Join(t.TempDir(), "operator.creds")
+	t.Setenv("NATS_CREDS", "")
+	for _, args := range [][]string{
+		{"list", "--nats-url", url, "--nats-creds", missing},
+		{"evict", "fd10:1::1", "--nats-url", url, "--nats-creds", missing},
+	} {
+		code, stdout, stderr := exec(t, args...)
+		if code != 1 || stdout != "" {
+			t.Errorf("%v: exit %d, stdout %q; want exit 1", args, code, stdout)
+		}
+		for _, want := range []string{missing, "no such file", "--nats-creds FILE"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("%v: stderr lacks %q:\n%s", args, want, stderr)
+			}
+		}
+		if strings.Contains(stderr, "server is running") {
+			t.Errorf("%v: blames the server for a missing file:\n%s", args, stderr)
+		}
+	}
+}
+
+// list marks a record whose host's heartbeat reports another live agent
+// with its key, while the host is online; a silent host's old report is
+// no longer news.
+func TestListMarksARecordRunningTwice(t *testing.T) {
+	r := record(t, "alpha", "fd10:1::/48", 1, "198.18.0.2", 51820)
+	entries := []bucket.Entry{{Key: peer.Key(netip.MustParsePrefix(r.AllowedIP)), Value: r.Encode(), Revision: 1}}
+	rules := peer.Rules{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48}
+	twin := &bucket.Duplicate{Writer: bucket.Writer{Instance: "bbbb", Addr: "198.18.0.3"}, Since: now.Add(-time.Minute)}
+	for _, tc := range []struct {
+		ago   time.Duration
+		state string
+		dup   bool
+	}{{5 * time.Second, "valid, running twice", true}, {time.Hour, "valid", false}} {
+		hb := bucket.Heartbeat{PublicKey: r.PublicKey, At: now.Add(-tc.ago), Duplicate: twin}
+		rows := buildRows(entries, nil, map[netip.Prefix]bucket.Heartbeat{netip.MustParsePrefix(r.AllowedIP): hb}, rules, now)
+		if got := rows[0].stateText(); got != tc.state || (rows[0].Duplicate != nil) != tc.dup {
+			t.Errorf("heartbeat %s old: state %q, duplicate %v; want %q, %v", tc.ago, got, rows[0].Duplicate, tc.state, tc.dup)
+		}
 	}
 }

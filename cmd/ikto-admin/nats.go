@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -53,9 +54,18 @@ func (a *app) dial(cmd *cobra.Command, replicas int) (*bucket.Conn, error) {
 		return nil, err
 	}
 	settings.Replicas, settings.InboxPrefix = replicas, a.inboxPrefix
+	// A credentials file that cannot be read is no question for the
+	// server: say so before dialling.
+	if settings.Creds != "" {
+		f, err := os.Open(settings.Creds)
+		if err != nil {
+			return nil, fmt.Errorf("NATS credentials: %w; give the .creds file with --nats-creds FILE (or nats_creds in -c, $NATS_CREDS, the nats context's creds)", err)
+		}
+		f.Close()
+	}
 	conn, err := bucket.Dial(settings, bucket.Client{Name: "ikto-admin", Timeout: a.timeout})
 	if err != nil {
-		return nil, fmt.Errorf("%w; check --nats-url (or nats_url in -c) and that the server is running", err)
+		return nil, err // it names the cause and what to check
 	}
 	return conn, nil
 }

@@ -17,7 +17,17 @@ func (a *app) statusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status [-s SOCKET]",
 		Short: "Show the local agent's view over its admin socket: self, backend, NATS, peers",
-		Args:  noArgs,
+		Long: `status asks the agent on this host, over its admin socket (-s), for its
+view: this host's record and address, the WireGuard backend and device, the
+NATS connection (the server, or the URL and the last error while
+disconnected), and each peer with its endpoint and last handshake. It exits
+0 only when the agent follows the bucket and is connected to NATS.
+
+The socket is read-only. Root may read it, and so may the members of its
+group (ikto, which the package creates): add an operator with
+usermod -aG ikto NAME. It never changes the mesh: evict and the other
+commands that do go through NATS with the operator's credentials.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := a.agentStatus(cmd, socket)
 			if err != nil {
@@ -27,7 +37,11 @@ func (a *app) statusCommand() *cobra.Command {
 				return err
 			}
 			// Scripts and monitors read the exit status: 0 only for an
-			// agent that follows the bucket and can hear its changes.
+			// agent that follows the bucket and can hear its changes, and
+			// holds its key alone.
+			if d := st.Duplicate; d != nil {
+				return fmt.Errorf("another agent runs with this host's key (instance %s at %s); %s", dash(d.Instance), dash(d.Addr), d.Fix)
+			}
 			if !st.Synced || !st.NATS.Connected {
 				return fmt.Errorf("the agent at %s is not synced and connected: state %s, NATS %s",
 					socket, dash(st.State), connectedWord(st.NATS.Connected))
@@ -68,6 +82,10 @@ func writeStatusTable(w io.Writer, st api.Status, now time.Time) error {
 		last = st.LastReconcile.UTC().Format(time.RFC3339) + " (" + ago(now.Sub(*st.LastReconcile)) + " ago)"
 	}
 	fmt.Fprintf(tw, "last reconcile\t%s\n", last)
+	if d := st.Duplicate; d != nil {
+		fmt.Fprintf(tw, "duplicate\tanother agent runs with this host's key: instance %s at %s (name %s, version %s), since %s\n",
+			dash(d.Instance), dash(d.Addr), dash(d.Name), dash(d.Version), d.Since.UTC().Format(time.RFC3339))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -139,6 +139,19 @@ func TestStatusExitsNonZeroUnlessSyncedAndConnected(t *testing.T) {
 	}
 }
 
+// A host whose key another live agent runs with (a clone) shows it, with
+// the fix, and status exits 1 while it lasts.
+func TestStatusShowsADuplicate(t *testing.T) {
+	st := cannedStatus()
+	st.Duplicate = &api.Duplicate{Instance: "bbbb", Addr: "198.18.0.3", Name: "alpha", Version: "v0.5.0", Since: now.Add(-time.Minute),
+		Fix: "on the copy, move the key away and run ikto-init again"}
+	code, stdout, stderr := exec(t, "status", "-s", serveStatus(t, st))
+	line := "duplicate       another agent runs with this host's key: instance bbbb at 198.18.0.3 (name alpha, version v0.5.0), since 2026-11-24T11:59:00Z\n"
+	if code != 1 || !strings.Contains(stdout, line) || !strings.Contains(stderr, "bbbb") || !strings.Contains(stderr, "ikto-init") {
+		t.Errorf("status with a duplicate: exit %d, stdout\n%s\nstderr %q; want exit 1, %q and the fix", code, stdout, stderr, line)
+	}
+}
+
 func TestStatusNoAgent(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "none.sock")
 	code, _, stderr := exec(t, "status", "-s", sock)

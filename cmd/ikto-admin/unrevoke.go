@@ -27,7 +27,12 @@ func (a *app) liftRevocationCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "unrevoke <public-key>",
 		Short: "Lift the revocation of a public key, so agents accept records with it again",
-		Args:  exactArgs(1, "one public key"),
+		Long: `unrevoke deletes the revocation of a public key (evict wrote it) from the
+bucket: agents accept a record with that key again, so the host that holds
+the key may claim a prefix and rejoin. When the agents trust operator keys
+(operator_keys), the lifting is a signed command: give the operator key
+with --operator-key. ikto-admin list marks the revoked keys.`,
+		Args: exactArgs(1, "one public key"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pk, err := wgtypes.ParseKey(args[0])
 			if err != nil {

@@ -15,7 +15,7 @@ func TestGenerateDocs(t *testing.T) {
 		t.Fatalf("--generate-docs: exit %d, %s", code, stderr)
 	}
 	clitest.CheckDocs(t, dir, "ikto-agent", map[string][]string{
-		"ikto-agent.1": {"--check-config", "EXIT STATUS", "evicted", "SIGHUP"},
+		"ikto-agent.1": {"--check-config", "EXIT STATUS", "evicted", "SIGHUP", "ikto-agent runs on every host"},
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -31,16 +32,28 @@ func main() {
 
 // flags are ikto-agent's command line.
 type flags struct {
-	cfgPath, socket, logFormat, logLevel, metricsAddr string
-	showVersion, checkConfig                          bool
+	cfgPath, socket, socketGroup, logFormat, logLevel, metricsAddr string
+	showVersion, checkConfig                                       bool
 }
 
 // run parses args, runs the agent until SIGINT/SIGTERM and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	var f flags
 	cmd := &cobra.Command{
-		Use:           "ikto-agent -c ikto.json [-s SOCKET]",
-		Short:         "Join this host to an ikto WireGuard mesh and keep it in sync",
+		Use:   "ikto-agent -c ikto.json [-s SOCKET]",
+		Short: "Join this host to an ikto WireGuard mesh and keep it in sync",
+		Long: `ikto-agent runs on every host of a mesh, as the ikto-agent service. It
+claims this host's prefix in the NATS JetStream bucket with a record signed
+by its WireGuard key, brings up the WireGuard device (the kernel's, or a
+userspace one), and keeps the device's peers equal to the other hosts'
+valid records, following the bucket as it changes. It writes a heartbeat,
+runs the configured hook plugins after each change, and serves its status
+(ikto-admin status) on the admin socket -s and its metrics. While NATS is
+unreachable it keeps the last known peers and retries; it tells systemd it
+is ready once its device carries the mesh.
+
+-c names the configuration ikto-init wrote; --check-config validates it
+without starting.`,
 		Args:          cli.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -62,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := cmd.Flags()
 	fs.StringVarP(&f.cfgPath, "config", "c", "", "configuration file (from ikto-init)")
 	fs.StringVarP(&f.socket, "socket", "s", api.DefaultSocket, "admin socket path")
+	fs.StringVar(&f.socketGroup, "socket-group", api.DefaultGroup, "group whose members may read the admin socket (ikto-admin status) besides root, if it exists; \"\" for root alone")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error (default: log_level of -c, else info)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve /metrics on this TCP host:port (default: metrics_listen of -c)")
@@ -93,6 +107,12 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 	cfg, err := config.Load(f.cfgPath)
 	if err != nil {
 		return err
+	}
+	// The default group is the package's; one named on the command line
+	// must exist.
+	group, err := api.SocketGroup(f.socketGroup, !cmd.Flags().Changed("socket-group"))
+	if err != nil {
+		return fmt.Errorf("--socket-group: %w, or pass --socket-group \"\" so that only root may read the socket", err)
 	}
 	levelFlag := cmd.Flags().Changed("log-level")
 	f.applyLevel(cfg, level, levelFlag, log)
@@ -126,14 +146,18 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 	}()
 	log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix, "device", cfg.Device.Name, "nats_url", cfg.NATS.Redacted())
 	err = agent.Run(ctx, cfg, agent.Options{
-		Socket:  f.socket,
-		Log:     log,
-		Version: cli.Version,
-		Reload:  reloads,
+		Socket:      f.socket,
+		SocketGroup: group,
+		Log:         log,
+		Version:     cli.Version,
+		Reload:      reloads,
 		OpenDevice: func(c wgdev.Config) (wgdev.Device, error) {
 			return backend.Open(cfg.Device.Backend, c, log)
 		},
 		CheckDevice: func(c wgdev.Config) error { return backend.Preflight(cfg.Device.Backend, c) },
+		HoldDevice: func(name string) (func(), error) {
+			return backend.Hold(name, backend.Holder{PID: os.Getpid(), Socket: absPath(f.socket), Config: absPath(f.cfgPath)})
+		},
 		WatchDevice: backend.WatchRemoval,
 	})
 	if errors.Is(err, agent.ErrEvicted) {
@@ -142,6 +166,16 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 		return fmt.Errorf("%w; the key in %s is revoked for good: to rejoin, move it away (mv %s %s.revoked) and run ikto-init again, which makes a new key and draws a new prefix", err, k, k, k)
 	}
 	return err
+}
+
+// absPath is path made absolute, for another agent's messages: "" when
+// it cannot be.
+func absPath(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return ""
+	}
+	return abs
 }
 
 // applyLevel sets the log level from the config unless --log-level was given.
@@ -156,11 +190,15 @@ func (f *flags) applyLevel(cfg *config.Settings, level *slog.LevelVar, fromFlag 
 	}
 }
 
-// checkConfig validates the file and prints the settings it resolves to.
+// checkConfig validates the file, and its mesh_cidr against this host's
+// addresses and routes, and prints the settings it resolves to.
 func checkConfig(path string, stdout io.Writer) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
+	}
+	if err := backend.CheckMeshCIDR(cfg.Mesh, cfg.Device.Name); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	shown := *cfg
 	shown.NATS.URLs = []string{cfg.NATS.Redacted()}

@@ -61,6 +61,9 @@ does not exist (an existing key is never overwritten).
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("name") {
+				o.cfg.Name = hostName()
+			}
 			return o.run(cmd.Context(), stdout, stderr, rnd)
 		},
 	}
@@ -91,7 +94,7 @@ func (o *options) bindFlags(fs *pflag.FlagSet) {
 	c := &o.cfg
 	fs.StringVarP(&c.MeshCIDR, "mesh-cidr", "m", config.DefaultMeshCIDR, "the mesh prefix every host's subnet is drawn from (alias --mesh-ip-net)")
 	fs.IntVarP(&c.SubnetPrefix, "subnet-prefix", "p", config.DefaultSubnetPrefix, "length of each host's subnet, e.g. 24 in an IPv4 mesh (alias --subnet-prefix-length)")
-	fs.StringVar(&c.Name, "name", "", "the host's name in the mesh")
+	fs.StringVar(&c.Name, "name", "", "the host's name in the mesh, shown by ikto-admin list and in errors (default: this machine's host name)")
 	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "the underlay IP other hosts reach this one on")
 	fs.StringVar(&c.WGDevName, "wg-dev-name", config.DefaultDevName, "WireGuard interface name")
 	fs.IntVar(&c.WGPort, "wg-port", config.DefaultPort, "WireGuard UDP port")
@@ -270,4 +273,14 @@ func writeFile(path string, data []byte, force bool) error {
 		return fmt.Errorf("-o %s: %w", path, err)
 	}
 	return nil
+}
+
+// hostName is --name's default: this machine's host name, or "" where the
+// system has none to give.
+func hostName() string {
+	name, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return name
 }

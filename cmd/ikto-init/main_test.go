@@ -180,6 +180,7 @@ func TestDefaultOutput(t *testing.T) {
 		t.Errorf("printed keys (-want +got):\n%s", diff)
 	}
 	want := &config.Config{
+		Name:         hostName(),
 		SubnetPrefix: 48, MeshCIDR: "fd10::/16", WGDevName: "wg-ikto", WGPort: 51820,
 		NATSURL: "nats://", NATSKV: "ikto-mesh",
 	}
@@ -187,7 +188,7 @@ func TestDefaultOutput(t *testing.T) {
 		t.Errorf("default config (-want +got):\n%s", diff)
 	}
 	checkPrivateAddress(t, c)
-	if !strings.HasPrefix(r.stdout, "{\n  \"name\": \"\",\n") || !strings.HasSuffix(r.stdout, "\n}\n") {
+	if !strings.HasPrefix(r.stdout, "{\n  \"name\": ") || !strings.HasSuffix(r.stdout, "\n}\n") {
 		t.Errorf("output is not 2-space indented JSON ending in a newline:\n%s", r.stdout)
 	}
 	// What ikto-init prints, the agent's parser reads.

@@ -10,8 +10,16 @@ if dpkg -s ikto >/dev/null 2>&1; then
 	echo "install-check: ikto is already installed here; not replacing it" >&2
 	exit 1
 fi
-trap 'dpkg -P ikto >/dev/null 2>&1 || true' EXIT
+# The package makes the ikto group and leaves it on purge; a group this run
+# made goes again.
+group_before=$(getent group ikto || true)
+cleanup() {
+	dpkg -P ikto >/dev/null 2>&1 || true
+	if [[ -z $group_before ]] && getent group ikto >/dev/null; then groupdel ikto; fi
+}
+trap cleanup EXIT
 dpkg -i "$deb"
+pkgver=$(dpkg-query -W -f '${Version}' ikto)
 
 for b in /usr/bin/ikto-agent /usr/bin/ikto-init /usr/bin/ikto-admin \
 	/usr/lib/ikto/ikto-hook-route /usr/lib/ikto/ikto-hook-firewall /usr/lib/ikto/ikto-hook-exec; do
@@ -23,11 +31,43 @@ for b in /usr/bin/ikto-agent /usr/bin/ikto-init /usr/bin/ikto-admin \
 		echo "install-check: $b --version printed \"$line\"" >&2
 		exit 1
 	}
+	# One version: -v says the same, and the package's version is the
+	# binaries' in Debian's form (mk/version.sh --deb: the first "-" is "~").
+	if [[ $("$b" -v) != "$line" ]]; then
+		echo "install-check: $b -v printed \"$("$b" -v)\", --version \"$line\"" >&2
+		exit 1
+	fi
+	v=$(cut -d' ' -f2 <<<"$line")
+	if [[ ${v/-/\~} != "$pkgver" ]]; then
+		echo "install-check: $b is version $v, the package $pkgver" >&2
+		exit 1
+	fi
 done
-if ! man -w ikto-agent; then
-	# Minimal images tell dpkg to drop man pages.
-	grep -rs 'path-exclude.*/usr/share/man' /etc/dpkg/dpkg.cfg.d/ >&2 &&
-		echo "install-check: dpkg on this machine excludes man pages (above)" >&2
+# A man page per command, each found by man(1).
+for page in ikto-agent ikto-init ikto-admin $(ikto-admin --help | awk '/^Available Commands:/{on=1; next} on && NF==0{on=0} on{print "ikto-admin-" $1}'); do
+	[[ $page == ikto-admin-help || $page == ikto-admin-completion ]] && continue
+	if ! man -w "$page" >/dev/null; then
+		echo "install-check: no man page $page" >&2
+		# Minimal images tell dpkg to drop man pages.
+		grep -rs 'path-exclude.*/usr/share/(man|doc)' -E /etc/dpkg/dpkg.cfg.d/ >&2 &&
+			echo "install-check: dpkg on this machine excludes man pages (above)" >&2
+		exit 1
+	fi
+done
+# The documentation: README, CHANGELOG, every docs/*.md, the license.
+src=$(cd "$(dirname "$0")/../.." && pwd)
+docs=(README.md CHANGELOG.md copyright)
+for d in "$src"/docs/*.md; do docs+=("docs/${d##*/}"); done
+for f in "${docs[@]}"; do
+	[[ -s /usr/share/doc/ikto/$f ]] || {
+		echo "install-check: /usr/share/doc/ikto/$f missing" >&2
+		grep -rs 'path-exclude.*/usr/share/doc' /etc/dpkg/dpkg.cfg.d/ >&2 &&
+			echo "install-check: dpkg on this machine excludes documentation (above)" >&2
+		exit 1
+	}
+done
+if ! getent group ikto >/dev/null; then
+	echo "install-check: the package made no ikto group (the admin socket's readers)" >&2
 	exit 1
 fi
 if [[ $(stat -c %a /etc/ikto) != 700 ]]; then
@@ -50,7 +90,8 @@ fi
 dpkg -r ikto
 dpkg -P ikto
 trap - EXIT
-if [[ -e /usr/bin/ikto-agent || -e /etc/ikto ]]; then
+cleanup
+if [[ -e /usr/bin/ikto-agent || -e /etc/ikto || -e /usr/share/doc/ikto ]]; then
 	echo "install-check: files left after dpkg -P ikto" >&2
 	exit 1
 fi

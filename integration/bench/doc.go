@@ -11,5 +11,5 @@
 // target it is held to, and ikto 0.3.0's figure where there is one.
 // cmd/ikto-bench runs them all, prints one table and writes the same figures
 // as JSON. Nothing here asserts a duration: the figures are reported, and the
-// README says which targets are met.
+// docs/performance.md says which targets are met.
 package bench

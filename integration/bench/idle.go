@@ -10,7 +10,6 @@ import (
 	"github.com/ikto-mesh/ikto/integration/bench/agentstats"
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/internal/testkit"
-	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
 // IdleConfig sizes the idle-cost scenario.
@@ -67,11 +66,7 @@ func IdleCost(ctx context.Context, bins *Binaries, ic IdleConfig, log *slog.Logg
 // (default resync period, as deployed) on a new host and waits until its
 // device lists all of them.
 func startSyncedAgent(ctx context.Context, w *world, bins *Binaries, peers int) (*harness.Agent, error) {
-	h, err := w.net.AddHost("idle")
-	if err != nil {
-		return nil, err
-	}
-	fleet, err := NewFleet(w.net.Mesh, config.DefaultSubnetPrefix)
+	h, fleet, err := w.joiner("idle")
 	if err != nil {
 		return nil, err
 	}

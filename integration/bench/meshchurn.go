@@ -38,17 +38,11 @@ func (m *meshRun) join(ctx context.Context, j *harness.Host) (r joinResult, err 
 		return r, fmt.Errorf("watch %s: %w", key, err)
 	}
 	defer kw.Stop()
-	jp := m.joinPingers[j]
-	jp.reset()
-	for _, p := range m.pingers {
-		p.forget(j.PrivateAddress)
-	}
 	start := time.Now()
-	a, err := m.start(j)
+	a, answered, err := m.startPinging(ctx, j, m.joinPingers[j])
 	if err != nil {
 		return r, err
 	}
-	answered := m.pingBothWays(ctx, jp, j)
 	var claimAt time.Time
 	select {
 	case e := <-kw.Updates():
@@ -91,6 +85,22 @@ func (m *meshRun) join(ctx context.Context, j *harness.Host) (r joinResult, err 
 	return r, m.leave(ctx, a, key)
 }
 
+// startPinging starts an agent on h and pings both ways between h (from
+// its pinger hp) and every host from that start: what each pinger knew of
+// h's earlier replies is forgotten first, so only replies to this agent
+// count. The returned function waits for every pair to answer.
+func (m *meshRun) startPinging(ctx context.Context, h *harness.Host, hp *pinger) (*harness.Agent, func() (time.Time, error), error) {
+	hp.reset()
+	for _, p := range m.pingers {
+		p.forget(h.PrivateAddress)
+	}
+	a, err := m.start(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, m.pingBothWays(ctx, hp, h), nil
+}
+
 // pingBothWays pings from jp (on j) to every host and from every host to
 // j until each pair has answered once; the returned function waits for that
 // and gives the time of the last first reply.
@@ -127,18 +137,12 @@ func (m *meshRun) restart(ctx context.Context, i int) (float64, error) {
 	if err := m.agents[i].Stop(closeGrace); err != nil {
 		return 0, err
 	}
-	me := m.pingers[i]
-	me.reset()
-	for _, p := range m.pingers {
-		p.forget(h.PrivateAddress)
-	}
 	start := time.Now()
-	a, err := m.start(h)
+	a, answered, err := m.startPinging(ctx, h, m.pingers[i])
 	if err != nil {
 		return 0, err
 	}
 	m.agents[i] = a
-	answered := m.pingBothWays(ctx, me, h)
 	reply, err := answered()
 	if err != nil {
 		return 0, errors.Join(err, exited(m.agents...)())

@@ -51,11 +51,7 @@ func InitialSync(ctx context.Context, bins *Binaries, variants []SyncVariant, lo
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, w.close()) }()
-	host, err := w.net.AddHost("sync")
-	if err != nil {
-		return nil, err
-	}
-	fleet, err := NewFleet(w.net.Mesh, config.DefaultSubnetPrefix)
+	host, fleet, err := w.joiner("sync")
 	if err != nil {
 		return nil, err
 	}
@@ -135,6 +131,20 @@ func verificationFigures() []Figure {
 		NewFigure("signatures", "per-record rules, unsigned record", "µs", per(unsigned), nil),
 		NewFigure("signatures", "per-record rules, signed record (XEdDSA verified)", "µs", per(signed), nil),
 	}
+}
+
+// joiner adds the host named name that joins a filled bucket, and the fleet
+// (of the world's mesh) whose claims fill it.
+func (w *world) joiner(name string) (*harness.Host, *Fleet, error) {
+	h, err := w.net.AddHost(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	fleet, err := NewFleet(w.net.Mesh, config.DefaultSubnetPrefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, fleet, nil
 }
 
 // fillBucket makes the bucket name and puts n claims in it, signed or not.

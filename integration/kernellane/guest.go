@@ -75,7 +75,7 @@ func runGuest(planPath string) error {
 func prepareGuest() {
 	for _, argv := range [][]string{
 		{"ip", "link", "set", "lo", "up"},
-		{"modprobe", "-a", "tun", "wireguard", "veth", "bridge"},
+		append([]string{"modprobe", "-a"}, guestModules...),
 	} {
 		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
 			fmt.Printf("ikto-lane: %s: %v: %s\n", strings.Join(argv, " "), err, out)

@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -26,7 +25,8 @@ const (
 const FatalMarker = "ikto-lane: fatal:"
 
 // Initramfs builds the gzipped cpio the guest boots with: busybox, the
-// modules that mount the host's root over 9p, and an /init script that
+// modules that mount the host's root over 9p (decompressed: busybox's
+// insmod is given plain .ko files), and an /init script that
 // mounts it with tmpfs on /tmp and /run and the lane's share at laneDir,
 // then switches to it and runs the lane's own binary as the real init.
 func Initramfs(k Kernel, busybox string) ([]byte, error) {
@@ -34,7 +34,7 @@ func Initramfs(k Kernel, busybox string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: busybox %s: %w (apt-get install busybox-static)", ErrMissing, busybox, err)
 	}
-	mods, err := k.LoadOrder(bootModules...)
+	mods, err := k.initramfsModules()
 	if err != nil {
 		return nil, err
 	}
@@ -53,13 +53,8 @@ func Initramfs(k Kernel, busybox string) ([]byte, error) {
 	c.File("bin/busybox", 0o755, bb)
 	var names []string
 	for _, m := range mods {
-		b, err := os.ReadFile(m)
-		if err != nil {
-			return nil, fmt.Errorf("module %s: %w", m, err)
-		}
-		name := filepath.Base(m)
-		c.File("modules/"+name, 0o644, b)
-		names = append(names, name)
+		c.File("modules/"+m.name, 0o644, m.data)
+		names = append(names, m.name)
 	}
 	c.File("init", 0o755, []byte(initScript(names)))
 	if err := c.Close(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,47 +25,16 @@ type Kernel struct {
 
 // bootModules are what the guest needs before it can mount its root: the
 // virtio PCI transport and 9p over it. Their dependencies come from
-// modules.dep.
+// modules.dep. The initramfs carries them.
 var bootModules = []string{"virtio_pci", "9pnet_virtio", "9p"}
 
-// FindKernel returns the kernel image to boot: image when given, else the
-// newest /boot/vmlinuz-* whose modules include wireguard.
-func FindKernel(image string) (Kernel, error) {
-	if image != "" {
-		k := kernelOf(image)
-		if _, err := os.Stat(k.Image); err != nil {
-			return Kernel{}, fmt.Errorf("%w: kernel %s: %w", ErrMissing, image, err)
-		}
-		if !k.hasModule("wireguard") {
-			return Kernel{}, fmt.Errorf("%w: kernel %s has no wireguard module in %s", ErrMissing, image, k.Modules)
-		}
-		return k, nil
-	}
-	images, _ := filepath.Glob("/boot/vmlinuz-*")
-	slices.SortFunc(images, func(a, b string) int { return compareVersions(b, a) })
-	for _, img := range images {
-		if k := kernelOf(img); k.hasModule("wireguard") {
-			return k, nil
-		}
-	}
-	return Kernel{}, fmt.Errorf("%w: no /boot/vmlinuz-* with a wireguard module in /lib/modules (apt-get install linux-image-amd64)", ErrMissing)
-}
+// guestModules are what the guest loads up front once it runs on the
+// host's root (see prepareGuest), with the host's modprobe.
+var guestModules = []string{"tun", "wireguard", "veth", "bridge"}
 
-func kernelOf(image string) Kernel {
+func kernelOf(image, modulesRoot string) Kernel {
 	v := strings.TrimPrefix(filepath.Base(image), "vmlinuz-")
-	return Kernel{Version: v, Image: image, Modules: filepath.Join("/lib/modules", v)}
-}
-
-// hasModule reports whether the kernel has name, as a module or built in.
-func (k Kernel) hasModule(name string) bool {
-	dep, err := k.modulesDep()
-	if err != nil {
-		return false
-	}
-	if _, ok := dep[name]; ok {
-		return true
-	}
-	return k.builtin()[name]
+	return Kernel{Version: v, Image: image, Modules: filepath.Join(modulesRoot, v)}
 }
 
 // moduleEntry is one line of modules.dep: a module's path (relative to the
@@ -124,8 +94,11 @@ func moduleName(path string) string {
 // built-in ones are left out.
 func (k Kernel) LoadOrder(wanted ...string) ([]string, error) {
 	dep, err := k.modulesDep()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no modules installed for it: %w", err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: modules of %s: %w", ErrMissing, k.Version, err)
+		return nil, err
 	}
 	builtin := k.builtin()
 	var order []string
@@ -140,7 +113,7 @@ func (k Kernel) LoadOrder(wanted ...string) ([]string, error) {
 		}
 		e, ok := dep[name]
 		if !ok {
-			return fmt.Errorf("%w: kernel %s has no module %s", ErrMissing, k.Version, name)
+			return fmt.Errorf("no module %s in %s", name, filepath.Join(k.Modules, "modules.dep"))
 		}
 		for _, d := range e.deps {
 			if err := visit(d, append(from, name)); err != nil {
@@ -154,11 +127,6 @@ func (k Kernel) LoadOrder(wanted ...string) ([]string, error) {
 	for _, w := range wanted {
 		if err := visit(moduleName(w), nil); err != nil {
 			return nil, err
-		}
-	}
-	for _, p := range order {
-		if !strings.HasSuffix(p, ".ko") {
-			return nil, fmt.Errorf("module %s is compressed; the lane's busybox insmod loads plain .ko files only", p)
 		}
 	}
 	return order, nil

@@ -44,17 +44,22 @@ var wgdevSuites = []struct {
 
 // Options configure Run. Zero values take the defaults in brackets.
 type Options struct {
-	Kernel    string        // kernel image [newest /boot/vmlinuz-* with wireguard]
-	BinDir    string        // built ikto binaries [IKTO_BIN_DIR, else REPO/bin]
-	Busybox   string        // a static busybox [/bin/busybox]
-	Accel     string        // auto, kvm or tcg [auto: kvm when it boots the guest, else tcg]
-	MemoryMiB int           // [3072]
-	CPUs      int           // [2]
-	Timeout   time.Duration // boot to power-off [14m]
-	Run       string        // regexp: only the scenarios it matches [all]
-	Keep      bool          // keep the work directory
-	Verbose   bool          // echo the whole guest console
-	Out       io.Writer     // the report [os.Stdout]
+	Kernel  string // kernel image [the newest in BootDir that can serve]
+	BootDir string // where the kernel images are [/boot]
+	// ModulesRoot holds the kernels' module trees [/lib/modules]. Another
+	// (a copy with its modules compressed, say) changes only what the
+	// initramfs carries: the guest's modprobe reads the host's /lib/modules.
+	ModulesRoot string
+	BinDir      string        // built ikto binaries [IKTO_BIN_DIR, else REPO/bin]
+	Busybox     string        // a static busybox [/bin/busybox]
+	Accel       string        // auto, kvm or tcg [auto: kvm when it boots the guest, else tcg]
+	MemoryMiB   int           // [3072]
+	CPUs        int           // [2]
+	Timeout     time.Duration // boot to power-off [14m]
+	Run         string        // regexp: only the scenarios it matches [all]
+	Keep        bool          // keep the work directory
+	Verbose     bool          // echo the whole guest console
+	Out         io.Writer     // the report [os.Stdout]
 }
 
 func (o *Options) defaults() error {
@@ -95,23 +100,20 @@ func (o *Options) defaults() error {
 }
 
 // CheckPrerequisites reports the first thing missing for the lane, wrapping
-// ErrMissing: qemu, a kernel with wireguard and its boot modules, a static
-// busybox.
-func CheckPrerequisites(o Options) (Kernel, error) {
+// ErrMissing: qemu, a kernel that can serve, a static busybox. It returns
+// the kernel to boot and the newer ones it passed over.
+func CheckPrerequisites(o Options) (Kernel, []Unfit, error) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		return Kernel{}, fmt.Errorf("%w: qemu-system-x86_64 not in PATH (apt-get install qemu-system-x86)", ErrMissing)
+		return Kernel{}, nil, fmt.Errorf("%w: qemu-system-x86_64 not in PATH (apt-get install qemu-system-x86)", ErrMissing)
 	}
-	k, err := FindKernel(o.Kernel)
+	k, passed, err := hostKernels(o.BootDir, o.ModulesRoot).chooseKernel(o.Kernel)
 	if err != nil {
-		return Kernel{}, err
-	}
-	if _, err := k.LoadOrder(bootModules...); err != nil {
-		return Kernel{}, err
+		return Kernel{}, nil, err
 	}
 	if err := checkStatic(o.Busybox); err != nil {
-		return Kernel{}, fmt.Errorf("%w: %w (apt-get install busybox-static)", ErrMissing, err)
+		return Kernel{}, nil, fmt.Errorf("%w: %w (apt-get install busybox-static)", ErrMissing, err)
 	}
-	return k, nil
+	return k, passed, nil
 }
 
 // checkStatic makes sure path is a statically linked ELF binary: the
@@ -137,9 +139,12 @@ func Run(ctx context.Context, o Options) (bool, error) {
 	if err := o.defaults(); err != nil {
 		return false, err
 	}
-	k, err := CheckPrerequisites(o)
+	k, passed, err := CheckPrerequisites(o)
 	if err != nil {
 		return false, err
+	}
+	for _, u := range passed {
+		fmt.Fprintf(o.Out, "ikto-lane: passed over %s\n", u)
 	}
 	work, err := os.MkdirTemp("", "ikto-kernel-lane-")
 	if err != nil {
@@ -155,8 +160,8 @@ func Run(ctx context.Context, o Options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	fmt.Fprintf(o.Out, "ikto-lane: prepared in %s; booting %s under qemu (%d CPUs, %d MiB)\n",
-		time.Since(start).Round(time.Second), k.Image, o.CPUs, o.MemoryMiB)
+	fmt.Fprintf(o.Out, "ikto-lane: prepared in %s; booting %s under qemu (%d CPUs, %d MiB)%s\n",
+		time.Since(start).Round(time.Second), k.Image, o.CPUs, o.MemoryMiB, k.modulesNote())
 
 	console, err := os.Create(filepath.Join(work, "console.log"))
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
@@ -36,6 +37,9 @@ var ErrEvicted = mesh.ErrEvicted
 type Options struct {
 	// Socket is the admin socket path; empty means no socket (tests).
 	Socket string
+	// SocketGroup may read the socket besides root (api.SocketGroup); nil
+	// leaves it root's alone.
+	SocketGroup *user.Group
 	// Log receives every event worth an operator's time.
 	Log *slog.Logger
 	// OpenDevice opens the WireGuard device (backend.Open in ikto-agent, a
@@ -58,6 +62,11 @@ type Options struct {
 	// TUN, the UDP port): a host that cannot must stop before it writes to
 	// the bucket.
 	CheckDevice func(wgdev.Config) error
+	// HoldDevice, when set, marks the device name as this agent's for its
+	// whole run (backend.Hold in ikto-agent), failing when another running
+	// agent drives it: adopting that agent's device would have the two
+	// remove each other's peers.
+	HoldDevice func(name string) (release func(), err error)
 }
 
 // Agent is one running ikto-agent.
@@ -89,6 +98,11 @@ type Agent struct {
 	// problems are what is wrong with the bucket's settings, as the watch
 	// last read them (bucket.Problems), for /v1/status.
 	problems atomic.Pointer[[]string]
+	// instance is this process's random id, in every heartbeat; twin is
+	// the other live agent with this host's key while one is seen
+	// (noteTwin), for /v1/status and the heartbeats.
+	instance string
+	twin     atomic.Pointer[twinSeen]
 	// last is the latest outcome, for /v1/status.
 	last atomic.Pointer[mesh.Outcome]
 	// ready is set once the device first carries a mesh (Options.Ready,
@@ -126,7 +140,7 @@ func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 		name, _ = os.Hostname()
 	}
 	a := &Agent{
-		set: set, opt: opt, log: opt.Log, key: key,
+		set: set, opt: opt, log: opt.Log, key: key, instance: newInstance(),
 		reconnected: make(chan struct{}, 1),
 		audit:       make(chan struct{}, 1),
 		metrics:     metrics.NewAgent(),
@@ -148,9 +162,17 @@ func newAgent(set *config.Settings, opt Options) (*Agent, error) {
 }
 
 func (a *Agent) run(ctx context.Context) error {
+	// A device another agent drives is not adopted: the second agent stops
+	// before it writes anything.
+	if a.opt.HoldDevice != nil {
+		release, err := a.opt.HoldDevice(a.set.Device.Name)
+		if err != nil {
+			return fmt.Errorf("device %s: %w", a.set.Device.Name, err)
+		}
+		defer release()
+	}
 	// A host that cannot have its device stops before NATS is asked
-	// anything: it must not claim a prefix it cannot serve. (Another agent
-	// already running here passes: its device is adopted, not made.)
+	// anything: it must not claim a prefix it cannot serve.
 	if a.opt.CheckDevice != nil {
 		if err := a.opt.CheckDevice(a.deviceConfig()); err != nil {
 			return fmt.Errorf("device %s: %w", a.set.Device.Name, err)
@@ -160,11 +182,16 @@ func (a *Agent) run(ctx context.Context) error {
 	// serves this socket: that is almost always a second copy of us.
 	var sock net.Listener
 	if a.opt.Socket != "" {
-		l, err := api.Listen(a.opt.Socket)
+		l, err := api.Listen(a.opt.Socket, a.opt.SocketGroup)
 		if err != nil {
 			return err
 		}
 		sock = l
+		readers := "root"
+		if g := a.opt.SocketGroup; g != nil {
+			readers += ", group " + g.Name
+		}
+		a.log.Info("admin socket", "socket", a.opt.Socket, "readers", readers)
 	}
 	// The connection returns at once and keeps trying in the background:
 	// the status shows it from the first moment.

@@ -29,6 +29,7 @@ func (a *Agent) Status() api.Status {
 	st := api.Status{
 		Self:     self,
 		Address:  a.set.Device.Address.Addr().String(),
+		Instance: a.instance,
 		Device:   a.set.Device.Name,
 		NATS:     api.NATSStatus{Connected: a.conn.Connected(), Bucket: a.set.NATS.Bucket, URL: a.set.NATS.Redacted()},
 		State:    string(o.State),
@@ -36,6 +37,9 @@ func (a *Agent) Status() api.Status {
 		Synced:   o.Synced(),
 		Peers:    []api.PeerStatus{},
 		Rejected: []api.Rejected{},
+	}
+	if d := a.twin.Load(); d != nil {
+		st.Duplicate = &api.Duplicate{Instance: d.Instance, Addr: d.Addr, Name: d.Name, Version: d.Version, Since: d.Since, Fix: a.twinFix()}
 	}
 	if p := a.problems.Load(); p != nil {
 		st.NATS.Problems = *p

@@ -3,8 +3,10 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"time"
@@ -34,6 +36,9 @@ func (c *Client) Get(ctx context.Context, path string) ([]byte, error) {
 		return nil, err
 	}
 	resp, err := c.http.Do(req)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("agent socket %s: permission denied: %s", c.Socket, deniedHint(c.Socket))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("agent socket %s: %w (is ikto-agent running? pass -s to name its socket)", c.Socket, err)
 	}

@@ -9,7 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -21,14 +24,22 @@ const DefaultSocket = "/run/ikto/ikto.sock"
 // ErrSocketInUse is returned by Listen when another process answers on the socket.
 var ErrSocketInUse = errors.New("socket in use by a running agent")
 
-// Listen binds the unix socket at path with mode 0600. A socket file left by a
-// crashed agent (nobody answers) is replaced; one that answers is not.
-// A missing parent directory is created with mode 0750.
-func Listen(path string) (net.Listener, error) {
+// Listen binds the unix socket at path: root's alone (mode 0600), or, with a
+// group, readable by its members too (the group's, mode 0660). A socket file
+// left by a crashed agent (nobody answers) is replaced; one that answers is
+// not. A missing parent directory is created with mode 0750, the group's
+// when there is one.
+func Listen(path string, group *user.Group) (net.Listener, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 			if err := os.MkdirAll(dir, 0o750); err != nil {
 				return nil, fmt.Errorf("admin socket %s: %w", path, err)
+			}
+			if group != nil {
+				gid, _ := strconv.Atoi(group.Gid)
+				if err := os.Chown(dir, -1, gid); err != nil {
+					return nil, fmt.Errorf("admin socket %s: give its directory to group %s: %w", path, group.Name, err)
+				}
 			}
 		}
 	}
@@ -46,21 +57,25 @@ func Listen(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := grant(path, group); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("admin socket %s: chmod: %w", path, err)
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
 	return l, nil
 }
 
-// Routes maps "METHOD /path" to handlers; it is the whole API surface.
+// Routes maps "GET /path" to handlers; it is the whole API surface.
 type Routes map[string]http.Handler
 
 // Serve answers requests on l until ctx is done, then shuts down and removes
-// the socket file.
+// the socket file. Every route must be a GET: the socket may be open to a
+// group (DefaultGroup), which may read and nothing more.
 func Serve(ctx context.Context, l net.Listener, routes Routes) error {
 	mux := http.NewServeMux()
 	for pattern, h := range routes {
+		if !strings.HasPrefix(pattern, http.MethodGet+" ") {
+			return fmt.Errorf("admin socket: route %q: the socket serves reads only (GET), to root and its group alike", pattern)
+		}
 		mux.Handle(pattern, h)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -26,7 +26,7 @@ func TestListenModeStaleAndLive(t *testing.T) {
 		t.Fatalf("stale socket file not left behind: %v", err)
 	}
 
-	l, err := Listen(path)
+	l, err := Listen(path, nil)
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
@@ -45,7 +45,7 @@ func TestListenModeStaleAndLive(t *testing.T) {
 	}()
 
 	// A second agent on the same socket must be refused, naming it.
-	if _, err := Listen(path); !errors.Is(err, ErrSocketInUse) {
+	if _, err := Listen(path, nil); !errors.Is(err, ErrSocketInUse) {
 		t.Fatalf("Listen on a live socket = %v, want ErrSocketInUse", err)
 	}
 

@@ -1,5 +1,6 @@
 // Package api is the agent's local admin API (docs/contract.md §7): HTTP/1.1 on a unix
-// socket with mode 0600, a handler map (GET /v1/status, GET /metrics), and the
+// socket, root's and, read-only, its group's (mode 0660; 0600 without a
+// group), a handler map of reads (GET /v1/status, GET /metrics), and the
 // client ikto-admin uses. The JSON types here are a contract: ikto-admin
 // status -o json prints them as they are.
 package api
@@ -15,10 +16,13 @@ import (
 type Status struct {
 	Self peer.Record `json:"self"`
 	// Address is this host's address in the mesh (private_address).
-	Address string     `json:"address,omitempty"`
-	Backend wgdev.Kind `json:"backend"`
-	Device  string     `json:"device"`
-	NATS    NATSStatus `json:"nats"`
+	Address string `json:"address,omitempty"`
+	// Instance is the random id this agent process drew at start, in
+	// every heartbeat it writes.
+	Instance string     `json:"instance,omitempty"`
+	Backend  wgdev.Kind `json:"backend"`
+	Device   string     `json:"device"`
+	NATS     NATSStatus `json:"nats"`
 	// State is where the agent stands: "waiting for NATS", "restored from
 	// snapshot", "synced" or "standing down".
 	State string `json:"state"`
@@ -31,6 +35,22 @@ type Status struct {
 	LastReconcile *time.Time   `json:"last_reconcile,omitempty"`
 	Peers         []PeerStatus `json:"peers"`
 	Rejected      []Rejected   `json:"rejected"`
+	// Duplicate is another live agent running with this host's key, while
+	// one is seen: a cloned host, or one config on two hosts.
+	Duplicate *Duplicate `json:"duplicate,omitempty"`
+}
+
+// Duplicate is another agent writing this host's heartbeat with its key:
+// its instance id, address as its NATS server sees it, name and version,
+// as its heartbeat gives them, since when it has been seen, and what to
+// do.
+type Duplicate struct {
+	Instance string    `json:"instance"`
+	Addr     string    `json:"addr,omitempty"`
+	Name     string    `json:"name,omitempty"`
+	Version  string    `json:"version,omitempty"`
+	Since    time.Time `json:"since"`
+	Fix      string    `json:"fix"`
 }
 
 // NATSStatus is the agent's connection to the control plane.

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/retry"
 )
@@ -43,11 +43,19 @@ func newBucketJS(t *testing.T) (jetstream.JetStream, jetstream.KeyValue) {
 	return js, kv
 }
 
-func newRecord(t testing.TB, name, prefix string) peer.Record {
-	k, err := wgtypes.GeneratePrivateKey()
+// newLiveBucketJS is newBucketJS with the heartbeat bucket made too.
+func newLiveBucketJS(t *testing.T) (js jetstream.JetStream, kv, live jetstream.KeyValue) {
+	t.Helper()
+	js, kv = newBucketJS(t)
+	live, err := OpenLiveBucket(context.Background(), js, "ikto-test", true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js, kv, live
+}
+
+func newRecord(t testing.TB, name, prefix string) peer.Record {
+	k := wgtest.PrivateKey(t)
 	return peer.Record{Name: name, PublicKey: k.PublicKey().String(), AdvertiseAddress: "198.18.0.2", AllowedIP: prefix, WGPort: 51820}
 }
 
@@ -105,9 +113,7 @@ func TestClaimRaceExactlyOneWins(t *testing.T) {
 func TestClaimInUseNamesHolder(t *testing.T) {
 	kv := newBucket(t)
 	holder := newRecord(t, "alpha", "fd10:1::/48")
-	if _, err := claimOf(context.Background(), kv, holder); err != nil {
-		t.Fatal(err)
-	}
+	mustClaim(t, context.Background(), kv, holder)
 	_, err := claimOf(context.Background(), kv, newRecord(t, "beta", "fd10:1::/48"))
 	var inUse *InUseError
 	if !errors.As(err, &inUse) || inUse.Holder.Name != "alpha" || inUse.Prefix.String() != "fd10:1::/48" {
@@ -118,10 +124,7 @@ func TestClaimInUseNamesHolder(t *testing.T) {
 func TestClaimSameKeyRefreshes(t *testing.T) {
 	kv := newBucket(t)
 	rec := newRecord(t, "alpha", "fd10:1::/48")
-	rev1, err := claimOf(context.Background(), kv, rec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rev1 := mustClaim(t, context.Background(), kv, rec)
 	rec.AdvertiseAddress = "198.18.0.77" // the host moved, then restarted
 	rev2, err := claimOf(context.Background(), kv, rec)
 	if err != nil {
@@ -139,10 +142,7 @@ func TestClaimSameKeyRefreshes(t *testing.T) {
 func TestClaimAfterDelete(t *testing.T) {
 	kv := newBucket(t)
 	a := newRecord(t, "alpha", "fd10:1::/48")
-	rev, err := claimOf(context.Background(), kv, a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rev := mustClaim(t, context.Background(), kv, a)
 	if err := Delete(context.Background(), kv, peer.Key(netip.MustParsePrefix(a.AllowedIP)), rev+5); err == nil {
 		t.Fatal("Delete with a stale revision succeeded")
 	}
@@ -183,12 +183,8 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 	defer cancel()
 	a := newRecord(t, "alpha", "fd10:1::/48")
 	b := newRecord(t, "beta", "fd10:2::/48")
-	if _, err := claimOf(ctx, kv, a); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := claimOf(ctx, kv, b); err != nil {
-		t.Fatal(err)
-	}
+	mustClaim(t, ctx, kv, a)
+	mustClaim(t, ctx, kv, b)
 	// A deleted key appears in a snapshot only as its marker: a delete on a
 	// host's own key is a command, a key never written is not.
 	if err := kv.Delete(ctx, peer.Key(netip.MustParsePrefix(b.AllowedIP))); err != nil {
@@ -206,9 +202,7 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 		t.Fatalf("first batch = %+v, want a snapshot of alpha and bravo's delete marker", snap)
 	}
 	c := newRecord(t, "gamma", "fd10:3::/48")
-	if _, err := claimOf(ctx, kv, c); err != nil {
-		t.Fatal(err)
-	}
+	mustClaim(t, ctx, kv, c)
 	up := recv(t, out)
 	if up.Snapshot || len(up.Entries) != 1 || up.Entries[0].Deleted || string(up.Entries[0].Value) != string(c.Encode()) {
 		t.Fatalf("update = %+v, want gamma's put", up)
@@ -230,6 +224,17 @@ func TestWatchSnapshotThenUpdatesThenRestart(t *testing.T) {
 }
 
 // claimOf is Claim without signing, returning the revision only.
+// mustClaim claims rec's prefix in kv for a test that needs the claim made,
+// and returns the record's revision.
+func mustClaim(t *testing.T, ctx context.Context, kv jetstream.KeyValue, rec peer.Record) uint64 {
+	t.Helper()
+	rev, err := claimOf(ctx, kv, rec)
+	if err != nil {
+		t.Fatalf("claim %s: %v", rec.AllowedIP, err)
+	}
+	return rev
+}
+
 func claimOf(ctx context.Context, kv jetstream.KeyValue, rec peer.Record) (uint64, error) {
 	_, rev, err := Claim(ctx, kv, rec, nil)
 	return rev, err

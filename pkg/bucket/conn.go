@@ -72,7 +72,7 @@ func (c *Conn) noteDialErr(err error) {
 	if old != nil && old.err.Error() == err.Error() {
 		return
 	}
-	c.log.Warn("cannot reach NATS; retrying", "nats_url", c.Servers, "err", c.Explain(err))
+	c.log.Warn("cannot reach NATS; retrying", "nats_url", c.Servers, "err", explainDial(err))
 }
 
 // Options are the nats.go options for s and c: the only place ikto builds
@@ -163,7 +163,9 @@ func persistentOptions(c Client, log *slog.Logger) []nats.Option {
 		}),
 		nats.ClosedHandler(func(nc *nats.Conn) {
 			notify(c.OnDisconnect)
-			if err := nc.LastError(); err != nil {
+			// Closed while reconnecting (no server answered the last try)
+			// is our own Close at shutdown: nats.go never gives up.
+			if err := nc.LastError(); err != nil && !errors.Is(err, nats.ErrNoServers) {
 				log.Error("NATS connection closed for good", "err", err)
 			}
 		}),
@@ -193,6 +195,7 @@ func Dial(s config.NATS, c Client) (*Conn, error) {
 	}
 	nc, err := nats.Connect(strings.Join(s.URLs, ","), opts...)
 	if err != nil {
+		err = explainConnect(err, s.URLs, c.Timeout)
 		if c.Persistent {
 			return nil, fmt.Errorf("nats_url %s: %w", servers, err)
 		}
@@ -217,6 +220,20 @@ func (c *Conn) Connected() bool { return c.NC.IsConnected() }
 // none is.
 func (c *Conn) Server() string { return c.NC.ConnectedUrlRedacted() }
 
+// ClientIP is this host's address as the connected server sees it (the
+// client_ip of its INFO): what tells two machines with one config apart.
+// "" while none is connected.
+func (c *Conn) ClientIP() string {
+	if !c.Connected() {
+		return ""
+	}
+	ip, err := c.NC.GetClientIP()
+	if err != nil || ip == nil {
+		return ""
+	}
+	return ip.String()
+}
+
 // LastError is the connection's last error (a permissions violation, a
 // closed connection) or, while no server is reached, the last failed
 // attempt's (a refused port, an unknown host name, TLS, authentication),
@@ -226,7 +243,7 @@ func (c *Conn) LastError() error {
 		return c.Explain(err)
 	}
 	if f := c.dialErr.Load(); f != nil && !c.Connected() {
-		return c.Explain(f.err)
+		return explainDial(f.err)
 	}
 	return nil
 }
@@ -246,7 +263,7 @@ func (c *Conn) ClosedForGood() error {
 	fix := "check the user and password in nats_url, or nats_creds"
 	if errors.Is(err, nats.ErrPermissionViolation) {
 		err = fmt.Errorf("%w: %w", ErrPermission, err)
-		fix = "check the permissions of the NATS user (see the README's least-privilege section)"
+		fix = "check the permissions of the NATS user (docs/nats-permissions.md, installed in /usr/share/doc/ikto)"
 	}
 	return fmt.Errorf("NATS at %s closed the connection: %w; %s", c.Servers, err, fix)
 }

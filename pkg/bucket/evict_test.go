@@ -18,10 +18,7 @@ import (
 
 func claimT(t *testing.T, kv jetstream.KeyValue, rec peer.Record) uint64 {
 	t.Helper()
-	rev, err := claimOf(context.Background(), kv, rec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rev := mustClaim(t, context.Background(), kv, rec)
 	return rev
 }
 
@@ -141,9 +138,7 @@ func TestEvictLosesToANewerRecord(t *testing.T) {
 	a := newRecord(t, "a", "fd10:1::/48")
 	rev := claimT(t, kv, a)
 	// The agent restarts and refreshes its claim after the operator read it.
-	if _, err := claimOf(ctx, kv, a); err != nil {
-		t.Fatal(err)
-	}
+	mustClaim(t, ctx, kv, a)
 	key := peer.Key(netip.MustParsePrefix("fd10:1::/48"))
 	err := Evict(ctx, nil, kv, key, rev, a, Operator{})
 	if !errors.Is(err, ErrRecordChanged) {

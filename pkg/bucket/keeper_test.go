@@ -14,6 +14,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -25,10 +26,7 @@ func TestKeeperWritesLostRevocationsBack(t *testing.T) {
 	var lost []peer.Lost
 	var keys []wgtypes.Key
 	for range 2 {
-		sk, err := wgtypes.GeneratePrivateKey()
-		if err != nil {
-			t.Fatal(err)
-		}
+		sk := wgtest.PrivateKey(t)
 		keys = append(keys, sk.PublicKey())
 		v, _ := json.Marshal(peer.Revocation{PublicKey: sk.PublicKey().String(), Name: "as it was"})
 		lost = append(lost, peer.Lost{Key: peer.RevokedKey(sk.PublicKey()), Value: v})

@@ -1,13 +1,21 @@
 package bucket
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
@@ -30,7 +38,7 @@ func TestLastErrorSaysWhyNoServerAnswers(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	testkit.Eventually(t, 10*time.Second, "the refused port in LastError", func() error {
-		if err := c.LastError(); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		if err := c.LastError(); err == nil || !strings.Contains(err.Error(), "connection refused: nothing listens there; is nats-server running") {
 			return fmt.Errorf("LastError = %v", err)
 		}
 		return nil
@@ -38,5 +46,41 @@ func TestLastErrorSaysWhyNoServerAnswers(t *testing.T) {
 	time.Sleep(2 * time.Second) // more retries, failing the same way
 	if n := strings.Count(logs.String(), "cannot reach NATS"); n != 1 {
 		t.Errorf("the refusal was logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// A one-shot dial (ikto-init, ikto-admin) says why no server answered, as
+// nats.go's "no servers available for connection" does not.
+func TestDialSaysWhyNoServerAnswers(t *testing.T) {
+	port, err := natsserver.FreePort(netip.MustParseAddr("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Dial(config.NATS{URLs: []string{"nats://127.0.0.1:" + strconv.Itoa(port)}}, Client{Timeout: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "connection refused: nothing listens there") {
+		t.Errorf("Dial to a closed port = %v, want the refusal and its fix", err)
+	}
+}
+
+// Each way of failing to reach a server names its own fix.
+func TestExplainDialTellsCausesApart(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"refused", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, "nothing listens there"},
+		{"unknown host", &net.DNSError{Err: "no such host", Name: "nats-typo", IsNotFound: true}, "does not resolve; check its spelling"},
+		{"no route", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}, "no route to that address"},
+		{"silent", &net.OpError{Op: "dial", Err: os.ErrDeadlineExceeded}, "a firewall drops the traffic"},
+		{"untrusted certificate", fmt.Errorf("tls: %w", x509.UnknownAuthorityError{}), "set nats_tls_ca"},
+		{"TLS on one side", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, "use tls:// in nats_url"},
+		{"server wants TLS", nats.ErrSecureConnRequired, "the server wants TLS"},
+		{"bad password", nats.ErrAuthorization, "refused the credentials"},
+	} {
+		got := explainDial(tc.err)
+		if !errors.Is(got, tc.err) || !strings.Contains(got.Error(), tc.want) {
+			t.Errorf("%s: explainDial(%v) = %v, want it wrapped with %q", tc.name, tc.err, got, tc.want)
+		}
 	}
 }

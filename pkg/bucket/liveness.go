@@ -34,12 +34,44 @@ type Heartbeat struct {
 	Name      string    `json:"name"`
 	At        time.Time `json:"at"`
 	Version   string    `json:"version,omitempty"`
+	// Writer is the agent process that wrote it: what tells two live
+	// agents with one key apart (docs/contract.md §4).
+	Writer
+	// Duplicate, when set, is another live agent this one has seen writing
+	// this heartbeat with the same public key: a cloned host, or one config
+	// running twice.
+	Duplicate *Duplicate `json:"duplicate,omitempty"`
 	// Revision is the bucket revision the agent has applied to its device.
 	Revision uint64 `json:"revision,omitempty"`
 	// Unreachable are the public keys of peers this host sends to but hears
 	// nothing from (exceptions only, so the heartbeat stays small): at most
 	// MaxUnreachable of them.
 	Unreachable []string `json:"unreachable,omitempty"`
+}
+
+// Writer is one agent process as its heartbeats show it: the instance id
+// it drew at its start and its address as its NATS server sees it (a
+// cloned machine has the same name, key and config, but not the same
+// address). An agent before 0.4 writes neither.
+type Writer struct {
+	Instance string `json:"instance,omitempty"`
+	Addr     string `json:"addr,omitempty"`
+}
+
+// Duplicate is another agent seen writing a heartbeat with this agent's
+// public key, and since when it has been seen.
+type Duplicate struct {
+	Writer
+	Since time.Time `json:"since"`
+}
+
+// Trimmed is d with its fields cut to the size an agent writes (an
+// instance id of 16 hex digits, an IPv6 address), so that carrying what
+// another writer said keeps the heartbeat small.
+func (d Duplicate) Trimmed() Duplicate {
+	d.Instance = d.Instance[:min(len(d.Instance), 32)]
+	d.Addr = d.Addr[:min(len(d.Addr), len("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"))]
+	return d
 }
 
 // MaxUnreachable bounds Heartbeat.Unreachable, so that a heartbeat stays
@@ -80,15 +112,46 @@ func (hb Heartbeat) Encode() ([]byte, error) {
 // PutHeartbeat writes prefix's heartbeat (hb.Encode). It is a plain Put:
 // the last writer wins, which is right for "the latest sign of life".
 func PutHeartbeat(ctx context.Context, kv jetstream.KeyValue, prefix netip.Prefix, hb Heartbeat) error {
+	_, _, err := WriteHeartbeat(ctx, kv, prefix, hb, 0)
+	return err
+}
+
+// WriteHeartbeat writes prefix's heartbeat with compare-and-set on after,
+// the revision of this writer's previous heartbeat (0 for its first, which
+// is a plain Put), and returns the revision written. When the key moved on
+// since after, another writer wrote it in between: WriteHeartbeat returns
+// that writer's heartbeat as other (nil when the key is gone or does not
+// decode) and writes its own plainly, since the latest sign of life wins.
+// Whether other is another agent with the same key is the caller's rule.
+func WriteHeartbeat(ctx context.Context, kv jetstream.KeyValue, prefix netip.Prefix, hb Heartbeat, after uint64) (rev uint64, other *Heartbeat, err error) {
 	val, err := hb.Encode()
 	if err != nil {
-		return fmt.Errorf("heartbeat %s: %w", prefix, err)
+		return 0, nil, fmt.Errorf("heartbeat %s: %w", prefix, err)
 	}
 	key := HeartbeatKey(prefix)
-	if _, err := kv.Put(ctx, key, val); err != nil {
-		return fmt.Errorf("heartbeat %s: put %s in bucket %s: %w", prefix, key, kv.Bucket(), err)
+	if after != 0 {
+		rev, err = kv.Update(ctx, key, val, after)
+		if err == nil {
+			return rev, nil, nil
+		}
+		if !isWrongRevision(err) {
+			return 0, nil, fmt.Errorf("heartbeat %s: update %s in bucket %s at revision %d: %w", prefix, key, kv.Bucket(), after, err)
+		}
+		e, err := kv.Get(ctx, key)
+		switch {
+		case err == nil:
+			var found Heartbeat
+			if json.Unmarshal(e.Value(), &found) == nil {
+				other = &found
+			}
+		case !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted):
+			return 0, nil, fmt.Errorf("heartbeat %s: get %s in bucket %s: %w", prefix, key, kv.Bucket(), err)
+		}
 	}
-	return nil
+	if rev, err = kv.Put(ctx, key, val); err != nil {
+		return 0, other, fmt.Errorf("heartbeat %s: put %s in bucket %s: %w", prefix, key, kv.Bucket(), err)
+	}
+	return rev, other, nil
 }
 
 // Heartbeats returns the latest heartbeat of every prefix. A nil kv (the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,5 +88,66 @@ func TestHeartbeats(t *testing.T) {
 	// Opening again (a second agent) binds the same bucket.
 	if _, err := OpenLiveBucket(ctx, js, "ikto-test", true, 0); err != nil {
 		t.Errorf("reopen: %v", err)
+	}
+}
+
+// TestWriteHeartbeatFindsTheWriterBetween: each heartbeat after the first is
+// written with compare-and-set on the previous one, and a write that finds
+// the key moved on returns what stood there (another agent with the key)
+// and still writes its own.
+func TestWriteHeartbeatFindsTheWriterBetween(t *testing.T) {
+	js, _, kv := newLiveBucketJS(t)
+	ctx := context.Background()
+	p := netip.MustParsePrefix("fd10:1::/48")
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	mine := Heartbeat{PublicKey: "K", Name: "a", At: at, Writer: Writer{Instance: "aaaa", Addr: "198.18.0.2"}}
+	twin := Heartbeat{PublicKey: "K", Name: "a", At: at, Version: "v0.5.0", Writer: Writer{Instance: "bbbb", Addr: "198.18.0.3"}}
+
+	rev, other, err := WriteHeartbeat(ctx, kv, p, mine, 0)
+	if err != nil || other != nil {
+		t.Fatalf("first heartbeat = %v, %v; want written, nothing found", other, err)
+	}
+	if rev, other, err = WriteHeartbeat(ctx, kv, p, mine, rev); err != nil || other != nil {
+		t.Fatalf("heartbeat on its own previous one = %v, %v; want written, nothing found", other, err)
+	}
+	if _, _, err := WriteHeartbeat(ctx, kv, p, twin, 0); err != nil {
+		t.Fatal(err)
+	}
+	rev, other, err = WriteHeartbeat(ctx, kv, p, mine, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&twin, other); diff != "" {
+		t.Errorf("heartbeat after another writer's found (-want +got):\n%s", diff)
+	}
+	got, err := Heartbeats(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(mine, got[p]); diff != "" {
+		t.Errorf("the heartbeat stored after the write that found another (-want +got):\n%s", diff)
+	}
+	// A bucket made again meanwhile: nothing stands at the key, nothing is
+	// found, the heartbeat is written.
+	if err := js.DeleteKeyValue(ctx, kv.Bucket()); err != nil {
+		t.Fatal(err)
+	}
+	if kv, err = OpenLiveBucket(ctx, js, "ikto-test", true, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, other, err = WriteHeartbeat(ctx, kv, p, mine, rev); err != nil || other != nil {
+		t.Errorf("heartbeat into a bucket made again = %v, %v; want written, nothing found", other, err)
+	}
+}
+
+func TestDuplicateTrimmed(t *testing.T) {
+	long := strings.Repeat("x", 500)
+	d := Duplicate{Writer: Writer{Instance: long, Addr: long}}.Trimmed()
+	if len(d.Instance) != 32 || len(d.Addr) != 45 {
+		t.Errorf("trimmed to %d and %d bytes, want 32 and 45", len(d.Instance), len(d.Addr))
+	}
+	short := Duplicate{Writer: Writer{Instance: "0123456789abcdef", Addr: "fd00::1"}}
+	if got := short.Trimmed(); got != short {
+		t.Errorf("Trimmed changed %+v to %+v", short, got)
 	}
 }

@@ -161,21 +161,23 @@ func (m *Mesh) Heartbeats(ctx context.Context) (map[netip.Prefix]Heartbeat, erro
 	return Heartbeats(ctx, live)
 }
 
-// PutHeartbeat writes prefix's heartbeat, making the heartbeat bucket when
-// it is missing (agents do; nothing else writes heartbeats).
-func (m *Mesh) PutHeartbeat(ctx context.Context, prefix netip.Prefix, hb Heartbeat) error {
+// WriteHeartbeat writes prefix's heartbeat with compare-and-set on after
+// (see the package function WriteHeartbeat), making the heartbeat bucket
+// when it is missing (agents do; nothing else writes heartbeats).
+func (m *Mesh) WriteHeartbeat(ctx context.Context, prefix netip.Prefix, hb Heartbeat, after uint64) (uint64, *Heartbeat, error) {
 	live, err := m.liveBucket(ctx, true)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
-	if err := PutHeartbeat(ctx, live, prefix, hb); err != nil {
+	rev, other, err := WriteHeartbeat(ctx, live, prefix, hb, after)
+	if err != nil {
 		// The bucket may have been deleted: open (or make) it again next time.
 		m.mu.Lock()
 		m.live = nil
 		m.mu.Unlock()
-		return m.Explain(err)
+		return 0, nil, m.Explain(err)
 	}
-	return nil
+	return rev, other, nil
 }
 
 // Status is what a bucket's stream says of itself.

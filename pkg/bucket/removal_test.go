@@ -27,12 +27,8 @@ func rollupMsg(bucket, key string) *nats.Msg {
 // Both buckets are made refusing rollups: the message is refused and the
 // bucket keeps every record.
 func TestBucketsRefuseRollups(t *testing.T) {
-	js, kv := newBucketJS(t)
+	js, kv, live := newLiveBucketJS(t)
 	ctx := context.Background()
-	live, err := OpenLiveBucket(ctx, js, "ikto-test", true, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	putRecords(t, kv, 1, 3)
 	kinds := map[string]kind{kv.Bucket(): meshKind, live.Bucket(): liveKind}
 	for _, b := range []jetstream.KeyValue{kv, live} {

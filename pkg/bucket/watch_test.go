@@ -269,26 +269,31 @@ func TestScanStartsAgainWhenItsEntriesStop(t *testing.T) {
 	}
 }
 
-// mutedWatch forwards part of a real watch and then nothing: its snapshot
-// (a watch whose consumer lived on a cluster member that went away), or
-// nothing at all (a consumer made on a server still recovering).
+// mutedWatch forwards the first entries of a real watch and then nothing:
+// its snapshot (a watch whose consumer lived on a cluster member that went
+// away), part of it (a snapshot that stops), or nothing at all (a consumer
+// made on a server still recovering).
 type mutedWatch struct {
 	jetstream.KeyWatcher
 	out chan jetstream.KeyValueEntry
 }
 
-func newStalledWatch(kw jetstream.KeyWatcher) jetstream.KeyWatcher { return mute(kw, true) }
-func newSilentWatch(kw jetstream.KeyWatcher) jetstream.KeyWatcher  { return mute(kw, false) }
+func newStalledWatch(kw jetstream.KeyWatcher) jetstream.KeyWatcher { return mute(kw, -1) }
+func newSilentWatch(kw jetstream.KeyWatcher) jetstream.KeyWatcher  { return mute(kw, 0) }
+func newCutSnapshot(kw jetstream.KeyWatcher) jetstream.KeyWatcher  { return mute(kw, 1) }
 
-func mute(kw jetstream.KeyWatcher, snapshot bool) jetstream.KeyWatcher {
+// mute forwards the first n entries of kw, never past the snapshot's end
+// marker; n < 0 forwards the whole snapshot, marker included.
+func mute(kw jetstream.KeyWatcher, n int) jetstream.KeyWatcher {
 	s := &mutedWatch{KeyWatcher: kw, out: make(chan jetstream.KeyValueEntry, 256)}
 	go func() {
 		defer close(s.out)
 		for e := range kw.Updates() {
-			if !snapshot {
+			if n == 0 {
 				break
 			}
 			s.out <- e
+			n--
 			if e == nil {
 				break
 			}
@@ -336,10 +341,7 @@ func TestWatcherCarriesAMarkersBody(t *testing.T) {
 	defer cancel()
 	own := newRecord(t, "alpha", "fd10:1::/48")
 	key := peer.Key(netip.MustParsePrefix(own.AllowedIP))
-	rev, err := claimOf(ctx, kv, own)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rev := mustClaim(t, ctx, kv, own)
 	restart := make(chan struct{}, 1)
 	out := make(chan peer.Batch)
 	w := &Watcher{Mesh: &Mesh{kv: kv}, Log: slog.New(slog.DiscardHandler), Restart: restart,
@@ -363,7 +365,7 @@ func TestWatcherCarriesAMarkersBody(t *testing.T) {
 		t.Fatalf("snapshot after a command's marker: %+v, want the marker with the command", b)
 	}
 
-	rev, err = kv.Create(ctx, key, own.Encode())
+	rev, err := kv.Create(ctx, key, own.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,29 +401,6 @@ func TestJudgeSnapshot(t *testing.T) {
 		}
 	}
 }
-
-// cutSnapshot forwards the first entry of a real watch and nothing after it.
-type cutSnapshot struct {
-	jetstream.KeyWatcher
-	out chan jetstream.KeyValueEntry
-}
-
-func newCutSnapshot(kw jetstream.KeyWatcher) jetstream.KeyWatcher {
-	s := &cutSnapshot{KeyWatcher: kw, out: make(chan jetstream.KeyValueEntry, 1)}
-	go func() {
-		defer close(s.out)
-		first := true
-		for e := range kw.Updates() { // until Stop closes it
-			if first && e != nil {
-				s.out <- e
-				first = false
-			}
-		}
-	}()
-	return s
-}
-
-func (s *cutSnapshot) Updates() <-chan jetstream.KeyValueEntry { return s.out }
 
 func TestWatcherRetriesASnapshotThatStops(t *testing.T) {
 	real := newBucket(t)

@@ -55,20 +55,12 @@ func WriteDocs(root *cobra.Command, dir string, extra ...ManSection) error {
 			return fmt.Errorf("--%s: %w", docsFlag, err)
 		}
 	}
-	// The flag that asked for the docs is hidden, so it stays out of them;
-	// so does cobra's footer naming itself.
-	var disable func(*cobra.Command)
-	disable = func(c *cobra.Command) {
-		c.DisableAutoGenTag = true
-		for _, s := range c.Commands() {
-			disable(s)
-		}
+	restore, err := prepareManPages(root)
+	if err != nil {
+		restore()
+		return err
 	}
-	disable(root)
 	long := root.Long
-	if root.Long == "" {
-		root.Long = root.Short
-	}
 	for _, s := range extra {
 		root.Long += "\n\n# " + s.Title + "\n" + strings.TrimSpace(s.Body) + "\n"
 	}
@@ -78,8 +70,9 @@ func WriteDocs(root *cobra.Command, dir string, extra ...ManSection) error {
 		Source:  "ikto " + Version,
 		Manual:  "ikto manual",
 	}
-	err := doc.GenManTree(root, header, filepath.Join(dir, "man"))
+	err = doc.GenManTree(root, header, filepath.Join(dir, "man"))
 	root.Long = long
+	restore()
 	if err != nil {
 		return fmt.Errorf("man pages of %s: %w", name, err)
 	}
@@ -96,6 +89,41 @@ func WriteDocs(root *cobra.Command, dir string, extra ...ManSection) error {
 		}
 	}
 	return nil
+}
+
+// prepareManPages readies root's command tree for man pages and returns
+// what puts it back. The flag that asked for the docs is hidden, so it stays
+// out of them; so does cobra's footer naming itself. Every command with a
+// page needs a Long description: without one, its DESCRIPTION would repeat
+// its NAME line. The pages are markdown turned into roff, where "<arg>" in a
+// synopsis would be taken for HTML and vanish; it is escaped.
+func prepareManPages(root *cobra.Command) (restore func(), err error) {
+	uses := map[*cobra.Command]string{}
+	restore = func() {
+		for c, use := range uses {
+			c.Use = use
+		}
+	}
+	var walk func(*cobra.Command) error
+	walk = func(c *cobra.Command) error {
+		c.DisableAutoGenTag = true
+		paged := c == c.Root() || (c.IsAvailableCommand() && !c.IsAdditionalHelpTopicCommand())
+		if !paged {
+			return nil
+		}
+		if c.Long == "" {
+			return fmt.Errorf("man page of %s: the command has no Long description, so its DESCRIPTION would repeat its NAME line; give it one", c.CommandPath())
+		}
+		uses[c] = c.Use
+		c.Use = strings.ReplaceAll(c.Use, "<", `\<`)
+		for _, s := range c.Commands() {
+			if err := walk(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return restore, walk(root)
 }
 
 // ExitStatus is the EXIT STATUS man section: the codes every ikto binary

@@ -19,7 +19,7 @@ func testRoot(ran *bool) *cobra.Command {
 	}
 	root.Flags().String("config", "", "the config file")
 	root.AddCommand(
-		&cobra.Command{Use: "list", Short: "List things", Run: func(*cobra.Command, []string) {}},
+		&cobra.Command{Use: "list <pattern>", Short: "List things", Long: "list prints the things that match.", Run: func(*cobra.Command, []string) {}},
 		&cobra.Command{Use: "secret", Short: "Hidden", Hidden: true, Run: func(*cobra.Command, []string) {}},
 	)
 	return root
@@ -56,8 +56,14 @@ func TestEnableDocsWritesManPagesAndCompletions(t *testing.T) {
 			t.Errorf("man/tool.1 mentions %q", unwanted)
 		}
 	}
-	if !strings.Contains(read("man/tool-list.1"), "List things") {
-		t.Error("man/tool-list.1 lacks the subcommand's description")
+	list := read("man/tool-list.1")
+	for _, want := range []string{"List things", "list prints the things that match.", `\fBtool list <pattern> [flags]\fP`} {
+		if !strings.Contains(list, want) {
+			t.Errorf("man/tool-list.1 lacks %q:\n%s", want, list)
+		}
+	}
+	if c, _, err := root.Find([]string{"list"}); err != nil || c.Use != "list <pattern>" {
+		t.Errorf("list's Use is %q after WriteDocs (%v); the escape belongs to the man page only", c.Use, err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "man", "tool-secret.1")); err == nil {
 		t.Error("a hidden command got a man page")
@@ -90,5 +96,17 @@ func TestEnableDocsKeepsTheCommand(t *testing.T) {
 	root.SetArgs([]string{})
 	if err := root.Execute(); err != nil || !ran {
 		t.Errorf("without --generate-docs: err %v, ran %v; want the command run", err, ran)
+	}
+}
+
+// A command without a Long description would get a man page whose
+// DESCRIPTION repeats its NAME line: WriteDocs refuses it, naming it.
+func TestWriteDocsWantsLongDescriptions(t *testing.T) {
+	var ran bool
+	root := testRoot(&ran)
+	root.AddCommand(&cobra.Command{Use: "show", Short: "Show a thing", Run: func(*cobra.Command, []string) {}})
+	err := WriteDocs(root, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "tool show") || !strings.Contains(err.Error(), "Long") {
+		t.Errorf("WriteDocs = %v; want an error naming tool show and its missing Long description", err)
 	}
 }

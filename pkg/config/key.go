@@ -4,10 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/atomicfile"
 )
 
 // ErrKeyExists is returned by CreatePrivateKey when the file is already there.
@@ -53,20 +54,11 @@ func CreatePrivateKey(path string) (wgtypes.Key, error) {
 	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("generate key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := atomicfile.Create(path, []byte(k.String()+"\n"), 0o600); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return wgtypes.Key{}, fmt.Errorf("%s: %w", path, ErrKeyExists)
 		}
 		return wgtypes.Key{}, fmt.Errorf("create key file: %w", err)
-	}
-	if _, err := f.WriteString(k.String() + "\n"); err != nil {
-		f.Close()
-		os.Remove(path)
-		return wgtypes.Key{}, fmt.Errorf("write key file %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return wgtypes.Key{}, fmt.Errorf("write key file %s: %w", path, err)
 	}
 	return k, nil
 }
@@ -99,28 +91,8 @@ func ReadSecret(what, path string) ([]byte, error) {
 // The errors are the os package's, which name the file; the caller says
 // which flag or step wrote it.
 func WriteSecretFile(path string, data []byte, replace bool) error {
-	if !replace {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		_, err = f.Write(data)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		return err
+	if replace {
+		return atomicfile.Write(path, data, 0o600)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*") // mode 0600
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Create(path, data, 0o600)
 }

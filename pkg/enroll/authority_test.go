@@ -86,8 +86,18 @@ func checkEnrolledHost(ctx context.Context, t *testing.T, conn *bucket.Conn) {
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("watch as the host: %d entries, %v", len(entries), conn.Explain(err))
 	}
-	if err := m.PutHeartbeat(ctx, specPrefix, bucket.Heartbeat{PublicKey: self.PublicKey, Name: self.Name, At: time.Now()}); err != nil {
+	// A first heartbeat, one with compare-and-set on it, and one on a
+	// stale revision, which reads the key back (WriteHeartbeat).
+	hb := bucket.Heartbeat{PublicKey: self.PublicKey, Name: self.Name, At: time.Now()}
+	rev, _, err := m.WriteHeartbeat(ctx, specPrefix, hb, 0)
+	if err != nil {
 		t.Fatalf("heartbeat as the host: %v", conn.Explain(err))
+	}
+	if _, _, err := m.WriteHeartbeat(ctx, specPrefix, hb, rev); err != nil {
+		t.Fatalf("heartbeat after the first as the host: %v", conn.Explain(err))
+	}
+	if _, found, err := m.WriteHeartbeat(ctx, specPrefix, hb, rev); err != nil || found == nil || found.PublicKey != self.PublicKey {
+		t.Fatalf("heartbeat on a stale revision as the host = %+v, %v; want the heartbeat found in its place", found, conn.Explain(err))
 	}
 	other := self
 	other.AllowedIP = "fd10:1::/48"

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,17 +38,14 @@ func TestLimitsBoundAHostOnAnEmbeddedServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	host, inbox := hostCreds(t, auth, "host-a")
+	hostOpts := []nats.Option{nats.UserCredentials(host), nats.CustomInboxPrefix(inbox), nats.NoReconnect()}
 	connect := func(opts ...nats.Option) (*nats.Conn, error) {
-		return nats.Connect(s.URL(), append([]nats.Option{nats.UserCredentials(host), nats.CustomInboxPrefix(inbox), nats.NoReconnect()}, opts...)...)
+		return nats.Connect(s.URL(), slices.Concat(hostOpts, opts)...)
 	}
 
 	t.Run("consumers", func(t *testing.T) {
-		nc, err := connect()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
+		_, js := natstest.Connect(t, s.URL(), hostOpts...)
+		var err error
 		made := 0
 		for ; made <= int(sizing.ConsumersPerStream()); made++ {
 			_, err = js.CreateOrUpdateConsumer(ctx, "KV_ikto-mesh", jetstream.ConsumerConfig{Durable: fmt.Sprintf("flood-%d", made)})
@@ -81,12 +79,7 @@ func TestLimitsBoundAHostOnAnEmbeddedServer(t *testing.T) {
 	})
 
 	t.Run("payload", func(t *testing.T) {
-		nc, err := connect()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
+		_, js := natstest.Connect(t, s.URL(), hostOpts...)
 		kv, err := js.KeyValue(ctx, "ikto-mesh")
 		if err != nil {
 			t.Fatal(err)
@@ -206,12 +199,7 @@ func TestLimitsBoundAHostOnAnEmbeddedServer(t *testing.T) {
 // the host of specPrefix, and returns it with the host's inbox prefix.
 func hostCreds(t *testing.T, auth *Authority, name string) (path, inbox string) {
 	t.Helper()
-	user, userKey := newUser(t)
-	host := Host{Bucket: "ikto-mesh", Prefix: specPrefix, InboxPrefix: InboxPrefix(userKey)}
-	subjects, err := Permissions(host)
-	if err != nil {
-		t.Fatal(err)
-	}
+	user, userKey, subjects := newHostUser(t)
 	token, err := Sign(auth.Account, User{Name: name, Key: userKey, Subjects: subjects})
 	if err != nil {
 		t.Fatal(err)
@@ -221,5 +209,5 @@ func hostCreds(t *testing.T, auth *Authority, name string) (path, inbox string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return writeCreds(t, name, creds), host.InboxPrefix
+	return writeCreds(t, name, creds), InboxPrefix(userKey)
 }

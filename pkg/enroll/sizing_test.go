@@ -117,7 +117,11 @@ func TestHostPayloadHoldsTheLargestMessages(t *testing.T) {
 		PublicKey: key, Name: strings.Repeat("n", peer.MaxValueSize),
 		At:      time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("x", -11*3600)),
 		Version: strings.Repeat("v", 128), Revision: math.MaxUint64, Unreachable: unreachable,
+		Writer: bucket.Writer{Instance: strings.Repeat("i", 16), Addr: "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"},
 	}
+	long := strings.Repeat("x", 1000) // what a twin's heartbeat may say, cut to size when carried along
+	d := bucket.Duplicate{Writer: bucket.Writer{Instance: long, Addr: long}, Since: hb.At}.Trimmed()
+	hb.Duplicate = &d
 	value, err := hb.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -137,11 +141,7 @@ func TestHostPayloadHoldsTheLargestMessages(t *testing.T) {
 // an operator's user (no subjects) carries none.
 func TestSignPutsTheHostLimits(t *testing.T) {
 	account := newAccount(t)
-	_, userKey := newUser(t)
-	subjects, err := Permissions(Host{Bucket: "ikto-mesh", Prefix: specPrefix, InboxPrefix: InboxPrefix(userKey)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, userKey, subjects := newHostUser(t)
 	for _, tc := range []struct {
 		name     string
 		subjects Subjects

@@ -30,13 +30,21 @@ func newUser(t *testing.T) (nkeys.KeyPair, string) {
 	return kp, pub
 }
 
-func TestSignCarriesThePermissions(t *testing.T) {
-	account := newAccount(t)
-	_, userKey := newUser(t)
+// newHostUser is a new user and the permissions of the contract's example
+// host (specPrefix in bucket ikto-mesh) connecting as that user.
+func newHostUser(t *testing.T) (user nkeys.KeyPair, userKey string, subjects Subjects) {
+	t.Helper()
+	user, userKey = newUser(t)
 	subjects, err := Permissions(Host{Bucket: "ikto-mesh", Prefix: specPrefix, InboxPrefix: InboxPrefix(userKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return user, userKey, subjects
+}
+
+func TestSignCarriesThePermissions(t *testing.T) {
+	account := newAccount(t)
+	_, userKey, subjects := newHostUser(t)
 	expires := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	token, err := Sign(account, User{Name: "host-a", Key: userKey, Subjects: subjects, Expires: expires})
 	if err != nil {

@@ -7,11 +7,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
 func TestJudge(t *testing.T) {
-	self, other := newKey(t), newKey(t)
+	self, other := wgtest.PublicKey(t), wgtest.PublicKey(t)
 	prefix := netip.MustParsePrefix("fd10:1::/48")
 	ours := &peer.Accepted{PublicKey: self, Prefix: prefix, Record: peer.Record{Name: "us"}}
 	theirs := &peer.Accepted{PublicKey: other, Prefix: prefix, Record: peer.Record{Name: "intruder"}}
@@ -47,14 +48,12 @@ func TestLostRecordsAreHealedNotObeyed(t *testing.T) {
 	w := newWorld(t)
 	a, _ := hostEntry(t, 2, 2)
 	b, _ := hostEntry(t, 3, 3)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a, b}})
-	if o := w.ctl.Pass(false); o.Claim != ClaimHeld || !o.Repair.Empty() {
+	if o := w.snapshot(w.selfEntry(1), a, b); o.Claim != ClaimHeld || !o.Repair.Empty() {
 		t.Fatalf("first pass: claim %s, repair %+v", o.Claim, o.Repair)
 	}
 	a1 := a
 	a1.Revision = 1
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{a1}})
-	o := w.ctl.Pass(false)
+	o := w.snapshot(a1)
 	if o.Err() != nil || o.Claim != ClaimMissing || !o.Repair.Reclaim {
 		t.Fatalf("after re-creation: claim %s, err %v, repair %+v", o.Claim, o.Err(), o.Repair)
 	}
@@ -68,8 +67,7 @@ func TestLostRecordsAreHealedNotObeyed(t *testing.T) {
 	// device.
 	b1 := b
 	b1.Revision = 3
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{w.selfEntry(2), b1}})
-	if o := w.ctl.Pass(false); o.Claim != ClaimHeld || len(o.Plan.Add) != 0 || len(o.Plan.Remove) != 0 {
+	if o := w.update(w.selfEntry(2), b1); o.Claim != ClaimHeld || len(o.Plan.Add) != 0 || len(o.Plan.Remove) != 0 {
 		t.Fatalf("after the write-backs: claim %s, plan %+v", o.Claim, o.Plan)
 	}
 }
@@ -79,17 +77,13 @@ func TestLostRecordsAreHealedNotObeyed(t *testing.T) {
 func TestLostRecordKeepsItsPrefix(t *testing.T) {
 	w := newWorld(t)
 	a, aKey := hostEntry(t, 2, 2)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
-	w.ctl.Pass(false)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1)}})
-	w.ctl.Pass(false)
+	w.snapshot(w.selfEntry(1), a)
+	w.snapshot(w.selfEntry(1))
 	newcomer, newKey := hostEntry(t, 2, 4) // another key draws fd10:2::/48
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{newcomer}})
-	if o := w.ctl.Pass(false); len(o.Plan.Remove) != 0 || len(o.Plan.Add) != 0 {
+	if o := w.update(newcomer); len(o.Plan.Remove) != 0 || len(o.Plan.Add) != 0 {
 		t.Fatalf("after the newcomer: plan %+v, want none", o.Plan)
 	}
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{{Key: peer.RevokedKey(aKey), Value: []byte("{}"), Revision: 5}}})
-	o := w.ctl.Pass(false)
+	o := w.update(peer.Write{Key: peer.RevokedKey(aKey), Value: []byte("{}"), Revision: 5})
 	if len(o.Plan.Remove) != 1 || o.Plan.Remove[0] != aKey || len(o.Plan.Add) != 1 || o.Plan.Add[0].PublicKey != newKey {
 		t.Fatalf("after the revocation: plan %+v, want the newcomer in its place", o.Plan)
 	}
@@ -101,37 +95,31 @@ func TestLostRecordKeepsItsPrefix(t *testing.T) {
 func TestContestIsBoundedAndResumes(t *testing.T) {
 	w := newWorld(t)
 	a, _ := hostEntry(t, 2, 2)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
-	w.ctl.Pass(false)
+	w.snapshot(w.selfEntry(1), a)
 	rev := uint64(10)
 	for i := range maxDefends {
 		intruder, _ := hostEntry(t, 1, rev)
-		w.ctl.Load(peer.Batch{Entries: []peer.Write{intruder}})
-		o := w.ctl.Pass(false)
+		o := w.update(intruder)
 		if o.Claim != ClaimContested || o.Repair.Defend != rev || o.Err() != nil || len(devicePrefixes(t, w.dev)) != 1 {
 			t.Fatalf("defend %d: claim %s, repair %+v, err %v", i, o.Claim, o.Repair, o.Err())
 		}
 		// Our restore lands, and the intruder writes again.
-		w.ctl.Load(peer.Batch{Entries: []peer.Write{w.selfEntry(rev + 1)}})
-		if o := w.ctl.Pass(false); o.Claim != ClaimHeld {
+		if o := w.update(w.selfEntry(rev + 1)); o.Claim != ClaimHeld {
 			t.Fatalf("after restore %d: claim %s", i, o.Claim)
 		}
 		rev += 2
 	}
 	intruder, _ := hostEntry(t, 1, rev)
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{intruder}})
-	o := w.ctl.Pass(false)
+	o := w.update(intruder)
 	if o.Claim != ClaimLost || o.State != StateStandingDown || o.Err() != nil || len(devicePrefixes(t, w.dev)) != 0 {
 		t.Fatalf("after the defends ran out: claim %s, state %s, err %v, device %v", o.Claim, o.State, o.Err(), devicePrefixes(t, w.dev))
 	}
 	// An operator evicts the intruder: its record is deleted. The prefix is
 	// free again, so this host claims it back and rejoins.
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{{Key: peer.Key(selfPrefix), Revision: rev + 1, Deleted: true}}})
-	if o := w.ctl.Pass(false); o.Claim != ClaimLost || !o.Repair.Reclaim || o.Err() != nil {
+	if o := w.update(peer.Write{Key: peer.Key(selfPrefix), Revision: rev + 1, Deleted: true}); o.Claim != ClaimLost || !o.Repair.Reclaim || o.Err() != nil {
 		t.Fatalf("after the intruder's eviction: claim %s, repair %+v, err %v", o.Claim, o.Repair, o.Err())
 	}
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{w.selfEntry(rev + 2)}})
-	if o := w.ctl.Pass(false); o.Claim != ClaimHeld || o.State != StateSynced || len(devicePrefixes(t, w.dev)) != 1 {
+	if o := w.update(w.selfEntry(rev + 2)); o.Claim != ClaimHeld || o.State != StateSynced || len(devicePrefixes(t, w.dev)) != 1 {
 		t.Fatalf("after the record came back: claim %s, state %s, device %v", o.Claim, o.State, devicePrefixes(t, w.dev))
 	}
 }
@@ -164,8 +152,7 @@ func TestContestMemory(t *testing.T) {
 func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 	w := newWorld(t)
 	old := signedEntry(w.priv, "self", netip.MustParsePrefix("fd10:7::/48"), 1)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{old, w.selfEntry(2)}})
-	o := w.ctl.Pass(false)
+	o := w.snapshot(old, w.selfEntry(2))
 	if d := cmp.Diff([]peer.Stale{{Key: old.Key, Revision: 1, Seq: 1}}, o.Repair.Release); d != "" || o.Claim != ClaimHeld {
 		t.Fatalf("claim %s, release (-want +got):\n%s", o.Claim, d)
 	}
@@ -178,9 +165,8 @@ func TestMovedHostReleasesItsOldRecord(t *testing.T) {
 func TestKeyRotation(t *testing.T) {
 	w := newWorld(t)
 	a, aKey := hostEntry(t, 2, 2)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
-	w.ctl.Pass(false)
-	next := newPrivate(t)
+	w.snapshot(w.selfEntry(1), a)
+	next := wgtest.PrivateKey(t)
 	if err := w.ctl.Rotate(next); err != nil {
 		t.Fatal(err)
 	}
@@ -202,18 +188,16 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	handover := peer.Write{Key: peer.Key(selfPrefix), Value: r.Encode(), Revision: 3}
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{handover}})
-	if o := w.ctl.Pass(false); o.Claim != ClaimHeld || o.Err() != nil || w.ctl.rotating != nil {
+	if o := w.update(handover); o.Claim != ClaimHeld || o.Err() != nil || w.ctl.rotating != nil {
 		t.Fatalf("after the handover: claim %s, err %v, rotating %v", o.Claim, o.Err(), w.ctl.rotating)
 	}
 
 	// The other side: a peer applying a handover record starts the
 	// handshake with the new key, though the record is newer than its own.
 	p := newWorld(t)
-	bravo, bravoNext := newPrivate(t), newPrivate(t)
+	bravo, bravoNext := wgtest.PrivateKey(t), wgtest.PrivateKey(t)
 	at := netip.MustParsePrefix("fd10:5::/48")
-	p.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{p.selfEntry(1), signedEntry(bravo, "bravo", at, 2)}})
-	p.ctl.Pass(false)
+	p.snapshot(p.selfEntry(1), signedEntry(bravo, "bravo", at, 2))
 	r2 := peer.Record{Name: "bravo", PublicKey: bravoNext.PublicKey().String(), AdvertiseAddress: "198.18.0.20", AllowedIP: at.String(), WGPort: 51820, Seq: 3}
 	if err := rules.SignHandover(&r2, bravo); err != nil {
 		t.Fatal(err)
@@ -221,8 +205,7 @@ func TestKeyRotation(t *testing.T) {
 	if err := rules.SignRecord(&r2, bravoNext); err != nil {
 		t.Fatal(err)
 	}
-	p.ctl.Load(peer.Batch{Entries: []peer.Write{{Key: peer.Key(at), Value: r2.Encode(), Revision: 3}}})
-	p.ctl.Pass(false)
+	p.update(peer.Write{Key: peer.Key(at), Value: r2.Encode(), Revision: 3})
 	if ct, ok := p.ctl.contacts[bravoNext.PublicKey()]; !ok || !ct.initiator {
 		t.Errorf("a peer applying the handover: contact %+v, %v; want it to start the handshake", ct, ok)
 	}
@@ -236,35 +219,29 @@ func TestPassTakesWhatTheSnapshotAsked(t *testing.T) {
 	w := newWorld(t)
 	_, xKey := hostEntry(t, 5, 1)
 	revoked := peer.Write{Key: peer.RevokedKey(xKey), Value: []byte("{}"), Revision: 2}
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), revoked}})
-	w.ctl.Pass(false)
+	w.snapshot(w.selfEntry(1), revoked)
 	rev := uint64(10)
 	for range maxDefends {
 		intruder, _ := hostEntry(t, 1, rev)
-		w.ctl.Load(peer.Batch{Entries: []peer.Write{intruder}})
-		w.ctl.Pass(false)
-		w.ctl.Load(peer.Batch{Entries: []peer.Write{w.selfEntry(rev + 1)}})
-		w.ctl.Pass(false)
+		w.update(intruder)
+		w.update(w.selfEntry(rev + 1))
 		rev += 2
 	}
 	// A snapshot of a bucket that lost the revocation, with an intruder at
 	// our prefix once too often: the pass stands down and asks nothing.
 	intruder, _ := hostEntry(t, 1, rev)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{intruder}})
-	if o := w.ctl.Pass(false); o.State != StateStandingDown || !o.Repair.Empty() {
+	if o := w.snapshot(intruder); o.State != StateStandingDown || !o.Repair.Empty() {
 		t.Fatalf("stand-down pass: state %s, repair %+v", o.State, o.Repair)
 	}
 	// The operator lifts the revocation; the intruder is evicted and our
 	// record is back.
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{
-		{Key: revoked.Key, Revision: rev + 1, Deleted: true},
-		{Key: peer.Key(selfPrefix), Revision: rev + 2, Deleted: true},
-	}})
-	if o := w.ctl.Pass(false); !o.Repair.Reclaim || len(o.Repair.Revoke) != 0 {
+	if o := w.update(
+		peer.Write{Key: revoked.Key, Revision: rev + 1, Deleted: true},
+		peer.Write{Key: peer.Key(selfPrefix), Revision: rev + 2, Deleted: true},
+	); !o.Repair.Reclaim || len(o.Repair.Revoke) != 0 {
 		t.Fatalf("prefix free again: repair %+v, want a reclaim and no revocation (the operator lifted it)", o.Repair)
 	}
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{w.selfEntry(rev + 3)}})
-	if o := w.ctl.Pass(false); o.Claim != ClaimHeld || len(o.Repair.Revoke) != 0 {
+	if o := w.update(w.selfEntry(rev + 3)); o.Claim != ClaimHeld || len(o.Repair.Revoke) != 0 {
 		t.Fatalf("after resuming: claim %s, revocations to write back %v (the operator lifted it)", o.Claim, o.Repair.Revoke)
 	}
 }

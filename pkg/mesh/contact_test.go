@@ -8,6 +8,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -45,8 +46,7 @@ func TestFirstContactRoles(t *testing.T) {
 	w := newWorld(t)
 	older, olderKey := hostEntry(t, 2, 2)  // joined before us: we initiate
 	newer, newerKey := hostEntry(t, 3, 10) // joined after us: it initiates
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older, newer}})
-	o := w.ctl.Pass(false)
+	o := w.snapshot(w.selfEntry(5), older, newer)
 	if len(o.Contacts) != 2 {
 		t.Fatalf("contacts %v, want both peers", o.Contacts)
 	}
@@ -81,8 +81,7 @@ func TestFirstContactRetriesThenGivesUp(t *testing.T) {
 	w := newWorld(t)
 	older, olderKey := hostEntry(t, 2, 2)
 	newer, newerKey := hostEntry(t, 3, 10)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older, newer}})
-	w.ctl.Pass(false)
+	w.snapshot(w.selfEntry(5), older, newer)
 	start := w.ctl.contacts[olderKey].since
 	calls := w.dev.Calls()
 	resets := 0
@@ -123,12 +122,11 @@ func TestFirstContactRetriesThenGivesUp(t *testing.T) {
 func TestNoFirstContactWithALiveSession(t *testing.T) {
 	w := newWorld(t)
 	a, aKey := hostEntry(t, 2, 2)
-	if err := w.dev.ConfigurePeers([]wgtypes.PeerConfig{{PublicKey: aKey, AllowedIPs: []net.IPNet{mustIPNet(t, "fd10:2::/48")}}}); err != nil {
+	if err := w.dev.ConfigurePeers([]wgtypes.PeerConfig{{PublicKey: aKey, AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10:2::/48")}}}); err != nil {
 		t.Fatal(err)
 	}
 	handshake(t, w, aKey, time.Now().Add(-time.Minute))
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), a}})
-	if o := w.ctl.Pass(false); len(o.Contacts) != 0 {
+	if o := w.snapshot(w.selfEntry(5), a); len(o.Contacts) != 0 {
 		t.Fatalf("contacts %v for a peer with a live session", o.Contacts)
 	}
 }
@@ -138,22 +136,19 @@ func TestNoFirstContactWithALiveSession(t *testing.T) {
 // this end initiates when it takes the peer back, whatever the revisions.
 func TestFirstContactAfterADropIsOurs(t *testing.T) {
 	w := newWorld(t)
-	victimPriv := newPrivate(t)
+	victimPriv := wgtest.PrivateKey(t)
 	victimKey := victimPriv.PublicKey()
 	prefix := netip.MustParsePrefix("fd10:2::/48")
 	victim := signedEntry(victimPriv, "victim", prefix, 10) // newer than us: normally it initiates
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), victim}})
-	w.ctl.Pass(false)
+	w.snapshot(w.selfEntry(5), victim)
 	handshake(t, w, victimKey, time.Now())
 	w.ctl.checkContacts(time.Now())
 	w.ctl.Pass(false)
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{{Key: victim.Key, Revision: 11, Deleted: true}}})
-	if o := w.ctl.Pass(false); len(o.Plan.Remove) != 1 {
+	if o := w.update(peer.Write{Key: victim.Key, Revision: 11, Deleted: true}); len(o.Plan.Remove) != 1 {
 		t.Fatalf("victim's record deleted: plan %+v, want it removed", o.Plan)
 	}
 	back := signedEntry(victimPriv, "victim", prefix, 12) // the victim claims again
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{back}})
-	o := w.ctl.Pass(false)
+	o := w.update(back)
 	ct, pending := w.ctl.contacts[victimKey]
 	if !pending || !ct.initiator {
 		t.Fatalf("contact with the victim taken back: %+v (pending %v), want this end to initiate", ct, pending)
@@ -170,8 +165,7 @@ func TestFirstContactAfterADropIsOurs(t *testing.T) {
 func TestFirstContactChecksWhenDue(t *testing.T) {
 	w := newWorld(t)
 	newer, newerKey := hostEntry(t, 3, 10)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), newer}})
-	w.ctl.Pass(false)
+	w.snapshot(w.selfEntry(5), newer)
 	ct, ok := w.ctl.contacts[newerKey]
 	if !ok || ct.initiator {
 		t.Fatalf("want the newer record's host as a pending responder, got %+v", ct)
@@ -186,8 +180,7 @@ func TestFirstContactChecksWhenDue(t *testing.T) {
 	}
 
 	older, olderKey := hostEntry(t, 2, 2)
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{older}})
-	w.ctl.Pass(false)
+	w.update(older)
 	if ct := w.ctl.contacts[olderKey]; ct == nil || !ct.initiator {
 		t.Fatalf("want the older record's host as a pending initiator, got %+v", ct)
 	}
@@ -214,13 +207,11 @@ func TestFirstContactChecksWhenDue(t *testing.T) {
 func TestFirstContactOfAJoinReadsNoDevice(t *testing.T) {
 	w := newWorld(t)
 	older, _ := hostEntry(t, 2, 2)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older}})
-	w.ctl.Pass(false)
+	w.snapshot(w.selfEntry(5), older)
 	reads := w.dev.Reads()
 	for i := range 20 {
 		joined, k := hostEntry(t, 10+i, uint64(10+i))
-		w.ctl.Load(peer.Batch{Entries: []peer.Write{joined}})
-		w.ctl.Pass(false)
+		w.update(joined)
 		if _, pending := w.ctl.contacts[k]; !pending {
 			t.Fatalf("join %d: no first contact begun", i)
 		}
@@ -240,8 +231,7 @@ func TestFirstContactsAreBounded(t *testing.T) {
 		e, _ := hostEntry(t, 100+i, uint64(10+i))
 		entries = append(entries, e)
 	}
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: entries})
-	w.ctl.Pass(false)
+	w.snapshot(entries...)
 	if w.ctl.initiating != maxInitiating || len(w.ctl.contacts) != maxInitiating {
 		t.Fatalf("initiating %d, contacts %d; want %d of each", w.ctl.initiating, len(w.ctl.contacts), maxInitiating)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
@@ -34,10 +35,23 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	priv := newPrivate(t)
+	priv := wgtest.PrivateKey(t)
 	w := &world{priv: priv, key: priv.PublicKey(), dev: fake.New(wgdev.Config{Name: "wgtest"})}
 	w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: rules}, w.dev, Options{KeepView: true})
 	return w
+}
+
+// snapshot loads entries as a bucket's snapshot (the first one, or a
+// re-created bucket's) and runs a pass.
+func (w *world) snapshot(entries ...peer.Write) Outcome {
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: entries})
+	return w.ctl.Pass(false)
+}
+
+// update loads entries as updates that follow the snapshot and runs a pass.
+func (w *world) update(entries ...peer.Write) Outcome {
+	w.ctl.Load(peer.Batch{Entries: entries})
+	return w.ctl.Pass(false)
 }
 
 // selfEntry is this host's record, written at rev, signed with seq rev.
@@ -57,7 +71,7 @@ func signedEntry(priv wgtypes.Key, name string, p netip.Prefix, rev uint64) peer
 // written at rev (and signed with seq rev).
 func hostEntry(t *testing.T, n int, rev uint64) (peer.Write, wgtypes.Key) {
 	t.Helper()
-	priv := newPrivate(t)
+	priv := wgtest.PrivateKey(t)
 	p := netip.MustParsePrefix(fmt.Sprintf("fd10:%x::/48", n))
 	return signedEntry(priv, p.String(), p, rev), priv.PublicKey()
 }
@@ -111,14 +125,12 @@ func TestBurstIsOneDeviceCall(t *testing.T) {
 func TestOutcomeIsNotChangedByLaterPasses(t *testing.T) {
 	w := newWorld(t)
 	a, _ := hostEntry(t, 2, 2)
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
-	first := w.ctl.Pass(false)
+	first := w.snapshot(w.selfEntry(1), a)
 	if first.View == nil || len(first.View.Peers) != 1 {
 		t.Fatalf("first pass view = %+v, want one peer", first.View)
 	}
 	b, _ := hostEntry(t, 3, 3)
-	w.ctl.Load(peer.Batch{Entries: []peer.Write{b, {Key: a.Key, Revision: 4, Deleted: true}}})
-	second := w.ctl.Pass(false)
+	second := w.update(b, peer.Write{Key: a.Key, Revision: 4, Deleted: true})
 	if len(first.View.Peers) != 1 || len(second.View.Peers) != 1 || first.Seq >= second.Seq {
 		t.Fatalf("views after the second pass: first %d peers (seq %d), second %d (seq %d)",
 			len(first.View.Peers), first.Seq, len(second.View.Peers), second.Seq)
@@ -134,7 +146,7 @@ func TestRestoreOnlyAdds(t *testing.T) {
 	w := newWorld(t)
 	kept, keptKey := hostEntry(t, 2, 2)
 	_, strayKey := hostEntry(t, 9, 9)
-	stray := wgtypes.PeerConfig{PublicKey: strayKey, AllowedIPs: []net.IPNet{mustIPNet(t, "fd10:9::/48")}}
+	stray := wgtypes.PeerConfig{PublicKey: strayKey, AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10:9::/48")}}
 	if err := w.dev.ConfigurePeers([]wgtypes.PeerConfig{stray}); err != nil {
 		t.Fatal(err)
 	}
@@ -154,8 +166,7 @@ func TestRestoreOnlyAdds(t *testing.T) {
 		t.Errorf("device after restore (-want +got):\n%s", d)
 	}
 	// The bucket's first pass has the last word: the stray peer goes.
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), kept}})
-	if o := w.ctl.Pass(false); o.DeviceErr != nil || len(o.Plan.Remove) != 1 || o.Plan.Remove[0] != strayKey {
+	if o := w.snapshot(w.selfEntry(1), kept); o.DeviceErr != nil || len(o.Plan.Remove) != 1 || o.Plan.Remove[0] != strayKey {
 		t.Fatalf("first pass after restore: %+v", o)
 	}
 }
@@ -177,12 +188,10 @@ func TestEvictionStandsDown(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
 			a, _ := hostEntry(t, 2, 2)
-			w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(1), a}})
-			if o := w.ctl.Pass(false); o.Err() != nil || o.Claim != ClaimHeld || len(devicePrefixes(t, w.dev)) != 1 {
+			if o := w.snapshot(w.selfEntry(1), a); o.Err() != nil || o.Claim != ClaimHeld || len(devicePrefixes(t, w.dev)) != 1 {
 				t.Fatalf("first pass: %+v", o)
 			}
-			w.ctl.Load(peer.Batch{Entries: []peer.Write{tc.change(w)}})
-			o := w.ctl.Pass(false)
+			o := w.update(tc.change(w))
 			if !errors.Is(o.Err(), ErrEvicted) || o.State != StateStandingDown || o.Claim != ClaimEvicted || len(o.View.Peers) != 0 {
 				t.Fatalf("outcome after %s: state %s, claim %s, err %v, view %+v", tc.name, o.State, o.Claim, o.Err(), o.View)
 			}
@@ -191,29 +200,6 @@ func TestEvictionStandsDown(t *testing.T) {
 			}
 		})
 	}
-}
-
-func newKey(t *testing.T) wgtypes.Key {
-	t.Helper()
-	return newPrivate(t).PublicKey()
-}
-
-func newPrivate(t *testing.T) wgtypes.Key {
-	t.Helper()
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func mustIPNet(t *testing.T, s string) net.IPNet {
-	t.Helper()
-	_, n, err := net.ParseCIDR(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return *n
 }
 
 func sorted(s []string) []string {

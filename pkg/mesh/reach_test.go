@@ -6,10 +6,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 )
 
 func TestReach(t *testing.T) {
-	a, b, c := newKey(t), newKey(t), newKey(t)
+	a, b, c := wgtest.PublicKey(t), wgtest.PublicKey(t), wgtest.PublicKey(t)
 	t0 := time.Now()
 	peer := func(k wgtypes.Key, rx, tx int64) wgtypes.Peer {
 		return wgtypes.Peer{PublicKey: k, ReceiveBytes: rx, TransmitBytes: tx}

@@ -50,6 +50,11 @@ const (
 	// younger than OnlineWithin: three beats, so one lost write is no alarm.
 	HeartbeatEvery = 10 * time.Second
 	OnlineWithin   = 3 * HeartbeatEvery
+	// TwinHold is how long another live agent with this host's key
+	// (twins.go) is believed in after its last heartbeat found between two
+	// of ours: three beats, so two beats of ours with none of its between
+	// them (the two tickers drifting past each other) do not end it.
+	TwinHold = 3 * HeartbeatEvery
 	// Unheard is how long a peer may go without sending anything back
 	// while this host sends to it before it counts as unreachable (reach.go,
 	// reported in heartbeats): WireGuard answers data within its keepalive

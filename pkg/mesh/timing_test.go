@@ -14,6 +14,7 @@ func TestTimingRelations(t *testing.T) {
 		{"a live path answers before it counts as unheard", Unheard > wireGuardKeepaliveTimeout},
 		{"a peer is unheard within two heartbeats, so a heartbeat reports it", Unheard < 2*HeartbeatEvery},
 		{"one lost heartbeat does not make a host offline", OnlineWithin > 2*HeartbeatEvery},
+		{"a twin's beat missed between two of ours does not end it", TwinHold > 2*HeartbeatEvery},
 	} {
 		if !r.ok {
 			t.Errorf("timing: %s does not hold", r.what)

@@ -39,6 +39,10 @@ type Agent struct {
 	ClaimContested    prometheus.Gauge       // 1 while another value holds this host's prefix
 	ClaimRepairs      *prometheus.CounterVec // by action: bucket | reclaim | defend | release
 	FollowRereads     prometheus.Counter     // ranges of the bucket's stream read again (lost republished messages)
+	// DuplicateIdentity is 1 while another live agent runs with this
+	// host's key; DuplicateIdentities counts such agents, once each.
+	DuplicateIdentity   prometheus.Gauge
+	DuplicateIdentities prometheus.Counter
 }
 
 // NewAgent registers the agent's metrics (and the Go runtime and process
@@ -66,11 +70,16 @@ func NewAgent() *Agent {
 		ClaimContested: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ikto_claim_contested", Help: "1 while another key's record or a non-record holds this host's prefix (contested or lost)."}),
 		ClaimRepairs:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ikto_claim_repairs_total", Help: "Repairs of this host's claim written to the bucket, by action."}, []string{"action"}),
 		FollowRereads:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ikto_follow_rereads_total", Help: "Ranges of the bucket's stream read again because what it republished was lost on the way."}),
+		DuplicateIdentity: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ikto_duplicate_identity",
+			Help: "1 while another live agent runs with this host's key and prefix (a cloned host, or one config on two hosts)."}),
+		DuplicateIdentities: prometheus.NewCounter(prometheus.CounterOpts{Name: "ikto_duplicate_identities_total",
+			Help: "Other agents seen running with this host's key, each counted once, when first seen."}),
 	}
 	m.reg.MustRegister(
 		m.PeersDesired, m.PeersConfigured, m.RecordsRejected, m.Rejections, m.WatchEvents, m.WatchSnapshots,
 		m.Reconciles, m.ReconcileDuration, m.PeerChanges, m.NATSConnected, m.NATSReconnects,
 		m.HookFailures, m.HookRestarts, m.HookUp, m.ClaimContested, m.ClaimRepairs, m.FollowRereads,
+		m.DuplicateIdentity, m.DuplicateIdentities,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ikto_heartbeat_age_seconds",
 			Help: "Seconds since this agent last wrote its heartbeat; -1 before the first.",

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 )
 
 func TestKeyVector(t *testing.T) {
@@ -17,7 +19,7 @@ func TestKeyVector(t *testing.T) {
 }
 
 func TestRevokedKeyRoundTrip(t *testing.T) {
-	k := mustKey(t)
+	k := wgtest.PublicKey(t)
 	rk := RevokedKey(k)
 	if !strings.HasPrefix(rk, "revoked.") || !strings.HasSuffix(rk, "=") {
 		t.Fatalf("RevokedKey = %q: want revoked.<padded base64url>", rk)
@@ -35,17 +37,8 @@ func TestRevokedKeyRoundTrip(t *testing.T) {
 
 var rules6 = Rules{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48}
 
-func mustKey(t testing.TB) wgtypes.Key {
-	t.Helper()
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k.PublicKey()
-}
-
 func record(t testing.TB, prefix string) Record {
-	return Record{Name: "h-" + prefix, PublicKey: mustKey(t).String(), AdvertiseAddress: "198.18.0.2", AllowedIP: prefix, WGPort: 51820}
+	return Record{Name: "h-" + prefix, PublicKey: wgtest.PublicKey(t).String(), AdvertiseAddress: "198.18.0.2", AllowedIP: prefix, WGPort: 51820}
 }
 
 func TestCheck(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 )
 
 // signedRules is the mesh of these tests: records are signed for bucket
@@ -22,10 +24,7 @@ type host struct {
 
 func newHost(t testing.TB, name string) host {
 	t.Helper()
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := wgtest.PrivateKey(t)
 	return host{priv: k, pub: k.PublicKey(), name: name}
 }
 

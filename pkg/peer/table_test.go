@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 )
 
 // tableFixture is a host "self" and helpers to write records into a table.
@@ -18,7 +20,7 @@ type tableFixture struct {
 }
 
 func newFixture(t *testing.T) *tableFixture {
-	f := &tableFixture{t: t, self: mustKey(t), selfPrefix: netip.MustParsePrefix("fd10:1::/48")}
+	f := &tableFixture{t: t, self: wgtest.PublicKey(t), selfPrefix: netip.MustParsePrefix("fd10:1::/48")}
 	f.table = NewTable(rules6, f.self, f.selfPrefix)
 	return f
 }
@@ -53,7 +55,7 @@ func (f *tableFixture) reasons() map[string]Reason {
 func TestTableViewIsStable(t *testing.T) {
 	f := newFixture(t)
 	f.put("fd10:1::/48", f.self)
-	b := mustKey(t)
+	b := wgtest.PublicKey(t)
 	f.put("fd10:2::/48", b)
 	before := f.table.Resolve()
 	stop := make(chan struct{})
@@ -70,7 +72,7 @@ func TestTableViewIsStable(t *testing.T) {
 		}
 	}()
 	for i := range 200 {
-		f.put(fmt.Sprintf("fd10:%x::/48", 3+i%50), mustKey(t))
+		f.put(fmt.Sprintf("fd10:%x::/48", 3+i%50), wgtest.PublicKey(t))
 		f.table.Update()
 	}
 	close(stop)
@@ -85,15 +87,15 @@ func TestTableViewIsStable(t *testing.T) {
 func BenchmarkTableOneChange(b *testing.B) {
 	for _, n := range []int{1_000, 10_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			self := mustKey(b)
+			self := wgtest.PublicKey(b)
 			tb := NewTable(rules6, self, netip.MustParsePrefix("fd10:1::/48"))
 			for i := range n {
 				p := netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x10, byte(i >> 8), byte(i), 1}), 48)
-				tb.Put(Key(p), Record{Name: "h", PublicKey: mustKey(b).String(), AdvertiseAddress: "198.18.0.9", AllowedIP: p.String(), WGPort: 51820}.Encode(), uint64(i+1))
+				tb.Put(Key(p), Record{Name: "h", PublicKey: wgtest.PublicKey(b).String(), AdvertiseAddress: "198.18.0.9", AllowedIP: p.String(), WGPort: 51820}.Encode(), uint64(i+1))
 			}
 			tb.Update()
 			p := netip.MustParsePrefix("fd10:ffff::/48")
-			val := Record{Name: "new", PublicKey: mustKey(b).String(), AdvertiseAddress: "198.18.0.9", AllowedIP: p.String(), WGPort: 51820}.Encode()
+			val := Record{Name: "new", PublicKey: wgtest.PublicKey(b).String(), AdvertiseAddress: "198.18.0.9", AllowedIP: p.String(), WGPort: 51820}.Encode()
 			rev := uint64(n + 1)
 			for b.Loop() {
 				rev++
@@ -112,7 +114,7 @@ func BenchmarkTableOneChange(b *testing.B) {
 
 func TestTablePeerAndSelfKey(t *testing.T) {
 	f := newFixture(t)
-	b := mustKey(t)
+	b := wgtest.PublicKey(t)
 	f.put("fd10:2::/48", b)
 	if _, ok := f.table.Peer(b); ok {
 		t.Fatal("Peer reports a record before Update decided it")
@@ -131,15 +133,9 @@ func TestTablePeerAndSelfKey(t *testing.T) {
 // while the agent was away) lifts it.
 func TestRevocationOutlivesAReset(t *testing.T) {
 	for _, unrevoked := range []bool{false, true} {
-		sk, err := wgtypes.GeneratePrivateKey()
-		if err != nil {
-			t.Fatal(err)
-		}
+		sk := wgtest.PrivateKey(t)
 		pk := sk.PublicKey()
-		self, err := wgtypes.GeneratePrivateKey()
-		if err != nil {
-			t.Fatal(err)
-		}
+		self := wgtest.PrivateKey(t)
 		mesh := netip.MustParsePrefix("fd10::/16")
 		tb := NewTable(Rules{Mesh: mesh, Bits: 48}, self.PublicKey(), netip.MustParsePrefix("fd10:1::/48"))
 		tb.Put(RevokedKey(pk), []byte("{}"), 1)

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/ikto-mesh/ikto/pkg/atomicfile"
 )
 
 // MaxFileSize bounds what Load reads: a 10,000-host mesh is about 2.5 MB, so
@@ -35,45 +37,12 @@ func Save(path string, s *Snapshot) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save snapshot %s: %w", path, err)
 	}
-	// CreateTemp makes the file 0600, so the peers are never readable by
-	// others, not even for the moment before the rename.
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("save snapshot %s: %w", path, err)
-	}
-	if err := writeSynced(tmp, append(data, '\n')); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("save snapshot %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("save snapshot %s: %w", path, err)
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("save snapshot %s: %w", path, err)
+	// The file is 0600 from its first moment: the peers are never readable
+	// by others.
+	if err := atomicfile.Write(path, append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("save snapshot: %w", err)
 	}
 	return nil
-}
-
-func writeSynced(f *os.File, data []byte) error {
-	_, err := f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// syncDir makes the rename itself durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Load reads the snapshot at path. A missing file matches fs.ErrNotExist; a

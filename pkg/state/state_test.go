@@ -22,6 +22,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
 )
 
@@ -29,16 +30,7 @@ var rules = peer.Rules{Mesh: netip.MustParsePrefix("fd10::/16"), Bits: 48}
 
 func newIdentity(t *testing.T) Identity {
 	t.Helper()
-	return Identity{Device: "wg-test", PublicKey: newKey(t), Prefix: netip.MustParsePrefix("fd10:1::/48"), Rules: rules}
-}
-
-func newKey(t *testing.T) wgtypes.Key {
-	t.Helper()
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k.PublicKey()
+	return Identity{Device: "wg-test", PublicKey: wgtest.PublicKey(t), Prefix: netip.MustParsePrefix("fd10:1::/48"), Rules: rules}
 }
 
 // accepted runs a record through the real rules, as the watch does.
@@ -57,7 +49,7 @@ func mesh(t *testing.T, n int) map[wgtypes.Key]peer.Accepted {
 	out := map[wgtypes.Key]peer.Accepted{}
 	for i := range n {
 		rec := peer.Record{
-			Name: fmt.Sprintf("host-%d", i), PublicKey: newKey(t).String(), AdvertiseAddress: fmt.Sprintf("198.18.0.%d", 10+i),
+			Name: fmt.Sprintf("host-%d", i), PublicKey: wgtest.PublicKey(t).String(), AdvertiseAddress: fmt.Sprintf("198.18.0.%d", 10+i),
 			AllowedIP: fmt.Sprintf("fd10:%x::/48", 0x100+i), WGPort: 51820,
 		}
 		a := accepted(t, rec, uint64(1+i))
@@ -174,7 +166,7 @@ func TestPeersChecksBindingAndRules(t *testing.T) {
 		{"sound", func(*Snapshot) {}, nil},
 		{"empty mesh", func(s *Snapshot) { s.Records = nil }, nil},
 		{"other device", func(s *Snapshot) { s.Device = "wg-other" }, ErrMismatch},
-		{"other key", func(s *Snapshot) { s.PublicKey = newKey(t).String() }, ErrMismatch},
+		{"other key", func(s *Snapshot) { s.PublicKey = wgtest.PublicKey(t).String() }, ErrMismatch},
 		{"other prefix", func(s *Snapshot) { s.Prefix = "fd10:2::/48" }, ErrMismatch},
 		{"other mesh", func(s *Snapshot) { s.MeshCIDR = "fd20::/16" }, ErrMismatch},
 		{"other length", func(s *Snapshot) { s.SubnetPrefix = 56 }, ErrMismatch},

@@ -82,6 +82,6 @@ type Device interface {
 	// Close releases the handle. A kernel or external device stays up with
 	// its peers (an agent restart must not cut traffic); an embedded
 	// userspace device lives in this process and goes down with it. Close is
-	// idempotent.
+	// idempotent; after it, Peers and ConfigurePeers fail with net.ErrClosed.
 	Close() error
 }

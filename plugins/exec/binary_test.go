@@ -54,16 +54,18 @@ func TestBinaryServesHook(t *testing.T) {
 // version line every ikto binary prints, named after its executable.
 func TestBinaryVersion(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "ikto-hook-exec")
-	const stamp = "-X github.com/ikto-mesh/ikto/plugins/sdk.Version=v9.8.7-1-gabcdef0 -X github.com/ikto-mesh/ikto/plugins/sdk.Commit=abcdef0"
+	const stamp = "-X github.com/ikto-mesh/ikto/plugins/sdk.Version=9.8.7-dev.1+gabcdef0 -X github.com/ikto-mesh/ikto/plugins/sdk.Commit=abcdef0"
 	if out, err := exec.Command("go", "build", "-ldflags", stamp, "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	out, err := exec.Command(bin, "--version").Output()
-	if err != nil {
-		t.Fatalf("%s --version: %v", bin, err)
-	}
-	want := versionline.Format("ikto-hook-exec", "v9.8.7-1-gabcdef0", "abcdef0") + "\n"
-	if string(out) != want {
-		t.Errorf("--version printed %q, want %q", out, want)
+	want := versionline.Format("ikto-hook-exec", "9.8.7-dev.1+gabcdef0", "abcdef0") + "\n"
+	for _, flag := range []string{"--version", "-v"} {
+		out, err := exec.Command(bin, flag).Output()
+		if err != nil {
+			t.Fatalf("%s %s: %v", bin, flag, err)
+		}
+		if string(out) != want {
+			t.Errorf("%s printed %q, want %q", flag, out, want)
+		}
 	}
 }

@@ -13,7 +13,7 @@ import (
 // Version and Commit are a hook's build stamp. ikto's Makefile sets them for
 // the shipped hooks with
 //
-//	-ldflags "-X github.com/ikto-mesh/ikto/plugins/sdk.Version=v0.4.0 -X github.com/ikto-mesh/ikto/plugins/sdk.Commit=abc1234"
+//	-ldflags "-X github.com/ikto-mesh/ikto/plugins/sdk.Version=0.4.0 -X github.com/ikto-mesh/ikto/plugins/sdk.Commit=abc1234"
 //
 // A hook built without the stamp reports what the Go toolchain recorded
 // instead: the main module's version (set by go install) and the VCS
@@ -30,10 +30,11 @@ func VersionString(name string) string {
 	return versionline.Format(name, version, commit)
 }
 
-// HandleVersion reports whether the hook was started with --version; if so it
-// has printed the hook's version line on standard output, and main should
-// return. The agent never passes arguments to a hook, so the flag can only
-// come from a person. Serve calls it first, so every hook gets --version; a
+// HandleVersion reports whether the hook was started with --version or -v,
+// as every ikto binary is; if so it has printed the hook's version line on
+// standard output, and main should return. The agent never passes arguments
+// to a hook, so the flag can only come from a person. Serve calls it first,
+// so every hook gets --version and -v; a
 // hook that does work before Serve (opening a netlink socket, say) calls it
 // at the top of main:
 //
@@ -45,7 +46,7 @@ func VersionString(name string) string {
 //		sdk.Serve(h)
 //	}
 func HandleVersion() bool {
-	if !slices.Contains(os.Args[1:], "--version") {
+	if !slices.Contains(os.Args[1:], "--version") && !slices.Contains(os.Args[1:], "-v") {
 		return false
 	}
 	fmt.Fprintln(os.Stdout, VersionString(filepath.Base(os.Args[0])))

@@ -10,8 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
 )
@@ -60,10 +59,7 @@ func TestCheckAndOpenReal(t *testing.T) {
 		})
 	}
 
-	priv, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	priv := wgtest.PrivateKey(t)
 	cfg := wgdev.Config{Name: names["external"], PrivateKey: priv, ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
 	var d wgdev.Device
 	if err := ns.Do(func() (err error) { d, err = Open(wgdev.KindAuto, cfg, nil); return err }); err != nil {
@@ -78,7 +74,7 @@ func TestCheckAndOpenReal(t *testing.T) {
 	}
 
 	cfg.Name = names["foreign"]
-	err = ns.Do(func() error { _, err := Open(wgdev.KindAuto, cfg, nil); return err })
+	err := ns.Do(func() error { _, err := Open(wgdev.KindAuto, cfg, nil); return err })
 	if !errors.Is(err, ErrNameTaken) {
 		t.Errorf("Open on a bridge = %v, want ErrNameTaken", err)
 	}
@@ -107,10 +103,7 @@ func TestCheckAndOpenKernelLink(t *testing.T) {
 			t.Errorf("Check(%s) on a kernel link = %v, want ErrNameTaken %t", kind, err, wantErr)
 		}
 	}
-	priv, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	priv := wgtest.PrivateKey(t)
 	cfg := wgdev.Config{Name: name, PrivateKey: priv, ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
 	var logs bytes.Buffer
 	var d wgdev.Device

@@ -18,19 +18,21 @@ var ErrCannotOpen = errors.New("cannot make the wireguard device")
 
 // probes are what Preflight asks of the system, replaced in tests.
 type probes struct {
-	netAdmin func() (bool, error)    // the process holds CAP_NET_ADMIN
-	tun      func() error            // /dev/net/tun opens
-	udpFree  func(port int) error    // nothing holds the UDP port
-	inspect  func(name string) found // what is under the device name
+	netAdmin func() (bool, error)      // the process holds CAP_NET_ADMIN
+	tun      func() error              // /dev/net/tun opens
+	udpFree  func(port int) error      // nothing holds the UDP port
+	inspect  func(name string) found   // what is under the device name
+	nets     func() ([]hostNet, error) // this host's addresses and routes
 }
 
 func realProbes() probes {
-	return probes{netAdmin: hasNetAdmin, tun: openTUN, udpFree: udpFree, inspect: inspect}
+	return probes{netAdmin: hasNetAdmin, tun: openTUN, udpFree: udpFree, inspect: inspect, nets: hostNets}
 }
 
 // Preflight reports, without making anything, whether Open(kind, cfg) can
-// succeed as far as this host decides it: the name free or adoptable
-// (Check), and for a device that must be made, CAP_NET_ADMIN, /dev/net/tun
+// succeed as far as this host decides it: the mesh (cfg.Address's prefix)
+// clear of every other interface's addresses and routes (CheckMeshCIDR),
+// the name free or adoptable (Check), and for a device that must be made, CAP_NET_ADMIN, /dev/net/tun
 // when it may be a userspace one, and its UDP port free. The agent asks
 // before it writes to the bucket, so a host that cannot join claims
 // nothing. Each error names the cause and the fix. An adopted device needs
@@ -40,6 +42,17 @@ func Preflight(kind wgdev.Kind, cfg wgdev.Config) error {
 }
 
 func preflight(kind wgdev.Kind, cfg wgdev.Config, p probes) error {
+	// The device's address carries the mesh's length: its route would be
+	// the mesh's, whether the device is made or adopted.
+	if cfg.Address.IsValid() {
+		nets, err := p.nets()
+		if err != nil {
+			return fmt.Errorf("check mesh_cidr %s against this host's addresses and routes: %w", cfg.Address.Masked(), err)
+		}
+		if err := checkMeshCIDR(cfg.Address.Masked(), cfg.Name, nets); err != nil {
+			return err
+		}
+	}
 	f := p.inspect(cfg.Name)
 	c, err := choose(kind, cfg.Name, f)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
 )
@@ -32,8 +33,8 @@ func TestAdoptRealWireguardGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	old := wgtypes.PeerConfig{PublicKey: key(t).PublicKey(), Endpoint: &net.UDPAddr{IP: net.IPv4(198, 18, 9, 9), Port: 51820},
-		AllowedIPs: []net.IPNet{mustCIDR(t, "fd10:1::/48")}}
+	old := wgtypes.PeerConfig{PublicKey: wgtest.PrivateKey(t).PublicKey(), Endpoint: &net.UDPAddr{IP: net.IPv4(198, 18, 9, 9), Port: 51820},
+		AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10:1::/48")}}
 	if err := client.ConfigureDevice(name, wgtypes.Config{Peers: []wgtypes.PeerConfig{old}}); err != nil {
 		t.Fatalf("give the external device a peer: %v", err)
 	}
@@ -41,7 +42,7 @@ func TestAdoptRealWireguardGo(t *testing.T) {
 		t.Fatalf("SocketLive(%s) = %t, SocketLive(%sx) = %t; want true, false", name, SocketLive(name), name, SocketLive(name+"x"))
 	}
 
-	priv := key(t)
+	priv := wgtest.PrivateKey(t)
 	cfg := wgdev.Config{Name: name, PrivateKey: priv, ListenPort: 51820, Address: netip.MustParsePrefix("fd10:2::1/16"), MTU: 1400}
 	var d *Device
 	if err := ns.Do(func() (err error) { d, err = Open(cfg); return err }); err != nil {
@@ -50,7 +51,7 @@ func TestAdoptRealWireguardGo(t *testing.T) {
 	if d.Backend() != wgdev.KindExternal {
 		t.Errorf("Backend() = %q, want %q", d.Backend(), wgdev.KindExternal)
 	}
-	added := wgtypes.PeerConfig{PublicKey: key(t).PublicKey(), AllowedIPs: []net.IPNet{mustCIDR(t, "fd10:3::/48")}}
+	added := wgtypes.PeerConfig{PublicKey: wgtest.PrivateKey(t).PublicKey(), AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10:3::/48")}}
 	if err := d.ConfigurePeers([]wgtypes.PeerConfig{added}); err != nil {
 		t.Fatal(err)
 	}
@@ -102,27 +103,9 @@ func TestAdoptNeedsTheLinkHere(t *testing.T) {
 	here := netnstest.NewNamespace(t, "iktx-"+sfx+"b")
 	name := "iktx" + sfx
 	there.StartWireguardGo(t, name)
-	cfg := wgdev.Config{Name: name, PrivateKey: key(t), ListenPort: 51820, Address: netip.MustParsePrefix("fd10:2::1/16")}
+	cfg := wgdev.Config{Name: name, PrivateKey: wgtest.PrivateKey(t), ListenPort: 51820, Address: netip.MustParsePrefix("fd10:2::1/16")}
 	err := here.Do(func() error { _, err := Open(cfg); return err })
 	if err == nil || !strings.Contains(err.Error(), "no link "+name+" in this network namespace") {
 		t.Errorf("Open from another namespace = %v, want an error", err)
 	}
-}
-
-func key(t *testing.T) wgtypes.Key {
-	t.Helper()
-	k, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func mustCIDR(t *testing.T, s string) net.IPNet {
-	t.Helper()
-	_, n, err := net.ParseCIDR(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return *n
 }

@@ -11,7 +11,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/devicetest"
 )
 
 // key returns a deterministic public key whose first byte is b, so sorted
@@ -23,19 +25,10 @@ func key(b byte) wgtypes.Key {
 	return k
 }
 
-func ipnet(t testing.TB, s string) net.IPNet {
-	t.Helper()
-	_, n, err := net.ParseCIDR(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return *n
-}
-
 func ipnets(t testing.TB, ss ...string) []net.IPNet {
 	out := make([]net.IPNet, 0, len(ss))
 	for _, s := range ss {
-		out = append(out, ipnet(t, s))
+		out = append(out, wgtest.IPNet(t, s))
 	}
 	return out
 }
@@ -51,10 +44,7 @@ func udp(s string) *net.UDPAddr {
 func dur(d time.Duration) *time.Duration { return &d }
 
 func TestConfigurePeersDeltas(t *testing.T) {
-	priv, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	priv := wgtest.PrivateKey(t)
 	self := priv.PublicKey()
 	a, b := key(1), key(2)
 	peerA := func() wgtypes.Peer {
@@ -306,18 +296,7 @@ func TestPeersReturnsCopies(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
-	d := New(wgdev.Config{Name: "wg-test"})
-	for i := 0; i < 2; i++ {
-		if err := d.Close(); err != nil {
-			t.Fatalf("Close #%d: %v", i+1, err)
-		}
-	}
-	if _, err := d.Peers(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Peers after Close = %v, want net.ErrClosed", err)
-	}
-	if err := d.ConfigurePeers([]wgtypes.PeerConfig{{PublicKey: key(1)}}); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("ConfigurePeers after Close = %v, want net.ErrClosed", err)
-	}
+	devicetest.CheckClose(t, New(wgdev.Config{Name: "wg-test"}))
 }
 
 // TestConcurrentCallers is for -race: many goroutines configure and read.

@@ -1,8 +1,6 @@
 package kernel
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net/netip"
 	"os"
@@ -11,7 +9,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
 )
 
 // TestOpenReal runs the real Open where it can: as root it either finds the
@@ -25,13 +25,8 @@ func TestOpenReal(t *testing.T) {
 		}
 		t.Skip("needs root")
 	}
-	var suffix [4]byte
-	rand.Read(suffix[:])
-	name := "iktk" + hex.EncodeToString(suffix[:])
-	priv, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	name := "iktk" + netnstest.Suffix(t)
+	priv := wgtest.PrivateKey(t)
 	cfg := wgdev.Config{Name: name, PrivateKey: priv, ListenPort: 0, Address: netip.MustParsePrefix("fd00:1::1/64"), MTU: 1420}
 	t.Cleanup(func() {
 		if l, err := netlink.LinkByName(name); err == nil {
@@ -51,10 +46,7 @@ func TestOpenReal(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	peer := wgtypes.PeerConfig{PublicKey: priv.PublicKey(), AllowedIPs: nil}
-	other, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := wgtest.PrivateKey(t)
 	peer.PublicKey = other.PublicKey()
 	if err := d.ConfigurePeers([]wgtypes.PeerConfig{peer}); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package userspace
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -19,8 +18,10 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/devicetest"
 )
 
 // dropBind parses endpoints like the real bind but opens no sockets and
@@ -71,10 +72,7 @@ var peerOpts = cmp.Options{
 // device's own key shows up) and requires identical peers after every call.
 // It proves both the UAPI encoding and the fake's kernel semantics.
 func TestMatchesFake(t *testing.T) {
-	priv, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	priv := wgtest.PrivateKey(t)
 	real := newTestDevice(t, priv)
 	model := fake.New(wgdev.Config{Name: "wgtest0", PrivateKey: priv})
 
@@ -143,10 +141,7 @@ func randomChange(t *testing.T, rng *rand.Rand, keys []wgtypes.Key, prefixes, en
 // TestTenThousandPeersOneCall configures a fleet-sized peer set in one
 // in-process set operation and reads it back.
 func TestTenThousandPeersOneCall(t *testing.T) {
-	priv, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	priv := wgtest.PrivateKey(t)
 	d := newTestDevice(t, priv)
 	const n = 10_000
 	changes := make([]wgtypes.PeerConfig, n)
@@ -177,7 +172,7 @@ func TestTenThousandPeersOneCall(t *testing.T) {
 }
 
 func TestConfigurePeersErrorNamesDevice(t *testing.T) {
-	priv, _ := wgtypes.GeneratePrivateKey()
+	priv := wgtest.PrivateKey(t)
 	d := newTestDevice(t, priv)
 	// A zero-port endpoint fails in encoding, before the device sees it.
 	err := d.ConfigurePeers([]wgtypes.PeerConfig{{PublicKey: testKey(1), Endpoint: &net.UDPAddr{IP: net.ParseIP("198.18.0.1")}}})
@@ -187,7 +182,7 @@ func TestConfigurePeersErrorNamesDevice(t *testing.T) {
 }
 
 func TestEmptyConfigureAndClose(t *testing.T) {
-	priv, _ := wgtypes.GeneratePrivateKey()
+	priv := wgtest.PrivateKey(t)
 	d := newTestDevice(t, priv)
 	if err := d.ConfigurePeers(nil); err != nil {
 		t.Errorf("ConfigurePeers(nil) = %v", err)
@@ -195,15 +190,5 @@ func TestEmptyConfigureAndClose(t *testing.T) {
 	if d.PublicKey() != priv.PublicKey() || d.Name() != "wgtest0" || d.Backend() != wgdev.KindUserspace {
 		t.Errorf("identity = %s %s %s", d.Name(), d.Backend(), d.PublicKey())
 	}
-	for i := range 2 {
-		if err := d.Close(); err != nil {
-			t.Fatalf("Close #%d: %v", i+1, err)
-		}
-	}
-	if _, err := d.Peers(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Peers after Close = %v, want net.ErrClosed", err)
-	}
-	if err := d.ConfigurePeers([]wgtypes.PeerConfig{{PublicKey: testKey(1)}}); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("ConfigurePeers after Close = %v, want net.ErrClosed", err)
-	}
+	devicetest.CheckClose(t, d)
 }

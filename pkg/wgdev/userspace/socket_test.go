@@ -9,18 +9,21 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
 )
 
-func socketTestConfig(t *testing.T, name string) wgdev.Config {
+// socketTest is the ground of a socket test: a namespace of its own and the
+// config of a device named for this run, whose socket is socketPath(cfg.Name).
+// tag tells the tests' names apart.
+func socketTest(t *testing.T, tag string) (*netnstest.Namespace, wgdev.Config) {
 	t.Helper()
-	key, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return wgdev.Config{Name: name, PrivateKey: key, ListenPort: 51820, MTU: 1420, Address: netip.MustParsePrefix("fd00:5::1/64")}
+	netnstest.Require(t)
+	sfx := netnstest.Suffix(t)
+	ns := netnstest.NewNamespace(t, "ikto-"+tag+"-"+sfx)
+	return ns, wgdev.Config{Name: "ikw" + tag + sfx, PrivateKey: wgtest.PrivateKey(t), ListenPort: 51820, MTU: 1420, Address: netip.MustParsePrefix("fd00:5::1/64")}
 }
 
 // staleSocket leaves a socket file nobody listens on, as a crashed agent does.
@@ -42,10 +45,7 @@ func staleSocket(t *testing.T, path string) {
 // file, wgctrl reaches the new device through it, and Close (twice) removes
 // the socket and the interface.
 func TestStaleSocketIsReplacedAndCloseCleansUp(t *testing.T) {
-	requireIntegration(t)
-	sfx := runSuffix(t)
-	ns := newNamespace(t, "ikto-s-"+sfx)
-	cfg := socketTestConfig(t, "ikws"+sfx)
+	ns, cfg := socketTest(t, "s")
 	path := socketPath(cfg.Name)
 	staleSocket(t, path)
 
@@ -68,7 +68,7 @@ func TestStaleSocketIsReplacedAndCloseCleansUp(t *testing.T) {
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("socket %s still there after Close: %v", path, err)
 	}
-	if _, err := nsHandle(t, ns).LinkByName(cfg.Name); err == nil {
+	if _, err := ns.Netlink(t).LinkByName(cfg.Name); err == nil {
 		t.Errorf("interface %s still there after Close", cfg.Name)
 	}
 }
@@ -76,10 +76,7 @@ func TestStaleSocketIsReplacedAndCloseCleansUp(t *testing.T) {
 // TestLiveSocketRefusedAndNothingLeft: a socket another process still serves
 // is not stolen, and the failed Open leaves no interface behind.
 func TestLiveSocketRefusedAndNothingLeft(t *testing.T) {
-	requireIntegration(t)
-	sfx := runSuffix(t)
-	ns := newNamespace(t, "ikto-l-"+sfx)
-	cfg := socketTestConfig(t, "ikwl"+sfx)
+	ns, cfg := socketTest(t, "l")
 	path := socketPath(cfg.Name)
 	if err := os.MkdirAll("/var/run/wireguard", 0o755); err != nil {
 		t.Fatal(err)
@@ -90,7 +87,7 @@ func TestLiveSocketRefusedAndNothingLeft(t *testing.T) {
 	}
 	t.Cleanup(func() { live.Close() })
 
-	err = inNamespace(t, ns, func() error {
+	err = ns.Do(func() error {
 		d, err := Open(cfg, nil)
 		if err == nil {
 			d.Close()
@@ -100,7 +97,7 @@ func TestLiveSocketRefusedAndNothingLeft(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("Open = %v, want an error naming %s", err, path)
 	}
-	if _, err := nsHandle(t, ns).LinkByName(cfg.Name); err == nil {
+	if _, err := ns.Netlink(t).LinkByName(cfg.Name); err == nil {
 		t.Errorf("interface %s left behind by a failed Open", cfg.Name)
 	}
 	if _, err := os.Stat(path); err != nil {
@@ -111,10 +108,10 @@ func TestLiveSocketRefusedAndNothingLeft(t *testing.T) {
 // TestEnsureAddressLeavesOthers checks ensureAddressUp alone: an address that
 // is already there is not added twice and others stay.
 func TestEnsureAddressLeavesOthers(t *testing.T) {
-	requireIntegration(t)
-	sfx := runSuffix(t)
-	ns := newNamespace(t, "ikto-e-"+sfx)
-	h := nsHandle(t, ns)
+	netnstest.Require(t)
+	sfx := netnstest.Suffix(t)
+	ns := netnstest.NewNamespace(t, "ikto-e-"+sfx)
+	h := ns.Netlink(t)
 	name := "ikde" + sfx
 	// A veth, because the dummy module is not everywhere.
 	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "ikdf" + sfx}); err != nil {
@@ -130,7 +127,7 @@ func TestEnsureAddressLeavesOthers(t *testing.T) {
 	}
 	want := netip.MustParsePrefix("fd00:5::1/48")
 	for range 2 {
-		if err := inNamespace(t, ns, func() error { return ensureAddressUp(name, want) }); err != nil {
+		if err := ns.Do(func() error { return ensureAddressUp(name, want) }); err != nil {
 			t.Fatalf("ensureAddressUp: %v", err)
 		}
 	}

@@ -9,27 +9,28 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/internal/testkit"
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
 )
 
 // host is one side of the tunnel test: a namespace and the device in it.
 type host struct {
-	ns       netns.NsHandle
+	ns       *netnstest.Namespace
 	cfg      wgdev.Config
 	underlay netip.Addr
 	dev      *Device
 }
 
 // openIn opens a userspace device inside ns and closes it in cleanup.
-func openIn(t *testing.T, ns netns.NsHandle, cfg wgdev.Config) *Device {
+func openIn(t *testing.T, ns *netnstest.Namespace, cfg wgdev.Config) *Device {
 	t.Helper()
 	var d *Device
-	err := inNamespace(t, ns, func() error {
+	err := ns.Do(func() error {
 		var err error
 		d, err = Open(cfg, slog.New(slog.DiscardHandler))
 		return err
@@ -51,10 +52,10 @@ func openIn(t *testing.T, ns netns.NsHandle, cfg wgdev.Config) *Device {
 // counters must show in Peers, and wgctrl must find the device by name through
 // its UAPI socket.
 func TestTunnelBetweenNamespaces(t *testing.T) {
-	requireIntegration(t)
-	sfx := runSuffix(t)
-	nsA := newNamespace(t, "ikto-a-"+sfx)
-	nsB := newNamespace(t, "ikto-b-"+sfx)
+	netnstest.Require(t)
+	sfx := netnstest.Suffix(t)
+	nsA := netnstest.NewNamespace(t, "ikto-a-"+sfx)
+	nsB := netnstest.NewNamespace(t, "ikto-b-"+sfx)
 	vethPair(t, nsA, nsB, "ikva"+sfx, "ikvb"+sfx,
 		netip.MustParsePrefix("198.18.0.1/24"), netip.MustParsePrefix("198.18.0.2/24"))
 
@@ -64,11 +65,7 @@ func TestTunnelBetweenNamespaces(t *testing.T) {
 		{ns: nsB, underlay: netip.MustParseAddr("198.18.0.2"), cfg: wgdev.Config{Name: "ikwb" + sfx, Address: netip.MustParsePrefix(mesh + ":2::1/32")}},
 	}
 	for _, h := range hosts {
-		key, err := wgtypes.GeneratePrivateKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.cfg.PrivateKey, h.cfg.ListenPort, h.cfg.MTU = key, 51820, 1420
+		h.cfg.PrivateKey, h.cfg.ListenPort, h.cfg.MTU = wgtest.PrivateKey(t), 51820, 1420
 		h.dev = openIn(t, h.ns, h.cfg)
 	}
 	// The TUN interface must be in the namespace, not where the test runs.
@@ -111,6 +108,22 @@ func TestTunnelBetweenNamespaces(t *testing.T) {
 	checkWgctrlSees(t, hosts[0].cfg, hosts[1].cfg.PrivateKey.PublicKey())
 }
 
+// vethPair joins a and b with a veth pair carrying addrA and addrB (underlay,
+// inside 198.18.0.0/15). Deleting a namespace deletes its end, so cleanup is
+// the namespaces'.
+func vethPair(t *testing.T, a, b *netnstest.Namespace, nameA, nameB string, addrA, addrB netip.Prefix) {
+	t.Helper()
+	a.IP(t, "link", "add", nameA, "type", "veth", "peer", "name", nameB, "netns", b.Name)
+	for _, end := range []struct {
+		ns   *netnstest.Namespace
+		name string
+		addr netip.Prefix
+	}{{a, nameA, addrA}, {b, nameB, addrB}} {
+		end.ns.IP(t, "addr", "add", end.addr.String(), "dev", end.name)
+		end.ns.IP(t, "link", "set", end.name, "up")
+	}
+}
+
 // sendOverTunnel sends datagrams from one tunnel address to the other until
 // one arrives; the first ones may be spent on the handshake.
 func sendOverTunnel(t *testing.T, from, to *host, port int) {
@@ -118,12 +131,12 @@ func sendOverTunnel(t *testing.T, from, to *host, port int) {
 	dst := &net.UDPAddr{IP: to.cfg.Address.Addr().AsSlice(), Port: port}
 	var ln, out *net.UDPConn
 	// Sockets keep the namespace they were created in.
-	if err := inNamespace(t, to.ns, func() (err error) { ln, err = net.ListenUDP("udp6", dst); return err }); err != nil {
+	if err := to.ns.Do(func() (err error) { ln, err = net.ListenUDP("udp6", dst); return err }); err != nil {
 		t.Fatalf("listen on %s in %s's namespace: %v", dst, to.cfg.Name, err)
 	}
 	t.Cleanup(func() { ln.Close() })
 	src := &net.UDPAddr{IP: from.cfg.Address.Addr().AsSlice()}
-	if err := inNamespace(t, from.ns, func() (err error) { out, err = net.DialUDP("udp6", src, dst); return err }); err != nil {
+	if err := from.ns.Do(func() (err error) { out, err = net.DialUDP("udp6", src, dst); return err }); err != nil {
 		t.Fatalf("dial %s from %s: %v", dst, src, err)
 	}
 	t.Cleanup(func() { out.Close() })
@@ -150,7 +163,7 @@ func sendOverTunnel(t *testing.T, from, to *host, port int) {
 // `ip link set` would, and waits for its address to be usable again.
 func flapLink(t *testing.T, h *host) {
 	t.Helper()
-	nl := nsHandle(t, h.ns)
+	nl := h.ns.Netlink(t)
 	link, err := nl.LinkByName(h.cfg.Name)
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +171,7 @@ func flapLink(t *testing.T, h *host) {
 	if err := nl.LinkSetDown(link); err != nil {
 		t.Fatal(err)
 	}
-	if err := inNamespace(t, h.ns, func() error { return ensureAddressUp(h.cfg.Name, h.cfg.Address) }); err != nil {
+	if err := h.ns.Do(func() error { return ensureAddressUp(h.cfg.Name, h.cfg.Address) }); err != nil {
 		t.Fatalf("bring %s back: %v", h.cfg.Name, err)
 	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 )
 
 // testKey returns a key whose every byte is b, which keeps the expected UAPI
@@ -24,15 +26,6 @@ func testKey(b byte) wgtypes.Key {
 
 func hexKey(b byte) string { return strings.Repeat(fmt.Sprintf("%02x", b), 32) }
 
-func cidr(t testing.TB, s string) net.IPNet {
-	t.Helper()
-	_, n, err := net.ParseCIDR(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return *n
-}
-
 func durp(d time.Duration) *time.Duration { return &d }
 
 func TestWritePeerConfigs(t *testing.T) {
@@ -44,7 +37,7 @@ func TestWritePeerConfigs(t *testing.T) {
 	}{
 		{
 			name:    "remove ignores everything else",
-			changes: []wgtypes.PeerConfig{{PublicKey: testKey(1), Remove: true, UpdateOnly: true, AllowedIPs: []net.IPNet{cidr(t, "fd10::/48")}}},
+			changes: []wgtypes.PeerConfig{{PublicKey: testKey(1), Remove: true, UpdateOnly: true, AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10::/48")}}},
 			want:    "public_key=" + hexKey(1) + "\nremove=true\n",
 		},
 		{
@@ -56,7 +49,7 @@ func TestWritePeerConfigs(t *testing.T) {
 				Endpoint:                    &net.UDPAddr{IP: net.ParseIP("198.18.0.1"), Port: 51820},
 				PersistentKeepaliveInterval: durp(25 * time.Second),
 				ReplaceAllowedIPs:           true,
-				AllowedIPs:                  []net.IPNet{cidr(t, "fd10:1::/48"), cidr(t, "198.18.4.0/24")},
+				AllowedIPs:                  []net.IPNet{wgtest.IPNet(t, "fd10:1::/48"), wgtest.IPNet(t, "198.18.4.0/24")},
 			}},
 			want: "public_key=" + hexKey(2) + "\n" +
 				"update_only=true\n" +
@@ -147,7 +140,7 @@ func TestParsePeers(t *testing.T) {
 			TransmitBytes:               100,
 			ReceiveBytes:                200,
 			PersistentKeepaliveInterval: 25 * time.Second,
-			AllowedIPs:                  []net.IPNet{cidr(t, "fd10:1::/48"), cidr(t, "198.18.4.0/24")},
+			AllowedIPs:                  []net.IPNet{wgtest.IPNet(t, "fd10:1::/48"), wgtest.IPNet(t, "198.18.4.0/24")},
 		},
 		{PublicKey: testKey(2)},
 	}

@@ -86,11 +86,7 @@ func (h *Hook) Configure(ctx context.Context, node sdk.Node) error {
 	if err != nil {
 		return fmt.Errorf("configure firewall: %w", err)
 	}
-	counts, err := readCounts(conn, r.table)
-	if err != nil {
-		return fmt.Errorf("configure firewall: %w", err)
-	}
-	if err := r.install(conn, carried, counts); err != nil {
+	if err := r.install(conn, carried); err != nil {
 		return fmt.Errorf("configure firewall: %w", err)
 	}
 	old := h.rules
@@ -137,11 +133,7 @@ func (h *Hook) Apply(ctx context.Context, change sdk.Change) error {
 	}
 	if !intact {
 		h.log.Warn("firewall table missing or changed outside ikto, installing it again", "table", "inet "+r.table)
-		counts, err := readCounts(conn, r.table)
-		if err != nil {
-			return fmt.Errorf("apply firewall: %w", err)
-		}
-		if err := r.install(conn, want, counts); err != nil {
+		if err := r.install(conn, want); err != nil {
 			return fmt.Errorf("apply firewall: %w", err)
 		}
 		return nil

@@ -14,9 +14,14 @@ type Count struct {
 }
 
 // install replaces the table (whether or not one exists) with a fresh one
-// holding carried's members and counts, all in one transaction: packets
-// see the old table or the new one, never a moment without either.
-func (r ruleset) install(conn *nftables.Conn, carried members, counts map[string]Count) error {
+// holding carried's members and the counters' values the old one had, all
+// in one transaction: packets see the old table or the new one, never a
+// moment without either.
+func (r ruleset) install(conn *nftables.Conn, carried members) error {
+	counts, err := readCounts(conn, r.table)
+	if err != nil {
+		return err
+	}
 	t := r.nftTable()
 	// Adding an existing table is a no-op, so the delete after it cannot fail
 	// for want of a table; the kernel applies all three or none.

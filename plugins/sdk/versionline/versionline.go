@@ -13,7 +13,8 @@ import (
 //
 //	NAME VERSION (commit COMMIT, GOVERSION)
 //
-// e.g. "ikto-agent v0.4.0 (commit 3f2a9c1, go1.26.0)". Scripts may rely on
+// e.g. "ikto-agent 0.4.0 (commit 3f2a9c1, go1.26.0)", where VERSION is
+// mk/version.sh's. Scripts may rely on
 // its first two words.
 func Format(name, version, commit string) string {
 	return fmt.Sprintf("%s %s (commit %s, %s)", name, version, commit, runtime.Version())

@@ -1,7 +1,7 @@
 // Command ikto-kernel-lane runs ikto's integration scenarios with kernel
 // WireGuard inside a qemu guest (`make test-kernel`); see package kernellane.
 //
-//	ikto-kernel-lane [-kernel IMAGE] [-bin-dir DIR] [-run REGEXP] [-timeout 14m] [-accel auto|kvm|tcg] [-keep] [-v]
+//	ikto-kernel-lane [-kernel IMAGE] [-boot-dir /boot] [-modules-root /lib/modules] [-bin-dir DIR] [-run REGEXP] [-timeout 14m] [-accel auto|kvm|tcg] [-keep] [-v]
 //
 // Exit status: 0 every scenario passed (or, without IKTO_REQUIRE_INTEGRATION=1,
 // the machine lacks a prerequisite and the lane was skipped), 1 a scenario
@@ -31,7 +31,9 @@ func main() {
 func run() int {
 	var o kernellane.Options
 	fs := flag.NewFlagSet("ikto-kernel-lane", flag.ContinueOnError)
-	fs.StringVar(&o.Kernel, "kernel", "", "kernel image to boot (default: the newest /boot/vmlinuz-* with a wireguard module)")
+	fs.StringVar(&o.Kernel, "kernel", "", "kernel image to boot (default: the newest vmlinuz-* in -boot-dir that can serve the lane)")
+	fs.StringVar(&o.BootDir, "boot-dir", "/boot", "where the kernel images are")
+	fs.StringVar(&o.ModulesRoot, "modules-root", "/lib/modules", "where the kernels' module trees are (another tree changes only what the initramfs carries)")
 	fs.StringVar(&o.BinDir, "bin-dir", "", "the built ikto binaries (default: $IKTO_BIN_DIR, else the repository's bin/)")
 	fs.StringVar(&o.Busybox, "busybox", "", "a statically linked busybox (default /bin/busybox)")
 	fs.StringVar(&o.Accel, "accel", "auto", "auto (kvm if it boots the guest, else tcg), kvm or tcg")

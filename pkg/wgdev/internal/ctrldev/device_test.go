@@ -12,6 +12,7 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/ctrldev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/ctrldev/ctrldevtest"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/devicetest"
 )
 
 // recordingClient keeps the configs it is given.
@@ -75,19 +76,9 @@ func TestPeersAndClose(t *testing.T) {
 	if diff := cmp.Diff(c.Peers, got); diff != "" {
 		t.Errorf("peers (-want +got):\n%s", diff)
 	}
-	for range 2 {
-		if err := d.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	devicetest.CheckClose(t, d)
 	if c.Closes != 1 {
 		t.Errorf("wgctrl client closed %d times, want 1", c.Closes)
-	}
-	if _, err := d.Peers(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Peers after Close = %v, want net.ErrClosed", err)
-	}
-	if err := d.ConfigurePeers([]wgtypes.PeerConfig{{}}); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("ConfigurePeers after Close = %v, want net.ErrClosed", err)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/ikto-mesh/ikto/internal/testkit/childproc"
@@ -92,6 +93,24 @@ func (ns *Namespace) IP(t testing.TB, args ...string) string {
 		t.Fatalf("ip -n %s %v: %v: %s", ns.Name, args, err, out)
 	}
 	return string(out)
+}
+
+// Netlink is a netlink handle whose sockets live in the namespace, so its
+// links can be read and changed without switching threads; it is closed when
+// the test ends.
+func (ns *Namespace) Netlink(t testing.TB) *netlink.Handle {
+	t.Helper()
+	h, err := netns.GetFromName(ns.Name)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", ns.Name, err)
+	}
+	defer h.Close()
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatalf("netlink handle in netns %s: %v", ns.Name, err)
+	}
+	t.Cleanup(nl.Close)
+	return nl
 }
 
 // Do runs fn on an OS thread switched into the namespace. The thread is
