@@ -24,7 +24,7 @@ import (
 func TestOperatorMistakesNamed(t *testing.T) {
 	n := harnesstest.Network(t)
 	bins := harnesstest.Binaries(t, harness.AgentBinary, harness.InitBinary, harness.AdminBinary)
-	srv := startDebianNATS(t, n.Gateway, t.TempDir(), `
+	srv := harnesstest.DebianNATS(t, n.Gateway, t.TempDir(), `
 accounts {
   MESH: { jetstream: enabled, users: [{user: mesh, password: meshpw}] }
   OTHER: { users: [{user: other, password: otherpw}] }
