@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -394,6 +395,48 @@ func section(t *testing.T, doc, heading string) string {
 		rest = rest[:j]
 	}
 	return rest
+}
+
+// docArgs is the arguments of doc's first ikto-admin command (a sh block)
+// with the subcommand sub, as a test runs it: optional parts in brackets are
+// left out unless their flag is in keep (then taken without the brackets),
+// and each word that starts with a key of subst starts with its value
+// instead, the longest key first (the page's paths and servers for the
+// test's). A placeholder left ("…", "<…>") fails the test: the page shows
+// no command to run there.
+func docArgs(t *testing.T, doc, sub string, keep []string, subst map[string]string) []string {
+	t.Helper()
+	keys := slices.SortedFunc(maps.Keys(subst), func(a, b string) int { return len(b) - len(a) })
+	re := regexp.MustCompile("(?ms)^```sh\n(.*?)^```")
+	for _, m := range re.FindAllStringSubmatch(doc, -1) {
+		block := regexp.MustCompile(`(?m)\s+#.*$`).ReplaceAllString(m[1], "")
+		block = regexp.MustCompile(`\[([^\]]*)\]`).ReplaceAllStringFunc(block, func(opt string) string {
+			inner := strings.Trim(opt, "[]")
+			if slices.Contains(keep, strings.Fields(inner)[0]) {
+				return inner
+			}
+			return ""
+		})
+		words := strings.Fields(strings.ReplaceAll(block, "\\\n", " "))
+		if len(words) == 0 || words[0] != "ikto-admin" || !slices.Contains(words, sub) {
+			continue
+		}
+		args := shellWords(t, strings.Join(words[1:], " "))
+		for i, w := range args {
+			for _, from := range keys {
+				if strings.HasPrefix(w, from) {
+					args[i] = subst[from] + strings.TrimPrefix(w, from)
+					break
+				}
+			}
+			if strings.ContainsAny(args[i], "…<>") {
+				t.Fatalf("the docs' ikto-admin %s has a placeholder, %q", sub, args[i])
+			}
+		}
+		return args
+	}
+	t.Fatalf("no ikto-admin %s command in a sh block of the docs", sub)
+	return nil
 }
 
 // shellWords splits a one-command shell block with continuation lines into

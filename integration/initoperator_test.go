@@ -29,7 +29,9 @@ import (
 // host can reach the account's limits in a moment.
 const initOperatorHosts = 1
 
-// TestInitOperator follows the steps `ikto-admin init-operator` prints, on
+// TestInitOperator follows docs/securing-membership.md's steps with its own
+// commands (init-operator, init-bucket, enroll) and those `ikto-admin
+// init-operator` prints, on
 // Debian's nats-server 2.9 and on the embedded current release: the server
 // configuration gets the printed include line, the server starts with it,
 // and init-operator's admin.creds make the buckets. The account has the
@@ -47,8 +49,12 @@ func testInitOperator(t *testing.T, bins *harness.Binaries, kind string) {
 	serverDir := t.TempDir()
 	serverConf := filepath.Join(serverDir, "nats-server.conf")
 	opDir := filepath.Join(serverDir, "ikto")
-	code, stdout, stderr := runAdmin(t, bins, "init-operator", "-o", opDir, "--server-config", serverConf,
-		"--resolver-dir", t.TempDir(), "--max-hosts", strconv.Itoa(initOperatorHosts))
+	doc := readRepoFile(t, "docs/securing-membership.md")
+	paths := map[string]string{
+		"/etc/nats/ikto": opDir, "/etc/nats-server.conf": serverConf, "/var/lib/nats/jwt": t.TempDir(),
+		"1000": strconv.Itoa(initOperatorHosts), // the account's limits are checked by filling them
+	}
+	code, stdout, stderr := runAdmin(t, bins, docArgs(t, doc, "init-operator", []string{"--max-hosts", "--server-config"}, paths)...)
 	if code != 0 {
 		t.Fatalf("init-operator: exit %d\n%s%s", code, stdout, stderr)
 	}
@@ -84,7 +90,8 @@ func testInitOperator(t *testing.T, bins *harness.Binaries, kind string) {
 	}
 
 	admin := filepath.Join(opDir, "admin.creds")
-	if code, stdout, stderr := runAdmin(t, bins, "--nats-url", url, "--nats-creds", admin, "init-bucket"); code != 0 {
+	paths["nats://nats-1:4222"] = url
+	if code, stdout, stderr := runAdmin(t, bins, docArgs(t, doc, "init-bucket", nil, paths)...); code != 0 {
 		t.Fatalf("init-bucket with admin.creds: exit %d\n%s%s", code, stdout, stderr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -93,8 +100,8 @@ func testInitOperator(t *testing.T, bins *harness.Binaries, kind string) {
 	adminJS := checkAccountLimits(ctx, t, url, admin, sizing)
 
 	out := t.TempDir()
-	code, stdout, stderr = runAdmin(t, bins, "--nats-url", url, "--nats-creds", admin, "enroll", "--name", "host-a",
-		"--advertise-address", "192.0.2.10", "--account-seed", filepath.Join(opDir, "ikto.nk"), "-o", out)
+	paths["./host-a"] = out
+	code, stdout, stderr = runAdmin(t, bins, docArgs(t, doc, "enroll", nil, paths)...)
 	if code != 0 {
 		t.Fatalf("enroll: exit %d\n%s%s", code, stdout, stderr)
 	}
