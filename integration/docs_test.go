@@ -448,3 +448,88 @@ func shellWords(t *testing.T, block string) []string {
 	}
 	return strings.Fields(strings.ReplaceAll(block, "\\\n", " "))
 }
+
+// TestDocsOperatingCommands runs docs/operating.md's ikto-admin commands and
+// docs/deploying.md's curl commands on a two-host mesh, in the order the
+// page lists them: list, list -o json, evict (of bravo, for real), unrevoke
+// (of bravo's key), prune and health (dry and read-only), status; then the
+// socket's /v1/status and the metrics over TCP. What differs from the page:
+// alpha's config and socket for /etc/ikto/ikto.json and /run/ikto/ikto.sock,
+// bravo's address and key for the page's examples, optional parts taken
+// where a dry run keeps the mesh, and "metrics_listen" set as the page says.
+func TestDocsOperatingCommands(t *testing.T) {
+	requireTool(t, "curl", "curl")
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo")
+	alpha, bravo := hosts[0], hosts[1]
+	deploying := readRepoFile(t, "docs/deploying.md")
+	curls := strings.Split(strings.TrimSpace(codeBlock(t, deploying, "sh", "curl")), "\n")
+	metricsAddr := regexp.MustCompile(`"metrics_listen": "([^"]+)"`).FindStringSubmatch(deploying)
+	if metricsAddr == nil {
+		t.Fatal(`docs/deploying.md shows no "metrics_listen" to set`)
+	}
+	cfg := m.config(alpha)
+	cfg.MetricsListen = metricsAddr[1]
+	agent := m.startWith(alpha, cfg)
+	m.start(bravo)
+	m.waitConverged(hosts)
+
+	block := codeBlock(t, readRepoFile(t, "docs/operating.md"), "sh", "ikto-admin -c /etc/ikto/ikto.json list")
+	subst := strings.NewReplacer("/etc/ikto/ikto.json", agent.ConfigPath, "/run/ikto/ikto.sock", agent.SocketPath,
+		"fd10:2082:5bc1::7", bravo.PrivateAddress.String(), "<public-key>", bravo.PublicKey.String())
+	ran := 0
+	for _, line := range strings.Split(strings.TrimSpace(block), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if strings.Contains(line, " | ") {
+			continue // a list of commands the next page shows
+		}
+		// Optional parts: a dry run where the page offers one (prune), the
+		// real thing where a later line undoes it (evict, then unrevoke),
+		// every other option as shown.
+		line = regexp.MustCompile(`\[([^\]]*)\]`).ReplaceAllStringFunc(line, func(opt string) string {
+			if strings.HasPrefix(line, "ikto-admin -c /etc/ikto/ikto.json evict") {
+				return ""
+			}
+			return strings.Trim(opt, "[]")
+		})
+		words := strings.Fields(subst.Replace(line))
+		if strings.ContainsAny(strings.Join(words, " "), "<>…") {
+			t.Fatalf("docs/operating.md's %q keeps a placeholder this test does not fill", line)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		out, err := alpha.Exec(ctx, m.binPath(t, words[0]), words[1:]...)
+		cancel()
+		if err != nil {
+			t.Errorf("docs/operating.md: %s: %v\n%s", strings.Join(words, " "), err, out)
+			continue
+		}
+		ran++
+		t.Logf("ran %s", strings.Join(words[1:], " "))
+		if slices.Contains(words, "json") && !json.Valid([]byte(out)) {
+			t.Errorf("%s printed no JSON:\n%s", strings.Join(words, " "), out)
+		}
+		if slices.Contains(words, "evict") {
+			if code := waitExit(t, m.agents[bravo.Name]); code != 4 {
+				t.Errorf("bravo's agent exited %d after the page's evict, want 4", code)
+			}
+		}
+	}
+	for _, line := range curls {
+		line, _, _ = strings.Cut(line, "#")
+		words := strings.Fields(subst.Replace(line))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := alpha.Exec(ctx, words[0], append([]string{"-sSf"}, words[1:]...)...)
+		cancel()
+		switch {
+		case err != nil:
+			t.Errorf("docs/deploying.md: %s: %v\n%s", strings.Join(words, " "), err, out)
+		case strings.Contains(line, "/v1/status") && !json.Valid([]byte(out)):
+			t.Errorf("%s printed no JSON:\n%s", strings.Join(words, " "), out)
+		case strings.Contains(line, "/metrics") && !strings.Contains(out, "ikto_peers_desired"):
+			t.Errorf("%s printed no ikto metrics:\n%.500s", strings.Join(words, " "), out)
+		}
+	}
+	if ran != 7 {
+		t.Errorf("ran %d of docs/operating.md's ikto-admin commands, want the 7 it shows", ran)
+	}
+}
