@@ -19,7 +19,7 @@ func (a *app) initBucketCommand() *cobra.Command {
 		Long: `init-bucket creates the mesh's bucket (--nats-kv) and its heartbeat bucket
 (<bucket>-live) with exactly the settings an agent would create them with.
 A bucket that exists keeps its settings, except that one allowing
-Nats-Rollup headers (made by ikto before 0.5, or by other tools) is changed
+Nats-Rollup headers (made by ikto 0.3.0, or by other tools) is changed
 to refuse them: one such message from any host empties the bucket; and the
 mesh's bucket is made to republish what it stores, so agents follow it
 without a consumer each (nats-server 2.10 and later can add this to an

@@ -142,7 +142,7 @@ var ErrNotRepublished = errors.New("bucket not republished")
 
 // Problems says what is wrong with the settings of a bucket's stream, one
 // error per finding naming the fix; none for a bucket as ikto makes it. A
-// bucket made by ikto before 0.5 or by another tool allows rollups; one
+// bucket made by ikto 0.3.0 or by another tool allows rollups; one
 // made before 0.4 does not republish.
 func Problems(cfg jetstream.StreamConfig) []error {
 	if strings.HasSuffix(cfg.Name, liveSuffix) {

@@ -52,7 +52,7 @@ func TestBucketsRefuseRollups(t *testing.T) {
 	}
 }
 
-// A bucket made by nats.go's defaults (ikto before 0.5, or the nats CLI)
+// A bucket made by nats.go's defaults (ikto 0.3.0, or the nats CLI)
 // allows rollups and does not republish: Problems says so and names the
 // fix, upgrade fixes both once.
 func TestRefuseRollupsFixesAnOldBucket(t *testing.T) {

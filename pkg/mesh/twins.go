@@ -3,8 +3,8 @@ package mesh
 import "time"
 
 // HeartbeatWriter is who wrote a heartbeat: its public key and the
-// instance id its agent process drew at start ("" from an agent before
-// 0.5).
+// instance id its agent process drew at start ("" from an agent built
+// before instance ids).
 type HeartbeatWriter struct {
 	Key, Instance string
 }

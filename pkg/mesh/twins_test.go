@@ -25,7 +25,7 @@ func TestTwinsBeat(t *testing.T) {
 		{"our own write found again (an ack lost)", []beat{{0, &self, TwinNone}}, false},
 		{"another key: a contest for the prefix, no twin", []beat{{0, &HeartbeatWriter{Key: "L", Instance: "b"}, TwinNone}}, false},
 		{"a twin", []beat{{0, twin, TwinStarted}, {HeartbeatEvery, twin, TwinNone}}, true},
-		{"an agent before 0.5 with our key", []beat{{0, &HeartbeatWriter{Key: "K"}, TwinStarted}}, true},
+		{"an agent without an instance id, with our key", []beat{{0, &HeartbeatWriter{Key: "K"}, TwinStarted}}, true},
 		{"another twin", []beat{{0, twin, TwinStarted}, {HeartbeatEvery, &HeartbeatWriter{Key: "K", Instance: "c"}, TwinChanged}}, true},
 		{"one beat without it is jitter", []beat{{0, twin, TwinStarted}, {HeartbeatEvery, nil, TwinNone}, {2 * HeartbeatEvery, twin, TwinNone}}, true},
 		{"gone after TwinHold", []beat{{0, twin, TwinStarted}, {TwinHold - time.Millisecond, nil, TwinNone}, {TwinHold, nil, TwinEnded}, {TwinHold + HeartbeatEvery, nil, TwinNone}}, false},
