@@ -261,3 +261,57 @@ func TestDocsListEveryMetric(t *testing.T) {
 		t.Errorf("docs/deploying.md's metrics and the agent's differ (-agent +docs):\n%s", diff)
 	}
 }
+
+// TestDocsLinksResolve: every relative link in the README and docs/ names
+// a file that exists and, with an anchor, a heading that file has (GitHub's
+// slugs: lower case, punctuation dropped, spaces as hyphens).
+func TestDocsLinksResolve(t *testing.T) {
+	pages, err := filepath.Glob("../docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	for _, page := range append(pages, "../README.md", "../CHANGELOG.md") {
+		text, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(text), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			file, anchor, _ := strings.Cut(target, "#")
+			path := page
+			if file != "" {
+				path = filepath.Join(filepath.Dir(page), file)
+			}
+			body, err := os.ReadFile(path)
+			if err != nil {
+				t.Errorf("%s links to %s: %v", page, target, err)
+				continue
+			}
+			if anchor != "" && !slices.Contains(slugs(string(body)), anchor) {
+				t.Errorf("%s links to %s: %s has no heading with that anchor", page, target, path)
+			}
+		}
+	}
+}
+
+// slugs are the anchors GitHub gives the headings of a Markdown page.
+func slugs(page string) []string {
+	var out []string
+	drop := regexp.MustCompile("[^\\p{L}\\p{N} _-]")
+	inCode := false
+	for line := range strings.SplitSeq(page, "\n") {
+		if strings.HasPrefix(line, "```") {
+			inCode = !inCode
+		}
+		if inCode || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		heading := strings.TrimSpace(strings.TrimLeft(line, "#"))
+		out = append(out, strings.ReplaceAll(drop.ReplaceAllString(strings.ToLower(heading), ""), " ", "-"))
+	}
+	return out
+}
