@@ -115,6 +115,7 @@ const killWait = 10 * time.Second
 // Stop sends SIGTERM, waits up to grace, then SIGKILL, and waits for the
 // process to be gone; ExitCode then tells how it ended.
 func (p *Process) Stop(grace time.Duration) error {
+	defer p.killGroup()
 	if p.Exited() {
 		return nil
 	}
@@ -131,6 +132,13 @@ func (p *Process) Stop(grace time.Duration) error {
 		return nil
 	}
 	return fmt.Errorf("stop %s (pid %d): still running %s after SIGKILL", p.Name, p.PID, killWait)
+}
+
+// killGroup kills what the process left behind in its process group (it
+// leads one: Setpgid), such as the ping a `sh -c "until ping …"` loop runs,
+// which would otherwise outlive its shell and its namespace, orphaned.
+func (p *Process) killGroup() {
+	_ = syscall.Kill(-p.PID, syscall.SIGKILL) // ESRCH: nothing left
 }
 
 // exitsWithin waits up to d for the process to exit and reports whether it
