@@ -28,23 +28,25 @@ type Process struct {
 	waitErr  error
 }
 
-// start runs argv inside ns with stdout and stderr to logPath. ip netns exec
-// execs the program itself, so the PID is the program's. Pdeathsig makes the
-// kernel kill it should the test binary die without cleaning up.
+// start runs argv inside ns with stdout and stderr to logPath: forked from a
+// thread inside the namespace, so the PID is the program's and a launch
+// pays for no `ip netns exec` (a process and a mount namespace each).
+// Pdeathsig makes the kernel kill it should the test binary die without
+// cleaning up.
 func (n *Network) start(name, ns, logPath string, argv ...string) (*Process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: log file: %w", name, err)
 	}
 	defer logFile.Close() // the child has its own descriptor
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	// childproc.Start holds the forking thread until the child exits, so
 	// Pdeathsig fires only when the test binary dies.
-	err = childproc.Start(cmd, func(err error) {
+	err = childproc.StartIn(netnsPath(ns), cmd, func(err error) {
 		p.exitCode = cmd.ProcessState.ExitCode()
 		var exit *exec.ExitError
 		if err != nil && !errors.As(err, &exit) {
@@ -214,3 +216,6 @@ func (h *Host) Start(name string, argv ...string) (*Process, error) {
 	logPath := filepath.Join(h.Dir, name+".log")
 	return h.net.start(name+" on "+h.Name, h.Namespace, logPath, argv...)
 }
+
+// netnsPath is where `ip netns add` bound the namespace ns.
+func netnsPath(ns string) string { return filepath.Join("/run/netns", ns) }

@@ -1,7 +1,10 @@
 package childproc_test
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,5 +40,45 @@ func TestStartFails(t *testing.T) {
 	case <-called:
 		t.Error("exited was called for a process that never started")
 	default:
+	}
+}
+
+// A child started in a namespace is in it; the starting goroutine's thread
+// never comes back to the pool inside it.
+func TestStartInEntersTheNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("IKTO_REQUIRE_INTEGRATION") == "1" {
+			t.Fatal("needs root to make a network namespace (IKTO_REQUIRE_INTEGRATION=1)")
+		}
+		t.Skip("needs root to make a network namespace")
+	}
+	name := fmt.Sprintf("ikto-childproc-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	want, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	cmd := exec.Command("readlink", "/proc/self/ns/net")
+	cmd.Stdout = &out
+	exited := make(chan error, 1)
+	if err := childproc.StartIn("/run/netns/"+name, cmd, func(err error) { exited <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Fatal(err)
+	}
+	got := strings.TrimSpace(out.String())
+	if got == "" || got == want {
+		t.Errorf("child's network namespace %q; want one other than this process's %q", got, want)
+	}
+	if now, _ := os.Readlink("/proc/thread-self/ns/net"); now != want {
+		t.Errorf("a thread of the test is left in namespace %s", now)
+	}
+	if err := childproc.StartIn("/run/netns/ikto-no-such-namespace", exec.Command("true"), func(error) {}); err == nil {
+		t.Error("StartIn of a missing namespace: no error")
 	}
 }
