@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -65,6 +66,7 @@ func Mesh(ctx context.Context, bins *Binaries, mc MeshConfig, log *slog.Logger) 
 	defer func() { err = errors.Join(err, m.close()) }()
 
 	var listAll, listEach, pingAll, pingEach, cpu []float64
+	phases := make([][]float64, len(launchPhases))
 	for l := range mc.Launches {
 		if l > 0 {
 			if err := m.reset(ctx); err != nil {
@@ -77,6 +79,9 @@ func Mesh(ctx context.Context, bins *Binaries, mc MeshConfig, log *slog.Logger) 
 		}
 		listAll = append(listAll, slices.Max(r.listed))
 		listEach = append(listEach, r.listed...)
+		for i := range phases {
+			phases[i] = append(phases[i], r.phases[i]...)
+		}
 		pingAll = append(pingAll, r.allPairs)
 		pingEach = append(pingEach, r.pairs...)
 		cpu = append(cpu, r.cpu...)
@@ -122,9 +127,14 @@ func Mesh(ctx context.Context, bins *Binaries, mc MeshConfig, log *slog.Logger) 
 		log.Info("mesh launched on pre-started devices", "hosts", mc.Hosts, "listed_ms", slices.Max(r.listed), "pinged_ms", r.allPairs)
 	}
 	n := fmt.Sprintf("%d hosts", mc.Hosts)
-	return []Figure{
+	figs = []Figure{
 		NewFigure("netns mesh", n+": launch → every device lists every peer", "ms", listAll, AtMost(StatMedian, 100)).withRef("117 ms"),
 		NewFigure("netns mesh", n+": launch → a device lists every peer, each", "ms", listEach, nil),
+	}
+	for i, p := range launchPhases {
+		figs = append(figs, NewFigure("netns mesh", n+": launch → an agent "+p.what+", each", "ms", phases[i], nil))
+	}
+	return append(figs, []Figure{
 		NewFigure("netns mesh", n+", devices pre-started (as 0.3.0's harness): launch → every device lists every peer", "ms", preListAll, nil).withRef("117 ms"),
 		NewFigure("netns mesh", n+": launch → all pairs answer ping", "ms", pingAll, AtMost(StatP99, 1000)),
 		NewFigure("netns mesh", n+": launch → a pair answers ping, each", "ms", pingEach, nil),
@@ -136,7 +146,7 @@ func Mesh(ctx context.Context, bins *Binaries, mc MeshConfig, log *slog.Logger) 
 		NewFigure("netns mesh", "agent restarted (new process, same key, new embedded device): start → its pairs answer again", "ms", restarted, AtMost(StatMedian, 300)),
 		NewFigure("netns mesh", fmt.Sprintf("agent peak RSS, %d peers, userspace device incl.", mc.Hosts-1), "MB", peak, AtMost(StatMax, 20)).withRef("15.6 + 5.3 MB"),
 		NewFigure("netns mesh", fmt.Sprintf("agent RSS, anonymous (not the binary), %d peers", mc.Hosts-1), "MB", anon, nil),
-	}, nil
+	}...), nil
 }
 
 func (f Figure) withRef(ref string) Figure {
@@ -227,10 +237,11 @@ func exited(agents ...*harness.Agent) func() error {
 
 // launchResult is one launch, in ms after it.
 type launchResult struct {
-	listed   []float64 // each device listed every other host
-	pairs    []float64 // each ordered pair first answered a ping
-	allPairs float64   // the last pair answered
-	cpu      []float64 // CPU time each agent had used when every device listed every host
+	phases   [][]float64 // per launchPhases entry, when each agent logged it
+	listed   []float64   // each device listed every other host
+	pairs    []float64   // each ordered pair first answered a ping
+	allPairs float64     // the last pair answered
+	cpu      []float64   // CPU time each agent had used when every device listed every host
 }
 
 // launch starts every host's agent at once and returns, in ms after the
@@ -285,7 +296,68 @@ func (m *meshRun) launch(ctx context.Context) (l launchResult, err error) {
 		l.listed = append(l.listed, ms(t.Sub(start)))
 	}
 	l.pairs, l.allPairs = m.pairReplies(start), ms(lastReply.Sub(start))
+	l.phases = make([][]float64, len(launchPhases))
+	for _, a := range m.agents {
+		at, err := logTimes(a.Logs())
+		if err != nil {
+			return l, fmt.Errorf("%s: %w", a.Name, err)
+		}
+		for i, p := range launchPhases {
+			var first time.Time
+			for _, msg := range p.msgs {
+				if t, ok := at[msg]; ok && (first.IsZero() || t.Before(first)) {
+					first = t
+				}
+			}
+			if first.IsZero() {
+				return l, fmt.Errorf("%s logged none of %q:\n%s", a.Name, p.msgs, a.LogTail(20))
+			}
+			l.phases[i] = append(l.phases[i], ms(first.Sub(start)))
+		}
+	}
 	return l, nil
+}
+
+// launchPhases are the lines an agent logs on its way to its first device
+// write, so that a launch shows where its time goes (docs/performance.md).
+var launchPhases = []struct {
+	what string
+	msgs []string // the first of them marks it
+}{
+	{"is running its main (process, Go runtime and package init)", []string{"starting"}},
+	{"is connected to NATS", []string{"connected to NATS"}},
+	{"has claimed its prefix", []string{"claimed prefix"}},
+	{"has its device open", []string{"wireguard device open"}},
+	{"has written its first peer", []string{"peers configured", "peer added"}},
+}
+
+// logTimes is when each message of an agent's text log first appeared.
+func logTimes(logs string) (map[string]time.Time, error) {
+	at := map[string]time.Time{}
+	for line := range strings.Lines(logs) {
+		ts, rest, ok := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		if !ok || !strings.HasPrefix(line, "time=") {
+			continue
+		}
+		_, msg, ok := strings.Cut(rest, "msg=")
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(msg, `"`) {
+			msg, _, _ = strings.Cut(msg[1:], `"`)
+		} else {
+			msg, _, _ = strings.Cut(strings.TrimSpace(msg), " ")
+		}
+		if _, seen := at[msg]; seen {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			return nil, fmt.Errorf("log line %q: %w", strings.TrimSpace(line), err)
+		}
+		at[msg] = t
+	}
+	return at, nil
 }
 
 // pairReplies is, for every ordered pair, when it first answered a ping (in

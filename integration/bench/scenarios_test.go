@@ -118,6 +118,10 @@ func TestScenariosInNamespaces(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantSamples(t, figure(t, figs, "launch → every device lists every peer"), 2)
+		wantSamples(t, figure(t, figs, "pre-started (as 0.3.0's harness): launch → every device lists every peer"), 2)
+		for _, p := range launchPhases {
+			wantSamples(t, figure(t, figs, "launch → an agent "+p.what), 6)
+		}
 		wantSamples(t, figure(t, figs, "launch → a pair answers ping, each"), 12)
 		wantSamples(t, figure(t, figs, "claim → on every device"), 1)
 		wantSamples(t, figure(t, figs, "agent peak RSS"), 3)

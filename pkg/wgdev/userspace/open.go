@@ -61,8 +61,7 @@ func Open(cfg wgdev.Config, log *slog.Logger) (*Device, error) {
 	if err := ensureAddressUp(cfg.Name, cfg.Address); err != nil {
 		return nil, fmt.Errorf("open %s: %w", cfg.Name, err)
 	}
-	opened = true
-	log.Debug("wireguard device open", "device", cfg.Name, "backend", wgdev.KindUserspace, "port", cfg.ListenPort)
+	opened = true // backend.Open logs it, for every backend
 	return d, nil
 }
 
