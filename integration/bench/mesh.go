@@ -67,18 +67,13 @@ func Mesh(ctx context.Context, bins *Binaries, mc MeshConfig, log *slog.Logger) 
 	m.log = log
 	defer func() { err = errors.Join(err, m.close()) }()
 
+	launched, err := m.launches(ctx, mc.Launches, false)
+	if err != nil {
+		return nil, err
+	}
 	var listAll, listEach, pingAll, pingEach, cpu []float64
 	phases := make([][]float64, len(launchPhases))
-	for l := range mc.Launches {
-		if l > 0 {
-			if err := m.reset(ctx); err != nil {
-				return nil, err
-			}
-		}
-		r, err := m.launch(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("launch %d: %w", l+1, err)
-		}
+	for _, r := range launched {
 		listAll = append(listAll, slices.Max(r.listed))
 		listEach = append(listEach, r.listed...)
 		for i := range phases {
@@ -87,7 +82,6 @@ func Mesh(ctx context.Context, bins *Binaries, mc MeshConfig, log *slog.Logger) 
 		pingAll = append(pingAll, r.allPairs)
 		pingEach = append(pingEach, r.pairs...)
 		cpu = append(cpu, r.cpu...)
-		log.Info("mesh launched", "hosts", mc.Hosts, "listed_ms", slices.Max(r.listed), "pinged_ms", r.allPairs)
 	}
 	var claimed, started, endpoint, answered []float64
 	for _, j := range m.joiners {
@@ -113,20 +107,13 @@ func Mesh(ctx context.Context, bins *Binaries, mc MeshConfig, log *slog.Logger) 
 	// The same launches on devices started beforehand (an external
 	// wireguard-go each agent adopts), as 0.3.0's harness measured: what is
 	// left is the agents' own start-up.
+	preLaunched, err := m.launches(ctx, mc.Launches, true)
+	if err != nil {
+		return nil, err
+	}
 	var preListAll []float64
-	for l := range mc.Launches {
-		if err := m.reset(ctx); err != nil {
-			return nil, err
-		}
-		if err := m.startDevices(ctx); err != nil {
-			return nil, err
-		}
-		r, err := m.launch(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("launch %d on pre-started devices: %w", l+1, err)
-		}
+	for _, r := range preLaunched {
 		preListAll = append(preListAll, slices.Max(r.listed))
-		log.Info("mesh launched on pre-started devices", "hosts", mc.Hosts, "listed_ms", slices.Max(r.listed), "pinged_ms", r.allPairs)
 	}
 	n := fmt.Sprintf("%d hosts", mc.Hosts)
 	figs = []Figure{
@@ -390,6 +377,33 @@ func (m *meshRun) privateAddrs(from *harness.Host) []netip.Addr {
 		}
 	}
 	return out
+}
+
+// launches launches the whole mesh n times, each from an empty bucket, on
+// embedded devices or, with preStarted, on external ones started before the
+// clock starts.
+func (m *meshRun) launches(ctx context.Context, n int, preStarted bool) ([]launchResult, error) {
+	var out []launchResult
+	for l := range n {
+		if m.agents != nil {
+			if err := m.reset(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if preStarted {
+			if err := m.startDevices(ctx); err != nil {
+				return nil, err
+			}
+		}
+		r, err := m.launch(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("launch %d (devices pre-started: %t): %w", l+1, preStarted, err)
+		}
+		m.log.Info("mesh launched", "hosts", len(m.hosts), "devices_pre_started", preStarted,
+			"listed_ms", slices.Max(r.listed), "pinged_ms", r.allPairs)
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // startDevices starts every host's external wireguard-go device, for the

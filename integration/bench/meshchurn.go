@@ -175,19 +175,13 @@ func BigLaunch(ctx context.Context, bins *Binaries, hosts, launches int, log *sl
 	}
 	m.log = log
 	defer func() { err = errors.Join(err, m.close()) }()
+	launched, err := m.launches(ctx, launches, false)
+	if err != nil {
+		return nil, err
+	}
 	var pingAll []float64
-	for l := range launches {
-		if l > 0 {
-			if err := m.reset(ctx); err != nil {
-				return nil, err
-			}
-		}
-		r, err := m.launch(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("launch %d of %d hosts: %w", l+1, hosts, err)
-		}
+	for _, r := range launched {
 		pingAll = append(pingAll, r.allPairs)
-		log.Info("mesh launched", "hosts", hosts, "pinged_ms", r.allPairs)
 	}
 	return []Figure{NewFigure("netns mesh", fmt.Sprintf("%d hosts: launch → all pairs answer ping", hosts), "ms", pingAll, AtMost(StatMedian, 2000))}, nil
 }
