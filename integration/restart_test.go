@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,6 +108,123 @@ func TestRestartLosesNoPacket(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An agent on the embedded device, run as a service with the shipped unit's
+// fd store, leaves its TUN there when it stops, crashes or is upgraded: the
+// link, its address and routes never go (the same link index), and the next
+// agent's device runs on it. What the restarted host sends meanwhile waits
+// in the TUN; the WireGuard sessions do not survive (docs/contract.md §6), so
+// what the other host sends until the new device's handshake may be lost:
+// both are measured. `systemctl stop` (the store released) takes the TUN.
+func TestEmbeddedDeviceKeepsItsTUNAcrossRestarts(t *testing.T) {
+	t.Parallel()
+	if harness.TestBackend() == wgdev.KindKernel {
+		t.Skip("the kernel lane's device is the kernel's; TestRestartLosesNoPacket covers it")
+	}
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo")
+	alpha, bravo := hosts[0], hosts[1]
+	sm, err := bravo.NewServiceManager()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := m.config(bravo)
+	cfg.WGBackend = string(wgdev.KindUserspace)
+	// The snapshot puts the peers back before NATS answers (as the
+	// packaged config does): the shortest restart there is.
+	cfg.StateDir = filepath.Join(bravo.Dir, "state")
+	m.start(alpha)
+	m.agents[bravo.Name] = harnesstest.StartAgentUnder(t, sm, m.bins, bravo, cfg, "--log-level", "debug")
+	m.waitConverged(hosts)
+	m.pingAll(hosts)
+	want := []string{"tun-" + bravo.DevName}
+	if got := sm.Stored(); !slices.Equal(got, want) {
+		t.Fatalf("the service manager holds %v; want %v", got, want)
+	}
+	index := linkIndex(t, bravo)
+	upgraded, err := harness.CopyBinaries(m.bins, t.TempDir(), harness.AgentBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		signal syscall.Signal
+		bins   *harness.Binaries
+	}{
+		{"restart", syscall.SIGTERM, m.bins},
+		{"crash", syscall.SIGKILL, m.bins},
+		{"upgrade", syscall.SIGTERM, upgraded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := startPinger(t, bravo, alpha, "ping-"+tc.name)
+			in := startPinger(t, alpha, bravo, "ping-in-"+tc.name)
+			waitReplies(t, 20, out, in)
+			old := m.agents[bravo.Name]
+			if err := old.Signal(tc.signal); err != nil {
+				t.Fatal(err)
+			}
+			waitExit(t, old)
+			stopped := time.Now()
+			if got := linkIndex(t, bravo); got != index {
+				t.Fatalf("with the agent gone the TUN is link %d, was %d", got, index)
+			}
+			a := harnesstest.StartAgentUnder(m.t, sm, tc.bins, bravo, cfg, "--log-level", "debug")
+			m.agents[bravo.Name] = a
+			testkit.EventuallyContext(t, convergeTimeout, "the new agent to sync", func(ctx context.Context) error {
+				if err := m.exitedEarly(hosts); err != nil {
+					return err
+				}
+				return harness.CheckMesh(hosts)
+			})
+			t.Logf("agent down (%s), back and synced after %s", tc.name, time.Since(stopped).Round(time.Millisecond))
+			if got := linkIndex(t, bravo); got != index {
+				t.Errorf("the new agent's device is link %d, the TUN was %d: made again", got, index)
+			}
+			waitReplies(t, 20, out, in)
+			for _, p := range []*harness.Pinger{out, in} {
+				rep, err := p.Stop()
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("%s → %s: %d sent, %d counted, %d lost, longest gap %s",
+					p.From.Name, p.To, rep.Sent, rep.Counted, len(rep.Lost), rep.LongestGap.Round(time.Millisecond))
+				// What bravo sends waits in its TUN for the new device.
+				if p == out && len(rep.Lost) > 0 {
+					t.Errorf("%d echo requests from the restarted host lost: %v", len(rep.Lost), rep.Lost)
+				}
+			}
+		})
+	}
+
+	// systemctl stop: the agent exits and the store is released.
+	a := m.agents[bravo.Name]
+	if err := a.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, a)
+	sm.Release()
+	testkit.EventuallyContext(t, convergeTimeout, "the TUN to go with the store", func(ctx context.Context) error {
+		if out, err := bravo.Exec(ctx, "ip", "link", "show", "dev", bravo.DevName); err == nil {
+			return fmt.Errorf("link still there: %s", out)
+		}
+		return nil
+	})
+}
+
+// linkIndex is the index of h's WireGuard device link.
+func linkIndex(t *testing.T, h *harness.Host) int {
+	t.Helper()
+	out, err := h.Exec(context.Background(), "ip", "-o", "link", "show", "dev", h.DevName)
+	if err != nil {
+		t.Fatalf("link %s on %s: %v", h.DevName, h.Name, err)
+	}
+	i, _, _ := strings.Cut(out, ":")
+	n, err := strconv.Atoi(strings.TrimSpace(i))
+	if err != nil {
+		t.Fatalf("link index in %q: %v", out, err)
+	}
+	return n
 }
 
 func startPinger(t *testing.T, from, to *harness.Host, name string) *harness.Pinger {

@@ -22,6 +22,7 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/bucket"
 	"github.com/ikto-mesh/ikto/pkg/cli"
 	"github.com/ikto-mesh/ikto/pkg/config"
+	"github.com/ikto-mesh/ikto/pkg/fdstore"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/backend"
 )
@@ -145,6 +146,7 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 		}
 	}()
 	log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix, "device", cfg.Device.Name, "nats_url", cfg.NATS.Redacted())
+	tuns := newTUNKeeper(fdstore.FromEnv(), cfg.Device.Backend, cfg.Device.Name, log)
 	err = agent.Run(ctx, cfg, agent.Options{
 		Socket:      f.socket,
 		SocketGroup: group,
@@ -152,14 +154,17 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 		Version:     cli.Version,
 		Reload:      reloads,
 		OpenDevice: func(c wgdev.Config) (wgdev.Device, error) {
-			return backend.Open(cfg.Device.Backend, c, log)
+			return tuns.open(c, func(c wgdev.Config) (wgdev.Device, error) { return backend.Open(cfg.Device.Backend, c, log) })
 		},
-		CheckDevice: func(c wgdev.Config) error { return backend.Preflight(cfg.Device.Backend, c) },
+		CheckDevice: func(c wgdev.Config) error { return backend.Preflight(cfg.Device.Backend, tuns.config(c)) },
 		HoldDevice: func(name string) (func(), error) {
 			return backend.Hold(name, backend.Holder{PID: os.Getpid(), Socket: absPath(f.socket), Config: absPath(f.cfgPath)})
 		},
 		WatchDevice: backend.WatchRemoval,
 	})
+	if errors.Is(err, agent.ErrEvicted) || errors.Is(err, bucket.ErrAddressInUse) {
+		tuns.drop() // no agent comes back for this device
+	}
 	if errors.Is(err, agent.ErrEvicted) {
 		// ikto-init never overwrites a key: the revoked one must go first.
 		k := cfg.PrivateKeyPath

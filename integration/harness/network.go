@@ -53,6 +53,7 @@ type Network struct {
 	mu         sync.Mutex
 	hosts      []*Host
 	procs      []*Process
+	closers    []func() error // run after the processes stop
 	nextHostIP int
 	prefixes   map[netip.Prefix]bool
 	closed     bool
@@ -361,6 +362,14 @@ func (n *Network) Close() error {
 	var errs []error
 	if err := n.StopProcesses(); err != nil {
 		errs = append(errs, err)
+	}
+	n.mu.Lock()
+	closers := n.closers
+	n.mu.Unlock()
+	for _, c := range closers {
+		if err := c(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for _, h := range hosts {
 		if err := h.remove(); err != nil {

@@ -34,12 +34,16 @@ type Process struct {
 // Pdeathsig makes the kernel kill it should the test binary die without
 // cleaning up.
 func (n *Network) start(name, ns, logPath string, argv ...string) (*Process, error) {
+	return n.startCmd(name, ns, logPath, exec.Command(argv[0], argv[1:]...))
+}
+
+// startCmd is start for a command with its own environment or descriptors.
+func (n *Network) startCmd(name, ns, logPath string, cmd *exec.Cmd) (*Process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: log file: %w", name, err)
 	}
 	defer logFile.Close() // the child has its own descriptor
-	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
@@ -176,6 +180,12 @@ type Agent struct {
 // a fresh file per start (agent-1.log, agent-2.log, …). Extra arguments (e.g.
 // "--log-level", "debug") are appended.
 func (h *Host) StartAgent(bins *Binaries, cfg config.Config, extra ...string) (*Agent, error) {
+	return h.StartAgentUnder(nil, bins, cfg, extra...)
+}
+
+// StartAgentUnder is StartAgent as a service of sm (nil: none), which hands
+// the agent what the agent before stored.
+func (h *Host) StartAgentUnder(sm *ServiceManager, bins *Binaries, cfg config.Config, extra ...string) (*Agent, error) {
 	bin, err := bins.Path(AgentBinary)
 	if err != nil {
 		return nil, err
@@ -189,8 +199,11 @@ func (h *Host) StartAgent(bins *Binaries, cfg config.Config, extra ...string) (*
 	h.starts++
 	logPath := filepath.Join(h.Dir, fmt.Sprintf("agent-%d.log", h.starts))
 	h.net.mu.Unlock()
-	argv := append([]string{bin, "-c", cfgPath, "-s", h.SocketPath}, extra...)
-	p, err := h.net.start("ikto-agent on "+h.Name, h.Namespace, logPath, argv...)
+	cmd := exec.Command(bin, append([]string{"-c", cfgPath, "-s", h.SocketPath}, extra...)...)
+	if sm != nil {
+		sm.prepare(cmd)
+	}
+	p, err := h.net.startCmd("ikto-agent on "+h.Name, h.Namespace, logPath, cmd)
 	if err != nil {
 		return nil, err
 	}

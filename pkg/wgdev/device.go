@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -54,6 +55,11 @@ type Config struct {
 	ListenPort int          // UDP port
 	Address    netip.Prefix // private_address with the mesh prefix length
 	MTU        int
+	// TUN is the TUN interface an embedded device runs on when the process
+	// before this one left it (systemd's fd store keeps it across a
+	// restart): its link, address and routes never went away. nil: the
+	// device makes its own. Open takes it over, also when it fails.
+	TUN *os.File
 }
 
 // Device is one WireGuard interface.

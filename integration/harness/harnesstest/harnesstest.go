@@ -137,7 +137,13 @@ func BucketAt(tb testing.TB, natsURL, bucket string) *harness.Bucket {
 // fails; Network.Close stops it.
 func StartAgent(tb testing.TB, bins *harness.Binaries, h *harness.Host, cfg config.Config, extra ...string) *harness.Agent {
 	tb.Helper()
-	a, err := h.StartAgent(bins, cfg, extra...)
+	return StartAgentUnder(tb, nil, bins, h, cfg, extra...)
+}
+
+// StartAgentUnder is StartAgent as a service of sm (Host.StartAgentUnder).
+func StartAgentUnder(tb testing.TB, sm *harness.ServiceManager, bins *harness.Binaries, h *harness.Host, cfg config.Config, extra ...string) *harness.Agent {
+	tb.Helper()
+	a, err := h.StartAgentUnder(sm, bins, cfg, extra...)
 	if err != nil {
 		tb.Fatal(err)
 	}

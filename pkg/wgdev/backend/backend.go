@@ -48,13 +48,22 @@ func Open(kind wgdev.Kind, cfg wgdev.Config, log *slog.Logger) (wgdev.Device, er
 	if log == nil {
 		log = slog.Default()
 	}
-	return open(kind, cfg, log, inspect(cfg.Name), realOpeners())
+	return open(kind, cfg, log, inspectFor(cfg), realOpeners())
+}
+
+// inspectFor is inspect, knowing whether cfg carries the TUN the process
+// before left.
+func inspectFor(cfg wgdev.Config) found {
+	f := inspect(cfg.Name)
+	f.inherited = cfg.TUN != nil
+	return f
 }
 
 // found is what is under a device name now.
 type found struct {
 	linkType   string // "" when there is no link of that name
 	socketLive bool   // a process answers on /var/run/wireguard/NAME.sock
+	inherited  bool   // the link is the TUN the process before left us
 	err        error  // the lookup itself failed
 }
 
@@ -97,6 +106,11 @@ func choose(kind wgdev.Kind, name string, f found) (choice, error) {
 	}
 	sock := external.SocketPath(name)
 	switch {
+	case f.inherited && kind == wgdev.KindKernel:
+		return 0, fmt.Errorf("%w: %s is the TUN of the embedded device the agent before ran, which wg_backend %s cannot drive; set wg_backend to %s or %s, or stop the agent (systemctl stop) so that the TUN goes, then start it",
+			ErrNameTaken, name, kind, wgdev.KindAuto, wgdev.KindUserspace)
+	case f.inherited && f.linkType != "":
+		return useEmbedded, nil // ours: the device runs on it again
 	case f.linkType == kernel.LinkType:
 		if kind == wgdev.KindUserspace {
 			return 0, fmt.Errorf("%w: %s is a kernel WireGuard link, which wg_backend %s cannot drive; set wg_backend to %s or %s, or delete it (ip link del %s)",

@@ -27,6 +27,7 @@ var (
 	kernelLink   = found{linkType: "wireguard"}
 	externalTun  = found{linkType: "tuntap", socketLive: true}
 	bareTun      = found{linkType: "tuntap"}
+	inheritedTun = found{linkType: "tuntap", inherited: true}
 	dummy        = found{linkType: "dummy"}
 	staleSocket  = found{} // a dead process's socket file does not answer: nothing
 	socketNoLink = found{socketLive: true}
@@ -61,6 +62,11 @@ func TestChoose(t *testing.T) {
 		{kind: "userspace", found: kernelLink, wantErr: "wg0 is a kernel WireGuard link, which wg_backend userspace cannot drive; set wg_backend to auto or kernel, or delete it (ip link del wg0)"},
 		{kind: "userspace", found: socketNoLink, wantErr: "a process answers on /var/run/wireguard/wg0.sock but there is no link wg0 in this network namespace"},
 		{kind: "userspace", found: bareTun, wantErr: `of type "tuntap", not WireGuard`},
+
+		// The TUN the agent before left in systemd's fd store.
+		{kind: "auto", found: inheritedTun, want: useEmbedded},
+		{kind: "userspace", found: inheritedTun, want: useEmbedded},
+		{kind: "kernel", found: inheritedTun, wantErr: "wg0 is the TUN of the embedded device the agent before ran, which wg_backend kernel cannot drive"},
 
 		{kind: "wireguard-rs", found: nothing, wantErr: `unknown wg_backend "wireguard-rs"`},
 		{kind: "auto", found: found{err: errors.New("find link wg0: permission denied")}, wantErr: "permission denied"},

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/internal/netnstest"
@@ -117,4 +119,81 @@ func TestCheckAndOpenKernelLink(t *testing.T) {
 	if d.Backend() != wgdev.KindKernel || !strings.Contains(logs.String(), "adopted=true") {
 		t.Errorf("Backend() = %q, log %q; want kernel, adopted", d.Backend(), logs.String())
 	}
+}
+
+// The TUN an embedded device ran on, kept open past the device (as systemd's
+// fd store keeps it past the agent), is the next device's: the same link,
+// with its address, never gone; the next Open takes it over.
+func TestEmbeddedDeviceTakesOverTheTUNLeft(t *testing.T) {
+	netnstest.Require(t)
+	sfx := netnstest.Suffix(t)
+	ns := netnstest.NewNamespace(t, "iktr-"+sfx)
+	nl := ns.Netlink(t)
+	cfg := wgdev.Config{Name: "iktr" + sfx, PrivateKey: wgtest.PrivateKey(t), ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
+	var d wgdev.Device
+	if err := ns.Do(func() (err error) { d, err = Open(wgdev.KindUserspace, cfg, nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	before, err := nl.LinkByName(cfg.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tunOf, ok := d.(interface{ TUN() *os.File })
+	if !ok || tunOf.TUN() == nil {
+		t.Fatalf("an embedded device (%T) gives no TUN to keep", d)
+	}
+	kept, err := dupFile(tunOf.TUN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nl.LinkByName(cfg.Name); err != nil {
+		t.Fatalf("the TUN went with the device although a copy was kept: %v", err)
+	}
+	// Without the copy the name is a bare TUN nobody serves.
+	err = ns.Do(func() error { _, err := Open(wgdev.KindAuto, cfg, nil); return err })
+	if !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("Open without the TUN left = %v, want ErrNameTaken", err)
+	}
+	cfg.TUN = kept
+	if err := ns.Do(func() error { return Preflight(wgdev.KindAuto, cfg) }); err != nil {
+		t.Fatalf("Preflight with the TUN left: %v", err)
+	}
+	if err := ns.Do(func() (err error) { d, err = Open(wgdev.KindAuto, cfg, nil); return err }); err != nil {
+		t.Fatalf("Open with the TUN left: %v", err)
+	}
+	defer d.Close()
+	if d.Backend() != wgdev.KindUserspace {
+		t.Errorf("Backend() = %q, want %q", d.Backend(), wgdev.KindUserspace)
+	}
+	after, err := nl.LinkByName(cfg.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Attrs().Index != before.Attrs().Index {
+		t.Errorf("link index %d after, %d before: the TUN was made again", after.Attrs().Index, before.Attrs().Index)
+	}
+	if out := ns.IP(t, "-6", "addr", "show", "dev", cfg.Name); !strings.Contains(out, "fd10:9::1/16") {
+		t.Errorf("the address is gone:\n%s", out)
+	}
+	if _, err := d.Peers(); err != nil {
+		t.Errorf("the device on the TUN left does not answer: %v", err)
+	}
+}
+
+// dupFile is another descriptor of f's open file, as a service manager
+// holds one.
+func dupFile(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var nfd int
+	cerr := rc.Control(func(fd uintptr) { nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+	if err = errors.Join(err, cerr); err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nil
 }

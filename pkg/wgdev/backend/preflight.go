@@ -54,6 +54,7 @@ func preflight(kind wgdev.Kind, cfg wgdev.Config, p probes) error {
 		}
 	}
 	f := p.inspect(cfg.Name)
+	f.inherited = cfg.TUN != nil
 	c, err := choose(kind, cfg.Name, f)
 	if err != nil {
 		return err

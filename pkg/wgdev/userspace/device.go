@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
@@ -29,8 +30,10 @@ var _ wgdev.Device = (*Device)(nil)
 // Device is an embedded wireguard-go device.
 type Device struct {
 	*wgdev.Identity
-	log *slog.Logger
-	dev *device.Device
+	log  *slog.Logger
+	dev  *device.Device
+	tun  tun.Device // nil in unit tests' devices
+	held *heldTUN   // reads of the TUN wait for the first peers; nil likewise
 
 	// uapi serves `wg` and wgctrl; nil when the device was built without one
 	// (unit tests).
@@ -90,6 +93,9 @@ func (d *Device) ConfigurePeers(changes []wgtypes.PeerConfig) error {
 	}
 	if err := d.dev.IpcSetOperation(&buf); err != nil {
 		return fmt.Errorf("configure peers on %s: %w", d.Name(), err)
+	}
+	if d.held != nil {
+		d.held.release()
 	}
 	return nil
 }

@@ -2,8 +2,12 @@ package userspace
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+
+	"golang.org/x/sys/unix"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -34,12 +38,14 @@ func Open(cfg wgdev.Config, log *slog.Logger) (*Device, error) {
 	if mtu == 0 {
 		mtu = device.DefaultMTU
 	}
-	tdev, err := tun.CreateTUN(cfg.Name, mtu)
+	tdev, err := openTUN(cfg, mtu)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: create tun: %w", cfg.Name, err)
+		return nil, fmt.Errorf("open %s: %w", cfg.Name, err)
 	}
-	dev := device.NewDevice(withoutLinkEvents(tdev), conn.NewDefaultBind(), newLogger(log, cfg.Name))
+	held := holdReads(tdev)
+	dev := device.NewDevice(withoutLinkEvents(held), conn.NewDefaultBind(), newLogger(log, cfg.Name))
 	d := newDevice(cfg, dev, log)
+	d.tun, d.held = tdev, held
 	opened := false
 	defer func() {
 		if !opened {
@@ -63,6 +69,92 @@ func Open(cfg wgdev.Config, log *slog.Logger) (*Device, error) {
 	}
 	opened = true // backend.Open logs it, for every backend
 	return d, nil
+}
+
+// openTUN makes the TUN interface, or takes over the one the process before
+// left (cfg.TUN), which must be cfg.Name.
+func openTUN(cfg wgdev.Config, mtu int) (tun.Device, error) {
+	if cfg.TUN == nil {
+		t, err := tun.CreateTUN(cfg.Name, mtu)
+		if err != nil {
+			return nil, fmt.Errorf("create tun: %w", err)
+		}
+		return t, nil
+	}
+	name, err := TUNName(cfg.TUN)
+	if err != nil {
+		cfg.TUN.Close()
+		return nil, fmt.Errorf("the TUN left by the process before: %w", err)
+	}
+	if name != cfg.Name {
+		cfg.TUN.Close()
+		return nil, fmt.Errorf("the TUN left by the process before is %s, not %s", name, cfg.Name)
+	}
+	f, err := pollable(cfg.TUN)
+	cfg.TUN.Close()
+	if err != nil {
+		return nil, fmt.Errorf("the TUN left by the process before: %w", err)
+	}
+	t, err := tun.CreateTUNFromFile(f, mtu)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("take over the TUN left by the process before: %w", err)
+	}
+	return t, nil
+}
+
+// pollable is another descriptor of f's open file, non-blocking, so that
+// Go's poller serves its reads (and Close ends them) as for a TUN made here:
+// the flag belongs to the open file, which whoever held it may have changed.
+func pollable(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd := -1
+	cerr := rc.Control(func(fd uintptr) {
+		if nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0); err == nil {
+			err = unix.SetNonblock(nfd, true)
+		}
+	})
+	if err = errors.Join(err, cerr); err != nil {
+		if nfd >= 0 {
+			unix.Close(nfd)
+		}
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), "/dev/net/tun"), nil
+}
+
+// TUNName is the name of the TUN interface f is open on.
+func TUNName(f *os.File) (string, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return "", err
+	}
+	var name string
+	cerr := rc.Control(func(fd uintptr) {
+		var ifr *unix.Ifreq
+		if ifr, err = unix.NewIfreq(""); err != nil {
+			return
+		}
+		if err = unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr); err == nil {
+			name = ifr.Name()
+		}
+	})
+	if err = errors.Join(err, cerr); err != nil {
+		return "", fmt.Errorf("TUNGETIFF: %w", err)
+	}
+	return name, nil
+}
+
+// TUN is the TUN interface's file, for the process after this one to take
+// over (see wgdev.Config.TUN); nil for a device without one (unit tests).
+func (d *Device) TUN() *os.File {
+	if t, ok := d.tun.(interface{ File() *os.File }); ok {
+		return t.File()
+	}
+	return nil
 }
 
 // newDevice wraps a wireguard-go device without any OS plumbing; tests build

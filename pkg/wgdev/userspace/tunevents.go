@@ -1,6 +1,10 @@
 package userspace
 
-import "golang.zx2c4.com/wireguard/tun"
+import (
+	"sync"
+
+	"golang.zx2c4.com/wireguard/tun"
+)
 
 // withoutLinkEvents hides the TUN's up/down events from wireguard-go and
 // passes the rest (MTU changes) through.
@@ -37,4 +41,32 @@ func (w *stateOwnedTUN) forward() {
 			w.events <- e
 		}
 	}
+}
+
+// heldTUN passes no read through until released: wireguard-go starts
+// reading the TUN the moment the device is made, and a packet read before
+// the device has the peer it is for is dropped. A TUN taken over from the
+// agent before holds what was sent while no process read it; held, it goes
+// out once the first peers are on the device (ConfigurePeers releases it).
+type heldTUN struct {
+	tun.Device
+	released chan struct{}
+	once     sync.Once
+}
+
+func holdReads(t tun.Device) *heldTUN {
+	return &heldTUN{Device: t, released: make(chan struct{})}
+}
+
+func (h *heldTUN) release() { h.once.Do(func() { close(h.released) }) }
+
+func (h *heldTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	<-h.released
+	return h.Device.Read(bufs, sizes, offset)
+}
+
+// Close releases a read that waits, which then fails on the closed TUN.
+func (h *heldTUN) Close() error {
+	h.release()
+	return h.Device.Close()
 }
