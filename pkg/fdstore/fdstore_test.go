@@ -133,4 +133,3 @@ func TestFromEnvTakesTheDescriptorsPassed(t *testing.T) {
 		t.Errorf("Put without a notify socket: %v; want nothing done", err)
 	}
 }
-
