@@ -119,9 +119,6 @@ func TestRestartLosesNoPacket(t *testing.T) {
 // both are measured. `systemctl stop` (the store released) takes the TUN.
 func TestEmbeddedDeviceKeepsItsTUNAcrossRestarts(t *testing.T) {
 	t.Parallel()
-	if harness.TestBackend() == wgdev.KindKernel {
-		t.Skip("the kernel lane's device is the kernel's; TestRestartLosesNoPacket covers it")
-	}
 	m := newMesh(t)
 	hosts := m.addHosts("alpha", "bravo")
 	alpha, bravo := hosts[0], hosts[1]
