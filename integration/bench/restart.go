@@ -31,6 +31,7 @@ const restartWait = 30 * time.Second
 // The backends measured, as the host that restarts runs them.
 const (
 	restartEmbedded = "embedded wireguard-go (userspace)"
+	restartUnit     = "embedded wireguard-go under the unit (its TUN in the fd store)"
 	restartExternal = "external wireguard-go, adopted"
 	restartKernel   = "kernel WireGuard"
 )
@@ -41,7 +42,7 @@ const (
 // measured where the kernel can make a wireguard link (the kernel lane);
 // elsewhere it is reported as not measured.
 func Restart(ctx context.Context, bins *Binaries, rc RestartConfig, log *slog.Logger) ([]Figure, error) {
-	backends := []string{restartEmbedded, restartExternal, restartKernel}
+	backends := []string{restartEmbedded, restartUnit, restartExternal, restartKernel}
 	var figs []Figure
 	for _, b := range backends {
 		if b == restartKernel {
@@ -83,9 +84,15 @@ func restartBackend(ctx context.Context, bins *Binaries, backend string, rc Rest
 	cfgA := a.Config(w.nats.URL(), bucket)
 	cfgA.WGBackend = string(wgdev.KindUserspace)
 	cfgB := b.Config(w.nats.URL(), bucket)
+	var sm *harness.ServiceManager // the unit's service manager, for restartUnit
 	switch backend {
 	case restartEmbedded:
 		cfgB.WGBackend = string(wgdev.KindUserspace)
+	case restartUnit:
+		cfgB.WGBackend = string(wgdev.KindUserspace)
+		if sm, err = b.NewServiceManager(); err != nil {
+			return nil, nil, err
+		}
 	case restartExternal:
 		if _, err := b.StartExternalDevice(ctx); err != nil {
 			return nil, nil, err
@@ -98,7 +105,7 @@ func restartBackend(ctx context.Context, bins *Binaries, backend string, rc Rest
 	if err != nil {
 		return nil, nil, err
 	}
-	agent, err := b.StartAgent(bins.Binaries, cfgB)
+	agent, err := b.StartAgentUnder(sm, bins.Binaries, cfgB)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -107,7 +114,7 @@ func restartBackend(ctx context.Context, bins *Binaries, backend string, rc Rest
 		return nil, nil, withLogs(err, agentA, agent)
 	}
 	for i := range rc.Restarts {
-		n, gap, next, err := restartOnce(ctx, bins, agent, cfgB, hosts, i+1)
+		n, gap, next, err := restartOnce(ctx, bins, sm, agent, cfgB, hosts, i+1)
 		if err != nil {
 			if next != nil {
 				agent = next
@@ -145,7 +152,7 @@ func waitMeshed(ctx context.Context, hosts []*harness.Host) error {
 // restartOnce pings both ways, restarts b's agent (SIGTERM, start again),
 // waits until pings flow again for a second, and returns the echo requests
 // lost in both directions and the longer of the two longest gaps.
-func restartOnce(ctx context.Context, bins *Binaries, agent *harness.Agent, cfg config.Config, hosts []*harness.Host, n int) (int, time.Duration, *harness.Agent, error) {
+func restartOnce(ctx context.Context, bins *Binaries, sm *harness.ServiceManager, agent *harness.Agent, cfg config.Config, hosts []*harness.Host, n int) (int, time.Duration, *harness.Agent, error) {
 	a, b := hosts[0], hosts[1]
 	// A log per run: ping's log file is appended to, never truncated.
 	there, err := a.StartPinger(fmt.Sprintf("ping-b-%d", n), b.PrivateAddress, restartPing)
@@ -171,7 +178,7 @@ func restartOnce(ctx context.Context, bins *Binaries, agent *harness.Agent, cfg 
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	next, err := b.StartAgent(bins.Binaries, cfg)
+	next, err := b.StartAgentUnder(sm, bins.Binaries, cfg)
 	if err != nil {
 		return 0, 0, nil, err
 	}

@@ -171,7 +171,7 @@ func TestRestartScenario(t *testing.T) {
 		}
 		t.Logf("figure: %s: %s %s", f.Name, formatNumber(f.Median), f.Unit)
 	}
-	for _, b := range []string{restartEmbedded, restartExternal, restartKernel} {
+	for _, b := range []string{restartEmbedded, restartUnit, restartExternal, restartKernel} {
 		lost := figure(t, figs, "pings lost across an agent restart, "+b)
 		if b == restartKernel && lost.Samples == 0 {
 			if os.Getenv(harness.BackendEnv) == "kernel" {
