@@ -59,46 +59,14 @@ func TestRestartLosesNoPacket(t *testing.T) {
 	testkit.EventuallyContext(t, convergeTimeout, "bravo's backend", func(ctx context.Context) error {
 		return checkBackend(ctx, bravo, backend)
 	})
-	upgraded, err := harness.CopyBinaries(m.bins, t.TempDir(), harness.AgentBinary)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	for _, tc := range []struct {
-		name   string
-		signal syscall.Signal
-		bins   *harness.Binaries
-	}{
-		{"restart", syscall.SIGTERM, m.bins},
-		{"crash", syscall.SIGKILL, m.bins},
-		{"upgrade", syscall.SIGTERM, upgraded},
-	} {
+	for _, tc := range restartCases(t, m) {
 		t.Run(tc.name, func(t *testing.T) {
 			there := startPinger(t, alpha, bravo, "ping-"+tc.name)
 			back := startPinger(t, bravo, alpha, "ping-back-"+tc.name)
 			waitReplies(t, 20, there, back)
-
-			old := m.agents[bravo.Name]
-			if err := old.Signal(tc.signal); err != nil {
-				t.Fatal(err)
-			}
-			code := waitExit(t, old)
-			if tc.signal == syscall.SIGTERM && code != 0 {
-				t.Fatalf("agent exited %d on SIGTERM, want 0\n%s", code, old.LogTail(20))
-			}
-			stopped := time.Now()
-			a := harnesstest.StartAgent(m.t, tc.bins, bravo, cfg, "--log-level", "debug")
-			m.agents[bravo.Name] = a
-			testkit.EventuallyContext(t, convergeTimeout, "the new agent to sync", func(ctx context.Context) error {
-				if err := m.exitedEarly(hosts); err != nil {
-					return err
-				}
-				if err := checkBackend(ctx, bravo, backend); err != nil {
-					return err
-				}
-				return harness.CheckMesh(hosts)
-			})
-			t.Logf("agent down %s, back and synced after %s", tc.name, time.Since(stopped).Round(time.Millisecond))
+			a := m.bounce(t, hosts, bravo, tc, nil, func(bins *harness.Binaries) *harness.Agent {
+				return harnesstest.StartAgent(m.t, bins, bravo, cfg, "--log-level", "debug")
+			}, func(ctx context.Context) error { return checkBackend(ctx, bravo, backend) })
 			if !strings.Contains(a.Logs(), "adopted=true") {
 				t.Errorf("the new agent does not say it adopted the device:\n%s", a.LogTail(20))
 			}
@@ -140,41 +108,18 @@ func TestEmbeddedDeviceKeepsItsTUNAcrossRestarts(t *testing.T) {
 		t.Fatalf("the service manager holds %v; want %v", got, want)
 	}
 	index := linkIndex(t, bravo)
-	upgraded, err := harness.CopyBinaries(m.bins, t.TempDir(), harness.AgentBinary)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name   string
-		signal syscall.Signal
-		bins   *harness.Binaries
-	}{
-		{"restart", syscall.SIGTERM, m.bins},
-		{"crash", syscall.SIGKILL, m.bins},
-		{"upgrade", syscall.SIGTERM, upgraded},
-	} {
+	for _, tc := range restartCases(t, m) {
 		t.Run(tc.name, func(t *testing.T) {
 			out := startPinger(t, bravo, alpha, "ping-"+tc.name)
 			in := startPinger(t, alpha, bravo, "ping-in-"+tc.name)
 			waitReplies(t, 20, out, in)
-			old := m.agents[bravo.Name]
-			if err := old.Signal(tc.signal); err != nil {
-				t.Fatal(err)
-			}
-			waitExit(t, old)
-			stopped := time.Now()
-			if got := linkIndex(t, bravo); got != index {
-				t.Fatalf("with the agent gone the TUN is link %d, was %d", got, index)
-			}
-			a := harnesstest.StartAgentUnder(m.t, sm, tc.bins, bravo, cfg, "--log-level", "debug")
-			m.agents[bravo.Name] = a
-			testkit.EventuallyContext(t, convergeTimeout, "the new agent to sync", func(ctx context.Context) error {
-				if err := m.exitedEarly(hosts); err != nil {
-					return err
+			m.bounce(t, hosts, bravo, tc, func() {
+				if got := linkIndex(t, bravo); got != index {
+					t.Fatalf("with the agent gone the TUN is link %d, was %d", got, index)
 				}
-				return harness.CheckMesh(hosts)
-			})
-			t.Logf("agent down (%s), back and synced after %s", tc.name, time.Since(stopped).Round(time.Millisecond))
+			}, func(bins *harness.Binaries) *harness.Agent {
+				return harnesstest.StartAgentUnder(m.t, sm, bins, bravo, cfg, "--log-level", "debug")
+			}, nil)
 			if got := linkIndex(t, bravo); got != index {
 				t.Errorf("the new agent's device is link %d, the TUN was %d: made again", got, index)
 			}
@@ -222,6 +167,57 @@ func linkIndex(t *testing.T, h *harness.Host) int {
 		t.Fatalf("link index in %q: %v", out, err)
 	}
 	return n
+}
+
+// restartCase is one way an agent goes and a new one comes.
+type restartCase struct {
+	name   string
+	signal syscall.Signal
+	bins   *harness.Binaries // the new agent's
+}
+
+// restartCases are a restart (SIGTERM), a crash (SIGKILL) and an upgrade
+// (SIGTERM, then another binary with the same code).
+func restartCases(t *testing.T, m *mesh) []restartCase {
+	t.Helper()
+	upgraded, err := harness.CopyBinaries(m.bins, t.TempDir(), harness.AgentBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []restartCase{{"restart", syscall.SIGTERM, m.bins}, {"crash", syscall.SIGKILL, m.bins}, {"upgrade", syscall.SIGTERM, upgraded}}
+}
+
+// bounce ends h's agent as tc says (a SIGTERM must exit 0), runs gone (if
+// any) while no agent runs, starts the next with start, and waits until the
+// mesh of hosts is whole again and check (if any) holds; it logs how long that took.
+func (m *mesh) bounce(t *testing.T, hosts []*harness.Host, h *harness.Host, tc restartCase, gone func(), start func(*harness.Binaries) *harness.Agent, check func(context.Context) error) *harness.Agent {
+	t.Helper()
+	old := m.agents[h.Name]
+	if err := old.Signal(tc.signal); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, old); tc.signal == syscall.SIGTERM && code != 0 {
+		t.Fatalf("agent exited %d on SIGTERM, want 0\n%s", code, old.LogTail(20))
+	}
+	stopped := time.Now()
+	if gone != nil {
+		gone()
+	}
+	a := start(tc.bins)
+	m.agents[h.Name] = a
+	testkit.EventuallyContext(t, convergeTimeout, "the new agent to sync", func(ctx context.Context) error {
+		if err := m.exitedEarly(hosts); err != nil {
+			return err
+		}
+		if check != nil {
+			if err := check(ctx); err != nil {
+				return err
+			}
+		}
+		return harness.CheckMesh(hosts)
+	})
+	t.Logf("agent gone (%s), back and synced after %s", tc.name, time.Since(stopped).Round(time.Millisecond))
+	return a
 }
 
 func startPinger(t *testing.T, from, to *harness.Host, name string) *harness.Pinger {
