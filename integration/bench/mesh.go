@@ -130,7 +130,7 @@ func Mesh(ctx context.Context, bins *Binaries, mc MeshConfig, log *slog.Logger) 
 		NewFigure("netns mesh", n+": agent CPU time, exec → mesh listed", "ms", cpu, nil),
 		NewFigure("netns mesh", fmt.Sprintf("join of host %d: claim → on every device (its prefix routed)", mc.Hosts+1), "ms", claimed, AtMost(StatMedian, 10)).withRef("15–29 ms"),
 		NewFigure("netns mesh", fmt.Sprintf("join of host %d: agent start → on every device (its prefix routed)", mc.Hosts+1), "ms", started, nil),
-		NewFigure("netns mesh", fmt.Sprintf("join of host %d: claim → its endpoint on every device (with its first handshake)", mc.Hosts+1), "ms", endpoint, nil),
+		NewFigure("netns mesh", fmt.Sprintf("join of host %d: claim → its endpoint on every device", mc.Hosts+1), "ms", endpoint, nil),
 		NewFigure("netns mesh", fmt.Sprintf("join of host %d, pings both ways from its start: claim → every pair answers", mc.Hosts+1), "ms", answered, AtMost(StatMedian, 300)),
 		NewFigure("netns mesh", "agent restarted (new process, same key, new embedded device): start → its pairs answer again", "ms", restarted, AtMost(StatMedian, 300)),
 		NewFigure("netns mesh", fmt.Sprintf("agent peak RSS, %d peers, userspace device incl.", mc.Hosts-1), "MB", peak, AtMost(StatMax, 20)).withRef("15.6 + 5.3 MB"),

@@ -55,9 +55,8 @@ func (m *meshRun) join(ctx context.Context, j *harness.Host) (r joinResult, err 
 	case <-time.After(meshTimeout):
 		return r, fmt.Errorf("no claim of %s after %s", key, meshTimeout)
 	}
-	// A device that is the responder of the first contact routes the
-	// joiner's prefix at once and gets its endpoint with the joiner's first
-	// handshake: both moments are figures.
+	// A device routes the joiner's prefix, and has its endpoint, when it
+	// applies the joiner's record: both moments are figures.
 	want := j.ExpectedView()
 	var mu sync.Mutex
 	routedAt := map[*harness.Host]time.Time{}

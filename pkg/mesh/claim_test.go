@@ -205,8 +205,9 @@ func TestKeyRotation(t *testing.T) {
 	if err := rules.SignRecord(&r2, bravoNext); err != nil {
 		t.Fatal(err)
 	}
-	p.update(peer.Write{Key: peer.Key(at), Value: r2.Encode(), Revision: 3})
-	if ct, ok := p.ctl.contacts[bravoNext.PublicKey()]; !ok || !ct.initiator {
+	p.ctl.Load(peer.Batch{Entries: []peer.Write{{Key: peer.Key(at), Value: r2.Encode(), Revision: 3}}})
+	p.ctl.Pass(false)
+	if ct, ok := p.ctl.contacts[bravoNext.PublicKey()]; !ok || !ct.starts || !ct.restarts {
 		t.Errorf("a peer applying the handover: contact %+v, %v; want it to start the handshake", ct, ok)
 	}
 }

@@ -11,33 +11,61 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/reconcile"
 )
 
-// First contact. WireGuard drops an initiation from a peer it does not know
-// yet and retries only after REKEY_TIMEOUT (5 s); two ends that initiate at
-// once consume each other's initiation, reject both responses and wait 5 s
-// too. So the controller orchestrates the first handshake with each peer new
-// to its device: exactly one end of a pair initiates — the one whose record
-// is newer (it just joined or restarted, so the other end may not know it
-// yet) — and the other end cannot initiate: it has the peer without an
-// endpoint until a handshake happens (WireGuard learns the endpoint from the
-// initiation) or a grace ends. The initiator starts at once (turning on a
-// persistent keepalive makes WireGuard send one) and, while no handshake is
-// seen, starts again on a short jittered schedule by resetting the peer,
-// which clears WireGuard's per-peer rate limit; after a bound it leaves the
-// peer to WireGuard's own timers. Once a handshake exists nothing extra is
-// sent: the peer gets its configured keepalive back.
+// First contact. A packet sent to a peer whose first handshake is pending
+// waits in WireGuard's queue for that handshake, and goes when it completes,
+// whichever end sent it — as long as the sending end can reach the other (a
+// peer without an endpoint cannot start a handshake) and the peer stays on
+// the device (taking it off drops the queue). Three WireGuard facts shape
+// the rest: it drops an initiation from a peer it does not know yet, and the
+// end that sent it then waits REKEY_TIMEOUT (5 s) before it sends another;
+// it answers an initiation from a peer it knows at once; and two initiations
+// that cross (each end answers the other's) are both refused, after which
+// both ends wait 5 s — which only taking the peer off and putting it back
+// (a restart) cuts short, dropping that end's queue.
+//
+// So one end starts the handshake, and the other starts it only when the
+// first plainly could not: the end whose record is newer starts at once
+// (turning on a persistent keepalive makes WireGuard send an initiation): the
+// other end saw its record first and most likely has it already. The older
+// end has the peer with its endpoint but holds its own keepalive back; its
+// traffic still starts a handshake at once. When it found the peer in a
+// snapshot, the newer end may have had it for a while, its initiation dropped:
+// if nothing has come from the peer contactRetry after the device took it,
+// this end starts. A newer record that arrives as a watch event was just
+// written, and its host configures its peers only after reading the bucket:
+// it will start, so this end leaves the start to it. The end that started at
+// once restarts only a handshake that crossed — something came from the peer,
+// and a look crossingConfirm later still no handshake — never one that is
+// merely not there yet or under way, so no restart drops a queue that a handshake would have
+// delivered. After a bound the peer is left to WireGuard's own timers. Once a
+// handshake exists nothing extra is sent: the peer gets its configured
+// keepalive back.
 
 // contact is one peer whose first handshake is being orchestrated.
 type contact struct {
-	initiator bool
-	since     time.Time
-	next      time.Time     // initiator: when to start again
-	wait      time.Duration // initiator: the wait after next
+	since time.Time
+	// starts: this end has started the handshake. Otherwise it holds its
+	// keepalive back; startAt is when it starts if nothing came from the
+	// peer by then (zero: never, the other end starts).
+	starts  bool
+	startAt time.Time
+	// counted: this contact is one of the initiating (it starts, or will).
+	counted bool
+	// restarts: this end starts again when the two initiations crossed.
+	restarts bool
+	next     time.Time     // restarts: when to look for a crossing next
+	wait     time.Duration // restarts: the wait after next
+	heard    bool          // restarts: the last look saw something from the peer
+	// quiet: the peer has no endpoint until a handshake or quietGrace (a
+	// host rotating its key, rotate.go).
+	quiet bool
 }
 
-// beginContact notes that p is new to this host's table. A peer the device
-// already has a session with (a device that outlived the agent) needs no
-// orchestration.
-func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func() map[wgtypes.Key]time.Time) {
+// beginContact notes that p is new to this host's table; fromSnapshot is
+// whether this host found it by reading the bucket rather than as a watch
+// event. A peer the device already has a session with (a device that
+// outlived the agent) needs no orchestration.
+func (c *Controller) beginContact(p peer.Accepted, now time.Time, fromSnapshot bool, sessions func() map[wgtypes.Key]time.Time) {
 	// Only a peer the device already has can have a session: the device is
 	// read (a dump of every peer) only then, or when what it holds is not
 	// known yet, never for a peer that just joined a running mesh.
@@ -46,42 +74,47 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 			return
 		}
 	}
-	// The newer record initiates; but a peer this host dropped lately may
+	// The newer record starts; but a peer this host dropped lately may
 	// still hold a session with it and would not start a handshake: then
-	// this end starts it, whatever the revisions.
+	// this end starts, whatever the revisions.
 	at, droppedLately := c.dropped[p.PublicKey]
 	droppedLately = droppedLately && now.Sub(at) < sessionAge
 	// A peer that rotated its key switched its device before its record
 	// was written: whoever applies the record knows the new key from then
 	// on, so this end starts the handshake (the rotating host starts
 	// none).
-	if c.selfRev > p.Revision || droppedLately || p.Retires != (wgtypes.Key{}) {
-		c.initiate(p.PublicKey, now)
-		return
-	}
 	c.endContact(p.PublicKey)
-	c.contacts[p.PublicKey] = &contact{since: now}
+	switch {
+	case c.selfRev > p.Revision || droppedLately || p.Retires != (wgtypes.Key{}):
+		c.initiate(p.PublicKey, now)
+	case fromSnapshot && c.initiating < maxInitiating:
+		c.contacts[p.PublicKey] = &contact{since: now, startAt: now.Add(contactRetry), counted: true}
+		c.initiating++
+	default:
+		c.contacts[p.PublicKey] = &contact{since: now}
+	}
 }
 
-// initiate makes this end start the first handshake with k — unless
-// maxInitiating handshakes are already being started: a host that joins or
-// restarts in a large fleet then starts the first ones itself and leaves the
-// rest to traffic and WireGuard, instead of a burst of thousands of
-// handshakes (each a Curve25519 computation, each retried for 90 s when the
-// peer is down).
+// initiate makes this end start the first handshake with k at once, and
+// start it again should two initiations cross — unless maxInitiating
+// handshakes are already being started: a host that joins or restarts in a
+// large fleet then starts the first ones itself and leaves the rest to
+// traffic and WireGuard, instead of a burst of thousands of handshakes (each
+// a Curve25519 computation, each retried for 90 s when the peer is down).
+// Those are configured as usual: endpoint, configured keepalive.
 func (c *Controller) initiate(k wgtypes.Key, now time.Time) {
 	c.endContact(k)
 	if c.initiating >= maxInitiating {
 		return
 	}
-	c.contacts[k] = &contact{initiator: true, since: now, next: now.Add(contactRetry), wait: 2 * contactRetry}
+	c.contacts[k] = &contact{since: now, starts: true, counted: true, restarts: true, next: now.Add(contactRetry), wait: 2 * contactRetry}
 	c.initiating++
 }
 
 // endContact forgets k's first contact, if any.
 func (c *Controller) endContact(k wgtypes.Key) {
 	if ct, ok := c.contacts[k]; ok {
-		if ct.initiator {
+		if ct.counted {
 			c.initiating--
 		}
 		delete(c.contacts, k)
@@ -93,38 +126,42 @@ func (c *Controller) contactSpec(s reconcile.Spec) reconcile.Spec {
 	ct, ok := c.contacts[s.PublicKey]
 	switch {
 	case !ok:
-	case ct.initiator && s.Keepalive == 0:
-		s.Keepalive = contactKeepalive
-	case !ct.initiator:
+	case ct.quiet:
 		s.Endpoint = netip.AddrPort{}
+	case ct.starts && s.Keepalive == 0:
+		s.Keepalive = contactKeepalive
+	case !ct.starts:
+		// A configured keepalive would start a handshake at once.
+		s.Keepalive = 0
 	}
 	return s
 }
 
-// checkContacts reads the device's handshakes and moves each pending first
+// checkContacts reads the device's peers and moves each pending first
 // contact on: done (a handshake happened: the peer gets its usual
-// configuration), started again (an initiator past its next time), or handed
-// to WireGuard (an initiator past contactBound, a responder past its grace).
-// It returns whether anything changed; the caller's next pass writes it.
+// configuration), started (nothing came from the peer by startAt), started
+// again (crossed initiations, seen at a restarting end's next look), or
+// handed to WireGuard (past contactBound, or a quiet end past its grace). It returns whether anything changed; the caller's
+// next pass writes it.
 func (c *Controller) checkContacts(now time.Time) bool {
 	if len(c.contacts) == 0 {
 		return false
 	}
-	hs := c.sessions()
+	seen := c.seen()
 	var restart []wgtypes.Key
 	changed := false
 	for k, ct := range c.contacts {
-		done := hs[k].After(ct.since.Add(-time.Second))
+		done := seen[k].handshake.After(ct.since.Add(-time.Second))
 		switch {
-		case done, ct.initiator && now.Sub(ct.since) >= contactBound, !ct.initiator && now.Sub(ct.since) >= responderGrace:
+		case done, now.Sub(ct.since) >= ct.bound():
 			if !done {
 				c.log.Debug("first contact: no handshake yet; leaving the peer to WireGuard", "public_key", k.String(),
-					"initiator", ct.initiator, "after", now.Sub(ct.since).Round(time.Millisecond))
+					"started", ct.starts, "after", now.Sub(ct.since).Round(time.Millisecond))
 			}
 			c.endContact(k)
 			c.respec(k)
 			changed = true
-			if !done && ct.initiator {
+			if !done && ct.starts {
 				// WireGuard would go on retrying the keepalives queued
 				// while the contact ran for 90 s (REKEY_ATTEMPT_TIME): a
 				// peer that is down costs a handshake every 5 s. Taken off
@@ -132,8 +169,36 @@ func (c *Controller) checkContacts(now time.Time) bool {
 				// quiet until traffic asks for it.
 				restart = append(restart, k)
 			}
-		case ct.initiator && !now.Before(ct.next):
-			restart = append(restart, k)
+		case !ct.starts && !ct.startAt.IsZero() && !now.Before(ct.startAt):
+			// Something came: the other end started, and its handshake
+			// is under way. Nothing came: it had this host before this
+			// device had it, and its initiation was dropped.
+			ct.startAt = time.Time{}
+			if !seen[k].heard {
+				c.log.Debug("first contact: nothing from the peer; starting the handshake", "public_key", k.String())
+				ct.starts = true
+				c.respec(k)
+				changed = true
+			}
+		case ct.restarts && !now.Before(ct.next):
+			// Something came from the peer at an earlier look, and still
+			// no handshake: its initiation crossed ours (a handshake
+			// under way completes within a round trip, long before this
+			// look). Nothing came: it does not have this host yet, and
+			// starts the handshake when it does — a restart now would
+			// only drop what waits for it.
+			switch {
+			case seen[k].heard && ct.heard:
+				c.log.Debug("first contact: initiations crossed; starting again", "public_key", k.String())
+				restart = append(restart, k)
+				ct.heard = false // the peer put back has heard nothing yet
+			case seen[k].heard:
+				// Look again soon: a crossing stalls both ends, and
+				// what each sends meanwhile, until the restart.
+				ct.heard = true
+				ct.next = now.Add(crossingConfirm)
+				continue
+			}
 			ct.next = now.Add(ct.wait/2 + rand.N(ct.wait))
 			ct.wait = min(2*ct.wait, contactRetryMax)
 		}
@@ -146,25 +211,40 @@ func (c *Controller) checkContacts(now time.Time) bool {
 	return changed
 }
 
+// bound is how long the contact runs without a handshake before the peer is
+// left to WireGuard.
+func (ct *contact) bound() time.Duration {
+	if ct.quiet {
+		return quietGrace
+	}
+	return contactBound
+}
+
 // contactWait is how long the loop waits before the next checkContacts: until
-// the first pending contact is due, and never less than contactPollMin. A
-// handshake that completes meanwhile needs no haste: the initiator's
-// keepalive and the responder's missing endpoint do no harm until then.
+// the first pending contact is due, and never less than contactPollMin (than
+// crossingConfirm while a crossing is suspected). A
+// handshake that completes meanwhile needs no haste: the contact keepalive,
+// a held-back keepalive and a quiet end's missing endpoint do no harm until
+// then.
 func (c *Controller) contactWait(now time.Time) time.Duration {
 	var due time.Time
+	floor := contactPollMin
 	for _, ct := range c.contacts {
-		at := ct.since.Add(responderGrace)
-		if ct.initiator {
-			at = ct.since.Add(contactBound)
-			if ct.next.Before(at) {
-				at = ct.next
-			}
+		if ct.restarts && ct.heard {
+			floor = crossingConfirm // a suspected crossing, confirmed at once
+		}
+		at := ct.since.Add(ct.bound())
+		if ct.restarts && ct.next.Before(at) {
+			at = ct.next
+		}
+		if !ct.starts && !ct.startAt.IsZero() && ct.startAt.Before(at) {
+			at = ct.startAt
 		}
 		if due.IsZero() || at.Before(due) {
 			due = at
 		}
 	}
-	return max(due.Sub(now), contactPollMin)
+	return max(due.Sub(now), floor)
 }
 
 // respec hands the reconciler the peer's usual configuration again.
@@ -176,13 +256,31 @@ func (c *Controller) respec(k wgtypes.Key) {
 
 // sessions is the time of each peer's last handshake on the device.
 func (c *Controller) sessions() map[wgtypes.Key]time.Time {
+	seen := c.seen()
+	out := make(map[wgtypes.Key]time.Time, len(seen))
+	for k, s := range seen {
+		out[k] = s.handshake
+	}
+	return out
+}
+
+// peerSeen is what the device says of a peer: when its last handshake
+// completed, and whether anything came from it at all (a handshake message
+// counts).
+type peerSeen struct {
+	handshake time.Time
+	heard     bool
+}
+
+// seen reads every peer of the device (a dump: call it only when due).
+func (c *Controller) seen() map[wgtypes.Key]peerSeen {
 	peers, err := c.dev.Peers()
-	out := make(map[wgtypes.Key]time.Time, len(peers))
+	out := make(map[wgtypes.Key]peerSeen, len(peers))
 	if err != nil {
 		return out
 	}
 	for _, p := range peers {
-		out[p.PublicKey] = p.LastHandshakeTime
+		out[p.PublicKey] = peerSeen{handshake: p.LastHandshakeTime, heard: p.ReceiveBytes > 0}
 	}
 	return out
 }

@@ -38,82 +38,131 @@ func handshake(t *testing.T, w *world, k wgtypes.Key, at time.Time) {
 	w.dev.SetPeer(p)
 }
 
-// The newer record of a pair initiates: its new peer gets a keepalive, which
-// makes WireGuard start a handshake at once. The older one cannot initiate:
-// its new peer has no endpoint until a handshake. A handshake ends both, and
-// the peers get their usual configuration back.
+// heardFrom makes the fake device report that something came from k.
+func heardFrom(t *testing.T, w *world, k wgtypes.Key) {
+	t.Helper()
+	p, ok := devicePeer(t, w, k)
+	if !ok {
+		t.Fatalf("peer %s not on the device", k)
+	}
+	p.ReceiveBytes = 148 // a handshake initiation
+	w.dev.SetPeer(p)
+}
+
+// The newer record of a pair starts the handshake: its new peer gets a
+// keepalive, which makes WireGuard start one at once. The older end has the
+// peer with its endpoint — its own traffic starts a handshake at once — but
+// holds its keepalive back; when it found the peer in a snapshot (the newer
+// end may have had it for a while) it starts too if nothing came from the
+// peer by contactRetry. A newer record that arrives as a watch event was
+// just written: its host starts, this end only waits. A handshake ends each
+// contact, and the peers get their usual configuration back.
 func TestFirstContactRoles(t *testing.T) {
 	w := newWorld(t)
-	older, olderKey := hostEntry(t, 2, 2)  // joined before us: we initiate
-	newer, newerKey := hostEntry(t, 3, 10) // joined after us: it initiates
-	o := w.snapshot(w.selfEntry(5), older, newer)
+	w.ctl.self.Keepalive = 25 * time.Second // held back while the other end starts
+	older, olderKey := hostEntry(t, 2, 2)   // joined before us
+	newer, newerKey := hostEntry(t, 3, 10)  // joined after us, found in our snapshot
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older, newer}})
+	o := w.ctl.Pass(false)
 	if len(o.Contacts) != 2 {
 		t.Fatalf("contacts %v, want both peers", o.Contacts)
 	}
-	if p, _ := devicePeer(t, w, olderKey); p.PersistentKeepaliveInterval != contactKeepalive || p.Endpoint == nil {
-		t.Errorf("initiator's peer: keepalive %s, endpoint %v; want %s and the endpoint", p.PersistentKeepaliveInterval, p.Endpoint, contactKeepalive)
+	if ct := w.ctl.contacts[olderKey]; ct == nil || !ct.starts || !ct.restarts {
+		t.Errorf("the older record: contact %+v; want this end to start, and restart crossed handshakes", ct)
 	}
-	if p, _ := devicePeer(t, w, newerKey); p.Endpoint != nil || p.PersistentKeepaliveInterval != 0 {
-		t.Errorf("responder's peer: endpoint %v, keepalive %s; want none", p.Endpoint, p.PersistentKeepaliveInterval)
+	if ct := w.ctl.contacts[newerKey]; ct == nil || ct.starts || !ct.startAt.Equal(ct.since.Add(contactRetry)) {
+		t.Errorf("the newer record from a snapshot: contact %+v; want this end to start only after %s", ct, contactRetry)
+	}
+	if p, _ := devicePeer(t, w, olderKey); p.PersistentKeepaliveInterval != 25*time.Second || p.Endpoint == nil {
+		t.Errorf("the older record's peer: keepalive %s, endpoint %v; want the configured 25s and the endpoint", p.PersistentKeepaliveInterval, p.Endpoint)
+	}
+	if p, _ := devicePeer(t, w, newerKey); p.PersistentKeepaliveInterval != 0 || p.Endpoint == nil {
+		t.Errorf("the newer record's peer: keepalive %s, endpoint %v; want none and the endpoint", p.PersistentKeepaliveInterval, p.Endpoint)
+	}
+
+	joined, joinedKey := hostEntry(t, 4, 11) // joins the running mesh
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{joined}})
+	w.ctl.Pass(false)
+	if ct := w.ctl.contacts[joinedKey]; ct == nil || ct.starts || !ct.startAt.IsZero() || ct.counted {
+		t.Errorf("a joiner's record from a watch event: contact %+v; want this end to wait, the joiner starts", ct)
+	}
+	if p, _ := devicePeer(t, w, joinedKey); p.Endpoint == nil || p.PersistentKeepaliveInterval != 0 {
+		t.Errorf("a joiner's peer: endpoint %v, keepalive %s; want the endpoint and none", p.Endpoint, p.PersistentKeepaliveInterval)
 	}
 
 	now := time.Now()
-	handshake(t, w, olderKey, now)
-	handshake(t, w, newerKey, now)
+	for _, k := range []wgtypes.Key{olderKey, newerKey, joinedKey} {
+		handshake(t, w, k, now)
+	}
 	if !w.ctl.checkContacts(now) {
-		t.Fatal("checkContacts saw no change after both handshakes")
+		t.Fatal("checkContacts saw no change after the handshakes")
 	}
 	if o := w.ctl.Pass(false); len(o.Contacts) != 0 {
 		t.Fatalf("contacts after the handshakes: %v", o.Contacts)
 	}
-	if p, _ := devicePeer(t, w, olderKey); p.PersistentKeepaliveInterval != 0 {
-		t.Errorf("initiator's peer keeps keepalive %s after its handshake; want the configured 0", p.PersistentKeepaliveInterval)
-	}
-	if p, _ := devicePeer(t, w, newerKey); p.Endpoint == nil || p.Endpoint.AddrPort() != netip.MustParseAddrPort("198.18.0.20:51820") {
-		t.Errorf("responder's peer endpoint %v after its handshake; want 198.18.0.20:51820", p.Endpoint)
+	for _, k := range []wgtypes.Key{olderKey, newerKey, joinedKey} {
+		if p, _ := devicePeer(t, w, k); p.PersistentKeepaliveInterval != 25*time.Second || p.Endpoint == nil {
+			t.Errorf("peer %s after its handshake: keepalive %s, endpoint %v; want the configured 25s and the endpoint", k, p.PersistentKeepaliveInterval, p.Endpoint)
+		}
 	}
 }
 
-// Without a handshake the initiator starts again on a short schedule (a
-// reset: one device call taking the peer off and back on), then leaves the
-// peer to WireGuard; the responder gets its endpoint after its grace.
-func TestFirstContactRetriesThenGivesUp(t *testing.T) {
-	w := newWorld(t)
-	older, olderKey := hostEntry(t, 2, 2)
-	newer, newerKey := hostEntry(t, 3, 10)
-	w.snapshot(w.selfEntry(5), older, newer)
-	start := w.ctl.contacts[olderKey].since
-	calls := w.dev.Calls()
-	resets := 0
-	for at := start; at.Before(start.Add(contactBound)); at = at.Add(w.ctl.contactWait(at)) {
-		w.ctl.checkContacts(at)
-		if w.dev.Calls() > calls {
-			resets += w.dev.Calls() - calls
-			calls = w.dev.Calls()
+// A restart takes the peer off the device, and with it every packet queued
+// for the pending handshake. So the newer end restarts only a handshake that
+// crossed — the peer sent something, yet none completed — never one that is
+// merely not there yet (the other end does not have this host yet and will
+// start it), nor one under way (something came, and the handshake completes
+// before the next look). The older end starts after contactRetry only when
+// nothing came.
+// Past contactBound the peers that saw no handshake are taken off and put
+// back as usual, in one device call.
+func TestFirstContactRestartsOnlyCrossedHandshakes(t *testing.T) {
+	for _, crossed := range []bool{false, true} {
+		w := newWorld(t)
+		older, olderKey := hostEntry(t, 2, 2)
+		newer, newerKey := hostEntry(t, 3, 10)
+		w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older, newer}})
+		w.ctl.Pass(false)
+		if crossed {
+			heardFrom(t, w, olderKey)
+			heardFrom(t, w, newerKey)
 		}
-	}
-	if resets < 3 || resets > 8 {
-		t.Errorf("%d handshake restarts in %s, want a few (from %s, doubling to %s)", resets, contactBound, contactRetry, contactRetryMax)
-	}
-	calls = w.dev.Calls()
-	w.ctl.checkContacts(start.Add(contactBound))
-	if w.dev.Calls() != calls+1 {
-		t.Errorf("giving up made %d device calls, want 1 (the peer put back quiet, its queued keepalives dropped)", w.dev.Calls()-calls)
-	}
-	w.ctl.Pass(false)
-	if _, pending := w.ctl.contacts[olderKey]; pending {
-		t.Error("the initiator still orchestrates after contactBound")
-	}
-	if _, pending := w.ctl.contacts[newerKey]; !pending {
-		t.Error("the responder gave up before its grace")
-	}
-	w.ctl.checkContacts(start.Add(responderGrace))
-	w.ctl.Pass(false)
-	if p, _ := devicePeer(t, w, newerKey); p.Endpoint == nil || len(w.ctl.contacts) != 0 {
-		t.Errorf("after the grace: responder's endpoint %v, contacts %v", p.Endpoint, w.ctl.contacts)
-	}
-	if p, _ := devicePeer(t, w, olderKey); p.PersistentKeepaliveInterval != 0 {
-		t.Errorf("after the bound the initiator's peer keeps keepalive %s", p.PersistentKeepaliveInterval)
+		start := w.ctl.contacts[olderKey].since
+		calls := w.dev.Calls()
+		resets := 0
+		for at := start; at.Before(start.Add(contactBound)); at = at.Add(w.ctl.contactWait(at)) {
+			w.ctl.checkContacts(at)
+			if w.dev.Calls() > calls {
+				resets += w.dev.Calls() - calls
+				calls = w.dev.Calls()
+			}
+			if crossed {
+				heardFrom(t, w, olderKey) // the reset peer crosses again
+			}
+		}
+		if ct := w.ctl.contacts[newerKey]; ct.starts == crossed {
+			t.Errorf("crossed %v: the older end started %v; want it to start only when nothing came", crossed, ct.starts)
+		}
+		switch {
+		case !crossed && resets != 0:
+			t.Errorf("%d restarts of handshakes nothing answered yet, want none", resets)
+		case crossed && (resets < 1 || resets > 4):
+			t.Errorf("crossed: %d handshake restarts in %s, want a few (from %s, doubling to %s)", resets, contactBound, contactRetry, contactRetryMax)
+		}
+		calls = w.dev.Calls()
+		w.ctl.checkContacts(start.Add(contactBound))
+		if w.dev.Calls() != calls+1 {
+			t.Errorf("giving up made %d device calls, want 1 (both peers put back quiet, their queued keepalives dropped)", w.dev.Calls()-calls)
+		}
+		w.ctl.Pass(false)
+		if len(w.ctl.contacts) != 0 || w.ctl.initiating != 0 {
+			t.Errorf("after contactBound: contacts %v, initiating %d; want none", w.ctl.contacts, w.ctl.initiating)
+		}
+		for _, k := range []wgtypes.Key{olderKey, newerKey} {
+			if p, _ := devicePeer(t, w, k); p.PersistentKeepaliveInterval != 0 || p.Endpoint == nil {
+				t.Errorf("after the bound peer %s: keepalive %s, endpoint %v", k, p.PersistentKeepaliveInterval, p.Endpoint)
+			}
+		}
 	}
 }
 
@@ -150,43 +199,71 @@ func TestFirstContactAfterADropIsOurs(t *testing.T) {
 	back := signedEntry(victimPriv, "victim", prefix, 12) // the victim claims again
 	o := w.update(back)
 	ct, pending := w.ctl.contacts[victimKey]
-	if !pending || !ct.initiator {
-		t.Fatalf("contact with the victim taken back: %+v (pending %v), want this end to initiate", ct, pending)
+	if !pending || !ct.starts || !ct.restarts {
+		t.Fatalf("contact with the victim taken back: %+v (pending %v), want this end to start and restart", ct, pending)
 	}
 	if p, _ := devicePeer(t, w, victimKey); p.Endpoint == nil || len(o.Contacts) != 1 {
 		t.Errorf("victim taken back without its endpoint (%v) or contact (%v)", p.Endpoint, o.Contacts)
 	}
 }
 
+// Something came from the peer, and its handshake completes before the next
+// look, crossingConfirm later: that was a handshake under way, not a
+// crossing — no restart.
+func TestFirstContactDoesNotRestartAHandshakeUnderWay(t *testing.T) {
+	w := newWorld(t)
+	older, olderKey := hostEntry(t, 2, 2)
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older}})
+	w.ctl.Pass(false)
+	ct := w.ctl.contacts[olderKey]
+	heardFrom(t, w, olderKey)
+	calls := w.dev.Calls()
+	first := ct.next
+	w.ctl.checkContacts(first)
+	if got := w.ctl.contactWait(first); got != crossingConfirm {
+		t.Errorf("after a look that heard the peer: next look in %s, want %s", got, crossingConfirm)
+	}
+	handshake(t, w, olderKey, ct.next.Add(time.Millisecond))
+	if !w.ctl.checkContacts(ct.next) {
+		t.Error("the handshake did not end the contact")
+	}
+	if got := w.dev.Calls() - calls; got != 0 {
+		t.Errorf("%d device calls while the handshake was under way, want none", got)
+	}
+}
+
 // Pending first contacts are checked when one is due, not on a fast tick: a
-// responder alone waits for its grace; an initiator's restart brings the
-// check forward, and a timer armed for later is re-armed sooner. No check
-// comes sooner than contactPollMin after another.
+// quiet end waits for its grace, an end that only started waits for the
+// bound; a restarting end's look for a crossing brings the check forward,
+// and a timer armed for later is re-armed sooner. No check comes sooner
+// than contactPollMin after another.
 func TestFirstContactChecksWhenDue(t *testing.T) {
 	w := newWorld(t)
-	newer, newerKey := hostEntry(t, 3, 10)
-	w.snapshot(w.selfEntry(5), newer)
-	ct, ok := w.ctl.contacts[newerKey]
-	if !ok || ct.initiator {
-		t.Fatalf("want the newer record's host as a pending responder, got %+v", ct)
-	}
-	now := ct.since
-	if got := w.ctl.contactWait(now); got != responderGrace {
-		t.Errorf("a lone responder: next check in %s, want its grace %s", got, responderGrace)
+	now := time.Now()
+	_, quietKey := hostEntry(t, 4, 1)
+	w.ctl.contacts[quietKey] = &contact{since: now, quiet: true} // a rotating host's
+	if got := w.ctl.contactWait(now); got != quietGrace {
+		t.Errorf("a lone quiet end: next check in %s, want its grace %s", got, quietGrace)
 	}
 	armed := w.ctl.armContacts(contactTimer{}, now)
-	if !armed.at.Equal(now.Add(responderGrace)) {
-		t.Errorf("timer armed for %s, want %s", armed.at.Sub(now), responderGrace)
+	if !armed.at.Equal(now.Add(quietGrace)) {
+		t.Errorf("timer armed for %s, want %s", armed.at.Sub(now), quietGrace)
+	}
+	_, startKey := hostEntry(t, 3, 10)
+	w.ctl.contacts[startKey] = &contact{starts: true, since: now}
+	if got := w.ctl.contactWait(now); got != contactBound {
+		t.Errorf("an end that only started: next check in %s, want the bound %s", got, contactBound)
 	}
 
 	older, olderKey := hostEntry(t, 2, 2)
-	w.update(older)
-	if ct := w.ctl.contacts[olderKey]; ct == nil || !ct.initiator {
-		t.Fatalf("want the older record's host as a pending initiator, got %+v", ct)
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older}})
+	w.ctl.Pass(false)
+	if ct := w.ctl.contacts[olderKey]; ct == nil || !ct.restarts {
+		t.Fatalf("want the older record's host as a pending contact this end restarts, got %+v", ct)
 	}
 	rearmed := w.ctl.armContacts(armed, now)
 	if rearmed.c == armed.c || rearmed.at.Sub(now) > contactRetry+time.Second {
-		t.Errorf("an initiator's restart did not bring the check forward: armed for %s", rearmed.at.Sub(now))
+		t.Errorf("a restarting end's look did not bring the check forward: armed for %s", rearmed.at.Sub(now))
 	}
 	if again := w.ctl.armContacts(rearmed, now); again.c != rearmed.c {
 		t.Error("a timer due soon enough was replaced")
@@ -194,30 +271,44 @@ func TestFirstContactChecksWhenDue(t *testing.T) {
 	if got := w.ctl.contactWait(now.Add(time.Hour)); got != contactPollMin {
 		t.Errorf("overdue contacts: next check in %s, want the floor %s", got, contactPollMin)
 	}
-	delete(w.ctl.contacts, newerKey)
-	delete(w.ctl.contacts, olderKey)
+	clear(w.ctl.contacts)
 	if off := w.ctl.armContacts(rearmed, now); off.c != nil {
 		t.Error("no contact pending, but the timer stays armed")
 	}
 }
 
 // A peer that joins a running mesh cannot have a session with this device
-// yet: its first contact begins without reading the device (a dump of every
-// peer), so a join wave costs no device reads per join.
-func TestFirstContactOfAJoinReadsNoDevice(t *testing.T) {
+// yet, nor this host on its own device: the joiner starts the handshake, and
+// this end only waits — it starts none, counts none against maxInitiating,
+// and does not read the device (a dump of every peer). The joiner's peer
+// has its endpoint. So a join wave costs no device reads and no handshakes
+// from this end.
+func TestAJoinCostsNoDeviceReadNorHandshake(t *testing.T) {
 	w := newWorld(t)
 	older, _ := hostEntry(t, 2, 2)
-	w.snapshot(w.selfEntry(5), older)
-	reads := w.dev.Reads()
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older}})
+	w.ctl.Pass(false)
+	reads, initiating := w.dev.Reads(), w.ctl.initiating
+	var joiners []wgtypes.Key
 	for i := range 20 {
 		joined, k := hostEntry(t, 10+i, uint64(10+i))
-		w.update(joined)
-		if _, pending := w.ctl.contacts[k]; !pending {
-			t.Fatalf("join %d: no first contact begun", i)
+		w.ctl.Load(peer.Batch{Entries: []peer.Write{joined}})
+		w.ctl.Pass(false)
+		if ct, pending := w.ctl.contacts[k]; !pending || ct.starts || !ct.startAt.IsZero() {
+			t.Fatalf("join %d: first contact %+v (pending %v); want this end waiting", i, ct, pending)
 		}
+		joiners = append(joiners, k)
 	}
 	if got := w.dev.Reads() - reads; got != 0 {
 		t.Errorf("20 joins read the device %d times, want 0", got)
+	}
+	if w.ctl.initiating != initiating {
+		t.Errorf("20 joins: initiating %d, want %d", w.ctl.initiating, initiating)
+	}
+	for i, k := range joiners {
+		if p, ok := devicePeer(t, w, k); !ok || p.Endpoint == nil || p.PersistentKeepaliveInterval != 0 {
+			t.Errorf("join %d: peer endpoint %v, keepalive %s; want the endpoint and none", i, p.Endpoint, p.PersistentKeepaliveInterval)
+		}
 	}
 }
 

@@ -75,7 +75,8 @@ type Controller struct {
 	// contacts are the peers whose first handshake is being orchestrated.
 	selfRev  uint64
 	contacts map[wgtypes.Key]*contact
-	// initiating counts the contacts whose handshake this end starts.
+	// initiating counts the contacts whose handshake this end starts, or
+	// will if the other end does not.
 	initiating int
 	// dropped is when each peer was last taken off the device: the other
 	// end may still hold a session with us that it will not renew.
@@ -202,14 +203,15 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	if o.Claim == ClaimHeld {
 		c.contest.held(now)
 	}
-	c.applyChanges(d, now)
+	c.applyChanges(d, now, p.snapshot)
 	res, err := c.rec.Sync(refresh)
 	return c.finish(o, d, res, err)
 }
 
 // applyChanges hands the pass's peer changes to the reconciler. A peer new
-// to the device begins its first contact (§5).
-func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
+// to the device begins its first contact (§5); fromSnapshot is whether the
+// pass loaded a snapshot of the bucket.
+func (c *Controller) applyChanges(d peer.Delta, now time.Time, fromSnapshot bool) {
 	var hs map[wgtypes.Key]time.Time
 	sessions := func() map[wgtypes.Key]time.Time {
 		if hs == nil {
@@ -223,7 +225,7 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 			c.endContact(ch.PublicKey)
 			c.drop(ch.PublicKey, now)
 		case ch.Old == nil:
-			c.beginContact(*ch.New, now, sessions)
+			c.beginContact(*ch.New, now, fromSnapshot, sessions)
 			c.rec.Set(c.spec(*ch.New))
 		default:
 			c.rec.Set(c.spec(*ch.New))

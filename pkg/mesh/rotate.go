@@ -34,7 +34,7 @@ func (c *Controller) Rotate(private wgtypes.Key) error {
 	for k, p := range peers {
 		c.endContact(k)
 		if err == nil {
-			c.contacts[k] = &contact{since: now}
+			c.contacts[k] = &contact{since: now, quiet: true}
 		}
 		c.rec.Set(c.spec(p))
 	}

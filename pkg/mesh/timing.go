@@ -15,23 +15,33 @@ const (
 	// older than this.
 	wireGuardRejectAfter = 180 * time.Second
 
-	// First contact (contact.go). An initiator's new peer has
-	// contactKeepalive until its first handshake, when none is configured;
-	// the initiator starts again after contactRetry, doubling up to
-	// contactRetryMax, for contactBound.
+	// First contact (contact.go). A new peer whose handshake this end
+	// starts has contactKeepalive until its first handshake, when none is
+	// configured, for at most contactBound. The older end starts
+	// contactRetry after its device took the peer if nothing came; the
+	// end that restarts crossed handshakes looks for a crossing after
+	// contactRetry, then at jittered waits doubling up to contactRetryMax
+	// (crossingConfirm after a look that heard the peer).
 	contactKeepalive = time.Second
 	contactRetry     = 250 * time.Millisecond
 	contactRetryMax  = 4 * contactRetry
 	contactBound     = 3 * time.Second
-	// responderGrace is how long a responder's new peer has no endpoint:
-	// past contactBound, so the two ends never start at once.
-	responderGrace = contactBound + contactRetryMax
+	// quietGrace is how long a quiet end (a host rotating its key) has its
+	// peers without endpoints: past contactBound, so it never starts a
+	// handshake while the other end still does.
+	quietGrace = contactBound + contactRetryMax
 	// contactPollMin is the shortest time between two reads of the
 	// device's handshakes while first contacts are pending. A read is a
 	// dump of every peer, so it is made when a contact is due, never on a
 	// fixed fast tick: a join wave of a thousand peers must not read a
 	// thousand-peer device twenty times a second.
 	contactPollMin = contactRetry
+	// crossingConfirm is how long after a look that heard from a peer but
+	// saw no handshake the next look comes: a handshake under way completes
+	// within a round trip, and a crossing stalls both ends (and what they
+	// send) until the restart. It is one extra read of the device per
+	// suspected crossing, not a polling rate.
+	crossingConfirm = 100 * time.Millisecond
 	// maxInitiating bounds the first contacts this end starts at once.
 	maxInitiating = 256
 	// sessionAge is how old a handshake may be and still carry a session.

@@ -8,9 +8,10 @@ func TestTimingRelations(t *testing.T) {
 		what string
 		ok   bool
 	}{
-		{"a responder's grace outlasts the initiator's attempts", responderGrace > contactBound},
+		{"a quiet end's grace outlasts the other end's attempts", quietGrace > contactBound},
 		{"the first retry comes before the bound", contactRetry < contactBound && contactRetryMax <= contactBound},
 		{"the device is read no faster than contacts are retried", contactPollMin >= contactRetry},
+		{"a suspected crossing is confirmed sooner than the next ordinary look", crossingConfirm < contactPollMin},
 		{"a live path answers before it counts as unheard", Unheard > wireGuardKeepaliveTimeout},
 		{"a peer is unheard within two heartbeats, so a heartbeat reports it", Unheard < 2*HeartbeatEvery},
 		{"one lost heartbeat does not make a host offline", OnlineWithin > 2*HeartbeatEvery},
