@@ -13,40 +13,43 @@ import (
 
 // First contact. A packet sent to a peer whose first handshake is pending
 // waits in WireGuard's queue for that handshake, and goes when it completes,
-// whichever end sent it — as long as the sending end can reach the other (a
-// peer without an endpoint cannot start a handshake) and the peer stays on
-// the device (taking it off drops the queue). Three WireGuard facts shape
-// the rest: it drops an initiation from a peer it does not know yet, and the
-// end that sent it then waits REKEY_TIMEOUT (5 s) before it sends another;
-// it answers an initiation from a peer it knows at once; and two initiations
+// whichever end sent it — as long as the peer stays on the device (taking it
+// off drops the queue). Three WireGuard facts shape the rest: it drops an
+// initiation from a peer it does not have yet, and the end that sent it then
+// sends no other for REKEY_TIMEOUT (5 s) — but it still answers the other
+// end's initiation, and its queue goes out once that handshake completes;
+// it answers an initiation from a peer it has at once; and two initiations
 // that cross (each end answers the other's) are both refused, after which
-// both ends wait 5 s — which only taking the peer off and putting it back
-// (a restart) cuts short, dropping that end's queue.
+// both ends wait 5 s — which only taking the peer off and putting it back (a
+// restart) cuts short, dropping that end's queue.
 //
-// So one end starts the handshake, and the other starts it only when the
-// first plainly could not: the end whose record is newer starts at once
-// (turning on a persistent keepalive makes WireGuard send an initiation): the
-// other end saw its record first and most likely has it already. The older
-// end has the peer with its endpoint but holds its own keepalive back; its
-// traffic still starts a handshake at once. When it found the peer in a
-// snapshot, the newer end may have had it for a while, its initiation dropped:
-// if nothing has come from the peer contactRetry after the device took it,
-// this end starts. A newer record that arrives as a watch event was just
-// written, and its host configures its peers only after reading the bucket:
-// it will start, so this end leaves the start to it. The end that started at
-// once restarts only a handshake that crossed — something came from the peer,
-// and a look crossingConfirm later still no handshake — never one that is
-// merely not there yet or under way, so no restart drops a queue that a handshake would have
-// delivered. After a bound the peer is left to WireGuard's own timers. Once a
-// handshake exists nothing extra is sent: the peer gets its configured
-// keepalive back.
+// An initiation is dropped only by an end whose device took the peer after
+// it was sent, so the end that takes the peer second always finds the other
+// ready: a dropped initiation stalls one end, never both, and the other
+// end's handshake delivers what it queued. Every pair therefore needs the end
+// that took the peer second to start, and neither end knows which it is.
+// The end whose record is newer starts when its device takes the peer (a
+// persistent keepalive makes WireGuard send an initiation): the other end saw
+// its record first and most likely took it first. The older end has the peer
+// with its endpoint but holds its own keepalive back (its traffic still
+// starts a handshake at once); if nothing came from the peer contactRetry
+// after its device took it, the newer end either took this host first and
+// its initiation was dropped, or has not taken this host yet (then this end's
+// initiation is dropped, and the newer end's completes the handshake when it
+// comes): either way this end starts. That holds however the older end found
+// the record, in a snapshot or as a watch event. Only two initiations that
+// cross stall both ends; the end with the newer record restarts such a
+// handshake — something came from the peer, and a look crossingConfirm later
+// still no handshake — never one that is merely not there yet or under way.
+// After a bound the peer is left to WireGuard's own timers. Once a handshake
+// exists nothing extra is sent: the peer gets its configured keepalive back.
 
 // contact is one peer whose first handshake is being orchestrated.
 type contact struct {
 	since time.Time
 	// starts: this end has started the handshake. Otherwise it holds its
 	// keepalive back; startAt is when it starts if nothing came from the
-	// peer by then (zero: never, the other end starts).
+	// peer by then (zero: never — a quiet end's peers start).
 	starts  bool
 	startAt time.Time
 	// counted: this contact is one of the initiating (it starts, or will).
@@ -61,11 +64,10 @@ type contact struct {
 	quiet bool
 }
 
-// beginContact notes that p is new to this host's table; fromSnapshot is
-// whether this host found it by reading the bucket rather than as a watch
-// event. A peer the device already has a session with (a device that
-// outlived the agent) needs no orchestration.
-func (c *Controller) beginContact(p peer.Accepted, now time.Time, fromSnapshot bool, sessions func() map[wgtypes.Key]time.Time) {
+// beginContact notes that p is new to this host's table. A peer the device
+// already has a session with (a device that outlived the agent) needs no
+// orchestration.
+func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func() map[wgtypes.Key]time.Time) {
 	// Only a peer the device already has can have a session: the device is
 	// read (a dump of every peer) only then, or when what it holds is not
 	// known yet, never for a peer that just joined a running mesh.
@@ -87,20 +89,19 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, fromSnapshot b
 	switch {
 	case c.selfRev > p.Revision || droppedLately || p.Retires != (wgtypes.Key{}):
 		c.initiate(p.PublicKey, now)
-	case fromSnapshot && c.initiating < maxInitiating:
+	case c.initiating < maxInitiating:
 		c.contacts[p.PublicKey] = &contact{since: now, startAt: now.Add(contactRetry), counted: true}
 		c.initiating++
-	default:
-		c.contacts[p.PublicKey] = &contact{since: now}
 	}
 }
 
 // initiate makes this end start the first handshake with k at once, and
 // start it again should two initiations cross — unless maxInitiating
-// handshakes are already being started: a host that joins or restarts in a
-// large fleet then starts the first ones itself and leaves the rest to
-// traffic and WireGuard, instead of a burst of thousands of handshakes (each
-// a Curve25519 computation, each retried for 90 s when the peer is down).
+// handshakes are already being started (or are to be started, by an older
+// end that hears nothing): a host that joins or restarts in a large fleet
+// then starts the first ones itself and leaves the rest to traffic and
+// WireGuard, instead of a burst of thousands of handshakes (each a
+// Curve25519 computation, each retried for 90 s when the peer is down).
 // Those are configured as usual: endpoint, configured keepalive.
 func (c *Controller) initiate(k wgtypes.Key, now time.Time) {
 	c.endContact(k)
@@ -141,8 +142,8 @@ func (c *Controller) contactSpec(s reconcile.Spec) reconcile.Spec {
 // contact on: done (a handshake happened: the peer gets its usual
 // configuration), started (nothing came from the peer by startAt), started
 // again (crossed initiations, seen at a restarting end's next look), or
-// handed to WireGuard (past contactBound, or a quiet end past its grace). It returns whether anything changed; the caller's
-// next pass writes it.
+// handed to WireGuard (past contactBound, or a quiet end past its grace). It
+// returns whether anything changed; the caller's next pass writes it.
 func (c *Controller) checkContacts(now time.Time) bool {
 	if len(c.contacts) == 0 {
 		return false
@@ -171,8 +172,9 @@ func (c *Controller) checkContacts(now time.Time) bool {
 			}
 		case !ct.starts && !ct.startAt.IsZero() && !now.Before(ct.startAt):
 			// Something came: the other end started, and its handshake
-			// is under way. Nothing came: it had this host before this
-			// device had it, and its initiation was dropped.
+			// is under way. Nothing came: it took this host first and its
+			// initiation was dropped, or it has not taken this host yet
+			// and will start when it does.
 			ct.startAt = time.Time{}
 			if !seen[k].heard {
 				c.log.Debug("first contact: nothing from the peer; starting the handshake", "public_key", k.String())

@@ -52,11 +52,12 @@ func heardFrom(t *testing.T, w *world, k wgtypes.Key) {
 // The newer record of a pair starts the handshake: its new peer gets a
 // keepalive, which makes WireGuard start one at once. The older end has the
 // peer with its endpoint — its own traffic starts a handshake at once — but
-// holds its keepalive back; when it found the peer in a snapshot (the newer
-// end may have had it for a while) it starts too if nothing came from the
-// peer by contactRetry. A newer record that arrives as a watch event was
-// just written: its host starts, this end only waits. A handshake ends each
-// contact, and the peers get their usual configuration back.
+// holds its keepalive back, and starts too if nothing came from the peer by
+// contactRetry: the newer end may have taken this host first, its initiation
+// dropped. That holds however the older end found the record: in a snapshot,
+// or as a watch event (a joiner's device may take this host before this
+// device takes the joiner). A handshake ends each contact, and the peers get
+// their usual configuration back.
 func TestFirstContactRoles(t *testing.T) {
 	w := newWorld(t)
 	w.ctl.self.Keepalive = 25 * time.Second // held back while the other end starts
@@ -83,8 +84,8 @@ func TestFirstContactRoles(t *testing.T) {
 	joined, joinedKey := hostEntry(t, 4, 11) // joins the running mesh
 	w.ctl.Load(peer.Batch{Entries: []peer.Write{joined}})
 	w.ctl.Pass(false)
-	if ct := w.ctl.contacts[joinedKey]; ct == nil || ct.starts || !ct.startAt.IsZero() || ct.counted {
-		t.Errorf("a joiner's record from a watch event: contact %+v; want this end to wait, the joiner starts", ct)
+	if ct := w.ctl.contacts[joinedKey]; ct == nil || ct.starts || !ct.startAt.Equal(ct.since.Add(contactRetry)) || !ct.counted {
+		t.Errorf("a joiner's record from a watch event: contact %+v; want this end to start only after %s, as for a snapshot's", ct, contactRetry)
 	}
 	if p, _ := devicePeer(t, w, joinedKey); p.Endpoint == nil || p.PersistentKeepaliveInterval != 0 {
 		t.Errorf("a joiner's peer: endpoint %v, keepalive %s; want the endpoint and none", p.Endpoint, p.PersistentKeepaliveInterval)
@@ -278,36 +279,52 @@ func TestFirstContactChecksWhenDue(t *testing.T) {
 }
 
 // A peer that joins a running mesh cannot have a session with this device
-// yet, nor this host on its own device: the joiner starts the handshake, and
-// this end only waits — it starts none, counts none against maxInitiating,
-// and does not read the device (a dump of every peer). The joiner's peer
-// has its endpoint. So a join wave costs no device reads and no handshakes
-// from this end.
-func TestAJoinCostsNoDeviceReadNorHandshake(t *testing.T) {
+// yet, so taking it reads nothing: a join wave costs no device read per join.
+// The joiners start the handshakes; the pending contacts are looked at
+// together when they are due, in one read of the device, and this end starts
+// only those it heard nothing from (the joiner took this host first, and its
+// initiation was dropped).
+func TestAJoinWaveCostsOneDeviceRead(t *testing.T) {
 	w := newWorld(t)
 	older, _ := hostEntry(t, 2, 2)
 	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older}})
 	w.ctl.Pass(false)
-	reads, initiating := w.dev.Reads(), w.ctl.initiating
+	reads := w.dev.Reads()
 	var joiners []wgtypes.Key
 	for i := range 20 {
 		joined, k := hostEntry(t, 10+i, uint64(10+i))
 		w.ctl.Load(peer.Batch{Entries: []peer.Write{joined}})
 		w.ctl.Pass(false)
-		if ct, pending := w.ctl.contacts[k]; !pending || ct.starts || !ct.startAt.IsZero() {
-			t.Fatalf("join %d: first contact %+v (pending %v); want this end waiting", i, ct, pending)
+		if ct, pending := w.ctl.contacts[k]; !pending || ct.starts || ct.startAt.IsZero() {
+			t.Fatalf("join %d: first contact %+v (pending %v); want this end waiting, then starting", i, ct, pending)
 		}
 		joiners = append(joiners, k)
 	}
 	if got := w.dev.Reads() - reads; got != 0 {
 		t.Errorf("20 joins read the device %d times, want 0", got)
 	}
-	if w.ctl.initiating != initiating {
-		t.Errorf("20 joins: initiating %d, want %d", w.ctl.initiating, initiating)
-	}
 	for i, k := range joiners {
 		if p, ok := devicePeer(t, w, k); !ok || p.Endpoint == nil || p.PersistentKeepaliveInterval != 0 {
 			t.Errorf("join %d: peer endpoint %v, keepalive %s; want the endpoint and none", i, p.Endpoint, p.PersistentKeepaliveInterval)
+		}
+	}
+	// Half the joiners' initiations came; the others' were dropped.
+	for _, k := range joiners[:10] {
+		heardFrom(t, w, k)
+	}
+	reads = w.dev.Reads()
+	w.ctl.checkContacts(time.Now().Add(contactRetry))
+	if got := w.dev.Reads() - reads; got != 1 {
+		t.Errorf("the due contacts read the device %d times, want 1", got)
+	}
+	w.ctl.Pass(false)
+	for i, k := range joiners {
+		ct := w.ctl.contacts[k]
+		if heard := i < 10; ct == nil || ct.starts == heard {
+			t.Errorf("join %d (heard %v): contact %+v; want this end to start only when it heard nothing", i, heard, ct)
+		}
+		if p, _ := devicePeer(t, w, k); (p.PersistentKeepaliveInterval != 0) != (i >= 10) {
+			t.Errorf("join %d: keepalive %s after the look", i, p.PersistentKeepaliveInterval)
 		}
 	}
 }

@@ -203,15 +203,14 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	if o.Claim == ClaimHeld {
 		c.contest.held(now)
 	}
-	c.applyChanges(d, now, p.snapshot)
+	c.applyChanges(d, now)
 	res, err := c.rec.Sync(refresh)
 	return c.finish(o, d, res, err)
 }
 
 // applyChanges hands the pass's peer changes to the reconciler. A peer new
-// to the device begins its first contact (§5); fromSnapshot is whether the
-// pass loaded a snapshot of the bucket.
-func (c *Controller) applyChanges(d peer.Delta, now time.Time, fromSnapshot bool) {
+// to the device begins its first contact (§5).
+func (c *Controller) applyChanges(d peer.Delta, now time.Time) {
 	var hs map[wgtypes.Key]time.Time
 	sessions := func() map[wgtypes.Key]time.Time {
 		if hs == nil {
@@ -225,7 +224,7 @@ func (c *Controller) applyChanges(d peer.Delta, now time.Time, fromSnapshot bool
 			c.endContact(ch.PublicKey)
 			c.drop(ch.PublicKey, now)
 		case ch.Old == nil:
-			c.beginContact(*ch.New, now, fromSnapshot, sessions)
+			c.beginContact(*ch.New, now, sessions)
 			c.rec.Set(c.spec(*ch.New))
 		default:
 			c.rec.Set(c.spec(*ch.New))
