@@ -9,6 +9,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
 	"github.com/ikto-mesh/ikto/pkg/reconcile"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
 // First contact. A packet sent to a peer whose first handshake is pending
@@ -32,15 +33,21 @@ import (
 // persistent keepalive makes WireGuard send an initiation): the other end saw
 // its record first and most likely took it first. The older end has the peer
 // with its endpoint but holds its own keepalive back (its traffic still
-// starts a handshake at once); if nothing came from the peer contactRetry
-// after its device took it, the newer end either took this host first and
-// its initiation was dropped, or has not taken this host yet (then this end's
-// initiation is dropped, and the newer end's completes the handshake when it
-// comes): either way this end starts. That holds however the older end found
-// the record, in a snapshot or as a watch event. Only two initiations that
-// cross stall both ends; the end with the newer record restarts such a
-// handshake — something came from the peer, and a look crossingConfirm later
-// still no handshake — never one that is merely not there yet or under way.
+// starts a handshake at once), and starts only once it knows it took the
+// peer second: its device refused an initiation from the peer's endpoint
+// (lately, or from now on) — the newer end took this host first and waits.
+// That knowledge is exact, and the newer end, waiting, sends nothing that
+// could cross. A device that does not report refusals (the kernel's, an
+// external wireguard-go) leaves a guess: if nothing came from the peer
+// contactRetry after its device took it, the newer end either took this host
+// first or has not taken it yet (then this end's initiation is refused, and
+// the newer end's completes the handshake when it comes); either way this end
+// starts — and if the newer end's device takes this host just then, the two
+// initiations cross. Either way, however the older end found the record (in
+// a snapshot or as a watch event). Only two initiations that cross stall
+// both ends; the end with the newer record restarts such a handshake —
+// something came from the peer, and a look crossingConfirm later still no
+// handshake — never one that is merely not there yet or under way.
 // After a bound the peer is left to WireGuard's own timers. Once a handshake
 // exists nothing extra is sent: the peer gets its configured keepalive back.
 
@@ -49,7 +56,8 @@ type contact struct {
 	since time.Time
 	// starts: this end has started the handshake. Otherwise it holds its
 	// keepalive back; startAt is when it starts if nothing came from the
-	// peer by then (zero: never — a quiet end's peers start).
+	// peer by then (zero: when the device refuses the peer's initiation,
+	// or never — a quiet end's peers start).
 	starts  bool
 	startAt time.Time
 	// counted: this contact is one of the initiating (it starts, or will).
@@ -89,10 +97,69 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 	switch {
 	case c.selfRev > p.Revision || droppedLately || p.Retires != (wgtypes.Key{}):
 		c.initiate(p.PublicKey, now)
-	case c.initiating < maxInitiating:
+	case c.initiating >= maxInitiating:
+	case c.refusedLately(p.Endpoint, now):
+		c.log.Debug("first contact: the peer's initiation was refused before; starting the handshake", "public_key", p.PublicKey.String())
+		c.contacts[p.PublicKey] = &contact{since: now, starts: true, counted: true}
+		c.initiating++
+	case c.reportsRefusals():
+		c.contacts[p.PublicKey] = &contact{since: now, counted: true}
+		c.initiating++
+	default:
 		c.contacts[p.PublicKey] = &contact{since: now, startAt: now.Add(contactRetry), counted: true}
 		c.initiating++
 	}
+}
+
+// reportsRefusals is whether the device says which initiations it refused.
+func (c *Controller) reportsRefusals() bool {
+	_, ok := c.dev.(wgdev.InitiationReporter)
+	return ok
+}
+
+// refusals is the channel of the device's refused initiations; nil (never
+// ready) for a device that does not report them.
+func (c *Controller) refusals() <-chan netip.AddrPort {
+	if r, ok := c.dev.(wgdev.InitiationReporter); ok {
+		return r.RefusedInitiations()
+	}
+	return nil
+}
+
+// refusedLately is whether the device refused an initiation from ep within
+// refusedWithin.
+func (c *Controller) refusedLately(ep netip.AddrPort, now time.Time) bool {
+	at, ok := c.refused[ep]
+	return ok && ep.IsValid() && now.Sub(at) < refusedWithin
+}
+
+// noteRefused notes that the device refused an initiation from from: a
+// peer with that endpoint took this host first and waits for this end. A
+// pending first contact with it that waits for the other end starts now
+// (noteRefused reports whether one did; the caller's next pass writes it);
+// a peer not taken yet starts when it is.
+func (c *Controller) noteRefused(from netip.AddrPort, now time.Time) bool {
+	for ep, at := range c.refused {
+		if now.Sub(at) >= refusedWithin {
+			delete(c.refused, ep)
+		}
+	}
+	if len(c.refused) < maxRefusals {
+		c.refused[from] = now
+	}
+	started := false
+	for k, ct := range c.contacts {
+		if ct.starts || ct.quiet {
+			continue
+		}
+		if p, ok := c.table.Peer(k); ok && p.Endpoint == from {
+			c.log.Debug("first contact: the peer's initiation was refused; starting the handshake", "public_key", k.String())
+			ct.starts, ct.startAt = true, time.Time{}
+			c.respec(k)
+			started = true
+		}
+	}
+	return started
 }
 
 // initiate makes this end start the first handshake with k at once, and

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
 )
 
 // devicePeer is k as the device has it.
@@ -52,7 +54,8 @@ func heardFrom(t *testing.T, w *world, k wgtypes.Key) {
 // The newer record of a pair starts the handshake: its new peer gets a
 // keepalive, which makes WireGuard start one at once. The older end has the
 // peer with its endpoint — its own traffic starts a handshake at once — but
-// holds its keepalive back, and starts too if nothing came from the peer by
+// holds its keepalive back; on a device that does not report refused
+// initiations (the fake here) it starts too if nothing came from the peer by
 // contactRetry: the newer end may have taken this host first, its initiation
 // dropped. That holds however the older end found the record: in a snapshot,
 // or as a watch event (a joiner's device may take this host before this
@@ -366,5 +369,75 @@ func TestFirstContactsAreBounded(t *testing.T) {
 	w.ctl.checkContacts(since.Add(contactBound))
 	if w.ctl.initiating != 0 || len(w.ctl.contacts) != 0 {
 		t.Errorf("after the bound: initiating %d, contacts %d; want 0", w.ctl.initiating, len(w.ctl.contacts))
+	}
+}
+
+// reportingDevice is the fake device saying which initiations it refused,
+// as the embedded wireguard-go does.
+type reportingDevice struct {
+	*fake.Device
+	refused chan netip.AddrPort
+}
+
+func (d reportingDevice) RefusedInitiations() <-chan netip.AddrPort { return d.refused }
+
+// hostEntryAt is hostEntry with the host's own endpoint, 198.18.0.<n>:51820.
+func hostEntryAt(t *testing.T, n int, rev uint64) (peer.Write, wgtypes.Key, netip.AddrPort) {
+	t.Helper()
+	priv := wgtest.PrivateKey(t)
+	p := netip.MustParsePrefix(fmt.Sprintf("fd10:%x::/48", n))
+	r := peer.Record{Name: p.String(), PublicKey: priv.PublicKey().String(), AdvertiseAddress: fmt.Sprintf("198.18.0.%d", n), AllowedIP: p.String(), WGPort: 51820, Seq: rev}
+	if err := rules.SignRecord(&r, priv); err != nil {
+		t.Fatal(err)
+	}
+	return peer.Write{Key: peer.Key(p), Value: r.Encode(), Revision: rev}, priv.PublicKey(), netip.MustParseAddrPort(fmt.Sprintf("198.18.0.%d:51820", n))
+}
+
+// On a device that reports refused initiations the older end knows when it
+// took the peer second: the peer's initiation was refused, lately or from
+// now on. It starts then, and only then — never on a guess that could cross
+// the newer end's initiation.
+func TestFirstContactStartsOnARefusal(t *testing.T) {
+	w := newWorld(t)
+	dev := reportingDevice{w.dev, make(chan netip.AddrPort, 1)}
+	w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: rules}, dev, Options{KeepView: true})
+	older, olderKey, olderAt := hostEntryAt(t, 2, 2)
+	early, earlyKey, earlyAt := hostEntryAt(t, 3, 10) // took this host first
+	late, lateKey, lateAt := hostEntryAt(t, 4, 11)    // takes this host later
+	now := time.Now()
+	if w.ctl.noteRefused(earlyAt, now) {
+		t.Error("a refusal from a peer not taken yet started a contact")
+	}
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older, early, late}})
+	w.ctl.Pass(false)
+	if ct := w.ctl.contacts[earlyKey]; ct == nil || !ct.starts || ct.restarts {
+		t.Errorf("a newer peer refused before it was taken: contact %+v; want this end to start, and not restart", ct)
+	}
+	if ct := w.ctl.contacts[lateKey]; ct == nil || ct.starts || !ct.startAt.IsZero() {
+		t.Errorf("a newer peer not refused: contact %+v; want this end to wait for a refusal, with no timer", ct)
+	}
+	if p, _ := devicePeer(t, w, earlyKey); p.PersistentKeepaliveInterval == 0 {
+		t.Error("the refused peer has no keepalive: this end does not start")
+	}
+	w.ctl.checkContacts(now.Add(contactRetry))
+	if ct := w.ctl.contacts[lateKey]; ct.starts {
+		t.Error("the peer not refused started after contactRetry of silence")
+	}
+	if w.ctl.noteRefused(olderAt, now) {
+		t.Error("a refusal from a peer this end starts anyway changed something")
+	}
+	if !w.ctl.noteRefused(lateAt, now.Add(contactRetry)) {
+		t.Fatal("a refusal from the waiting peer did not start it")
+	}
+	w.ctl.Pass(false)
+	if p, _ := devicePeer(t, w, lateKey); p.PersistentKeepaliveInterval == 0 {
+		t.Error("the peer refused later has no keepalive: this end does not start")
+	}
+	if _, pending := w.ctl.contacts[olderKey]; !pending {
+		t.Error("the older peer's contact ended")
+	}
+	w.ctl.noteRefused(netip.MustParseAddrPort("198.18.0.9:51820"), now.Add(refusedWithin))
+	if _, kept := w.ctl.refused[earlyAt]; kept || w.ctl.refusedLately(earlyAt, now.Add(refusedWithin)) {
+		t.Errorf("refusals older than %s are remembered: %v", refusedWithin, w.ctl.refused)
 	}
 }

@@ -81,6 +81,9 @@ type Controller struct {
 	// dropped is when each peer was last taken off the device: the other
 	// end may still hold a session with us that it will not renew.
 	dropped map[wgtypes.Key]time.Time
+	// refused is when the device last refused an initiation from each
+	// endpoint, for refusedWithin (noteRefused).
+	refused map[netip.AddrPort]time.Time
 }
 
 // pending is the per-pass scratch: what loads since the last pass leave for
@@ -104,6 +107,7 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 		logged:   map[string]uint64{},
 		contacts: map[wgtypes.Key]*contact{},
 		dropped:  map[wgtypes.Key]time.Time{},
+		refused:  map[netip.AddrPort]time.Time{},
 		tune:     make(chan Tuning, 1),
 		lost:     make(chan chan struct{}, 1),
 	}

@@ -87,6 +87,10 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 				contacts = c.armContacts(contacts, time.Now())
 				continue
 			}
+		case from := <-c.refusals():
+			if !c.noteRefused(from, time.Now()) || !c.loaded {
+				continue
+			}
 		case b := <-in.Batches:
 			c.Load(b)
 			c.drain(in.Batches)

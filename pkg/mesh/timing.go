@@ -42,7 +42,17 @@ const (
 	// send) until the restart. It is one extra read of the device per
 	// suspected crossing, not a polling rate.
 	crossingConfirm = 100 * time.Millisecond
-	// maxInitiating bounds the first contacts this end starts at once.
+	// wireGuardRekeyTimeout is WireGuard's REKEY_TIMEOUT: an end whose
+	// initiation got no answer sends its next one this much later.
+	wireGuardRekeyTimeout = 5 * time.Second
+	// refusedWithin is how long a refused initiation from a peer means
+	// that the peer is waiting for this end to start: less than
+	// WireGuard's retry, so this end never starts just as the peer's own
+	// retry comes.
+	refusedWithin = wireGuardRekeyTimeout - contactRetryMax
+	// maxInitiating bounds the first contacts this end starts at once;
+	// maxRefusals bounds the refused initiations remembered.
+	maxRefusals   = 4 * maxInitiating
 	maxInitiating = 256
 	// sessionAge is how old a handshake may be and still carry a session.
 	sessionAge = wireGuardRejectAfter

@@ -47,6 +47,17 @@ func ParseKind(s string) (Kind, error) {
 // the kernel backend: no wireguard module).
 var ErrNotSupported = errors.New("wireguard backend not supported here")
 
+// InitiationReporter is a Device that says which handshake initiations it
+// refused. WireGuard refuses an initiation from a peer it does not have
+// (yet) without an answer, and the sender sends no other for 5 s: a refusal
+// from a peer this host is about to take tells the first contact (mesh)
+// that the other end took this host first and is waiting.
+type InitiationReporter interface {
+	// RefusedInitiations delivers the UDP source of each refused
+	// initiation. A report that finds the channel full is dropped.
+	RefusedInitiations() <-chan netip.AddrPort
+}
+
 // Config is the device's own side: what Open makes sure of before any peer is
 // configured.
 type Config struct {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -25,7 +26,15 @@ import (
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
-var _ wgdev.Device = (*Device)(nil)
+var (
+	_ wgdev.Device             = (*Device)(nil)
+	_ wgdev.InitiationReporter = (*Device)(nil)
+)
+
+// refusedQueue is how many refused initiations may wait for the agent: a
+// join wave's worth; beyond it reports are dropped, and those peers wait
+// for WireGuard's own retry.
+const refusedQueue = 1024
 
 // Device is an embedded wireguard-go device.
 type Device struct {
@@ -34,6 +43,9 @@ type Device struct {
 	dev  *device.Device
 	tun  tun.Device // nil in unit tests' devices
 	held *heldTUN   // reads of the TUN wait for the first peers; nil likewise
+	// refused carries the endpoints of refused initiations (newLogger); nil
+	// for devices built without one (unit tests).
+	refused chan netip.AddrPort
 
 	// uapi serves `wg` and wgctrl; nil when the device was built without one
 	// (unit tests).
@@ -45,6 +57,10 @@ type Device struct {
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// RefusedInitiations delivers the endpoint of each handshake initiation the
+// device refused.
+func (d *Device) RefusedInitiations() <-chan netip.AddrPort { return d.refused }
 
 // SetPrivateKey replaces the device's private key through an in-process
 // UAPI set.

@@ -40,7 +40,7 @@ func (dropBind) BatchSize() int                                       { return 1
 func newTestDevice(t *testing.T, priv wgtypes.Key) *Device {
 	t.Helper()
 	bind := dropBind{conn.NewStdNetBind()}
-	dev := device.NewDevice(tuntest.NewChannelTUN().TUN(), bind, newLogger(slog.Default(), "wgtest0"))
+	dev := device.NewDevice(tuntest.NewChannelTUN().TUN(), bind, newLogger(slog.Default(), "wgtest0", nil))
 	d := newDevice(wgdev.Config{Name: "wgtest0", PrivateKey: priv}, dev, slog.Default())
 	if err := dev.IpcSet("private_key=" + fmt.Sprintf("%x", priv[:]) + "\n"); err != nil {
 		t.Fatal(err)

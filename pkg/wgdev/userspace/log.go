@@ -4,16 +4,24 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"golang.zx2c4.com/wireguard/device"
 )
+
+// refusedInitiation is the line wireguard-go logs, with the sender's
+// endpoint, for a handshake initiation it refuses — above all one from a
+// peer it does not have. Its log is the only place that says so;
+// TestRefusedInitiationsAreReported holds this to the wireguard-go in use.
+const refusedInitiation = "Received invalid initiation message from %s"
 
 // newLogger routes wireguard-go's printf logging to slog at debug level. Its
 // "errors" are mostly about unreachable peers (failed handshakes, send
 // errors), which the agent already reports through handshake times, so they
 // stay at debug too. Formatting is skipped when debug is off because some of
-// these lines are per handshake.
-func newLogger(log *slog.Logger, name string) *device.Logger {
+// these lines are per handshake. A refused initiation's endpoint goes to
+// refused (when not nil), whatever the level, without waiting.
+func newLogger(log *slog.Logger, name string, refused chan<- netip.AddrPort) *device.Logger {
 	logf := func(kind string) func(string, ...any) {
 		return func(format string, args ...any) {
 			if !log.Enabled(context.Background(), slog.LevelDebug) {
@@ -22,5 +30,16 @@ func newLogger(log *slog.Logger, name string) *device.Logger {
 			log.Debug(fmt.Sprintf(format, args...), "device", name, "source", "wireguard-go", "kind", kind)
 		}
 	}
-	return &device.Logger{Verbosef: logf("verbose"), Errorf: logf("error")}
+	verbose := logf("verbose")
+	return &device.Logger{Verbosef: func(format string, args ...any) {
+		if format == refusedInitiation && refused != nil && len(args) == 1 {
+			if from, err := netip.ParseAddrPort(fmt.Sprint(args[0])); err == nil {
+				select {
+				case refused <- netip.AddrPortFrom(from.Addr().Unmap(), from.Port()):
+				default:
+				}
+			}
+		}
+		verbose(format, args...)
+	}, Errorf: logf("error")}
 }

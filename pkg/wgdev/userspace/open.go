@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -43,9 +44,11 @@ func Open(cfg wgdev.Config, log *slog.Logger) (*Device, error) {
 		return nil, fmt.Errorf("open %s: %w", cfg.Name, err)
 	}
 	held := holdReads(tdev)
-	dev := device.NewDevice(withoutLinkEvents(held), conn.NewDefaultBind(), newLogger(log, cfg.Name))
+	refused := make(chan netip.AddrPort, refusedQueue)
+	dev := device.NewDevice(withoutLinkEvents(held), conn.NewDefaultBind(), newLogger(log, cfg.Name, refused))
 	d := newDevice(cfg, dev, log)
 	d.tun, d.held = tdev, held
+	d.refused = refused
 	opened := false
 	defer func() {
 		if !opened {
