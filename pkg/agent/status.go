@@ -89,12 +89,14 @@ func (a *Agent) Status() api.Status {
 			t := p.LastHandshakeTime.UTC().Truncate(time.Second)
 			ps.LatestHandshake = &t
 		}
+		// A first contact is looked at only when due: a handshake it has
+		// not seen yet is established all the same.
 		ps.Handshake = mesh.HandshakeStateStale
 		switch since, pending := o.Contacts[p.PublicKey]; {
-		case pending:
-			ps.Handshake, ps.PendingSince = mesh.HandshakeStatePending, &since
 		case mesh.SessionLive(p.LastHandshakeTime, time.Now()):
 			ps.Handshake = mesh.HandshakeStateEstablished
+		case pending:
+			ps.Handshake, ps.PendingSince = mesh.HandshakeStatePending, &since
 		}
 		st.Peers = append(st.Peers, ps)
 	}

@@ -37,13 +37,17 @@ import (
 // peer second: its device refused an initiation from the peer's endpoint
 // (lately, or from now on) — the newer end took this host first and waits.
 // That knowledge is exact, and the newer end, waiting, sends nothing that
-// could cross. A device that does not report refusals (the kernel's, an
-// external wireguard-go) leaves a guess: if nothing came from the peer
-// contactRetry after its device took it, the newer end either took this host
-// first or has not taken it yet (then this end's initiation is refused, and
-// the newer end's completes the handshake when it comes); either way this end
-// starts — and if the newer end's device takes this host just then, the two
-// initiations cross. Either way, however the older end found the record (in
+// could cross. Silence proves nothing where the device could not refuse: a
+// device that does not report refusals (the kernel's, an external
+// wireguard-go), and the records of the first snapshot after the device
+// opened (their hosts may have taken this one before its device existed;
+// records that come later were written after, and their hosts' initiations
+// meet the device). There the older end guesses: if nothing came from the
+// peer contactRetry after its device took it, the newer end either took this
+// host first or has not taken it yet (then this end's initiation is refused,
+// and the newer end's completes the handshake when it comes); either way this
+// end starts — and if the newer end's device takes this host just then, the
+// two initiations cross. Either way, however the older end found the record (in
 // a snapshot or as a watch event). Only two initiations that cross stall
 // both ends; the end with the newer record restarts such a handshake —
 // something came from the peer, and a look crossingConfirm later still no
@@ -102,11 +106,11 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 		c.log.Debug("first contact: the peer's initiation was refused before; starting the handshake", "public_key", p.PublicKey.String())
 		c.contacts[p.PublicKey] = &contact{since: now, starts: true, counted: true}
 		c.initiating++
-	case c.reportsRefusals():
-		c.contacts[p.PublicKey] = &contact{since: now, counted: true}
+	case c.guessing:
+		c.contacts[p.PublicKey] = &contact{since: now, startAt: now.Add(contactRetry), counted: true}
 		c.initiating++
 	default:
-		c.contacts[p.PublicKey] = &contact{since: now, startAt: now.Add(contactRetry), counted: true}
+		c.contacts[p.PublicKey] = &contact{since: now, counted: true}
 		c.initiating++
 	}
 }
@@ -119,7 +123,7 @@ func (c *Controller) reportsRefusals() bool {
 
 // refusals is the channel of the device's refused initiations; nil (never
 // ready) for a device that does not report them.
-func (c *Controller) refusals() <-chan netip.AddrPort {
+func (c *Controller) refusals() <-chan wgdev.Refusal {
 	if r, ok := c.dev.(wgdev.InitiationReporter); ok {
 		return r.RefusedInitiations()
 	}
@@ -133,26 +137,33 @@ func (c *Controller) refusedLately(ep netip.AddrPort, now time.Time) bool {
 	return ok && ep.IsValid() && now.Sub(at) < refusedWithin
 }
 
-// noteRefused notes that the device refused an initiation from from: a
-// peer with that endpoint took this host first and waits for this end. A
-// pending first contact with it that waits for the other end starts now
-// (noteRefused reports whether one did; the caller's next pass writes it);
-// a peer not taken yet starts when it is.
-func (c *Controller) noteRefused(from netip.AddrPort, now time.Time) bool {
+// noteRefused notes that the device refused an initiation: a peer with
+// that endpoint took this host first and waits for this end (startRefused
+// starts it; a peer not taken yet starts when it is).
+func (c *Controller) noteRefused(r wgdev.Refusal) {
 	for ep, at := range c.refused {
-		if now.Sub(at) >= refusedWithin {
+		if r.At.Sub(at) >= refusedWithin {
 			delete(c.refused, ep)
 		}
 	}
 	if len(c.refused) < maxRefusals {
-		c.refused[from] = now
+		c.refused[r.From] = r.At
+	}
+}
+
+// startRefused starts the pending first contacts that wait for the other
+// end although the device refused the peer's initiation lately, and
+// reports whether it started any; the caller's next pass writes them.
+func (c *Controller) startRefused(now time.Time) bool {
+	if len(c.refused) == 0 {
+		return false
 	}
 	started := false
 	for k, ct := range c.contacts {
 		if ct.starts || ct.quiet {
 			continue
 		}
-		if p, ok := c.table.Peer(k); ok && p.Endpoint == from {
+		if p, ok := c.table.Peer(k); ok && c.refusedLately(p.Endpoint, now) {
 			c.log.Debug("first contact: the peer's initiation was refused; starting the handshake", "public_key", k.String())
 			ct.starts, ct.startAt = true, time.Time{}
 			c.respec(k)
@@ -215,9 +226,9 @@ func (c *Controller) checkContacts(now time.Time) bool {
 	if len(c.contacts) == 0 {
 		return false
 	}
+	changed := c.startRefused(now)
 	seen := c.seen()
 	var restart []wgtypes.Key
-	changed := false
 	for k, ct := range c.contacts {
 		done := seen[k].handshake.After(ct.since.Add(-time.Second))
 		switch {

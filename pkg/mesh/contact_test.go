@@ -11,6 +11,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
 	"github.com/ikto-mesh/ikto/pkg/peer"
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/fake"
 )
 
@@ -376,10 +377,10 @@ func TestFirstContactsAreBounded(t *testing.T) {
 // as the embedded wireguard-go does.
 type reportingDevice struct {
 	*fake.Device
-	refused chan netip.AddrPort
+	refused chan wgdev.Refusal
 }
 
-func (d reportingDevice) RefusedInitiations() <-chan netip.AddrPort { return d.refused }
+func (d reportingDevice) RefusedInitiations() <-chan wgdev.Refusal { return d.refused }
 
 // hostEntryAt is hostEntry with the host's own endpoint, 198.18.0.<n>:51820.
 func hostEntryAt(t *testing.T, n int, rev uint64) (peer.Write, wgtypes.Key, netip.AddrPort) {
@@ -396,47 +397,64 @@ func hostEntryAt(t *testing.T, n int, rev uint64) (peer.Write, wgtypes.Key, neti
 // On a device that reports refused initiations the older end knows when it
 // took the peer second: the peer's initiation was refused, lately or from
 // now on. It starts then, and only then — never on a guess that could cross
-// the newer end's initiation.
+// the newer end's initiation — except for the records of the first snapshot
+// after the device opened: their hosts may have sent before the device
+// existed, unrefused, and those get the guess too.
 func TestFirstContactStartsOnARefusal(t *testing.T) {
 	w := newWorld(t)
-	dev := reportingDevice{w.dev, make(chan netip.AddrPort, 1)}
+	dev := reportingDevice{w.dev, make(chan wgdev.Refusal, 1)}
 	w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: rules}, dev, Options{KeepView: true})
 	older, olderKey, olderAt := hostEntryAt(t, 2, 2)
 	early, earlyKey, earlyAt := hostEntryAt(t, 3, 10) // took this host first
-	late, lateKey, lateAt := hostEntryAt(t, 4, 11)    // takes this host later
+	before, beforeKey, _ := hostEntryAt(t, 5, 12)     // may have sent before the device was there
+	late, lateKey, lateAt := hostEntryAt(t, 4, 20)    // joins later
+	silent, silentKey, _ := hostEntryAt(t, 6, 21)     // joins later, never refused
 	now := time.Now()
-	if w.ctl.noteRefused(earlyAt, now) {
+	w.ctl.noteRefused(wgdev.Refusal{From: earlyAt, At: now})
+	if w.ctl.startRefused(now) {
 		t.Error("a refusal from a peer not taken yet started a contact")
 	}
-	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older, early, late}})
+	w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older, early, before}})
 	w.ctl.Pass(false)
 	if ct := w.ctl.contacts[earlyKey]; ct == nil || !ct.starts || ct.restarts {
 		t.Errorf("a newer peer refused before it was taken: contact %+v; want this end to start, and not restart", ct)
 	}
-	if ct := w.ctl.contacts[lateKey]; ct == nil || ct.starts || !ct.startAt.IsZero() {
-		t.Errorf("a newer peer not refused: contact %+v; want this end to wait for a refusal, with no timer", ct)
+	if ct := w.ctl.contacts[beforeKey]; ct == nil || ct.starts || !ct.startAt.Equal(ct.since.Add(contactRetry)) {
+		t.Errorf("a newer peer of the first snapshot, not refused: contact %+v; want the guess after %s", ct, contactRetry)
 	}
 	if p, _ := devicePeer(t, w, earlyKey); p.PersistentKeepaliveInterval == 0 {
 		t.Error("the refused peer has no keepalive: this end does not start")
 	}
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{late, silent}})
+	w.ctl.Pass(false)
+	for _, k := range []wgtypes.Key{lateKey, silentKey} {
+		if ct := w.ctl.contacts[k]; ct == nil || ct.starts || !ct.startAt.IsZero() {
+			t.Errorf("a joiner not refused: contact %+v; want this end to wait for a refusal, with no timer", ct)
+		}
+	}
 	w.ctl.checkContacts(now.Add(contactRetry))
 	if ct := w.ctl.contacts[lateKey]; ct.starts {
-		t.Error("the peer not refused started after contactRetry of silence")
+		t.Error("a joiner not refused started after contactRetry of silence")
 	}
-	if w.ctl.noteRefused(olderAt, now) {
+	w.ctl.noteRefused(wgdev.Refusal{From: olderAt, At: now})
+	if w.ctl.startRefused(now) {
 		t.Error("a refusal from a peer this end starts anyway changed something")
 	}
-	if !w.ctl.noteRefused(lateAt, now.Add(contactRetry)) {
-		t.Fatal("a refusal from the waiting peer did not start it")
+	w.ctl.noteRefused(wgdev.Refusal{From: lateAt, At: now.Add(contactRetry)})
+	if !w.ctl.startRefused(now.Add(contactRetry)) {
+		t.Fatal("a refusal from the waiting joiner did not start it")
 	}
 	w.ctl.Pass(false)
 	if p, _ := devicePeer(t, w, lateKey); p.PersistentKeepaliveInterval == 0 {
-		t.Error("the peer refused later has no keepalive: this end does not start")
+		t.Error("the joiner refused later has no keepalive: this end does not start")
+	}
+	if ct := w.ctl.contacts[silentKey]; ct.starts {
+		t.Error("the joiner never refused started")
 	}
 	if _, pending := w.ctl.contacts[olderKey]; !pending {
 		t.Error("the older peer's contact ended")
 	}
-	w.ctl.noteRefused(netip.MustParseAddrPort("198.18.0.9:51820"), now.Add(refusedWithin))
+	w.ctl.noteRefused(wgdev.Refusal{From: netip.MustParseAddrPort("198.18.0.9:51820"), At: now.Add(refusedWithin)})
 	if _, kept := w.ctl.refused[earlyAt]; kept || w.ctl.refusedLately(earlyAt, now.Add(refusedWithin)) {
 		t.Errorf("refusals older than %s are remembered: %v", refusedWithin, w.ctl.refused)
 	}

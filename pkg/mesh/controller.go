@@ -82,8 +82,13 @@ type Controller struct {
 	// end may still hold a session with us that it will not renew.
 	dropped map[wgtypes.Key]time.Time
 	// refused is when the device last refused an initiation from each
-	// endpoint, for refusedWithin (noteRefused).
-	refused map[netip.AddrPort]time.Time
+	// endpoint, for refusedWithin (noteRefused). unseen: no snapshot has
+	// been read since the device opened, so initiations sent to this host
+	// before may have met no device; guessing: the pass's older ends start
+	// after contactRetry of silence, not only on a refusal (beginContact).
+	refused  map[netip.AddrPort]time.Time
+	unseen   bool
+	guessing bool
 }
 
 // pending is the per-pass scratch: what loads since the last pass leave for
@@ -108,6 +113,7 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 		contacts: map[wgtypes.Key]*contact{},
 		dropped:  map[wgtypes.Key]time.Time{},
 		refused:  map[netip.AddrPort]time.Time{},
+		unseen:   dev != nil,
 		tune:     make(chan Tuning, 1),
 		lost:     make(chan chan struct{}, 1),
 	}
@@ -120,6 +126,7 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 func (c *Controller) UseDevice(dev wgdev.Device) {
 	c.dev = dev
 	c.rec.Rebind(dev)
+	c.unseen = true
 }
 
 // RecallOwn tells the table of this host's record as its claim wrote it: a
@@ -206,6 +213,13 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	}
 	if o.Claim == ClaimHeld {
 		c.contest.held(now)
+	}
+	// The records of the first snapshot after the device opened may be
+	// those of hosts that took this one before: their initiations met no
+	// device and were refused unseen.
+	c.guessing = !c.reportsRefusals() || (p.snapshot && c.unseen)
+	if p.snapshot {
+		c.unseen = false
 	}
 	c.applyChanges(d, now)
 	res, err := c.rec.Sync(refresh)

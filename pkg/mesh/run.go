@@ -82,13 +82,20 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 			return nil
 		case now := <-contacts.c:
 			contacts = contactTimer{}
+			if in.Connected != nil && !in.Connected() {
+				// The device is left as it is while NATS is down;
+				// the contacts go on when it answers again.
+				contacts = c.armContacts(contacts, time.Now())
+				continue
+			}
 			if !c.checkContacts(now) {
 				// Restarts (if any) went to the device; nothing to re-apply.
 				contacts = c.armContacts(contacts, time.Now())
 				continue
 			}
-		case from := <-c.refusals():
-			if !c.noteRefused(from, time.Now()) || !c.loaded {
+		case r := <-c.refusals():
+			c.noteRefused(r)
+			if !c.loaded || (in.Connected != nil && !in.Connected()) || !c.startRefused(time.Now()) {
 				continue
 			}
 		case b := <-in.Batches:

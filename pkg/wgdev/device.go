@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -53,9 +54,16 @@ var ErrNotSupported = errors.New("wireguard backend not supported here")
 // from a peer this host is about to take tells the first contact (mesh)
 // that the other end took this host first and is waiting.
 type InitiationReporter interface {
-	// RefusedInitiations delivers the UDP source of each refused
-	// initiation. A report that finds the channel full is dropped.
-	RefusedInitiations() <-chan netip.AddrPort
+	// RefusedInitiations delivers each refused initiation. A report that
+	// finds the channel full is dropped.
+	RefusedInitiations() <-chan Refusal
+}
+
+// Refusal is one refused handshake initiation: the UDP source it came from,
+// and when.
+type Refusal struct {
+	From netip.AddrPort
+	At   time.Time
 }
 
 // Config is the device's own side: what Open makes sure of before any peer is

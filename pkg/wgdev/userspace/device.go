@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -45,7 +44,7 @@ type Device struct {
 	held *heldTUN   // reads of the TUN wait for the first peers; nil likewise
 	// refused carries the endpoints of refused initiations (newLogger); nil
 	// for devices built without one (unit tests).
-	refused chan netip.AddrPort
+	refused chan wgdev.Refusal
 
 	// uapi serves `wg` and wgctrl; nil when the device was built without one
 	// (unit tests).
@@ -60,7 +59,7 @@ type Device struct {
 
 // RefusedInitiations delivers the endpoint of each handshake initiation the
 // device refused.
-func (d *Device) RefusedInitiations() <-chan netip.AddrPort { return d.refused }
+func (d *Device) RefusedInitiations() <-chan wgdev.Refusal { return d.refused }
 
 // SetPrivateKey replaces the device's private key through an in-process
 // UAPI set.

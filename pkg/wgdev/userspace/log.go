@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"time"
 
 	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
 // refusedInitiation is the line wireguard-go logs, with the sender's
@@ -21,7 +24,7 @@ const refusedInitiation = "Received invalid initiation message from %s"
 // stay at debug too. Formatting is skipped when debug is off because some of
 // these lines are per handshake. A refused initiation's endpoint goes to
 // refused (when not nil), whatever the level, without waiting.
-func newLogger(log *slog.Logger, name string, refused chan<- netip.AddrPort) *device.Logger {
+func newLogger(log *slog.Logger, name string, refused chan<- wgdev.Refusal) *device.Logger {
 	logf := func(kind string) func(string, ...any) {
 		return func(format string, args ...any) {
 			if !log.Enabled(context.Background(), slog.LevelDebug) {
@@ -35,7 +38,7 @@ func newLogger(log *slog.Logger, name string, refused chan<- netip.AddrPort) *de
 		if format == refusedInitiation && refused != nil && len(args) == 1 {
 			if from, err := netip.ParseAddrPort(fmt.Sprint(args[0])); err == nil {
 				select {
-				case refused <- netip.AddrPortFrom(from.Addr().Unmap(), from.Port()):
+				case refused <- wgdev.Refusal{From: netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), At: time.Now()}:
 				default:
 				}
 			}

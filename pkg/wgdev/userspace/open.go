@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -44,7 +43,7 @@ func Open(cfg wgdev.Config, log *slog.Logger) (*Device, error) {
 		return nil, fmt.Errorf("open %s: %w", cfg.Name, err)
 	}
 	held := holdReads(tdev)
-	refused := make(chan netip.AddrPort, refusedQueue)
+	refused := make(chan wgdev.Refusal, refusedQueue)
 	dev := device.NewDevice(withoutLinkEvents(held), conn.NewDefaultBind(), newLogger(log, cfg.Name, refused))
 	d := newDevice(cfg, dev, log)
 	d.tun, d.held = tdev, held

@@ -12,6 +12,8 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/ikto-mesh/ikto/pkg/wgdev"
 )
 
 // A device refuses an initiation from a peer it does not have, and says so:
@@ -21,7 +23,7 @@ import (
 func TestRefusedInitiationsAreReported(t *testing.T) {
 	binds := bindtest.NewChannelBinds()
 	var keys [2]wgtypes.Key
-	var refused [2]chan netip.AddrPort
+	var refused [2]chan wgdev.Refusal
 	var devs [2]*device.Device
 	for i := range devs {
 		k, err := wgtypes.GeneratePrivateKey()
@@ -29,7 +31,7 @@ func TestRefusedInitiationsAreReported(t *testing.T) {
 			t.Fatal(err)
 		}
 		keys[i] = k
-		refused[i] = make(chan netip.AddrPort, 1)
+		refused[i] = make(chan wgdev.Refusal, 1)
 		devs[i] = device.NewDevice(tuntest.NewChannelTUN().TUN(), binds[i], newLogger(slog.Default(), fmt.Sprint("wgtest", i), refused[i]))
 		t.Cleanup(devs[i].Close)
 		if err := devs[i].IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hex.EncodeToString(k[:]), 10+i)); err != nil {
@@ -46,16 +48,16 @@ func TestRefusedInitiationsAreReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case from := <-refused[1]:
-		if !from.Addr().Is4() || from.Addr() != netip.MustParseAddr("127.0.0.1") {
-			t.Errorf("refused initiation from %s, want the bind's 127.0.0.1", from)
+	case r := <-refused[1]:
+		if r.From.Addr() != netip.MustParseAddr("127.0.0.1") || time.Since(r.At) > 10*time.Second {
+			t.Errorf("refused initiation from %s at %s, want the bind's 127.0.0.1, just now", r.From, r.At)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the device without peers reported no refused initiation: does wireguard-go still log %q?", refusedInitiation)
 	}
 	select {
-	case from := <-refused[0]:
-		t.Errorf("the initiating device reported a refusal from %s", from)
+	case r := <-refused[0]:
+		t.Errorf("the initiating device reported a refusal from %s", r.From)
 	default:
 	}
 }
