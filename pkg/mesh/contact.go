@@ -106,7 +106,7 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 		c.log.Debug("first contact: the peer's initiation was refused before; starting the handshake", "public_key", p.PublicKey.String())
 		c.contacts[p.PublicKey] = &contact{since: now, starts: true, counted: true}
 		c.initiating++
-	case c.guessing:
+	case !c.reportsRefusals() || p.Revision <= c.unrefusable:
 		c.contacts[p.PublicKey] = &contact{since: now, startAt: now.Add(contactRetry), counted: true}
 		c.initiating++
 	default:

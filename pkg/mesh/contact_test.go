@@ -459,3 +459,26 @@ func TestFirstContactStartsOnARefusal(t *testing.T) {
 		t.Errorf("refusals older than %s are remembered: %v", refusedWithin, w.ctl.refused)
 	}
 }
+
+// The guess follows the record, not the pass: a record written after the
+// first snapshot was read waits for a refusal even when its watch event is
+// folded into the same pass as the snapshot.
+func TestFirstContactGuessesOnlyForTheFirstSnapshot(t *testing.T) {
+	w := newWorld(t)
+	w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: rules}, reportingDevice{w.dev, make(chan wgdev.Refusal, 1)}, Options{KeepView: true})
+	before, beforeKey, _ := hostEntryAt(t, 3, 10)
+	after, afterKey, _ := hostEntryAt(t, 4, 12)
+	w.ctl.Load(peer.Batch{Snapshot: true, Revision: 10, Entries: []peer.Write{w.selfEntry(5), before}})
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{after}})
+	w.ctl.Pass(false)
+	if ct := w.ctl.contacts[beforeKey]; ct == nil || ct.startAt.IsZero() {
+		t.Errorf("a record of the first snapshot: contact %+v; want the guess", ct)
+	}
+	if ct := w.ctl.contacts[afterKey]; ct == nil || !ct.startAt.IsZero() {
+		t.Errorf("a record written after the first snapshot: contact %+v; want no guess", ct)
+	}
+	w.ctl.Load(peer.Batch{Snapshot: true, Revision: 20, Entries: []peer.Write{w.selfEntry(5), before, after}})
+	if w.ctl.unrefusable != 10 {
+		t.Errorf("a later snapshot moved the guess to revision %d, want 10", w.ctl.unrefusable)
+	}
+}

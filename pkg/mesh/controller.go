@@ -83,12 +83,13 @@ type Controller struct {
 	dropped map[wgtypes.Key]time.Time
 	// refused is when the device last refused an initiation from each
 	// endpoint, for refusedWithin (noteRefused). unseen: no snapshot has
-	// been read since the device opened, so initiations sent to this host
-	// before may have met no device; guessing: the pass's older ends start
-	// after contactRetry of silence, not only on a refusal (beginContact).
-	refused  map[netip.AddrPort]time.Time
-	unseen   bool
-	guessing bool
+	// been read since the device opened. The records of the first one (up
+	// to revision unrefusable) may be those of hosts that took this one
+	// before the device existed: their initiations were lost unrefused
+	// (beginContact).
+	refused     map[netip.AddrPort]time.Time
+	unseen      bool
+	unrefusable uint64
 }
 
 // pending is the per-pass scratch: what loads since the last pass leave for
@@ -164,6 +165,13 @@ func (c *Controller) Load(b peer.Batch) {
 		c.loaded = true
 		c.snapshots++
 		c.revision = b.Revision
+		if c.unseen {
+			c.unseen = false
+			c.unrefusable = b.Revision
+			for _, e := range b.Entries {
+				c.unrefusable = max(c.unrefusable, e.Revision)
+			}
+		}
 	} else {
 		c.events += len(b.Entries)
 	}
@@ -213,13 +221,6 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	}
 	if o.Claim == ClaimHeld {
 		c.contest.held(now)
-	}
-	// The records of the first snapshot after the device opened may be
-	// those of hosts that took this one before: their initiations met no
-	// device and were refused unseen.
-	c.guessing = !c.reportsRefusals() || (p.snapshot && c.unseen)
-	if p.snapshot {
-		c.unseen = false
 	}
 	c.applyChanges(d, now)
 	res, err := c.rec.Sync(refresh)
