@@ -39,10 +39,10 @@ import (
 // That knowledge is exact, and the newer end, waiting, sends nothing that
 // could cross. Silence proves nothing where the device could not refuse: a
 // device that does not report refusals (the kernel's, an external
-// wireguard-go), and the records of the first snapshot after the device
-// opened (their hosts may have taken this one before its device existed;
-// records that come later were written after, and their hosts' initiations
-// meet the device). There the older end guesses: if nothing came from the
+// wireguard-go), and records written before the device opened (their hosts
+// may have taken this one before it existed; the hosts of later records
+// take it after, and their initiations meet the device). There the older
+// end guesses: if nothing came from the
 // peer contactRetry after its device took it, the newer end either took this
 // host first or has not taken it yet (then this end's initiation is refused,
 // and the newer end's completes the handshake when it comes); either way this
@@ -106,13 +106,21 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 		c.log.Debug("first contact: the peer's initiation was refused before; starting the handshake", "public_key", p.PublicKey.String())
 		c.contacts[p.PublicKey] = &contact{since: now, starts: true, counted: true}
 		c.initiating++
-	case !c.reportsRefusals() || p.Revision <= c.unrefusable:
+	case !c.reportsRefusals() || c.writtenBeforeDevice(p):
 		c.contacts[p.PublicKey] = &contact{since: now, startAt: now.Add(contactRetry), counted: true}
 		c.initiating++
 	default:
 		c.contacts[p.PublicKey] = &contact{since: now, counted: true}
 		c.initiating++
 	}
+}
+
+// writtenBeforeDevice is whether p's record may have been written before
+// this host's device was there: its host may then have taken this one and
+// sent an initiation that met no device, and no refusal will come. A
+// record's seq is its writer's clock (µs) when written, or later.
+func (c *Controller) writtenBeforeDevice(p peer.Accepted) bool {
+	return time.UnixMicro(int64(p.Seq)).Before(c.opened.Add(clockSkew))
 }
 
 // reportsRefusals is whether the device says which initiations it refused.

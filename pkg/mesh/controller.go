@@ -82,14 +82,11 @@ type Controller struct {
 	// end may still hold a session with us that it will not renew.
 	dropped map[wgtypes.Key]time.Time
 	// refused is when the device last refused an initiation from each
-	// endpoint, for refusedWithin (noteRefused). unseen: no snapshot has
-	// been read since the device opened. The records of the first one (up
-	// to revision unrefusable) may be those of hosts that took this one
-	// before the device existed: their initiations were lost unrefused
-	// (beginContact).
-	refused     map[netip.AddrPort]time.Time
-	unseen      bool
-	unrefusable uint64
+	// endpoint, for refusedWithin (noteRefused); opened is when the device
+	// was taken into use: a host whose record is older may have sent its
+	// initiation before, and met no device to refuse it (beginContact).
+	refused map[netip.AddrPort]time.Time
+	opened  time.Time
 }
 
 // pending is the per-pass scratch: what loads since the last pass leave for
@@ -107,14 +104,13 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
 	c := &Controller{
-		self: self, log: opt.Log, dev: dev, keep: opt.KeepView,
+		self: self, log: opt.Log, dev: dev, keep: opt.KeepView, opened: time.Now(),
 		table:    peer.NewTable(self.Rules, self.Key, self.Prefix),
 		rec:      reconcile.New(dev),
 		logged:   map[string]uint64{},
 		contacts: map[wgtypes.Key]*contact{},
 		dropped:  map[wgtypes.Key]time.Time{},
 		refused:  map[netip.AddrPort]time.Time{},
-		unseen:   dev != nil,
 		tune:     make(chan Tuning, 1),
 		lost:     make(chan chan struct{}, 1),
 	}
@@ -127,7 +123,7 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 func (c *Controller) UseDevice(dev wgdev.Device) {
 	c.dev = dev
 	c.rec.Rebind(dev)
-	c.unseen = true
+	c.opened = time.Now()
 }
 
 // RecallOwn tells the table of this host's record as its claim wrote it: a
@@ -145,6 +141,7 @@ func (c *Controller) ReplaceDevice(dev wgdev.Device) {
 	c.dev = dev
 	c.rec.Rebind(dev)
 	now := time.Now()
+	c.opened = now
 	for k, p := range c.table.View().Peers {
 		c.initiate(k, now)
 		if !c.contest.lost {
@@ -165,13 +162,6 @@ func (c *Controller) Load(b peer.Batch) {
 		c.loaded = true
 		c.snapshots++
 		c.revision = b.Revision
-		if c.unseen {
-			c.unseen = false
-			c.unrefusable = b.Revision
-			for _, e := range b.Entries {
-				c.unrefusable = max(c.unrefusable, e.Revision)
-			}
-		}
 	} else {
 		c.events += len(b.Entries)
 	}
