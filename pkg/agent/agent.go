@@ -246,6 +246,18 @@ func (a *Agent) join(ctx context.Context) error {
 	if err := a.openBucket(ctx); err != nil {
 		return err
 	}
+	// The device before the claim when the prefix is free or ours: a host
+	// that reads our record may take us and send its first initiation at
+	// once, and the device must be there to refuse it — the refusal is how
+	// first contact learns that the host took us first (docs/contract.md
+	// §5). A prefix another key holds opens nothing: the claim is refused.
+	if a.dev.Load() == nil {
+		if holder, err := a.mesh.HolderKey(ctx, a.set.Prefix); err == nil && (holder == "" || holder == a.self.PublicKey) {
+			if err := a.openDevice(); err != nil {
+				return err
+			}
+		}
+	}
 	rev, err := a.claim(ctx)
 	if err != nil {
 		a.lostClaim(err)

@@ -115,12 +115,13 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 	}
 }
 
-// writtenBeforeDevice is whether p's record may have been written before
-// this host's device was there: its host may then have taken this one and
-// sent an initiation that met no device, and no refusal will come. A
-// record's seq is its writer's clock (µs) when written, or later.
+// writtenBeforeDevice is whether p's record was written before this host's
+// device was there: its host may then have taken this one and sent an
+// initiation that met no device, and no refusal will come. A record's seq
+// is its writer's clock (µs) when written, or later. The agent opens the
+// device before it claims, so every record newer than its own comes later.
 func (c *Controller) writtenBeforeDevice(p peer.Accepted) bool {
-	return time.UnixMicro(int64(p.Seq)).Before(c.opened.Add(clockSkew))
+	return time.UnixMicro(int64(p.Seq)).Before(c.opened)
 }
 
 // reportsRefusals is whether the device says which initiations it refused.

@@ -50,11 +50,6 @@ const (
 	// WireGuard's retry, so this end never starts just as the peer's own
 	// retry comes.
 	refusedWithin = wireGuardRekeyTimeout - contactRetryMax
-	// clockSkew is how far another host's clock may be behind this one's
-	// when a record's seq (its writer's clock) is compared with when this
-	// device opened (writtenBeforeDevice). A record seen as older than it
-	// is costs a guess; one seen as newer, a wait for WireGuard's retry.
-	clockSkew = 50 * time.Millisecond
 	// maxInitiating bounds the first contacts this end starts at once;
 	// maxRefusals bounds the refused initiations remembered.
 	maxRefusals   = 4 * maxInitiating
