@@ -21,8 +21,11 @@ import (
 // end's initiation, and its queue goes out once that handshake completes;
 // it answers an initiation from a peer it has at once; and two initiations
 // that cross (each end answers the other's) are both refused, after which
-// both ends wait 5 s — which only taking the peer off and putting it back (a
-// restart) cuts short, dropping that end's queue.
+// both ends wait 5 s — or, in wireguard-go, whose two handshake workers may
+// take the other end's initiation and its answer to ours at once, end in a
+// session both ends record but that carries one direction only, until the
+// 15 s keepalive timeout. No look at the device tells that session from a
+// good one, so a crossing must be prevented, not repaired.
 //
 // An initiation is dropped only by an end whose device took the peer after
 // it was sent, so the end that takes the peer second always finds the other
@@ -31,27 +34,30 @@ import (
 // that took the peer second to start, and neither end knows which it is.
 // The end whose record is newer starts when its device takes the peer (a
 // persistent keepalive makes WireGuard send an initiation): the other end saw
-// its record first and most likely took it first. The older end has the peer
-// with its endpoint but holds its own keepalive back (its traffic still
-// starts a handshake at once), and starts only once it knows it took the
+// its record first and most likely took it first. The older end waits: it
+// has the peer without its endpoint, so nothing it sends — its keepalive or
+// its traffic — can start an initiation that crosses the newer end's; its
+// traffic waits in the queue for the newer end's handshake, which brings the
+// endpoint. It starts (endpoint and keepalive) only once it knows it took the
 // peer second: its device refused an initiation from the peer's endpoint
-// (lately, or from now on) — the newer end took this host first and waits.
-// That knowledge is exact, and the newer end, waiting, sends nothing that
-// could cross. Silence proves nothing where the device could not refuse: a
-// device that does not report refusals (the kernel's, an external
-// wireguard-go), and records written before the device opened (their hosts
-// may have taken this one before it existed; the hosts of later records
-// take it after, and their initiations meet the device). There the older
-// end guesses: if nothing came from the
-// peer contactRetry after its device took it, the newer end either took this
-// host first or has not taken it yet (then this end's initiation is refused,
-// and the newer end's completes the handshake when it comes); either way this
-// end starts — and if the newer end's device takes this host just then, the
-// two initiations cross. Either way, however the older end found the record (in
-// a snapshot or as a watch event). Only two initiations that cross stall
-// both ends; the end with the newer record restarts such a handshake —
-// something came from the peer, and a look crossingConfirm later still no
-// handshake — never one that is merely not there yet or under way.
+// (lately, or from now on) — the newer end took this host first and waits,
+// sending nothing for 5 s. That knowledge is exact. Silence proves nothing
+// where the device could not refuse: a device that does not report refusals
+// (the kernel's, an external wireguard-go), and records written before the
+// device opened (their hosts may have taken this one before it existed; the
+// hosts of later records take it after, and their initiations meet the
+// device). There the older end guesses, and keeps the endpoint while it
+// waits (the kernel drops packets to a peer without one): if nothing came
+// from the peer contactRetry after its device took it, the newer end either
+// took this host first or has not taken it yet (then this end's initiation
+// is refused, and the newer end's completes the handshake when it comes);
+// either way this end starts — and if the newer end's device takes this host
+// just then, or this end's traffic sends first, the two initiations cross.
+// Either way, however the older end found the record (in a snapshot or as a
+// watch event). Only such crossings remain; the end with the newer record
+// restarts a handshake that crossed — something came from the peer, and a
+// look crossingConfirm later still no handshake — never one that is merely
+// not there yet or under way.
 // After a bound the peer is left to WireGuard's own timers. Once a handshake
 // exists nothing extra is sent: the peer gets its configured keepalive back.
 
@@ -60,8 +66,9 @@ type contact struct {
 	since time.Time
 	// starts: this end has started the handshake. Otherwise it holds its
 	// keepalive back; startAt is when it starts if nothing came from the
-	// peer by then (zero: when the device refuses the peer's initiation,
-	// or never — a quiet end's peers start).
+	// peer by then (a guess), or zero: it starts when the device refuses
+	// the peer's initiation, and has no endpoint until then (contactSpec),
+	// or never — a quiet end's peers start.
 	starts  bool
 	startAt time.Time
 	// counted: this contact is one of the initiating (it starts, or will).
@@ -162,21 +169,39 @@ func (c *Controller) noteRefused(r wgdev.Refusal) {
 
 // startRefused starts the pending first contacts that wait for the other
 // end although the device refused the peer's initiation lately, and
-// reports whether it started any; the caller's next pass writes them.
+// reports whether it started any. A waiting peer is on the device without
+// its endpoint, and its traffic may have spent WireGuard's one initiation
+// per 5 s on it already (the send fails, the slot is gone); so the peer is
+// started by taking it off and putting it back with its endpoint and the
+// contact keepalive, one device call: its handshake starts at once, and
+// what its traffic queued since the device took it — the moment between
+// the refusal and its report, a few milliseconds — is dropped instead of
+// waiting for the newer end's retry. A guessing peer has its endpoint and
+// only gets its keepalive: the caller's next pass writes it.
 func (c *Controller) startRefused(now time.Time) bool {
 	if len(c.refused) == 0 {
 		return false
 	}
 	started := false
+	var start []wgtypes.Key
 	for k, ct := range c.contacts {
 		if ct.starts || ct.quiet {
 			continue
 		}
 		if p, ok := c.table.Peer(k); ok && c.refusedLately(p.Endpoint, now) {
 			c.log.Debug("first contact: the peer's initiation was refused; starting the handshake", "public_key", k.String())
+			waited := ct.startAt.IsZero() // without its endpoint
 			ct.starts, ct.startAt = true, time.Time{}
 			c.respec(k)
 			started = true
+			if waited {
+				start = append(start, k)
+			}
+		}
+	}
+	if len(start) > 0 {
+		if err := c.rec.Reset(start); err != nil {
+			c.log.Warn("first contact: starting handshakes failed", "peers", len(start), "err", err)
 		}
 	}
 	return started
@@ -218,8 +243,18 @@ func (c *Controller) contactSpec(s reconcile.Spec) reconcile.Spec {
 		s.Endpoint = netip.AddrPort{}
 	case ct.starts && s.Keepalive == 0:
 		s.Keepalive = contactKeepalive
+	case !ct.starts && ct.startAt.IsZero():
+		// Waiting to learn which end took the peer second: no endpoint,
+		// so neither a keepalive nor this end's traffic can send an
+		// initiation that crosses the other end's. WireGuard queues the
+		// traffic; the other end's handshake (or this end's start)
+		// sends it.
+		s.Keepalive = 0
+		s.Endpoint = netip.AddrPort{}
 	case !ct.starts:
-		// A configured keepalive would start a handshake at once.
+		// Guessing: the endpoint, for traffic on a device that drops
+		// packets to a peer without one, but no keepalive until the
+		// guess.
 		s.Keepalive = 0
 	}
 	return s

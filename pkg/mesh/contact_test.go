@@ -415,7 +415,8 @@ func TestFirstContactStartsOnARefusal(t *testing.T) {
 	late, lateKey, lateAt := hostEntryAt(t, 4, 20, opened.Add(2*time.Second))  // joins later
 	silent, silentKey, _ := hostEntryAt(t, 6, 21, opened.Add(2*time.Second))   // joins later, never refused
 	now := time.Now()
-	w.ctl.noteRefused(wgdev.Refusal{From: earlyAt, At: now})
+	dev.refused <- wgdev.Refusal{From: earlyAt, At: now}
+	w.ctl.drainRefusals() // as the loop does before each pass
 	if w.ctl.startRefused(now) {
 		t.Error("a refusal from a peer not taken yet started a contact")
 	}
@@ -427,14 +428,23 @@ func TestFirstContactStartsOnARefusal(t *testing.T) {
 	if ct := w.ctl.contacts[beforeKey]; ct == nil || ct.starts || !ct.startAt.Equal(ct.since.Add(contactRetry)) {
 		t.Errorf("a newer peer written before the device opened, not refused: contact %+v; want the guess after %s", ct, contactRetry)
 	}
-	if p, _ := devicePeer(t, w, earlyKey); p.PersistentKeepaliveInterval == 0 {
-		t.Error("the refused peer has no keepalive: this end does not start")
+	if p, _ := devicePeer(t, w, earlyKey); p.PersistentKeepaliveInterval == 0 || p.Endpoint == nil {
+		t.Errorf("the refused peer: keepalive %s, endpoint %v; want both: this end starts", p.PersistentKeepaliveInterval, p.Endpoint)
+	}
+	if p, _ := devicePeer(t, w, beforeKey); p.PersistentKeepaliveInterval != 0 || p.Endpoint == nil {
+		t.Errorf("the peer this end guesses for: keepalive %s, endpoint %v; want the endpoint only (traffic goes on a device that drops it without one)", p.PersistentKeepaliveInterval, p.Endpoint)
 	}
 	w.ctl.Load(peer.Batch{Entries: []peer.Write{late, silent}})
 	w.ctl.Pass(false)
 	for _, k := range []wgtypes.Key{lateKey, silentKey} {
 		if ct := w.ctl.contacts[k]; ct == nil || ct.starts || !ct.startAt.IsZero() {
 			t.Errorf("a joiner not refused: contact %+v; want this end to wait for a refusal, with no timer", ct)
+		}
+		// Nothing this end sends may start a handshake that crosses the
+		// joiner's: crossed initiations can leave a session that carries
+		// one direction only, which no look at the device sees.
+		if p, _ := devicePeer(t, w, k); p.Endpoint != nil || p.PersistentKeepaliveInterval != 0 {
+			t.Errorf("a joiner waiting for a refusal: endpoint %v, keepalive %s; want neither", p.Endpoint, p.PersistentKeepaliveInterval)
 		}
 	}
 	w.ctl.checkContacts(now.Add(contactRetry))
@@ -445,14 +455,20 @@ func TestFirstContactStartsOnARefusal(t *testing.T) {
 	if w.ctl.startRefused(now) {
 		t.Error("a refusal from a peer this end starts anyway changed something")
 	}
+	// The waiting joiner's traffic may have spent WireGuard's initiation
+	// on the missing endpoint: it starts as a new peer, in one device call.
 	w.ctl.noteRefused(wgdev.Refusal{From: lateAt, At: now.Add(contactRetry)})
+	calls := w.dev.Calls()
 	if !w.ctl.startRefused(now.Add(contactRetry)) {
 		t.Fatal("a refusal from the waiting joiner did not start it")
 	}
-	w.ctl.Pass(false)
-	if p, _ := devicePeer(t, w, lateKey); p.PersistentKeepaliveInterval == 0 {
-		t.Error("the joiner refused later has no keepalive: this end does not start")
+	if got := w.dev.Calls() - calls; got != 1 {
+		t.Errorf("starting the waiting joiner made %d device calls, want 1 (off and back on)", got)
 	}
+	if p, _ := devicePeer(t, w, lateKey); p.PersistentKeepaliveInterval == 0 || p.Endpoint == nil {
+		t.Errorf("the joiner refused later: keepalive %s, endpoint %v; want both: this end starts", p.PersistentKeepaliveInterval, p.Endpoint)
+	}
+	w.ctl.Pass(false)
 	if ct := w.ctl.contacts[silentKey]; ct.starts {
 		t.Error("the joiner never refused started")
 	}

@@ -144,6 +144,7 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 		if !c.loaded {
 			continue
 		}
+		c.drainRefusals()
 		o := c.Pass(refresh)
 		in.Publish(o)
 		if err := o.Err(); err != nil {
@@ -172,6 +173,22 @@ func (c *Controller) armContacts(t contactTimer, now time.Time) contactTimer {
 		return t
 	}
 	return contactTimer{c: time.After(wait), at: now.Add(wait)}
+}
+
+// drainRefusals notes the refusals already reported, so a pass that takes
+// a peer whose initiation the device refused lets this end start at once
+// (beginContact) instead of taking it waiting, with no endpoint, and
+// starting it a moment later: traffic of that moment would spend this end's
+// one initiation per 5 s on a peer it could not reach.
+func (c *Controller) drainRefusals() {
+	for {
+		select {
+		case r := <-c.refusals():
+			c.noteRefused(r)
+		default:
+			return
+		}
+	}
 }
 
 // drain loads the batches already queued, so a burst costs one pass.
