@@ -469,6 +469,19 @@ func TestFirstContactStartsOnARefusal(t *testing.T) {
 		t.Errorf("the joiner refused later: keepalive %s, endpoint %v; want both: this end starts", p.PersistentKeepaliveInterval, p.Endpoint)
 	}
 	w.ctl.Pass(false)
+	// Refused while the pass took it (the report came after the loop's
+	// look before the pass): started in the same pass, as a new peer.
+	racing, racingKey, racingAt := hostEntryAt(t, 7, 22, opened.Add(3*time.Second))
+	dev.refused <- wgdev.Refusal{From: racingAt, At: time.Now()}
+	w.ctl.Load(peer.Batch{Entries: []peer.Write{racing}})
+	calls = w.dev.Calls()
+	w.ctl.Pass(false)
+	if ct := w.ctl.contacts[racingKey]; ct == nil || !ct.starts {
+		t.Errorf("a joiner refused while the pass took it: contact %+v; want this end to start", ct)
+	}
+	if p, _ := devicePeer(t, w, racingKey); w.dev.Calls()-calls != 2 || p.Endpoint == nil || p.PersistentKeepaliveInterval == 0 {
+		t.Errorf("a joiner refused while the pass took it: %d device calls, endpoint %v, keepalive %s; want 2 (taken, started), both", w.dev.Calls()-calls, p.Endpoint, p.PersistentKeepaliveInterval)
+	}
 	if ct := w.ctl.contacts[silentKey]; ct.starts {
 		t.Error("the joiner never refused started")
 	}

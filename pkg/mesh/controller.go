@@ -214,7 +214,29 @@ func (c *Controller) Pass(refresh bool) Outcome {
 	}
 	c.applyChanges(d, now)
 	res, err := c.rec.Sync(refresh)
+	if err == nil {
+		res, err = c.startRefusedAfter(res)
+	}
 	return c.finish(o, d, res, err)
+}
+
+// startRefusedAfter starts, right after the device took this pass's new
+// peers, those whose initiation it refused before it had them: the report
+// of such a refusal is sent before the device could take the peer, so it is
+// in by the time the device call returns (but for a handshake worker
+// preempted between the two). A peer taken
+// waiting, without its endpoint, is started before its traffic has much
+// chance to spend WireGuard's initiation on the missing endpoint — and a
+// restart drops what it queued (startRefused).
+func (c *Controller) startRefusedAfter(res reconcile.Result) (reconcile.Result, error) {
+	c.drainRefusals()
+	if !c.startRefused(time.Now()) {
+		return res, nil
+	}
+	more, err := c.rec.Sync(false) // guessing peers get their keepalive
+	res.Plan.Update = append(res.Plan.Update, more.Plan.Update...)
+	res.Duration += more.Duration
+	return res, err
 }
 
 // applyChanges hands the pass's peer changes to the reconciler. A peer new

@@ -71,13 +71,24 @@ func compareKeys(a, b wgtypes.Key) int {
 
 // PeerConfigs is the plan as wgctrl deltas: adds and updates replace the
 // peer's allowed-ips, removals remove; nothing else on the device is touched.
-func (p Plan) PeerConfigs() []wgtypes.PeerConfig {
+func (p Plan) PeerConfigs() []wgtypes.PeerConfig { return p.PeerConfigsOver(nil) }
+
+// PeerConfigsOver is PeerConfigs for a device known to hold actual: an
+// update leaves alone the allowed-ips of a peer that already has them.
+// Replacing them empties the peer's set for a moment, and WireGuard drops
+// what arrives from the peer meanwhile ("disallowed source address") — a
+// first packet, say, as its peer's first contact ends.
+func (p Plan) PeerConfigsOver(actual map[wgtypes.Key]Spec) []wgtypes.PeerConfig {
 	out := make([]wgtypes.PeerConfig, 0, len(p.Add)+len(p.Update)+len(p.Remove))
 	for _, s := range p.Add {
 		out = append(out, s.peerConfig(false))
 	}
 	for _, s := range p.Update {
-		out = append(out, s.peerConfig(true))
+		pc := s.peerConfig(true)
+		if have, ok := actual[s.PublicKey]; ok && slices.Equal(have.AllowedIPs, s.AllowedIPs) {
+			pc.ReplaceAllowedIPs, pc.AllowedIPs = false, nil
+		}
+		out = append(out, pc)
 	}
 	for _, k := range p.Remove {
 		out = append(out, wgtypes.PeerConfig{PublicKey: k, Remove: true})

@@ -65,6 +65,31 @@ func TestPlanPeers(t *testing.T) {
 	}
 }
 
+// An update whose allowed-ips the device already has leaves them alone:
+// replacing them would empty the set for a moment.
+func TestPeerConfigsOverKeepAllowedIPs(t *testing.T) {
+	b := spec(2, "198.18.0.2:51820", "fd10:2::/48")
+	bKeepalive := b
+	bKeepalive.Keepalive = 25 * time.Second
+	bWider := b
+	bWider.AllowedIPs = []netip.Prefix{netip.MustParsePrefix("fd10:2::/48"), netip.MustParsePrefix("fd10:9::/48")}
+	for _, tt := range []struct {
+		name    string
+		actual  map[wgtypes.Key]Spec
+		update  Spec
+		replace bool
+	}{
+		{"same allowed-ips", set(b), bKeepalive, false},
+		{"other allowed-ips", set(b), bWider, true},
+		{"device not known", nil, bKeepalive, true},
+	} {
+		pcs := Plan{Update: []Spec{tt.update}}.PeerConfigsOver(tt.actual)
+		if len(pcs) != 1 || pcs[0].ReplaceAllowedIPs != tt.replace || (len(pcs[0].AllowedIPs) > 0) != tt.replace || !pcs[0].UpdateOnly {
+			t.Errorf("%s: %+v; want one update, replacing allowed-ips %v", tt.name, pcs, tt.replace)
+		}
+	}
+}
+
 func newFake() *fake.Device {
 	k, _ := wgtypes.GeneratePrivateKey()
 	return fake.New(wgdev.Config{Name: "wgtest", PrivateKey: k, ListenPort: 51820})

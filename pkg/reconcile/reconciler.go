@@ -141,7 +141,7 @@ func (r *Reconciler) configure(p Plan) error {
 	if p.Empty() {
 		return nil
 	}
-	return r.write(p.PeerConfigs())
+	return r.write(p.PeerConfigsOver(r.actual))
 }
 
 // write is the one place ikto changes a device's peers.
