@@ -61,7 +61,7 @@ func (c *Controller) heal(o *Outcome, d peer.Delta, now time.Time) (standDown bo
 	case ClaimEvicted:
 		return true
 	case ClaimHeld:
-		c.selfRev = d.Self.Revision
+		c.selfRev, c.selfSeq = d.Self.Revision, d.Self.Seq
 		o.Repair.Release = stale(d.Rejected, c.table.At)
 		if c.rotating != nil {
 			c.log.Info("rotated this host's key", "from", c.rotating.from, "to", c.self.Key)

@@ -43,10 +43,9 @@ import (
 // (lately, or from now on) — the newer end took this host first and waits,
 // sending nothing for 5 s. That knowledge is exact. Silence proves nothing
 // where the device could not refuse: a device that does not report refusals
-// (the kernel's, an external wireguard-go), and records written before the
-// device opened (their hosts may have taken this one before it existed; the
-// hosts of later records take it after, and their initiations meet the
-// device). There the older end guesses, and keeps the endpoint while it
+// (the kernel's, an external wireguard-go), and hosts that may have taken
+// this one before its device existed (writtenBeforeDevice; the others take
+// it after, and their initiations meet the device). There the older end guesses, and keeps the endpoint while it
 // waits (the kernel drops packets to a peer without one): if nothing came
 // from the peer contactRetry after its device took it, the newer end either
 // took this host first or has not taken it yet (then this end's initiation
@@ -122,13 +121,18 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 	}
 }
 
-// writtenBeforeDevice is whether p's record was written before this host's
-// device was there: its host may then have taken this one and sent an
-// initiation that met no device, and no refusal will come. A record's seq
-// is its writer's clock (µs) when written, or later. The agent opens the
-// device before it claims, so every record newer than its own comes later.
+// writtenBeforeDevice is whether p's host may have taken this one and sent
+// an initiation before this host's device was there, so that no refusal
+// will come. It sends only after writing its own record and reading this
+// host's, so only if both records were written before the device opened. A
+// record's seq is its writer's clock (µs) just before the write, which may
+// land much later (a busy server): a newer record's seq alone can predate
+// the device although the record came after this host's own. The agent
+// opens the device before it claims, so this host's own record comes after
+// the device, and no newer record gets the guess; a device opened later (or
+// made again) gives it to records older than the device.
 func (c *Controller) writtenBeforeDevice(p peer.Accepted) bool {
-	return time.UnixMicro(int64(p.Seq)).Before(c.opened)
+	return time.UnixMicro(int64(max(p.Seq, c.selfSeq))).Before(c.opened)
 }
 
 // reportsRefusals is whether the device says which initiations it refused.

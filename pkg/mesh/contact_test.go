@@ -511,3 +511,24 @@ func TestFirstContactGuessesOnlyForRecordsOlderThanTheDevice(t *testing.T) {
 		}
 	}
 }
+
+// A newer record's seq is taken just before its write, which may land much
+// later: it can predate this host's device although the record came after
+// this host's own, written after the device opened (the agent opens it
+// before claiming). Its host read this host's record before it could send,
+// so its initiation met the device: no guess.
+func TestFirstContactNoGuessWhenOwnRecordCameAfterTheDevice(t *testing.T) {
+	w := newWorld(t)
+	w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: rules}, reportingDevice{w.dev, make(chan wgdev.Refusal, 1)}, Options{KeepView: true})
+	opened := w.ctl.opened
+	own := peer.Record{Name: "self", PublicKey: w.key.String(), AdvertiseAddress: "198.18.0.20", AllowedIP: selfPrefix.String(), WGPort: 51820,
+		Seq: uint64(opened.Add(100 * time.Millisecond).UnixMicro())}
+	if err := rules.SignRecord(&own, w.priv); err != nil {
+		t.Fatal(err)
+	}
+	slow, slowKey, _ := hostEntryAt(t, 3, 10, opened.Add(-time.Second)) // seq before the device, revision after ours
+	w.snapshot(peer.Write{Key: peer.Key(selfPrefix), Value: own.Encode(), Revision: 5}, slow)
+	if ct := w.ctl.contacts[slowKey]; ct == nil || ct.starts || !ct.startAt.IsZero() {
+		t.Errorf("a newer record written (by its seq) before the device, after our own: contact %+v; want this end waiting for a refusal, no guess", ct)
+	}
+}

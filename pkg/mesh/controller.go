@@ -71,9 +71,11 @@ type Controller struct {
 	// DeviceLost).
 	tune chan Tuning
 	lost chan chan struct{}
-	// selfRev is the revision of this host's own record when last held;
-	// contacts are the peers whose first handshake is being orchestrated.
+	// selfRev and selfSeq are the revision and seq of this host's own
+	// record when last held; contacts are the peers whose first handshake
+	// is being orchestrated.
 	selfRev  uint64
+	selfSeq  uint64
 	contacts map[wgtypes.Key]*contact
 	// initiating counts the contacts whose handshake this end starts, or
 	// will if the other end does not.
