@@ -4,6 +4,7 @@
 package childproc
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,21 +27,38 @@ func Start(cmd *exec.Cmd, exited func(error)) error {
 
 // StartIn is Start with the child in the network namespace netns (a path
 // such as /run/netns/NAME; "" for this thread's): the forking thread enters
-// it first, and the child inherits it. Unlike `ip netns exec` this costs no
-// extra process and no mount namespace, so a launch measures the program.
-// The thread never leaves the namespace: its goroutine ends locked, and Go
-// retires it once the child has exited.
+// it, forks, and goes back at once; the child stays in it. Unlike `ip netns
+// exec` this costs no extra process and no mount namespace, so a launch
+// measures the program.
+//
+// The thread must go back: Go retires a thread whose goroutine ends locked,
+// and the kernel then sends Pdeathsig to every child forked from that
+// thread, whoever forked it (a nats-server started earlier on it). Only if
+// going back fails is the thread left to be retired.
 func StartIn(netns string, cmd *exec.Cmd, exited func(error)) error {
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if netns == "" {
-			defer runtime.UnlockOSThread()
-		} else if err := enter(netns); err != nil {
-			started <- err
-			return
+		leave := func() error { return nil }
+		if netns != "" {
+			var err error
+			if leave, err = enter(netns); err != nil {
+				runtime.UnlockOSThread() // still in its own namespace
+				started <- err
+				return
+			}
 		}
-		if err := cmd.Start(); err != nil {
+		err := cmd.Start()
+		if lerr := leave(); lerr != nil {
+			if err == nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			}
+			started <- errors.Join(err, lerr)
+			return // locked: the thread goes with this goroutine
+		}
+		defer runtime.UnlockOSThread()
+		if err != nil {
 			started <- err
 			return
 		}
@@ -50,15 +68,28 @@ func StartIn(netns string, cmd *exec.Cmd, exited func(error)) error {
 	return <-started
 }
 
-// enter switches the calling thread into the network namespace at path.
-func enter(path string) error {
-	f, err := os.Open(path)
+// enter switches the calling thread into the network namespace at path and
+// returns how to switch it back.
+func enter(path string) (leave func() error, err error) {
+	orig, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
-		return fmt.Errorf("network namespace: %w", err)
+		return nil, fmt.Errorf("this thread's network namespace: %w", err)
 	}
-	defer f.Close()
-	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("enter network namespace %s: %w", path, err)
+	target, err := os.Open(path)
+	if err != nil {
+		orig.Close()
+		return nil, fmt.Errorf("network namespace: %w", err)
 	}
-	return nil
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		orig.Close()
+		return nil, fmt.Errorf("enter network namespace %s: %w", path, err)
+	}
+	return func() error {
+		defer orig.Close()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("leave network namespace %s: %w", path, err)
+		}
+		return nil
+	}, nil
 }
