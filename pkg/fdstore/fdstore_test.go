@@ -3,8 +3,8 @@ package fdstore
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -98,22 +98,35 @@ func TestNilStoreDoesNothing(t *testing.T) {
 	}
 }
 
-// The descriptors the manager passes come back by name, each once.
+// The descriptors the manager passes come back by name, each once. The
+// manager's side runs here; the service's in a child of this test binary,
+// which gets the descriptor as its 3 (this process's 3 is the runtime's).
 func TestFromEnvTakesTheDescriptorsPassed(t *testing.T) {
+	if os.Getenv("IKTO_FDSTORE_SERVICE") == "1" {
+		serviceTakesItsDescriptor(t)
+		return
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.Close()
 	defer w.Close()
-	// Descriptor 3 must be the one passed, as the manager leaves it.
-	if err := unix.Dup2(int(r.Fd()), 3); err != nil {
+	if _, err := w.WriteString("ikto"); err != nil {
 		t.Fatal(err)
 	}
-	r.Close()
-	t.Setenv("NOTIFY_SOCKET", "")
-	t.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
-	t.Setenv("LISTEN_FDS", "1")
-	t.Setenv("LISTEN_FDNAMES", "tun-ik0")
+	// $LISTEN_PID is the service's own PID: a shell sets it and execs the
+	// test binary in its place, as the harness's ServiceManager does.
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, os.Args[0], "-test.run=^TestFromEnvTakesTheDescriptorsPassed$", "-test.v")
+	cmd.Env = append(os.Environ(), "IKTO_FDSTORE_SERVICE=1", "NOTIFY_SOCKET=", "LISTEN_FDS=1", "LISTEN_FDNAMES=tun-ik0")
+	cmd.ExtraFiles = []*os.File{r}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the service's side failed: %v\n%s", err, out)
+	}
+}
+
+func serviceTakesItsDescriptor(t *testing.T) {
 	s := FromEnv()
 	if s == nil {
 		t.Fatal("FromEnv with a descriptor passed: nil store")
@@ -122,10 +135,14 @@ func TestFromEnvTakesTheDescriptorsPassed(t *testing.T) {
 		t.Error("LISTEN_FDS is left for children to see")
 	}
 	f := s.Take("tun-ik0")
-	if f == nil || f.Fd() != 3 {
-		t.Fatalf("Take = %v; want descriptor 3", f)
+	if f == nil {
+		t.Fatal("Take found nothing under the name passed")
 	}
 	defer f.Close()
+	buf := make([]byte, 4)
+	if n, err := f.Read(buf); err != nil || string(buf[:n]) != "ikto" {
+		t.Fatalf("the descriptor taken reads %q, %v; want what the manager's pipe holds", buf[:n], err)
+	}
 	if s.Take("tun-ik0") != nil {
 		t.Error("a descriptor was taken twice")
 	}
