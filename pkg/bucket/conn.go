@@ -57,6 +57,8 @@ type Conn struct {
 	// connection's), which nats.go keeps nowhere else.
 	dialErr atomic.Pointer[dialFailure]
 	log     *slog.Logger
+	// closing is set by Close: the close that follows is ours.
+	closing atomic.Bool
 }
 
 type dialFailure struct{ err error }
@@ -161,14 +163,6 @@ func persistentOptions(c Client, log *slog.Logger) []nats.Option {
 				c.OnConnect(true)
 			}
 		}),
-		nats.ClosedHandler(func(nc *nats.Conn) {
-			notify(c.OnDisconnect)
-			// Closed while reconnecting (no server answered the last try)
-			// is our own Close at shutdown: nats.go never gives up.
-			if err := nc.LastError(); err != nil && !errors.Is(err, nats.ErrNoServers) {
-				log.Error("NATS connection closed for good", "err", err)
-			}
-		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			notify(c.OnDisconnect)
 			if err == nil {
@@ -191,7 +185,21 @@ func Dial(s config.NATS, c Client) (*Conn, error) {
 	}
 	opts := Options(s, c)
 	if c.Persistent {
-		opts = append(opts, nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { conn.noteDialErr(err) }))
+		opts = append(opts,
+			nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { conn.noteDialErr(err) }),
+			nats.ClosedHandler(func(nc *nats.Conn) {
+				if c.OnDisconnect != nil {
+					c.OnDisconnect()
+				}
+				// Our own Close ends the agent, whatever error the
+				// connection met before it (a slow consumer long past, no
+				// server answering the last try): only a close nats.go
+				// chose is for good.
+				if conn.closing.Load() {
+					return
+				}
+				conn.log.Error("NATS connection closed for good", "err", nc.LastError())
+			}))
 	}
 	nc, err := nats.Connect(strings.Join(s.URLs, ","), opts...)
 	if err != nil {
@@ -211,7 +219,10 @@ func Dial(s config.NATS, c Client) (*Conn, error) {
 }
 
 // Close closes the connection.
-func (c *Conn) Close() { c.NC.Close() }
+func (c *Conn) Close() {
+	c.closing.Store(true)
+	c.NC.Close()
+}
 
 // Connected reports whether a server answers right now.
 func (c *Conn) Connected() bool { return c.NC.IsConnected() }

@@ -20,6 +20,7 @@ import (
 	"github.com/ikto-mesh/ikto/internal/testkit"
 	"github.com/ikto-mesh/ikto/internal/testkit/logbuf"
 	"github.com/ikto-mesh/ikto/internal/testkit/natsserver"
+	"github.com/ikto-mesh/ikto/internal/testkit/natstest"
 	"github.com/ikto-mesh/ikto/pkg/config"
 )
 
@@ -82,5 +83,47 @@ func TestExplainDialTellsCausesApart(t *testing.T) {
 		if !errors.Is(got, tc.err) || !strings.Contains(got.Error(), tc.want) {
 			t.Errorf("%s: explainDial(%v) = %v, want it wrapped with %q", tc.name, tc.err, got, tc.want)
 		}
+	}
+}
+
+// The agent's own Close at shutdown is not a connection closed for good,
+// whatever error the connection met earlier (here a slow consumer).
+func TestOwnCloseIsNotClosedForGood(t *testing.T) {
+	s := natstest.Start(t)
+	logs := logbuf.New(t, "connection")
+	c, err := Dial(config.NATS{URLs: []string{s.URL()}}, Client{Persistent: true, Log: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	sub, err := c.NC.Subscribe("slow", func(*nats.Msg) { <-hold })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(1, -1); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := c.NC.Publish("slow", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.Eventually(t, 10*time.Second, "a slow consumer in LastError", func() error {
+		if err := c.NC.LastError(); !errors.Is(err, nats.ErrSlowConsumer) {
+			return fmt.Errorf("LastError = %v", err)
+		}
+		return nil
+	})
+	close(hold)
+	c.Close()
+	testkit.Eventually(t, 5*time.Second, "closed", func() error {
+		if !c.NC.IsClosed() {
+			return errors.New("still open")
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond) // the closed handler runs on its own goroutine
+	if strings.Contains(logs.String(), "closed for good") {
+		t.Errorf("our own Close was logged as a connection closed for good:\n%s", logs.String())
 	}
 }
