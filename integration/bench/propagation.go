@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -63,17 +64,20 @@ func Propagation(ctx context.Context, pc PropagationConfig, log *slog.Logger) (f
 	if err != nil {
 		return nil, err
 	}
-	defer func() { err = errors.Join(err, agents.stop()) }()
+	stopAgents := sync.OnceValue(agents.stop)
+	defer func() { err = errors.Join(err, stopAgents()) }()
 	if err := agents.checkPeers(pc.Hosts - 1); err != nil {
 		return nil, err
 	}
 	log.Info("agents synced", "agents", pc.Full, "peers_each", pc.Hosts-1, "took", time.Since(started).Round(time.Millisecond))
 	var watchers *lightWatchers
+	stopWatchers := func() error { return nil }
 	if light := pc.Hosts - pc.Full; light > 0 {
 		if watchers, err = startWatchers(ctx, env.url, env.bucket, light); err != nil {
 			return nil, err
 		}
-		defer watchers.stop()
+		stopWatchers = sync.OnceValue(watchers.stop)
+		defer stopWatchers()
 		log.Info("light watchers up", "watchers", light)
 	}
 	// The rounds must not pay for the start-up's garbage.
@@ -99,7 +103,15 @@ func Propagation(ctx context.Context, pc PropagationConfig, log *slog.Logger) (f
 	if res.consumers, err = env.consumers(ctx); err != nil {
 		return nil, err
 	}
-	return res.figures(pc), nil
+	// The floor on the same server, with the agents and watchers gone.
+	if err := errors.Join(stopAgents(), stopWatchers()); err != nil {
+		return nil, err
+	}
+	floor, err := env.fanoutFloor(ctx, pc.Hosts, pc.Rounds)
+	if err != nil {
+		return nil, err
+	}
+	return append(res.figures(pc), floor.figures(pc.Hosts)...), nil
 }
 
 // consumers is how many consumers the bucket's stream holds.

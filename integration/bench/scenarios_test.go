@@ -75,6 +75,8 @@ func TestPropagation(t *testing.T) {
 			if tt.full > 0 {
 				wantSamples(t, figure(t, figs, "received by every watcher"), tt.runs)
 			}
+			// The floor's messages are a put and a delete per round.
+			wantSamples(t, figure(t, figs, "received by all N plain subscribers"), 2*tt.runs)
 		})
 	}
 }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -37,46 +36,62 @@ const watcherDialers = 32
 
 // startWatchers connects n watchers to bucket; they run until stop.
 func startWatchers(ctx context.Context, url, bucketName string, n int) (*lightWatchers, error) {
-	w := &lightWatchers{conns: make([]*nats.Conn, n)}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(watcherDialers)
-	for i := range n {
-		g.Go(func() error { return w.startOne(gctx, url, bucketName, i) })
-	}
-	if err := g.Wait(); err != nil {
-		return nil, errors.Join(err, w.stop())
-	}
-	return w, nil
-}
-
-func (w *lightWatchers) startOne(_ context.Context, url, bucketName string, i int) error {
-	nc, err := nats.Connect(url, nats.Name(fmt.Sprintf("bench-watcher-%d", i)), nats.MaxReconnects(-1))
-	if err != nil {
-		return fmt.Errorf("watcher %d: connect: %w", i, err)
-	}
-	w.conns[i] = nc
+	w := &lightWatchers{}
 	prefix := "$KV." + bucketName + "."
-	// The subscription lives as long as the connection; stop closes both.
-	_, err = nc.Subscribe(bucket.FollowSubject(bucketName), func(m *nats.Msg) {
+	conns, err := subscribe(ctx, url, "bench-watcher", n, bucket.FollowSubject(bucketName), func(i int, m *nats.Msg) {
 		if t := w.target.Load(); t != nil && m.Header.Get("Nats-Subject") == prefix+t.key {
 			t.probe.seen(i)
 		}
 	})
-	if err != nil {
-		return fmt.Errorf("watcher %d: follow %s: %w", i, bucketName, err)
-	}
-	if err := nc.Flush(); err != nil {
-		return fmt.Errorf("watcher %d: follow %s: %w", i, bucketName, err)
-	}
-	return nil
+	w.conns = conns
+	return w, err
 }
 
 // stop closes every connection, which ends every watch.
 func (w *lightWatchers) stop() error {
-	for _, nc := range w.conns {
+	closeAll(w.conns)
+	return nil
+}
+
+// subscribe connects n clients, each with its own connection and one
+// subscription to subject, handled by handle with the client's index. The
+// subscriptions are in place on the server when it returns; on an error
+// every connection made is closed.
+func subscribe(ctx context.Context, url, name string, n int, subject string, handle func(i int, m *nats.Msg)) ([]*nats.Conn, error) {
+	conns := make([]*nats.Conn, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(watcherDialers)
+	for i := range n {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err // one failed: dial no more
+			}
+			nc, err := nats.Connect(url, nats.Name(fmt.Sprintf("%s-%d", name, i)), nats.MaxReconnects(-1))
+			if err != nil {
+				return fmt.Errorf("%s %d: connect: %w", name, i, err)
+			}
+			conns[i] = nc
+			// The subscription lives as long as the connection.
+			if _, err := nc.Subscribe(subject, func(m *nats.Msg) { handle(i, m) }); err != nil {
+				return fmt.Errorf("%s %d: subscribe %s: %w", name, i, subject, err)
+			}
+			if err := nc.Flush(); err != nil {
+				return fmt.Errorf("%s %d: subscribe %s: %w", name, i, subject, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		closeAll(conns)
+		return nil, err
+	}
+	return conns, nil
+}
+
+func closeAll(conns []*nats.Conn) {
+	for _, nc := range conns {
 		if nc != nil {
 			nc.Close()
 		}
 	}
-	return nil
 }
