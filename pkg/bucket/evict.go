@@ -266,10 +266,7 @@ func Revocations(ctx context.Context, kv jetstream.KeyValue) (map[wgtypes.Key]pe
 		if err != nil {
 			continue // not a revocation the agents would honour either
 		}
-		var rv peer.Revocation
-		if json.Unmarshal(e.Value(), &rv) != nil {
-			rv = peer.Revocation{}
-		}
+		rv, _ := peer.DecodeRevocation(e.Value()) // damaged: the key alone revokes
 		rv.PublicKey = pk.String()
 		out[pk] = rv
 	}

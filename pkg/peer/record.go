@@ -83,6 +83,20 @@ func DecodeRecord(value []byte) (Record, error) {
 	return r, nil
 }
 
+// DecodeRevocation reads a stored revoked.<key> value: the one decoder of
+// revocations. Whether it counts is Rules.RevocationCounts's to say; the
+// bucket key alone revokes where no operator key is trusted.
+func DecodeRevocation(value []byte) (Revocation, error) {
+	var r Revocation
+	if len(value) > MaxValueSize {
+		return r, fmt.Errorf("value is %d bytes, limit %d", len(value), MaxValueSize)
+	}
+	if err := json.Unmarshal(value, &r); err != nil {
+		return Revocation{}, errors.New("value is not a JSON revocation")
+	}
+	return r, nil
+}
+
 // Prefix parses AllowedIP. It does not check acceptance; use Accept.
 func (r Record) Prefix() (netip.Prefix, error) { return netip.ParsePrefix(r.AllowedIP) }
 

@@ -233,8 +233,8 @@ func (ru Rules) RevocationCounts(pk wgtypes.Key, v []byte) error {
 	if len(ru.Operators) == 0 {
 		return nil
 	}
-	var r Revocation
-	if len(v) > MaxValueSize || json.Unmarshal(v, &r) != nil {
+	r, err := DecodeRevocation(v)
+	if err != nil {
 		return errors.New("the revocation is not JSON, and operator_keys are set: only a signed revocation counts")
 	}
 	if r.PublicKey != pk.String() {
