@@ -2,19 +2,24 @@ package main
 
 import (
 	"log/slog"
+	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/ikto-mesh/ikto/pkg/fdstore"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/userspace"
 )
 
 // tunKeeper carries the embedded device's TUN across agent restarts and
 // upgrades in systemd's file descriptor store (docs/contract.md §6): each
 // device the agent opens leaves its TUN there, and the next agent's device
 // runs on it, so the link, its address and its routes never go away and
-// what is sent meanwhile waits in it. Outside systemd (no store) it does
-// nothing.
+// what is sent meanwhile waits in it. What the store holds that the device
+// will not run on — stored for another wg_dev_name, or kept while
+// wg_backend is kernel — is given back at start, so that its link goes.
+// Outside systemd (no store) it does nothing.
 type tunKeeper struct {
 	store *fdstore.Store
 	name  string // the store's name for the TUN
@@ -24,17 +29,43 @@ type tunKeeper struct {
 	left *os.File // the TUN the agent before left, until a device takes it
 }
 
+// linkGoneWithin bounds the wait for a released TUN's link to go: systemd
+// closes its copy when it reads our message, a moment later.
+const linkGoneWithin = 2 * time.Second
+
 func newTUNKeeper(store *fdstore.Store, kind wgdev.Kind, dev string, log *slog.Logger) *tunKeeper {
 	k := &tunKeeper{store: store, name: "tun-" + dev, log: log}
 	k.left = store.Take(k.name)
+	for name, f := range store.TakeRest() {
+		k.release(name, f, "stored for another device; wg_dev_name is "+dev+" now")
+	}
 	if k.left != nil && kind == wgdev.KindKernel {
-		// wg_backend changed to kernel: the TUN must go for the link.
-		log.Info("releasing the TUN the agent before ran its userspace device on: wg_backend is kernel now", "device", dev)
-		k.left.Close()
+		k.release(k.name, k.left, "wg_backend is kernel now")
 		k.left = nil
-		k.drop()
 	}
 	return k
+}
+
+// release gives f back: closed here, removed from the store, and its link
+// (when it still is one) waited for until it goes, so that what comes next
+// does not find it.
+func (k *tunKeeper) release(name string, f *os.File, why string) {
+	link, _ := userspace.TUNName(f)
+	f.Close()
+	k.log.Info("releasing the TUN the agent before left: "+why, "stored_as", name, "link", link)
+	if err := k.store.Remove(name); err != nil {
+		k.log.Warn("the TUN stays in systemd's fd store until the unit stops", "stored_as", name, "err", err)
+		return
+	}
+	if link == "" {
+		return
+	}
+	for deadline := time.Now().Add(linkGoneWithin); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err := net.InterfaceByName(link); err != nil {
+			return
+		}
+	}
+	k.log.Warn("the released TUN's link is still there", "link", link, "waited", linkGoneWithin)
 }
 
 // config is c with the TUN left, for Preflight to judge.
@@ -47,7 +78,8 @@ func (k *tunKeeper) config(c wgdev.Config) wgdev.Config {
 
 // open opens the device with the TUN left, if any (it is the device's from
 // then on, whether or not it opens), and leaves the new device's TUN in the
-// store.
+// store in place of what was stored; a device without a TUN of its own
+// (kernel, external) leaves nothing there.
 func (k *tunKeeper) open(c wgdev.Config, open func(wgdev.Config) (wgdev.Device, error)) (wgdev.Device, error) {
 	k.mu.Lock()
 	c.TUN, k.left = k.left, nil
@@ -60,6 +92,10 @@ func (k *tunKeeper) open(c wgdev.Config, open func(wgdev.Config) (wgdev.Device, 
 		if err := k.store.Put(k.name, t.TUN()); err != nil {
 			k.log.Warn("the TUN cannot outlive this agent: a restart will make it again (its routes go meanwhile)", "device", c.Name, "err", err)
 		}
+		return d, nil
+	}
+	if c.TUN != nil {
+		k.drop()
 	}
 	return d, nil
 }

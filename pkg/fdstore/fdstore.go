@@ -57,6 +57,18 @@ func (s *Store) Take(name string) *os.File {
 	return f
 }
 
+// TakeRest returns every descriptor passed and not taken, by name, once.
+func (s *Store) TakeRest() map[string]*os.File {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rest := s.inherited
+	s.inherited = map[string]*os.File{}
+	return rest
+}
+
 // Put stores f under name, in place of what was stored under it: the
 // service manager holds it (a copy) until Remove, or until the service
 // stops without being restarted.

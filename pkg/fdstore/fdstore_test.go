@@ -93,7 +93,7 @@ func TestPutReplacesWhatIsStoredUnderTheName(t *testing.T) {
 
 func TestNilStoreDoesNothing(t *testing.T) {
 	var s *Store
-	if s.Take("tun-ik0") != nil || s.Put("tun-ik0", os.Stdin) != nil || s.Remove("tun-ik0") != nil {
+	if s.Take("tun-ik0") != nil || s.TakeRest() != nil || s.Put("tun-ik0", os.Stdin) != nil || s.Remove("tun-ik0") != nil {
 		t.Error("a nil store did something")
 	}
 }
@@ -118,8 +118,8 @@ func TestFromEnvTakesTheDescriptorsPassed(t *testing.T) {
 	// $LISTEN_PID is the service's own PID: a shell sets it and execs the
 	// test binary in its place, as the harness's ServiceManager does.
 	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, os.Args[0], "-test.run=^TestFromEnvTakesTheDescriptorsPassed$", "-test.v")
-	cmd.Env = append(os.Environ(), "IKTO_FDSTORE_SERVICE=1", "NOTIFY_SOCKET=", "LISTEN_FDS=1", "LISTEN_FDNAMES=tun-ik0")
-	cmd.ExtraFiles = []*os.File{r}
+	cmd.Env = append(os.Environ(), "IKTO_FDSTORE_SERVICE=1", "NOTIFY_SOCKET=", "LISTEN_FDS=2", "LISTEN_FDNAMES=tun-ik0:tun-old")
+	cmd.ExtraFiles = []*os.File{r, w}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the service's side failed: %v\n%s", err, out)
@@ -145,6 +145,16 @@ func serviceTakesItsDescriptor(t *testing.T) {
 	}
 	if s.Take("tun-ik0") != nil {
 		t.Error("a descriptor was taken twice")
+	}
+	rest := s.TakeRest()
+	if len(rest) != 1 || rest["tun-old"] == nil {
+		t.Errorf("TakeRest = %v; want the one not taken, tun-old", rest)
+	}
+	for _, f := range rest {
+		f.Close()
+	}
+	if len(s.TakeRest()) != 0 {
+		t.Error("TakeRest gave descriptors twice")
 	}
 	if err := s.Put("tun-ik0", f); err != nil {
 		t.Errorf("Put without a notify socket: %v; want nothing done", err)

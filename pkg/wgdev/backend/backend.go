@@ -52,10 +52,13 @@ func Open(kind wgdev.Kind, cfg wgdev.Config, log *slog.Logger) (wgdev.Device, er
 }
 
 // inspectFor is inspect, knowing whether cfg carries the TUN the process
-// before left.
+// before left and the link of the device's name still is that TUN.
 func inspectFor(cfg wgdev.Config) found {
 	f := inspect(cfg.Name)
-	f.inherited = cfg.TUN != nil
+	if cfg.TUN != nil && f.linkType != "" {
+		name, err := userspace.TUNName(cfg.TUN)
+		f.inherited = err == nil && name == cfg.Name
+	}
 	return f
 }
 
@@ -63,7 +66,7 @@ func inspectFor(cfg wgdev.Config) found {
 type found struct {
 	linkType   string // "" when there is no link of that name
 	socketLive bool   // a process answers on /var/run/wireguard/NAME.sock
-	inherited  bool   // the link is the TUN the process before left us
+	inherited  bool   // the link is the TUN the process before left us (and is there)
 	err        error  // the lookup itself failed
 }
 
@@ -109,7 +112,7 @@ func choose(kind wgdev.Kind, name string, f found) (choice, error) {
 	case f.inherited && kind == wgdev.KindKernel:
 		return 0, fmt.Errorf("%w: %s is the TUN of the embedded device the agent before ran, which wg_backend %s cannot drive; set wg_backend to %s or %s, or stop the agent (systemctl stop) so that the TUN goes, then start it",
 			ErrNameTaken, name, kind, wgdev.KindAuto, wgdev.KindUserspace)
-	case f.inherited && f.linkType != "":
+	case f.inherited:
 		return useEmbedded, nil // ours: the device runs on it again
 	case f.linkType == kernel.LinkType:
 		if kind == wgdev.KindUserspace {
@@ -175,8 +178,19 @@ func realOpeners() openers {
 }
 
 func open(kind wgdev.Kind, cfg wgdev.Config, log *slog.Logger, f found, o openers) (wgdev.Device, error) {
+	// A TUN left that is no longer the link of the device's name (deleted,
+	// or renamed, while no agent ran) has nothing to keep: the device is
+	// made as on a first start, and the TUN goes.
+	if cfg.TUN != nil && !f.inherited {
+		log.Warn("the TUN the agent before left is no longer link "+cfg.Name+" (deleted or renamed while no agent ran?): released, and the device made as on a first start", "device", cfg.Name)
+		cfg.TUN.Close()
+		cfg.TUN = nil
+	}
 	c, err := choose(kind, cfg.Name, f)
 	if err != nil {
+		if cfg.TUN != nil {
+			cfg.TUN.Close() // Open takes it over, also when it fails
+		}
 		return nil, fmt.Errorf("open %s: %w", cfg.Name, err)
 	}
 	var d wgdev.Device

@@ -197,3 +197,64 @@ func dupFile(f *os.File) (*os.File, error) {
 	}
 	return os.NewFile(uintptr(nfd), f.Name()), nil
 }
+
+// A TUN left that is no longer the link of the device's name — the link
+// deleted, or renamed, while no agent ran — is released, and the device is
+// made as on a first start: a restart never fails on what the store kept.
+func TestATUNLeftThatIsNoLongerTheLinkIsReleased(t *testing.T) {
+	netnstest.Require(t)
+	for _, tt := range []struct{ name, change string }{
+		{"link deleted", "del"},
+		{"link renamed", "rename"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sfx := netnstest.Suffix(t)
+			ns := netnstest.NewNamespace(t, "iktl-"+sfx)
+			nl := ns.Netlink(t)
+			cfg := wgdev.Config{Name: "iktl" + sfx, PrivateKey: wgtest.PrivateKey(t), ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
+			var d wgdev.Device
+			if err := ns.Do(func() (err error) { d, err = Open(wgdev.KindUserspace, cfg, nil); return err }); err != nil {
+				t.Fatal(err)
+			}
+			kept, err := dupFile(d.(interface{ TUN() *os.File }).TUN())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// The operator, while no agent runs.
+			old := "iktlold" + sfx
+			if tt.change == "del" {
+				ns.IP(t, "link", "del", cfg.Name)
+			} else {
+				ns.IP(t, "link", "set", cfg.Name, "name", old)
+			}
+			cfg.TUN = kept
+			if err := ns.Do(func() error { return Preflight(wgdev.KindUserspace, cfg) }); err != nil {
+				t.Fatalf("Preflight with a TUN left that is no longer the link: %v", err)
+			}
+			var logs bytes.Buffer
+			if err := ns.Do(func() (err error) {
+				d, err = Open(wgdev.KindUserspace, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+				return err
+			}); err != nil {
+				t.Fatalf("Open with a TUN left that is no longer the link: %v", err)
+			}
+			defer d.Close()
+			if !strings.Contains(logs.String(), "is no longer link "+cfg.Name) {
+				t.Errorf("the release is not logged:\n%s", logs.String())
+			}
+			if _, err := d.Peers(); err != nil {
+				t.Errorf("the device made anew does not answer: %v", err)
+			}
+			if _, err := kept.Stat(); err == nil {
+				t.Error("the TUN left is still open in this process")
+			}
+			// Closed by the only holder, a renamed link goes with it.
+			if _, err := nl.LinkByName(old); err == nil {
+				t.Errorf("link %s, the renamed TUN, is still there", old)
+			}
+		})
+	}
+}

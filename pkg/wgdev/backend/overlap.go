@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -49,11 +50,14 @@ func CheckMeshCIDR(mesh netip.Prefix, device string) error {
 	return checkMeshCIDR(mesh, device, nets)
 }
 
-func checkMeshCIDR(mesh netip.Prefix, device string, nets []hostNet) error {
+// checkMeshCIDR is CheckMeshCIDR on nets; the mesh's own links are device
+// and also (the links of TUNs the agent before left, which Open takes or
+// releases).
+func checkMeshCIDR(mesh netip.Prefix, device string, nets []hostNet, also ...string) error {
 	var clash []string
 	ifaces := map[string]bool{}
 	for _, n := range nets {
-		if n.iface == device && n.iface != "" {
+		if n.iface != "" && (n.iface == device || slices.Contains(also, n.iface)) {
 			continue // the mesh's own device, left by an earlier run
 		}
 		inside := mesh.Contains(n.prefix.Addr())

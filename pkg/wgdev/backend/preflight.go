@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/userspace"
 )
 
 // ErrCannotOpen is wrapped by Preflight's error when this host cannot make
@@ -21,12 +22,12 @@ type probes struct {
 	netAdmin func() (bool, error)      // the process holds CAP_NET_ADMIN
 	tun      func() error              // /dev/net/tun opens
 	udpFree  func(port int) error      // nothing holds the UDP port
-	inspect  func(name string) found   // what is under the device name
+	inspect  func(wgdev.Config) found  // what is under the device name
 	nets     func() ([]hostNet, error) // this host's addresses and routes
 }
 
 func realProbes() probes {
-	return probes{netAdmin: hasNetAdmin, tun: openTUN, udpFree: udpFree, inspect: inspect, nets: hostNets}
+	return probes{netAdmin: hasNetAdmin, tun: openTUN, udpFree: udpFree, inspect: inspectFor, nets: hostNets}
 }
 
 // Preflight reports, without making anything, whether Open(kind, cfg) can
@@ -49,12 +50,17 @@ func preflight(kind wgdev.Kind, cfg wgdev.Config, p probes) error {
 		if err != nil {
 			return fmt.Errorf("check mesh_cidr %s against this host's addresses and routes: %w", cfg.Address.Masked(), err)
 		}
-		if err := checkMeshCIDR(cfg.Address.Masked(), cfg.Name, nets); err != nil {
+		var left []string
+		if cfg.TUN != nil {
+			if name, err := userspace.TUNName(cfg.TUN); err == nil {
+				left = append(left, name) // renamed while no agent ran: Open releases it
+			}
+		}
+		if err := checkMeshCIDR(cfg.Address.Masked(), cfg.Name, nets, left...); err != nil {
 			return err
 		}
 	}
-	f := p.inspect(cfg.Name)
-	f.inherited = cfg.TUN != nil
+	f := p.inspect(cfg)
 	c, err := choose(kind, cfg.Name, f)
 	if err != nil {
 		return err

@@ -17,7 +17,7 @@ func TestPreflight(t *testing.T) {
 		netAdmin: func() (bool, error) { return true, nil },
 		tun:      func() error { return nil },
 		udpFree:  func(int) error { return nil },
-		inspect:  func(string) found { return found{} },
+		inspect:  func(wgdev.Config) found { return found{} },
 		nets: func() ([]hostNet, error) {
 			return []hostNet{{iface: "eth0", prefix: netip.MustParsePrefix("198.18.0.2/24")}}, nil
 		},
@@ -38,14 +38,14 @@ func TestPreflight(t *testing.T) {
 		{name: "port taken", kind: wgdev.KindAuto, change: func(p *probes) { p.udpFree = func(int) error { return syscall.EADDRINUSE } },
 			want: []string{"UDP port 51820 is in use", "wg_port"}},
 		{name: "adopted kernel link needs nothing", kind: wgdev.KindAuto, change: func(p *probes) {
-			p.inspect = func(string) found { return found{linkType: kernel.LinkType} }
+			p.inspect = func(wgdev.Config) found { return found{linkType: kernel.LinkType} }
 			p.netAdmin = func() (bool, error) { return false, nil }
 			p.udpFree = func(int) error { return syscall.EADDRINUSE }
 		}},
-		{name: "name taken", kind: wgdev.KindAuto, change: func(p *probes) { p.inspect = func(string) found { return found{linkType: "dummy"} } },
+		{name: "name taken", kind: wgdev.KindAuto, change: func(p *probes) { p.inspect = func(wgdev.Config) found { return found{linkType: "dummy"} } },
 			want: []string{"not WireGuard"}},
 		{name: "another mesh on the mesh_cidr, adopted device or not", kind: wgdev.KindAuto, change: func(p *probes) {
-			p.inspect = func(string) found { return found{linkType: kernel.LinkType} }
+			p.inspect = func(wgdev.Config) found { return found{linkType: kernel.LinkType} }
 			p.nets = func() ([]hostNet, error) {
 				return []hostNet{{iface: "wg-other", route: true, prefix: netip.MustParsePrefix("fd10::/16")}}, nil
 			}
