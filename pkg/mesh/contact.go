@@ -54,9 +54,15 @@ import (
 // just then, or this end's traffic sends first, the two initiations cross.
 // Either way, however the older end found the record (in a snapshot or as a
 // watch event). Only such crossings remain; the end with the newer record
-// restarts a handshake that crossed — something came from the peer, and a
-// look crossingConfirm later still no handshake — never one that is merely
-// not there yet or under way.
+// restarts a handshake that crossed, and only then: a restart sends an
+// initiation right behind this end's answer to the peer's, and a peer whose
+// own initiation still waits for that answer — a handshake under way, slow
+// on a loaded host — can take the two at once and keep a one-way session.
+// It knows the initiations crossed when its device refused the peer's
+// answer to its initiation (each end of a crossing refuses the other's): the
+// peer took this end's initiation, so none of its own waits for an answer.
+// A device that reports no refusals leaves a guess: something came from the
+// peer, and a look crossingConfirm later still no handshake.
 // After a bound the peer is left to WireGuard's own timers. Once a handshake
 // exists nothing extra is sent: the peer gets its configured keepalive back.
 
@@ -74,9 +80,11 @@ type contact struct {
 	counted bool
 	// restarts: this end starts again when the two initiations crossed.
 	restarts bool
-	next     time.Time     // restarts: when to look for a crossing next
-	wait     time.Duration // restarts: the wait after next
-	heard    bool          // restarts: the last look saw something from the peer
+	started  time.Time     // restarts: when this end last started
+	crossed  bool          // restarts: the device refused the peer's answer since
+	next     time.Time     // restarts: when to look for a crossing next (zero: none due)
+	wait     time.Duration // restarts, on a device without reports: the wait after next
+	heard    bool          // restarts, likewise: the last look saw something from the peer
 	// quiet: the peer has no endpoint until a handshake or quietGrace (a
 	// host rotating its key, rotate.go).
 	quiet bool
@@ -135,17 +143,18 @@ func (c *Controller) writtenBeforeDevice(p peer.Accepted) bool {
 	return time.UnixMicro(int64(max(p.Seq, c.selfSeq))).Before(c.opened)
 }
 
-// reportsRefusals is whether the device says which initiations it refused.
+// reportsRefusals is whether the device says which handshake messages it
+// refused.
 func (c *Controller) reportsRefusals() bool {
-	_, ok := c.dev.(wgdev.InitiationReporter)
+	_, ok := c.dev.(wgdev.RefusalReporter)
 	return ok
 }
 
-// refusals is the channel of the device's refused initiations; nil (never
-// ready) for a device that does not report them.
+// refusals is the channel of the device's refused handshake messages; nil
+// (never ready) for a device that does not report them.
 func (c *Controller) refusals() <-chan wgdev.Refusal {
-	if r, ok := c.dev.(wgdev.InitiationReporter); ok {
-		return r.RefusedInitiations()
+	if r, ok := c.dev.(wgdev.RefusalReporter); ok {
+		return r.RefusedHandshakes()
 	}
 	return nil
 }
@@ -159,8 +168,13 @@ func (c *Controller) refusedLately(ep netip.AddrPort, now time.Time) bool {
 
 // noteRefused notes that the device refused an initiation: a peer with
 // that endpoint took this host first and waits for this end (startRefused
-// starts it; a peer not taken yet starts when it is).
+// starts it; a peer not taken yet starts when it is). A refused answer is a
+// crossing (crossedAnswer).
 func (c *Controller) noteRefused(r wgdev.Refusal) {
+	if r.Answer {
+		c.crossedAnswer(r)
+		return
+	}
 	for ep, at := range c.refused {
 		if r.At.Sub(at) >= refusedWithin {
 			delete(c.refused, ep)
@@ -168,6 +182,24 @@ func (c *Controller) noteRefused(r wgdev.Refusal) {
 	}
 	if len(c.refused) < maxRefusals {
 		c.refused[r.From] = r.At
+	}
+}
+
+// crossedAnswer notes a refused answer from a peer whose handshake this end
+// restarts: its initiation and this end's crossed (this end answered the
+// peer's, so it no longer waits for an answer to its own). Its next look,
+// crossingConfirm later, restarts it if no handshake came meanwhile.
+func (c *Controller) crossedAnswer(r wgdev.Refusal) {
+	for k, ct := range c.contacts {
+		if !ct.restarts || r.At.Before(ct.started) {
+			continue
+		}
+		if p, ok := c.table.Peer(k); ok && p.Endpoint == r.From {
+			ct.crossed = true
+			if at := r.At.Add(crossingConfirm); ct.next.IsZero() || at.Before(ct.next) {
+				ct.next = at
+			}
+		}
 	}
 }
 
@@ -224,7 +256,11 @@ func (c *Controller) initiate(k wgtypes.Key, now time.Time) {
 	if c.initiating >= maxInitiating {
 		return
 	}
-	c.contacts[k] = &contact{since: now, starts: true, counted: true, restarts: true, next: now.Add(contactRetry), wait: 2 * contactRetry}
+	ct := &contact{since: now, starts: true, counted: true, restarts: true, started: now}
+	if !c.reportsRefusals() {
+		ct.next, ct.wait = now.Add(contactRetry), 2*contactRetry
+	}
+	c.contacts[k] = ct
 	c.initiating++
 }
 
@@ -308,13 +344,24 @@ func (c *Controller) checkContacts(now time.Time) bool {
 				c.respec(k)
 				changed = true
 			}
-		case ct.restarts && !now.Before(ct.next):
-			// Something came from the peer at an earlier look, and still
-			// no handshake: its initiation crossed ours (a handshake
-			// under way completes within a round trip, long before this
-			// look). Nothing came: it does not have this host yet, and
-			// starts the handshake when it does — a restart now would
-			// only drop what waits for it.
+		case ct.restarts && ct.crossed && !now.Before(ct.next):
+			// The device refused the peer's answer to this end's
+			// initiation, and still no handshake: the initiations
+			// crossed. The peer took this end's, so no initiation of its
+			// own waits for an answer: the restart's can only be answered.
+			c.log.Debug("first contact: initiations crossed (the peer's answer was refused); starting again", "public_key", k.String())
+			restart = append(restart, k)
+			ct.started, ct.crossed, ct.next = now, false, time.Time{}
+		case ct.restarts && !ct.next.IsZero() && !now.Before(ct.next):
+			// A device that reports no refusals (only there is a look due
+			// without a refused answer) leaves a guess. Something came
+			// from the peer at an earlier look, and still no handshake:
+			// most likely its initiation crossed ours (a handshake under
+			// way completes within a round trip — unless a loaded host
+			// takes longer, and then the restart makes the crossing).
+			// Nothing came: it does not have this host yet, and starts
+			// the handshake when it does — a restart now would only drop
+			// what waits for it.
 			switch {
 			case seen[k].heard && ct.heard:
 				c.log.Debug("first contact: initiations crossed; starting again", "public_key", k.String())
@@ -358,11 +405,11 @@ func (c *Controller) contactWait(now time.Time) time.Duration {
 	var due time.Time
 	floor := contactPollMin
 	for _, ct := range c.contacts {
-		if ct.restarts && ct.heard {
-			floor = crossingConfirm // a suspected crossing, confirmed at once
+		if ct.restarts && (ct.heard || ct.crossed) {
+			floor = crossingConfirm // a crossing, restarted at once
 		}
 		at := ct.since.Add(ct.bound())
-		if ct.restarts && ct.next.Before(at) {
+		if ct.restarts && !ct.next.IsZero() && ct.next.Before(at) {
 			at = ct.next
 		}
 		if !ct.starts && !ct.startAt.IsZero() && ct.startAt.Before(at) {

@@ -376,14 +376,14 @@ func TestFirstContactsAreBounded(t *testing.T) {
 	}
 }
 
-// reportingDevice is the fake device saying which initiations it refused,
-// as the embedded wireguard-go does.
+// reportingDevice is the fake device saying which handshake messages it
+// refused, as the embedded wireguard-go does.
 type reportingDevice struct {
 	*fake.Device
 	refused chan wgdev.Refusal
 }
 
-func (d reportingDevice) RefusedInitiations() <-chan wgdev.Refusal { return d.refused }
+func (d reportingDevice) RefusedHandshakes() <-chan wgdev.Refusal { return d.refused }
 
 // hostEntryAt is hostEntry with the host's own endpoint, 198.18.0.<n>:51820,
 // written at the time written (its seq).
@@ -530,5 +530,71 @@ func TestFirstContactNoGuessWhenOwnRecordCameAfterTheDevice(t *testing.T) {
 	w.snapshot(peer.Write{Key: peer.Key(selfPrefix), Value: own.Encode(), Revision: 5}, slow)
 	if ct := w.ctl.contacts[slowKey]; ct == nil || ct.starts || !ct.startAt.IsZero() {
 		t.Errorf("a newer record written (by its seq) before the device, after our own: contact %+v; want this end waiting for a refusal, no guess", ct)
+	}
+}
+
+// On a device that reports refusals the newer end restarts a handshake only
+// once it knows the initiations crossed: its device refused the peer's
+// answer to its initiation. Something from the peer and no handshake is no
+// crossing there: the older end started after a refusal, and its handshake
+// is under way, slow on a loaded host — a restart would put this end's
+// initiation right behind its answer, which a wireguard-go peer may take at
+// once and keep a session that carries one direction only. A refused answer
+// from before this end's last start is about an initiation already
+// replaced; one followed by a handshake is no crossing either.
+func TestFirstContactRestartsOnARefusedAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		answerAfter time.Duration // refused answer, after this end started; <0: before
+		handshake   bool          // a handshake comes before the look
+		restarts    int
+	}{
+		{"heard, no refused answer", -1, false, 0},
+		{"refused answer from before the start", -time.Millisecond, false, 0},
+		{"refused answer", 500 * time.Millisecond, false, 1},
+		{"refused answer, then a handshake", 500 * time.Millisecond, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			dev := reportingDevice{w.dev, make(chan wgdev.Refusal, 1)}
+			w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: rules}, dev, Options{KeepView: true})
+			older, olderKey, olderAt := hostEntryAt(t, 2, 2, w.ctl.opened.Add(-time.Minute))
+			w.ctl.Load(peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), older}})
+			w.ctl.Pass(false)
+			ct := w.ctl.contacts[olderKey]
+			if ct == nil || !ct.starts || !ct.restarts {
+				t.Fatalf("contact %+v; want this end to start, and restart crossed handshakes", ct)
+			}
+			heardFrom(t, w, olderKey) // the older end's initiation, answered
+			start := ct.since
+			switch {
+			case tc.answerAfter == -1:
+			case tc.answerAfter < 0:
+				w.ctl.noteRefused(wgdev.Refusal{From: olderAt, At: ct.started.Add(tc.answerAfter), Answer: true})
+			default:
+				w.ctl.noteRefused(wgdev.Refusal{From: olderAt, At: start.Add(tc.answerAfter), Answer: true})
+				if got := w.ctl.contactWait(start.Add(tc.answerAfter)); got != crossingConfirm {
+					t.Errorf("after a refused answer: next look in %s, want %s", got, crossingConfirm)
+				}
+			}
+			if w.ctl.refusedLately(olderAt, start) {
+				t.Error("a refused answer counts as a refused initiation")
+			}
+			if tc.handshake {
+				handshake(t, w, olderKey, start.Add(tc.answerAfter+time.Millisecond))
+			}
+			calls := w.dev.Calls()
+			for at := start; at.Before(start.Add(contactBound)) && w.ctl.contacts[olderKey] != nil; at = at.Add(w.ctl.contactWait(at)) {
+				w.ctl.checkContacts(at)
+			}
+			if got := w.dev.Calls() - calls; got != tc.restarts {
+				t.Errorf("%d restarts, want %d", got, tc.restarts)
+			}
+			if tc.restarts > 0 {
+				if p, _ := devicePeer(t, w, olderKey); p.Endpoint == nil || p.PersistentKeepaliveInterval == 0 {
+					t.Errorf("the restarted peer: endpoint %v, keepalive %s; want both", p.Endpoint, p.PersistentKeepaliveInterval)
+				}
+			}
+		})
 	}
 }

@@ -96,6 +96,8 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 		case r := <-c.refusals():
 			c.noteRefused(r)
 			if !c.loaded || (in.Connected != nil && !in.Connected()) || !c.startRefused(time.Now()) {
+				// A refused answer brings a look forward.
+				contacts = c.armContacts(contacts, time.Now())
 				continue
 			}
 		case b := <-in.Batches:

@@ -48,22 +48,28 @@ func ParseKind(s string) (Kind, error) {
 // the kernel backend: no wireguard module).
 var ErrNotSupported = errors.New("wireguard backend not supported here")
 
-// InitiationReporter is a Device that says which handshake initiations it
+// RefusalReporter is a Device that says which handshake messages it
 // refused. WireGuard refuses an initiation from a peer it does not have
 // (yet) without an answer, and the sender sends no other for 5 s: a refusal
 // from a peer this host is about to take tells the first contact (mesh)
-// that the other end took this host first and is waiting.
-type InitiationReporter interface {
-	// RefusedInitiations delivers each refused initiation. A report that
-	// finds the channel full is dropped.
-	RefusedInitiations() <-chan Refusal
+// that the other end took this host first and is waiting. It refuses an
+// answer to an initiation it no longer waits for: after the two ends'
+// initiations crossed, each end refuses the other's answer — and the peer
+// that sent it had taken this end's initiation, so it waits for no answer
+// of its own.
+type RefusalReporter interface {
+	// RefusedHandshakes delivers each refused initiation and answer. A
+	// report that finds the channel full is dropped.
+	RefusedHandshakes() <-chan Refusal
 }
 
-// Refusal is one refused handshake initiation: the UDP source it came from,
-// and when.
+// Refusal is one refused handshake message: the UDP source it came from,
+// when, and whether it was an answer (a handshake response) rather than an
+// initiation.
 type Refusal struct {
-	From netip.AddrPort
-	At   time.Time
+	From   netip.AddrPort
+	At     time.Time
+	Answer bool
 }
 
 // Config is the device's own side: what Open makes sure of before any peer is

@@ -26,11 +26,11 @@ import (
 )
 
 var (
-	_ wgdev.Device             = (*Device)(nil)
-	_ wgdev.InitiationReporter = (*Device)(nil)
+	_ wgdev.Device          = (*Device)(nil)
+	_ wgdev.RefusalReporter = (*Device)(nil)
 )
 
-// refusedQueue is how many refused initiations may wait for the agent: a
+// refusedQueue is how many refused handshake messages may wait for the agent: a
 // join wave's worth; beyond it reports are dropped, and those peers wait
 // for WireGuard's own retry.
 const refusedQueue = 1024
@@ -42,7 +42,7 @@ type Device struct {
 	dev  *device.Device
 	tun  tun.Device // nil in unit tests' devices
 	held *heldTUN   // reads of the TUN wait for the first peers; nil likewise
-	// refused carries the endpoints of refused initiations (newLogger); nil
+	// refused carries the refused handshake messages (newLogger); nil
 	// for devices built without one (unit tests).
 	refused chan wgdev.Refusal
 
@@ -57,9 +57,9 @@ type Device struct {
 	closeErr  error
 }
 
-// RefusedInitiations delivers the endpoint of each handshake initiation the
-// device refused.
-func (d *Device) RefusedInitiations() <-chan wgdev.Refusal { return d.refused }
+// RefusedHandshakes delivers the endpoint of each handshake initiation and
+// answer the device refused.
+func (d *Device) RefusedHandshakes() <-chan wgdev.Refusal { return d.refused }
 
 // SetPrivateKey replaces the device's private key through an in-process
 // UAPI set.
