@@ -110,10 +110,12 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 	// A peer that rotated its key switched its device before its record
 	// was written: whoever applies the record knows the new key from then
 	// on, so this end starts the handshake (the rotating host starts
-	// none).
+	// none). A host of ikto 0.3.0 (an unsigned record) runs no first
+	// contact and starts no handshake before it has traffic: this end
+	// starts.
 	c.endContact(p.PublicKey)
 	switch {
-	case c.selfRev > p.Revision || droppedLately || p.Retires != (wgtypes.Key{}):
+	case c.selfRev > p.Revision || droppedLately || p.Retires != (wgtypes.Key{}) || !p.Record.Signed():
 		c.initiate(p.PublicKey, now)
 	case c.initiating >= maxInitiating:
 	case c.refusedLately(p.Endpoint, now):
@@ -175,14 +177,22 @@ func (c *Controller) noteRefused(r wgdev.Refusal) {
 		c.crossedAnswer(r)
 		return
 	}
+	// Anyone who can send to the port can make the device refuse: when the
+	// notes are full the oldest goes, so that a flood from addresses no peer
+	// has ages out instead of keeping a peer's refusal from being noted.
+	var oldest netip.AddrPort
 	for ep, at := range c.refused {
-		if r.At.Sub(at) >= refusedWithin {
+		switch {
+		case r.At.Sub(at) >= refusedWithin:
 			delete(c.refused, ep)
+		case !oldest.IsValid() || at.Before(c.refused[oldest]):
+			oldest = ep
 		}
 	}
-	if len(c.refused) < maxRefusals {
-		c.refused[r.From] = r.At
+	if _, ok := c.refused[r.From]; !ok && len(c.refused) >= maxRefusals {
+		delete(c.refused, oldest)
 	}
+	c.refused[r.From] = r.At
 }
 
 // crossedAnswer notes a refused answer from a peer whose handshake this end

@@ -1,9 +1,11 @@
 package mesh
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -596,5 +598,95 @@ func TestFirstContactRestartsOnARefusedAnswer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A peer taken waiting (no endpoint, no keepalive) gets its endpoint back at
+// contactBound, also while NATS is down: a contact under way finishes
+// (docs/contract.md §6), or nothing this host sends to the peer could start
+// a handshake for the whole outage.
+func TestWaitingPeerGetsItsEndpointWhileNATSIsDown(t *testing.T) {
+	for _, natsDown := range []bool{false, true} {
+		t.Run(map[bool]string{false: "nats up", true: "nats down"}[natsDown], func(t *testing.T) {
+			t.Parallel()
+			waitingPeerGetsItsEndpoint(t, natsDown)
+		})
+	}
+}
+
+func waitingPeerGetsItsEndpoint(t *testing.T, natsDown bool) {
+	w := newWorld(t)
+	dev := reportingDevice{w.dev, make(chan wgdev.Refusal, 1)}
+	w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: rules}, dev, Options{KeepView: true})
+	opened := w.ctl.opened
+	joiner, joinerKey, _ := hostEntryAt(t, 4, 20, opened.Add(time.Second)) // newer record: this end waits
+
+	var up atomic.Bool
+	up.Store(true)
+	batches := make(chan peer.Batch, 1)
+	passes := make(chan struct{}, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.ctl.Run(ctx, Inputs{Batches: batches, Resync: time.Hour, Connected: up.Load,
+			Publish: func(Outcome) { passes <- struct{}{} }})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	batches <- peer.Batch{Snapshot: true, Entries: []peer.Write{w.selfEntry(5), joiner}}
+	<-passes
+	up.Store(!natsDown) // NATS goes away right after the pass
+	time.Sleep(contactBound + time.Second)
+	cancel()
+	<-done
+	p, ok := devicePeer(t, w, joinerKey)
+	if !ok {
+		t.Fatal("joiner not on the device")
+	}
+	if p.Endpoint == nil {
+		t.Errorf("%s after the pass (contactBound %s), NATS down: the waiting peer still has no endpoint; pending contacts %d",
+			contactBound+time.Second, contactBound, len(w.ctl.contacts))
+	}
+}
+
+// An ikto 0.3.0 host (an unsigned record) never starts a first handshake of
+// its own: it runs no first contact and, by default, no keepalive. Its
+// record newer or not, this end starts; waiting for a refusal that never
+// comes would hold its first packet for WireGuard's retry (5 s).
+func TestAPeerOn030IsStartedByThisEnd(t *testing.T) {
+	w := newWorld(t)
+	w.ctl = New(Self{Key: w.key, Prefix: selfPrefix, Rules: rules}, reportingDevice{w.dev, make(chan wgdev.Refusal, 1)}, Options{KeepView: true})
+	priv := wgtest.PrivateKey(t)
+	p := netip.MustParsePrefix("fd10:7::/48")
+	r := peer.Record{Name: "old", PublicKey: priv.PublicKey().String(), AdvertiseAddress: "198.18.0.7", AllowedIP: p.String(), WGPort: 51820}
+	// This host's own record, claimed after its device opened (the agent
+	// opens it first), as in the running agent.
+	own := peer.Record{Name: "self", PublicKey: w.key.String(), AdvertiseAddress: "198.18.0.20", AllowedIP: selfPrefix.String(), WGPort: 51820,
+		Seq: uint64(w.ctl.opened.Add(100 * time.Millisecond).UnixMicro())}
+	if err := rules.SignRecord(&own, w.priv); err != nil {
+		t.Fatal(err)
+	}
+	w.snapshot(peer.Write{Key: peer.Key(selfPrefix), Value: own.Encode(), Revision: 5}, peer.Write{Key: peer.Key(p), Value: r.Encode(), Revision: 20})
+	ct := w.ctl.contacts[priv.PublicKey()]
+	if dp, _ := devicePeer(t, w, priv.PublicKey()); ct == nil || !ct.starts || dp.Endpoint == nil {
+		t.Errorf("a newer 0.3.0 record: contact %+v, endpoint %v; want this end started, the endpoint on the device", ct, dp.Endpoint)
+	}
+}
+
+// Anyone who can send UDP to the port makes the device refuse initiations,
+// from source addresses it picks (ports of one address are enough). A
+// flood that fills the notes must not keep a peer's refusal from being
+// noted: the oldest note goes instead.
+func TestJunkRefusalsDoNotCrowdOutAPeer(t *testing.T) {
+	w := newWorld(t)
+	now := time.Now()
+	for i := range maxRefusals {
+		w.ctl.noteRefused(wgdev.Refusal{From: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.9"), uint16(1024+i)), At: now})
+	}
+	genuine := netip.MustParseAddrPort("198.18.0.4:51820")
+	w.ctl.noteRefused(wgdev.Refusal{From: genuine, At: now.Add(time.Millisecond)})
+	if !w.ctl.refusedLately(genuine, now.Add(2*time.Millisecond)) {
+		t.Errorf("the peer's refusal, after %d junk ones from one address: not noted", maxRefusals)
 	}
 }

@@ -81,13 +81,10 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 		case <-ctx.Done():
 			return nil
 		case now := <-contacts.c:
+			// First contacts under way finish while NATS is down too:
+			// they only bring peers already on the device to what their
+			// records say (docs/contract.md §6).
 			contacts = contactTimer{}
-			if in.Connected != nil && !in.Connected() {
-				// The device is left as it is while NATS is down;
-				// the contacts go on when it answers again.
-				contacts = c.armContacts(contacts, time.Now())
-				continue
-			}
 			if !c.checkContacts(now) {
 				// Restarts (if any) went to the device; nothing to re-apply.
 				contacts = c.armContacts(contacts, time.Now())
@@ -95,7 +92,7 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 			}
 		case r := <-c.refusals():
 			c.noteRefused(r)
-			if !c.loaded || (in.Connected != nil && !in.Connected()) || !c.startRefused(time.Now()) {
+			if !c.loaded || !c.startRefused(time.Now()) {
 				// A refused answer brings a look forward.
 				contacts = c.armContacts(contacts, time.Now())
 				continue
