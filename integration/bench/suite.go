@@ -27,11 +27,11 @@ var Full = Mode{
 	Name: "full",
 	Propagation: []PropagationConfig{
 		{Hosts: 100, Rounds: 100},
-		{Hosts: 1_000, Rounds: 100, TargetP99: 50},
+		{Hosts: 1_000, Rounds: 100, TargetP99: 30},
 		// 10,000 agents holding 10,000 peers each would be 10⁸ peer
 		// entries: 100 full agents measure, 9,900 light watchers load the
 		// server like the rest of the fleet.
-		{Hosts: 10_000, Full: 100, Rounds: 100, TargetP99: 500},
+		{Hosts: 10_000, Full: 100, Rounds: 100, TargetP99: 300},
 	},
 	Sync: []SyncVariant{
 		{Device: "fake", Records: 1_000, Runs: 5},
