@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/ikto-mesh/ikto/pkg/internal/wgtest"
@@ -108,11 +109,8 @@ func TestCheckAndOpenKernelLink(t *testing.T) {
 	priv := wgtest.PrivateKey(t)
 	cfg := wgdev.Config{Name: name, PrivateKey: priv, ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
 	var logs bytes.Buffer
-	var d wgdev.Device
-	if err := ns.Do(func() (err error) {
-		d, err = Open(wgdev.KindAuto, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-		return err
-	}); err != nil {
+	d, err := openLogged(ns, wgdev.KindAuto, cfg, &logs)
+	if err != nil {
 		t.Fatalf("Open auto on a kernel link: %v", err)
 	}
 	d.Close()
@@ -125,31 +123,11 @@ func TestCheckAndOpenKernelLink(t *testing.T) {
 // fd store keeps it past the agent), is the next device's: the same link,
 // with its address, never gone; the next Open takes it over.
 func TestEmbeddedDeviceTakesOverTheTUNLeft(t *testing.T) {
-	netnstest.Require(t)
-	sfx := netnstest.Suffix(t)
-	ns := netnstest.NewNamespace(t, "iktr-"+sfx)
-	nl := ns.Netlink(t)
-	cfg := wgdev.Config{Name: "iktr" + sfx, PrivateKey: wgtest.PrivateKey(t), ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
+	left := embeddedDeviceLeft(t, "iktr")
+	ns, nl, cfg, kept := left.ns, left.nl, left.cfg, left.tun
 	var d wgdev.Device
-	if err := ns.Do(func() (err error) { d, err = Open(wgdev.KindUserspace, cfg, nil); return err }); err != nil {
-		t.Fatal(err)
-	}
 	before, err := nl.LinkByName(cfg.Name)
 	if err != nil {
-		t.Fatal(err)
-	}
-	tunOf, ok := d.(interface{ TUN() *os.File })
-	if !ok || tunOf.TUN() == nil {
-		t.Fatalf("an embedded device (%T) gives no TUN to keep", d)
-	}
-	kept, err := dupFile(tunOf.TUN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := nl.LinkByName(cfg.Name); err != nil {
 		t.Fatalf("the TUN went with the device although a copy was kept: %v", err)
 	}
 	// Without the copy the name is a bare TUN nobody serves.
@@ -183,6 +161,55 @@ func TestEmbeddedDeviceTakesOverTheTUNLeft(t *testing.T) {
 	}
 }
 
+// leftDevice is an embedded device an agent ran and stopped under systemd:
+// closed, its TUN kept open by a copy (the fd store's), in a namespace of
+// the test's own.
+type leftDevice struct {
+	ns  *netnstest.Namespace
+	nl  *netlink.Handle
+	cfg wgdev.Config // as the device was opened, without a TUN
+	tun *os.File     // the copy kept
+}
+
+// embeddedDeviceLeft opens an embedded device named prefix plus the test's
+// suffix, keeps a copy of its TUN and closes it.
+func embeddedDeviceLeft(t *testing.T, prefix string) leftDevice {
+	t.Helper()
+	netnstest.Require(t)
+	sfx := netnstest.Suffix(t)
+	l := leftDevice{ns: netnstest.NewNamespace(t, prefix+"-"+sfx)}
+	l.nl = l.ns.Netlink(t)
+	l.cfg = wgdev.Config{Name: prefix + sfx, PrivateKey: wgtest.PrivateKey(t), ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
+	var d wgdev.Device
+	if err := l.ns.Do(func() (err error) { d, err = Open(wgdev.KindUserspace, l.cfg, nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	tunOf, ok := d.(interface{ TUN() *os.File })
+	if !ok || tunOf.TUN() == nil {
+		t.Fatalf("an embedded device (%T) gives no TUN to keep", d)
+	}
+	kept, err := dupFile(tunOf.TUN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kept.Close() })
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l.tun = kept
+	return l
+}
+
+// openLogged is Open inside ns, logging to logs.
+func openLogged(ns *netnstest.Namespace, kind wgdev.Kind, cfg wgdev.Config, logs *bytes.Buffer) (wgdev.Device, error) {
+	var d wgdev.Device
+	err := ns.Do(func() (err error) {
+		d, err = Open(kind, cfg, slog.New(slog.NewTextHandler(logs, nil)))
+		return err
+	})
+	return d, err
+}
+
 // dupFile is another descriptor of f's open file, as a service manager
 // holds one.
 func dupFile(f *os.File) (*os.File, error) {
@@ -208,23 +235,10 @@ func TestATUNLeftThatIsNoLongerTheLinkIsReleased(t *testing.T) {
 		{"link renamed", "rename"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			sfx := netnstest.Suffix(t)
-			ns := netnstest.NewNamespace(t, "iktl-"+sfx)
-			nl := ns.Netlink(t)
-			cfg := wgdev.Config{Name: "iktl" + sfx, PrivateKey: wgtest.PrivateKey(t), ListenPort: 51820, Address: netip.MustParsePrefix("fd10:9::1/16")}
-			var d wgdev.Device
-			if err := ns.Do(func() (err error) { d, err = Open(wgdev.KindUserspace, cfg, nil); return err }); err != nil {
-				t.Fatal(err)
-			}
-			kept, err := dupFile(d.(interface{ TUN() *os.File }).TUN())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := d.Close(); err != nil {
-				t.Fatal(err)
-			}
+			left := embeddedDeviceLeft(t, "iktl")
+			ns, nl, cfg, kept := left.ns, left.nl, left.cfg, left.tun
 			// The operator, while no agent runs.
-			old := "iktlold" + sfx
+			old := "iktlold" + cfg.Name[len("iktl"):]
 			if tt.change == "del" {
 				ns.IP(t, "link", "del", cfg.Name)
 			} else {
@@ -235,10 +249,8 @@ func TestATUNLeftThatIsNoLongerTheLinkIsReleased(t *testing.T) {
 				t.Fatalf("Preflight with a TUN left that is no longer the link: %v", err)
 			}
 			var logs bytes.Buffer
-			if err := ns.Do(func() (err error) {
-				d, err = Open(wgdev.KindUserspace, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-				return err
-			}); err != nil {
+			d, err := openLogged(ns, wgdev.KindUserspace, cfg, &logs)
+			if err != nil {
 				t.Fatalf("Open with a TUN left that is no longer the link: %v", err)
 			}
 			defer d.Close()
