@@ -87,13 +87,8 @@ func TestRestartLosesNoPacket(t *testing.T) {
 // both are measured. `systemctl stop` (the store released) takes the TUN.
 func TestEmbeddedDeviceKeepsItsTUNAcrossRestarts(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo")
+	m, hosts, sm := serviceMesh(t)
 	alpha, bravo := hosts[0], hosts[1]
-	sm, err := bravo.NewServiceManager()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := m.config(bravo)
 	cfg.WGBackend = string(wgdev.KindUserspace)
 	// The snapshot puts the peers back before NATS answers (as the
@@ -155,6 +150,69 @@ func TestEmbeddedDeviceKeepsItsTUNAcrossRestarts(t *testing.T) {
 }
 
 // linkIndex is the index of h's WireGuard device link.
+// The store holds a TUN no device will run on: the shipped unit restarted
+// after wg_dev_name changed (a restart keeps the store), and again after the
+// link was deleted while no agent ran. Each time the agent starts, on a TUN
+// of its own, the mesh forms again, and what the store kept goes with its
+// link (docs/contract.md §6); either used to make every restart fail.
+func TestTUNTheStoreKeptForNoDeviceIsGivenBack(t *testing.T) {
+	t.Parallel()
+	m, hosts, sm := serviceMesh(t)
+	alpha, bravo := hosts[0], hosts[1]
+	m.start(alpha)
+	restart := func(change func()) {
+		t.Helper()
+		if a := m.agents[bravo.Name]; a != nil {
+			if err := a.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			waitExit(t, a)
+		}
+		change()
+		cfg := m.config(bravo)
+		cfg.WGBackend = string(wgdev.KindUserspace)
+		m.agents[bravo.Name] = harnesstest.StartAgentUnder(t, sm, m.bins, bravo, cfg, "--log-level", "debug")
+		m.waitConverged(hosts)
+		m.pingAll(hosts)
+		if got, want := sm.Stored(), []string{"tun-" + bravo.DevName}; !slices.Equal(got, want) {
+			t.Errorf("the service manager holds %v; want %v", got, want)
+		}
+	}
+	gone := func(link string) {
+		t.Helper()
+		testkit.EventuallyContext(t, convergeTimeout, "link "+link+" to go", func(ctx context.Context) error {
+			if out, err := bravo.Exec(ctx, "ip", "link", "show", "dev", link); err == nil {
+				return fmt.Errorf("still there: %s", out)
+			}
+			return nil
+		})
+	}
+	restart(func() {})
+
+	old := bravo.DevName
+	restart(func() { bravo.DevName = old + "n" })
+	gone(old)
+
+	restart(func() {
+		if out, err := bravo.Exec(context.Background(), "ip", "link", "del", bravo.DevName); err != nil {
+			t.Fatalf("ip link del %s: %v\n%s", bravo.DevName, err, out)
+		}
+	})
+}
+
+// serviceMesh is a mesh of alpha and bravo, bravo's agent to run as a
+// service of the returned service manager (systemd's part played).
+func serviceMesh(t *testing.T) (*mesh, []*harness.Host, *harness.ServiceManager) {
+	t.Helper()
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo")
+	sm, err := hosts[1].NewServiceManager()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, hosts, sm
+}
+
 func linkIndex(t *testing.T, h *harness.Host) int {
 	t.Helper()
 	out, err := h.Exec(context.Background(), "ip", "-o", "link", "show", "dev", h.DevName)
