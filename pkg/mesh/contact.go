@@ -327,7 +327,10 @@ func (c *Controller) checkContacts(now time.Time) bool {
 		done := seen[k].handshake.After(ct.since.Add(-time.Second))
 		switch {
 		case done, now.Sub(ct.since) >= ct.bound():
-			if !done {
+			if done {
+				c.ended.Handshake++
+			} else {
+				c.ended.Bound++
 				c.log.Debug("first contact: no handshake yet; leaving the peer to WireGuard", "public_key", k.String(),
 					"started", ct.starts, "after", now.Sub(ct.since).Round(time.Millisecond))
 			}
@@ -361,6 +364,7 @@ func (c *Controller) checkContacts(now time.Time) bool {
 			// own waits for an answer: the restart's can only be answered.
 			c.log.Debug("first contact: initiations crossed (the peer's answer was refused); starting again", "public_key", k.String())
 			restart = append(restart, k)
+			c.restarts++
 			ct.started, ct.crossed, ct.next = now, false, time.Time{}
 		case ct.restarts && !ct.next.IsZero() && !now.Before(ct.next):
 			// A device that reports no refusals (only there is a look due
@@ -376,6 +380,7 @@ func (c *Controller) checkContacts(now time.Time) bool {
 			case seen[k].heard && ct.heard:
 				c.log.Debug("first contact: initiations crossed; starting again", "public_key", k.String())
 				restart = append(restart, k)
+				c.restarts++
 				ct.heard = false // the peer put back has heard nothing yet
 			case seen[k].heard:
 				// Look again soon: a crossing stalls both ends, and

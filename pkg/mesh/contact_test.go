@@ -104,8 +104,8 @@ func TestFirstContactRoles(t *testing.T) {
 	if !w.ctl.checkContacts(now) {
 		t.Fatal("checkContacts saw no change after the handshakes")
 	}
-	if o := w.ctl.Pass(false); len(o.Contacts) != 0 {
-		t.Fatalf("contacts after the handshakes: %v", o.Contacts)
+	if o := w.ctl.Pass(false); len(o.Contacts) != 0 || o.Ended != (ContactEnds{Handshake: 3}) {
+		t.Fatalf("contacts after the handshakes: %v, ended %+v; want none, 3 ended with a handshake", o.Contacts, o.Ended)
 	}
 	for _, k := range []wgtypes.Key{olderKey, newerKey, joinedKey} {
 		if p, _ := devicePeer(t, w, k); p.PersistentKeepaliveInterval != 25*time.Second || p.Endpoint == nil {
@@ -164,7 +164,9 @@ func TestFirstContactRestartsOnlyCrossedHandshakes(t *testing.T) {
 		if w.dev.Calls() != calls+1 {
 			t.Errorf("giving up made %d device calls, want 1 (both peers put back quiet, their queued keepalives dropped)", w.dev.Calls()-calls)
 		}
-		w.ctl.Pass(false)
+		if o := w.ctl.Pass(false); o.Ended != (ContactEnds{Bound: 2}) || o.Restarts != resets {
+			t.Errorf("crossed %v: the pass after the bound reports ended %+v, %d restarts; want 2 at the bound, %d restarts", crossed, o.Ended, o.Restarts, resets)
+		}
 		if len(w.ctl.contacts) != 0 || w.ctl.initiating != 0 {
 			t.Errorf("after contactBound: contacts %v, initiating %d; want none", w.ctl.contacts, w.ctl.initiating)
 		}

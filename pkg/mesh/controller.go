@@ -61,6 +61,8 @@ type Controller struct {
 	logged            map[string]uint64 // rejections already reported: key → revision
 	seq               uint64
 	events, snapshots int // folded in since the last pass
+	ended             ContactEnds
+	restarts          int
 
 	contest contest
 	// rotating is a key rotation under way (Rotate).
@@ -304,8 +306,9 @@ func (c *Controller) finish(o Outcome, d peer.Delta, res reconcile.Result, err e
 // begin starts the outcome of a new pass with what every pass reports.
 func (c *Controller) begin() Outcome {
 	c.seq++
-	o := Outcome{Seq: c.seq, At: time.Now(), Events: c.events, Snapshots: c.snapshots, Revision: c.revision}
-	c.events, c.snapshots = 0, 0
+	o := Outcome{Seq: c.seq, At: time.Now(), Events: c.events, Snapshots: c.snapshots, Revision: c.revision,
+		Ended: c.ended, Restarts: c.restarts}
+	c.events, c.snapshots, c.ended, c.restarts = 0, 0, ContactEnds{}, 0
 	return o
 }
 

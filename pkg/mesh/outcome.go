@@ -72,6 +72,17 @@ type Outcome struct {
 	// Contacts are the peers whose first handshake is being orchestrated,
 	// and since when.
 	Contacts map[wgtypes.Key]time.Time
+	// Ended counts the first contacts that ended since the last pass, by
+	// how; Restarts the handshakes restarted as crossed meanwhile.
+	Ended    ContactEnds
+	Restarts int
+}
+
+// ContactEnds counts first contacts by how they ended: with a handshake,
+// or at their bound without one (the peer left to WireGuard's own timers:
+// it is down, or the device reported nothing first contact could act on).
+type ContactEnds struct {
+	Handshake, Bound int
 }
 
 // Err is the error that ends the agent after this pass: ErrEvicted (with

@@ -43,6 +43,11 @@ type Agent struct {
 	// host's key; DuplicateIdentities counts such agents, once each.
 	DuplicateIdentity   prometheus.Gauge
 	DuplicateIdentities prometheus.Counter
+	// FirstContacts counts the first handshakes orchestrated, by how they
+	// ended: handshake | bound (none within the bound; left to WireGuard).
+	// FirstContactRestarts counts handshakes started again as crossed.
+	FirstContacts        *prometheus.CounterVec
+	FirstContactRestarts prometheus.Counter
 }
 
 // NewAgent registers the agent's metrics (and the Go runtime and process
@@ -74,12 +79,16 @@ func NewAgent() *Agent {
 			Help: "1 while another live agent runs with this host's key and prefix (a cloned host, or one config on two hosts)."}),
 		DuplicateIdentities: prometheus.NewCounter(prometheus.CounterOpts{Name: "ikto_duplicate_identities_total",
 			Help: "Other agents seen running with this host's key, each counted once, when first seen."}),
+		FirstContacts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ikto_first_contacts_total",
+			Help: "First handshakes with new peers orchestrated, by how they ended: handshake, or bound (none in time; the peer is left to WireGuard's retries)."}, []string{"end"}),
+		FirstContactRestarts: prometheus.NewCounter(prometheus.CounterOpts{Name: "ikto_first_contact_restarts_total",
+			Help: "First handshakes started again because the two ends' initiations crossed."}),
 	}
 	m.reg.MustRegister(
 		m.PeersDesired, m.PeersConfigured, m.RecordsRejected, m.Rejections, m.WatchEvents, m.WatchSnapshots,
 		m.Reconciles, m.ReconcileDuration, m.PeerChanges, m.NATSConnected, m.NATSReconnects,
 		m.HookFailures, m.HookRestarts, m.HookUp, m.ClaimContested, m.ClaimRepairs, m.FollowRereads,
-		m.DuplicateIdentity, m.DuplicateIdentities,
+		m.DuplicateIdentity, m.DuplicateIdentities, m.FirstContacts, m.FirstContactRestarts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ikto_heartbeat_age_seconds",
 			Help: "Seconds since this agent last wrote its heartbeat; -1 before the first.",
@@ -102,6 +111,9 @@ func NewAgent() *Agent {
 	}
 	for _, res := range []string{"ok", "error"} {
 		m.Reconciles.WithLabelValues(res)
+	}
+	for _, end := range []string{"handshake", "bound"} {
+		m.FirstContacts.WithLabelValues(end)
 	}
 	return m
 }

@@ -20,6 +20,9 @@ func (m *Agent) Observe(o mesh.Outcome) {
 		contested = 1
 	}
 	m.ClaimContested.Set(contested)
+	m.FirstContacts.WithLabelValues("handshake").Add(float64(o.Ended.Handshake))
+	m.FirstContacts.WithLabelValues("bound").Add(float64(o.Ended.Bound))
+	m.FirstContactRestarts.Add(float64(o.Restarts))
 	if !o.Synced() {
 		return
 	}
