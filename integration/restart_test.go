@@ -200,6 +200,65 @@ func TestTUNTheStoreKeptForNoDeviceIsGivenBack(t *testing.T) {
 	})
 }
 
+// An embedded device's WireGuard sessions go with its agent, and the peers
+// keep sending into them, unanswered, until their own timers give up (15 s):
+// they start no handshake sooner. So the new device starts every handshake
+// itself (docs/contract.md §6), also with the peers it puts back from its
+// snapshot, NATS up or down, and when the restarted host sends nothing.
+// alpha pings bravo one way at 20/s across a restart of bravo's agent: at
+// most a second of pings may be lost (the restart), never the old sessions'
+// 15 s.
+func TestRestartedDeviceStartsEveryHandshake(t *testing.T) {
+	t.Parallel()
+	for _, natsDown := range []bool{false, true} {
+		t.Run(map[bool]string{false: "NATS up", true: "NATS down"}[natsDown], func(t *testing.T) {
+			t.Parallel()
+			m := newMesh(t)
+			hosts := m.addHosts("alpha", "bravo")
+			alpha, bravo := hosts[0], hosts[1]
+			cfg := m.config(bravo)
+			cfg.WGBackend = string(wgdev.KindUserspace)
+			cfg.StateDir = filepath.Join(bravo.Dir, "state")
+			m.start(alpha)
+			m.startWith(bravo, cfg)
+			m.waitConverged(hosts)
+			m.pingAll(hosts)
+			snapshot := filepath.Join(cfg.StateDir, bravo.DevName+".json")
+			testkit.Eventually(t, convergeTimeout, "alpha in bravo's snapshot", func() error {
+				b, err := os.ReadFile(snapshot)
+				if err != nil || !strings.Contains(string(b), alpha.PublicKey.String()) {
+					return fmt.Errorf("snapshot without alpha: %v", err)
+				}
+				return nil
+			})
+			in := startPinger(t, alpha, bravo, "ping-in")
+			waitReplies(t, 20, in)
+			if natsDown {
+				m.nats.Shutdown()
+			}
+			old := m.agents[bravo.Name]
+			if err := old.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if code := waitExit(t, old); code != 0 {
+				t.Fatalf("bravo's agent exited %d on SIGTERM, want 0", code)
+			}
+			restarted := time.Now()
+			m.startWith(bravo, cfg)
+			waitReplies(t, 20, in)
+			t.Logf("alpha's pings answered again %s after bravo's agent started", time.Since(restarted).Round(time.Millisecond))
+			rep, err := in.Stop()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("alpha → bravo: %d sent, %d lost, longest gap %s", rep.Sent, len(rep.Lost), rep.LongestGap.Round(time.Millisecond))
+			if len(rep.Lost) > 20 {
+				t.Errorf("%d pings to the restarted host lost (a second is 20): nothing started a handshake with its new device", len(rep.Lost))
+			}
+		})
+	}
+}
+
 // serviceMesh is a mesh of alpha and bravo, bravo's agent to run as a
 // service of the returned service manager (systemd's part played).
 func serviceMesh(t *testing.T) (*mesh, []*harness.Host, *harness.ServiceManager) {

@@ -274,6 +274,18 @@ func (c *Controller) initiate(k wgtypes.Key, now time.Time) {
 	c.initiating++
 }
 
+// restoreContact starts the handshake with a peer put back from the
+// snapshot, unless the device has a session with it (a kernel device that
+// outlived the agent). The device before this one had that session, and the
+// peer keeps sending into it, unanswered, until its own timers give up (up
+// to 15 s): it starts nothing sooner, so this end does.
+func (c *Controller) restoreContact(k wgtypes.Key, now time.Time, sessions map[wgtypes.Key]time.Time) {
+	if hs, ok := sessions[k]; ok && now.Sub(hs) < sessionAge {
+		return
+	}
+	c.initiate(k, now)
+}
+
 // endContact forgets k's first contact, if any.
 func (c *Controller) endContact(k wgtypes.Key) {
 	if ct, ok := c.contacts[k]; ok {

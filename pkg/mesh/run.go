@@ -74,7 +74,9 @@ type Tuning struct {
 func (c *Controller) Run(ctx context.Context, in Inputs) error {
 	resync := time.NewTicker(in.Resync)
 	defer resync.Stop()
-	var contacts contactTimer // armed while first contacts are pending
+	// Armed while first contacts are pending: from the start, for those
+	// Restore began.
+	contacts := c.armContacts(contactTimer{}, time.Now())
 	for {
 		refresh := false
 		select {

@@ -1,6 +1,8 @@
 package mesh
 
 import (
+	"time"
+
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/ikto-mesh/ikto/pkg/peer"
@@ -22,10 +24,17 @@ func (c *Controller) resume(o Outcome) Outcome {
 // before the bucket can be read. It only adds: a peer the device already has
 // (a kernel device that outlived the agent) stays as it is until the bucket
 // says otherwise, so a restart never takes a working peer away. The first
-// pass after the bucket's snapshot compares the whole device again.
+// pass after the bucket's snapshot compares the whole device again. This end
+// starts the handshake with every peer the device has no session with
+// (restoreContact).
 func (c *Controller) Restore(peers map[wgtypes.Key]peer.Accepted) Outcome {
 	o := c.begin()
 	o.State, o.Peers, o.View = StateRestored, len(peers), &peer.View{Peers: peers}
+	now := time.Now()
+	sessions := c.sessions()
+	for _, p := range peers {
+		c.restoreContact(p.PublicKey, now, sessions)
+	}
 	specs := make(map[wgtypes.Key]reconcile.Spec, len(peers))
 	for k, p := range peers {
 		specs[k] = c.spec(p)
@@ -38,6 +47,7 @@ func (c *Controller) Restore(peers map[wgtypes.Key]peer.Accepted) Outcome {
 	if err == nil {
 		o.Configured = len(peers)
 	}
+	o.Contacts = c.pendingContacts()
 	return o
 }
 
