@@ -279,10 +279,15 @@ func (c *Controller) initiate(k wgtypes.Key, now time.Time) {
 // outlived the agent). The device before this one had that session, and the
 // peer keeps sending into it, unanswered, until its own timers give up (up
 // to 15 s): it starts nothing sooner, so this end does.
+// Past maxInitiating at once the rest are left to their own timers, as
+// for any burst of new peers (initiate).
 func (c *Controller) restoreContact(k wgtypes.Key, now time.Time, sessions map[wgtypes.Key]time.Time) {
 	if hs, ok := sessions[k]; ok && now.Sub(hs) < sessionAge {
 		return
 	}
+	// Its session was dropped with the device before: the bucket's first
+	// pass, which finds the peer new, decides the same (beginContact).
+	c.dropped[k] = now
 	c.initiate(k, now)
 }
 

@@ -143,6 +143,9 @@ func (c *Controller) Run(ctx context.Context, in Inputs) error {
 			}
 		}
 		if !c.loaded {
+			// Restored peers' contacts go on; what they change waits for
+			// the bucket's first pass.
+			contacts = c.armContacts(contacts, time.Now())
 			continue
 		}
 		c.drainRefusals()
