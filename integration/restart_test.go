@@ -236,13 +236,7 @@ func TestRestartedDeviceStartsEveryHandshake(t *testing.T) {
 			if natsDown {
 				m.nats.Shutdown()
 			}
-			old := m.agents[bravo.Name]
-			if err := old.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			if code := waitExit(t, old); code != 0 {
-				t.Fatalf("bravo's agent exited %d on SIGTERM, want 0", code)
-			}
+			stopAgent(t, m.agents[bravo.Name])
 			restarted := time.Now()
 			m.startWith(bravo, cfg)
 			waitReplies(t, 20, in)
@@ -270,6 +264,17 @@ func serviceMesh(t *testing.T) (*mesh, []*harness.Host, *harness.ServiceManager)
 		t.Fatal(err)
 	}
 	return m, hosts, sm
+}
+
+// stopAgent stops a as systemd does (SIGTERM), which must exit 0.
+func stopAgent(t *testing.T, a *harness.Agent) {
+	t.Helper()
+	if err := a.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, a); code != 0 {
+		t.Fatalf("%s exited %d on SIGTERM, want 0\n%s", a.Name, code, a.LogTail(20))
+	}
 }
 
 func linkIndex(t *testing.T, h *harness.Host) int {
@@ -419,13 +424,7 @@ func TestRestartWhileNATSIsDown(t *testing.T) {
 	})
 
 	m.nats.Shutdown()
-	old := m.agents[bravo.Name]
-	if err := old.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := waitExit(t, old); code != 0 {
-		t.Fatalf("bravo's agent exited %d on SIGTERM, want 0", code)
-	}
+	stopAgent(t, m.agents[bravo.Name])
 	// An embedded userspace device went with its agent: what comes back is
 	// the snapshot's. A kernel device stays, with its peers.
 	if harness.TestBackend() == wgdev.KindKernel {

@@ -692,38 +692,3 @@ func TestJunkRefusalsDoNotCrowdOutAPeer(t *testing.T) {
 		t.Errorf("the peer's refusal, after %d junk ones from one address: not noted", maxRefusals)
 	}
 }
-
-// The device's sessions went with the agent before (an embedded device made
-// again): a peer put back from the snapshot keeps sending into its old
-// session until its own timers give up, so this end starts the handshake —
-// the peer gets the contact keepalive, which sends at once. A peer the
-// device still has a session with (a kernel device that outlived the agent)
-// is left as it is.
-func TestRestoreStartsTheHandshakesTheDeviceLost(t *testing.T) {
-	w := newWorld(t)
-	lost, lostKey := hostEntry(t, 2, 2)
-	live, liveKey := hostEntry(t, 3, 3)
-	kept := wgtypes.PeerConfig{PublicKey: liveKey, AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10:3::/48")}}
-	if err := w.dev.ConfigurePeers([]wgtypes.PeerConfig{kept}); err != nil {
-		t.Fatal(err)
-	}
-	handshake(t, w, liveKey, time.Now())
-	snap := map[wgtypes.Key]peer.Accepted{}
-	for _, e := range []peer.Write{lost, live} {
-		acc, rej := rules.Check(e.Key, e.Value, e.Revision)
-		if rej != nil {
-			t.Fatal(rej)
-		}
-		snap[acc.PublicKey] = acc
-	}
-	o := w.ctl.Restore(snap)
-	if ct := w.ctl.contacts[lostKey]; ct == nil || !ct.starts {
-		t.Errorf("a peer restored onto a device without its session: contact %+v; want this end to start", ct)
-	}
-	if p, _ := devicePeer(t, w, lostKey); p.PersistentKeepaliveInterval != contactKeepalive || p.Endpoint == nil {
-		t.Errorf("the restored peer: keepalive %s, endpoint %v; want %s (sent at once) and the endpoint", p.PersistentKeepaliveInterval, p.Endpoint, contactKeepalive)
-	}
-	if _, ok := w.ctl.contacts[liveKey]; ok || len(o.Contacts) != 1 {
-		t.Errorf("a peer the device has a session with got a contact; contacts %v", o.Contacts)
-	}
-}

@@ -76,6 +76,30 @@ func hostEntry(t *testing.T, n int, rev uint64) (peer.Write, wgtypes.Key) {
 	return signedEntry(priv, p.String(), p, rev), priv.PublicKey()
 }
 
+// putOnDevice puts a peer on the device behind the controller's back, as an
+// agent before (or an operator) left it.
+func (w *world) putOnDevice(t *testing.T, k wgtypes.Key, prefix string) {
+	t.Helper()
+	p := wgtypes.PeerConfig{PublicKey: k, AllowedIPs: []net.IPNet{wgtest.IPNet(t, prefix)}}
+	if err := w.dev.ConfigurePeers([]wgtypes.PeerConfig{p}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// accepted is the entries as a snapshot's accepted records, for Restore.
+func accepted(t *testing.T, entries ...peer.Write) map[wgtypes.Key]peer.Accepted {
+	t.Helper()
+	out := map[wgtypes.Key]peer.Accepted{}
+	for _, e := range entries {
+		acc, rej := rules.Check(e.Key, e.Value, e.Revision)
+		if rej != nil {
+			t.Fatal(rej)
+		}
+		out[acc.PublicKey] = acc
+	}
+	return out
+}
+
 func devicePrefixes(t *testing.T, d wgdev.Device) []string {
 	t.Helper()
 	peers, err := d.Peers()
@@ -141,32 +165,35 @@ func TestOutcomeIsNotChangedByLaterPasses(t *testing.T) {
 }
 
 // Restore only adds: a peer the device already has keeps its configuration,
-// and one the snapshot lacks stays until the bucket's first pass.
+// and one the snapshot lacks stays until the bucket's first pass. The
+// device's sessions went with the agent before (an embedded device made
+// again): a peer put back keeps sending into its old session until its own
+// timers give up, so this end starts the handshake — the peer gets the
+// contact keepalive, which sends at once. A peer the device still has a
+// session with (a kernel device that outlived the agent) is left as it is.
 func TestRestoreOnlyAdds(t *testing.T) {
 	w := newWorld(t)
 	kept, keptKey := hostEntry(t, 2, 2)
+	live, liveKey := hostEntry(t, 3, 3)
 	_, strayKey := hostEntry(t, 9, 9)
-	stray := wgtypes.PeerConfig{PublicKey: strayKey, AllowedIPs: []net.IPNet{wgtest.IPNet(t, "fd10:9::/48")}}
-	if err := w.dev.ConfigurePeers([]wgtypes.PeerConfig{stray}); err != nil {
-		t.Fatal(err)
-	}
-	snap := map[wgtypes.Key]peer.Accepted{}
-	for _, e := range []peer.Write{kept} {
-		acc, rej := rules.Check(e.Key, e.Value, e.Revision)
-		if rej != nil {
-			t.Fatal(rej)
-		}
-		snap[acc.PublicKey] = acc
-	}
-	o := w.ctl.Restore(snap)
+	w.putOnDevice(t, strayKey, "fd10:9::/48")
+	w.putOnDevice(t, liveKey, "fd10:3::/48")
+	handshake(t, w, liveKey, time.Now())
+	o := w.ctl.Restore(accepted(t, kept, live))
 	if o.State != StateRestored || o.DeviceErr != nil || len(o.Plan.Add) != 1 || len(o.Plan.Remove) != 0 || o.Plan.Add[0].PublicKey != keptKey {
 		t.Fatalf("restore outcome %+v", o)
 	}
-	if d := cmp.Diff([]string{"fd10:2::/48", "fd10:9::/48"}, sorted(devicePrefixes(t, w.dev))); d != "" {
+	if d := cmp.Diff([]string{"fd10:2::/48", "fd10:3::/48", "fd10:9::/48"}, sorted(devicePrefixes(t, w.dev))); d != "" {
 		t.Errorf("device after restore (-want +got):\n%s", d)
 	}
+	if ct := w.ctl.contacts[keptKey]; ct == nil || !ct.starts || len(o.Contacts) != 1 {
+		t.Errorf("a peer restored onto a device without its session: contact %+v, contacts %v; want this end to start, and no other contact", ct, o.Contacts)
+	}
+	if p, _ := devicePeer(t, w, keptKey); p.PersistentKeepaliveInterval != contactKeepalive || p.Endpoint == nil {
+		t.Errorf("the restored peer: keepalive %s, endpoint %v; want %s (sent at once) and the endpoint", p.PersistentKeepaliveInterval, p.Endpoint, contactKeepalive)
+	}
 	// The bucket's first pass has the last word: the stray peer goes.
-	if o := w.snapshot(w.selfEntry(1), kept); o.DeviceErr != nil || len(o.Plan.Remove) != 1 || o.Plan.Remove[0] != strayKey {
+	if o := w.snapshot(w.selfEntry(1), kept, live); o.DeviceErr != nil || len(o.Plan.Remove) != 1 || o.Plan.Remove[0] != strayKey {
 		t.Fatalf("first pass after restore: %+v", o)
 	}
 }
