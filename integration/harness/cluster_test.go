@@ -33,7 +33,15 @@ func TestClusterKeepsAnR3BucketThroughAMemberRestart(t *testing.T) {
 	if _, err := harness.OpenExistingBucket(ctx, c.URL(), "r3"); !errors.Is(err, bucket.ErrBucketMissing) {
 		t.Fatalf("OpenExistingBucket of a missing bucket = %v, want ErrBucketMissing", err)
 	}
-	b := harnesstest.Bucket(t, c.Servers[0], "unused") // any member serves the cluster's API
+	// Any member serves the cluster's API. A new cluster's first stream
+	// waits for the meta leader to place it; on a loaded machine that can
+	// outlast one open's 10 s, so the open is retried as the R3 one is.
+	var b *harness.Bucket
+	testkit.EventuallyContext(t, 30*time.Second, "a bucket on the new cluster to open", func(ctx context.Context) (err error) {
+		b, err = harness.OpenBucket(ctx, c.Servers[0].URL(), "unused")
+		return err
+	})
+	t.Cleanup(func() { _ = b.Close() })
 	js, err := jetstream.New(b.Conn)
 	if err != nil {
 		t.Fatal(err)

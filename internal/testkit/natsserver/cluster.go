@@ -57,18 +57,15 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 	}
 	// Every port is picked before any server starts: each server's routes
 	// name all the others, and a restart must find them where they were.
+	// They are picked together, so no two are the same.
+	ports, err := freePorts(opts.Host, 2*opts.Size)
+	if err != nil {
+		return nil, err
+	}
 	routes := make([]netip.AddrPort, opts.Size)
 	clients := make([]int, opts.Size)
 	for i := range routes {
-		rp, err := FreePort(opts.Host)
-		if err != nil {
-			return nil, err
-		}
-		cp, err := FreePort(opts.Host)
-		if err != nil {
-			return nil, err
-		}
-		routes[i], clients[i] = netip.AddrPortFrom(opts.Host, uint16(rp)), cp
+		routes[i], clients[i] = netip.AddrPortFrom(opts.Host, uint16(ports[2*i])), ports[2*i+1]
 	}
 	c := &Cluster{}
 	for i := range opts.Size {

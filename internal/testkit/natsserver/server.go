@@ -126,12 +126,27 @@ func prepare(opts Options) (*Server, error) {
 
 // FreePort returns a TCP port on host that was free a moment ago.
 func FreePort(host netip.Addr) (int, error) {
-	l, err := net.Listen("tcp", netip.AddrPortFrom(host, 0).String())
+	ports, err := freePorts(host, 1)
 	if err != nil {
-		return 0, fmt.Errorf("pick a free port on %s: %w", host, err)
+		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
+}
+
+// freePorts is n distinct TCP ports on host that were free a moment ago:
+// each stays taken until all are picked, so the kernel cannot hand out one
+// twice.
+func freePorts(host netip.Addr, n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", netip.AddrPortFrom(host, 0).String())
+		if err != nil {
+			return nil, fmt.Errorf("pick a free port on %s: %w", host, err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }
 
 // Start starts the server if it is not running and waits until it accepts
@@ -150,14 +165,17 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("nats %s: %w", s.where(), err)
 	}
-	if s.opts.Logger != nil {
-		srv.SetLoggerV2(s.opts.Logger, false, false, false)
-	}
+	log := &errorLog{next: s.opts.Logger}
+	srv.SetLoggerV2(log, false, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(readyTimeout) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		return fmt.Errorf("nats %s: not ready after %s", s.where(), readyTimeout)
+		why := log.errors()
+		if why == "" {
+			why = "it logged no error"
+		}
+		return fmt.Errorf("nats %s: not ready after %s (%s)", s.where(), readyTimeout, why)
 	}
 	if s.opts.Port <= 0 {
 		s.opts.Port = srv.Addr().(*net.TCPAddr).Port
@@ -188,7 +206,7 @@ func (o Options) serverOptions() (*server.Options, error) {
 	}
 	so.JetStream, so.StoreDir = true, o.StoreDir
 	so.NoSigs = true
-	so.NoLog = o.Logger == nil
+	so.NoLog = true // Start gives every server its own logger (errorLog)
 	switch {
 	case o.ServerName != "":
 		so.ServerName = o.ServerName

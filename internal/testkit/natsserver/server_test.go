@@ -117,6 +117,25 @@ func TestStartErrorNamesTheAddress(t *testing.T) {
 	}
 }
 
+// A server whose port another socket took between picking and listening
+// says so: the listener's error, not only "not ready".
+func TestStartOnATakenPortSaysWhy(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s, err := natsserver.New(natsserver.Options{StoreDir: t.TempDir(), Port: l.Addr().(*net.TCPAddr).Port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Start()
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Start on a taken port = %v, want the listener's error", err)
+	}
+}
+
 func TestBadConfigFailsBeforeListening(t *testing.T) {
 	if _, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir(), Config: "authorization {"}); err == nil {
 		t.Fatal("started with a broken configuration")
