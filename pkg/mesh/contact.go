@@ -253,17 +253,19 @@ func (c *Controller) startRefused(now time.Time) bool {
 	return started
 }
 
-// initiate makes this end start the first handshake with k at once, and
-// start it again should two initiations cross — unless maxInitiating
-// handshakes are already being started (or are to be started, by an older
-// end that hears nothing): a host that joins or restarts in a large fleet
-// then starts the first ones itself and leaves the rest to traffic and
-// WireGuard, instead of a burst of thousands of handshakes (each a
-// Curve25519 computation, each retried for 90 s when the peer is down).
-// Those are configured as usual: endpoint, configured keepalive.
+// initiate makes this end start the first handshake with k, and start it
+// again should two initiations cross: at once, or, while maxInitiating
+// handshakes are being started (or are to be started, by an older end that
+// hears nothing), when one of them ends (startWaiting). A host that joins or
+// restarts in a large fleet so starts every handshake it owes, a few hundred
+// at a time, instead of a burst of thousands (each a Curve25519
+// computation, each retried for 90 s when the peer is down) or leaving the
+// rest to peers that may send into a session that is gone. A waiting peer is
+// configured as usual meanwhile: endpoint, configured keepalive.
 func (c *Controller) initiate(k wgtypes.Key, now time.Time) {
 	c.endContact(k)
 	if c.initiating >= maxInitiating {
+		c.waiting = append(c.waiting, waitingContact{key: k, since: now})
 		return
 	}
 	ct := &contact{since: now, starts: true, counted: true, restarts: true, started: now}
@@ -289,6 +291,50 @@ func (c *Controller) restoreContact(k wgtypes.Key, now time.Time, sessions map[w
 	// pass, which finds the peer new, decides the same (beginContact).
 	c.dropped[k] = now
 	c.initiate(k, now)
+}
+
+// waitingContact is a peer whose handshake this end owes and has not
+// started yet: initiate found no room.
+type waitingContact struct {
+	key   wgtypes.Key
+	since time.Time
+}
+
+// startWaiting starts the waiting peers' handshakes while there is room, in
+// the order they were owed, and reports whether it started any: their
+// contact configuration is for the next pass to write, or, before the
+// bucket's first pass (restored peers), written here as Restore wrote the
+// first ones. A peer that left the table, has a contact already, or had a
+// handshake since it began to wait (it started one itself) is passed over.
+func (c *Controller) startWaiting(now time.Time, seen map[wgtypes.Key]peerSeen) bool {
+	started := map[wgtypes.Key]reconcile.Spec{}
+	for len(c.waiting) > 0 && c.initiating < maxInitiating {
+		w := c.waiting[0]
+		c.waiting = c.waiting[1:]
+		if _, ok := c.contacts[w.key]; ok || !seen[w.key].handshake.Before(w.since) {
+			continue
+		}
+		p, ok := c.table.Peer(w.key)
+		if !ok && !c.loaded {
+			p, ok = c.restored[w.key]
+		}
+		if !ok {
+			continue
+		}
+		c.initiate(w.key, now)
+		s := c.spec(p)
+		c.rec.Set(s)
+		started[w.key] = s
+	}
+	if len(c.waiting) == 0 {
+		c.waiting = nil // let the array go once a burst has been worked off
+	}
+	if len(started) > 0 && !c.loaded {
+		if err := c.rec.Put(started); err != nil {
+			c.log.Warn("first contact: starting restored peers' handshakes failed", "peers", len(started), "err", err)
+		}
+	}
+	return len(started) > 0
 }
 
 // endContact forgets k's first contact, if any.
@@ -331,10 +377,11 @@ func (c *Controller) contactSpec(s reconcile.Spec) reconcile.Spec {
 // contact on: done (a handshake happened: the peer gets its usual
 // configuration), started (nothing came from the peer by startAt), started
 // again (crossed initiations, seen at a restarting end's next look), or
-// handed to WireGuard (past contactBound, or a quiet end past its grace). It
-// returns whether anything changed; the caller's next pass writes it.
+// handed to WireGuard (past contactBound, or a quiet end past its grace);
+// then starts waiting ones in the room that freed up. It returns whether
+// anything changed; the caller's next pass writes it.
 func (c *Controller) checkContacts(now time.Time) bool {
-	if len(c.contacts) == 0 {
+	if len(c.contacts) == 0 && len(c.waiting) == 0 {
 		return false
 	}
 	changed := c.startRefused(now)
@@ -414,6 +461,9 @@ func (c *Controller) checkContacts(now time.Time) bool {
 		if err := c.rec.Reset(restart); err != nil {
 			c.log.Warn("first contact: restarting handshakes failed", "peers", len(restart), "err", err)
 		}
+	}
+	if c.startWaiting(now, seen) {
+		changed = true
 	}
 	return changed
 }

@@ -341,18 +341,22 @@ func TestAJoinWaveCostsOneDeviceRead(t *testing.T) {
 }
 
 // A host that starts with more peers than maxInitiating starts that many
-// first handshakes itself; the rest are ordinary peers (endpoint, usual
-// keepalive) left to traffic. As started contacts end, the count frees up.
-func TestFirstContactsAreBounded(t *testing.T) {
+// first handshakes at once; the rest wait, configured as usual (endpoint,
+// usual keepalive), and start in turn as started contacts end — by a
+// handshake or by the bound. A waiting peer that meanwhile had a handshake
+// (it started one itself) is passed over.
+func TestFirstContactsAreBoundedAndTheRestWait(t *testing.T) {
 	w := newWorld(t)
 	entries := []peer.Write{w.selfEntry(1000)}
+	var keys []wgtypes.Key
 	for i := range maxInitiating + 44 {
-		e, _ := hostEntry(t, 100+i, uint64(10+i))
+		e, k := hostEntry(t, 100+i, uint64(10+i))
 		entries = append(entries, e)
+		keys = append(keys, k)
 	}
 	w.snapshot(entries...)
-	if w.ctl.initiating != maxInitiating || len(w.ctl.contacts) != maxInitiating {
-		t.Fatalf("initiating %d, contacts %d; want %d of each", w.ctl.initiating, len(w.ctl.contacts), maxInitiating)
+	if w.ctl.initiating != maxInitiating || len(w.ctl.contacts) != maxInitiating || len(w.ctl.waiting) != 44 {
+		t.Fatalf("initiating %d, contacts %d, waiting %d; want %d, %d and 44", w.ctl.initiating, len(w.ctl.contacts), len(w.ctl.waiting), maxInitiating, maxInitiating)
 	}
 	peers, err := w.dev.Peers()
 	if err != nil {
@@ -370,13 +374,83 @@ func TestFirstContactsAreBounded(t *testing.T) {
 	if len(peers) != maxInitiating+44 || keepalive != maxInitiating {
 		t.Errorf("%d peers, %d with the contact keepalive; want %d and %d", len(peers), keepalive, maxInitiating+44, maxInitiating)
 	}
-	var since time.Time
-	for _, ct := range w.ctl.contacts {
-		since = ct.since
+
+	// Ten handshakes end ten contacts: ten waiting peers start, but not
+	// the first waiting one, which had a handshake of its own meanwhile.
+	var waiting []wgtypes.Key
+	for _, wc := range w.ctl.waiting {
+		waiting = append(waiting, wc.key)
 	}
-	w.ctl.checkContacts(since.Add(contactBound))
-	if w.ctl.initiating != 0 || len(w.ctl.contacts) != 0 {
-		t.Errorf("after the bound: initiating %d, contacts %d; want 0", w.ctl.initiating, len(w.ctl.contacts))
+	now := time.Now()
+	started := 0
+	for _, k := range keys {
+		if _, ok := w.ctl.contacts[k]; ok && started < 10 {
+			handshake(t, w, k, now)
+			started++
+		}
+	}
+	handshake(t, w, waiting[0], now)
+	if !w.ctl.checkContacts(now) {
+		t.Fatal("checkContacts reports no change after ten handshakes")
+	}
+	if w.ctl.initiating != maxInitiating || len(w.ctl.waiting) != 44-11 {
+		t.Fatalf("after ten handshakes: initiating %d, waiting %d; want %d and %d", w.ctl.initiating, len(w.ctl.waiting), maxInitiating, 44-11)
+	}
+	if _, ok := w.ctl.contacts[waiting[0]]; ok {
+		t.Error("a waiting peer that had its own handshake was started")
+	}
+	for _, k := range waiting[1:11] {
+		if ct, ok := w.ctl.contacts[k]; !ok || !ct.starts {
+			t.Errorf("waiting peer %s: contact %+v, want this end to start it", k, ct)
+		}
+	}
+	if o := w.ctl.Pass(false); o.Err() != nil {
+		t.Fatal(o.Err())
+	}
+	if p, _ := devicePeer(t, w, waiting[1]); p.PersistentKeepaliveInterval != contactKeepalive {
+		t.Errorf("a started waiting peer has keepalive %s on the device, want the contact's %s", p.PersistentKeepaliveInterval, contactKeepalive)
+	}
+
+	// The bound ends the rest; the last waiting ones take their place.
+	w.ctl.checkContacts(now.Add(contactBound))
+	if w.ctl.initiating != 44-11 || len(w.ctl.waiting) != 0 {
+		t.Errorf("after the bound: initiating %d, waiting %d; want %d and 0", w.ctl.initiating, len(w.ctl.waiting), 44-11)
+	}
+	w.ctl.checkContacts(now.Add(2 * contactBound))
+	if w.ctl.initiating != 0 || len(w.ctl.contacts) != 0 || w.ctl.waiting != nil {
+		t.Errorf("after two bounds: initiating %d, contacts %d, waiting %d; want none", w.ctl.initiating, len(w.ctl.contacts), len(w.ctl.waiting))
+	}
+}
+
+// A restart with more restored peers than maxInitiating, before the bucket
+// can be read (NATS down): the waiting peers' handshakes start as the first
+// ones end, written to the device at once, since no pass comes to write
+// them.
+func TestRestoredPeersPastTheBoundStartBeforeTheFirstPass(t *testing.T) {
+	w := newWorld(t)
+	var entries []peer.Write
+	for i := range maxInitiating + 5 {
+		e, _ := hostEntry(t, 100+i, uint64(10+i))
+		entries = append(entries, e)
+	}
+	o := w.ctl.Restore(accepted(t, entries...))
+	if o.DeviceErr != nil || len(o.Contacts) != maxInitiating || len(w.ctl.waiting) != 5 {
+		t.Fatalf("restore: err %v, contacts %d, waiting %d; want %d and 5", o.DeviceErr, len(o.Contacts), len(w.ctl.waiting), maxInitiating)
+	}
+	waiting := w.ctl.waiting[0].key
+	if p, _ := devicePeer(t, w, waiting); p.PersistentKeepaliveInterval != 0 {
+		t.Fatalf("a waiting peer has keepalive %s before its turn", p.PersistentKeepaliveInterval)
+	}
+	now := time.Now()
+	for k := range w.ctl.contacts {
+		handshake(t, w, k, now)
+	}
+	w.ctl.checkContacts(now)
+	if ct, ok := w.ctl.contacts[waiting]; !ok || !ct.starts {
+		t.Fatalf("the first waiting peer: contact %+v, want this end to start it", ct)
+	}
+	if p, _ := devicePeer(t, w, waiting); p.PersistentKeepaliveInterval != contactKeepalive {
+		t.Errorf("the started waiting peer has keepalive %s on the device before the first pass, want %s", p.PersistentKeepaliveInterval, contactKeepalive)
 	}
 }
 

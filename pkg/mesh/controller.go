@@ -82,6 +82,13 @@ type Controller struct {
 	// initiating counts the contacts whose handshake this end starts, or
 	// will if the other end does not.
 	initiating int
+	// waiting are the peers initiate found no room for, in the order it
+	// was asked: each starts as a contact ends (startWaiting).
+	waiting []waitingContact
+	// restored are the peers Restore put back, until the bucket's first
+	// snapshot: the table has none of them before it, and waiting ones
+	// among them still start (startWaiting).
+	restored map[wgtypes.Key]peer.Accepted
 	// dropped is when each peer was last taken off the device: the other
 	// end may still hold a session with us that it will not renew.
 	dropped map[wgtypes.Key]time.Time
@@ -163,7 +170,7 @@ func (c *Controller) Loaded() bool { return c.loaded }
 func (c *Controller) Load(b peer.Batch) {
 	if b.Snapshot {
 		c.table.Reset()
-		c.loaded = true
+		c.loaded, c.restored = true, nil
 		c.snapshots++
 		c.revision = b.Revision
 	} else {

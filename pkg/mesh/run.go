@@ -167,9 +167,9 @@ type contactTimer struct {
 
 // armContacts returns the timer for the next check of pending first
 // contacts: t itself when it fires soon enough (a new one may be due sooner
-// than the one t was armed for), disarmed when nothing is pending.
+// than the one t was armed for), disarmed when nothing is pending or waiting.
 func (c *Controller) armContacts(t contactTimer, now time.Time) contactTimer {
-	if len(c.contacts) == 0 {
+	if len(c.contacts) == 0 && len(c.waiting) == 0 {
 		return contactTimer{}
 	}
 	wait := c.contactWait(now)

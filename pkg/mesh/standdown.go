@@ -32,6 +32,7 @@ func (c *Controller) Restore(peers map[wgtypes.Key]peer.Accepted) Outcome {
 	o.State, o.Peers, o.View = StateRestored, len(peers), &peer.View{Peers: peers}
 	now := time.Now()
 	sessions := c.sessions()
+	c.restored = peers
 	for _, p := range peers {
 		c.restoreContact(p.PublicKey, now, sessions)
 	}

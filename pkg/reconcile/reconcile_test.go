@@ -350,3 +350,36 @@ func BenchmarkReconcilerOneChange(b *testing.B) {
 		})
 	}
 }
+
+// Put writes exactly the peers it is given, as given — a change to one the
+// device has, an add of one it lacks — in one call, and leaves every other
+// peer (a stray one included) and the desired set alone.
+func TestReconcilerPutTouchesOnlyItsPeers(t *testing.T) {
+	dev := newFake()
+	a, b := spec(1, "198.18.0.1:51820", "fd10:1::/48"), spec(2, "198.18.0.2:51820", "fd10:2::/48")
+	dev.SetPeer(wgtypes.Peer{PublicKey: key(9)})
+	r := New(dev)
+	if _, err := r.AddMissing(set(a, b)); err != nil {
+		t.Fatal(err)
+	}
+	aKeepalive := a
+	aKeepalive.Keepalive = time.Second
+	c := spec(3, "198.18.0.3:51820", "fd10:3::/48")
+	calls := dev.Calls()
+	if err := r.Put(set(aKeepalive, c)); err != nil {
+		t.Fatal(err)
+	}
+	if dev.Calls() != calls+1 {
+		t.Errorf("Put made %d device calls, want 1", dev.Calls()-calls)
+	}
+	got := deviceSpecs(t, dev)
+	if len(got) != 4 || got[key(1)].Keepalive != time.Second || got[key(2)].Keepalive != 0 {
+		t.Errorf("device after Put: %v; want a with the new keepalive, b as it was, c added, the stray kept", got)
+	}
+	if _, ok := got[key(9)]; !ok {
+		t.Error("Put took a peer it was not given off the device")
+	}
+	if r.Len() != 0 {
+		t.Errorf("desired set of %d after Put, want it unchanged (empty)", r.Len())
+	}
+}

@@ -107,6 +107,26 @@ func (r *Reconciler) AddMissing(add map[wgtypes.Key]Spec) (Result, error) {
 	return res, err
 }
 
+// Put configures the peers of specs as they say — added if the device lacks
+// them, changed if it has them otherwise — in one call, and touches no other
+// peer. It is AddMissing for peers whose configuration must change before
+// the bucket's first pass (a restored peer whose first handshake this end
+// starts): the desired set is unchanged, and the next pass reads the device
+// again.
+func (r *Reconciler) Put(specs map[wgtypes.Key]Spec) error {
+	peers, err := r.dev.Peers()
+	r.actual = nil
+	if err != nil {
+		return fmt.Errorf("read peers of %s: %w", r.dev.Name(), err)
+	}
+	actual := FromDevice(peers)
+	maps.DeleteFunc(actual, func(k wgtypes.Key, _ Spec) bool {
+		_, ok := specs[k]
+		return !ok
+	})
+	return r.configure(PlanPeers(specs, actual))
+}
+
 // Reset takes the desired peers keys off the device and puts them back in
 // one call: WireGuard forgets their handshake state, so each starts a fresh
 // handshake at once instead of waiting out its rate limit. Keys not desired
