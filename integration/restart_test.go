@@ -149,6 +149,70 @@ func TestEmbeddedDeviceKeepsItsTUNAcrossRestarts(t *testing.T) {
 	})
 }
 
+// An upgrade without systemd (docs/contract.md §6): a new agent started
+// with --replace takes the device over from the running one, which passes
+// its TUN and exits 0. The link never goes (its index stays), nothing the
+// host sends is lost, and the mesh is whole again. A second agent started
+// without --replace is refused, and told of it.
+func TestReplaceTakesTheDeviceOverWithoutSystemd(t *testing.T) {
+	t.Parallel()
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo")
+	alpha, bravo := hosts[0], hosts[1]
+	cfg := m.config(bravo)
+	cfg.WGBackend = string(wgdev.KindUserspace)
+	cfg.StateDir = filepath.Join(bravo.Dir, "state")
+	m.start(alpha)
+	m.agents[bravo.Name] = harnesstest.StartAgent(t, m.bins, bravo, cfg, "--log-level", "debug")
+	m.waitConverged(hosts)
+	index := linkIndex(t, bravo)
+
+	second := harnesstest.StartAgent(t, m.bins, bravo, cfg)
+	if code := waitExit(t, second); code == 0 || !strings.Contains(second.Logs(), "--replace") {
+		t.Fatalf("a second agent on the device exited %d; want a failure that names --replace:\n%s", code, second.LogTail(5))
+	}
+
+	out := startPinger(t, bravo, alpha, "ping-out")
+	in := startPinger(t, alpha, bravo, "ping-in")
+	waitReplies(t, 20, out, in)
+	upgraded, err := harness.CopyBinaries(m.bins, t.TempDir(), harness.AgentBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := m.agents[bravo.Name]
+	started := time.Now()
+	a := harnesstest.StartAgent(t, upgraded, bravo, cfg, "--replace", "--log-level", "debug")
+	if code := waitExit(t, old); code != 0 {
+		t.Fatalf("the agent taken over from exited %d, want 0:\n%s", code, old.LogTail(10))
+	}
+	m.agents[bravo.Name] = a
+	testkit.EventuallyContext(t, convergeTimeout, "the new agent to sync", func(ctx context.Context) error {
+		if err := m.exitedEarly(hosts); err != nil {
+			return err
+		}
+		return harness.CheckMesh(hosts)
+	})
+	t.Logf("taken over, and synced %s after the new agent started", time.Since(started).Round(time.Millisecond))
+	if !strings.Contains(a.Logs(), "took the device over from the agent before") {
+		t.Errorf("the new agent does not say it took the device over:\n%s", a.LogTail(20))
+	}
+	if got := linkIndex(t, bravo); got != index {
+		t.Errorf("the new agent's device is link %d, the TUN was %d: made again", got, index)
+	}
+	waitReplies(t, 20, out, in)
+	for _, p := range []*harness.Pinger{out, in} {
+		rep, err := p.Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s → %s: %d sent, %d counted, %d lost, longest gap %s",
+			p.From.Name, p.To, rep.Sent, rep.Counted, len(rep.Lost), rep.LongestGap.Round(time.Millisecond))
+		if p == out && len(rep.Lost) > 0 {
+			t.Errorf("%d echo requests from the host taken over lost: %v", len(rep.Lost), rep.Lost)
+		}
+	}
+}
+
 // linkIndex is the index of h's WireGuard device link.
 // The store holds a TUN no device will run on: the shipped unit restarted
 // after wg_dev_name changed (a restart keeps the store), and again after the

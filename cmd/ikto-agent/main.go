@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -34,8 +35,12 @@ func main() {
 // flags are ikto-agent's command line.
 type flags struct {
 	cfgPath, socket, socketGroup, logFormat, logLevel, metricsAddr string
-	showVersion, checkConfig                                       bool
+	showVersion, checkConfig, replace                              bool
 }
+
+// replaceWait bounds how long --replace waits for the agent before to let
+// go of the device once it said it stops.
+const replaceWait = 30 * time.Second
 
 // run parses args, runs the agent until SIGINT/SIGTERM and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
@@ -81,6 +86,7 @@ without starting.`,
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error (default: log_level of -c, else info)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "also serve /metrics on this TCP host:port (default: metrics_listen of -c)")
 	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the config, print the resolved settings and exit 0 (valid) or 1")
+	fs.BoolVar(&f.replace, "replace", false, "take the device over from the agent running on it, which stops: an upgrade without systemd in which the link, its addresses and routes stay (nothing running is no error)")
 	fs.BoolVarP(&f.showVersion, "version", "v", false, "print the version and exit")
 
 	return cli.Execute(cmd, args, stdout, stderr, exitCode)
@@ -122,6 +128,10 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A new agent that takes the device over (--replace) stops this one
+	// as a signal would.
+	ctx, handedOver := context.WithCancel(ctx)
+	defer handedOver()
 	reloads := make(chan *config.Settings, 1)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -147,6 +157,11 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 	}()
 	log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix, "device", cfg.Device.Name, "nats_url", cfg.NATS.Redacted())
 	tuns := newTUNKeeper(fdstore.FromEnv(), cfg.Device.Backend, cfg.Device.Name, log)
+	if f.replace {
+		if err := tuns.takeOver(cfg.Device.Name, cfg.Device.Backend); err != nil {
+			return err
+		}
+	}
 	err = agent.Run(ctx, cfg, agent.Options{
 		Socket:      f.socket,
 		SocketGroup: group,
@@ -158,7 +173,11 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 		},
 		CheckDevice: func(c wgdev.Config) error { return backend.Preflight(cfg.Device.Backend, tuns.config(c)) },
 		HoldDevice: func(name string) (func(), error) {
-			return backend.Hold(name, backend.Holder{PID: os.Getpid(), Socket: absPath(f.socket), Config: absPath(f.cfgPath)})
+			return backend.Hold(name, backend.Holder{PID: os.Getpid(), Socket: absPath(f.socket), Config: absPath(f.cfgPath),
+				HandOver: &backend.HandOver{TUN: tuns.running, Stop: func() {
+					log.Info("a new agent took the device over (ikto-agent --replace); stopping, and leaving it the TUN", "device", name)
+					handedOver()
+				}}})
 		},
 		WatchDevice: backend.WatchRemoval,
 	})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ikto-mesh/ikto/pkg/fdstore"
 	"github.com/ikto-mesh/ikto/pkg/wgdev"
+	"github.com/ikto-mesh/ikto/pkg/wgdev/backend"
 	"github.com/ikto-mesh/ikto/pkg/wgdev/userspace"
 )
 
@@ -25,8 +26,9 @@ type tunKeeper struct {
 	name  string // the store's name for the TUN
 	log   *slog.Logger
 
-	mu   sync.Mutex
-	left *os.File // the TUN the agent before left, until a device takes it
+	mu      sync.Mutex
+	left    *os.File // the TUN the agent before left, until a device takes it
+	current *os.File // the open device's TUN, for a hand-over (running)
 }
 
 // linkGoneWithin bounds the wait for a released TUN's link to go: systemd
@@ -89,6 +91,9 @@ func (k *tunKeeper) open(c wgdev.Config, open func(wgdev.Config) (wgdev.Device, 
 		return nil, err
 	}
 	if t, ok := d.(interface{ TUN() *os.File }); ok && t.TUN() != nil {
+		k.mu.Lock()
+		k.current = t.TUN()
+		k.mu.Unlock()
 		if err := k.store.Put(k.name, t.TUN()); err != nil {
 			k.log.Warn("the TUN cannot outlive this agent: a restart will make it again (its routes go meanwhile)", "device", c.Name, "err", err)
 		}
@@ -105,4 +110,41 @@ func (k *tunKeeper) drop() {
 	if err := k.store.Remove(k.name); err != nil {
 		k.log.Warn("the TUN stays in systemd's fd store until the unit stops", "err", err)
 	}
+}
+
+// running is the open device's TUN, nil while none is open or the device
+// has none (kernel, external): what a hand-over passes.
+func (k *tunKeeper) running() *os.File {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.current
+}
+
+// takeOver takes the device over from the agent running on it
+// (--replace): its TUN, when it passes one, is the TUN left for the device,
+// as one from systemd's store would be. Nothing running is no error.
+func (k *tunKeeper) takeOver(dev string, kind wgdev.Kind) error {
+	tun, from, err := backend.TakeOver(dev, replaceWait)
+	if err != nil {
+		return err
+	}
+	if from.PID == 0 {
+		k.log.Info("--replace: no agent drives the device; starting as usual", "device", dev)
+		return nil
+	}
+	k.log.Info("took the device over from the agent before", "device", dev, "pid", from.PID, "tun", tun != nil)
+	if tun == nil {
+		return nil
+	}
+	if kind == wgdev.KindKernel {
+		k.release("handed-over", tun, "wg_backend is kernel now")
+		return nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.left != nil {
+		k.left.Close() // the store's, from an agent before the one handing over
+	}
+	k.left = tun
+	return nil
 }

@@ -1,10 +1,15 @@
 package backend
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,7 +24,32 @@ type Holder struct {
 	PID    int    `json:"pid"`
 	Socket string `json:"socket,omitempty"` // its admin socket
 	Config string `json:"config,omitempty"` // its configuration file
+	// HandOver, when set, lets a new agent take the device over
+	// (TakeOver); nil refuses.
+	HandOver *HandOver `json:"-"`
 }
+
+// HandOver is what the holding agent does when a new one takes its device
+// over (ikto-agent --replace): it passes its TUN, if its device has one,
+// so that the link, its addresses and routes stay, and stops, leaving the
+// device to the new agent.
+type HandOver struct {
+	TUN  func() *os.File // the running device's TUN; nil when it has none
+	Stop func()          // called once the TUN is passed
+}
+
+// handOverRequest is what TakeOver sends after the holder's answer;
+// handOverReply is the holder's reply, carrying the TUN's descriptor
+// (SCM_RIGHTS) when TUN says so.
+const handOverRequest = "hand-over\n"
+
+type handOverReply struct {
+	TUN   bool   `json:"tun,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// handOverTimeout bounds the wait for the holder's reply to a hand-over.
+const handOverTimeout = 5 * time.Second
 
 // holdAnswerTimeout bounds how long a second agent waits for the first to
 // say who it is.
@@ -52,7 +82,7 @@ func Hold(name string, me Holder) (release func(), err error) {
 		}
 		other, err := askHolder(addr)
 		if err == nil {
-			return nil, fmt.Errorf("%w: ikto-agent pid %d (admin socket %s, config %s) drives %s in this network namespace; two agents on one device remove each other's peers: stop that agent (ikto-admin status -s %s shows its mesh), or give this one its own wg_dev_name and wg_port",
+			return nil, fmt.Errorf("%w: ikto-agent pid %d (admin socket %s, config %s) drives %s in this network namespace; two agents on one device remove each other's peers: stop that agent (ikto-admin status -s %s shows its mesh), start this one with --replace to take the device over from it (an upgrade), or give this one its own wg_dev_name and wg_port",
 				ErrDeviceHeld, other.PID, dash(other.Socket), dash(other.Config), name, dash(other.Socket))
 		}
 		if attempt == 2 {
@@ -63,18 +93,213 @@ func Hold(name string, me Holder) (release func(), err error) {
 	}
 }
 
-// answerHolds tells each caller who holds the device, until l is closed.
+// answerHolds tells each caller who holds the device, and hands the device
+// over to a caller that asks, until l is closed.
 func answerHolds(l net.Listener, me Holder) {
 	msg, _ := json.Marshal(me)
+	var mu sync.Mutex // one hand-over at a time, and none after one: the agent stops
+	handed := false
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
-		_ = c.SetWriteDeadline(time.Now().Add(holdAnswerTimeout))
-		_, _ = c.Write(append(msg, '\n'))
-		c.Close()
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(holdAnswerTimeout))
+			if _, err := c.Write(append(msg, '\n')); err != nil {
+				return
+			}
+			// A second agent's Hold reads and hangs up; TakeOver asks.
+			req := make([]byte, len(handOverRequest))
+			if _, err := io.ReadFull(c, req); err != nil || string(req) != handOverRequest {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if handed {
+				return
+			}
+			handed = handOver(c.(*net.UnixConn), me.HandOver)
+		}()
 	}
+}
+
+// handOver passes the device to the agent on c, when it runs as this
+// process's user (an abstract socket is open to every user of the network
+// namespace), and stops this agent once the TUN is on its way. It reports
+// whether it did.
+func handOver(c *net.UnixConn, h *HandOver) bool {
+	reply := func(r handOverReply, rights []byte) error {
+		b, _ := json.Marshal(r)
+		_, _, err := c.WriteMsgUnix(append(b, '\n'), rights, nil)
+		return err
+	}
+	uid, err := peerUID(c)
+	switch {
+	case err != nil:
+		_ = reply(handOverReply{Error: "cannot tell who asks: " + err.Error()}, nil)
+		return false
+	case uid != os.Geteuid():
+		_ = reply(handOverReply{Error: fmt.Sprintf("uid %d may not take over a device of uid %d", uid, os.Geteuid())}, nil)
+		return false
+	case h == nil:
+		_ = reply(handOverReply{Error: "this agent does not hand its device over"}, nil)
+		return false
+	}
+	tun := h.TUN()
+	if tun == nil {
+		err = reply(handOverReply{}, nil)
+	} else {
+		// Not tun.Fd(): it would put the descriptor wireguard-go reads
+		// into blocking mode.
+		var rc syscall.RawConn
+		if rc, err = tun.SyscallConn(); err == nil {
+			cerr := rc.Control(func(fd uintptr) { err = reply(handOverReply{TUN: true}, unix.UnixRights(int(fd))) })
+			err = errors.Join(err, cerr)
+		}
+	}
+	if err != nil {
+		return false // the new agent is gone: this one goes on
+	}
+	h.Stop()
+	return true
+}
+
+// peerUID is the user of the process at the other end of c (SO_PEERCRED).
+func peerUID(c *net.UnixConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	cerr := raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if cerr != nil {
+		return 0, cerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	return int(cred.Uid), nil
+}
+
+// TakeOver takes the device name over from the agent that holds it in this
+// network namespace (ikto-agent --replace, an upgrade without systemd's fd
+// store): that agent passes its TUN, if its device has one, and stops.
+// TakeOver returns once the agent before has let go of the name (its device
+// closed, its port free), within wait, with the TUN for the new device to
+// run on (nil when the device has none) and who held it. Nothing holding
+// the name is no error: there is nothing to take over.
+func TakeOver(name string, wait time.Duration) (tun *os.File, from Holder, err error) {
+	addr := holdAddr(name)
+	c, err := net.DialTimeout("unix", addr, holdAnswerTimeout)
+	if err != nil {
+		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
+			return nil, Holder{}, nil
+		}
+		return nil, Holder{}, fmt.Errorf("take %s over: ask its holder (abstract socket %s): %w", name, addr, err)
+	}
+	defer c.Close()
+	uc := c.(*net.UnixConn)
+	_ = uc.SetDeadline(time.Now().Add(holdAnswerTimeout))
+	line, err := readLine(uc)
+	if err == nil {
+		err = json.Unmarshal(line, &from)
+	}
+	if err != nil {
+		return nil, Holder{}, fmt.Errorf("take %s over: read its holder's answer: %w", name, err)
+	}
+	from.PID = peerPID(uc, from.PID)
+	if _, err := uc.Write([]byte(handOverRequest)); err != nil {
+		return nil, from, fmt.Errorf("take %s over from ikto-agent pid %d: %w", name, from.PID, err)
+	}
+	_ = uc.SetDeadline(time.Now().Add(handOverTimeout))
+	buf, oob := make([]byte, 512), make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, from, fmt.Errorf("take %s over from ikto-agent pid %d: no reply (%w); an agent older than --replace cannot hand over: stop it, then start this one", name, from.PID, err)
+	}
+	tun, err = passedFile(oob[:oobn], "tun-"+name)
+	if err != nil {
+		return nil, from, fmt.Errorf("take %s over from ikto-agent pid %d: %w", name, from.PID, err)
+	}
+	var r handOverReply
+	if err := json.Unmarshal(bytes.TrimSpace(buf[:n]), &r); err != nil || r.Error != "" || r.TUN != (tun != nil) {
+		if tun != nil {
+			tun.Close()
+		}
+		if err == nil && r.Error != "" {
+			err = errors.New(r.Error)
+		}
+		return nil, from, fmt.Errorf("take %s over from ikto-agent pid %d: refused: %v", name, from.PID, errOr(err, "its reply does not match what it passed"))
+	}
+	// The agent before stops now; its hold goes last, after its device.
+	for deadline := time.Now().Add(wait); ; time.Sleep(10 * time.Millisecond) {
+		d, err := net.Dial("unix", addr)
+		if err != nil {
+			return tun, from, nil
+		}
+		d.Close()
+		if time.Now().After(deadline) {
+			if tun != nil {
+				tun.Close()
+			}
+			return nil, from, fmt.Errorf("take %s over: ikto-agent pid %d said it stops, and still holds the device after %s; see its log, stop it (kill %d), then start this one again", name, from.PID, wait, from.PID)
+		}
+	}
+}
+
+// readLine reads up to a newline, a byte at a time, so that nothing after
+// it (the hand-over reply and its descriptor) is read with it.
+func readLine(c *net.UnixConn) ([]byte, error) {
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) < 4096 {
+		if _, err := c.Read(b); err != nil {
+			return nil, err
+		}
+		if b[0] == '\n' {
+			return line, nil
+		}
+		line = append(line, b[0])
+	}
+	return nil, errors.New("answer too long")
+}
+
+// passedFile is the one descriptor in a control message, or nil.
+func passedFile(oob []byte, name string) (*os.File, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("read the passed descriptor: %w", err)
+	}
+	var fds []int
+	for _, m := range msgs {
+		got, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			return nil, fmt.Errorf("read the passed descriptor: %w", err)
+		}
+		fds = append(fds, got...)
+	}
+	if len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("%d descriptors passed, want one", len(fds))
+	}
+	unix.CloseOnExec(fds[0])
+	return os.NewFile(uintptr(fds[0]), name), nil
+}
+
+func errOr(err error, s string) any {
+	if err != nil {
+		return err
+	}
+	return s
 }
 
 // askHolder reads who holds addr; the pid is the kernel's (SO_PEERCRED),
@@ -90,14 +315,24 @@ func askHolder(addr string) (Holder, error) {
 	if err := json.NewDecoder(c).Decode(&h); err != nil {
 		return Holder{}, fmt.Errorf("read its answer: %w", err)
 	}
-	if raw, err := c.(*net.UnixConn).SyscallConn(); err == nil {
-		_ = raw.Control(func(fd uintptr) {
-			if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
-				h.PID = int(cred.Pid)
-			}
-		})
-	}
+	h.PID = peerPID(c.(*net.UnixConn), h.PID)
 	return h, nil
+}
+
+// peerPID is the pid of the process at the other end of c (SO_PEERCRED),
+// or told when the kernel does not say.
+func peerPID(c *net.UnixConn, told int) int {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return told
+	}
+	pid := told
+	_ = raw.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid
 }
 
 func dash(s string) string {

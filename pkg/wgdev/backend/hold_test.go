@@ -41,3 +41,72 @@ func TestHold(t *testing.T) {
 	}
 	again()
 }
+
+// TakeOver: the holder passes its TUN (here a pipe: any descriptor) and
+// stops; TakeOver returns once the name is free, with the descriptor, which
+// is the holder's own (what is written to the pipe is read from it). A name
+// nobody holds is nothing to take over; a holder that does not hand over
+// says so, and keeps the name.
+func TestTakeOver(t *testing.T) {
+	name := fmt.Sprintf("iktotk%d", time.Now().UnixNano()%1e9)
+	if tun, from, err := TakeOver(name, time.Second); tun != nil || from.PID != 0 || err != nil {
+		t.Fatalf("TakeOver of a name nobody holds = %v, %+v, %v; want nothing", tun, from, err)
+	}
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	stopped := make(chan struct{})
+	var release func()
+	release, err = Hold(name, Holder{Socket: "/run/ikto/a.sock", HandOver: &HandOver{
+		TUN: func() *os.File { return r },
+		Stop: func() {
+			close(stopped)
+			go func() { time.Sleep(50 * time.Millisecond); release() }()
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun, from, err := TakeOver(name, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	select {
+	case <-stopped:
+	default:
+		t.Fatal("the holder was not stopped")
+	}
+	if from.PID != os.Getpid() || from.Socket != "/run/ikto/a.sock" {
+		t.Errorf("taken over from %+v", from)
+	}
+	if _, err := w.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // the holder's copy goes; the passed one still reads the pipe
+	b := make([]byte, 1)
+	if _, err := tun.Read(b); err != nil || b[0] != 'x' {
+		t.Errorf("read %q, %v from the passed descriptor; want the holder's pipe", b, err)
+	}
+	again, err := Hold(name, Holder{})
+	if err != nil {
+		t.Fatalf("Hold after the take-over: %v", err)
+	}
+	defer again()
+
+	other := name + "n"
+	keep, err := Hold(other, Holder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keep()
+	if tun, _, err := TakeOver(other, time.Second); tun != nil || err == nil || !strings.Contains(err.Error(), "does not hand its device over") {
+		t.Errorf("TakeOver from a holder without HandOver = %v, %v; want its refusal", tun, err)
+	}
+	if _, err := Hold(other, Holder{}); !errors.Is(err, ErrDeviceHeld) {
+		t.Errorf("after a refused take-over, Hold = %v; want the name still held", err)
+	}
+}
