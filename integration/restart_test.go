@@ -213,6 +213,29 @@ func TestReplaceTakesTheDeviceOverWithoutSystemd(t *testing.T) {
 	}
 }
 
+// An agent under the unit refuses to hand its device over (a hand-over
+// would leave the unit stopped and the new agent unsupervised) and goes
+// on; the agent that asked exits 1, saying to restart the unit.
+func TestReplaceIsRefusedUnderTheUnit(t *testing.T) {
+	t.Parallel()
+	m, hosts, sm := serviceMesh(t)
+	alpha, bravo := hosts[0], hosts[1]
+	cfg := m.config(bravo)
+	cfg.WGBackend = string(wgdev.KindUserspace)
+	m.start(alpha)
+	m.agents[bravo.Name] = harnesstest.StartAgentUnder(t, sm, m.bins, bravo, cfg)
+	m.waitConverged(hosts)
+	a := harnesstest.StartAgent(t, m.bins, bravo, cfg, "--replace")
+	if code := waitExit(t, a); code != 1 || !strings.Contains(a.Logs(), "systemctl restart ikto-agent") {
+		t.Fatalf("--replace of an agent under the unit exited %d; want 1, saying to restart the unit:\n%s", code, a.LogTail(5))
+	}
+	t.Logf("the agent that asked: %s", a.LogTail(1))
+	if err := m.exitedEarly(hosts); err != nil {
+		t.Fatal(err)
+	}
+	m.pingAll(hosts)
+}
+
 // linkIndex is the index of h's WireGuard device link.
 // The store holds a TUN no device will run on: the shipped unit restarted
 // after wg_dev_name changed (a restart keeps the store), and again after the

@@ -156,7 +156,8 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 		}
 	}()
 	log.Info("starting", "version", cli.Version, "prefix", cfg.Prefix, "device", cfg.Device.Name, "nats_url", cfg.NATS.Redacted())
-	tuns := newTUNKeeper(fdstore.FromEnv(), cfg.Device.Backend, cfg.Device.Name, log)
+	store := fdstore.FromEnv()
+	tuns := newTUNKeeper(store, cfg.Device.Backend, cfg.Device.Name, log)
 	if f.replace {
 		if err := tuns.takeOver(cfg.Device.Name, cfg.Device.Backend); err != nil {
 			return err
@@ -174,7 +175,14 @@ func (f *flags) runAgent(cmd *cobra.Command, stderr io.Writer) error {
 		CheckDevice: func(c wgdev.Config) error { return backend.Preflight(cfg.Device.Backend, tuns.config(c)) },
 		HoldDevice: func(name string) (func(), error) {
 			return backend.Hold(name, backend.Holder{PID: os.Getpid(), Socket: absPath(f.socket), Config: absPath(f.cfgPath),
-				HandOver: &backend.HandOver{TUN: tuns.running, Stop: func() {
+				HandOver: &backend.HandOver{TUN: func() (*os.File, error) {
+					if store != nil {
+						// It would exit 0 and leave the unit stopped, the new
+						// agent unsupervised.
+						return nil, errors.New("this agent runs under a service manager: restart its unit (systemctl restart ikto-agent), which keeps the TUN in the unit's fd store")
+					}
+					return tuns.running()
+				}, Stop: func() {
 					log.Info("a new agent took the device over (ikto-agent --replace); stopping, and leaving it the TUN", "device", name)
 					handedOver()
 				}}})

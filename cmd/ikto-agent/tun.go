@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -28,7 +30,9 @@ type tunKeeper struct {
 
 	mu      sync.Mutex
 	left    *os.File // the TUN the agent before left, until a device takes it
+	opened  bool     // a device was opened: current is its TUN, or nil for none
 	current *os.File // the open device's TUN, for a hand-over (running)
+	dev     string   // wg_dev_name
 }
 
 // linkGoneWithin bounds the wait for a released TUN's link to go: systemd
@@ -36,7 +40,7 @@ type tunKeeper struct {
 const linkGoneWithin = 2 * time.Second
 
 func newTUNKeeper(store *fdstore.Store, kind wgdev.Kind, dev string, log *slog.Logger) *tunKeeper {
-	k := &tunKeeper{store: store, name: "tun-" + dev, log: log}
+	k := &tunKeeper{store: store, name: "tun-" + dev, log: log, dev: dev}
 	k.left = store.Take(k.name)
 	for name, f := range store.TakeRest() {
 		k.release(name, f, "stored for another device; wg_dev_name is "+dev+" now")
@@ -90,6 +94,9 @@ func (k *tunKeeper) open(c wgdev.Config, open func(wgdev.Config) (wgdev.Device, 
 	if err != nil {
 		return nil, err
 	}
+	k.mu.Lock()
+	k.opened, k.current = true, nil
+	k.mu.Unlock()
 	if t, ok := d.(interface{ TUN() *os.File }); ok && t.TUN() != nil {
 		k.mu.Lock()
 		k.current = t.TUN()
@@ -112,12 +119,23 @@ func (k *tunKeeper) drop() {
 	}
 }
 
-// running is the open device's TUN, nil while none is open or the device
-// has none (kernel, external): what a hand-over passes.
-func (k *tunKeeper) running() *os.File {
+// running is the open device's TUN, what a hand-over passes: nil for a
+// device without one (kernel, external); an error while no device is open
+// yet, or while its TUN is no longer the link (the device closing, or made
+// again after a loss), for the new agent to try again.
+func (k *tunKeeper) running() (*os.File, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.current
+	if !k.opened {
+		return nil, errors.New("this agent has not opened its device yet; try again in a moment")
+	}
+	if k.current == nil {
+		return nil, nil
+	}
+	if err := userspace.CheckTUN(k.current, k.dev); err != nil {
+		return nil, fmt.Errorf("this agent's device is closing or being made again (%v); try again in a moment", err)
+	}
+	return k.current, nil
 }
 
 // takeOver takes the device over from the agent running on it
@@ -135,6 +153,10 @@ func (k *tunKeeper) takeOver(dev string, kind wgdev.Kind) error {
 	k.log.Info("took the device over from the agent before", "device", dev, "pid", from.PID, "tun", tun != nil)
 	if tun == nil {
 		return nil
+	}
+	if err := userspace.CheckTUN(tun, dev); err != nil {
+		tun.Close()
+		return fmt.Errorf("take %s over: the TUN passed by pid %d is not this host's device: %w", dev, from.PID, err)
 	}
 	if kind == wgdev.KindKernel {
 		k.release("handed-over", tun, "wg_backend is kernel now")

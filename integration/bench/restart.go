@@ -32,6 +32,7 @@ const restartWait = 30 * time.Second
 const (
 	restartEmbedded = "embedded wireguard-go (userspace)"
 	restartUnit     = "embedded wireguard-go under the unit (its TUN in the fd store)"
+	restartReplace  = "embedded wireguard-go, without systemd, upgraded with --replace"
 	restartExternal = "external wireguard-go, adopted"
 	restartKernel   = "kernel WireGuard"
 )
@@ -42,7 +43,7 @@ const (
 // measured where the kernel can make a wireguard link (the kernel lane);
 // elsewhere it is reported as not measured.
 func Restart(ctx context.Context, bins *Binaries, rc RestartConfig, log *slog.Logger) ([]Figure, error) {
-	backends := []string{restartEmbedded, restartUnit, restartExternal, restartKernel}
+	backends := []string{restartEmbedded, restartUnit, restartReplace, restartExternal, restartKernel}
 	var figs []Figure
 	for _, b := range backends {
 		if b == restartKernel {
@@ -86,7 +87,7 @@ func restartBackend(ctx context.Context, bins *Binaries, backend string, rc Rest
 	cfgB := b.Config(w.nats.URL(), bucket)
 	var sm *harness.ServiceManager // the unit's service manager, for restartUnit
 	switch backend {
-	case restartEmbedded:
+	case restartEmbedded, restartReplace:
 		cfgB.WGBackend = string(wgdev.KindUserspace)
 	case restartUnit:
 		cfgB.WGBackend = string(wgdev.KindUserspace)
@@ -114,7 +115,7 @@ func restartBackend(ctx context.Context, bins *Binaries, backend string, rc Rest
 		return nil, nil, withLogs(err, agentA, agent)
 	}
 	for i := range rc.Restarts {
-		n, gap, next, err := restartOnce(ctx, bins, sm, agent, cfgB, hosts, i+1)
+		n, gap, next, err := restartOnce(ctx, bins, sm, backend == restartReplace, agent, cfgB, hosts, i+1)
 		if err != nil {
 			if next != nil {
 				agent = next
@@ -149,10 +150,11 @@ func waitMeshed(ctx context.Context, hosts []*harness.Host) error {
 	})
 }
 
-// restartOnce pings both ways, restarts b's agent (SIGTERM, start again),
-// waits until pings flow again for a second, and returns the echo requests
-// lost in both directions and the longer of the two longest gaps.
-func restartOnce(ctx context.Context, bins *Binaries, sm *harness.ServiceManager, agent *harness.Agent, cfg config.Config, hosts []*harness.Host, n int) (int, time.Duration, *harness.Agent, error) {
+// restartOnce pings both ways, restarts b's agent (SIGTERM, start again;
+// with replace, a new agent started with --replace, which stops the old
+// one), waits until pings flow again for a second, and returns the echo
+// requests lost in both directions and the longer of the two longest gaps.
+func restartOnce(ctx context.Context, bins *Binaries, sm *harness.ServiceManager, replace bool, agent *harness.Agent, cfg config.Config, hosts []*harness.Host, n int) (int, time.Duration, *harness.Agent, error) {
 	a, b := hosts[0], hosts[1]
 	// A log per run: ping's log file is appended to, never truncated.
 	there, err := a.StartPinger(fmt.Sprintf("ping-b-%d", n), b.PrivateAddress, restartPing)
@@ -169,18 +171,27 @@ func restartOnce(ctx context.Context, bins *Binaries, sm *harness.ServiceManager
 			return 0, 0, nil, err
 		}
 	}
-	if err := agent.Signal(syscall.SIGTERM); err != nil {
+	var next *harness.Agent
+	if replace {
+		if next, err = b.StartAgent(bins.Binaries, cfg, "--replace"); err != nil {
+			return 0, 0, nil, err
+		}
+	} else if err := agent.Signal(syscall.SIGTERM); err != nil {
 		return 0, 0, nil, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, restartWait)
-	_, err = agent.Wait(wctx)
+	code, err := agent.Wait(wctx)
 	cancel()
 	if err != nil {
-		return 0, 0, nil, err
+		return 0, 0, next, err
 	}
-	next, err := b.StartAgentUnder(sm, bins.Binaries, cfg)
-	if err != nil {
-		return 0, 0, nil, err
+	if code != 0 {
+		return 0, 0, next, fmt.Errorf("the agent restarted exited %d, want 0", code)
+	}
+	if !replace {
+		if next, err = b.StartAgentUnder(sm, bins.Binaries, cfg); err != nil {
+			return 0, 0, nil, err
+		}
 	}
 	if err := waitMeshed(ctx, hosts); err != nil {
 		return 0, 0, next, err

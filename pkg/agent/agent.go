@@ -223,7 +223,7 @@ func (a *Agent) run(ctx context.Context) error {
 	parts.Go(func() error { return a.hooks.Run(background) })
 	parts.Go(func() error { a.follow(background); return nil })
 	parts.Go(func() error { return a.watchdog(background) })
-	if err := a.serveMetrics(background); err != nil {
+	if err := a.serveMetrics(background, &parts); err != nil {
 		return err
 	}
 

@@ -7,11 +7,15 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // serveMetrics serves GET /metrics on metrics_listen, when set, until ctx
-// ends: Prometheus scrapes TCP, not the unix socket.
-func (a *Agent) serveMetrics(ctx context.Context) error {
+// ends: Prometheus scrapes TCP, not the unix socket. The server runs in
+// parts, so that waiting for parts waits until the port is free again (an
+// agent taking the device over listens on it next).
+func (a *Agent) serveMetrics(ctx context.Context, parts *errgroup.Group) error {
 	addr := a.set.MetricsListen
 	if addr == "" {
 		return nil
@@ -23,15 +27,18 @@ func (a *Agent) serveMetrics(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.metrics.Handler())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
+	parts.Go(func() error {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("metrics listener failed", "addr", addr, "err", err)
 		}
-	}()
-	context.AfterFunc(ctx, func() {
+		return nil
+	})
+	parts.Go(func() error {
+		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
+		return nil
 	})
 	a.log.Info("serving metrics", "addr", l.Addr().String())
 	return nil

@@ -265,7 +265,10 @@ func (c *Controller) startRefused(now time.Time) bool {
 func (c *Controller) initiate(k wgtypes.Key, now time.Time) {
 	c.endContact(k)
 	if c.initiating >= maxInitiating {
-		c.waiting = append(c.waiting, waitingContact{key: k, since: now})
+		if _, ok := c.waitingFor[k]; !ok { // waiting already: keeps its turn
+			c.waiting = append(c.waiting, waitingContact{key: k, since: now})
+			c.waitingFor[k] = struct{}{}
+		}
 		return
 	}
 	ct := &contact{since: now, starts: true, counted: true, restarts: true, started: now}
@@ -303,14 +306,15 @@ type waitingContact struct {
 // startWaiting starts the waiting peers' handshakes while there is room, in
 // the order they were owed, and reports whether it started any: their
 // contact configuration is for the next pass to write, or, before the
-// bucket's first pass (restored peers), written here as Restore wrote the
-// first ones. A peer that left the table, has a contact already, or had a
+// bucket's first pass (restored peers), written here to the peers the
+// device has, as Restore wrote the first ones. A peer that left the table, has a contact already, or had a
 // handshake since it began to wait (it started one itself) is passed over.
 func (c *Controller) startWaiting(now time.Time, seen map[wgtypes.Key]peerSeen) bool {
 	started := map[wgtypes.Key]reconcile.Spec{}
 	for len(c.waiting) > 0 && c.initiating < maxInitiating {
 		w := c.waiting[0]
 		c.waiting = c.waiting[1:]
+		delete(c.waitingFor, w.key)
 		if _, ok := c.contacts[w.key]; ok || !seen[w.key].handshake.Before(w.since) {
 			continue
 		}
@@ -323,18 +327,29 @@ func (c *Controller) startWaiting(now time.Time, seen map[wgtypes.Key]peerSeen) 
 		}
 		c.initiate(w.key, now)
 		s := c.spec(p)
-		c.rec.Set(s)
+		if c.loaded {
+			c.rec.Set(s)
+		}
 		started[w.key] = s
 	}
 	if len(c.waiting) == 0 {
 		c.waiting = nil // let the array go once a burst has been worked off
 	}
 	if len(started) > 0 && !c.loaded {
+		// Only what the device has: while NATS cannot be asked no peer
+		// is added (a device made again holds none yet).
 		if err := c.rec.Put(started); err != nil {
 			c.log.Warn("first contact: starting restored peers' handshakes failed", "peers", len(started), "err", err)
 		}
 	}
 	return len(started) > 0
+}
+
+// endContacts forgets every first contact, started or waiting.
+func (c *Controller) endContacts() {
+	clear(c.contacts)
+	c.initiating, c.waiting = 0, nil
+	clear(c.waitingFor)
 }
 
 // endContact forgets k's first contact, if any.

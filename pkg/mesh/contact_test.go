@@ -766,3 +766,98 @@ func TestJunkRefusalsDoNotCrowdOutAPeer(t *testing.T) {
 		t.Errorf("the peer's refusal, after %d junk ones from one address: not noted", maxRefusals)
 	}
 }
+
+// A waiting peer started before the first pass is on the device as the
+// snapshot had it; the bucket has the last word all the same: one revoked
+// meanwhile goes with the first pass.
+func TestAWaitingRestoredPeerRevokedMeanwhileGoes(t *testing.T) {
+	w := newWorld(t)
+	var entries []peer.Write
+	for i := range maxInitiating + 5 {
+		e, _ := hostEntry(t, 100+i, uint64(10+i))
+		entries = append(entries, e)
+	}
+	w.ctl.Restore(accepted(t, entries...))
+	gone := w.ctl.waiting[0].key
+	now := time.Now()
+	for k := range w.ctl.contacts {
+		handshake(t, w, k, now)
+	}
+	w.ctl.checkContacts(now)
+	if _, ok := w.ctl.contacts[gone]; !ok {
+		t.Fatal("the first waiting peer did not start")
+	}
+	revoked := peer.Write{Key: peer.RevokedKey(gone), Value: []byte("{}"), Revision: 9999}
+	if o := w.snapshot(append(entries, w.selfEntry(1), revoked)...); o.Err() != nil {
+		t.Fatal(o.Err())
+	}
+	if _, ok := devicePeer(t, w, gone); ok {
+		t.Error("a peer revoked in the bucket stayed on the device after the first pass")
+	}
+}
+
+// A host that stands down ends every first contact, started or waiting:
+// none of them puts its peer back on the emptied device.
+func TestStandingDownEndsEveryContact(t *testing.T) {
+	w := newWorld(t)
+	entries := []peer.Write{w.selfEntry(1000)}
+	for i := range maxInitiating + 44 {
+		e, _ := hostEntry(t, 100+i, uint64(10+i))
+		entries = append(entries, e)
+	}
+	w.snapshot(entries...)
+	if len(w.ctl.waiting) != 44 {
+		t.Fatalf("%d waiting, want 44", len(w.ctl.waiting))
+	}
+	o := w.update(peer.Write{Key: peer.Key(selfPrefix), Revision: 2000, Deleted: true})
+	if o.State != StateStandingDown {
+		t.Fatalf("state %s after the eviction, want standing down", o.State)
+	}
+	if w.ctl.initiating != 0 || len(w.ctl.contacts) != 0 || len(w.ctl.waiting) != 0 {
+		t.Fatalf("after standing down: initiating %d, contacts %d, waiting %d; want none", w.ctl.initiating, len(w.ctl.contacts), len(w.ctl.waiting))
+	}
+	now := time.Now()
+	for _, at := range []time.Time{now.Add(contactBound), now.Add(2 * contactBound)} {
+		w.ctl.checkContacts(at)
+		if got := devicePrefixes(t, w.dev); len(got) != 0 {
+			t.Fatalf("the device of a host standing down holds %d peers again", len(got))
+		}
+	}
+}
+
+// A peer owed a handshake while it waits keeps its one turn: a device made
+// again (every peer owed again) does not queue it twice.
+func TestAWaitingPeerIsQueuedOnce(t *testing.T) {
+	w := newWorld(t)
+	entries := []peer.Write{w.selfEntry(1000)}
+	for i := range maxInitiating + 44 {
+		e, _ := hostEntry(t, 100+i, uint64(10+i))
+		entries = append(entries, e)
+	}
+	w.snapshot(entries...)
+	for range 3 {
+		w.ctl.ReplaceDevice(w.dev)
+	}
+	if len(w.ctl.waiting) != 44 || len(w.ctl.waitingFor) != 44 {
+		t.Errorf("after three new devices: %d waiting (%d keys); want 44", len(w.ctl.waiting), len(w.ctl.waitingFor))
+	}
+}
+
+// While NATS cannot be asked no peer is added: a device made again before
+// the first pass gets none of the waiting restored peers when their turn
+// comes.
+func TestWaitingRestoredPeersAreNotAddedToADeviceMadeAgain(t *testing.T) {
+	w := newWorld(t)
+	var entries []peer.Write
+	for i := range maxInitiating + 5 {
+		e, _ := hostEntry(t, 100+i, uint64(10+i))
+		entries = append(entries, e)
+	}
+	w.ctl.Restore(accepted(t, entries...))
+	again := fake.New(wgdev.Config{Name: "wgagain"})
+	w.ctl.ReplaceDevice(again)
+	w.ctl.checkContacts(time.Now().Add(contactBound))
+	if got := devicePrefixes(t, again); len(got) != 0 {
+		t.Errorf("a device made again before the first pass holds %d peers, want none", len(got))
+	}
+}

@@ -84,7 +84,8 @@ type Controller struct {
 	initiating int
 	// waiting are the peers initiate found no room for, in the order it
 	// was asked: each starts as a contact ends (startWaiting).
-	waiting []waitingContact
+	waiting    []waitingContact
+	waitingFor map[wgtypes.Key]struct{} // the keys in waiting
 	// restored are the peers Restore put back, until the bucket's first
 	// snapshot: the table has none of them before it, and waiting ones
 	// among them still start (startWaiting).
@@ -116,14 +117,15 @@ func New(self Self, dev wgdev.Device, opt Options) *Controller {
 	}
 	c := &Controller{
 		self: self, log: opt.Log, dev: dev, keep: opt.KeepView, opened: time.Now(),
-		table:    peer.NewTable(self.Rules, self.Key, self.Prefix),
-		rec:      reconcile.New(dev),
-		logged:   map[string]uint64{},
-		contacts: map[wgtypes.Key]*contact{},
-		dropped:  map[wgtypes.Key]time.Time{},
-		refused:  map[netip.AddrPort]time.Time{},
-		tune:     make(chan Tuning, 1),
-		lost:     make(chan chan struct{}, 1),
+		table:      peer.NewTable(self.Rules, self.Key, self.Prefix),
+		rec:        reconcile.New(dev),
+		logged:     map[string]uint64{},
+		contacts:   map[wgtypes.Key]*contact{},
+		waitingFor: map[wgtypes.Key]struct{}{},
+		dropped:    map[wgtypes.Key]time.Time{},
+		refused:    map[netip.AddrPort]time.Time{},
+		tune:       make(chan Tuning, 1),
+		lost:       make(chan chan struct{}, 1),
 	}
 	return c
 }

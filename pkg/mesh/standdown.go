@@ -60,6 +60,9 @@ func (c *Controller) StandDown(claim Claim, why string) Outcome {
 
 func (c *Controller) standDown(o Outcome, claim Claim, why string) Outcome {
 	o.State, o.Claim, o.Why, o.View, o.Peers, o.Repair = StateStandingDown, claim, why, &peer.View{}, 0, peer.Repair{}
+	// No peer, no first contact: one left running would put its peer
+	// back (its end, or its turn, writes the peer's configuration).
+	c.endContacts()
 	res, err := c.rec.Apply(nil, true)
 	o.Plan, o.Refresh, o.Took, o.DeviceErr = res.Plan, true, res.Duration, err
 	if err != nil {

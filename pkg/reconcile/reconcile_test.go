@@ -351,9 +351,9 @@ func BenchmarkReconcilerOneChange(b *testing.B) {
 	}
 }
 
-// Put writes exactly the peers it is given, as given — a change to one the
-// device has, an add of one it lacks — in one call, and leaves every other
-// peer (a stray one included) and the desired set alone.
+// Put changes the peers it is given that the device has, as given, in one
+// call; it adds none (before the first pass nothing may be added) and leaves
+// every other peer (a stray one included) and the desired set alone.
 func TestReconcilerPutTouchesOnlyItsPeers(t *testing.T) {
 	dev := newFake()
 	a, b := spec(1, "198.18.0.1:51820", "fd10:1::/48"), spec(2, "198.18.0.2:51820", "fd10:2::/48")
@@ -373,8 +373,11 @@ func TestReconcilerPutTouchesOnlyItsPeers(t *testing.T) {
 		t.Errorf("Put made %d device calls, want 1", dev.Calls()-calls)
 	}
 	got := deviceSpecs(t, dev)
-	if len(got) != 4 || got[key(1)].Keepalive != time.Second || got[key(2)].Keepalive != 0 {
-		t.Errorf("device after Put: %v; want a with the new keepalive, b as it was, c added, the stray kept", got)
+	if len(got) != 3 || got[key(1)].Keepalive != time.Second || got[key(2)].Keepalive != 0 {
+		t.Errorf("device after Put: %v; want a with the new keepalive, b as it was, the stray kept", got)
+	}
+	if _, ok := got[key(3)]; ok {
+		t.Error("Put added a peer the device did not have")
 	}
 	if _, ok := got[key(9)]; !ok {
 		t.Error("Put took a peer it was not given off the device")

@@ -107,12 +107,11 @@ func (r *Reconciler) AddMissing(add map[wgtypes.Key]Spec) (Result, error) {
 	return res, err
 }
 
-// Put configures the peers of specs as they say — added if the device lacks
-// them, changed if it has them otherwise — in one call, and touches no other
-// peer. It is AddMissing for peers whose configuration must change before
-// the bucket's first pass (a restored peer whose first handshake this end
-// starts): the desired set is unchanged, and the next pass reads the device
-// again.
+// Put changes the peers of specs that the device has to what specs say, in
+// one call; it adds none and touches no other peer. It is for peers whose
+// configuration must change before the bucket's first pass (a restored peer
+// whose first handshake this end starts), when nothing may be added: the
+// desired set is unchanged, and the next pass reads the device again.
 func (r *Reconciler) Put(specs map[wgtypes.Key]Spec) error {
 	peers, err := r.dev.Peers()
 	r.actual = nil
@@ -124,7 +123,7 @@ func (r *Reconciler) Put(specs map[wgtypes.Key]Spec) error {
 		_, ok := specs[k]
 		return !ok
 	})
-	return r.configure(PlanPeers(specs, actual))
+	return r.configure(Plan{Update: PlanPeers(specs, actual).Update})
 }
 
 // Reset takes the desired peers keys off the device and puts them back in

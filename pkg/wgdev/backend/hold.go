@@ -34,8 +34,11 @@ type Holder struct {
 // so that the link, its addresses and routes stay, and stops, leaving the
 // device to the new agent.
 type HandOver struct {
-	TUN  func() *os.File // the running device's TUN; nil when it has none
-	Stop func()          // called once the TUN is passed
+	// TUN is the running device's TUN: nil when the device has none
+	// (kernel, external), an error when it cannot be passed now (the
+	// device not open yet, or closing), which the new agent is told.
+	TUN  func() (*os.File, error)
+	Stop func() // called once the TUN is passed
 }
 
 // handOverRequest is what TakeOver sends after the holder's answer;
@@ -48,8 +51,13 @@ type handOverReply struct {
 	Error string `json:"error,omitempty"`
 }
 
-// handOverTimeout bounds the wait for the holder's reply to a hand-over.
-const handOverTimeout = 5 * time.Second
+// handOverTimeout bounds the wait for the holder's reply to a hand-over;
+// maxWaiting bounds the connections of this agent's user that the holder
+// waits on for a request at once (others are answered and hung up on).
+const (
+	handOverTimeout = 5 * time.Second
+	maxWaiting      = 4
+)
 
 // holdAnswerTimeout bounds how long a second agent waits for the first to
 // say who it is.
@@ -94,73 +102,96 @@ func Hold(name string, me Holder) (release func(), err error) {
 }
 
 // answerHolds tells each caller who holds the device, and hands the device
-// over to a caller that asks, until l is closed.
+// over to a caller that asks, until l is closed. Only a caller of this
+// process's user is waited on for a request (an abstract socket is open to
+// every user of the network namespace), and only a few at once: a flood of
+// connections costs an answer each, never a descriptor held for long.
 func answerHolds(l net.Listener, me Holder) {
 	msg, _ := json.Marshal(me)
+	msg = append(msg, '\n')
+	waiting := make(chan struct{}, maxWaiting)
 	var mu sync.Mutex // one hand-over at a time, and none after one: the agent stops
 	handed := false
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(holdAnswerTimeout))
-			if _, err := c.Write(append(msg, '\n')); err != nil {
+			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			time.Sleep(100 * time.Millisecond) // out of descriptors, say: answer the next
+			continue
+		}
+		uc := c.(*net.UnixConn)
+		_ = uc.SetDeadline(time.Now().Add(holdAnswerTimeout))
+		if _, err := uc.Write(msg); err != nil {
+			uc.Close()
+			continue
+		}
+		if uid, err := peerUID(uc); err != nil || uid != os.Geteuid() {
+			uc.Close()
+			continue
+		}
+		select {
+		case waiting <- struct{}{}:
+		default:
+			uc.Close()
+			continue
+		}
+		go func() {
+			defer func() { uc.Close(); <-waiting }()
 			// A second agent's Hold reads and hangs up; TakeOver asks.
 			req := make([]byte, len(handOverRequest))
-			if _, err := io.ReadFull(c, req); err != nil || string(req) != handOverRequest {
+			if _, err := io.ReadFull(uc, req); err != nil || string(req) != handOverRequest {
 				return
 			}
 			mu.Lock()
 			defer mu.Unlock()
 			if handed {
+				_ = replyHandOver(uc, handOverReply{Error: "this agent is handing its device over already"}, nil)
 				return
 			}
-			handed = handOver(c.(*net.UnixConn), me.HandOver)
+			handed = handOver(uc, me.HandOver)
 		}()
 	}
 }
 
-// handOver passes the device to the agent on c, when it runs as this
-// process's user (an abstract socket is open to every user of the network
-// namespace), and stops this agent once the TUN is on its way. It reports
-// whether it did.
+// replyHandOver writes r, with rights (a descriptor) if any.
+func replyHandOver(c *net.UnixConn, r handOverReply, rights []byte) error {
+	b, _ := json.Marshal(r)
+	_, _, err := c.WriteMsgUnix(append(b, '\n'), rights, nil)
+	return err
+}
+
+// handOver passes the device to the agent on c (of this process's user,
+// answerHolds checked) and stops this agent once the TUN is on its way. It
+// reports whether it did; a hand-over it cannot make now is refused with
+// the reason, and this agent goes on.
 func handOver(c *net.UnixConn, h *HandOver) bool {
-	reply := func(r handOverReply, rights []byte) error {
-		b, _ := json.Marshal(r)
-		_, _, err := c.WriteMsgUnix(append(b, '\n'), rights, nil)
-		return err
+	if h == nil {
+		_ = replyHandOver(c, handOverReply{Error: "this agent does not hand its device over"}, nil)
+		return false
 	}
-	uid, err := peerUID(c)
+	tun, err := h.TUN()
 	switch {
 	case err != nil:
-		_ = reply(handOverReply{Error: "cannot tell who asks: " + err.Error()}, nil)
+		_ = replyHandOver(c, handOverReply{Error: err.Error()}, nil)
 		return false
-	case uid != os.Geteuid():
-		_ = reply(handOverReply{Error: fmt.Sprintf("uid %d may not take over a device of uid %d", uid, os.Geteuid())}, nil)
-		return false
-	case h == nil:
-		_ = reply(handOverReply{Error: "this agent does not hand its device over"}, nil)
-		return false
-	}
-	tun := h.TUN()
-	if tun == nil {
-		err = reply(handOverReply{}, nil)
-	} else {
+	case tun == nil:
+		err = replyHandOver(c, handOverReply{}, nil)
+	default:
 		// Not tun.Fd(): it would put the descriptor wireguard-go reads
 		// into blocking mode.
 		var rc syscall.RawConn
 		if rc, err = tun.SyscallConn(); err == nil {
-			cerr := rc.Control(func(fd uintptr) { err = reply(handOverReply{TUN: true}, unix.UnixRights(int(fd))) })
+			cerr := rc.Control(func(fd uintptr) { err = replyHandOver(c, handOverReply{TUN: true}, unix.UnixRights(int(fd))) })
 			err = errors.Join(err, cerr)
+		}
+		if err != nil {
+			_ = replyHandOver(c, handOverReply{Error: "pass the TUN: " + err.Error()}, nil)
 		}
 	}
 	if err != nil {
-		return false // the new agent is gone: this one goes on
+		return false // this agent goes on
 	}
 	h.Stop()
 	return true
@@ -212,6 +243,16 @@ func TakeOver(name string, wait time.Duration) (tun *os.File, from Holder, err e
 		return nil, Holder{}, fmt.Errorf("take %s over: read its holder's answer: %w", name, err)
 	}
 	from.PID = peerPID(uc, from.PID)
+	// Abstract names are first come, first served: what answers must be
+	// an agent of this user before it is asked for a descriptor to run
+	// the device on.
+	uid, err := peerUID(uc)
+	if err != nil {
+		return nil, from, fmt.Errorf("take %s over: cannot tell who holds it (abstract socket %s): %w", name, addr, err)
+	}
+	if uid != os.Geteuid() {
+		return nil, from, fmt.Errorf("take %s over: pid %d holds it (abstract socket %s) as uid %d, and this agent runs as uid %d: not an agent to take the device from; stop that process", name, from.PID, addr, uid, os.Geteuid())
+	}
 	if _, err := uc.Write([]byte(handOverRequest)); err != nil {
 		return nil, from, fmt.Errorf("take %s over from ikto-agent pid %d: %w", name, from.PID, err)
 	}

@@ -61,7 +61,7 @@ func TestTakeOver(t *testing.T) {
 	stopped := make(chan struct{})
 	var release func()
 	release, err = Hold(name, Holder{Socket: "/run/ikto/a.sock", HandOver: &HandOver{
-		TUN: func() *os.File { return r },
+		TUN: func() (*os.File, error) { return r, nil },
 		Stop: func() {
 			close(stopped)
 			go func() { time.Sleep(50 * time.Millisecond); release() }()
@@ -96,6 +96,21 @@ func TestTakeOver(t *testing.T) {
 		t.Fatalf("Hold after the take-over: %v", err)
 	}
 	defer again()
+
+	// A device that cannot be passed now: refused with the reason, and
+	// the holder goes on holding it.
+	busy := name + "b"
+	keepBusy, err := Hold(busy, Holder{HandOver: &HandOver{
+		TUN:  func() (*os.File, error) { return nil, errors.New("the device is not open yet") },
+		Stop: func() { t.Error("a holder that refused stopped") },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keepBusy()
+	if tun, _, err := TakeOver(busy, time.Second); tun != nil || err == nil || !strings.Contains(err.Error(), "the device is not open yet") {
+		t.Errorf("TakeOver from a holder that cannot pass its TUN = %v, %v; want its reason", tun, err)
+	}
 
 	other := name + "n"
 	keep, err := Hold(other, Holder{})

@@ -150,6 +150,47 @@ func TUNName(f *os.File) (string, error) {
 	return name, nil
 }
 
+// tunGetDevNetNS is TUNGETDEVNETNS, _IO('T', 227) (Linux 5.2): a descriptor
+// of the network namespace the TUN's link is in.
+const tunGetDevNetNS = 0x54e3
+
+// CheckTUN reports whether f is open on the TUN link named name in this
+// process's network namespace: a TUN another process passes (ikto-agent
+// --replace) is run on only then. A link of that name in another
+// namespace is not this host's device.
+func CheckTUN(f *os.File, name string) error {
+	got, err := TUNName(f)
+	if err != nil {
+		return err
+	}
+	if got != name {
+		return fmt.Errorf("the TUN is link %q, not %s", got, name)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var nsfd int
+	cerr := rc.Control(func(fd uintptr) {
+		nsfd, err = unix.IoctlRetInt(int(fd), tunGetDevNetNS)
+	})
+	if err = errors.Join(err, cerr); err != nil {
+		return fmt.Errorf("TUNGETDEVNETNS: %w", err)
+	}
+	defer unix.Close(nsfd)
+	var theirs, ours unix.Stat_t
+	if err := unix.Fstat(nsfd, &theirs); err != nil {
+		return fmt.Errorf("the TUN's network namespace: %w", err)
+	}
+	if err := unix.Stat("/proc/thread-self/ns/net", &ours); err != nil {
+		return fmt.Errorf("this network namespace: %w", err)
+	}
+	if theirs.Dev != ours.Dev || theirs.Ino != ours.Ino {
+		return fmt.Errorf("the TUN's link %s is in another network namespace", name)
+	}
+	return nil
+}
+
 // TUN is the TUN interface's file, for the process after this one to take
 // over (see wgdev.Config.TUN); nil for a device without one (unit tests).
 func (d *Device) TUN() *os.File {
