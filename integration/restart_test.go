@@ -115,22 +115,7 @@ func TestEmbeddedDeviceKeepsItsTUNAcrossRestarts(t *testing.T) {
 			}, func(bins *harness.Binaries) *harness.Agent {
 				return harnesstest.StartAgentUnder(m.t, sm, bins, bravo, cfg, "--log-level", "debug")
 			}, nil)
-			if got := linkIndex(t, bravo); got != index {
-				t.Errorf("the new agent's device is link %d, the TUN was %d: made again", got, index)
-			}
-			waitReplies(t, 20, out, in)
-			for _, p := range []*harness.Pinger{out, in} {
-				rep, err := p.Stop()
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Logf("%s → %s: %d sent, %d counted, %d lost, longest gap %s",
-					p.From.Name, p.To, rep.Sent, rep.Counted, len(rep.Lost), rep.LongestGap.Round(time.Millisecond))
-				// What bravo sends waits in its TUN for the new device.
-				if p == out && len(rep.Lost) > 0 {
-					t.Errorf("%d echo requests from the restarted host lost: %v", len(rep.Lost), rep.Lost)
-				}
-			}
+			checkTUNKept(t, bravo, index, out, in)
 		})
 	}
 
@@ -156,13 +141,8 @@ func TestEmbeddedDeviceKeepsItsTUNAcrossRestarts(t *testing.T) {
 // without --replace is refused, and told of it.
 func TestReplaceTakesTheDeviceOverWithoutSystemd(t *testing.T) {
 	t.Parallel()
-	m := newMesh(t)
-	hosts := m.addHosts("alpha", "bravo")
+	m, hosts, cfg := embeddedPair(t)
 	alpha, bravo := hosts[0], hosts[1]
-	cfg := m.config(bravo)
-	cfg.WGBackend = string(wgdev.KindUserspace)
-	cfg.StateDir = filepath.Join(bravo.Dir, "state")
-	m.start(alpha)
 	m.agents[bravo.Name] = harnesstest.StartAgent(t, m.bins, bravo, cfg, "--log-level", "debug")
 	m.waitConverged(hosts)
 	index := linkIndex(t, bravo)
@@ -196,7 +176,32 @@ func TestReplaceTakesTheDeviceOverWithoutSystemd(t *testing.T) {
 	if !strings.Contains(a.Logs(), "took the device over from the agent before") {
 		t.Errorf("the new agent does not say it took the device over:\n%s", a.LogTail(20))
 	}
-	if got := linkIndex(t, bravo); got != index {
+	checkTUNKept(t, bravo, index, out, in)
+}
+
+// embeddedPair is a mesh of alpha, whose agent runs, and bravo, whose
+// config (returned) has the embedded device and a state_dir (the packaged
+// config's, so a restart puts the peers back before NATS answers): for the
+// tests that end and start bravo's agent.
+func embeddedPair(t *testing.T) (*mesh, []*harness.Host, config.Config) {
+	t.Helper()
+	m := newMesh(t)
+	hosts := m.addHosts("alpha", "bravo")
+	cfg := m.config(hosts[1])
+	cfg.WGBackend = string(wgdev.KindUserspace)
+	cfg.StateDir = filepath.Join(hosts[1].Dir, "state")
+	m.start(hosts[0])
+	return m, hosts, cfg
+}
+
+// checkTUNKept checks, once a new agent runs h's embedded device, that the
+// device is still link index (its TUN kept, not made again) and that out
+// (pings from h) lost nothing — what h sent waited in the TUN for the new
+// device — once both out and in answer again; it stops both and logs
+// what in (pings to h) lost.
+func checkTUNKept(t *testing.T, h *harness.Host, index int, out, in *harness.Pinger) {
+	t.Helper()
+	if got := linkIndex(t, h); got != index {
 		t.Errorf("the new agent's device is link %d, the TUN was %d: made again", got, index)
 	}
 	waitReplies(t, 20, out, in)
@@ -208,7 +213,7 @@ func TestReplaceTakesTheDeviceOverWithoutSystemd(t *testing.T) {
 		t.Logf("%s → %s: %d sent, %d counted, %d lost, longest gap %s",
 			p.From.Name, p.To, rep.Sent, rep.Counted, len(rep.Lost), rep.LongestGap.Round(time.Millisecond))
 		if p == out && len(rep.Lost) > 0 {
-			t.Errorf("%d echo requests from the host taken over lost: %v", len(rep.Lost), rep.Lost)
+			t.Errorf("%d echo requests from %s lost: %v", len(rep.Lost), h.Name, rep.Lost)
 		}
 	}
 }
@@ -218,11 +223,12 @@ func TestReplaceTakesTheDeviceOverWithoutSystemd(t *testing.T) {
 // on; the agent that asked exits 1, saying to restart the unit.
 func TestReplaceIsRefusedUnderTheUnit(t *testing.T) {
 	t.Parallel()
-	m, hosts, sm := serviceMesh(t)
-	alpha, bravo := hosts[0], hosts[1]
-	cfg := m.config(bravo)
-	cfg.WGBackend = string(wgdev.KindUserspace)
-	m.start(alpha)
+	m, hosts, cfg := embeddedPair(t)
+	bravo := hosts[1]
+	sm, err := bravo.NewServiceManager()
+	if err != nil {
+		t.Fatal(err)
+	}
 	m.agents[bravo.Name] = harnesstest.StartAgentUnder(t, sm, m.bins, bravo, cfg)
 	m.waitConverged(hosts)
 	a := harnesstest.StartAgent(t, m.bins, bravo, cfg, "--replace")
@@ -300,13 +306,8 @@ func TestRestartedDeviceStartsEveryHandshake(t *testing.T) {
 	for _, natsDown := range []bool{false, true} {
 		t.Run(map[bool]string{false: "NATS up", true: "NATS down"}[natsDown], func(t *testing.T) {
 			t.Parallel()
-			m := newMesh(t)
-			hosts := m.addHosts("alpha", "bravo")
+			m, hosts, cfg := embeddedPair(t)
 			alpha, bravo := hosts[0], hosts[1]
-			cfg := m.config(bravo)
-			cfg.WGBackend = string(wgdev.KindUserspace)
-			cfg.StateDir = filepath.Join(bravo.Dir, "state")
-			m.start(alpha)
 			m.startWith(bravo, cfg)
 			m.waitConverged(hosts)
 			m.pingAll(hosts)

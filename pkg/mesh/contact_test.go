@@ -340,6 +340,20 @@ func TestAJoinWaveCostsOneDeviceRead(t *testing.T) {
 	}
 }
 
+// manyHosts is n hosts' records (198.18.0.100 on), older than a self entry
+// of revision 1000, and their keys.
+func manyHosts(t *testing.T, n int) ([]peer.Write, []wgtypes.Key) {
+	t.Helper()
+	var entries []peer.Write
+	var keys []wgtypes.Key
+	for i := range n {
+		e, k := hostEntry(t, 100+i, uint64(10+i))
+		entries = append(entries, e)
+		keys = append(keys, k)
+	}
+	return entries, keys
+}
+
 // A host that starts with more peers than maxInitiating starts that many
 // first handshakes at once; the rest wait, configured as usual (endpoint,
 // usual keepalive), and start in turn as started contacts end — by a
@@ -347,14 +361,8 @@ func TestAJoinWaveCostsOneDeviceRead(t *testing.T) {
 // (it started one itself) is passed over.
 func TestFirstContactsAreBoundedAndTheRestWait(t *testing.T) {
 	w := newWorld(t)
-	entries := []peer.Write{w.selfEntry(1000)}
-	var keys []wgtypes.Key
-	for i := range maxInitiating + 44 {
-		e, k := hostEntry(t, 100+i, uint64(10+i))
-		entries = append(entries, e)
-		keys = append(keys, k)
-	}
-	w.snapshot(entries...)
+	entries, keys := manyHosts(t, maxInitiating+44)
+	w.snapshot(append(entries, w.selfEntry(1000))...)
 	if w.ctl.initiating != maxInitiating || len(w.ctl.contacts) != maxInitiating || len(w.ctl.waiting) != 44 {
 		t.Fatalf("initiating %d, contacts %d, waiting %d; want %d, %d and 44", w.ctl.initiating, len(w.ctl.contacts), len(w.ctl.waiting), maxInitiating, maxInitiating)
 	}
@@ -428,11 +436,7 @@ func TestFirstContactsAreBoundedAndTheRestWait(t *testing.T) {
 // them.
 func TestRestoredPeersPastTheBoundStartBeforeTheFirstPass(t *testing.T) {
 	w := newWorld(t)
-	var entries []peer.Write
-	for i := range maxInitiating + 5 {
-		e, _ := hostEntry(t, 100+i, uint64(10+i))
-		entries = append(entries, e)
-	}
+	entries, _ := manyHosts(t, maxInitiating+5)
 	o := w.ctl.Restore(accepted(t, entries...))
 	if o.DeviceErr != nil || len(o.Contacts) != maxInitiating || len(w.ctl.waiting) != 5 {
 		t.Fatalf("restore: err %v, contacts %d, waiting %d; want %d and 5", o.DeviceErr, len(o.Contacts), len(w.ctl.waiting), maxInitiating)
@@ -772,11 +776,7 @@ func TestJunkRefusalsDoNotCrowdOutAPeer(t *testing.T) {
 // meanwhile goes with the first pass.
 func TestAWaitingRestoredPeerRevokedMeanwhileGoes(t *testing.T) {
 	w := newWorld(t)
-	var entries []peer.Write
-	for i := range maxInitiating + 5 {
-		e, _ := hostEntry(t, 100+i, uint64(10+i))
-		entries = append(entries, e)
-	}
+	entries, _ := manyHosts(t, maxInitiating+5)
 	w.ctl.Restore(accepted(t, entries...))
 	gone := w.ctl.waiting[0].key
 	now := time.Now()
@@ -800,12 +800,8 @@ func TestAWaitingRestoredPeerRevokedMeanwhileGoes(t *testing.T) {
 // none of them puts its peer back on the emptied device.
 func TestStandingDownEndsEveryContact(t *testing.T) {
 	w := newWorld(t)
-	entries := []peer.Write{w.selfEntry(1000)}
-	for i := range maxInitiating + 44 {
-		e, _ := hostEntry(t, 100+i, uint64(10+i))
-		entries = append(entries, e)
-	}
-	w.snapshot(entries...)
+	entries, _ := manyHosts(t, maxInitiating+44)
+	w.snapshot(append(entries, w.selfEntry(1000))...)
 	if len(w.ctl.waiting) != 44 {
 		t.Fatalf("%d waiting, want 44", len(w.ctl.waiting))
 	}
@@ -829,12 +825,8 @@ func TestStandingDownEndsEveryContact(t *testing.T) {
 // again (every peer owed again) does not queue it twice.
 func TestAWaitingPeerIsQueuedOnce(t *testing.T) {
 	w := newWorld(t)
-	entries := []peer.Write{w.selfEntry(1000)}
-	for i := range maxInitiating + 44 {
-		e, _ := hostEntry(t, 100+i, uint64(10+i))
-		entries = append(entries, e)
-	}
-	w.snapshot(entries...)
+	entries, _ := manyHosts(t, maxInitiating+44)
+	w.snapshot(append(entries, w.selfEntry(1000))...)
 	for range 3 {
 		w.ctl.ReplaceDevice(w.dev)
 	}
@@ -848,11 +840,7 @@ func TestAWaitingPeerIsQueuedOnce(t *testing.T) {
 // comes.
 func TestWaitingRestoredPeersAreNotAddedToADeviceMadeAgain(t *testing.T) {
 	w := newWorld(t)
-	var entries []peer.Write
-	for i := range maxInitiating + 5 {
-		e, _ := hostEntry(t, 100+i, uint64(10+i))
-		entries = append(entries, e)
-	}
+	entries, _ := manyHosts(t, maxInitiating+5)
 	w.ctl.Restore(accepted(t, entries...))
 	again := fake.New(wgdev.Config{Name: "wgagain"})
 	w.ctl.ReplaceDevice(again)
