@@ -10,7 +10,6 @@ import (
 	"github.com/ikto-mesh/ikto/integration/bench/agentstats"
 	"github.com/ikto-mesh/ikto/integration/harness"
 	"github.com/ikto-mesh/ikto/internal/testkit"
-	"github.com/ikto-mesh/ikto/pkg/mesh"
 )
 
 // IdleConfig sizes the idle-cost scenario.
@@ -20,13 +19,10 @@ type IdleConfig struct {
 	Windows int           // consecutive windows
 }
 
-// idleSettle lets the agent finish what follows its first sync with peers
-// other hosts (the first heartbeat, the garbage of the snapshot, the first
-// contacts it starts, which none of the fake peers answers) before the
-// clock starts.
-func idleSettle(peers int) time.Duration {
-	return mesh.FirstContactsEndWithin(peers) + 3*time.Second
-}
+// idleSettle lets the agent finish what follows its first sync (the first
+// heartbeat, the garbage of the snapshot, the first contacts it starts,
+// which end within 3 s) before the clock starts.
+const idleSettle = 6 * time.Second
 
 // IdleCost measures the CPU time one real ikto-agent process (userspace
 // device, default resync period, heartbeats) uses while nothing changes in
@@ -106,7 +102,7 @@ func idleWindows(ctx context.Context, a *harness.Agent, ic IdleConfig, log *slog
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	case <-time.After(idleSettle(ic.Peers)):
+	case <-time.After(idleSettle):
 	}
 	log.Info("measuring idle CPU", "pid", a.PID, "windows", ic.Windows, "window", ic.Window)
 	var pct []float64

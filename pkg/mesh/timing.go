@@ -81,12 +81,3 @@ const (
 	// timeout, so a live path is never silent this long while traffic flows.
 	Unheard = wireGuardKeepaliveTimeout + 5*time.Second
 )
-
-// FirstContactsEndWithin is the longest the first contacts of a host that
-// owes n peers a handshake can run when none of the peers answers:
-// maxInitiating at a time, each for contactBound (docs/contract.md §5).
-// What a host does after its first sync is over by then.
-func FirstContactsEndWithin(n int) time.Duration {
-	rounds := (n + maxInitiating - 1) / maxInitiating
-	return time.Duration(max(rounds, 1)) * contactBound
-}
