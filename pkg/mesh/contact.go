@@ -116,7 +116,7 @@ func (c *Controller) beginContact(p peer.Accepted, now time.Time, sessions func(
 	c.endContact(p.PublicKey)
 	switch {
 	case c.selfRev > p.Revision || droppedLately || p.Retires != (wgtypes.Key{}) || !p.Record.Signed():
-		c.initiate(p.PublicKey, now)
+		c.initiate(p.PublicKey, now, droppedLately)
 	case c.initiating >= maxInitiating:
 	case c.refusedLately(p.Endpoint, now):
 		c.log.Debug("first contact: the peer's initiation was refused before; starting the handshake", "public_key", p.PublicKey.String())
@@ -254,18 +254,21 @@ func (c *Controller) startRefused(now time.Time) bool {
 }
 
 // initiate makes this end start the first handshake with k, and start it
-// again should two initiations cross: at once, or, while maxInitiating
-// handshakes are being started (or are to be started, by an older end that
-// hears nothing), when one of them ends (startWaiting). A host that joins or
-// restarts in a large fleet so starts every handshake it owes, a few hundred
-// at a time, instead of a burst of thousands (each a Curve25519
-// computation, each retried for 90 s when the peer is down) or leaving the
-// rest to peers that may send into a session that is gone. A waiting peer is
-// configured as usual meanwhile: endpoint, configured keepalive.
-func (c *Controller) initiate(k wgtypes.Key, now time.Time) {
+// again should two initiations cross — at once, unless maxInitiating
+// handshakes are already being started (or are to be started, by an older
+// end that hears nothing): a host that joins or restarts in a large fleet
+// starts a few hundred at a time, never a burst of thousands (each a
+// Curve25519 computation, each retried for 90 s when the peer is down).
+// Past that, a peer new to this host is left to traffic: it has no session
+// with this host, so whatever it sends starts a handshake. A peer owed the
+// handshake (owed: it may hold a session with a device of this host that is
+// gone, and sends into it, starting nothing, until its timers give up)
+// waits its turn instead, and starts when a contact ends (startWaiting).
+// Either is configured as usual meanwhile: endpoint, configured keepalive.
+func (c *Controller) initiate(k wgtypes.Key, now time.Time, owed bool) {
 	c.endContact(k)
 	if c.initiating >= maxInitiating {
-		if _, ok := c.waitingFor[k]; !ok { // waiting already: keeps its turn
+		if _, ok := c.waitingFor[k]; owed && !ok { // waiting already: keeps its turn
 			c.waiting = append(c.waiting, waitingContact{key: k, since: now})
 			c.waitingFor[k] = struct{}{}
 		}
@@ -293,7 +296,7 @@ func (c *Controller) restoreContact(k wgtypes.Key, now time.Time, sessions map[w
 	// Its session was dropped with the device before: the bucket's first
 	// pass, which finds the peer new, decides the same (beginContact).
 	c.dropped[k] = now
-	c.initiate(k, now)
+	c.initiate(k, now, true)
 }
 
 // waitingContact is a peer whose handshake this end owes and has not
@@ -325,7 +328,7 @@ func (c *Controller) startWaiting(now time.Time, seen map[wgtypes.Key]peerSeen) 
 		if !ok {
 			continue
 		}
-		c.initiate(w.key, now)
+		c.initiate(w.key, now, true)
 		s := c.spec(p)
 		if c.loaded {
 			c.rec.Set(s)

@@ -355,16 +355,19 @@ func manyHosts(t *testing.T, n int) ([]peer.Write, []wgtypes.Key) {
 }
 
 // A host that starts with more peers than maxInitiating starts that many
-// first handshakes at once; the rest wait, configured as usual (endpoint,
-// usual keepalive), and start in turn as started contacts end — by a
-// handshake or by the bound. A waiting peer that meanwhile had a handshake
-// (it started one itself) is passed over.
-func TestFirstContactsAreBoundedAndTheRestWait(t *testing.T) {
+// first handshakes at once. The rest, new to it, are ordinary peers
+// (endpoint, usual keepalive) left to traffic: they hold no session with
+// this host, so what they send starts a handshake. Peers owed a handshake —
+// every peer, once the device is made again: they hold sessions with the
+// device that is gone — wait instead, configured as usual, and start in turn
+// as started contacts end, by a handshake or by the bound. A waiting peer
+// that meanwhile had a handshake (it started one itself) is passed over.
+func TestFirstContactsAreBoundedAndOwedOnesWait(t *testing.T) {
 	w := newWorld(t)
 	entries, keys := manyHosts(t, maxInitiating+44)
 	w.snapshot(append(entries, w.selfEntry(1000))...)
-	if w.ctl.initiating != maxInitiating || len(w.ctl.contacts) != maxInitiating || len(w.ctl.waiting) != 44 {
-		t.Fatalf("initiating %d, contacts %d, waiting %d; want %d, %d and 44", w.ctl.initiating, len(w.ctl.contacts), len(w.ctl.waiting), maxInitiating, maxInitiating)
+	if w.ctl.initiating != maxInitiating || len(w.ctl.contacts) != maxInitiating || len(w.ctl.waiting) != 0 {
+		t.Fatalf("initiating %d, contacts %d, waiting %d; want %d, %d and none", w.ctl.initiating, len(w.ctl.contacts), len(w.ctl.waiting), maxInitiating, maxInitiating)
 	}
 	peers, err := w.dev.Peers()
 	if err != nil {
@@ -381,6 +384,18 @@ func TestFirstContactsAreBoundedAndTheRestWait(t *testing.T) {
 	}
 	if len(peers) != maxInitiating+44 || keepalive != maxInitiating {
 		t.Errorf("%d peers, %d with the contact keepalive; want %d and %d", len(peers), keepalive, maxInitiating+44, maxInitiating)
+	}
+	w.ctl.checkContacts(time.Now().Add(contactBound))
+	if w.ctl.initiating != 0 || len(w.ctl.contacts) != 0 {
+		t.Fatalf("after the bound: initiating %d, contacts %d; want 0", w.ctl.initiating, len(w.ctl.contacts))
+	}
+
+	w.ctl.ReplaceDevice(w.dev)
+	if o := w.ctl.Pass(false); o.Err() != nil {
+		t.Fatal(o.Err())
+	}
+	if w.ctl.initiating != maxInitiating || len(w.ctl.waiting) != 44 {
+		t.Fatalf("a device made again: initiating %d, waiting %d; want %d and 44", w.ctl.initiating, len(w.ctl.waiting), maxInitiating)
 	}
 
 	// Ten handshakes end ten contacts: ten waiting peers start, but not
@@ -802,6 +817,7 @@ func TestStandingDownEndsEveryContact(t *testing.T) {
 	w := newWorld(t)
 	entries, _ := manyHosts(t, maxInitiating+44)
 	w.snapshot(append(entries, w.selfEntry(1000))...)
+	w.ctl.ReplaceDevice(w.dev) // every peer owed a handshake
 	if len(w.ctl.waiting) != 44 {
 		t.Fatalf("%d waiting, want 44", len(w.ctl.waiting))
 	}

@@ -156,7 +156,7 @@ func (c *Controller) ReplaceDevice(dev wgdev.Device) {
 	now := time.Now()
 	c.opened = now
 	for k, p := range c.table.View().Peers {
-		c.initiate(k, now)
+		c.initiate(k, now, true)
 		if !c.contest.lost {
 			c.rec.Set(c.spec(p))
 		}
