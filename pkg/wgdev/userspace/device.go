@@ -17,6 +17,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
@@ -34,6 +35,12 @@ var (
 // join wave's worth; beyond it reports are dropped, and those peers wait
 // for WireGuard's own retry.
 const refusedQueue = 1024
+
+// drainBeforeClose is how long a closing device goes on sending, with its
+// TUN no longer read, so that the packet a read returned last goes out: a
+// packet takes microseconds from the TUN to the socket on an idle host,
+// milliseconds on a loaded one.
+const drainBeforeClose = 50 * time.Millisecond
 
 // Device is an embedded wireguard-go device.
 type Device struct {
@@ -134,6 +141,13 @@ func (d *Device) Close() error {
 			if err := os.Remove(d.sockPath); err != nil && !os.IsNotExist(err) {
 				errs = append(errs, fmt.Errorf("remove %s: %w", d.sockPath, err))
 			}
+		}
+		if d.held != nil && d.held.hold() {
+			// What wireguard-go has read from the TUN goes out before the
+			// device closes: a packet read and not yet sent would be lost,
+			// and the TUN may outlive this device (docs/contract.md §6).
+			// What comes next stays in the TUN for the next device.
+			time.Sleep(drainBeforeClose)
 		}
 		d.dev.Close()
 		if len(errs) > 0 {

@@ -48,25 +48,62 @@ func (w *stateOwnedTUN) forward() {
 // the device has the peer it is for is dropped. A TUN taken over from the
 // agent before holds what was sent while no process read it; held, it goes
 // out once the first peers are on the device (ConfigurePeers releases it).
+// Held again before the device closes (drain), it leaves what comes next in
+// the TUN for the device after this one.
 type heldTUN struct {
 	tun.Device
-	released chan struct{}
-	once     sync.Once
+	mu        sync.Mutex
+	open      chan struct{} // closed while reads pass
+	closed    chan struct{} // closed by Close
+	closeOnce sync.Once
 }
 
 func holdReads(t tun.Device) *heldTUN {
-	return &heldTUN{Device: t, released: make(chan struct{})}
+	return &heldTUN{Device: t, open: make(chan struct{}), closed: make(chan struct{})}
 }
 
-func (h *heldTUN) release() { h.once.Do(func() { close(h.released) }) }
+// release lets reads through.
+func (h *heldTUN) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.open:
+	default:
+		close(h.open)
+	}
+}
+
+// hold stops reads again from the next one on, and reports whether they
+// were passing. A read already waiting in the kernel still returns the next
+// packet.
+func (h *heldTUN) hold() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.open:
+		h.open = make(chan struct{})
+		return true
+	default:
+		return false
+	}
+}
 
 func (h *heldTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	<-h.released
+	h.mu.Lock()
+	open := h.open
+	h.mu.Unlock()
+	select {
+	case <-open:
+	case <-h.closed:
+	}
 	return h.Device.Read(bufs, sizes, offset)
 }
 
 // Close releases a read that waits, which then fails on the closed TUN.
+// The TUN closes first: a read let through before would take what waits
+// in the TUN for the next device, for a device that is closing.
 func (h *heldTUN) Close() error {
-	h.release()
-	return h.Device.Close()
+	err := h.Device.Close()
+	h.closeOnce.Do(func() { close(h.closed) })
+	return err
 }
