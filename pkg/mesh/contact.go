@@ -310,8 +310,9 @@ type waitingContact struct {
 // the order they were owed, and reports whether it started any: their
 // contact configuration is for the next pass to write, or, before the
 // bucket's first pass (restored peers), written here to the peers the
-// device has, as Restore wrote the first ones. A peer that left the table, has a contact already, or had a
-// handshake since it began to wait (it started one itself) is passed over.
+// device has, as Restore wrote the first ones. A peer that left the table,
+// has a contact already, or had a handshake since it began to wait (it
+// started one itself) is passed over.
 func (c *Controller) startWaiting(now time.Time, seen map[wgtypes.Key]peerSeen) bool {
 	started := map[wgtypes.Key]reconcile.Spec{}
 	for len(c.waiting) > 0 && c.initiating < maxInitiating {
