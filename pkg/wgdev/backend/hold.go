@@ -127,7 +127,7 @@ func answerHolds(l net.Listener, me Holder) {
 			uc.Close()
 			continue
 		}
-		if uid, err := peerUID(uc); err != nil || uid != os.Geteuid() {
+		if cred, err := peerCred(uc); err != nil || int(cred.Uid) != os.Geteuid() {
 			uc.Close()
 			continue
 		}
@@ -197,23 +197,20 @@ func handOver(c *net.UnixConn, h *HandOver) bool {
 	return true
 }
 
-// peerUID is the user of the process at the other end of c (SO_PEERCRED).
-func peerUID(c *net.UnixConn) (int, error) {
+// peerCred is the process at the other end of c, as the kernel tells it
+// (SO_PEERCRED): its pid and user.
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var cred *unix.Ucred
-	cerr := raw.Control(func(fd uintptr) {
+	if cerr := raw.Control(func(fd uintptr) {
 		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
-	if cerr != nil {
-		return 0, cerr
+	}); cerr != nil {
+		return nil, cerr
 	}
-	if err != nil {
-		return 0, err
-	}
-	return int(cred.Uid), nil
+	return cred, err
 }
 
 // TakeOver takes the device name over from the agent that holds it in this
@@ -242,16 +239,16 @@ func TakeOver(name string, wait time.Duration) (tun *os.File, from Holder, err e
 	if err != nil {
 		return nil, Holder{}, fmt.Errorf("take %s over: read its holder's answer: %w", name, err)
 	}
-	from.PID = peerPID(uc, from.PID)
 	// Abstract names are first come, first served: what answers must be
 	// an agent of this user before it is asked for a descriptor to run
 	// the device on.
-	uid, err := peerUID(uc)
+	cred, err := peerCred(uc)
 	if err != nil {
 		return nil, from, fmt.Errorf("take %s over: cannot tell who holds it (abstract socket %s): %w", name, addr, err)
 	}
-	if uid != os.Geteuid() {
-		return nil, from, fmt.Errorf("take %s over: pid %d holds it (abstract socket %s) as uid %d, and this agent runs as uid %d: not an agent to take the device from; stop that process", name, from.PID, addr, uid, os.Geteuid())
+	from.PID = int(cred.Pid)
+	if int(cred.Uid) != os.Geteuid() {
+		return nil, from, fmt.Errorf("take %s over: pid %d holds it (abstract socket %s) as uid %d, and this agent runs as uid %d: not an agent to take the device from; stop that process", name, from.PID, addr, cred.Uid, os.Geteuid())
 	}
 	if _, err := uc.Write([]byte(handOverRequest)); err != nil {
 		return nil, from, fmt.Errorf("take %s over from ikto-agent pid %d: %w", name, from.PID, err)
@@ -356,24 +353,10 @@ func askHolder(addr string) (Holder, error) {
 	if err := json.NewDecoder(c).Decode(&h); err != nil {
 		return Holder{}, fmt.Errorf("read its answer: %w", err)
 	}
-	h.PID = peerPID(c.(*net.UnixConn), h.PID)
-	return h, nil
-}
-
-// peerPID is the pid of the process at the other end of c (SO_PEERCRED),
-// or told when the kernel does not say.
-func peerPID(c *net.UnixConn, told int) int {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return told
+	if cred, err := peerCred(c.(*net.UnixConn)); err == nil {
+		h.PID = int(cred.Pid) // the kernel's word over the holder's
 	}
-	pid := told
-	_ = raw.Control(func(fd uintptr) {
-		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
-			pid = int(cred.Pid)
-		}
-	})
-	return pid
+	return h, nil
 }
 
 func dash(s string) string {
